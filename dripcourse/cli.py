@@ -1,0 +1,323 @@
+"""The dripcourse command: operators enroll and watch cohorts, staff preview lessons."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+from sqlalchemy import func, select
+
+from dripcourse import db, enrollment, status
+from dripcourse.clock import utcnow
+from dripcourse.errors import DripcourseError
+from dripcourse.models import Cohort, Enrollment
+from dripcourse.runtime import Runtime
+from dripcourse.settings import load_settings
+
+SAMPLE_COHORT = "sample"
+SAMPLE_CSV = Path("config/sample-cohort.csv")
+ROW = "  {:>4} {:>7} {:>8} {:>7} {:>11} {:>10}"
+
+
+class Group(click.Group):
+    """Shows a user's mistake as one line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except DripcourseError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class State:
+    """Built on first use so --help works even with broken settings."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(load_settings(self.config))
+        return self._runtime
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=Group)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="DRIPCOURSE_CONFIG",
+    help="TOML settings file (default: config/default.toml when present).",
+)
+@click.version_option(package_name="dripcourse")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Send a course one lesson a day at each subscriber's local morning."""
+    ctx.obj = State(config)
+    ctx.call_on_close(lambda: ctx.obj._runtime and ctx.obj._runtime.close())
+
+
+@cli.command()
+@pass_state
+def init(state: State) -> None:
+    """Create or upgrade the database."""
+    db.upgrade(state.runtime.engine)
+    click.echo(f"database ready: {state.runtime.engine.url.render_as_string(hide_password=True)}")
+
+
+@cli.command()
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=SAMPLE_CSV,
+    show_default=True,
+)
+@click.option("--course", default="white-coat", show_default=True)
+@pass_state
+def demo(state: State, csv_path: Path, course: str) -> None:
+    """Enroll the sample cohort (Day 1 at once), unless the database has a cohort already."""
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
+        if session.scalar(select(func.count()).select_from(Cohort)):
+            click.echo("a cohort exists already; the demo enrolls nobody")
+            return
+        now = utcnow()
+        signups = enrollment.read_csv(csv_path)
+        the_course = rt.catalog.course(course)
+        cohort = enrollment.create_cohort(session, SAMPLE_COHORT, the_course, "now", now)
+        for signup in signups:
+            enrollment.enroll(session, cohort, the_course, signup, now)
+    click.echo(f"cohort {SAMPLE_COHORT!r}: {len(signups)} subscribers enrolled, Day 1 due now")
+
+
+@cli.group(cls=Group)
+def cohort() -> None:
+    """Create and list cohorts."""
+
+
+@cohort.command("create")
+@click.argument("name")
+@click.option("--course", "course_slug", required=True, help="Course folder name under emails/.")
+@click.option(
+    "--start",
+    required=True,
+    metavar="DATE|today|now",
+    help="Local date of Day 1 (YYYY-MM-DD), today, or now (Day 1 at once).",
+)
+@pass_state
+def cohort_create(state: State, name: str, course_slug: str, start: str) -> None:
+    """Create a cohort taking one course from a start date."""
+    rt = state.runtime
+    course = rt.catalog.course(course_slug)
+    with db.transaction(rt.sessions) as session:
+        created = enrollment.create_cohort(session, name, course, start, utcnow())
+        when = (
+            "now"
+            if created.started_at
+            else f"{created.start_date} at {course.cadence.send_time:%H:%M} local"
+        )
+    click.echo(f"cohort {name!r} created: {course.title}, {course.length} lessons, Day 1 {when}")
+
+
+@cohort.command("list")
+@pass_state
+def cohort_list(state: State) -> None:
+    """List cohorts with their course, start and size."""
+    with db.transaction(state.runtime.sessions) as session:
+        rows = session.execute(
+            select(Cohort, func.count(Enrollment.id))
+            .outerjoin(Enrollment, Enrollment.cohort_id == Cohort.id)
+            .group_by(Cohort.id)
+            .order_by(Cohort.name)
+        ).all()
+        for c, size in rows:
+            start = (
+                c.started_at.isoformat(timespec="minutes") if c.started_at else str(c.start_date)
+            )
+            click.echo(f"{c.name}\t{c.course_slug}\tstart {start}\t{size} enrolled")
+    if not rows:
+        click.echo("no cohorts yet: dripcourse cohort create NAME --course SLUG --start DATE")
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--cohort", "cohort_name", required=True)
+@click.option("--name", default="", help="Name used in the greeting.")
+@click.option(
+    "--timezone", default="UTC", show_default=True, help="IANA zone, e.g. America/Chicago."
+)
+@pass_state
+def enroll(state: State, email: str, cohort_name: str, name: str, timezone: str) -> None:
+    """Enroll one subscriber in a cohort."""
+    rt = state.runtime
+    signup = enrollment.check_signup(email, name, timezone)
+    with db.transaction(rt.sessions) as session:
+        the_cohort = enrollment.get_cohort(session, cohort_name)
+        course = rt.catalog.course(the_cohort.course_slug)
+        enrolled = enrollment.enroll(session, the_cohort, course, signup, utcnow())
+        due = enrolled.next_send_at
+    click.echo(f"enrolled {signup.email} in {cohort_name!r}; Day 1 due {due:%Y-%m-%d %H:%M} UTC")
+
+
+@cli.command("import")
+@click.argument("csv_path", metavar="FILE.csv", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cohort", "cohort_name", required=True)
+@pass_state
+def import_csv(state: State, csv_path: Path, cohort_name: str) -> None:
+    """Enroll everyone in a CSV (header: email,name,timezone), all or nothing."""
+    rt = state.runtime
+    signups = enrollment.read_csv(csv_path)
+    now = utcnow()
+    with db.transaction(rt.sessions) as session:
+        the_cohort = enrollment.get_cohort(session, cohort_name)
+        course = rt.catalog.course(the_cohort.course_slug)
+        for signup in signups:
+            try:
+                enrollment.enroll(session, the_cohort, course, signup, now)
+            except DripcourseError as exc:
+                raise DripcourseError(
+                    f"{csv_path}: {signup.email}: {exc}; nothing was imported"
+                ) from None
+    click.echo(f"imported {len(signups)} subscribers into {cohort_name!r}")
+
+
+@cli.command()
+@click.option(
+    "--inline", is_flag=True, help="Send due lessons in this process, not through the broker."
+)
+@pass_state
+def tick(state: State, inline: bool) -> None:
+    """Run one scheduler pass now."""
+    from dripcourse import delivery
+
+    rt = state.runtime
+    outcomes: dict[str, int] = {}
+    if inline:
+
+        def enqueue(ids):  # type: ignore[no-untyped-def]
+            for delivery_id in ids:
+                outcome = delivery.send_delivery(rt, delivery_id, utcnow())
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    else:
+        from dripcourse import tasks
+
+        tasks.configure(rt.settings)
+        enqueue = tasks.enqueue
+    result = delivery.tick(rt, utcnow(), enqueue)
+    line = f"{result.claimed} lessons claimed, {result.requeued} deliveries queued again"
+    if outcomes:
+        line += "; " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
+    click.echo(line)
+
+
+@cli.command("status")
+@click.option("--cohort", "cohort_name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per enrollment.")
+@pass_state
+def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
+    """Show each cohort's progress by day, and failures with their reasons."""
+    with db.transaction(state.runtime.sessions) as session:
+        if cohort_name is not None:
+            enrollment.get_cohort(session, cohort_name)
+        if as_json:
+            click.echo(json.dumps(status.enrollment_rows(session, cohort_name), indent=2))
+            return
+        summaries = status.cohort_summaries(session, cohort_name)
+    if not summaries:
+        click.echo("no cohorts yet")
+    for s in summaries:
+        states = ", ".join(f"{n} {k}" for k, n in sorted(s.by_status.items()))
+        click.echo(f"cohort {s.name} ({s.course}): {s.enrolled} enrolled: {states or 'none'}")
+        click.echo(ROW.format("day", "sent", "pending", "failed", "suppressed", "reflected"))
+        for d in s.days:
+            click.echo(ROW.format(d.day, d.sent, d.pending, d.failed, d.suppressed, d.reflected))
+        for email, day, reason in s.failures:
+            click.echo(f"  failed: {email} day {day}: {reason}")
+
+
+@cli.command()
+@click.argument("slug")
+@click.argument("day", type=int)
+@click.option("--text", is_flag=True, help="The plain-text part instead of the HTML.")
+@click.option("--eml", is_flag=True, help="The whole message as it would be sent.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@click.option("--name", default="Dr. Sample Reader", show_default=True)
+@pass_state
+def preview(
+    state: State, slug: str, day: int, text: bool, eml: bool, out: Path | None, name: str
+) -> None:
+    """Render one lesson for a sample subscriber, to check it before anyone receives it."""
+    from dripcourse.delivery import preview_message
+
+    msg = preview_message(state.runtime, slug, day, name=name, now=utcnow())
+    if eml:
+        data = msg.as_bytes()
+    else:
+        part = msg.get_body(("plain",) if text else ("html",))
+        assert part is not None
+        data = part.get_content().encode("utf-8")
+    if out is None:
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+    else:
+        out.write_bytes(data)
+        click.echo(f"wrote {out}", err=True)
+
+
+@cli.command()
+@click.argument("slugs", nargs=-1)
+@pass_state
+def check(state: State, slugs: tuple[str, ...]) -> None:
+    """Check that every lesson of the given courses (default: all) loads and renders."""
+    catalog = state.runtime.catalog
+    for slug in slugs or catalog.slugs():
+        course = catalog.course(slug)
+        click.echo(
+            f"{slug}: {course.title}, {course.length} lessons, "
+            f"send {course.cadence.send_time:%H:%M} local"
+            f"{', weekdays only' if course.cadence.skip_weekends else ''}: ok"
+        )
+
+
+@cli.command()
+@click.option("--concurrency", default=4, show_default=True, help="Worker threads.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@pass_state
+def run(state: State, concurrency: int, loglevel: str) -> None:
+    """Run the scheduler: a Celery worker with embedded beat (Ctrl-C stops it)."""
+    from dripcourse import tasks
+
+    rt = state.runtime
+    db.upgrade(rt.engine)
+    for slug in rt.catalog.slugs():
+        rt.catalog.course(slug)  # a broken lesson stops us here, not at 07:00
+    app = tasks.configure(rt.settings)
+    click.echo(
+        f"dripcourse: database {rt.engine.url.render_as_string(hide_password=True)}, "
+        f"broker {rt.settings.broker_url}, mail {rt.settings.mail_url}"
+    )
+    app.worker_main(
+        [
+            "worker",
+            "--beat",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+            "--without-gossip",
+            "--without-mingle",
+        ]
+    )
+
+
+def main() -> None:
+    cli(prog_name="dripcourse")

@@ -1,0 +1,235 @@
+"""Cohorts and enrollments: creating them, importing a CSV, leaving and pausing."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from dripcourse import schedule
+from dripcourse.course import Course
+from dripcourse.errors import InputError, NotFound
+from dripcourse.models import (
+    Cohort,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Suppression,
+)
+from dripcourse.render import check_address
+
+CSV_COLUMNS = ("email", "name", "timezone")
+DEFAULT_TIMEZONE = "UTC"
+PAUSE = dt.timedelta(days=7)
+
+
+def parse_start(value: str, now: dt.datetime) -> tuple[dt.date | None, dt.datetime | None]:
+    """Read a cohort start: ``YYYY-MM-DD``, ``today`` or ``now``.
+
+    ``today`` is today's date in UTC; each subscriber then gets Day 1 at the course's send time
+    on that date in their own zone (at once if that hour has passed there).
+    """
+    if value == "now":
+        return None, now
+    if value == "today":
+        return now.astimezone(dt.UTC).date(), None
+    try:
+        return dt.date.fromisoformat(value), None
+    except ValueError:
+        raise InputError(f"--start: expected YYYY-MM-DD, today or now, got {value!r}") from None
+
+
+def create_cohort(
+    session: Session, name: str, course: Course, start: str, now: dt.datetime
+) -> Cohort:
+    name = name.strip()
+    if not name:
+        raise InputError("cohort name is empty")
+    if session.scalar(select(Cohort).where(Cohort.name == name)) is not None:
+        raise InputError(f"cohort {name!r} already exists")
+    start_date, started_at = parse_start(start, now)
+    cohort = Cohort(
+        name=name,
+        course_slug=course.slug,
+        start_date=start_date,
+        started_at=started_at,
+        created_at=now,
+    )
+    session.add(cohort)
+    session.flush()
+    return cohort
+
+
+def get_cohort(session: Session, name: str) -> Cohort:
+    cohort = session.scalar(select(Cohort).where(Cohort.name == name))
+    if cohort is None:
+        raise NotFound(f"no cohort named {name!r} (see: dripcourse cohort list)")
+    return cohort
+
+
+@dataclass(frozen=True)
+class Signup:
+    email: str
+    name: str
+    timezone: str
+
+
+def check_signup(email: str, name: str | None, timezone: str | None) -> Signup:
+    """Normalise one person's details or raise InputError naming the field."""
+    try:
+        address = check_address(email)
+    except ValueError as exc:
+        raise InputError(f"email: {exc}") from None
+    clean_name = (name or "").strip()
+    if any(c in clean_name for c in '\r\n\t<>"') or len(clean_name) > 200:
+        raise InputError(f"name: {clean_name!r} may not hold line breaks, tabs, <, > or quotes")
+    zone_name = (timezone or "").strip() or DEFAULT_TIMEZONE
+    try:
+        schedule.zone(zone_name)
+    except InputError as exc:
+        raise InputError(f"timezone: {exc}") from None
+    return Signup(email=address, name=clean_name, timezone=zone_name)
+
+
+def enroll(
+    session: Session, cohort: Cohort, course: Course, signup: Signup, now: dt.datetime
+) -> Enrollment:
+    """Enroll one person in a cohort; their Day 1 is scheduled at once in the database."""
+    if session.scalar(select(Suppression.id).where(Suppression.email == signup.email)):
+        raise InputError(f"email: {signup.email} is suppressed (it bounced or complained)")
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == signup.email))
+    if subscriber is None:
+        subscriber = Subscriber(
+            email=signup.email, name=signup.name, timezone=signup.timezone, created_at=now
+        )
+        session.add(subscriber)
+        session.flush()
+    else:
+        subscriber.name = signup.name or subscriber.name
+        subscriber.timezone = signup.timezone
+    existing = session.scalar(
+        select(Enrollment).where(
+            Enrollment.subscriber_id == subscriber.id, Enrollment.cohort_id == cohort.id
+        )
+    )
+    if existing is not None:
+        raise InputError(f"email: {signup.email} is already enrolled in cohort {cohort.name!r}")
+    due = schedule.first_due(
+        course.cadence,
+        schedule.zone(subscriber.timezone),
+        start_date=cohort.start_date,
+        started_at=cohort.started_at,
+        enrolled_at=now,
+    )
+    enrollment = Enrollment(
+        subscriber=subscriber,
+        cohort=cohort,
+        day=0,
+        next_send_at=due,
+        status=EnrollmentStatus.ACTIVE,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(enrollment)
+    session.flush()
+    return enrollment
+
+
+def read_csv(path: Path) -> list[Signup]:
+    """Read and check a whole CSV before anything is written; errors name the line and field."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"{path}: {exc.strerror}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not UTF-8 text") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "email" not in header:
+        raise InputError(f"{path}:1: header must be {','.join(CSV_COLUMNS)} (no email column)")
+    unknown = set(header) - set(CSV_COLUMNS)
+    if unknown:
+        raise InputError(
+            f"{path}:1: unknown column(s) {', '.join(sorted(unknown))}; "
+            f"expected {','.join(CSV_COLUMNS)}"
+        )
+    reader.fieldnames = header
+    signups: list[Signup] = []
+    seen: dict[str, int] = {}
+    errors: list[str] = []
+    for row in reader:
+        line = reader.line_num
+        if None in row:
+            errors.append(f"{path}:{line}: too many fields")
+            continue
+        if not any((v or "").strip() for v in row.values()):
+            continue
+        try:
+            signup = check_signup(row.get("email") or "", row.get("name"), row.get("timezone"))
+        except InputError as exc:
+            errors.append(f"{path}:{line}: {exc}")
+            continue
+        if signup.email in seen:
+            errors.append(
+                f"{path}:{line}: email: {signup.email} is also on line {seen[signup.email]}"
+            )
+            continue
+        seen[signup.email] = line
+        signups.append(signup)
+    if errors:
+        shown = errors[:20]
+        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+        raise InputError("\n".join(shown) + more + "\nnothing was imported")
+    if not signups:
+        raise InputError(f"{path}: no rows to import")
+    return signups
+
+
+def suppress(session: Session, email: str, reason: str, now: dt.datetime) -> None:
+    """Put an address on the list that is never mailed again (idempotent)."""
+    if session.scalar(select(Suppression.id).where(Suppression.email == email)) is None:
+        session.add(Suppression(email=email, reason=reason, created_at=now))
+
+
+def stop_enrollment(
+    session: Session, enrollment: Enrollment, status: EnrollmentStatus, now: dt.datetime
+) -> None:
+    """End an enrollment early and cancel its lessons still waiting to go out."""
+    enrollment.status = status
+    enrollment.next_send_at = None
+    enrollment.updated_at = now
+    session.execute(
+        update(Delivery)
+        .where(Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.PENDING)
+        .values(
+            status=DeliveryStatus.CANCELLED,
+            next_attempt_at=None,
+            updated_at=now,
+            last_error=str(status),
+        )
+    )
+
+
+def unsubscribe(session: Session, enrollment: Enrollment, now: dt.datetime) -> bool:
+    """Stop every lesson to this person, in every cohort, for good.
+
+    Pending deliveries are cancelled and the address is suppressed, so no later enrollment
+    can mail it either. Returns False when they had already left.
+    """
+    subscriber = enrollment.subscriber
+    if enrollment.status == EnrollmentStatus.UNSUBSCRIBED:
+        return False
+    for each in subscriber.enrollments:
+        if each.status == EnrollmentStatus.ACTIVE or each is enrollment:
+            stop_enrollment(session, each, EnrollmentStatus.UNSUBSCRIBED, now)
+    suppress(session, subscriber.email, "unsubscribed", now)
+    return True

@@ -1,0 +1,231 @@
+"""Mail transports behind one small Protocol, chosen by URL: smtp://, smtps://, file://, console://.
+
+SMTP is the one place the project talks to a mail server. Its errors are sorted into
+TransientMailError (try again later: 4xx replies, dropped or refused connections, time-outs)
+and PermanentMailError (5xx: this will never succeed for this address).
+"""
+
+from __future__ import annotations
+
+import os
+import smtplib
+import ssl
+import sys
+import threading
+import uuid
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from pathlib import Path
+from typing import Protocol, TextIO
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from dripcourse.errors import ConfigError
+
+
+class TransientMailError(Exception):
+    """Sending failed in a way that may succeed later."""
+
+
+class PermanentMailError(Exception):
+    """The server refused the message for good (a 5xx reply)."""
+
+
+class Transport(Protocol):
+    def send(self, msg: EmailMessage) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class FileTransport:
+    """Writes each message as an .eml file (CRLF line ends, as on the wire) into a folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def send(self, msg: EmailMessage) -> None:
+        data = msg.as_bytes(policy=SMTP_POLICY)
+        stem = uuid.uuid4().hex
+        tmp = self.folder / f".{stem}.tmp"
+        tmp.write_bytes(data)
+        # Rename last: a reader never sees half a message.
+        os.replace(tmp, self.folder / f"{stem}.eml")
+
+    def close(self) -> None:
+        pass
+
+
+class ConsoleTransport:
+    """Prints each message; for trying things out."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def send(self, msg: EmailMessage) -> None:
+        self.stream.write(msg.as_string() + "\n" + "-" * 72 + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        pass
+
+
+class SMTPTransport:
+    """One SMTP connection, reused across messages, reopened when it drops."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        implicit_tls: bool = False,
+        starttls: bool = False,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = 30.0,
+        local_hostname: str | None = None,
+    ) -> None:
+        self.host, self.port = host, port
+        self.implicit_tls, self.starttls = implicit_tls, starttls
+        self.username, self.password = username, password
+        self.timeout = timeout
+        self.local_hostname = local_hostname
+        self._conn: smtplib.SMTP | None = None
+        self._lock = threading.Lock()  # a thread-pool worker shares one transport
+
+    def _connect(self) -> smtplib.SMTP:
+        context = ssl.create_default_context()
+        conn: smtplib.SMTP
+        if self.implicit_tls:
+            conn = smtplib.SMTP_SSL(
+                self.host,
+                self.port,
+                timeout=self.timeout,
+                local_hostname=self.local_hostname,
+                context=context,
+            )
+        else:
+            conn = smtplib.SMTP(
+                self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
+            )
+            if self.starttls:
+                conn.starttls(context=context)
+        if self.username:
+            conn.login(self.username, self.password or "")
+        return conn
+
+    def send(self, msg: EmailMessage) -> None:
+        with self._lock:
+            for attempt in (1, 2):
+                reused = self._conn is not None
+                try:
+                    if self._conn is None:
+                        self._conn = self._connect()
+                    # send_message serialises with CRLF line ends; raw bytes to sendmail would not.
+                    self._conn.send_message(msg)
+                    return
+                except smtplib.SMTPServerDisconnected as exc:
+                    self._drop()
+                    # An idle connection the server closed meanwhile: reopen once and go on.
+                    if reused and attempt == 1:
+                        continue
+                    raise TransientMailError(f"server disconnected: {exc}") from exc
+                except smtplib.SMTPException as exc:
+                    error = _classify(exc)
+                    if getattr(exc, "smtp_code", None) == 421:
+                        self._drop()  # 421: the server is closing the channel
+                    else:
+                        self._reset()
+                    raise error from exc
+                except OSError as exc:  # refused, reset, timed out, TLS failure
+                    self._drop()
+                    raise TransientMailError(
+                        f"cannot reach {self.host}:{self.port}: {exc}"
+                    ) from exc
+
+    def _reset(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.quit()
+            except (smtplib.SMTPException, OSError):
+                conn.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+
+def _classify(exc: smtplib.SMTPException) -> Exception:
+    """Only a refusal of the recipient or of the message is permanent for this address.
+
+    A 5xx to AUTH, HELO or MAIL FROM is our own configuration at fault: retrying (and in the end
+    failing the delivery) is right, suppressing the subscriber's address would not be.
+    """
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        code, reply = next(iter(exc.recipients.values()))
+        return _by_code(code, reply)
+    if isinstance(exc, smtplib.SMTPDataError):
+        return _by_code(exc.smtp_code, exc.smtp_error)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return TransientMailError(
+            f"{exc.smtp_code} {_text(exc.smtp_error)} (check the mail settings)"
+        )
+    return TransientMailError(str(exc))
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+def _by_code(code: int, reply: bytes | str) -> Exception:
+    detail = f"{code} {_text(reply)}".strip()
+    if 500 <= code < 600:
+        return PermanentMailError(detail)
+    return TransientMailError(detail)
+
+
+def transport_from_url(url: str, *, timeout: float = 30.0) -> Transport:
+    """Build the transport a mail URL names.
+
+    smtp://user:pass@host:587?starttls=true   plain SMTP, optionally upgraded with STARTTLS
+    smtps://user:pass@host:465                SMTP over TLS from the first byte
+    file:///absolute/folder or file://relative/folder
+    console://
+    """
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        path = unquote(parts.netloc + parts.path)
+        if not path:
+            raise ConfigError("setting mail_url: file:// needs a folder, e.g. file://var/outbox")
+        return FileTransport(Path(path).expanduser())
+    if parts.scheme == "console":
+        return ConsoleTransport()
+    if parts.scheme in ("smtp", "smtps"):
+        if not parts.hostname:
+            raise ConfigError(f"setting mail_url: no host in {parts.scheme}:// URL")
+        options = {k: v[-1].lower() for k, v in parse_qs(parts.query).items()}
+        unknown = set(options) - {"starttls"}
+        if unknown:
+            raise ConfigError(f"setting mail_url: unknown option(s) {', '.join(sorted(unknown))}")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ConfigError("setting mail_url: the port is not a number") from None
+        implicit = parts.scheme == "smtps"
+        return SMTPTransport(
+            parts.hostname,
+            port or (465 if implicit else 25),
+            implicit_tls=implicit,
+            starttls=options.get("starttls", "false") in ("1", "true", "yes"),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            timeout=timeout,
+        )
+    raise ConfigError(f"setting mail_url: unsupported transport {url!r}")

@@ -1,0 +1,100 @@
+"""The objects one process needs, built once from Settings and passed in: never globals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from dripcourse import db
+from dripcourse.course import Course, course_slugs, load_course
+from dripcourse.links import Links
+from dripcourse.mail import TransientMailError, Transport, transport_from_url
+from dripcourse.ratelimit import RateLimiter
+from dripcourse.render import Renderer
+from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
+
+
+class Catalog:
+    """The courses under one emails/ folder, each loaded and checked once per process."""
+
+    def __init__(self, emails_dir: Path) -> None:
+        self.emails_dir = emails_dir
+        self._courses: dict[str, Course] = {}
+        self._renderer: Renderer | None = None
+
+    @property
+    def renderer(self) -> Renderer:
+        if self._renderer is None:
+            self._renderer = Renderer(self.emails_dir)
+        return self._renderer
+
+    def course(self, slug: str) -> Course:
+        if slug not in self._courses:
+            course = load_course(self.emails_dir, slug)
+            self.renderer.check(course)
+            self._courses[slug] = course
+        return self._courses[slug]
+
+    def slugs(self) -> list[str]:
+        return course_slugs(self.emails_dir)
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    _transport: Transport | None = field(default=None, repr=False)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return db.make_engine(self.settings.database_url)
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return db.session_factory(self.engine)
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.settings.path(self.settings.emails_dir))
+
+    @cached_property
+    def links(self) -> Links:
+        return Links(
+            secret_key=secret_key(self.settings),
+            base_url=self.settings.base_url,
+            reflect_max_age_days=self.settings.reflect_max_age_days,
+        )
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = transport_from_url(
+                self.settings.mail_url, timeout=self.settings.smtp_timeout_seconds
+            )
+        return self._transport
+
+    @cached_property
+    def limiter(self) -> RateLimiter | None:
+        url = redis_url_for_rate_limit(self.settings)
+        if url is None:
+            return None
+        return RateLimiter.from_url(url, self.settings.rate_limit_per_second)
+
+    def throttle(self) -> None:
+        """Wait for a slot under the global send-rate limit, if one is set."""
+        if self.limiter is not None:
+            try:
+                self.limiter.wait()
+            except redis.RedisError as exc:
+                raise TransientMailError(f"send-rate limiter unavailable: {exc}") from exc
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+        if "engine" in self.__dict__:
+            self.engine.dispose()

@@ -1,0 +1,208 @@
+"""One Settings object: built-in embedded defaults, then a TOML file, then DRIPCOURSE_* vars."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dripcourse.errors import ConfigError
+
+CONFIG_ENV = "DRIPCOURSE_CONFIG"
+DEFAULT_CONFIG = Path("config/default.toml")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the scheduler needs to know, resolved once at start."""
+
+    database_url: str = "sqlite:///var/dripcourse.sqlite3"
+    broker_url: str = "sqla+sqlite:///var/broker.sqlite3"
+    mail_url: str = "file://var/outbox"
+    base_url: str = "http://127.0.0.1:8000"
+    secret_key: str = ""
+    emails_dir: str = "emails"
+    var_dir: str = "var"
+    message_id_domain: str = "dripcourse.localhost"
+    # Scheduler
+    tick_seconds: float = 60.0
+    batch_size: int = 500
+    requeue_after_seconds: int = 900
+    send_lease_seconds: int = 300
+    max_attempts: int = 8
+    retry_base_seconds: int = 60
+    retry_max_seconds: int = 3600
+    # Global send-rate limit in messages per second, shared through Redis (0 = no limit).
+    rate_limit_per_second: float = 0.0
+    rate_limit_redis_url: str = ""
+    smtp_timeout_seconds: float = 30.0
+    # Links
+    reflect_max_age_days: int = 0
+    # Web
+    web_host: str = "127.0.0.1"
+    web_port: int = 8000
+    reflection_max_chars: int = 20000
+    # Where the settings came from, for error messages.
+    source: str = field(default="built-in defaults", compare=False)
+
+    @property
+    def outbox_hint(self) -> str:
+        return self.mail_url
+
+    def path(self, value: str) -> Path:
+        """Resolve a relative path setting against the current directory."""
+        return Path(value).expanduser().resolve()
+
+
+_ENV_FIELDS = {
+    f.name: f"DRIPCOURSE_{f.name.upper()}"
+    for f in dataclasses.fields(Settings)
+    if f.name != "source"
+}
+
+
+def load_settings(
+    config_path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Build the Settings: defaults, then the TOML file, then the environment.
+
+    The file is ``config_path``, else ``$DRIPCOURSE_CONFIG``, else ``config/default.toml`` when it
+    exists in the current directory. Every value is checked here so a wrong setting stops the
+    program at start, with the setting's name, and never mid-send.
+    """
+    env = os.environ if environ is None else environ
+    values: dict[str, object] = {}
+    sources = []
+    path = config_path or env.get(CONFIG_ENV)
+    if path is None and DEFAULT_CONFIG.is_file():
+        path = DEFAULT_CONFIG
+    if path is not None:
+        values.update(_read_toml(Path(path)))
+        sources.append(str(path))
+    for name, var in _ENV_FIELDS.items():
+        if var in env:
+            values[name] = env[var]
+            sources.append(var)
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    typed: dict[str, object] = {}
+    for name, raw in values.items():
+        typed[name] = _coerce(name, raw, fields[name].type)
+    settings = Settings(**typed, source=", ".join(sources) or "built-in defaults")  # type: ignore[arg-type]
+    validate(settings)
+    return settings
+
+
+def _read_toml(path: Path) -> dict[str, object]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    flat: dict[str, object] = {}
+    known = set(_ENV_FIELDS)
+    for key, value in data.items():
+        # Sections are only for readability: [scheduler] tick_seconds = 60 is tick_seconds.
+        items = value.items() if isinstance(value, dict) else [(key, value)]
+        for name, inner in items:
+            if name not in known:
+                raise ConfigError(f"{path}: unknown setting {name!r}")
+            flat[name] = inner
+    return flat
+
+
+def _coerce(name: str, raw: object, kind: object) -> object:
+    kind_name = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+    try:
+        if kind_name == "int":
+            if isinstance(raw, bool):
+                raise ValueError
+            return int(raw)  # type: ignore[call-overload]
+        if kind_name == "float":
+            if isinstance(raw, bool):
+                raise ValueError
+            return float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"setting {name}: expected a number, got {raw!r}") from None
+    if not isinstance(raw, str):
+        raise ConfigError(f"setting {name}: expected text, got {raw!r}")
+    return raw
+
+
+def validate(settings: Settings) -> None:
+    """Reject settings that could only fail later, naming the setting."""
+    db = urlsplit(settings.database_url).scheme
+    if not (db.startswith("sqlite") or db.startswith("postgresql")):
+        raise ConfigError(
+            f"setting database_url: unsupported database {settings.database_url!r} "
+            "(use sqlite:///path or postgresql+psycopg://...)"
+        )
+    broker = urlsplit(settings.broker_url).scheme
+    if broker not in {"redis", "rediss", "sqla+sqlite", "sqla+postgresql", "memory", "filesystem"}:
+        raise ConfigError(f"setting broker_url: unsupported broker {settings.broker_url!r}")
+    mail = urlsplit(settings.mail_url).scheme
+    if mail not in {"smtp", "smtps", "file", "console"}:
+        raise ConfigError(
+            f"setting mail_url: unsupported transport {settings.mail_url!r} "
+            "(use smtp://, smtps://, file:// or console://)"
+        )
+    base = urlsplit(settings.base_url)
+    if base.scheme not in {"http", "https"} or not base.netloc:
+        raise ConfigError(
+            f"setting base_url: expected http(s)://host[:port], got {settings.base_url!r}"
+        )
+    positive = (
+        "tick_seconds",
+        "batch_size",
+        "requeue_after_seconds",
+        "send_lease_seconds",
+        "max_attempts",
+        "retry_base_seconds",
+        "retry_max_seconds",
+        "smtp_timeout_seconds",
+        "reflection_max_chars",
+    )
+    for name in positive:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"setting {name}: must be greater than 0")
+    if settings.rate_limit_per_second < 0:
+        raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
+    if (
+        settings.rate_limit_per_second
+        and not settings.rate_limit_redis_url
+        and urlsplit(settings.broker_url).scheme not in {"redis", "rediss"}
+    ):
+        raise ConfigError(
+            "setting rate_limit_per_second: a global rate limit is shared through Redis; "
+            "set rate_limit_redis_url or use a redis:// broker"
+        )
+
+
+def secret_key(settings: Settings) -> str:
+    """Return the signing key; on the embedded set-up, make one once and keep it under var/."""
+    if settings.secret_key:
+        return settings.secret_key
+    key_file = settings.path(settings.var_dir) / "secret_key"
+    if key_file.is_file():
+        return key_file.read_text(encoding="utf-8").strip()
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(32)
+    # O_EXCL: two processes starting together agree on one key.
+    try:
+        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return key_file.read_text(encoding="utf-8").strip()
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(key)
+    return key
+
+
+def redis_url_for_rate_limit(settings: Settings) -> str | None:
+    """The Redis that holds the shared send-rate budget, or None when there is no limit."""
+    if not settings.rate_limit_per_second:
+        return None
+    return settings.rate_limit_redis_url or settings.broker_url

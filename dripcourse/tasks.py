@@ -1,0 +1,97 @@
+"""Celery app and beat schedule: thin adapters over dripcourse.delivery.
+
+Beat only ticks; the schedule itself lives in the database. Tasks carry ids (JSON), are queued
+after the claim commits, and are acknowledged late so a killed worker's task is redelivered.
+Start it the standard way: ``celery -A dripcourse.tasks worker`` and
+``celery -A dripcourse.tasks beat``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from celery import Celery, signals
+
+from dripcourse import delivery
+from dripcourse.clock import utcnow
+from dripcourse.runtime import Runtime
+from dripcourse.settings import Settings, load_settings
+
+app = Celery("dripcourse")
+_runtime: Runtime | None = None
+
+
+def configure(settings: Settings) -> Celery:
+    """Point the Celery app and this process's Runtime at ``settings``."""
+    global _runtime
+    if _runtime is not None:
+        _runtime.close()
+    _runtime = Runtime(settings)
+    var = settings.path(settings.var_dir)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        broker_connection_retry_on_startup=True,
+        # The Redis visibility timeout redelivers unacked tasks; it must outlast any send.
+        broker_transport_options={"visibility_timeout": 3600},
+        task_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        enable_utc=True,
+        timezone="UTC",
+        beat_schedule={
+            "tick": {
+                "task": "dripcourse.tick",
+                "schedule": settings.tick_seconds,
+                # A tick queued while workers were down is stale by the next one.
+                "options": {"expires": settings.tick_seconds},
+            }
+        },
+        beat_schedule_filename=str(var / "celerybeat-schedule"),
+    )
+    var.mkdir(parents=True, exist_ok=True)
+    return app
+
+
+def runtime() -> Runtime:
+    if _runtime is None:
+        configure(load_settings())
+    assert _runtime is not None
+    return _runtime
+
+
+@signals.worker_process_init.connect
+def _fresh_connections_after_fork(**_: object) -> None:
+    # A forked pool process must not share the parent's database connections or SMTP socket.
+    if _runtime is not None:
+        _runtime.close()
+
+
+@signals.worker_shutdown.connect
+def _close(**_: object) -> None:
+    if _runtime is not None:
+        _runtime.close()
+
+
+def enqueue(ids: Sequence[int]) -> None:
+    for delivery_id in ids:
+        send_lesson.apply_async((delivery_id,))
+
+
+@app.task(name="dripcourse.tick", ignore_result=True)
+def tick() -> dict[str, int]:
+    """One scheduler pass: claim due lessons and queue them, after the claim commits."""
+    result = delivery.tick(runtime(), utcnow(), enqueue)
+    return {"claimed": result.claimed, "requeued": result.requeued}
+
+
+@app.task(name="dripcourse.send_lesson", ignore_result=True, acks_late=True)
+def send_lesson(delivery_id: int) -> str:
+    """Send one claimed delivery. Retries are scheduled in the database, not in the broker."""
+    return str(delivery.send_delivery(runtime(), delivery_id, utcnow()))
+
+
+configure(load_settings())
