@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+import celery.signals
 import click
 from sqlalchemy import func, select
 
@@ -303,6 +304,9 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
         f"dripcourse: database {rt.engine.url.render_as_string(hide_password=True)}, "
         f"broker {rt.settings.broker_url}, mail {rt.settings.mail_url}"
     )
+    # Beat's first tick comes one interval after it starts; tick once when the worker is up so
+    # lessons already due go out at once.
+    celery.signals.worker_ready.connect(lambda **_: tasks.tick.apply_async(), weak=False)
     app.worker_main(
         [
             "worker",
@@ -313,8 +317,6 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
             str(concurrency),
             "--loglevel",
             loglevel,
-            "--without-gossip",
-            "--without-mingle",
         ]
     )
 

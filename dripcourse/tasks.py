@@ -31,15 +31,13 @@ def configure(settings: Settings) -> Celery:
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
-        # The Redis visibility timeout redelivers unacked tasks; it must outlast any send.
-        broker_transport_options={"visibility_timeout": 3600},
+        broker_transport_options=_transport_options(settings.broker_url),
         task_serializer="json",
         accept_content=["json"],
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        worker_hijack_root_logger=False,
         enable_utc=True,
         timezone="UTC",
         beat_schedule={
@@ -54,6 +52,16 @@ def configure(settings: Settings) -> Celery:
     )
     var.mkdir(parents=True, exist_ok=True)
     return app
+
+
+def _transport_options(broker_url: str) -> dict[str, object]:
+    if broker_url.startswith(("redis", "rediss")):
+        # Redis redelivers a task not acknowledged within this time; it must outlast any send.
+        return {"visibility_timeout": 3600}
+    if broker_url.startswith("sqla+sqlite"):
+        # Worker threads and beat share one SQLite file: wait for its lock rather than fail.
+        return {"connect_args": {"timeout": 30}}
+    return {}
 
 
 def runtime() -> Runtime:
