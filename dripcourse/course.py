@@ -130,11 +130,11 @@ def _load_lesson(day: int, path: Path) -> Lesson:
     except UnicodeDecodeError:
         raise CourseError(f"{path}: not UTF-8 text") from None
     meta = post.metadata
+    for key in REQUIRED_LESSON_KEYS:
+        _text(meta, key, path)
     unknown = set(meta) - KNOWN_LESSON_KEYS
     if unknown:
         raise CourseError(f"{path}: unknown front matter key(s) {', '.join(sorted(unknown))}")
-    for key in REQUIRED_LESSON_KEYS:
-        _text(meta, key, path)
     subject = str(meta["subject"])
     if "\n" in subject or "\r" in subject:
         raise CourseError(f"{path}: subject must be one line")

@@ -1,0 +1,186 @@
+"""Claim, send and record: over real SMTP (aiosmtpd) and the file transport."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dripcourse import delivery, enrollment
+from dripcourse.db import transaction
+from dripcourse.delivery import Outcome
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
+from dripcourse.runtime import Runtime
+from tests.conftest import make_settings, utc
+from tests.smtp_sink import SMTPSink
+
+NOW = utc(2026, 11, 25, 12)
+PEOPLE = [
+    ("ana@example.org", "Ana Ruiz", "Europe/Madrid"),
+    ("bo@example.org", "Bo Chen", "Asia/Shanghai"),
+]
+
+
+def start_cohort(rt: Runtime, now: dt.datetime = NOW) -> None:
+    course = rt.catalog.course("white-coat")
+    with transaction(rt.sessions) as session:
+        cohort = enrollment.create_cohort(session, "c1", course, "now", now)
+        for address, name, zone in PEOPLE:
+            enrollment.enroll(
+                session, cohort, course, enrollment.check_signup(address, name, zone), now
+            )
+
+
+def claim(rt: Runtime, now: dt.datetime = NOW) -> list[int]:
+    ids: list[int] = []
+    delivery.tick(rt, now, ids.extend)
+    return ids
+
+
+@pytest.fixture
+def smtp_rt(tmp_path: Path, sqlite_url: str, smtp_sink: SMTPSink) -> Runtime:
+    rt = Runtime(make_settings(tmp_path, database_url=sqlite_url, mail_url=smtp_sink.url))
+    yield rt
+    rt.close()
+
+
+def test_day_one_arrives_over_real_smtp_with_crlf_and_both_parts(
+    smtp_rt: Runtime, smtp_sink: SMTPSink
+) -> None:
+    start_cohort(smtp_rt)
+    ids = claim(smtp_rt)
+    assert [delivery.send_delivery(smtp_rt, i, NOW) for i in ids] == [Outcome.SENT, Outcome.SENT]
+
+    assert sorted(smtp_sink.handler.recipients()) == ["ana@example.org", "bo@example.org"]
+    for received in smtp_sink.handler.received:
+        assert received.mail_from == "lessons@dripcourse.example"
+        msg = received.message
+        assert str(msg["Subject"]).startswith("Day 1:")
+        assert msg.get_body(("plain",)) is not None and msg.get_body(("html",)) is not None
+    with transaction(smtp_rt.sessions) as session:
+        rows = session.execute(
+            select(Delivery.status, Delivery.attempts, Delivery.message_id)
+        ).all()
+    assert all(
+        status == DeliveryStatus.SENT and attempts == 1 and mid for status, attempts, mid in rows
+    )
+
+
+def test_a_task_delivered_twice_sends_once(smtp_rt: Runtime, smtp_sink: SMTPSink) -> None:
+    start_cohort(smtp_rt)
+    first = claim(smtp_rt)[0]
+    assert delivery.send_delivery(smtp_rt, first, NOW) == Outcome.SENT
+    assert delivery.send_delivery(smtp_rt, first, NOW + dt.timedelta(seconds=1)) == Outcome.SKIPPED
+    assert len(smtp_sink.handler.received) == 1
+
+
+def test_second_tick_claims_nothing(smtp_rt: Runtime) -> None:
+    start_cohort(smtp_rt)
+    assert len(claim(smtp_rt)) == 2
+    assert claim(smtp_rt) == []
+
+
+def test_server_busy_retries_later_then_delivers_once(
+    smtp_rt: Runtime, smtp_sink: SMTPSink
+) -> None:
+    start_cohort(smtp_rt)
+    smtp_sink.handler.busy = True
+    ids = claim(smtp_rt)
+    assert {delivery.send_delivery(smtp_rt, i, NOW) for i in ids} == {Outcome.RETRY}
+    with transaction(smtp_rt.sessions) as session:
+        rows = session.execute(
+            select(Delivery.status, Delivery.next_attempt_at, Delivery.last_error)
+        ).all()
+    for status, next_attempt, error in rows:
+        assert status == DeliveryStatus.PENDING
+        assert NOW + dt.timedelta(seconds=29) <= next_attempt <= NOW + dt.timedelta(seconds=60)
+        assert error.startswith("421")
+    # Not before the backoff has passed...
+    assert claim(smtp_rt, NOW + dt.timedelta(seconds=10)) == []
+    smtp_sink.handler.busy = False
+    later = NOW + dt.timedelta(minutes=2)
+    again = claim(smtp_rt, later)
+    assert sorted(again) == sorted(ids)
+    assert {delivery.send_delivery(smtp_rt, i, later) for i in again} == {Outcome.SENT}
+    assert sorted(smtp_sink.handler.recipients()) == ["ana@example.org", "bo@example.org"]
+
+
+def test_rejected_recipient_fails_once_and_is_suppressed(
+    smtp_rt: Runtime, smtp_sink: SMTPSink
+) -> None:
+    smtp_sink.handler.reject["bo@example.org"] = "550 5.1.1 No such user"
+    start_cohort(smtp_rt)
+    outcomes = sorted(delivery.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
+    assert outcomes == [Outcome.BOUNCED, Outcome.SENT]
+    with transaction(smtp_rt.sessions) as session:
+        failed = session.scalars(
+            select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)
+        ).one()
+        assert failed.last_error.startswith("550 5.1.1")
+        assert failed.enrollment.status == EnrollmentStatus.BOUNCED
+        assert session.scalars(select(Suppression.email)).all() == ["bo@example.org"]
+    # Days later nothing more goes to the bounced address.
+    later = NOW + dt.timedelta(days=3)
+    for i in claim(smtp_rt, later):
+        delivery.send_delivery(smtp_rt, i, later)
+    assert smtp_sink.handler.recipients().count("bo@example.org") == 0
+
+
+def test_gives_up_after_max_attempts_and_records_why(tmp_path: Path, sqlite_url: str) -> None:
+    # Nothing listens on this port: every attempt is a refused connection.
+    rt = Runtime(
+        make_settings(
+            tmp_path,
+            database_url=sqlite_url,
+            mail_url="smtp://127.0.0.1:9",
+            max_attempts=3,
+            smtp_timeout_seconds=2,
+        )
+    )
+    start_cohort(rt)
+    now = NOW
+    outcomes = []
+    for _ in range(3):
+        for i in claim(rt, now):
+            outcomes.append(delivery.send_delivery(rt, i, now))
+        now += dt.timedelta(hours=2)
+    assert outcomes == [Outcome.RETRY] * 4 + [Outcome.FAILED] * 2
+    with transaction(rt.sessions) as session:
+        rows = session.execute(
+            select(Delivery.status, Delivery.attempts, Delivery.last_error)
+        ).all()
+        assert all(
+            s == DeliveryStatus.FAILED and a == 3 and "cannot reach" in e for s, a, e in rows
+        )
+        assert set(session.scalars(select(Enrollment.status))) == {EnrollmentStatus.FAILED}
+        assert session.scalars(select(Suppression)).all() == []  # our fault, not the address's
+    rt.close()
+
+
+def test_file_transport_writes_complete_crlf_messages(rt: Runtime, outbox: Path) -> None:
+    start_cohort(rt)
+    for i in claim(rt):
+        delivery.send_delivery(rt, i, NOW)
+    files = sorted(outbox.glob("*.eml"))
+    assert len(files) == 2
+    assert not list(outbox.glob(".*.tmp"))
+    for path in files:
+        data = path.read_bytes()
+        assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
+        msg = email.message_from_bytes(data, policy=email.policy.default)
+        assert msg["To"].addresses[0].addr_spec in {p[0] for p in PEOPLE}
+
+
+def test_unsubscribed_before_the_worker_got_to_it_is_cancelled(rt: Runtime, outbox: Path) -> None:
+    start_cohort(rt)
+    ids = claim(rt)
+    with transaction(rt.sessions) as session:
+        ana = session.scalars(select(Enrollment).order_by(Enrollment.id)).first()
+        enrollment.unsubscribe(session, ana, NOW)
+    outcomes = sorted(delivery.send_delivery(rt, i, NOW) for i in ids)
+    assert outcomes == [Outcome.SENT, Outcome.SKIPPED]  # the pending one was cancelled at once
+    assert len(list(outbox.glob("*.eml"))) == 1

@@ -1,0 +1,129 @@
+"""Every lesson of every course renders into a message that follows the rules."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import re
+
+import premailer
+import pytest
+
+from dripcourse.course import course_slugs, load_course
+from dripcourse.links import Links
+from dripcourse.render import Personal, Renderer, build_message, message_id
+from tests.conftest import EMAILS, utc
+
+LINKS = Links(secret_key="k", base_url="https://course.example.org")
+NOW = utc(2026, 11, 25, 7)
+ALL_LESSONS = [
+    (slug, lesson.day)
+    for slug in course_slugs(EMAILS)
+    for lesson in load_course(EMAILS, slug).lessons
+]
+
+
+def reader(name: str = "Amara Okafor", enrollment_id: int = 42, day: int = 1) -> Personal:
+    return Personal(email="amara@example.org", name=name, **LINKS.for_lesson(enrollment_id, day))
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(EMAILS)
+
+
+def render(renderer: Renderer, slug: str, day: int, who: Personal | None = None) -> bytes:
+    course = load_course(EMAILS, slug)
+    who = who or reader(day=day)
+    msg = build_message(
+        renderer.lesson(course, day),
+        who,
+        now=NOW,
+        msg_id=message_id("course.example.org", 7, "secret"),
+    )
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+@pytest.mark.parametrize(("slug", "day"), ALL_LESSONS)
+def test_lesson_message_follows_the_rules(renderer: Renderer, slug: str, day: int) -> None:
+    who = reader(day=day)
+    wire = render(renderer, slug, day, who)
+
+    assert all(line.endswith(b"\r") for line in wire.split(b"\n")[:-1]), "bare LF on the wire"
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 998
+    msg = email.message_from_bytes(wire, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in msg.iter_parts()] == ["text/plain", "text/html"]
+    for header in ("From", "To", "Subject", "Date", "Message-ID"):
+        assert msg[header], header
+    assert str(msg["Subject"]).startswith(f"Day {day}:")
+    assert "\n" not in str(msg["Subject"])
+    assert re.fullmatch(r"<[^@<>]+@course\.example\.org>", msg["Message-ID"])
+    assert msg["List-Unsubscribe"].strip() == f"<{who.unsubscribe}>"  # may be folded
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    text = msg.get_body(("plain",)).get_content()
+    html = msg.get_body(("html",)).get_content()
+    assert who.reflect in text
+    assert f'href="{who.reflect}"' in html
+    assert re.search(f'href="{re.escape(who.unsubscribe)}"[^>]*>Unsubscribe</a>', html)
+    assert who.unsubscribe in text
+    assert f"Day {day}:" in html and "Take a moment to consider this question" in html
+    assert "Amara" in text and "Amara" in html
+    assert "{{" not in text + html and "xDRIPx" not in text + html
+    assert "<img" not in html, "no tracking pixels"
+    assert re.search(r'<h1 style="[^"]+"', html), "stylesheet inlined"
+    assert len(html.encode()) < 100_000
+
+
+def test_names_are_escaped_in_html_and_plain_in_text(renderer: Renderer) -> None:
+    who = reader(name="<script>alert(1)</script> O'Brien & Co")
+    msg = email.message_from_bytes(
+        render(renderer, "white-coat", 1, who), policy=email.policy.default
+    )
+    html = msg.get_body(("html",)).get_content()
+    assert "<script>" not in html
+    assert "&lt;script&gt;" in html
+    assert "<script>alert(1)</script>" in msg.get_body(("plain",)).get_content()
+
+
+def test_premailer_runs_once_per_lesson_not_once_per_recipient(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    original = premailer.Premailer.transform
+
+    def counting(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(premailer.Premailer, "transform", counting)
+    renderer = Renderer(EMAILS)
+    course = load_course(EMAILS, "white-coat")
+    for n in range(50):
+        build_message(
+            renderer.lesson(course, 2),
+            reader(name=f"Reader {n}", enrollment_id=n),
+            now=NOW,
+            msg_id=message_id("course.example.org", n, "s"),
+        )
+    assert len(calls) == 1
+
+
+def test_each_delivery_keeps_one_message_id_and_each_differs() -> None:
+    assert message_id("d.org", 5, "s") == message_id("d.org", 5, "s")
+    assert message_id("d.org", 5, "s") != message_id("d.org", 6, "s")
+    assert message_id("d.org", 5, "s") != message_id("d.org", 5, "other-secret")
+
+
+def test_date_header_is_the_send_time() -> None:
+    renderer = Renderer(EMAILS)
+    course = load_course(EMAILS, "white-coat")
+    msg = build_message(
+        renderer.lesson(course, 1),
+        reader(),
+        now=dt.datetime(2026, 3, 8, 12, tzinfo=dt.UTC),
+        msg_id="<x@y.org>",
+    )
+    assert msg["Date"] == "Sun, 08 Mar 2026 12:00:00 +0000"
