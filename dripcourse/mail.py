@@ -130,14 +130,22 @@ class SMTPTransport:
                         continue
                     raise TransientMailError(f"server disconnected: {exc}") from exc
                 except smtplib.SMTPException as exc:
-                    error = _classify(exc)
                     if getattr(exc, "smtp_code", None) == 421:
                         self._drop()  # 421: the server is closing the channel
+                        # A server that timed out an idle connection answers our MAIL FROM with
+                        # its parting "421 timeout". Nothing of the message went out: reopen once.
+                        if isinstance(exc, smtplib.SMTPSenderRefused) and reused and attempt == 1:
+                            continue
                     else:
                         self._reset()
-                    raise error from exc
+                    raise _classify(exc) from exc
                 except OSError as exc:  # refused, reset, timed out, TLS failure
                     self._drop()
+                    # A reset on a reused connection is a hang-up we noticed late: reopen once.
+                    if isinstance(exc, ConnectionResetError | BrokenPipeError) and (
+                        reused and attempt == 1
+                    ):
+                        continue
                     raise TransientMailError(
                         f"cannot reach {self.host}:{self.port}: {exc}"
                     ) from exc
@@ -174,9 +182,8 @@ def _classify(exc: smtplib.SMTPException) -> Exception:
     if isinstance(exc, smtplib.SMTPDataError):
         return _by_code(exc.smtp_code, exc.smtp_error)
     if isinstance(exc, smtplib.SMTPResponseException):
-        return TransientMailError(
-            f"{exc.smtp_code} {_text(exc.smtp_error)} (check the mail settings)"
-        )
+        hint = " (check the mail settings)" if exc.smtp_code >= 500 else ""
+        return TransientMailError(f"{exc.smtp_code} {_text(exc.smtp_error)}{hint}")
     return TransientMailError(str(exc))
 
 

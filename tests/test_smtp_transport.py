@@ -1,0 +1,222 @@
+"""SMTPTransport against a real SMTP server: one reused connection, reopened when it drops,
+every failure sorted into "try again later" or "never for this address"."""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from dripcourse.mail import (
+    PermanentMailError,
+    SMTPTransport,
+    TransientMailError,
+    transport_from_url,
+)
+from tests.conftest import service_missing
+from tests.smtp_sink import SMTPSink, _free_port
+from tests.workers import wait_until
+
+# The sink asks for a password over plain text in some tests; aiosmtpd rightly warns of it.
+pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+
+
+def lesson_to(address: str, n: int = 1) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = "lessons@course.example.org"
+    msg["To"] = address
+    msg["Subject"] = f"Day {n}"
+    msg.set_content(f"Lesson {n}\n")
+    return msg
+
+
+@pytest.fixture
+def transport(smtp_sink: SMTPSink) -> Iterator[SMTPTransport]:
+    smtp = SMTPTransport("127.0.0.1", smtp_sink.port, timeout=5)
+    yield smtp
+    smtp.close()
+
+
+def test_one_connection_carries_many_messages(smtp_sink: SMTPSink, transport: SMTPTransport):
+    for n in range(1, 6):
+        transport.send(lesson_to(f"reader{n}@example.org", n))
+
+    assert smtp_sink.handler.connections == 1
+    assert len({m.peer for m in smtp_sink.handler.messages()}) == 1
+    assert smtp_sink.handler.recipients() == [f"reader{n}@example.org" for n in range(1, 6)]
+
+
+def test_reopens_the_connection_after_the_server_hangs_up(
+    smtp_sink: SMTPSink, transport: SMTPTransport
+):
+    transport.send(lesson_to("first@example.org"))
+    smtp_sink.drop_connections()
+
+    transport.send(lesson_to("second@example.org"))
+
+    assert smtp_sink.handler.recipients() == ["first@example.org", "second@example.org"]
+    assert smtp_sink.handler.connections == 2
+
+
+def test_reopens_the_connection_after_the_server_timed_it_out():
+    # Real servers answer an idle connection with "421 timeout" and hang up; the next message
+    # must go out on a new connection, not come back as a failure to retry later.
+    sink = SMTPSink(idle_timeout=0.3).start()
+    smtp = SMTPTransport("127.0.0.1", sink.port, timeout=5)
+    try:
+        smtp.send(lesson_to("first@example.org"))
+        wait_until(lambda: not sink.handler.live, 10, "the server to time out the idle client")
+
+        smtp.send(lesson_to("second@example.org"))
+
+        assert sink.handler.recipients() == ["first@example.org", "second@example.org"]
+        assert sink.handler.connections == 2
+    finally:
+        smtp.close()
+        sink.stop()
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        ("550 5.1.1 No such user here", PermanentMailError),
+        ("553 5.1.3 Bad recipient address syntax", PermanentMailError),
+        ("450 4.2.1 Mailbox busy", TransientMailError),
+        ("452 4.2.2 Mailbox full", TransientMailError),
+    ],
+)
+def test_refused_recipient_is_permanent_only_for_5xx(
+    smtp_sink: SMTPSink, transport: SMTPTransport, reply: str, error: type[Exception]
+):
+    smtp_sink.handler.reject["gone@example.org"] = reply
+
+    with pytest.raises(error) as caught:
+        transport.send(lesson_to("gone@example.org"))
+
+    # The server's own words are what the operator sees in `status`.
+    assert reply in str(caught.value)
+    # A refused recipient does not cost the connection: the next message reuses it.
+    transport.send(lesson_to("here@example.org"))
+    assert smtp_sink.handler.recipients() == ["here@example.org"]
+    assert smtp_sink.handler.connections == 1
+
+
+def test_421_at_data_is_transient_and_the_next_message_reconnects(
+    smtp_sink: SMTPSink, transport: SMTPTransport
+):
+    smtp_sink.handler.busy_for = 1
+
+    with pytest.raises(TransientMailError, match="421"):
+        transport.send(lesson_to("a@example.org"))
+    transport.send(lesson_to("a@example.org"))
+
+    assert smtp_sink.handler.recipients() == ["a@example.org"]
+    assert smtp_sink.handler.connections == 2
+
+
+def test_refused_connection_is_transient():
+    smtp = SMTPTransport("127.0.0.1", _free_port(), timeout=2)
+
+    with pytest.raises(TransientMailError, match="cannot reach"):
+        smtp.send(lesson_to("a@example.org"))
+
+
+def test_a_server_that_stops_answering_times_out_as_transient(smtp_sink: SMTPSink):
+    smtp_sink.handler.delay = 3
+    smtp = SMTPTransport("127.0.0.1", smtp_sink.port, timeout=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(TransientMailError):
+            smtp.send(lesson_to("a@example.org"))
+        assert time.monotonic() - started < 2.5
+
+        smtp_sink.handler.delay = 0
+        smtp.send(lesson_to("b@example.org"))
+        # The timed-out connection was given up; the next message opened a fresh one.
+        assert smtp_sink.handler.connections == 2
+    finally:
+        smtp.close()
+
+
+def test_login_with_the_url_credentials():
+    sink = SMTPSink(credentials={"relay-user": "p@ss word"}).start()
+    try:
+        smtp = transport_from_url(f"smtp://relay-user:p%40ss%20word@127.0.0.1:{sink.port}")
+        smtp.send(lesson_to("a@example.org"))
+        smtp.close()
+        assert sink.logins == ["relay-user"]
+        assert sink.handler.recipients() == ["a@example.org"]
+    finally:
+        sink.stop()
+
+
+def test_wrong_password_is_our_mistake_not_the_subscribers():
+    sink = SMTPSink(credentials={"relay-user": "right"}).start()
+    try:
+        smtp = transport_from_url(f"smtp://relay-user:wrong@127.0.0.1:{sink.port}")
+        # Transient, so the address is not suppressed; the message says where to look.
+        with pytest.raises(TransientMailError, match="check the mail settings"):
+            smtp.send(lesson_to("a@example.org"))
+        smtp.close()
+    finally:
+        sink.stop()
+
+
+@pytest.fixture(scope="module")
+def loopback_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A self-signed certificate for 127.0.0.1 (key and certificate in one PEM file)."""
+    if shutil.which("openssl") is None:
+        service_missing("openssl", "not on PATH")
+    folder = tmp_path_factory.mktemp("tls")
+    pem = folder / "loopback.pem"
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+            "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem"),
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    pem.write_text((folder / "key.pem").read_text() + (folder / "cert.pem").read_text())
+    return pem
+
+
+def test_starttls_and_login_as_in_production(
+    loopback_certificate: Path, monkeypatch: pytest.MonkeyPatch
+):
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(loopback_certificate)
+    # The client verifies the server's certificate as it would a real relay's: trust ours.
+    monkeypatch.setenv("SSL_CERT_FILE", str(loopback_certificate))
+    sink = SMTPSink(tls_context=server_tls, credentials={"relay-user": "secret"}).start()
+    try:
+        smtp = transport_from_url(f"smtp://relay-user:secret@127.0.0.1:{sink.port}?starttls=true")
+        smtp.send(lesson_to("a@example.org", 1))
+        smtp.send(lesson_to("b@example.org", 2))
+        smtp.close()
+        assert sink.logins == ["relay-user"]
+        assert sink.handler.recipients() == ["a@example.org", "b@example.org"]
+        assert sink.handler.connections == 1
+    finally:
+        sink.stop()
+
+
+def test_starttls_refuses_a_server_with_an_untrusted_certificate(loopback_certificate: Path):
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(loopback_certificate)
+    sink = SMTPSink(tls_context=server_tls, credentials={"relay-user": "secret"}).start()
+    try:
+        smtp = transport_from_url(f"smtp://relay-user:secret@127.0.0.1:{sink.port}?starttls=true")
+        with pytest.raises(TransientMailError, match="CERTIFICATE_VERIFY_FAILED"):
+            smtp.send(lesson_to("a@example.org"))
+        assert sink.logins == []
+        assert sink.handler.recipients() == []
+    finally:
+        sink.stop()
