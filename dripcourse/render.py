@@ -236,4 +236,5 @@ def check_address(email: str) -> str:
         raise ValueError(f"{email!r} is not an email address ({exc})") from None
     if not addr.username or "." not in addr.domain:
         raise ValueError(f"{email!r} is not an email address")
-    return f"{addr.username}@{addr.domain.lower()}"
+    # Mailboxes are case-insensitive in practice; one spelling keeps one subscriber per person.
+    return f"{addr.username}@{addr.domain}".lower()

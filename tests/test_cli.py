@@ -1,0 +1,192 @@
+"""The operator's and staff's commands, as scripts call them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from dripcourse.cli import cli
+from dripcourse.settings import Settings
+from tests.workers import settings_env
+
+
+@pytest.fixture
+def run(settings: Settings):  # type: ignore[no-untyped-def]
+    env = settings_env(settings)
+
+    def invoke(*args: str, **extra_env: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env={**env, **extra_env}, catch_exceptions=False)
+
+    return invoke
+
+
+def write_csv(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cohort.csv"
+    path.write_text(text)
+    return path
+
+
+def test_a_cohort_from_create_to_status(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    assert run("init").exit_code == 0
+    created = run(
+        "cohort", "create", "spring-27", "--course", "white-coat", "--start", "2027-03-10"
+    )
+    assert created.exit_code == 0, created.output
+    assert "2027-03-10 at 07:00 local" in created.output
+    enrolled = run(
+        "enroll",
+        "lee@example.org",
+        "--cohort",
+        "spring-27",
+        "--name",
+        "Lee Park",
+        "--timezone",
+        "America/Chicago",
+    )
+    assert enrolled.exit_code == 0, enrolled.output
+    assert "2027-03-10 13:00 UTC" in enrolled.output  # 07:00 CDT
+    csv = write_csv(
+        tmp_path, "email,name,timezone\nmo@example.org,Mo Said,Africa/Cairo\nkai@example.org,Kai,\n"
+    )
+    imported = run("import", str(csv), "--cohort", "spring-27")
+    assert imported.exit_code == 0, imported.output
+    assert "imported 2" in imported.output
+
+    rows = json.loads(run("status", "--json").output)
+    assert [r["email"] for r in rows] == ["kai@example.org", "lee@example.org", "mo@example.org"]
+    for row in rows:
+        assert {"email", "cohort", "course", "day", "status", "next_send_at"} <= set(row)
+        assert row["cohort"] == "spring-27" and row["course"] == "white-coat"
+        assert row["day"] == 0 and row["status"] == "active"
+    assert rows[1]["next_send_at"] == "2027-03-10T13:00:00Z"
+    assert rows[0]["next_send_at"] == "2027-03-10T07:00:00Z"  # no zone given: UTC
+
+    listing = run("cohort", "list")
+    assert "spring-27\twhite-coat\tstart 2027-03-10\t3 enrolled" in listing.output
+    table = run("status", "--cohort", "spring-27")
+    assert "cohort spring-27 (white-coat): 3 enrolled: 3 active" in table.output
+
+
+def test_tick_inline_sends_due_lessons_and_status_counts_them(run, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    run("cohort", "create", "now-cohort", "--course", "white-coat", "--start", "now")
+    run("enroll", "a@example.org", "--cohort", "now-cohort", "--timezone", "Europe/Paris")
+    ticked = run("tick", "--inline")
+    assert ticked.exit_code == 0, ticked.output
+    assert "1 lessons claimed" in ticked.output and "1 sent" in ticked.output
+    assert "0 lessons claimed" in run("tick", "--inline").output
+    rows = json.loads(run("status", "--json", "--cohort", "now-cohort").output)
+    assert rows[0]["day"] == 1
+    table = run("status").output
+    assert "     1       1        0       0           0          0" in table
+    outbox = Path(settings.mail_url.removeprefix("file://"))
+    assert len(list(outbox.glob("*.eml"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "expected"),
+    [
+        (
+            "email,name,timezone\nok@example.org,Ok,UTC\nnot-an-address,Bad,UTC\n",
+            "cohort.csv:3: email: 'not-an-address' is not an email address",
+        ),
+        (
+            "email,name,timezone\nok@example.org,Ok,Mars/Olympus\n",
+            "cohort.csv:2: timezone: unknown time zone 'Mars/Olympus'",
+        ),
+        (
+            "email,name,timezone\na@example.org,A,UTC\nA@example.org,B,UTC\n",
+            "cohort.csv:3: email: a@example.org is also on line 2",
+        ),
+        ("mail,name\nx@example.org,X\n", "cohort.csv:1: header must be email,name,timezone"),
+        ("email,name,timezone\na@example.org,A,UTC,extra\n", "cohort.csv:2: too many fields"),
+    ],
+    ids=["bad-address", "bad-zone", "duplicate", "bad-header", "extra-field"],
+)
+def test_bad_csv_names_line_and_field_and_imports_nothing(
+    run, tmp_path: Path, csv_text: str, expected: str
+) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    run("cohort", "create", "c", "--course", "white-coat", "--start", "today")
+    result = run("import", str(write_csv(tmp_path, csv_text)), "--cohort", "c")
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "Traceback" not in result.output
+    assert json.loads(run("status", "--json").output) == []
+
+
+def test_an_address_already_enrolled_aborts_the_whole_import(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    run("cohort", "create", "c", "--course", "white-coat", "--start", "today")
+    run("enroll", "b@example.org", "--cohort", "c")
+    csv = write_csv(tmp_path, "email,name,timezone\na@example.org,A,UTC\nb@example.org,B,UTC\n")
+    result = run("import", str(csv), "--cohort", "c")
+    assert result.exit_code == 1
+    assert "b@example.org is already enrolled" in result.output
+    assert [r["email"] for r in json.loads(run("status", "--json").output)] == ["b@example.org"]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["enroll", "x@example.org", "--cohort", "missing"], "no cohort named 'missing'"),
+        (
+            ["enroll", "x@example.org", "--cohort", "c", "--timezone", "Moon/Base"],
+            "unknown time zone",
+        ),
+        (
+            ["cohort", "create", "e", "--course", "white-coat", "--start", "tomorrow"],
+            "--start: expected",
+        ),
+        (["cohort", "create", "d", "--course", "nope", "--start", "now"], "no such course 'nope'"),
+        (["preview", "white-coat", "9"], "has no day 9"),
+        (["status", "--cohort", "missing"], "no cohort named 'missing'"),
+    ],
+)
+def test_user_mistakes_are_one_clear_line(run, args: list[str], expected: str) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    run("cohort", "create", "c", "--course", "white-coat", "--start", "now")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert expected in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_wrong_setting_is_reported_at_start(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("status", DRIPCOURSE_MAIL_URL="carrier-pigeon://loft")
+    assert result.exit_code == 1
+    assert "setting mail_url: unsupported transport" in result.output
+    result = run("status", DRIPCOURSE_TICK_SECONDS="soon")
+    assert "setting tick_seconds: expected a number" in result.output
+
+
+@pytest.mark.parametrize(
+    ("flag", "marker"), [([], "<html"), (["--text"], "DAY 3:"), (["--eml"], "Subject: Day 3:")]
+)
+def test_preview_renders_a_lesson_for_a_sample_reader(
+    run, tmp_path: Path, flag: list[str], marker: str
+) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "preview.out"
+    result = run("preview", "white-coat", "3", *flag, "--out", str(out))
+    assert result.exit_code == 0, result.output
+    body = out.read_text()
+    assert marker in body
+    assert "Dr." in body  # the sample reader's name
+    assert run("preview", "white-coat", "3", "--text").output.startswith("DAY 3:")
+
+
+def test_check_lists_every_course_as_ok(run) -> None:  # type: ignore[no-untyped-def]
+    result = run("check")
+    assert result.exit_code == 0
+    assert "white-coat: The White Coat Reset, 7 lessons, send 07:00 local: ok" in result.output
+
+
+def test_demo_enrolls_the_sample_cohort_once(run) -> None:  # type: ignore[no-untyped-def]
+    run("init")
+    first = run("demo")
+    assert "cohort 'sample': 6 subscribers enrolled" in first.output
+    assert "enrolls nobody" in run("demo").output
+    assert len(json.loads(run("status", "--json").output)) == 6
