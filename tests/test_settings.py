@@ -1,0 +1,66 @@
+"""Settings: embedded defaults, a TOML file, then DRIPCOURSE_* variables; mistakes named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dripcourse.errors import ConfigError
+from dripcourse.settings import Settings, load_settings, secret_key
+from tests.conftest import ROOT
+
+
+def test_default_toml_spells_out_exactly_the_built_in_defaults() -> None:
+    assert load_settings(ROOT / "config" / "default.toml", environ={}) == Settings()
+
+
+def test_environment_overrides_the_file() -> None:
+    settings = load_settings(
+        ROOT / "config" / "default.toml",
+        environ={
+            "DRIPCOURSE_MAIL_URL": "console://",
+            "DRIPCOURSE_TICK_SECONDS": "5",
+            "DRIPCOURSE_BASE_URL": "https://lessons.example.org",
+        },
+    )
+    assert settings.mail_url == "console://"
+    assert settings.tick_seconds == 5.0
+    assert settings.base_url == "https://lessons.example.org"
+    assert "DRIPCOURSE_MAIL_URL" in settings.source
+
+
+@pytest.mark.parametrize(
+    ("toml", "env", "message"),
+    [
+        ("tick_secs = 5\n", {}, "unknown setting 'tick_secs'"),
+        ("tick_seconds = 'soon'\n", {}, "setting tick_seconds: expected a number"),
+        ("", {"DRIPCOURSE_DATABASE_URL": "mysql://x"}, "setting database_url: unsupported"),
+        ("", {"DRIPCOURSE_BROKER_URL": "amqp://x"}, "setting broker_url: unsupported"),
+        ("", {"DRIPCOURSE_BASE_URL": "course.example.org"}, "setting base_url"),
+        ("", {"DRIPCOURSE_BATCH_SIZE": "0"}, "setting batch_size: must be greater than 0"),
+        ("", {"DRIPCOURSE_RATE_LIMIT_PER_SECOND": "10"}, "shared through Redis"),
+        ("tick_seconds = \n", {}, "Invalid value"),
+    ],
+)
+def test_wrong_settings_are_named(
+    tmp_path: Path, toml: str, env: dict[str, str], message: str
+) -> None:
+    path = tmp_path / "settings.toml"
+    path.write_text(toml)
+    with pytest.raises(ConfigError, match=message):
+        load_settings(path, environ=env)
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="configuration file not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_embedded_secret_key_is_made_once_and_kept(tmp_path: Path) -> None:
+    settings = Settings(var_dir=str(tmp_path / "var"))
+    first = secret_key(settings)
+    assert len(first) >= 40
+    assert secret_key(settings) == first
+    assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
+    assert secret_key(Settings(secret_key="from-env", var_dir=str(tmp_path / "var"))) == "from-env"
