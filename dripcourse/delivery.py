@@ -300,7 +300,8 @@ def _record_sent(
     with transaction(rt.sessions) as session:
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
-        _finish(delivery, DeliveryStatus.SENT, now, None)
+        # Keep why earlier attempts failed: an operator asking "why was this late?" needs it.
+        _finish(delivery, DeliveryStatus.SENT, now, delivery.last_error)
         delivery.sent_at = now
         delivery.message_id = msg_id
         enrollment = session.get(Enrollment, delivery.enrollment_id, with_for_update=True)

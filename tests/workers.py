@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import signal
 import subprocess
@@ -106,3 +107,129 @@ def wait_until(
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{on_timeout()}")
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, that a test may restart or flush.
+
+    Nothing is persisted (``--save "" --appendonly no``): a restart loses every queued task,
+    which is the fault the tests want.
+    """
+
+    def __init__(self, folder: Path, port: int | None = None) -> None:
+        import shutil
+
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise FileNotFoundError("redis-server is not on PATH")
+        self.binary = binary
+        self.folder = folder
+        self.port = port or _free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts = 0
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        import redis
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        log = (self.folder / "redis.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                self.binary,
+                "--port", str(self.port),
+                "--bind", "127.0.0.1",
+                "--save", "",
+                "--appendonly", "no",
+                "--dir", str(self.folder),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+        log.close()
+        client = redis.Redis(port=self.port, socket_timeout=1)
+
+        def answers() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        wait_until(answers, 10, f"redis-server on port {self.port}")
+        client.close()
+        return self
+
+    def stop(self) -> None:
+        """Kill the server at once, as a crash or an OOM kill would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        """Crash and come back empty on the same port."""
+        self.stop()
+        self.start()
+        self.restarts += 1
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_cohort(
+    settings: Settings, size: int, *, name: str = "fault", now: dt.datetime | None = None
+) -> list[str]:
+    """Enroll ``size`` subscribers in a cohort with Day 1 due at once; return their addresses."""
+    from dripcourse import db, enrollment
+    from dripcourse.clock import utcnow
+    from dripcourse.runtime import Runtime
+
+    rt = Runtime(settings)
+    now = now or utcnow()
+    course = rt.catalog.course("white-coat")
+    addresses = [f"{name}-{i:05d}@example.org" for i in range(size)]
+    with db.transaction(rt.sessions) as session:
+        cohort = enrollment.create_cohort(session, name, course, "now", now)
+        for address in addresses:
+            signup = enrollment.Signup(email=address, name="Dr. Test", timezone="UTC")
+            enrollment.enroll(session, cohort, course, signup, now)
+    rt.close()
+    return addresses
+
+
+def delivery_rows(settings: Settings) -> list[dict[str, object]]:
+    """Every delivery with its subscriber's address, as plain dicts, oldest first."""
+    from sqlalchemy import select
+
+    from dripcourse import db
+    from dripcourse.models import Delivery, Enrollment, Subscriber
+
+    engine = db.make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    Subscriber.email,
+                    Enrollment.status.label("enrollment"),
+                    Enrollment.day.label("enrollment_day"),
+                    Delivery.day,
+                    Delivery.status,
+                    Delivery.attempts,
+                    Delivery.last_error,
+                )
+                .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+                .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+                .order_by(Delivery.id)
+            ).all()
+    finally:
+        engine.dispose()
+    return [dict(row._mapping) for row in rows]

@@ -1,0 +1,261 @@
+"""Delivery survives faults: real Celery worker processes, real Redis, real PostgreSQL, a real
+SMTP server. Each test breaks something in the middle of a send and then checks, per recipient,
+what arrived at the server against what the database recorded.
+
+Timings are shrunk through settings (a tick every half second, leases of seconds), so a lost
+task is found again within seconds; the tests wait on the processes, never on the calendar.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from dripcourse.settings import Settings
+from tests.conftest import make_settings, service_missing
+from tests.smtp_sink import SMTPSink
+from tests.workers import (
+    CeleryProcess,
+    RedisServer,
+    delivery_rows,
+    start_cohort,
+    wait_until,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.postgres, pytest.mark.redis]
+
+# Seconds. Long enough for a loaded two-core machine, short enough to find lost work quickly.
+FAST = {
+    "tick_seconds": 0.5,
+    "batch_size": 50,
+    "requeue_after_seconds": 4,
+    "send_lease_seconds": 8,
+    "retry_base_seconds": 1,
+    "retry_max_seconds": 2,
+    "max_attempts": 10,
+    "smtp_timeout_seconds": 3,
+}
+
+
+def fault_settings(
+    tmp_path: Path, database_url: str, broker_url: str, mail_url: str, **overrides: object
+) -> Settings:
+    return make_settings(
+        tmp_path,
+        database_url=database_url,
+        broker_url=broker_url,
+        mail_url=mail_url,
+        **{**FAST, **overrides},
+    )
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, so it can be crashed without touching anyone else's."""
+    try:
+        server = RedisServer(tmp_path / "redis").start()
+    except (FileNotFoundError, AssertionError) as exc:
+        service_missing("redis-server", exc)
+    yield server
+    server.stop()
+
+
+class Send:
+    """The processes of one test, stopped at the end whatever happens."""
+
+    def __init__(self, settings: Settings, sink: SMTPSink, tmp_path: Path) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.tmp_path = tmp_path
+        self.processes: list[CeleryProcess] = []
+
+    def worker(self, name: str, **options: object) -> CeleryProcess:
+        log = self.tmp_path / f"{name}.log"
+        proc = CeleryProcess.worker(self.settings, log, name=name, **options)  # type: ignore[arg-type]
+        self.processes.append(proc)
+        return proc
+
+    def beat(self, name: str) -> CeleryProcess:
+        proc = CeleryProcess.beat(self.settings, self.tmp_path / f"{name}.log")
+        self.processes.append(proc)
+        return proc
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.log_path.name} (tail)\n" + "\n".join(p.output().splitlines()[-40:])
+            for p in self.processes
+        )
+
+    def wait_for_arrivals(self, count: int, timeout: float) -> None:
+        wait_until(
+            lambda: len(self.sink.handler.recipients()) >= count,
+            timeout,
+            f"{count} messages at the SMTP server",
+            self.logs,
+        )
+
+    def wait_until_settled(self, expected: int, timeout: float) -> list[dict[str, object]]:
+        """Wait until ``expected`` deliveries exist and every one is sent or failed."""
+        rows: list[dict[str, object]] = []
+
+        def settled() -> bool:
+            nonlocal rows
+            rows = delivery_rows(self.settings)
+            return len(rows) >= expected and all(
+                r["status"] in ("sent", "failed", "cancelled") for r in rows
+            )
+
+        wait_until(settled, timeout, f"{expected} deliveries to end sent or failed", self.logs)
+        return rows
+
+    def stop(self) -> None:
+        for proc in self.processes:
+            proc.kill()
+
+
+@pytest.fixture
+def sends(tmp_path: Path) -> Iterator[list[Send]]:
+    made: list[Send] = []
+    yield made
+    for send in made:
+        send.stop()
+
+
+def every_day_one_once(
+    rows: list[dict[str, object]], arrivals: collections.Counter[str], addresses: list[str]
+) -> None:
+    assert sorted(r["email"] for r in rows) == sorted(addresses)
+    assert {r["day"] for r in rows} == {1}
+    assert {r["status"] for r in rows} == {"sent"}
+    assert arrivals == collections.Counter(addresses)
+
+
+def test_one_rejected_recipient_fails_once_and_the_rest_arrive(
+    tmp_path: Path, postgres_url: str, redis_url: str, smtp_sink: SMTPSink, sends: list[Send]
+):
+    settings = fault_settings(tmp_path, postgres_url, redis_url, smtp_sink.url)
+    addresses = start_cohort(settings, 60)
+    gone = addresses[17]
+    smtp_sink.handler.reject[gone] = f"550 5.1.1 <{gone}>: Recipient address rejected"
+    send = Send(settings, smtp_sink, tmp_path)
+    sends.append(send)
+
+    send.worker("w1", beat=True, pool="prefork", concurrency=2)
+    rows = send.wait_until_settled(60, 90)
+
+    arrivals = smtp_sink.handler.counts()
+    assert arrivals == collections.Counter(a for a in addresses if a != gone)
+    (bounced,) = [r for r in rows if r["email"] == gone]
+    assert bounced["status"] == "failed"
+    assert bounced["attempts"] == 1
+    assert smtp_sink.handler.refused[gone] == 1
+    assert "550 5.1.1" in str(bounced["last_error"])
+    assert bounced["enrollment"] == "bounced"
+    others = [r for r in rows if r["email"] != gone]
+    assert {(r["status"], r["attempts"]) for r in others} == {("sent", 1)}
+
+
+def test_worker_killed_mid_send_twice_every_subscriber_gets_day_one_once(
+    tmp_path: Path, postgres_url: str, redis_url: str, smtp_sink: SMTPSink, sends: list[Send]
+):
+    size, pool = 300, 2
+    settings = fault_settings(tmp_path, postgres_url, redis_url, smtp_sink.url)
+    addresses = start_cohort(settings, size)
+    # The server holds each 250 back a moment, so a kill is likely to land after the server
+    # has taken a message but before the worker has heard so: the one window that can duplicate.
+    smtp_sink.handler.delay = 0.05
+    send = Send(settings, smtp_sink, tmp_path)
+    sends.append(send)
+    send.beat("beat")
+
+    kills: list[tuple[float, float]] = []
+    for n, kill_at in enumerate((size // 3, 2 * size // 3)):
+        worker = send.worker(f"doomed{n}", pool="prefork", concurrency=pool)
+        send.wait_for_arrivals(kill_at, 120)
+        before = time.monotonic()
+        worker.kill()
+        kills.append((before, time.monotonic()))
+    send.worker("survivor", pool="prefork", concurrency=pool)
+    rows = send.wait_until_settled(size, 180)
+
+    arrivals = smtp_sink.handler.counts()
+    duplicates = {a for a, n in arrivals.items() if n > 1}
+    print(f"duplicates after {len(kills)} kills: {sorted(duplicates)}")
+    assert {r["status"] for r in rows} == {"sent"}
+    assert sorted(r["email"] for r in rows) == sorted(addresses)
+    assert set(arrivals) == set(addresses)
+    assert max(arrivals.values()) <= 2
+    # At most one duplicate per sending process per kill...
+    assert len(duplicates) <= pool * len(kills)
+    # ...and only for a message the server took within moments of a kill, whose delivery the
+    # killed worker never got to record, so it was sent a second time after its lease ran out.
+    by_address = {r["email"]: r for r in rows}
+    for address in duplicates:
+        first = next(m for m in smtp_sink.handler.messages() if address in m.rcpt_tos)
+        assert any(
+            first.started < after and (first.finished is None or first.finished > before - 0.5)
+            for before, after in kills
+        ), (address, first, kills)
+        assert by_address[address]["attempts"] == 2
+    # The count of attempts is honest: nobody was sent more often than attempted.
+    for address, count in arrivals.items():
+        assert count <= by_address[address]["attempts"]
+
+
+def test_redis_restarted_mid_send_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp_sink: SMTPSink,
+    sends: list[Send],
+):
+    size = 300
+    settings = fault_settings(tmp_path, postgres_url, private_redis.url, smtp_sink.url)
+    addresses = start_cohort(settings, size)
+    smtp_sink.handler.delay = 0.02
+    send = Send(settings, smtp_sink, tmp_path)
+    sends.append(send)
+    send.beat("beat")
+    send.worker("w1", pool="prefork", concurrency=2)
+
+    send.wait_for_arrivals(size // 3, 120)
+    queued = redis.Redis.from_url(private_redis.url).llen("celery")
+    # Everything queued in Redis is gone: the claimed deliveries wait in the database only.
+    private_redis.restart()
+    rows = send.wait_until_settled(size, 180)
+
+    print(f"{queued} tasks were waiting in Redis when it restarted")
+    assert queued > 0
+    every_day_one_once(rows, smtp_sink.handler.counts(), addresses)
+    # The same worker and beat reconnected and carried on; nobody had to restart them.
+    assert all(p.proc.poll() is None for p in send.processes), send.logs()
+
+
+def test_server_busy_for_a_while_then_everything_arrives_once(
+    tmp_path: Path, postgres_url: str, redis_url: str, smtp_sink: SMTPSink, sends: list[Send]
+):
+    size = 100
+    settings = fault_settings(tmp_path, postgres_url, redis_url, smtp_sink.url)
+    addresses = start_cohort(settings, size)
+    smtp_sink.handler.busy = True
+    send = Send(settings, smtp_sink, tmp_path)
+    sends.append(send)
+    send.worker("w1", beat=True, pool="prefork", concurrency=2)
+
+    # Throttled until every message has been turned away at least once on average...
+    wait_until(lambda: smtp_sink.handler.refused["421"] >= size, 120, "421 replies", send.logs)
+    smtp_sink.handler.busy = False
+    rows = send.wait_until_settled(size, 120)
+
+    refused = smtp_sink.handler.refused["421"]
+    arrivals = smtp_sink.handler.counts()
+    every_day_one_once(rows, arrivals, addresses)
+    # ...and every attempt is accounted for: it was either turned away or it arrived.
+    assert sum(int(r["attempts"]) for r in rows) == refused + sum(arrivals.values())
+    retried = [r for r in rows if int(r["attempts"]) > 1]
+    assert retried and all("421" in str(r["last_error"]) for r in retried)
