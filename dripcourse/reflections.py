@@ -1,0 +1,179 @@
+"""Reflections: what subscribers write back about each day's question.
+
+Plain functions over a session and a ``now``; the web views and the export command are thin
+adapters around them. Reflections are private writing: they are read here only for their
+author (through their own link) or for an operator's export.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from dripcourse.course import Course, Lesson
+from dripcourse.errors import CourseError, InputError
+from dripcourse.models import Cohort, Enrollment, Reflection, Subscriber
+
+# Control characters other than tab and newline have no place in prose, and PostgreSQL
+# refuses NUL in text columns outright (a 500 we would otherwise serve).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+EXPORT_FIELDS = ("email", "cohort", "day", "prompt", "text", "created_at", "updated_at")
+
+
+class ReflectionRejected(InputError):
+    """A reflection that cannot be saved as written (empty, too long); the message says why."""
+
+
+def clean_text(text: str) -> str:
+    """The text as it will be stored: one kind of line break, no control characters."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("", text).strip()
+
+
+def check_text(text: str, max_chars: int) -> str:
+    """The cleaned text, or ReflectionRejected with a message for the writer."""
+    cleaned = clean_text(text)
+    if not cleaned:
+        raise ReflectionRejected("Your reflection is empty. Write something, then save it.")
+    if len(cleaned) > max_chars:
+        raise ReflectionRejected(
+            f"Your reflection is {len(cleaned):,} characters long; the limit is "
+            f"{max_chars:,}. Please shorten it by {len(cleaned) - max_chars:,} characters "
+            "and save again."
+        )
+    return cleaned
+
+
+def get_reflection(session: Session, enrollment_id: int, day: int) -> Reflection | None:
+    """The one reflection for this enrollment and day, if written."""
+    return session.scalar(
+        select(Reflection).where(Reflection.enrollment_id == enrollment_id, Reflection.day == day)
+    )
+
+
+def save_reflection(
+    session: Session,
+    enrollment: Enrollment,
+    day: int,
+    prompt: str,
+    text: str,
+    *,
+    max_chars: int,
+    now: dt.datetime,
+) -> Reflection:
+    """Write or rewrite the reflection for (enrollment, day); there is only ever one.
+
+    ``prompt`` is the question as it was asked; a later edit keeps the one first answered.
+    Raises ReflectionRejected for empty or over-long text.
+    """
+    body = check_text(text, max_chars)
+    # One statement that inserts or edits, so two tabs saving a first reflection at once
+    # both succeed (the later wins) instead of one meeting the unique constraint.
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(
+        insert(Reflection)
+        .values(
+            enrollment_id=enrollment.id,
+            day=day,
+            prompt=prompt,
+            body=body,
+            created_at=now,
+            updated_at=now,
+        )
+        .on_conflict_do_update(
+            index_elements=[Reflection.enrollment_id, Reflection.day],
+            set_={"body": body, "updated_at": now},
+        )
+    )
+    saved = session.scalar(
+        select(Reflection)
+        .where(Reflection.enrollment_id == enrollment.id, Reflection.day == day)
+        .execution_options(populate_existing=True)
+    )
+    assert saved is not None
+    return saved
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    """One past lesson's question, with what the subscriber wrote (None if nothing yet)."""
+
+    day: int
+    title: str
+    prompt: str
+    questions: tuple[str, ...]
+    reflection: Reflection | None
+
+
+def lesson_or_none(course: Course, day: int) -> Lesson | None:
+    """The course's lesson for ``day``, or None if the course no longer has that day."""
+    try:
+        return course.lesson(day)
+    except CourseError:
+        return None
+
+
+def journal(session: Session, enrollment: Enrollment, course: Course) -> list[JournalEntry]:
+    """Every lesson this enrollment has been sent, newest first, with its reflections."""
+    written = {
+        r.day: r
+        for r in session.scalars(
+            select(Reflection).where(Reflection.enrollment_id == enrollment.id)
+        )
+    }
+    entries = []
+    for day in range(max(enrollment.day, max(written, default=0)), 0, -1):
+        lesson = lesson_or_none(course, day)
+        reflection = written.get(day)
+        if reflection is not None:
+            prompt = reflection.prompt  # as it was asked, even if the lesson changed since
+        elif lesson is not None:
+            prompt = lesson.prompt
+        else:
+            continue  # the course lost this day and nothing was written for it
+        entries.append(
+            JournalEntry(
+                day=day,
+                title=lesson.title if lesson else f"Day {day}",
+                prompt=prompt,
+                questions=lesson.questions if lesson else (),
+                reflection=reflection,
+            )
+        )
+    return entries
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def export_rows(session: Session, cohort: str | None = None) -> list[dict[str, object]]:
+    """Every reflection as a flat row for an operator: email, cohort, day, prompt, text, times."""
+    query = (
+        select(Subscriber.email, Cohort.name, Reflection)
+        .join(Enrollment, Reflection.enrollment_id == Enrollment.id)
+        .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+        .join(Cohort, Enrollment.cohort_id == Cohort.id)
+        .order_by(Cohort.name, Subscriber.email, Reflection.day)
+    )
+    if cohort is not None:
+        query = query.where(Cohort.name == cohort)
+    return [
+        {
+            "email": email,
+            "cohort": cohort_name,
+            "day": reflection.day,
+            "prompt": reflection.prompt,
+            "text": reflection.body,
+            "created_at": _iso(reflection.created_at),
+            "updated_at": _iso(reflection.updated_at),
+        }
+        for email, cohort_name, reflection in session.execute(query)
+    ]
