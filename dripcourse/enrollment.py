@@ -233,3 +233,94 @@ def unsubscribe(session: Session, enrollment: Enrollment, now: dt.datetime) -> b
             stop_enrollment(session, each, EnrollmentStatus.UNSUBSCRIBED, now)
     suppress(session, subscriber.email, "unsubscribed", now)
     return True
+
+
+def _reschedule(
+    session: Session, enrollment: Enrollment, seen: dt.datetime | None, **values: object
+) -> bool:
+    """Compare-and-set the schedule columns: only if next_send_at is still ``seen``.
+
+    A tick may claim the lesson between our read and our write; overwriting its
+    ``next_send_at = NULL`` would let a second claim of the same day through.
+    """
+    same_due = (
+        Enrollment.next_send_at.is_(None) if seen is None else Enrollment.next_send_at == seen
+    )
+    query = (
+        update(Enrollment)
+        .where(Enrollment.id == enrollment.id, Enrollment.status == EnrollmentStatus.ACTIVE)
+        .where(same_due)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    changed = session.execute(query).rowcount == 1
+    session.refresh(enrollment)
+    return changed
+
+
+def pause(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
+    """Hold an active enrollment's lessons for a week from ``now``; False if it is not active.
+
+    The lesson that was next stays next: it moves to the first send time after the pause, and
+    the course carries on from there. A lesson already on its way is not recalled. Pausing
+    again while paused starts the week again from ``now``.
+    """
+    for _ in range(3):
+        if enrollment.status != EnrollmentStatus.ACTIVE:
+            return False
+        paused_until = max(now + PAUSE, enrollment.paused_until or now)
+        seen = due = enrollment.next_send_at
+        if due is not None and due < paused_until:
+            due = schedule.resume_due(
+                course.cadence,
+                schedule.zone(enrollment.subscriber.timezone),
+                due=due,
+                paused_until=paused_until,
+            )
+        if _reschedule(
+            session, enrollment, seen, paused_until=paused_until, next_send_at=due, updated_at=now
+        ):
+            return True
+    raise RuntimeError(f"enrollment {enrollment.id} kept changing while being paused")
+
+
+def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
+    """End a pause early; the next lesson comes when it would have without the pause.
+
+    That is the next local sending day after the last lesson sent (or Day 1's time for someone
+    who has had none), or ``now`` if that time has already passed. It never brings two lessons
+    on one local day and never skips one. False if the enrollment was not paused or not active.
+    """
+    for _ in range(3):
+        if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.paused_until is None:
+            return False
+        seen = due = enrollment.next_send_at
+        # None: a lesson is in flight; recording it schedules the next, now without the pause.
+        if due is not None:
+            due = max(_unpaused_due(session, enrollment, course), now)
+        if _reschedule(
+            session, enrollment, seen, paused_until=None, next_send_at=due, updated_at=now
+        ):
+            return True
+    raise RuntimeError(f"enrollment {enrollment.id} kept changing while being resumed")
+
+
+def _unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
+    """When the next lesson would be due had there been no pause."""
+    tz = schedule.zone(enrollment.subscriber.timezone)
+    last_sent_at = session.scalar(
+        select(Delivery.sent_at)
+        .where(Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.SENT)
+        .order_by(Delivery.sent_at.desc())
+        .limit(1)
+    )
+    if last_sent_at is not None:
+        return schedule.next_due(course.cadence, tz, last_sent_at=last_sent_at)
+    cohort = enrollment.cohort
+    return schedule.first_due(
+        course.cadence,
+        tz,
+        start_date=cohort.start_date,
+        started_at=cohort.started_at,
+        enrolled_at=enrollment.created_at,
+    )
