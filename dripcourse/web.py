@@ -1,0 +1,343 @@
+"""The subscriber's side of the links in every lesson: reflect, journal, pause, unsubscribe.
+
+A Flask application factory; the views are thin adapters over ``reflections`` and
+``enrollment``. Each page is reached only through a signed per-purpose token in its URL, so
+the token is the subscriber's only credential: no accounts, no cookies, nothing personal
+stored in the browser.
+
+Form posts are protected against cross-site requests without a session cookie (which the
+RFC 8058 one-click unsubscribe must work without anyway):
+
+- every form carries a signed form token (its own salt, bound to the page's purpose and ids,
+  valid for ``FORM_MAX_AGE_SECONDS``), so a post must come from a page we served;
+- a browser that says the post is cross-site or same-site (``Sec-Fetch-Site``) is refused;
+- the Content-Security-Policy allows forms to post only to us (``form-action 'self'``).
+
+The Origin header cannot serve: under ``Referrer-Policy: no-referrer`` (needed because the
+token is in the URL) browsers send ``Origin: null`` for our own forms too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
+from werkzeug.exceptions import HTTPException
+
+from dripcourse import enrollment as enrollments
+from dripcourse import links, reflections, schedule
+from dripcourse.clock import utcnow
+from dripcourse.course import Course
+from dripcourse.db import transaction
+from dripcourse.errors import CourseError
+from dripcourse.models import Enrollment, EnrollmentStatus
+from dripcourse.runtime import Runtime
+from dripcourse.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+FORM_MAX_AGE_SECONDS = 24 * 3600
+MAX_TOKEN_CHARS = 512  # real tokens are about 50; anything far longer is not ours
+ONE_CLICK = "One-Click"
+CSP = (
+    "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
+    "frame-ancestors 'none'; base-uri 'none'"
+)
+ERROR_TEXT = {
+    400: "That request could not be understood.",
+    403: "This form could not be checked, so nothing was changed. "
+    "Open the link from your email again and retry.",
+    404: "This link is not valid. Please use the link from your most recent lesson email; "
+    "if it was cut short, copy the whole address.",
+    405: "That is not something this page can do.",
+    413: "That was too long to accept, so nothing was saved.",
+    503: "This page is being updated. Please try again in a few minutes.",
+}
+
+bp = Blueprint("dripcourse", __name__)
+
+
+def create_app(
+    settings_or_runtime: Settings | Runtime | None = None,
+    test_config: Mapping[str, Any] | None = None,
+) -> Flask:
+    """Build the web app; with no argument, settings come from the usual file and environment.
+
+    For production: ``gunicorn 'dripcourse.web:create_app()'``.
+    """
+    if isinstance(settings_or_runtime, Runtime):
+        rt = settings_or_runtime
+    else:
+        rt = Runtime(settings_or_runtime or load_settings())
+    app = Flask(__name__)
+    # Room for the longest allowed reflection even if every character is 4 UTF-8 bytes, each
+    # percent-encoded (x3); a bigger post is refused before it is read into memory.
+    limit = rt.settings.reflection_max_chars * 12 + 64 * 1024
+    app.config.update(
+        MAX_CONTENT_LENGTH=limit,
+        MAX_FORM_MEMORY_SIZE=limit,
+        CLOCK=utcnow,
+        FORM_MAX_AGE_SECONDS=FORM_MAX_AGE_SECONDS,
+    )
+    if test_config:
+        app.config.update(test_config)
+    app.extensions["dripcourse"] = rt
+    app.register_blueprint(bp)
+    app.after_request(_security_headers)
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(CourseError, _course_error)
+    app.add_template_filter(_utc, "utc")
+    return app
+
+
+def _rt() -> Runtime:
+    return current_app.extensions["dripcourse"]
+
+
+def _now() -> dt.datetime:
+    clock: Callable[[], dt.datetime] = current_app.config["CLOCK"]
+    return clock()
+
+
+# -- tokens and forms --------------------------------------------------------------------
+
+
+def _load(purpose: str, token: str, size: int) -> list[int]:
+    """The ids in a link token made for ``purpose``; 404 for anything else."""
+    if len(token) > MAX_TOKEN_CHARS:
+        abort(404)
+    try:
+        payload = _rt().links.load(purpose, token)
+    except links.BadToken:
+        abort(404)
+    if len(payload) != size:
+        abort(404)
+    return payload
+
+
+def _enrollment(session: Session, enrollment_id: int) -> Enrollment:
+    found = session.get(Enrollment, enrollment_id)
+    if found is None:
+        abort(404)
+    return found
+
+
+def _course(enrollment: Enrollment) -> Course:
+    return _rt().catalog.course(enrollment.cohort.course_slug)
+
+
+def _form_serializer() -> URLSafeTimedSerializer:
+    return URLSafeTimedSerializer(_rt().links.secret_key, salt="dripcourse.form")
+
+
+def form_token(purpose: str, *ids: int) -> str:
+    """The hidden field that shows a post came from the page we served for these ids."""
+    return _form_serializer().dumps([purpose, *ids])
+
+
+def _check_form(purpose: str, *ids: int) -> bool:
+    """True if the post is from our page; False if its form token expired; 403 otherwise."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        abort(403)
+    serializer = _form_serializer()
+    try:
+        payload = serializer.loads(
+            request.form.get("form_token", ""), max_age=current_app.config["FORM_MAX_AGE_SECONDS"]
+        )
+    except SignatureExpired as exc:
+        # Genuinely ours (the signature held) and for this very form, only old.
+        if serializer.load_payload(exc.payload) == [purpose, *ids]:
+            return False
+        abort(403)
+    except BadData:
+        abort(403)
+    if payload != [purpose, *ids]:
+        abort(403)
+    return True
+
+
+# -- reflect and journal -----------------------------------------------------------------
+
+
+@bp.route("/r/<token>", methods=["GET", "POST"])
+def reflect(token: str) -> Response | str | tuple[str, int]:
+    """The day's question and a form to write (or rewrite) the reflection."""
+    enrollment_id, day = _load(links.REFLECT, token, 2)
+    with transaction(_rt().sessions) as session:
+        enrollment = _enrollment(session, enrollment_id)
+        # Only lessons already sent: a token for a future day shows nothing.
+        if not 1 <= day <= enrollment.day:
+            abort(404)
+        course = _course(enrollment)
+        lesson = reflections.lesson_or_none(course, day)
+        reflection = reflections.get_reflection(session, enrollment_id, day)
+        if reflection is not None:
+            prompt = reflection.prompt  # the question as first answered
+        elif lesson is not None:
+            prompt = lesson.prompt
+        else:
+            abort(404)
+        page = {
+            "course": course,
+            "day": day,
+            "lesson": lesson,
+            "prompt": prompt,
+            "reflection": reflection,
+            "token": token,
+            "journal_token": _rt().links.token(links.JOURNAL, enrollment_id),
+            "form_token": form_token(links.REFLECT, enrollment_id, day),
+            "max_chars": _rt().settings.reflection_max_chars,
+        }
+        if request.method == "GET":
+            text = reflection.body if reflection else ""
+            return render_template("reflect.html", **page, text=text, saved="saved" in request.args)
+        text = request.form.get("reflection", "")
+        if not _check_form(links.REFLECT, enrollment_id, day):
+            error = (
+                "This page was open a long time, so your reflection was not saved yet. "
+                "It is below: press Save again."
+            )
+            return render_template("reflect.html", **page, text=text, error=error), 400
+        try:
+            reflections.save_reflection(
+                session, enrollment, day, prompt, text, max_chars=page["max_chars"], now=_now()
+            )
+        except reflections.ReflectionRejected as exc:
+            return render_template("reflect.html", **page, text=text, error=str(exc)), 400
+    return redirect(url_for(".reflect", token=token, saved=1), code=303)
+
+
+@bp.get("/j/<token>")
+def journal(token: str) -> str:
+    """Every past question with what the subscriber wrote, newest first."""
+    (enrollment_id,) = _load(links.JOURNAL, token, 1)
+    with transaction(_rt().sessions) as session:
+        enrollment = _enrollment(session, enrollment_id)
+        entries = reflections.journal(session, enrollment, _course(enrollment))
+        reflect_tokens = {
+            e.day: _rt().links.token(links.REFLECT, enrollment_id, e.day) for e in entries
+        }
+        return render_template(
+            "journal.html",
+            course=_course(enrollment),
+            entries=entries,
+            reflect_tokens=reflect_tokens,
+        )
+
+
+# -- pause and unsubscribe ---------------------------------------------------------------
+
+
+@bp.route("/p/<token>", methods=["GET", "POST"])
+def pause(token: str) -> Response | str:
+    """Pause the course for a week, or resume early; a GET only shows where things stand."""
+    (enrollment_id,) = _load(links.PAUSE, token, 1)
+    with transaction(_rt().sessions) as session:
+        enrollment = _enrollment(session, enrollment_id)
+        course = _course(enrollment)
+        if request.method == "POST":
+            action = request.form.get("action")
+            if action not in ("pause", "resume") or not _check_form(links.PAUSE, enrollment_id):
+                abort(403 if action in ("pause", "resume") else 400)
+            act = enrollments.pause if action == "pause" else enrollments.resume
+            act(session, enrollment, course, _now())
+        else:
+            tz = schedule.zone(enrollment.subscriber.timezone)
+            now = _now()
+            paused = enrollment.paused_until is not None and enrollment.paused_until > now
+            return render_template(
+                "pause.html",
+                course=course,
+                enrollment=enrollment,
+                active=enrollment.status == EnrollmentStatus.ACTIVE,
+                paused=paused,
+                paused_until=_local(enrollment.paused_until, tz),
+                next_lesson=_local(enrollment.next_send_at, tz),
+                next_day=enrollment.day + 1,
+                more_lessons=enrollment.day < course.length,
+                zone=tz.key,
+                token=token,
+                form_token=form_token(links.PAUSE, enrollment_id),
+                journal_token=_rt().links.token(links.JOURNAL, enrollment_id),
+            )
+    return redirect(url_for(".pause", token=token), code=303)
+
+
+@bp.route("/u/<token>", methods=["GET", "POST"])
+def unsubscribe(token: str) -> str:
+    """GET asks to confirm; POST unsubscribes (RFC 8058 one-click needs no form token)."""
+    (enrollment_id,) = _load(links.UNSUBSCRIBE, token, 1)
+    if request.method == "POST" and not _is_one_click():
+        _check_form(links.UNSUBSCRIBE, enrollment_id)  # an expired form token is fine here
+    with transaction(_rt().sessions) as session:
+        enrollment = _enrollment(session, enrollment_id)
+        if request.method == "POST":
+            enrollments.unsubscribe(session, enrollment, _now())
+        return render_template(
+            "unsubscribe.html",
+            course=_course(enrollment),
+            unsubscribed=enrollment.status == EnrollmentStatus.UNSUBSCRIBED,
+            token=token,
+            form_token=form_token(links.UNSUBSCRIBE, enrollment_id),
+            pause_token=_rt().links.token(links.PAUSE, enrollment_id),
+        )
+
+
+def _is_one_click() -> bool:
+    """A mail provider's RFC 8058 post: ``List-Unsubscribe=One-Click``, form-encoded or not."""
+    if request.form.get("List-Unsubscribe") == ONE_CLICK:
+        return True
+    return request.get_data(cache=True, as_text=True).strip() == f"List-Unsubscribe={ONE_CLICK}"
+
+
+# -- every response ----------------------------------------------------------------------
+
+
+def _security_headers(response: Response) -> Response:
+    response.headers["Content-Security-Policy"] = CSP
+    # The token is in the URL: never let it travel on in a Referer header.
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["X-Frame-Options"] = "DENY"
+    if request.endpoint != "static":
+        response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _http_error(exc: HTTPException) -> tuple[str, int] | HTTPException:
+    code = exc.code or 500
+    if code < 400:
+        return exc
+    message = ERROR_TEXT.get(code, "Something went wrong.")
+    return render_template("message.html", title=exc.name, message=message), code
+
+
+def _course_error(exc: CourseError) -> tuple[str, int]:
+    log.error("course could not be loaded for a web page: %s", exc)
+    return render_template(
+        "message.html", title="Temporarily unavailable", message=ERROR_TEXT[503]
+    ), 503
+
+
+def _local(moment: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
+    return None if moment is None else moment.astimezone(tz)
+
+
+def _utc(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
