@@ -292,7 +292,7 @@ def check(state: State, slugs: tuple[str, ...]) -> None:
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_state
 def run(state: State, concurrency: int, loglevel: str) -> None:
-    """Run the scheduler: a Celery worker with embedded beat (Ctrl-C stops it)."""
+    """Run the scheduler (a Celery worker with embedded beat) and the web pages; Ctrl-C stops."""
     from dripcourse import tasks
 
     rt = state.runtime
@@ -304,6 +304,7 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
         f"dripcourse: database {rt.engine.url.render_as_string(hide_password=True)}, "
         f"broker {rt.settings.broker_url}, mail {rt.settings.mail_url}"
     )
+    _serve_web_in_background(rt)
     # Beat's first tick comes one interval after it starts; tick once when the worker is up so
     # lessons already due go out at once.
     celery.signals.worker_ready.connect(lambda **_: tasks.tick.apply_async(), weak=False)
@@ -319,6 +320,79 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
             loglevel,
         ]
     )
+
+
+def _serve_web_in_background(rt: Runtime) -> None:
+    """Serve the subscribers' pages from a daemon thread, so they stop with the worker."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from dripcourse.web import create_app
+
+    host, port = rt.settings.web_host, rt.settings.web_port
+    try:
+        server = make_server(host, port, create_app(Runtime(rt.settings)), threaded=True)
+    except OSError as exc:
+        raise click.ClickException(
+            f"web pages: cannot listen on {host}:{port}: {exc.strerror} "
+            "(settings web_host, web_port)"
+        ) from None
+    threading.Thread(target=server.serve_forever, name="dripcourse-web", daemon=True).start()
+    click.echo(f"dripcourse: web pages at http://{host}:{port}/ (links use {rt.settings.base_url})")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to listen on (default: setting web_host).")
+@click.option("--port", type=int, default=None, help="Port (default: setting web_port).")
+@pass_state
+def web(state: State, host: str | None, port: int | None) -> None:
+    """Serve the reflection, journal, pause and unsubscribe pages for development."""
+    from dripcourse.web import create_app
+
+    rt = state.runtime
+    host = host or rt.settings.web_host
+    port = port or rt.settings.web_port
+    click.echo(f"dripcourse web: http://{host}:{port}/ (for production use gunicorn)")
+    create_app(rt).run(host=host, port=port, debug=False, use_reloader=False)
+
+
+@cli.group(cls=Group)
+def reflections() -> None:
+    """Read what subscribers wrote back (private: handle exports with care)."""
+
+
+@reflections.command("export")
+@click.option("--cohort", "cohort_name", default=None, help="Only this cohort.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True
+)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
+@pass_state
+def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Path | None) -> None:
+    """Export every reflection: email, cohort, day, prompt, text, created and updated times."""
+    import csv
+    import io
+
+    from dripcourse import reflections as reflection_store
+
+    with db.transaction(state.runtime.sessions) as session:
+        if cohort_name is not None:
+            enrollment.get_cohort(session, cohort_name)
+        rows = reflection_store.export_rows(session, cohort_name)
+    if fmt == "json":
+        data = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    else:
+        buffer = io.StringIO(newline="")
+        writer = csv.DictWriter(buffer, fieldnames=reflection_store.EXPORT_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+        data = buffer.getvalue()
+    if out is None:
+        click.echo(data, nl=False)
+    else:
+        out.write_text(data, encoding="utf-8", newline="")
+        click.echo(f"wrote {len(rows)} reflections to {out}", err=True)
 
 
 def main() -> None:
