@@ -16,6 +16,7 @@ from dripcourse.db import transaction
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import make_settings
+from tests.smtp_sink import _free_port as free_port
 from tests.workers import ROOT, CeleryProcess, settings_env, wait_until
 
 pytestmark = pytest.mark.slow
@@ -25,6 +26,7 @@ pytestmark = pytest.mark.slow
 def embedded(tmp_path: Path, sqlite_url: str) -> Settings:
     return make_settings(
         tmp_path,
+        web_port=free_port(),
         database_url=sqlite_url,
         tick_seconds=1,
         broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
@@ -110,5 +112,6 @@ def test_dripcourse_run_sends_day_one_stops_on_ctrl_c_and_never_twice(
     second = run_once("run2.log")
     assert eml_count(embedded) == 6, "a second run sent something twice"
     for text in (first, second):
+        assert f"web pages at http://127.0.0.1:{embedded.web_port}/" in text
         assert "Traceback" not in text
         assert "Warm shutdown" in text
