@@ -328,11 +328,14 @@ def _serve_web_in_background(rt: Runtime) -> None:
 
     from werkzeug.serving import make_server
 
-    from dripcourse.web import create_app
+    from dripcourse.web import RedactingRequestHandler, create_app
 
     host, port = rt.settings.web_host, rt.settings.web_port
+    app = create_app(Runtime(rt.settings))
     try:
-        server = make_server(host, port, create_app(Runtime(rt.settings)), threaded=True)
+        server = make_server(
+            host, port, app, threaded=True, request_handler=RedactingRequestHandler
+        )
     except OSError as exc:
         raise click.ClickException(
             f"web pages: cannot listen on {host}:{port}: {exc.strerror} "
@@ -348,13 +351,19 @@ def _serve_web_in_background(rt: Runtime) -> None:
 @pass_state
 def web(state: State, host: str | None, port: int | None) -> None:
     """Serve the reflection, journal, pause and unsubscribe pages for development."""
-    from dripcourse.web import create_app
+    from dripcourse.web import RedactingRequestHandler, create_app
 
     rt = state.runtime
     host = host or rt.settings.web_host
     port = port or rt.settings.web_port
     click.echo(f"dripcourse web: http://{host}:{port}/ (for production use gunicorn)")
-    create_app(rt).run(host=host, port=port, debug=False, use_reloader=False)
+    create_app(rt).run(
+        host=host,
+        port=port,
+        debug=False,
+        use_reloader=False,
+        request_handler=RedactingRequestHandler,
+    )
 
 
 @cli.group(cls=Group)

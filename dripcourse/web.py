@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -39,6 +40,7 @@ from flask import (
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
+from werkzeug.serving import WSGIRequestHandler
 
 from dripcourse import enrollment as enrollments
 from dripcourse import links, reflections, schedule
@@ -69,6 +71,8 @@ ERROR_TEXT = {
     413: "That was too long to accept, so nothing was saved.",
     503: "This page is being updated. Please try again in a few minutes.",
 }
+
+_TOKEN_IN_PATH = re.compile(r"/([rjpu])/[^\s?/]+")
 
 bp = Blueprint("dripcourse", __name__)
 
@@ -103,6 +107,8 @@ def create_app(
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CourseError, _course_error)
     app.add_template_filter(_utc, "utc")
+    app.add_template_filter(_day, "day")
+    app.add_template_filter(_time, "time")
     return app
 
 
@@ -253,8 +259,10 @@ def pause(token: str) -> Response | str:
         course = _course(enrollment)
         if request.method == "POST":
             action = request.form.get("action")
-            if action not in ("pause", "resume") or not _check_form(links.PAUSE, enrollment_id):
-                abort(403 if action in ("pause", "resume") else 400)
+            if action not in ("pause", "resume"):
+                abort(400)
+            if not _check_form(links.PAUSE, enrollment_id):
+                abort(403)  # only expired, but nothing typed is lost: reload and press again
             act = enrollments.pause if action == "pause" else enrollments.resume
             act(session, enrollment, course, _now())
         else:
@@ -341,3 +349,25 @@ def _local(moment: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
 
 def _utc(moment: dt.datetime) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _day(moment: dt.datetime) -> str:
+    """A local date as a person says it: Wednesday 5 March."""
+    return f"{moment:%A} {moment.day} {moment:%B}"
+
+
+def _time(moment: dt.datetime) -> str:
+    return f"{moment:%H:%M}"
+
+
+def redact(line: str) -> str:
+    """A request line without the tokens in it: a log must never be a way into a journal."""
+    return _TOKEN_IN_PATH.sub(r"/\1/<token>", line)
+
+
+class RedactingRequestHandler(WSGIRequestHandler):
+    """Werkzeug's request handler, logging each request without its link token."""
+
+    def log(self, type: str, message: str, *args: Any) -> None:
+        args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        super().log(type, redact(message), *args)

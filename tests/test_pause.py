@@ -165,7 +165,7 @@ def test_opening_the_pause_page_changes_nothing(
     for _ in range(2):
         page = client.get(path(rt, links.PAUSE, dana)).get_data(as_text=True)
         assert "Pause for a week?" in page
-        assert "Wednesday 05 March at 07:00 (America/New_York)" in page
+        assert "Wednesday 5 March at 07:00 (America/New_York)" in page
     after = load(rt, dana)
     assert (after.paused_until, after.next_send_at) == (before.paused_until, before.next_send_at)
 

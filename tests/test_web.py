@@ -7,6 +7,7 @@ import datetime as dt
 import html
 import http.client
 import json
+import logging
 import re
 import threading
 import urllib.error
@@ -27,7 +28,7 @@ from dripcourse import delivery, links
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
-from dripcourse.web import create_app
+from dripcourse.web import RedactingRequestHandler, create_app, redact
 from tests.conftest import make_settings
 from tests.smtp_sink import SMTPSink
 from tests.test_web_support import (
@@ -44,6 +45,7 @@ from tests.test_web_support import (
     send_days,
     tick,
 )
+from tests.workers import settings_env
 
 NOW = DAY_1_UTC + 2 * DAY + dt.timedelta(hours=5)  # Wednesday noon, after Day 3 went out
 
@@ -495,7 +497,11 @@ def live(tmp_path: Path, sqlite_url: str, smtp_sink: SMTPSink) -> Iterator[Runti
     holder: dict[str, Flask] = {}
     # The server comes first so the settings' base_url can name its port.
     server = make_server(
-        "127.0.0.1", 0, lambda env, start: holder["app"](env, start), threaded=True
+        "127.0.0.1",
+        0,
+        lambda env, start: holder["app"](env, start),
+        threaded=True,
+        request_handler=RedactingRequestHandler,
     )
     base_url = f"http://127.0.0.1:{server.server_port}"
     rt = Runtime(
@@ -521,8 +527,9 @@ def _fetch(url: str, data: dict[str, str] | None = None) -> tuple[int, str]:
 
 @pytest.mark.slow
 def test_reflecting_from_a_delivered_lesson_over_real_http(
-    live: Runtime, smtp_sink: SMTPSink
+    live: Runtime, smtp_sink: SMTPSink, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="werkzeug")
     enrollment_id = enroll(live, "ana@example.org")
     tick(live, DAY_1_UTC)
     (received,) = smtp_sink.handler.received
@@ -564,3 +571,50 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
     connection.close()
     assert tick(live, DAY_1_UTC + DAY) == []
     assert len(smtp_sink.handler.received) == 1
+
+    # The server's request log shows which page, never whose.
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "werkzeug")
+    assert "POST /r/<token> HTTP/1.1" in logged
+    assert reflect.group().rsplit("/", 1)[1] not in logged
+
+
+@pytest.mark.parametrize(
+    ("line", "logged"),
+    [
+        ("GET /r/WzEsMV0.awbPug.Q_QL HTTP/1.1", "GET /r/<token> HTTP/1.1"),
+        ("POST /u/WzFd.awbPug.MlJW?x=1 HTTP/1.1", "POST /u/<token>?x=1 HTTP/1.1"),
+        ("GET /static/web.css HTTP/1.1", "GET /static/web.css HTTP/1.1"),
+    ],
+)
+def test_request_logs_leave_out_the_token(line: str, logged: str) -> None:
+    assert redact(line) == logged
+
+
+# -- serving -------------------------------------------------------------------------------
+
+
+def test_create_app_with_no_arguments_reads_the_settings_like_gunicorn_would(
+    rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in settings_env(rt.settings).items():
+        monkeypatch.setenv(name, value)
+    app = create_app()  # as in: gunicorn 'dripcourse.web:create_app()'
+    response = app.test_client().get(path(rt, links.JOURNAL, ana))
+    assert response.status_code == 200
+    app.extensions["dripcourse"].close()
+
+
+@pytest.mark.parametrize(
+    ("args", "where"),
+    [([], ("127.0.0.1", 8000)), (["--host", "0.0.0.0", "--port", "8123"], ("0.0.0.0", 8123))],
+    ids=["settings", "options"],
+)
+def test_web_command_serves_where_it_is_told(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, args: list[str], where: tuple[str, int]
+) -> None:
+    served: list[tuple[str, int]] = []
+    monkeypatch.setattr(Flask, "run", lambda app, host, port, **_: served.append((host, port)))
+    result = run_cli(rt.settings, "web", *args)
+    assert result.exit_code == 0, result.output
+    assert served == [where]
+    assert f"http://{where[0]}:{where[1]}/" in result.output
