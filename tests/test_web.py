@@ -538,6 +538,12 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
     reflect = re.search(r"http://127\.0\.0\.1:\d+/r/[\w.-]+", text)
     journal = re.search(r"http://127\.0\.0\.1:\d+/j/[\w.-]+", text)
     assert reflect and journal, text
+    # No tracking: no images at all, and every link goes straight to its page, not a redirect.
+    lesson_html = message.get_body(("html",)).get_content()
+    assert "<img" not in lesson_html
+    hrefs = re.findall(r'href="([^"]+)"', lesson_html)
+    assert {urllib.parse.urlsplit(h).path.split("/")[1] for h in hrefs} == {"r", "j", "p", "u"}
+    assert {h.split("/")[2] for h in hrefs} == {live.settings.base_url.split("/")[2]}
 
     status, page = _fetch(reflect.group())
     assert status == 200
