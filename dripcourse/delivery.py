@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -83,13 +83,41 @@ def claim_due_lessons(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
             total += len(ids)
 
 
-def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] | None:
-    query = (
+def due_enrollments(now: dt.datetime, limit: int) -> Select[tuple[Enrollment]]:
+    """The oldest ``limit`` enrollments whose next lesson is due: a range read on the
+    next_send_at index (NULL, meaning "in flight" or "nothing due", is never in range)."""
+    return (
         select(Enrollment)
         .where(Enrollment.next_send_at <= now, Enrollment.status == EnrollmentStatus.ACTIVE)
-        .order_by(Enrollment.next_send_at, Enrollment.id)
-        .limit(rt.settings.batch_size)
+        # The index alone gives this order, so a batch stops after ``limit`` rows. A tie-break
+        # on id would make PostgreSQL sort every due row for every batch: a whole cohort due
+        # at one instant (100,000 rows) meant a full scan and a sort spilled to disk per batch.
+        .order_by(Enrollment.next_send_at)
+        .limit(limit)
     )
+
+
+def open_deliveries(
+    now: dt.datetime, limit: int
+) -> Select[tuple[int, DeliveryStatus, dt.datetime | None]]:
+    """Deliveries waiting for a retry, or whose task or worker was lost.
+
+    Unordered on purpose: every one found is queued again in this same pass, so order buys
+    nothing, while ORDER BY over two status ranges of the index made PostgreSQL sort every
+    open row for every batch (after a Redis flush, every pending delivery of the day).
+    """
+    return (
+        select(Delivery.id, Delivery.status, Delivery.next_attempt_at)
+        .where(
+            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
+            Delivery.next_attempt_at <= now,
+        )
+        .limit(limit)
+    )
+
+
+def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] | None:
+    query = due_enrollments(now, rt.settings.batch_size)
     due = session.scalars(_lock(query, session)).all()
     if not due:
         return None
@@ -169,15 +197,7 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
     total = 0
     while True:
         with transaction(rt.sessions) as session:
-            query = (
-                select(Delivery.id, Delivery.status, Delivery.next_attempt_at)
-                .where(
-                    Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
-                    Delivery.next_attempt_at <= now,
-                )
-                .order_by(Delivery.next_attempt_at)
-                .limit(rt.settings.batch_size)
-            )
+            query = open_deliveries(now, rt.settings.batch_size)
             rows = session.execute(_lock(query, session)).all()
             if not rows:
                 return total
