@@ -17,12 +17,13 @@ import pytest
 import redis
 
 from dripcourse.settings import Settings
-from tests.conftest import make_settings, service_missing
+from tests.conftest import make_settings
 from tests.smtp_sink import SMTPSink
 from tests.workers import (
     CeleryProcess,
     RedisServer,
     delivery_rows,
+    private_redis_server,
     start_cohort,
     wait_until,
 )
@@ -56,13 +57,10 @@ def fault_settings(
 
 @pytest.fixture
 def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test's own, so it can be crashed without touching anyone else's."""
-    try:
-        server = RedisServer(tmp_path / "redis").start()
-    except (FileNotFoundError, AssertionError) as exc:
-        service_missing("redis-server", exc)
-    yield server
-    server.stop()
+    """A redis-server of this test's own: it may be crashed or flushed, and no other test
+    run on the machine can take its tasks."""
+    with private_redis_server(tmp_path / "redis") as server:
+        yield server
 
 
 class Send:
@@ -136,9 +134,13 @@ def every_day_one_once(
 
 
 def test_one_rejected_recipient_fails_once_and_the_rest_arrive(
-    tmp_path: Path, postgres_url: str, redis_url: str, smtp_sink: SMTPSink, sends: list[Send]
+    tmp_path: Path,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp_sink: SMTPSink,
+    sends: list[Send],
 ):
-    settings = fault_settings(tmp_path, postgres_url, redis_url, smtp_sink.url)
+    settings = fault_settings(tmp_path, postgres_url, private_redis.url, smtp_sink.url)
     addresses = start_cohort(settings, 60)
     gone = addresses[17]
     smtp_sink.handler.reject[gone] = f"550 5.1.1 <{gone}>: Recipient address rejected"
@@ -161,10 +163,14 @@ def test_one_rejected_recipient_fails_once_and_the_rest_arrive(
 
 
 def test_worker_killed_mid_send_twice_every_subscriber_gets_day_one_once(
-    tmp_path: Path, postgres_url: str, redis_url: str, smtp_sink: SMTPSink, sends: list[Send]
+    tmp_path: Path,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp_sink: SMTPSink,
+    sends: list[Send],
 ):
     size, pool = 300, 2
-    settings = fault_settings(tmp_path, postgres_url, redis_url, smtp_sink.url)
+    settings = fault_settings(tmp_path, postgres_url, private_redis.url, smtp_sink.url)
     addresses = start_cohort(settings, size)
     # The server holds each 250 back a moment, so a kill is likely to land after the server
     # has taken a message but before the worker has heard so: the one window that can duplicate.
@@ -237,10 +243,14 @@ def test_redis_restarted_mid_send_loses_nothing_and_duplicates_nothing(
 
 
 def test_server_busy_for_a_while_then_everything_arrives_once(
-    tmp_path: Path, postgres_url: str, redis_url: str, smtp_sink: SMTPSink, sends: list[Send]
+    tmp_path: Path,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp_sink: SMTPSink,
+    sends: list[Send],
 ):
     size = 100
-    settings = fault_settings(tmp_path, postgres_url, redis_url, smtp_sink.url)
+    settings = fault_settings(tmp_path, postgres_url, private_redis.url, smtp_sink.url)
     addresses = start_cohort(settings, size)
     smtp_sink.handler.busy = True
     send = Send(settings, smtp_sink, tmp_path)
@@ -259,3 +269,27 @@ def test_server_busy_for_a_while_then_everything_arrives_once(
     assert sum(int(r["attempts"]) for r in rows) == refused + sum(arrivals.values())
     retried = [r for r in rows if int(r["attempts"]) > 1]
     assert retried and all("421" in str(r["last_error"]) for r in retried)
+
+
+def test_redis_flushed_mid_send_loses_nothing_and_duplicates_nothing(
+    tmp_path: Path,
+    postgres_url: str,
+    private_redis: RedisServer,
+    smtp_sink: SMTPSink,
+    sends: list[Send],
+):
+    size = 200
+    settings = fault_settings(tmp_path, postgres_url, private_redis.url, smtp_sink.url)
+    addresses = start_cohort(settings, size)
+    smtp_sink.handler.delay = 0.02
+    send = Send(settings, smtp_sink, tmp_path)
+    sends.append(send)
+    send.beat("beat")
+    send.worker("w1", pool="prefork", concurrency=2)
+
+    send.wait_for_arrivals(size // 4, 120)
+    # An operator's FLUSHALL: queued tasks and kombu's own bookkeeping go, connections stay.
+    redis.Redis.from_url(private_redis.url).flushall()
+    rows = send.wait_until_settled(size, 120)
+
+    every_day_one_once(rows, smtp_sink.handler.counts(), addresses)

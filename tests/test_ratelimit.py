@@ -14,6 +14,7 @@ from dripcourse.ratelimit import RateLimiter
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings
 from tests.smtp_sink import _free_port
+from tests.workers import private_redis_server
 
 pytestmark = pytest.mark.redis
 
@@ -76,20 +77,26 @@ def _send_through_limiter(url: str, per_second: float, count: int, out) -> None:
     out.put(stamps)
 
 
-@pytest.mark.slow
-def test_three_processes_together_keep_to_one_rate(redis_url: str):
-    per_second, processes, each = 20.0, 3, 20
+def _send_from_processes(url: str, per_second: float, processes: int, each: int) -> list[float]:
     ctx = multiprocessing.get_context("fork")
     out = ctx.Queue()
     senders = [
-        ctx.Process(target=_send_through_limiter, args=(redis_url, per_second, each, out))
+        ctx.Process(target=_send_through_limiter, args=(url, per_second, each, out))
         for _ in range(processes)
     ]
     for p in senders:
         p.start()
-    stamps = sorted(s for _ in senders for s in out.get(timeout=60))
+    stamps = [s for _ in senders for s in out.get(timeout=60)]
     for p in senders:
         p.join(10)
+    return stamps
+
+
+@pytest.mark.slow
+def test_three_processes_together_keep_to_one_rate(tmp_path: Path):
+    per_second, processes, each = 20.0, 3, 20
+    with private_redis_server(tmp_path / "redis") as server:
+        stamps = sorted(_send_from_processes(server.url, per_second, processes, each))
 
     n = len(stamps)
     achieved = (n - 1) / (stamps[-1] - stamps[0])

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from dripcourse.settings import Settings
@@ -233,3 +234,19 @@ def delivery_rows(settings: Settings) -> list[dict[str, object]]:
     finally:
         engine.dispose()
     return [dict(row._mapping) for row in rows]
+
+
+@contextlib.contextmanager
+def private_redis_server(folder: Path) -> Iterator[RedisServer]:
+    """A private Redis for one test. The shared one on 6379 is flushed by any concurrent test
+    run's ``redis_url`` fixture, which would also wipe this test's queues and Celery's bindings."""
+    from tests.conftest import service_missing
+
+    try:
+        server = RedisServer(folder).start()
+    except (FileNotFoundError, AssertionError) as exc:
+        service_missing("redis-server", exc)
+    try:
+        yield server
+    finally:
+        server.stop()
