@@ -223,8 +223,11 @@ def _with_ids(token: str, ids: list[int]) -> str:
     return f"{other.rstrip(b'=').decode()}.{rest}"
 
 
-def _flip_last(token: str) -> str:
-    return token[:-1] + ("A" if token[-1] != "A" else "B")
+def _flip_signature(token: str) -> str:
+    """One character of the signature changed (the first: the last one's low bits are padding,
+    so changing it may decode to the very same signature)."""
+    rest, signature = token.rsplit(".", 1)
+    return f"{rest}.{'B' if signature[0] == 'A' else 'A'}{signature[1:]}"
 
 
 # Ana is enrollment 1 and has had Days 1-4; Ben is enrollment 2 and has had Day 1.
@@ -233,7 +236,7 @@ BAD_LINKS = {
         "/j/" + URLSafeTimedSerializer("not-our-key", salt="dripcourse.journal").dumps([2])
     ),
     "tampered ids": lambda rt: "/j/" + _with_ids(rt.links.token(links.JOURNAL, 1), [2]),
-    "tampered signature": lambda rt: "/j/" + _flip_last(rt.links.token(links.JOURNAL, 2)),
+    "tampered signature": lambda rt: "/j/" + _flip_signature(rt.links.token(links.JOURNAL, 2)),
     "truncated": lambda rt: "/r/" + rt.links.token(links.REFLECT, 2, 1)[:-6],
     "only the payload": lambda rt: "/r/" + rt.links.token(links.REFLECT, 2, 1).split(".")[0],
     "garbage": lambda rt: "/r/%00%ff..%3Cscript%3E",
