@@ -400,6 +400,9 @@ def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Pat
     if out is None:
         click.echo(data, nl=False)
     else:
+        # Private writing: readable by the operator who made the file, nobody else.
+        out.touch(mode=0o600, exist_ok=True)
+        out.chmod(0o600)
         out.write_text(data, encoding="utf-8", newline="")
         click.echo(f"wrote {len(rows)} reflections to {out}", err=True)
 

@@ -173,6 +173,9 @@ def test_export_json_for_one_cohort_to_a_file(
     ]
     assert set(rows[0]) == set(reflections.EXPORT_FIELDS)
     assert "ben@example.org" not in out.read_text(encoding="utf-8")
+    assert out.stat().st_mode & 0o777 == 0o600, (
+        "an export of private writing is the operator's alone"
+    )
 
 
 def test_export_of_an_unknown_cohort_is_one_clear_line(rt: Runtime) -> None:
