@@ -169,6 +169,10 @@ def validate(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name}: must be greater than 0")
+    if settings.reflect_max_age_days < 0:
+        raise ConfigError("setting reflect_max_age_days: must be 0 (never expire) or more")
+    if not 1 <= settings.web_port <= 65535:
+        raise ConfigError(f"setting web_port: {settings.web_port} is not a TCP port")
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (

@@ -41,6 +41,8 @@ def test_environment_overrides_the_file() -> None:
         ("", {"DRIPCOURSE_BATCH_SIZE": "0"}, "setting batch_size: must be greater than 0"),
         ("", {"DRIPCOURSE_RATE_LIMIT_PER_SECOND": "10"}, "shared through Redis"),
         ("tick_seconds = \n", {}, "Invalid value"),
+        ("", {"DRIPCOURSE_REFLECT_MAX_AGE_DAYS": "-1"}, "reflect_max_age_days: must be 0"),
+        ("", {"DRIPCOURSE_WEB_PORT": "80000"}, "web_port: 80000 is not a TCP port"),
     ],
 )
 def test_wrong_settings_are_named(
