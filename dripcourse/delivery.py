@@ -141,6 +141,7 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
     )
     ids: list[int] = []
     new: list[Delivery] = []
+    won = 0
     for enrollment in due:
         # Compare-and-set: if another tick took this row since we read it, leave it alone.
         taken = session.execute(
@@ -155,6 +156,7 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
         ).rowcount
         if taken != 1:
             continue
+        won += 1
         set_committed_value(enrollment, "next_send_at", None)
         subscriber = subscribers[enrollment.subscriber_id]
         course = rt.catalog.course(cohorts[enrollment.cohort_id].course_slug)
@@ -185,7 +187,9 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
         new.append(delivery)
     session.flush()
     ids.extend(d.id for d in new)
-    return ids
+    # A batch that won no row was taken by another tick as we read it (SQLite), or holds rows
+    # that never compare equal: reading it again would spin. Stop; the next tick comes soon.
+    return ids if won else None
 
 
 def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
@@ -218,9 +222,10 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
                 ).rowcount
                 if taken == 1:
                     ids.append(row.id)
-        if ids:
-            enqueue(ids)
-            total += len(ids)
+        if not ids:  # all taken by another tick meanwhile: as in _claim_batch, do not spin
+            return total
+        enqueue(ids)
+        total += len(ids)
 
 
 @dataclass(frozen=True)
@@ -299,10 +304,34 @@ def send_delivery(rt: Runtime, delivery_id: int, now: dt.datetime) -> Outcome:
         rt.throttle()
         rt.transport.send(msg)
     except PermanentMailError as exc:
-        return _record_bounce(rt, delivery_id, now, str(exc))
+        return _record_bounce(rt, delivery_id, now, attempts, str(exc))
     except TransientMailError as exc:
         return _record_retry(rt, delivery_id, now, attempts, str(exc))
     return _record_sent(rt, delivery_id, now, msg_id, course)
+
+
+def _still_ours(session: Session, delivery_id: int, attempts: int, now: dt.datetime) -> bool:
+    """Whether this attempt still holds the delivery; from here on, this transaction does.
+
+    A worker whose lease ran out (a send slower than ``send_lease_seconds``) may hear back
+    after another worker took the delivery over and perhaps sent it: its failure must not
+    undo that. The compare-and-set also locks the row (PostgreSQL) or the file (SQLite).
+    """
+    held = session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id == delivery_id,
+            Delivery.status == DeliveryStatus.SENDING,
+            Delivery.attempts == attempts,
+        )
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if held != 1:
+        log.warning(
+            "delivery %s: attempt %d outlived its lease; left as it is", delivery_id, attempts
+        )
+    return held == 1
 
 
 def _finish(
@@ -349,6 +378,8 @@ def _record_retry(
 ) -> Outcome:
     settings = rt.settings
     with transaction(rt.sessions) as session:
+        if not _still_ours(session, delivery_id, attempts, now):
+            return Outcome.SKIPPED
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
         if attempts >= settings.max_attempts:
@@ -365,8 +396,12 @@ def _record_retry(
     return Outcome.RETRY
 
 
-def _record_bounce(rt: Runtime, delivery_id: int, now: dt.datetime, error: str) -> Outcome:
+def _record_bounce(
+    rt: Runtime, delivery_id: int, now: dt.datetime, attempts: int, error: str
+) -> Outcome:
     with transaction(rt.sessions) as session:
+        if not _still_ours(session, delivery_id, attempts, now):
+            return Outcome.SKIPPED
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
         _finish(delivery, DeliveryStatus.FAILED, now, error)

@@ -92,6 +92,16 @@ class Runtime:
             except redis.RedisError as exc:
                 raise TransientMailError(f"send-rate limiter unavailable: {exc}") from exc
 
+    def after_fork(self) -> None:
+        """In a forked child: drop, without closing, the connections inherited from the parent.
+
+        Closing them would close the parent's too: they are the same sockets (a PostgreSQL
+        connection is ended with a message the server obeys; an SMTP one with QUIT).
+        """
+        self._transport = None
+        if "engine" in self.__dict__:
+            self.engine.dispose(close=False)
+
     def close(self) -> None:
         if self._transport is not None:
             self._transport.close()

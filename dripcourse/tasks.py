@@ -73,9 +73,10 @@ def runtime() -> Runtime:
 
 @signals.worker_process_init.connect
 def _fresh_connections_after_fork(**_: object) -> None:
-    # A forked pool process must not share the parent's database connections or SMTP socket.
+    # A forked pool process must not share the parent's database connections or SMTP socket,
+    # nor close them under the parent: it opens its own.
     if _runtime is not None:
-        _runtime.close()
+        _runtime.after_fork()
 
 
 @signals.worker_shutdown.connect
