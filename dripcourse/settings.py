@@ -173,6 +173,19 @@ def validate(settings: Settings) -> None:
         raise ConfigError("setting reflect_max_age_days: must be 0 (never expire) or more")
     if not 1 <= settings.web_port <= 65535:
         raise ConfigError(f"setting web_port: {settings.web_port} is not a TCP port")
+    if settings.send_lease_seconds <= settings.smtp_timeout_seconds:
+        # A worker still waiting on a slow server would see its delivery sent by another.
+        raise ConfigError(
+            "setting send_lease_seconds: must be longer than smtp_timeout_seconds "
+            f"({settings.send_lease_seconds} <= {settings.smtp_timeout_seconds})"
+        )
+    if not settings.secret_key and db.startswith("postgresql"):
+        # The embedded fallback (a key made under var/) differs per machine; links signed by
+        # a worker on one machine would be refused by the web app on another.
+        raise ConfigError(
+            "setting secret_key: required with PostgreSQL, where workers and the web app run "
+            "on several machines and must sign links with one key; set DRIPCOURSE_SECRET_KEY"
+        )
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (
