@@ -191,13 +191,15 @@ def test_worker_killed_mid_send_twice_every_subscriber_gets_day_one_once(
 
     arrivals = smtp_sink.handler.counts()
     duplicates = {a for a, n in arrivals.items() if n > 1}
-    print(f"duplicates after {len(kills)} kills: {sorted(duplicates)}")
+    retried = collections.Counter(int(r["attempts"]) for r in rows)
+    print(
+        f"after {len(kills)} kills: attempts per delivery {dict(retried)}; duplicates {duplicates}"
+    )
     assert {r["status"] for r in rows} == {"sent"}
     assert sorted(r["email"] for r in rows) == sorted(addresses)
     assert set(arrivals) == set(addresses)
-    assert max(arrivals.values()) <= 2
     # At most one duplicate per sending process per kill...
-    assert len(duplicates) <= pool * len(kills)
+    assert sum(n - 1 for n in arrivals.values()) <= pool * len(kills)
     # ...and only for a message the server took within moments of a kill, whose delivery the
     # killed worker never got to record, so it was sent a second time after its lease ran out.
     by_address = {r["email"]: r for r in rows}
@@ -207,7 +209,7 @@ def test_worker_killed_mid_send_twice_every_subscriber_gets_day_one_once(
             first.started < after and (first.finished is None or first.finished > before - 0.5)
             for before, after in kills
         ), (address, first, kills)
-        assert by_address[address]["attempts"] == 2
+        assert int(by_address[address]["attempts"]) >= 2
     # The count of attempts is honest: nobody was sent more often than attempted.
     for address, count in arrivals.items():
         assert count <= by_address[address]["attempts"]
