@@ -285,19 +285,27 @@ def pause(session: Session, enrollment: Enrollment, course: Course, now: dt.date
 
 
 def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
-    """End a pause early; the next lesson comes when it would have without the pause.
+    """End a pause early; the next lesson comes back to when it would have been due.
 
-    That is the next local sending day after the last lesson sent (or Day 1's time for someone
-    who has had none), or ``now`` if that time has already passed. It never brings two lessons
-    on one local day and never skips one. False if the enrollment was not paused or not active.
+    If that time has passed, it comes at today's local send time if that is still ahead, at
+    once if today's send time has passed too, or on the next sending day's send time if today
+    is not one (see ``schedule.resumed_due``). It never brings two lessons on one local day
+    and never skips one. False if the enrollment is not active or not paused (a pause whose
+    week has run out is over already).
     """
     for _ in range(3):
-        if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.paused_until is None:
+        paused = enrollment.paused_until is not None and enrollment.paused_until > now
+        if enrollment.status != EnrollmentStatus.ACTIVE or not paused:
             return False
         seen = due = enrollment.next_send_at
         # None: a lesson is in flight; recording it schedules the next, now without the pause.
         if due is not None:
-            due = max(_unpaused_due(session, enrollment, course), now)
+            due = schedule.resumed_due(
+                course.cadence,
+                schedule.zone(enrollment.subscriber.timezone),
+                unpaused_due=_unpaused_due(session, enrollment, course),
+                now=now,
+            )
         if _reschedule(
             session, enrollment, seen, paused_until=None, next_send_at=due, updated_at=now
         ):

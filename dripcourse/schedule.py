@@ -107,6 +107,29 @@ def resume_due(
     return candidate
 
 
+def resumed_due(
+    cadence: Cadence, tz: ZoneInfo, *, unpaused_due: dt.datetime, now: dt.datetime
+) -> dt.datetime:
+    """The due time of the next lesson when a pause is ended early at ``now``.
+
+    ``unpaused_due`` is when it would have been due had there been no pause: the send time of
+    the first sending day after the last lesson (so at least the day after it).
+
+    - still ahead: it keeps that time;
+    - passed, and today (locally) is a sending day whose send time is still ahead: today's
+      send time (resumed at 02:00, it comes at 07:00, not in the night);
+    - passed, and today's send time has passed too: at once, as the subscriber asked; still
+      the only lesson that local day, since the unpaused time is after the last lesson's day;
+    - passed, and today is not a sending day: the next sending day's send time.
+    """
+    if unpaused_due >= now:
+        return unpaused_due
+    today = local_date(now, tz)
+    if cadence.is_sending_day(today):
+        return max(at_local_time(today, cadence.send_time, tz), now)
+    return at_local_time(next_sending_day(today, cadence), cadence.send_time, tz)
+
+
 def parse_send_time(value: str) -> dt.time:
     """Parse a local "HH:MM" send time."""
     try:

@@ -84,11 +84,14 @@ def test_pausing_on_day_2_brings_day_3_a_week_later_at_local_send_time(
     [
         # The same evening: Day 3 back on its usual Wednesday morning.
         (utc(2025, 3, 4, 23), utc(2025, 3, 5, 12), utc(2025, 3, 6, 12)),
-        # Thursday 10:00 local, after Wednesday's send time: Day 3 at once, not skipped, and
-        # Day 4 the next morning, not a second lesson that day.
+        # Thursday 02:00 local, after the missed Wednesday: not in the night, at 07:00 that
+        # morning, and Day 4 the next morning.
+        (utc(2025, 3, 6, 7), utc(2025, 3, 6, 12), utc(2025, 3, 7, 12)),
+        # Thursday 10:00 local, after Thursday's send time too: Day 3 at once, not skipped,
+        # and Day 4 the next morning, not a second lesson that day.
         (utc(2025, 3, 6, 15), utc(2025, 3, 6, 15), utc(2025, 3, 7, 12)),
     ],
-    ids=["same-day", "after-the-missed-morning"],
+    ids=["same-day", "in-the-night-after-the-missed-morning", "after-the-missed-morning"],
 )
 def test_resuming_early_brings_the_next_lesson_back(
     rt: Runtime, dana: int, resume_at: dt.datetime, day_3: dt.datetime, day_4: dt.datetime
@@ -99,6 +102,17 @@ def test_resuming_early_brings_the_next_lesson_back(
     assert (resumed.paused_until, resumed.next_send_at) == (None, day_3)
     assert ticks_sent(rt, resume_at, day_4) == [day_3, day_4]
     assert load(rt, dana).day == 4
+
+
+def test_a_pause_that_has_run_out_is_not_resumed(rt: Runtime, dana: int) -> None:
+    act(rt, dana, "pause", DAY_2_NOON)
+    paused = load(rt, dana)
+    assert paused.paused_until is not None
+    after_the_week = paused.paused_until + HOUR  # Tuesday 11 March, 14:00 local
+    assert not act(rt, dana, "resume", after_the_week)
+    after = load(rt, dana)
+    assert after.next_send_at == paused.next_send_at == utc(2025, 3, 12, 11)  # Wednesday 07:00
+    assert ticks_sent(rt, after_the_week, utc(2025, 3, 12, 10)) == []
 
 
 def test_pause_before_day_1_and_resume(rt: Runtime) -> None:
@@ -178,6 +192,10 @@ def test_pause_and_resume_from_the_page(rt: Runtime, client: FlaskClient, dana: 
     assert "Your lessons are paused" in page
     assert "Paused until Tuesday 11 March, 13:00 (America/New_York)" in page
     assert "Day 3 will come on Wednesday 12 March at 07:00" in page
+    assert (
+        "Resuming brings Day 3 back to when it was due before the pause. If that has passed, "
+        "it comes at 07:00 today, or at once if 07:00 has passed today." in page
+    )
     assert load(rt, dana).next_send_at == utc(2025, 3, 12, 11)
 
     assert post_form(client, url, action="resume").status_code == 303
