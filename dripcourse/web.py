@@ -23,6 +23,7 @@ import datetime as dt
 import logging
 import re
 from collections.abc import Callable, Mapping
+from types import TracebackType
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -69,12 +70,29 @@ ERROR_TEXT = {
     "if it was cut short, copy the whole address.",
     405: "That is not something this page can do.",
     413: "That was too long to accept, so nothing was saved.",
+    500: "Something went wrong on our side. Please try again later.",
     503: "This page is being updated. Please try again in a few minutes.",
 }
 
 _TOKEN_IN_PATH = re.compile(r"/([rjpu])/[^\s?/]+")
 
 bp = Blueprint("dripcourse", __name__)
+
+
+class WebApp(Flask):
+    """Flask, but an unhandled exception is logged with its page's path less the link token.
+
+    Flask's own ``log_exception`` writes ``Exception on /j/<the whole token> [GET]``: a working
+    key to someone's journal in the error log.
+    """
+
+    def log_exception(
+        self,
+        exc_info: tuple[type, BaseException, TracebackType] | tuple[None, None, None],
+    ) -> None:
+        self.logger.error(
+            "Exception on %s [%s]", redact(request.path), request.method, exc_info=exc_info
+        )
 
 
 def create_app(
@@ -89,7 +107,7 @@ def create_app(
         rt = settings_or_runtime
     else:
         rt = Runtime(settings_or_runtime or load_settings())
-    app = Flask(__name__)
+    app = WebApp(__name__)
     # Room for the longest allowed reflection even if every character is 4 UTF-8 bytes, each
     # percent-encoded (x3); a bigger post is refused before it is read into memory.
     limit = rt.settings.reflection_max_chars * 12 + 64 * 1024

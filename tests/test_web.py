@@ -24,7 +24,7 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from dripcourse import delivery, links
+from dripcourse import delivery, links, reflections
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
@@ -597,6 +597,44 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
 )
 def test_request_logs_leave_out_the_token(line: str, logged: str) -> None:
     assert redact(line) == logged
+
+
+# Which core function fails, and on which page.
+FAILURES = {
+    "journal": ("journal", lambda rt: path(rt, links.JOURNAL, 1)),
+    "reflect": ("get_reflection", lambda rt: path(rt, links.REFLECT, 1, 2)),
+}
+
+
+@pytest.mark.parametrize(("broken", "make_url"), FAILURES.values(), ids=FAILURES.keys())
+def test_an_unexpected_failure_is_a_plain_500_logged_without_the_token(
+    rt: Runtime,
+    clock: Clock,
+    ana: int,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    broken: str,
+    make_url,  # type: ignore[no-untyped-def]
+) -> None:
+    def fail(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(reflections, broken, fail)
+    # As in production: the error becomes a response instead of reaching the test.
+    client = make_app(rt, clock, PROPAGATE_EXCEPTIONS=False).test_client()
+    url = make_url(rt)
+    page_path, token = url.rsplit("/", 1)
+    with caplog.at_level(logging.ERROR):
+        response = client.get(url)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 500
+    assert "Something went wrong" in page
+    assert "the database went away" not in page and "Traceback" not in page
+    assert response.headers["Referrer-Policy"] == "no-referrer"
+    # The log says which page failed and why, never whose page it was.
+    assert f"Exception on {page_path}/<token> [GET]" in caplog.text
+    assert "RuntimeError: the database went away" in caplog.text
+    assert token not in caplog.text
 
 
 # -- serving -------------------------------------------------------------------------------
