@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 FORM_MAX_AGE_SECONDS = 24 * 3600
 MAX_TOKEN_CHARS = 512  # real tokens are about 50; anything far longer is not ours
 ONE_CLICK = "One-Click"
+FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 CSP = (
     "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'"
@@ -326,9 +327,14 @@ def unsubscribe(token: str) -> str:
 
 
 def _is_one_click() -> bool:
-    """A mail provider's RFC 8058 post: ``List-Unsubscribe=One-Click``, form-encoded or not."""
-    if request.form.get("List-Unsubscribe") == ONE_CLICK:
-        return True
+    """A mail provider's RFC 8058 post: ``List-Unsubscribe=One-Click``, however it is sent.
+
+    A form body (url-encoded or multipart) is read as a form, ignoring whitespace around the
+    value (some providers end the body with CRLF). Anything else (text/plain, or no content
+    type) is not parsed as a form, so the raw body is compared instead.
+    """
+    if request.mimetype in FORM_MIMETYPES:
+        return request.form.get("List-Unsubscribe", "").strip() == ONE_CLICK
     return request.get_data(cache=True, as_text=True).strip() == f"List-Unsubscribe={ONE_CLICK}"
 
 
