@@ -231,7 +231,9 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
         }
         if request.method == "GET":
             text = reflection.body if reflection else ""
-            return render_template("reflect.html", **page, text=text, saved="saved" in request.args)
+            # Only with a reflection to show: ?saved=1 by itself is not a saved reflection.
+            saved = "saved" in request.args and reflection is not None
+            return render_template("reflect.html", **page, text=text, saved=saved)
         text = request.form.get("reflection", "")
         if not _check_form(links.REFLECT, enrollment_id, day):
             error = (

@@ -108,6 +108,21 @@ def test_saving_a_reflection_shows_when_it_was_saved(
     assert (saved.day, saved.prompt) == (2, rt.catalog.course("white-coat").lesson(2).prompt)
 
 
+@pytest.mark.parametrize(
+    ("text", "notice"),
+    [("Written down.", True), (None, False)],
+    ids=["written", "nothing-written"],
+)
+def test_the_saved_notice_shows_only_when_there_is_a_saved_reflection(
+    rt: Runtime, client: FlaskClient, ana: int, text: str | None, notice: bool
+) -> None:
+    url = path(rt, links.REFLECT, ana, 2)
+    if text is not None:
+        post_form(client, url, reflection=text)
+    page = client.get(f"{url}?saved=1").get_data(as_text=True)
+    assert ("Your reflection is saved." in page) is notice
+
+
 def test_writing_again_edits_the_same_reflection(
     rt: Runtime, client: FlaskClient, clock: Clock, ana: int
 ) -> None:
