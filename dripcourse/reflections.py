@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import unicodedata
 from dataclasses import dataclass
 
 from sqlalchemy import select
@@ -23,6 +24,9 @@ from dripcourse.models import Cohort, Enrollment, Reflection, Subscriber
 # Control characters other than tab and newline have no place in prose, and PostgreSQL
 # refuses NUL in text columns outright (a 500 we would otherwise serve).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# Format characters (zero-width space, joiners, byte-order mark), spaces, controls and line or
+# paragraph separators: a text made only of these shows nothing, so it is empty.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Cc", "Zl", "Zp"})
 EXPORT_FIELDS = ("email", "cohort", "day", "prompt", "text", "created_at", "updated_at")
 
 
@@ -37,9 +41,13 @@ def clean_text(text: str) -> str:
 
 
 def check_text(text: str, max_chars: int) -> str:
-    """The cleaned text, or ReflectionRejected with a message for the writer."""
+    """The cleaned text, or ReflectionRejected with a message for the writer.
+
+    A text with no visible character (only spaces, zero-width or other format characters) is
+    empty.
+    """
     cleaned = clean_text(text)
-    if not cleaned:
+    if not any(_visible(c) for c in cleaned):
         raise ReflectionRejected("Your reflection is empty. Write something, then save it.")
     if len(cleaned) > max_chars:
         raise ReflectionRejected(
@@ -48,6 +56,10 @@ def check_text(text: str, max_chars: int) -> str:
             "and save again."
         )
     return cleaned
+
+
+def _visible(char: str) -> bool:
+    return not char.isspace() and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
 
 
 def get_reflection(session: Session, enrollment_id: int, day: int) -> Reflection | None:

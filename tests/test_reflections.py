@@ -81,8 +81,9 @@ def test_an_edit_keeps_the_question_as_first_asked(rt: Runtime, ana: int) -> Non
         ("  indented thought  \n\n", "indented thought"),
         ("nul\x00 and bell\x07 gone, tab\tkept", "nul and bell gone, tab\tkept"),
         ("émoji 🩺 and ü", "émoji 🩺 and ü"),
+        ("👩\u200d⚕\ufe0f", "👩\u200d⚕\ufe0f"),
     ],
-    ids=["line-breaks", "surrounding-space", "control-characters", "unicode"],
+    ids=["line-breaks", "surrounding-space", "control-characters", "unicode", "joined-emoji"],
 )
 def test_text_is_stored_as_written_less_what_no_one_types(
     rt: Runtime, ana: int, written: str, stored: str
@@ -90,7 +91,25 @@ def test_text_is_stored_as_written_less_what_no_one_types(
     assert write(rt, ana, 1, written).body == stored
 
 
-@pytest.mark.parametrize("text", ["", "   ", "\r\n\x00"], ids=["empty", "spaces", "invisible"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "\r\n\x00",
+        "\u200b",
+        "\ufeff\u2060\u200d",
+        "\u00a0\u3000\u2028\u2029\u200b\n",
+    ],
+    ids=[
+        "empty",
+        "spaces",
+        "control-characters",
+        "zero-width-space",
+        "byte-order-mark-and-word-joiners",
+        "unicode-spaces-and-separators",
+    ],
+)
 def test_an_empty_reflection_is_refused(rt: Runtime, ana: int, text: str) -> None:
     with pytest.raises(reflections.ReflectionRejected, match="empty"):
         write(rt, ana, 1, text)

@@ -143,9 +143,10 @@ def test_writing_again_edits_the_same_reflection(
     [
         ("", "Your reflection is empty"),
         (" \r\n\t ", "Your reflection is empty"),
+        ("\u200b\ufeff", "Your reflection is empty"),
         ("x" * 41, "the limit is 40"),
     ],
-    ids=["empty", "blank", "one-over-the-limit"],
+    ids=["empty", "blank", "zero-width", "one-over-the-limit"],
 )
 def test_rejected_reflection_keeps_the_text_and_says_why(
     tmp_path: Path, sqlite_url: str, clock: Clock, text: str, message: str
