@@ -204,6 +204,8 @@ def _check_form(purpose: str, *ids: int) -> bool:
 def reflect(token: str) -> Response | str | tuple[str, int]:
     """The day's question and a form to write (or rewrite) the reflection."""
     enrollment_id, day = _load(links.REFLECT, token, 2)
+    # The whole post is read before a pooled connection is taken: a slow upload holds none.
+    posted = request.form.get("reflection", "") if request.method == "POST" else ""
     with transaction(_rt().sessions) as session:
         enrollment = _enrollment(session, enrollment_id)
         # Only lessons already sent: a token for a future day shows nothing.
@@ -234,19 +236,18 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             # Only with a reflection to show: ?saved=1 by itself is not a saved reflection.
             saved = "saved" in request.args and reflection is not None
             return render_template("reflect.html", **page, text=text, saved=saved)
-        text = request.form.get("reflection", "")
         if not _check_form(links.REFLECT, enrollment_id, day):
             error = (
                 "This page was open a long time, so your reflection was not saved yet. "
                 "It is below: press Save again."
             )
-            return render_template("reflect.html", **page, text=text, error=error), 400
+            return render_template("reflect.html", **page, text=posted, error=error), 400
         try:
             reflections.save_reflection(
-                session, enrollment, day, prompt, text, max_chars=page["max_chars"], now=_now()
+                session, enrollment, day, prompt, posted, max_chars=page["max_chars"], now=_now()
             )
         except reflections.ReflectionRejected as exc:
-            return render_template("reflect.html", **page, text=text, error=str(exc)), 400
+            return render_template("reflect.html", **page, text=posted, error=str(exc)), 400
     return redirect(url_for(".reflect", token=token, saved=1), code=303)
 
 
@@ -275,11 +276,12 @@ def journal(token: str) -> str:
 def pause(token: str) -> Response | str:
     """Pause the course for a week, or resume early; a GET only shows where things stand."""
     (enrollment_id,) = _load(links.PAUSE, token, 1)
+    # The whole post is read before a pooled connection is taken: a slow upload holds none.
+    action = request.form.get("action") if request.method == "POST" else None
     with transaction(_rt().sessions) as session:
         enrollment = _enrollment(session, enrollment_id)
         course = _course(enrollment)
         if request.method == "POST":
-            action = request.form.get("action")
             if action not in ("pause", "resume"):
                 abort(400)
             if not _check_form(links.PAUSE, enrollment_id):

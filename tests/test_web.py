@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import html
 import http.client
+import io
 import json
 import logging
 import re
@@ -24,7 +26,7 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from dripcourse import delivery, links, reflections
+from dripcourse import delivery, links, reflections, web
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
@@ -185,6 +187,51 @@ def test_a_huge_post_is_refused_before_it_is_read(
     assert response.status_code == 413
     assert "too long" in response.get_data(as_text=True)
     assert stored(rt) == []
+
+
+# Each form post, and the fields it sends besides the page's form token (None: no form token).
+FORM_POSTS = {
+    "reflect": (lambda rt: path(rt, links.REFLECT, 1, 2), {"reflection": "Slowly sent. " * 1500}),
+    "pause": (lambda rt: path(rt, links.PAUSE, 1), {"action": "pause"}),
+    "unsubscribe": (lambda rt: path(rt, links.UNSUBSCRIBE, 1), {}),
+    "one-click unsubscribe": (
+        lambda rt: path(rt, links.UNSUBSCRIBE, 1),
+        {"List-Unsubscribe": "One-Click", "form_token": None},
+    ),
+}
+
+
+@pytest.mark.parametrize(("make_url", "fields"), FORM_POSTS.values(), ids=FORM_POSTS.keys())
+def test_a_post_is_read_in_full_before_a_database_connection_is_taken(
+    rt: Runtime,
+    client: FlaskClient,
+    ana: int,
+    monkeypatch: pytest.MonkeyPatch,
+    make_url,  # type: ignore[no-untyped-def]
+    fields: dict[str, str | None],
+) -> None:
+    """A slow upload must not hold a pooled connection while it trickles in."""
+    url = make_url(rt)
+    data = {"form_token": form_token(client.get(url).get_data(as_text=True)), **fields}
+    body = io.BytesIO(urllib.parse.urlencode({k: v for k, v in data.items() if v}).encode())
+    read_when_opened: list[int] = []
+    real_transaction = web.transaction
+
+    @contextlib.contextmanager
+    def watched(sessions):  # type: ignore[no-untyped-def]
+        read_when_opened.append(body.tell())
+        with real_transaction(sessions) as session:
+            yield session
+
+    monkeypatch.setattr(web, "transaction", watched)
+    response = client.post(
+        url,
+        input_stream=body,
+        content_length=len(body.getvalue()),
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code in (200, 303)
+    assert read_when_opened == [len(body.getvalue())]
 
 
 # -- the journal and escaping ------------------------------------------------------------
