@@ -132,6 +132,17 @@ def lesson_or_none(course: Course, day: int) -> Lesson | None:
         return None
 
 
+def prompt_for(lesson: Lesson | None, reflection: Reflection | None) -> str | None:
+    """The question to show beside a day's reflection, in the journal and on its own page.
+
+    Once written, the question as first answered (even if the lesson's wording changed since);
+    otherwise the lesson's; None if the course lost that day and nothing was written for it.
+    """
+    if reflection is not None:
+        return reflection.prompt
+    return lesson.prompt if lesson is not None else None
+
+
 def journal(session: Session, enrollment: Enrollment, course: Course) -> list[JournalEntry]:
     """Every lesson this enrollment has been sent, newest first, with its reflections."""
     written = {
@@ -144,11 +155,8 @@ def journal(session: Session, enrollment: Enrollment, course: Course) -> list[Jo
     for day in range(max(enrollment.day, max(written, default=0)), 0, -1):
         lesson = lesson_or_none(course, day)
         reflection = written.get(day)
-        if reflection is not None:
-            prompt = reflection.prompt  # as it was asked, even if the lesson changed since
-        elif lesson is not None:
-            prompt = lesson.prompt
-        else:
+        prompt = prompt_for(lesson, reflection)
+        if prompt is None:
             continue  # the course lost this day and nothing was written for it
         entries.append(
             JournalEntry(

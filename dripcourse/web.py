@@ -214,12 +214,9 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
         course = _course(enrollment)
         lesson = reflections.lesson_or_none(course, day)
         reflection = reflections.get_reflection(session, enrollment_id, day)
-        if reflection is not None:
-            prompt = reflection.prompt  # the question as first answered
-        elif lesson is not None:
-            prompt = lesson.prompt
-        else:
-            abort(404)
+        prompt = reflections.prompt_for(lesson, reflection)
+        if prompt is None:
+            abort(404)  # the course lost this day and nothing was written for it
         page = {
             "course": course,
             "day": day,

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dripcourse import reflections, status
+from dripcourse.course import Lesson
 from dripcourse.db import transaction
 from dripcourse.models import Enrollment, Reflection
 from dripcourse.runtime import Runtime
@@ -113,6 +114,28 @@ def test_text_is_stored_as_written_less_what_no_one_types(
 def test_an_empty_reflection_is_refused(rt: Runtime, ana: int, text: str) -> None:
     with pytest.raises(reflections.ReflectionRejected, match="empty"):
         write(rt, ana, 1, text)
+
+
+NOW_ASKED = Lesson(
+    day=1, title="Day one", subject="s", prompt="As the lesson asks it now?", body="", path=Path()
+)
+
+
+@pytest.mark.parametrize(
+    ("lesson", "answered", "shown"),
+    [
+        (NOW_ASKED, "As first answered?", "As first answered?"),
+        (NOW_ASKED, None, "As the lesson asks it now?"),
+        (None, "As first answered?", "As first answered?"),
+        (None, None, None),
+    ],
+    ids=["written", "not-written", "written-lesson-gone", "nothing-to-show"],
+)
+def test_a_days_question_is_the_one_first_answered_else_the_lessons(
+    lesson: Lesson | None, answered: str | None, shown: str | None
+) -> None:
+    reflection = None if answered is None else Reflection(prompt=answered, body="An answer.")
+    assert reflections.prompt_for(lesson, reflection) == shown
 
 
 def test_the_size_limit_names_the_limit_and_the_excess() -> None:

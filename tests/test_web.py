@@ -28,7 +28,7 @@ from werkzeug.serving import make_server
 
 from dripcourse import delivery, links, reflections, web
 from dripcourse.db import transaction
-from dripcourse.models import Delivery, DeliveryStatus, EnrollmentStatus, Reflection
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
 from dripcourse.web import RedactingRequestHandler, create_app, redact
 from tests.conftest import make_settings
@@ -274,6 +274,30 @@ def test_reflection_markup_is_shown_as_text_everywhere_and_exported_raw(
         assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img" in page
     exported = run_cli(rt.settings, "reflections", "export", "--format", "json")
     assert [row["text"] for row in json.loads(exported.output)] == [attack]
+
+
+@pytest.mark.parametrize(
+    "make_url",
+    [lambda rt: path(rt, links.REFLECT, 1, 2), lambda rt: path(rt, links.JOURNAL, 1)],
+    ids=["reflect", "journal"],
+)
+def test_a_written_day_shows_the_question_as_first_answered(
+    rt: Runtime,
+    client: FlaskClient,
+    ana: int,
+    make_url,  # type: ignore[no-untyped-def]
+) -> None:
+    """The lesson's wording may change later; an answer stays beside the question it answered."""
+    with transaction(rt.sessions) as session:
+        found = session.get(Enrollment, ana)
+        assert found is not None
+        reflections.save_reflection(
+            session, found, 2, "The old wording?", "My answer.", max_chars=99, now=NOW
+        )
+    page = html.unescape(client.get(make_url(rt)).get_data(as_text=True))
+    course = rt.catalog.course("white-coat")
+    assert "The old wording?" in page and "My answer." in page
+    assert course.lesson(2).prompt not in page
 
 
 # -- tokens ------------------------------------------------------------------------------
