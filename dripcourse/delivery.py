@@ -15,9 +15,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 
-from sqlalchemy import Select, and_, or_, select, update
-from sqlalchemy.orm import Session, selectinload
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import Select, and_, insert, or_, select, update
+from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.course import Course
@@ -49,6 +48,9 @@ class Outcome(enum.StrEnum):
     BOUNCED = "bounced"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"  # another worker has it, or it is already finished
+
+
+OPEN = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
 
 
 def _seconds(n: float) -> dt.timedelta:
@@ -83,11 +85,11 @@ def claim_due_lessons(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
             total += len(ids)
 
 
-def due_enrollments(now: dt.datetime, limit: int) -> Select[tuple[Enrollment]]:
+def due_enrollments(now: dt.datetime, limit: int) -> Select[tuple[int]]:
     """The oldest ``limit`` enrollments whose next lesson is due: a range read on the
     next_send_at index (NULL, meaning "in flight" or "nothing due", is never in range)."""
     return (
-        select(Enrollment)
+        select(Enrollment.id)
         .where(Enrollment.next_send_at <= now, Enrollment.status == EnrollmentStatus.ACTIVE)
         # The index alone gives this order, so a batch stops after ``limit`` rows. A tie-break
         # on id would make PostgreSQL sort every due row for every batch: a whole cohort due
@@ -97,9 +99,7 @@ def due_enrollments(now: dt.datetime, limit: int) -> Select[tuple[Enrollment]]:
     )
 
 
-def open_deliveries(
-    now: dt.datetime, limit: int
-) -> Select[tuple[int, DeliveryStatus, dt.datetime | None]]:
+def open_deliveries(now: dt.datetime, limit: int) -> Select[tuple[int]]:
     """Deliveries waiting for a retry, or whose task or worker was lost.
 
     Unordered on purpose: every one found is queued again in this same pass, so order buys
@@ -107,89 +107,90 @@ def open_deliveries(
     open row for every batch (after a Redis flush, every pending delivery of the day).
     """
     return (
-        select(Delivery.id, Delivery.status, Delivery.next_attempt_at)
-        .where(
-            Delivery.status.in_([DeliveryStatus.PENDING, DeliveryStatus.SENDING]),
-            Delivery.next_attempt_at <= now,
-        )
+        select(Delivery.id)
+        .where(Delivery.status.in_(OPEN), Delivery.next_attempt_at <= now)
         .limit(limit)
     )
 
 
 def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] | None:
-    query = due_enrollments(now, rt.settings.batch_size)
-    due = session.scalars(_lock(query, session)).all()
-    if not due:
+    """Claim one batch with one UPDATE ... RETURNING, then insert its deliveries in bulk.
+
+    The UPDATE is the compare-and-set: it takes only rows that are still due and active when
+    it runs, so whatever another tick took meanwhile is simply not returned. On PostgreSQL the
+    inner SELECT also skips rows another claim has locked, rather than waiting for them.
+    """
+    pick = _lock(due_enrollments(now, rt.settings.batch_size), session).scalar_subquery()
+    claimed = session.execute(
+        update(Enrollment)
+        .where(
+            Enrollment.id.in_(pick),
+            Enrollment.next_send_at <= now,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+        )
+        .values(next_send_at=None, updated_at=now)
+        .returning(Enrollment.id, Enrollment.day, Enrollment.paused_until)
+        .execution_options(synchronize_session=False)
+    ).all()
+    if not claimed:
+        # Nothing due, or all of it taken by another tick as we looked: either way, done.
         return None
-    # Related rows in two more queries, not one per enrollment.
-    cohorts = {
-        c.id: c
-        for c in session.scalars(select(Cohort).where(Cohort.id.in_({e.cohort_id for e in due})))
-    }
-    subscribers = {
-        s.id: s
-        for s in session.scalars(
-            select(Subscriber).where(Subscriber.id.in_({e.subscriber_id for e in due}))
+    details = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Enrollment.id,
+                Subscriber.email,
+                Subscriber.timezone,
+                Cohort.course_slug,
+                Suppression.id.label("suppressed"),
+            )
+            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            .join(Cohort, Enrollment.cohort_id == Cohort.id)
+            .outerjoin(Suppression, Suppression.email == Subscriber.email)
+            .where(Enrollment.id.in_([row.id for row in claimed]))
         )
     }
-    suppressed = set(
-        session.scalars(
-            select(Suppression.email).where(
-                Suppression.email.in_({s.email for s in subscribers.values()})
-            )
-        )
-    )
-    ids: list[int] = []
-    new: list[Delivery] = []
-    won = 0
-    for enrollment in due:
-        # Compare-and-set: if another tick took this row since we read it, leave it alone.
-        taken = session.execute(
-            update(Enrollment)
-            .where(
-                Enrollment.id == enrollment.id,
-                Enrollment.next_send_at == enrollment.next_send_at,
-                Enrollment.status == EnrollmentStatus.ACTIVE,
-            )
-            .values(next_send_at=None, updated_at=now)
-            .execution_options(synchronize_session=False)
-        ).rowcount
-        if taken != 1:
-            continue
-        won += 1
-        set_committed_value(enrollment, "next_send_at", None)
-        subscriber = subscribers[enrollment.subscriber_id]
-        course = rt.catalog.course(cohorts[enrollment.cohort_id].course_slug)
-        if subscriber.email in suppressed:
+    later = now + _seconds(rt.settings.requeue_after_seconds)
+    new: list[dict[str, object]] = []
+    for row in claimed:
+        info = details[row.id]
+        course = rt.catalog.course(info.course_slug)
+        if info.suppressed is not None:
+            enrollment = session.get(Enrollment, row.id)
+            assert enrollment is not None
             stop_enrollment(session, enrollment, EnrollmentStatus.BOUNCED, now)
-            continue
-        if enrollment.paused_until is not None and enrollment.paused_until > now:
-            enrollment.next_send_at = schedule.resume_due(
-                course.cadence,
-                schedule.zone(subscriber.timezone),
-                due=now,
-                paused_until=enrollment.paused_until,
+        elif row.paused_until is not None and row.paused_until > now:
+            due = schedule.resume_due(
+                course.cadence, schedule.zone(info.timezone), due=now, paused_until=row.paused_until
             )
-            continue
-        day = enrollment.day + 1
-        if day > course.length:
-            enrollment.status = EnrollmentStatus.COMPLETED
-            continue
-        delivery = Delivery(
-            enrollment_id=enrollment.id,
-            day=day,
-            status=DeliveryStatus.PENDING,
-            next_attempt_at=now + _seconds(rt.settings.requeue_after_seconds),
-            created_at=now,
-            updated_at=now,
-        )
-        session.add(delivery)
-        new.append(delivery)
-    session.flush()
-    ids.extend(d.id for d in new)
-    # A batch that won no row was taken by another tick as we read it (SQLite), or holds rows
-    # that never compare equal: reading it again would spin. Stop; the next tick comes soon.
-    return ids if won else None
+            _set_enrollment(session, row.id, next_send_at=due)
+        elif row.day >= course.length:
+            _set_enrollment(session, row.id, status=EnrollmentStatus.COMPLETED)
+        else:
+            new.append(
+                {
+                    "enrollment_id": row.id,
+                    "day": row.day + 1,
+                    "status": DeliveryStatus.PENDING,
+                    "next_attempt_at": later,
+                    "attempts": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    if not new:
+        return []
+    return list(session.scalars(insert(Delivery).returning(Delivery.id), new))
+
+
+def _set_enrollment(session: Session, enrollment_id: int, **values: object) -> None:
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
@@ -197,32 +198,25 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
 
     A pending delivery not picked up within ``requeue_after_seconds`` (Redis flushed, broker
     restarted) and a sending one whose worker lease ran out (worker killed) both come back here.
+    Like the claim, one UPDATE ... RETURNING per batch is the compare-and-set.
     """
     total = 0
+    later = now + _seconds(rt.settings.requeue_after_seconds)
     while True:
         with transaction(rt.sessions) as session:
-            query = open_deliveries(now, rt.settings.batch_size)
-            rows = session.execute(_lock(query, session)).all()
-            if not rows:
-                return total
-            ids = []
-            for row in rows:
-                taken = session.execute(
-                    update(Delivery)
-                    .where(
-                        Delivery.id == row.id,
-                        Delivery.status == row.status,
-                        Delivery.next_attempt_at == row.next_attempt_at,
-                    )
-                    .values(
-                        status=DeliveryStatus.PENDING,
-                        updated_at=now,
-                        next_attempt_at=now + _seconds(rt.settings.requeue_after_seconds),
-                    )
-                ).rowcount
-                if taken == 1:
-                    ids.append(row.id)
-        if not ids:  # all taken by another tick meanwhile: as in _claim_batch, do not spin
+            pick = _lock(open_deliveries(now, rt.settings.batch_size), session).scalar_subquery()
+            ids = session.scalars(
+                update(Delivery)
+                .where(
+                    Delivery.id.in_(pick),
+                    Delivery.status.in_(OPEN),
+                    Delivery.next_attempt_at <= now,
+                )
+                .values(status=DeliveryStatus.PENDING, updated_at=now, next_attempt_at=later)
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        if not ids:
             return total
         enqueue(ids)
         total += len(ids)
@@ -248,8 +242,24 @@ def tick(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> TickResult:
     return TickResult(claimed=claimed, requeued=requeued)
 
 
+@dataclass(frozen=True)
+class _Job:
+    """What one attempt needs to know after its claim has committed."""
+
+    delivery_id: int
+    enrollment_id: int
+    day: int
+    attempts: int
+    timezone: str
+    paused_until: dt.datetime | None
+
+
 def send_delivery(rt: Runtime, delivery_id: int, now: dt.datetime) -> Outcome:
-    """Send one claimed delivery and record what happened. Safe to call twice for one id."""
+    """Send one claimed delivery and record what happened. Safe to call twice for one id.
+
+    Two short transactions around the send, a handful of statements in all: this runs once
+    per subscriber at a cohort's morning, so every round trip counts.
+    """
     with transaction(rt.sessions) as session:
         taken = session.execute(
             update(Delivery)
@@ -268,46 +278,77 @@ def send_delivery(rt: Runtime, delivery_id: int, now: dt.datetime) -> Outcome:
                 updated_at=now,
                 next_attempt_at=now + _seconds(rt.settings.send_lease_seconds),
             )
-        ).rowcount
-        if taken != 1:
+            .returning(Delivery.enrollment_id, Delivery.day, Delivery.attempts)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if taken is None:
             return Outcome.SKIPPED
-        delivery = session.scalars(
-            select(Delivery)
-            .where(Delivery.id == delivery_id)
-            .options(
-                selectinload(Delivery.enrollment).selectinload(Enrollment.subscriber),
-                selectinload(Delivery.enrollment).selectinload(Enrollment.cohort),
+        info = session.execute(
+            select(
+                Enrollment.status,
+                Enrollment.paused_until,
+                Subscriber.email,
+                Subscriber.name,
+                Subscriber.timezone,
+                Cohort.course_slug,
+                Suppression.reason,
             )
+            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            .join(Cohort, Enrollment.cohort_id == Cohort.id)
+            .outerjoin(Suppression, Suppression.email == Subscriber.email)
+            .where(Enrollment.id == taken.enrollment_id)
         ).one()
-        enrollment = delivery.enrollment
-        subscriber = enrollment.subscriber
-        blocked = session.scalar(
-            select(Suppression.reason).where(Suppression.email == subscriber.email)
-        )
-        if enrollment.status != EnrollmentStatus.ACTIVE or blocked:
-            _finish(delivery, DeliveryStatus.CANCELLED, now, blocked or str(enrollment.status))
+        if info.status != EnrollmentStatus.ACTIVE or info.reason is not None:
+            _set_delivery(
+                session,
+                delivery_id,
+                DeliveryStatus.CANCELLED,
+                now,
+                last_error=info.reason or str(info.status),
+            )
             return Outcome.CANCELLED
         try:
-            course = rt.catalog.course(enrollment.cohort.course_slug)
-            rendered = rt.catalog.renderer.lesson(course, delivery.day)
+            course = rt.catalog.course(info.course_slug)
+            rendered = rt.catalog.renderer.lesson(course, taken.day)
         except CourseError as exc:
-            _finish(delivery, DeliveryStatus.FAILED, now, str(exc))
+            _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=str(exc))
+            enrollment = session.get(Enrollment, taken.enrollment_id)
+            assert enrollment is not None
             stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
             return Outcome.FAILED
-        links = rt.links.for_lesson(enrollment.id, delivery.day)
-        who = Personal(email=subscriber.email, name=subscriber.name, **links)
-        msg_id = message_id(rt.settings.message_id_domain, delivery.id, rt.links.secret_key)
-        msg = build_message(rendered, who, now=now, msg_id=msg_id)
-        attempts = delivery.attempts
+    job = _Job(
+        delivery_id,
+        taken.enrollment_id,
+        taken.day,
+        taken.attempts,
+        info.timezone,
+        info.paused_until,
+    )
+    links = rt.links.for_lesson(job.enrollment_id, job.day)
+    who = Personal(email=info.email, name=info.name, **links)
+    msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
+    msg = build_message(rendered, who, now=now, msg_id=msg_id)
     # The claim is committed; no transaction stays open while we talk to the mail server.
     try:
         rt.throttle()
         rt.transport.send(msg)
     except PermanentMailError as exc:
-        return _record_bounce(rt, delivery_id, now, attempts, str(exc))
+        return _record_bounce(rt, delivery_id, now, job.attempts, str(exc))
     except TransientMailError as exc:
-        return _record_retry(rt, delivery_id, now, attempts, str(exc))
-    return _record_sent(rt, delivery_id, now, msg_id, course)
+        return _record_retry(rt, delivery_id, now, job.attempts, str(exc))
+    return _record_sent(rt, job, now, msg_id, course)
+
+
+def _set_delivery(
+    session: Session, delivery_id: int, status: DeliveryStatus, now: dt.datetime, **values: object
+) -> None:
+    """Finish a delivery: it leaves the sweep's index range (next_attempt_at NULL)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(status=status, next_attempt_at=None, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def _still_ours(session: Session, delivery_id: int, attempts: int, now: dt.datetime) -> bool:
@@ -334,43 +375,62 @@ def _still_ours(session: Session, delivery_id: int, attempts: int, now: dt.datet
     return held == 1
 
 
-def _finish(
-    delivery: Delivery, status: DeliveryStatus, now: dt.datetime, error: str | None
-) -> None:
-    delivery.status = status
-    delivery.next_attempt_at = None
-    delivery.updated_at = now
-    delivery.last_error = error
+def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: Course) -> Outcome:
+    """Mark the delivery sent and schedule the next lesson, in one transaction.
 
-
-def _record_sent(
-    rt: Runtime, delivery_id: int, now: dt.datetime, msg_id: str, course: Course
-) -> Outcome:
-    with transaction(rt.sessions) as session:
-        delivery = session.get(Delivery, delivery_id)
-        assert delivery is not None
-        # Keep why earlier attempts failed: an operator asking "why was this late?" needs it.
-        _finish(delivery, DeliveryStatus.SENT, now, delivery.last_error)
-        delivery.sent_at = now
-        delivery.message_id = msg_id
-        enrollment = session.get(Enrollment, delivery.enrollment_id, with_for_update=True)
-        assert enrollment is not None
-        enrollment.day = max(enrollment.day, delivery.day)
-        enrollment.updated_at = now
-        if enrollment.status != EnrollmentStatus.ACTIVE:
-            return Outcome.SENT
-        if enrollment.day >= course.length:
-            enrollment.status = EnrollmentStatus.COMPLETED
-            enrollment.next_send_at = None
-            return Outcome.SENT
-        tz = schedule.zone(enrollment.subscriber.timezone)
+    Every value comes from the claim, so this is two UPDATEs. If the enrollment changed while
+    we were sending (a pause, an unsubscribe), the guarded UPDATE matches nothing and the
+    slower path reads the row as it is now.
+    """
+    tz = schedule.zone(job.timezone)
+    paused_until = job.paused_until if job.paused_until and job.paused_until > now else None
+    values: dict[str, object] = {"day": job.day, "updated_at": now, "paused_until": paused_until}
+    if job.day >= course.length:
+        values.update(status=EnrollmentStatus.COMPLETED, next_send_at=None)
+    else:
         due = schedule.next_due(course.cadence, tz, last_sent_at=now)
-        if enrollment.paused_until is not None:
-            due = schedule.resume_due(
-                course.cadence, tz, due=due, paused_until=enrollment.paused_until
+        if paused_until is not None:
+            due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
+        values["next_send_at"] = due
+    with transaction(rt.sessions) as session:
+        # Keep last_error: an operator asking "why was this late?" needs earlier failures.
+        _set_delivery(
+            session, job.delivery_id, DeliveryStatus.SENT, now, sent_at=now, message_id=msg_id
+        )
+        updated = session.execute(
+            update(Enrollment)
+            .where(
+                Enrollment.id == job.enrollment_id,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+                Enrollment.day < job.day,
+                Enrollment.next_send_at.is_(None),
+                Enrollment.paused_until.is_not_distinct_from(job.paused_until),
             )
-        enrollment.next_send_at = due
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if updated != 1:
+            _record_sent_to_changed_enrollment(session, job, now, course)
     return Outcome.SENT
+
+
+def _record_sent_to_changed_enrollment(
+    session: Session, job: _Job, now: dt.datetime, course: Course
+) -> None:
+    enrollment = session.get(Enrollment, job.enrollment_id, with_for_update=True)
+    assert enrollment is not None
+    enrollment.day = max(enrollment.day, job.day)
+    enrollment.updated_at = now
+    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.next_send_at is not None:
+        return
+    if enrollment.day >= course.length:
+        enrollment.status = EnrollmentStatus.COMPLETED
+        return
+    tz = schedule.zone(job.timezone)
+    due = schedule.next_due(course.cadence, tz, last_sent_at=now)
+    if enrollment.paused_until is not None and enrollment.paused_until > now:
+        due = schedule.resume_due(course.cadence, tz, due=due, paused_until=enrollment.paused_until)
+    enrollment.next_send_at = due
 
 
 def _record_retry(
@@ -380,18 +440,24 @@ def _record_retry(
     with transaction(rt.sessions) as session:
         if not _still_ours(session, delivery_id, attempts, now):
             return Outcome.SKIPPED
-        delivery = session.get(Delivery, delivery_id)
-        assert delivery is not None
         if attempts >= settings.max_attempts:
             log.warning("delivery %s failed after %d attempts: %s", delivery_id, attempts, error)
-            _finish(delivery, DeliveryStatus.FAILED, now, error)
+            _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=error)
+            delivery = session.get(Delivery, delivery_id)
+            assert delivery is not None
             stop_enrollment(session, delivery.enrollment, EnrollmentStatus.FAILED, now)
             return Outcome.FAILED
         delay = backoff(attempts, settings.retry_base_seconds, settings.retry_max_seconds)
-        delivery.status = DeliveryStatus.PENDING
-        delivery.next_attempt_at = now + _seconds(delay)
-        delivery.updated_at = now
-        delivery.last_error = error
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(
+                status=DeliveryStatus.PENDING,
+                next_attempt_at=now + _seconds(delay),
+                updated_at=now,
+                last_error=error,
+            )
+        )
     log.info("delivery %s will retry in %.0fs: %s", delivery_id, delay, error)
     return Outcome.RETRY
 
@@ -402,9 +468,9 @@ def _record_bounce(
     with transaction(rt.sessions) as session:
         if not _still_ours(session, delivery_id, attempts, now):
             return Outcome.SKIPPED
+        _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=error)
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
-        _finish(delivery, DeliveryStatus.FAILED, now, error)
         enrollment = delivery.enrollment
         suppress(session, enrollment.subscriber.email, f"bounced: {error}", now)
         for each in enrollment.subscriber.enrollments:
