@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from sqlalchemy import func, select
 from dripcourse import db, enrollment, status
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
+from dripcourse.mail import wire_bytes
 from dripcourse.models import Cohort, Enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.settings import load_settings
@@ -239,8 +242,8 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
         click.echo(ROW.format("day", "sent", "pending", "failed", "suppressed", "reflected"))
         for d in s.days:
             click.echo(ROW.format(d.day, d.sent, d.pending, d.failed, d.suppressed, d.reflected))
-        for email, day, reason in s.failures:
-            click.echo(f"  failed: {email} day {day}: {reason}")
+        for address, day, reason in s.failures:
+            click.echo(f"  failed: {address} day {day}: {reason}")
 
 
 @cli.command()
@@ -259,9 +262,10 @@ def preview(
 
     msg = preview_message(state.runtime, slug, day, name=name, now=utcnow())
     if eml:
-        data = msg.as_bytes()
+        data = wire_bytes(msg)
     else:
-        part = msg.get_body(("plain",) if text else ("html",))
+        parsed = email.message_from_bytes(wire_bytes(msg), policy=email.policy.default)
+        part = parsed.get_body(("plain",) if text else ("html",))
         assert part is not None
         data = part.get_content().encode("utf-8")
     if out is None:

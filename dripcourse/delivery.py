@@ -13,7 +13,7 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.message import EmailMessage
+from email.message import Message
 
 from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
@@ -486,9 +486,7 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = 
     return delay * (rng or random).uniform(0.5, 1.0)
 
 
-def preview_message(
-    rt: Runtime, slug: str, day: int, *, name: str, now: dt.datetime
-) -> EmailMessage:
+def preview_message(rt: Runtime, slug: str, day: int, *, name: str, now: dt.datetime) -> Message:
     """Lesson ``day`` of a course as a sample subscriber would receive it; nothing is recorded."""
     course = rt.catalog.course(slug)
     rendered = rt.catalog.renderer.lesson(course, day)

@@ -13,13 +13,20 @@ import ssl
 import sys
 import threading
 import uuid
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
+from email.message import Message
+from email.policy import compat32
 from pathlib import Path
 from typing import Protocol, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dripcourse.errors import ConfigError
+
+_WIRE = compat32.clone(linesep="\r\n")
+
+
+def wire_bytes(msg: Message) -> bytes:
+    """The message as it goes on the wire: CRLF line ends, as smtplib's send_message sends it."""
+    return msg.as_bytes(policy=_WIRE)
 
 
 class TransientMailError(Exception):
@@ -31,7 +38,7 @@ class PermanentMailError(Exception):
 
 
 class Transport(Protocol):
-    def send(self, msg: EmailMessage) -> None: ...
+    def send(self, msg: Message) -> None: ...
 
     def close(self) -> None: ...
 
@@ -43,8 +50,8 @@ class FileTransport:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def send(self, msg: EmailMessage) -> None:
-        data = msg.as_bytes(policy=SMTP_POLICY)
+    def send(self, msg: Message) -> None:
+        data = wire_bytes(msg)
         stem = uuid.uuid4().hex
         tmp = self.folder / f".{stem}.tmp"
         tmp.write_bytes(data)
@@ -61,7 +68,7 @@ class ConsoleTransport:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def send(self, msg: EmailMessage) -> None:
+    def send(self, msg: Message) -> None:
         self.stream.write(msg.as_string() + "\n" + "-" * 72 + "\n")
         self.stream.flush()
 
@@ -113,7 +120,7 @@ class SMTPTransport:
             conn.login(self.username, self.password or "")
         return conn
 
-    def send(self, msg: EmailMessage) -> None:
+    def send(self, msg: Message) -> None:
         with self._lock:
             for attempt in (1, 2):
                 reused = self._conn is not None

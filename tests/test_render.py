@@ -127,3 +127,33 @@ def test_date_header_is_the_send_time() -> None:
         msg_id="<x@y.org>",
     )
     assert msg["Date"] == "Sun, 08 Mar 2026 12:00:00 +0000"
+
+
+def test_non_ascii_names_and_subjects_are_encoded_and_read_back_intact(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    lesson = emails / "white-coat" / "day-01.md"
+    lesson.write_text(
+        lesson.read_text().replace(
+            'subject: "Day 1: Noticing the weight you carry"',
+            'subject: "Day 1: Café au lait, {{ first_name }}?"',
+        )
+    )
+    course = load_course(emails, "white-coat")
+    who = reader(name="Zoë Núñez-Çelik")
+    msg = build_message(Renderer(emails).lesson(course, 1), who, now=NOW, msg_id="<x@y.org>")
+    wire = msg.as_bytes(policy=email.policy.SMTP)
+    assert wire.isascii(), "headers and bodies are 7-bit on the wire"
+    parsed = email.message_from_bytes(wire, policy=email.policy.default)
+    assert str(parsed["Subject"]) == "Day 1: Café au lait, Zoë?"
+    assert parsed["To"].addresses[0].display_name == "Zoë Núñez-Çelik"
+    assert "Zoë" in parsed.get_body(("plain",)).get_content()
+
+
+def test_a_line_break_smuggled_into_a_header_is_refused(renderer: Renderer) -> None:
+    course = load_course(EMAILS, "white-coat")
+    who = reader(name="Eve\r\nBcc: victim@example.org")
+    with pytest.raises(ValueError, match="line break in the To header"):
+        build_message(renderer.lesson(course, 1), who, now=NOW, msg_id="<x@y.org>")
