@@ -5,6 +5,7 @@ from __future__ import annotations
 import email
 import email.policy
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from dripcourse.errors import DripcourseError
 from dripcourse.mail import wire_bytes
 from dripcourse.models import Cohort, Enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.settings import load_settings
+from dripcourse.settings import CONFIG_ENV, load_settings
 
 SAMPLE_COHORT = "sample"
 SAMPLE_CSV = Path("config/sample-cohort.csv")
@@ -40,6 +41,9 @@ class State:
 
     def __init__(self, config: str | None) -> None:
         self.config = config
+        if config is not None:
+            # dripcourse.tasks reads its settings when imported; make it read the same file.
+            os.environ[CONFIG_ENV] = config
         self._runtime: Runtime | None = None
 
     @property

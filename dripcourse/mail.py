@@ -13,8 +13,10 @@ import ssl
 import sys
 import threading
 import uuid
+from collections.abc import Callable
 from email.message import Message
 from email.policy import compat32
+from functools import partial
 from pathlib import Path
 from typing import Protocol, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -213,14 +215,23 @@ def transport_from_url(url: str, *, timeout: float = 30.0) -> Transport:
     file:///absolute/folder or file://relative/folder
     console://
     """
+    return _factory(url, timeout)()
+
+
+def check_mail_url(url: str) -> None:
+    """Raise ConfigError if ``url`` names no usable transport; connects to nothing."""
+    _factory(url, 30.0)
+
+
+def _factory(url: str, timeout: float) -> Callable[[], Transport]:
     parts = urlsplit(url)
     if parts.scheme == "file":
         path = unquote(parts.netloc + parts.path)
         if not path:
             raise ConfigError("setting mail_url: file:// needs a folder, e.g. file://var/outbox")
-        return FileTransport(Path(path).expanduser())
+        return partial(FileTransport, Path(path).expanduser())
     if parts.scheme == "console":
-        return ConsoleTransport()
+        return ConsoleTransport
     if parts.scheme in ("smtp", "smtps"):
         if not parts.hostname:
             raise ConfigError(f"setting mail_url: no host in {parts.scheme}:// URL")
@@ -228,18 +239,25 @@ def transport_from_url(url: str, *, timeout: float = 30.0) -> Transport:
         unknown = set(options) - {"starttls"}
         if unknown:
             raise ConfigError(f"setting mail_url: unknown option(s) {', '.join(sorted(unknown))}")
+        starttls = options.get("starttls", "false")
+        if starttls not in ("1", "true", "yes", "0", "false", "no"):
+            raise ConfigError(f"setting mail_url: starttls must be true or false, not {starttls!r}")
         try:
             port = parts.port
         except ValueError:
             raise ConfigError("setting mail_url: the port is not a number") from None
         implicit = parts.scheme == "smtps"
-        return SMTPTransport(
+        return partial(
+            SMTPTransport,
             parts.hostname,
             port or (465 if implicit else 25),
             implicit_tls=implicit,
-            starttls=options.get("starttls", "false") in ("1", "true", "yes"),
+            starttls=starttls in ("1", "true", "yes"),
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             timeout=timeout,
         )
-    raise ConfigError(f"setting mail_url: unsupported transport {url!r}")
+    raise ConfigError(
+        f"setting mail_url: unsupported transport {url!r} "
+        "(use smtp://, smtps://, file:// or console://)"
+    )

@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dripcourse.errors import ConfigError
+from dripcourse.mail import check_mail_url
 
 CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
@@ -144,12 +145,7 @@ def validate(settings: Settings) -> None:
     broker = urlsplit(settings.broker_url).scheme
     if broker not in {"redis", "rediss", "sqla+sqlite", "sqla+postgresql", "memory", "filesystem"}:
         raise ConfigError(f"setting broker_url: unsupported broker {settings.broker_url!r}")
-    mail = urlsplit(settings.mail_url).scheme
-    if mail not in {"smtp", "smtps", "file", "console"}:
-        raise ConfigError(
-            f"setting mail_url: unsupported transport {settings.mail_url!r} "
-            "(use smtp://, smtps://, file:// or console://)"
-        )
+    check_mail_url(settings.mail_url)
     base = urlsplit(settings.base_url)
     if base.scheme not in {"http", "https"} or not base.netloc:
         raise ConfigError(

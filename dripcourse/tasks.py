@@ -14,6 +14,7 @@ from celery import Celery, signals
 
 from dripcourse import delivery
 from dripcourse.clock import utcnow
+from dripcourse.errors import ConfigError
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 
@@ -103,4 +104,8 @@ def send_lesson(delivery_id: int) -> str:
     return str(delivery.send_delivery(runtime(), delivery_id, utcnow()))
 
 
-configure(load_settings())
+try:
+    configure(load_settings())
+except ConfigError as exc:
+    # `celery -A dripcourse.tasks ...` with a wrong setting: one line, not a traceback.
+    raise SystemExit(f"dripcourse: {exc}") from None

@@ -37,6 +37,9 @@ def test_environment_overrides_the_file() -> None:
         ("tick_seconds = 'soon'\n", {}, "setting tick_seconds: expected a number"),
         ("", {"DRIPCOURSE_DATABASE_URL": "mysql://x"}, "setting database_url: unsupported"),
         ("", {"DRIPCOURSE_BROKER_URL": "amqp://x"}, "setting broker_url: unsupported"),
+        ("", {"DRIPCOURSE_MAIL_URL": "smtp://relay:587?tls=on"}, "mail_url: unknown option"),
+        ("", {"DRIPCOURSE_MAIL_URL": "smtp://relay:submission"}, "mail_url: the port is not"),
+        ("", {"DRIPCOURSE_MAIL_URL": "smtp://:587"}, "mail_url: no host"),
         ("", {"DRIPCOURSE_BASE_URL": "course.example.org"}, "setting base_url"),
         ("", {"DRIPCOURSE_BATCH_SIZE": "0"}, "setting batch_size: must be greater than 0"),
         ("", {"DRIPCOURSE_RATE_LIMIT_PER_SECOND": "10"}, "shared through Redis"),
@@ -66,3 +69,26 @@ def test_embedded_secret_key_is_made_once_and_kept(tmp_path: Path) -> None:
     assert secret_key(settings) == first
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
     assert secret_key(Settings(secret_key="from-env", var_dir=str(tmp_path / "var"))) == "from-env"
+
+
+def test_celery_worker_with_a_wrong_setting_stops_with_one_line(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "DRIPCOURSE_MAIL_URL": "pigeon://loft",
+        "DRIPCOURSE_VAR_DIR": str(tmp_path),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "dripcourse.tasks", "worker"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "dripcourse: setting mail_url: unsupported transport 'pigeon://loft'" in done.stderr
+    assert "Traceback" not in done.stderr
