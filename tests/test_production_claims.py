@@ -7,7 +7,7 @@ import collections
 import datetime as dt
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from email.message import EmailMessage
+from email.message import Message
 from functools import partial
 from pathlib import Path
 
@@ -36,7 +36,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.sent: list[tuple[str, str]] = []
 
-    def send(self, msg: EmailMessage) -> None:
+    def send(self, msg: Message) -> None:
         with self.lock:
             self.sent.append((str(msg["To"]), str(msg["Subject"])))
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Iterator
-from email.message import EmailMessage
+from email.message import Message
+from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
@@ -28,8 +29,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send(self, msg: EmailMessage) -> None:
-        self.sent.append(msg["To"].addresses[0].addr_spec)
+    def send(self, msg: Message) -> None:
+        self.sent.append(parseaddr(msg["To"])[1])
 
     def close(self) -> None:
         pass
@@ -43,7 +44,7 @@ class OutlivesItsLease:
         self.other, self.delivery_id, self.error = other, delivery_id, error
         self.taken_over: Outcome | None = None
 
-    def send(self, msg: EmailMessage) -> None:
+    def send(self, msg: Message) -> None:
         later = NOW + dt.timedelta(seconds=LEASE + 1)
         # The sweep hands the delivery to another worker once the lease has run out.
         delivery.requeue_lost(self.other, later, lambda ids: None)
