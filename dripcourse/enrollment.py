@@ -88,7 +88,9 @@ def check_signup(email: str, name: str | None, timezone: str | None) -> Signup:
     except ValueError as exc:
         raise InputError(f"email: {exc}") from None
     clean_name = (name or "").strip()
-    if any(c in clean_name for c in '\r\n\t<>"') or len(clean_name) > 200:
+    if len(clean_name) > 100:
+        raise InputError(f"name: {len(clean_name)} characters; at most 100")
+    if any(c in clean_name for c in '\r\n\t<>"'):
         raise InputError(f"name: {clean_name!r} may not hold line breaks, tabs, <, > or quotes")
     zone_name = (timezone or "").strip() or DEFAULT_TIMEZONE
     try:

@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable
 from email.message import Message
 from email.policy import compat32
+from email.utils import parseaddr
 from functools import partial
 from pathlib import Path
 from typing import Protocol, TextIO
@@ -23,11 +24,11 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from dripcourse.errors import ConfigError
 
-_WIRE = compat32.clone(linesep="\r\n")
+_WIRE = compat32.clone(linesep="\r\n", mangle_from_=False)
 
 
 def wire_bytes(msg: Message) -> bytes:
-    """The message as it goes on the wire: CRLF line ends, as smtplib's send_message sends it."""
+    """The message as it goes on the wire: CRLF line ends, lines starting "From " untouched."""
     return msg.as_bytes(policy=_WIRE)
 
 
@@ -129,8 +130,10 @@ class SMTPTransport:
                 try:
                     if self._conn is None:
                         self._conn = self._connect()
-                    # send_message serialises with CRLF line ends; raw bytes to sendmail would not.
-                    self._conn.send_message(msg)
+                    # Our own CRLF bytes: send_message would mangle "From " lines in the text.
+                    self._conn.sendmail(
+                        parseaddr(msg["From"])[1], [parseaddr(msg["To"])[1]], wire_bytes(msg)
+                    )
                     return
                 except smtplib.SMTPServerDisconnected as exc:
                     self._drop()

@@ -18,6 +18,7 @@ from email.headerregistry import Address
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.policy import compat32
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
 
@@ -220,27 +221,40 @@ def build_message(
     Built with the compat32 MIME classes rather than EmailMessage: EmailMessage parses every
     header it is given into objects, which was a third of the cost of a message (see
     benchmarks/RESULTS.md). compat32 does not check for line breaks in header values, so
-    that check is made here, and non-ASCII text is encoded (RFC 2047) before it is set.
+    that check is made here; non-ASCII text goes in as Header objects, which encode (RFC 2047)
+    and fold it into lines of a legal length when the message is written.
     """
     subject = rendered.subject.render(who)
-    headers = {
-        "From": formataddr(parseaddr(rendered.course.sender), charset="utf-8"),
-        "To": formataddr((who.name, who.email), charset="utf-8") if who.name else who.email,
-        "Subject": subject if subject.isascii() else Header(subject, "utf-8").encode(),
+    for name, value in (("Subject", subject), ("To", who.name), ("To", who.email)):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"line break in the {name} header: {value!r}")
+    sender_name, sender = parseaddr(rendered.course.sender)
+    headers: dict[str, str | Header] = {
+        "From": _address(sender_name, sender),
+        "To": _address(who.name, who.email),
+        "Subject": subject if subject.isascii() else Header(subject, "utf-8"),
         "Date": format_datetime(now.astimezone(dt.UTC)),
         "Message-ID": msg_id,
         "List-Unsubscribe": f"<{who.unsubscribe}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
-    msg = MIMEMultipart("alternative")
+    msg = MIMEMultipart("alternative", policy=WIRE_POLICY)
     for name, value in headers.items():
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"line break in the {name} header: {value!r}")
         msg[name] = value
     # Quoted-printable keeps every line under 998 octets and the text readable in the source.
-    msg.attach(MIMEText(rendered.text.render(who), "plain", _QP_UTF8))
-    msg.attach(MIMEText(rendered.html.render(who), "html", _QP_UTF8))
+    msg.attach(MIMEText(rendered.text.render(who), "plain", _QP_UTF8, policy=WIRE_POLICY))
+    msg.attach(MIMEText(rendered.html.render(who), "html", _QP_UTF8, policy=WIRE_POLICY))
     return msg
+
+
+# CRLF as on the wire, and no ">From" mangling of lines that start with "From ".
+WIRE_POLICY = compat32.clone(linesep="\r\n", mangle_from_=False)
+
+
+def _address(name: str, addr: str) -> str:
+    # One encoded word for a non-ASCII name: some readers put spaces between the words of a
+    # folded name. Names are at most 100 characters (enroll checks), so the line stays legal.
+    return formataddr((name, addr), charset="utf-8") if name else addr
 
 
 def _qp_utf8() -> Charset:
@@ -261,6 +275,8 @@ def check_address(email: str) -> str:
         addr = Address(addr_spec=value)
     except (ValueError, IndexError) as exc:
         raise ValueError(f"{email!r} is not an email address ({exc})") from None
+    if not value.isascii():
+        raise ValueError(f"{email!r}: addresses with non-ASCII characters are not supported")
     if not addr.username or "." not in addr.domain:
         raise ValueError(f"{email!r} is not an email address")
     # Mailboxes are case-insensitive in practice; one spelling keeps one subscriber per person.

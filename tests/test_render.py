@@ -12,6 +12,7 @@ import pytest
 
 from dripcourse.course import course_slugs, load_course
 from dripcourse.links import Links
+from dripcourse.mail import wire_bytes
 from dripcourse.render import Personal, Renderer, build_message, message_id
 from tests.conftest import EMAILS, utc
 
@@ -42,7 +43,7 @@ def render(renderer: Renderer, slug: str, day: int, who: Personal | None = None)
         now=NOW,
         msg_id=message_id("course.example.org", 7, "secret"),
     )
-    return msg.as_bytes(policy=email.policy.SMTP)
+    return wire_bytes(msg)
 
 
 @pytest.mark.parametrize(("slug", "day"), ALL_LESSONS)
@@ -144,7 +145,7 @@ def test_non_ascii_names_and_subjects_are_encoded_and_read_back_intact(tmp_path)
     course = load_course(emails, "white-coat")
     who = reader(name="Zoë Núñez-Çelik")
     msg = build_message(Renderer(emails).lesson(course, 1), who, now=NOW, msg_id="<x@y.org>")
-    wire = msg.as_bytes(policy=email.policy.SMTP)
+    wire = wire_bytes(msg)
     assert wire.isascii(), "headers and bodies are 7-bit on the wire"
     parsed = email.message_from_bytes(wire, policy=email.policy.default)
     assert str(parsed["Subject"]) == "Day 1: Café au lait, Zoë?"
@@ -157,3 +158,40 @@ def test_a_line_break_smuggled_into_a_header_is_refused(renderer: Renderer) -> N
     who = reader(name="Eve\r\nBcc: victim@example.org")
     with pytest.raises(ValueError, match="line break in the To header"):
         build_message(renderer.lesson(course, 1), who, now=NOW, msg_id="<x@y.org>")
+
+
+def test_long_non_ascii_subjects_and_names_fold_into_legal_lines(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    lesson = emails / "white-coat" / "day-02.md"
+    subject = "Día 2: Las historias que te mantienen en marcha cada día, {{ first_name }}"
+    lesson.write_text(
+        re.sub(r'subject: ".*"', f'subject: "{subject}"', lesson.read_text(), count=1)
+    )
+    course = load_course(emails, "white-coat")
+    name = ("Łukasz Żółć-Grzegorzewski 🩺 " * 4)[:100]  # the longest name enroll accepts
+    who = reader(name=name.strip(), day=2)
+    wire = wire_bytes(
+        build_message(Renderer(emails).lesson(course, 2), who, now=NOW, msg_id="<x@y.org>")
+    )
+    assert max(len(line) for line in wire.split(b"\r\n")) <= 998
+    parsed = email.message_from_bytes(wire, policy=email.policy.default)
+    assert str(parsed["Subject"]) == subject.replace("{{ first_name }}", "Łukasz")
+    assert parsed["To"].addresses[0].display_name == name.strip()
+    assert parsed["To"].addresses[0].addr_spec == "amara@example.org"
+
+
+def test_a_paragraph_starting_with_from_is_not_mangled() -> None:
+    renderer = Renderer(EMAILS)
+    course = load_course(EMAILS, "white-coat")
+    rendered = renderer.lesson(course, 1)
+    msg = build_message(rendered, reader(), now=NOW, msg_id="<x@y.org>")
+    # Put a line starting "From " into the text part, as a lesson paragraph may.
+    text_part = msg.get_payload()[0]
+    text_part.set_payload(
+        "Hello\nFrom the first night on call, you learn.\n", charset=text_part.get_charset()
+    )
+    assert b"\r\n>From " not in wire_bytes(msg)
+    assert b"From the first night" in wire_bytes(msg).replace(b"=\r\n", b"")
