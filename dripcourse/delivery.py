@@ -155,7 +155,13 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
     new: list[dict[str, object]] = []
     for row in claimed:
         info = details[row.id]
-        course = rt.catalog.course(info.course_slug)
+        try:
+            course = rt.catalog.course(info.course_slug)
+        except CourseError as exc:
+            # One broken course must not stop the others: hold its lessons back and say why.
+            log.error("course %s cannot be sent: %s", info.course_slug, exc)
+            _set_enrollment(session, row.id, next_send_at=later)
+            continue
         if info.suppressed is not None:
             enrollment = session.get(Enrollment, row.id)
             assert enrollment is not None
@@ -324,18 +330,23 @@ def send_delivery(rt: Runtime, delivery_id: int, now: dt.datetime) -> Outcome:
         info.timezone,
         info.paused_until,
     )
-    links = rt.links.for_lesson(job.enrollment_id, job.day)
-    who = Personal(email=info.email, name=info.name, **links)
-    msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
-    msg = build_message(rendered, who, now=now, msg_id=msg_id)
     # The claim is committed; no transaction stays open while we talk to the mail server.
     try:
+        links = rt.links.for_lesson(job.enrollment_id, job.day)
+        who = Personal(email=info.email, name=info.name, **links)
+        msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
+        msg = build_message(rendered, who, now=now, msg_id=msg_id)
         rt.throttle()
         rt.transport.send(msg)
     except PermanentMailError as exc:
-        return _record_bounce(rt, delivery_id, now, job.attempts, str(exc))
+        return _record_bounce(rt, delivery_id, now, job.attempts, exc)
     except TransientMailError as exc:
         return _record_retry(rt, delivery_id, now, job.attempts, str(exc))
+    except Exception as exc:
+        # Anything unforeseen still ends the attempt on the record, so max_attempts applies
+        # and the delivery cannot circle through the sweep forever.
+        log.exception("delivery %s: unexpected error", delivery_id)
+        return _record_retry(rt, delivery_id, now, job.attempts, f"{type(exc).__name__}: {exc}")
     return _record_sent(rt, job, now, msg_id, course)
 
 
@@ -445,7 +456,8 @@ def _record_retry(
             _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=error)
             delivery = session.get(Delivery, delivery_id)
             assert delivery is not None
-            stop_enrollment(session, delivery.enrollment, EnrollmentStatus.FAILED, now)
+            if delivery.enrollment.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, delivery.enrollment, EnrollmentStatus.FAILED, now)
             return Outcome.FAILED
         delay = backoff(attempts, settings.retry_base_seconds, settings.retry_max_seconds)
         session.execute(
@@ -463,15 +475,23 @@ def _record_retry(
 
 
 def _record_bounce(
-    rt: Runtime, delivery_id: int, now: dt.datetime, attempts: int, error: str
+    rt: Runtime, delivery_id: int, now: dt.datetime, attempts: int, error: PermanentMailError
 ) -> Outcome:
+    """A 5xx: the delivery fails with the server's words. Only a reply about the mailbox itself
+    (no such user, mailbox gone) suppresses the address; a refusal on policy grounds (5.7.x:
+    relay denied, DMARC) may be our own set-up's fault and stops this enrollment only."""
     with transaction(rt.sessions) as session:
         if not _still_ours(session, delivery_id, attempts, now):
             return Outcome.SKIPPED
-        _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=error)
+        _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=str(error))
         delivery = session.get(Delivery, delivery_id)
         assert delivery is not None
         enrollment = delivery.enrollment
+        if not error.suppress:
+            if enrollment.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
+            log.warning("delivery %s refused (address kept): %s", delivery_id, error)
+            return Outcome.FAILED
         suppress(session, enrollment.subscriber.email, f"bounced: {error}", now)
         for each in enrollment.subscriber.enrollments:
             if each.status == EnrollmentStatus.ACTIVE:

@@ -8,6 +8,7 @@ and PermanentMailError (5xx: this will never succeed for this address).
 from __future__ import annotations
 
 import os
+import re
 import smtplib
 import ssl
 import sys
@@ -37,7 +38,16 @@ class TransientMailError(Exception):
 
 
 class PermanentMailError(Exception):
-    """The server refused the message for good (a 5xx reply)."""
+    """The server refused the message for good (a 5xx reply).
+
+    ``suppress`` is true when the reply is about the mailbox (no such user, mailbox gone):
+    mailing that address again is pointless. A policy refusal (enhanced code 5.7.x: relay
+    denied, DMARC, spam) can be our own set-up's fault and does not condemn the address.
+    """
+
+    def __init__(self, detail: str, *, suppress: bool = True) -> None:
+        super().__init__(detail)
+        self.suppress = suppress
 
 
 class Transport(Protocol):
@@ -204,9 +214,12 @@ def _text(reply: bytes | str) -> str:
 
 
 def _by_code(code: int, reply: bytes | str) -> Exception:
-    detail = f"{code} {_text(reply)}".strip()
+    text = _text(reply)
+    detail = f"{code} {text}".strip()
     if 500 <= code < 600:
-        return PermanentMailError(detail)
+        enhanced = re.match(r"5\.(\d{1,3})\.\d{1,3}\b", text.strip())
+        about_mailbox = enhanced.group(1) in ("1", "2") if enhanced else code in (550, 551, 553)
+        return PermanentMailError(detail, suppress=about_mailbox)
     return TransientMailError(detail)
 
 

@@ -184,3 +184,47 @@ def test_unsubscribed_before_the_worker_got_to_it_is_cancelled(rt: Runtime, outb
     outcomes = sorted(delivery.send_delivery(rt, i, NOW) for i in ids)
     assert outcomes == [Outcome.SENT, Outcome.SKIPPED]  # the pending one was cancelled at once
     assert len(list(outbox.glob("*.eml"))) == 1
+
+
+def test_a_policy_refusal_fails_the_lesson_but_keeps_the_address(
+    smtp_rt: Runtime, smtp_sink: SMTPSink
+) -> None:
+    # 5.7.x is about our set-up (a relay wanting login, DMARC), not the subscriber's mailbox.
+    smtp_sink.handler.reject["bo@example.org"] = "554 5.7.1 Relay access denied"
+    start_cohort(smtp_rt)
+    outcomes = sorted(delivery.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
+    assert outcomes == [Outcome.FAILED, Outcome.SENT]
+    with transaction(smtp_rt.sessions) as session:
+        assert session.scalars(select(Suppression)).all() == []
+        failed = session.scalars(
+            select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)
+        ).one()
+        assert failed.last_error.startswith("554 5.7.1")
+        assert failed.enrollment.status == EnrollmentStatus.FAILED
+
+
+class Broken:
+    def send(self, msg) -> None:  # type: ignore[no-untyped-def]
+        raise RuntimeError("something nobody foresaw")
+
+    def close(self) -> None:
+        pass
+
+
+def test_an_unforeseen_error_is_recorded_and_retried_then_fails(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    rt = Runtime(
+        make_settings(tmp_path, database_url=sqlite_url, max_attempts=2), _transport=Broken()
+    )
+    start_cohort(rt)
+    first = claim(rt)
+    assert {delivery.send_delivery(rt, i, NOW) for i in first} == {Outcome.RETRY}
+    later = NOW + dt.timedelta(hours=1)
+    assert {delivery.send_delivery(rt, i, later) for i in claim(rt, later)} == {Outcome.FAILED}
+    with transaction(rt.sessions) as session:
+        rows = session.execute(
+            select(Delivery.status, Delivery.attempts, Delivery.last_error)
+        ).all()
+    assert rows == [(DeliveryStatus.FAILED, 2, "RuntimeError: something nobody foresaw")] * 2
+    rt.close()
