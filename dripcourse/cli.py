@@ -211,7 +211,7 @@ def tick(state: State, inline: bool) -> None:
 
         def enqueue(ids):  # type: ignore[no-untyped-def]
             for delivery_id in ids:
-                outcome = delivery.send_delivery(rt, delivery_id, utcnow())
+                outcome = delivery.send_delivery(rt, delivery_id, utcnow(), clock=utcnow)
                 outcomes[outcome] = outcomes.get(outcome, 0) + 1
     else:
         from dripcourse import tasks

@@ -260,8 +260,18 @@ class _Job:
     paused_until: dt.datetime | None
 
 
-def send_delivery(rt: Runtime, delivery_id: int, now: dt.datetime) -> Outcome:
+def send_delivery(
+    rt: Runtime,
+    delivery_id: int,
+    now: dt.datetime,
+    clock: Callable[[], dt.datetime] | None = None,
+) -> Outcome:
     """Send one claimed delivery and record what happened. Safe to call twice for one id.
+
+    ``clock``, when given, is read again once the server has accepted the message: the wait
+    for a rate-limit slot and the SMTP exchange take time, and the lesson counts for the local
+    day on which it actually went out (a send that crosses local midnight belongs to the new
+    day, so the next lesson waits for the morning after it).
 
     Two short transactions around the send, a handful of statements in all: this runs once
     per subscriber at a cohort's morning, so every round trip counts.
@@ -347,7 +357,7 @@ def send_delivery(rt: Runtime, delivery_id: int, now: dt.datetime) -> Outcome:
         # and the delivery cannot circle through the sweep forever.
         log.exception("delivery %s: unexpected error", delivery_id)
         return _record_retry(rt, delivery_id, now, job.attempts, f"{type(exc).__name__}: {exc}")
-    return _record_sent(rt, job, now, msg_id, course)
+    return _record_sent(rt, job, clock() if clock else now, msg_id, course)
 
 
 def _set_delivery(

@@ -101,7 +101,7 @@ def tick() -> dict[str, int]:
 @app.task(name="dripcourse.send_lesson", ignore_result=True, acks_late=True)
 def send_lesson(delivery_id: int) -> str:
     """Send one claimed delivery. Retries are scheduled in the database, not in the broker."""
-    return str(delivery.send_delivery(runtime(), delivery_id, utcnow()))
+    return str(delivery.send_delivery(runtime(), delivery_id, utcnow(), clock=utcnow))
 
 
 try:

@@ -13,7 +13,14 @@ from sqlalchemy import select
 from dripcourse import delivery, enrollment
 from dripcourse.db import transaction
 from dripcourse.delivery import Outcome
-from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
+from dripcourse.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Suppression,
+)
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
@@ -228,3 +235,24 @@ def test_an_unforeseen_error_is_recorded_and_retried_then_fails(
         ).all()
     assert rows == [(DeliveryStatus.FAILED, 2, "RuntimeError: something nobody foresaw")] * 2
     rt.close()
+
+
+def test_a_send_that_crosses_local_midnight_counts_for_the_new_day(rt: Runtime) -> None:
+    # Ana is in Madrid (UTC+1): 22:59:50 UTC is 23:59:50 local; the server accepts at 00:00:20.
+    start_cohort(rt, utc(2026, 11, 25, 22, 59, 50))
+    started = utc(2026, 11, 25, 22, 59, 50)
+    accepted = utc(2026, 11, 25, 23, 0, 20)
+    claimed = claim(rt, started)
+    with transaction(rt.sessions) as session:
+        ana = session.scalar(
+            select(Delivery.id)
+            .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            .where(Subscriber.email == "ana@example.org", Delivery.id.in_(claimed))
+        )
+    assert delivery.send_delivery(rt, ana, started, clock=lambda: accepted) == Outcome.SENT
+    with transaction(rt.sessions) as session:
+        sent = session.get(Delivery, ana)
+        assert sent.sent_at == accepted
+        # Day 2 waits for 07:00 on the 27th local: the 26th already had Day 1, just after midnight.
+        assert sent.enrollment.next_send_at == utc(2026, 11, 27, 6)
