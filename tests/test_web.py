@@ -39,6 +39,7 @@ from tests.test_web_support import (
     Clock,
     enroll,
     form_token,
+    linked,
     load,
     make_app,
     path,
@@ -92,7 +93,7 @@ def test_reflect_page_shows_the_days_question_and_a_form(
         assert question.replace("'", "&#39;") in page
     assert '<textarea id="reflection" name="reflection"' in page
     assert 'name="viewport"' in page and 'content="noindex' in page
-    assert path(rt, links.JOURNAL, ana) in page
+    assert [ana] in linked(rt, page, links.JOURNAL)
     assert "ana@example.org" not in page
 
 
@@ -248,7 +249,7 @@ def test_journal_lists_every_past_question_newest_first(
     assert "Day one, written." in page
     assert page.count("Not written yet") == 2
     assert course.lesson(4).prompt not in page  # not sent yet
-    assert path(rt, links.REFLECT, ana, 3) in page
+    assert [ana, 3] in linked(rt, page, links.REFLECT)
 
 
 def test_journal_shows_only_the_token_holders_reflections(
@@ -572,7 +573,7 @@ def test_opening_the_unsubscribe_link_only_asks(rt: Runtime, client: FlaskClient
         page = response.get_data(as_text=True)
         assert "Unsubscribe?" in page and '<form method="post"' in page
     assert load(rt, ana).status == EnrollmentStatus.ACTIVE
-    assert path(rt, links.PAUSE, ana) in page  # offered a pause instead
+    assert [ana] in linked(rt, page, links.PAUSE)  # offered a pause instead
 
 
 def test_unsubscribe_button_unsubscribes_and_a_second_time_is_harmless(

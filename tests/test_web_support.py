@@ -93,6 +93,16 @@ def make_app(rt: Runtime, clock: Clock, **config: object) -> Flask:
     return create_app(rt, {"TESTING": True, "CLOCK": clock, **config})
 
 
+def linked(rt: Runtime, page: str, purpose: str) -> list[list[int]]:
+    """The ids behind every link of ``purpose`` on a page.
+
+    Tokens carry the second they were made, so a token made here differs from the page's one
+    made a moment earlier: compare what they hold, not their text.
+    """
+    found = re.findall(rf"/{links.PATHS[purpose]}/([A-Za-z0-9_.-]+)", page)
+    return [rt.links.load(purpose, token) for token in found]
+
+
 def path(rt: Runtime, purpose: str, *ids: int) -> str:
     """The path of a subscriber's link, as in their lesson email."""
     return f"/{links.PATHS[purpose]}/{rt.links.token(purpose, *ids)}"
