@@ -7,6 +7,7 @@ import email.policy
 import json
 import os
 import sys
+from collections import Counter
 from pathlib import Path
 
 import celery.signals
@@ -100,8 +101,7 @@ def demo(state: State, csv_path: Path, course: str) -> None:
         signups = enrollment.read_csv(csv_path)
         the_course = rt.catalog.course(course)
         cohort = enrollment.create_cohort(session, SAMPLE_COHORT, the_course, "now", now)
-        for signup in signups:
-            enrollment.enroll(session, cohort, the_course, signup, now)
+        enrollment.enroll_all(session, cohort, the_course, signups, now)
     click.echo(f"cohort {SAMPLE_COHORT!r}: {len(signups)} subscribers enrolled, Day 1 due now")
 
 
@@ -186,13 +186,10 @@ def import_csv(state: State, csv_path: Path, cohort_name: str) -> None:
     with db.transaction(rt.sessions) as session:
         the_cohort = enrollment.get_cohort(session, cohort_name)
         course = rt.catalog.course(the_cohort.course_slug)
-        for signup in signups:
-            try:
-                enrollment.enroll(session, the_cohort, course, signup, now)
-            except DripcourseError as exc:
-                raise DripcourseError(
-                    f"{csv_path}: {signup.email}: {exc}; nothing was imported"
-                ) from None
+        try:
+            enrollment.enroll_all(session, the_cohort, course, signups, now)
+        except DripcourseError as exc:
+            raise DripcourseError(f"{csv_path}: {exc}; nothing was imported") from None
     click.echo(f"imported {len(signups)} subscribers into {cohort_name!r}")
 
 
@@ -206,19 +203,13 @@ def tick(state: State, inline: bool) -> None:
     from dripcourse import delivery
 
     rt = state.runtime
-    outcomes: dict[str, int] = {}
     if inline:
-
-        def enqueue(ids):  # type: ignore[no-untyped-def]
-            for delivery_id in ids:
-                outcome = delivery.send_delivery(rt, delivery_id, utcnow(), clock=utcnow)
-                outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        result, outcomes = delivery.tick_inline(rt, utcnow)
     else:
         from dripcourse import tasks
 
         tasks.configure(rt.settings)
-        enqueue = tasks.enqueue
-    result = delivery.tick(rt, utcnow(), enqueue)
+        result, outcomes = delivery.tick(rt, utcnow(), tasks.enqueue), Counter()
     line = f"{result.claimed} lessons claimed, {result.requeued} deliveries queued again"
     if outcomes:
         line += "; " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
@@ -388,23 +379,13 @@ def reflections() -> None:
 @pass_state
 def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Path | None) -> None:
     """Export every reflection: email, cohort, day, prompt, text, created and updated times."""
-    import csv
-    import io
-
     from dripcourse import reflections as reflection_store
 
     with db.transaction(state.runtime.sessions) as session:
         if cohort_name is not None:
             enrollment.get_cohort(session, cohort_name)
         rows = reflection_store.export_rows(session, cohort_name)
-    if fmt == "json":
-        data = json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
-    else:
-        buffer = io.StringIO(newline="")
-        writer = csv.DictWriter(buffer, fieldnames=reflection_store.EXPORT_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-        data = buffer.getvalue()
+    data = reflection_store.export_text(rows, fmt)
     if out is None:
         click.echo(data, nl=False)
     else:

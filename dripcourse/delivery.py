@@ -11,6 +11,7 @@ import datetime as dt
 import enum
 import logging
 import random
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
@@ -246,6 +247,19 @@ def tick(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> TickResult:
             requeued,
         )
     return TickResult(claimed=claimed, requeued=requeued)
+
+
+def tick_inline(
+    rt: Runtime, clock: Callable[[], dt.datetime]
+) -> tuple[TickResult, Counter[Outcome]]:
+    """One pass that sends what it claims in this process (cron, debugging): no broker."""
+    outcomes: Counter[Outcome] = Counter()
+
+    def send_here(ids: Sequence[int]) -> None:
+        for delivery_id in ids:
+            outcomes[send_delivery(rt, delivery_id, clock(), clock=clock)] += 1
+
+    return tick(rt, clock(), send_here), outcomes
 
 
 @dataclass(frozen=True)

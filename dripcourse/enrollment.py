@@ -144,6 +144,18 @@ def enroll(
     return enrollment
 
 
+def enroll_all(
+    session: Session, cohort: Cohort, course: Course, signups: list[Signup], now: dt.datetime
+) -> None:
+    """Enroll everyone in ``signups``; the first refusal names the address and stops them all
+    (the caller's transaction then rolls back, so nothing is half-written)."""
+    for signup in signups:
+        try:
+            enroll(session, cohort, course, signup, now)
+        except InputError as exc:
+            raise InputError(f"{signup.email}: {exc}") from None
+
+
 def read_csv(path: Path) -> list[Signup]:
     """Read and check a whole CSV before anything is written; errors name the line and field."""
     try:

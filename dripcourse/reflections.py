@@ -7,7 +7,10 @@ author (through their own link) or for an operator's export.
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import json
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -197,3 +200,14 @@ def export_rows(session: Session, cohort: str | None = None) -> list[dict[str, o
         }
         for email, cohort_name, reflection in session.execute(query)
     ]
+
+
+def export_text(rows: list[dict[str, object]], fmt: str) -> str:
+    """The export as CSV (with a header row) or JSON text, exactly as written."""
+    if fmt == "json":
+        return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()

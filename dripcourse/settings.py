@@ -50,10 +50,6 @@ class Settings:
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
 
-    @property
-    def outbox_hint(self) -> str:
-        return self.mail_url
-
     def path(self, value: str) -> Path:
         """Resolve a relative path setting against the current directory."""
         return Path(value).expanduser().resolve()

@@ -38,8 +38,8 @@ def enroll_sample(settings: Settings) -> None:
     course = rt.catalog.course("white-coat")
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "sample", course, "now", utcnow())
-        for signup in enrollment.read_csv(ROOT / "config" / "sample-cohort.csv"):
-            enrollment.enroll(session, cohort, course, signup, utcnow())
+        signups = enrollment.read_csv(ROOT / "config" / "sample-cohort.csv")
+        enrollment.enroll_all(session, cohort, course, signups, utcnow())
     rt.close()
 
 
