@@ -1,0 +1,56 @@
+"""The dripcourse command group: shared state, and one-line errors for a user's mistakes."""
+
+from __future__ import annotations
+
+import os
+
+import click
+
+from dripcourse.errors import DripcourseError
+from dripcourse.runtime import Runtime
+from dripcourse.settings import CONFIG_ENV, load_settings
+
+
+class Group(click.Group):
+    """Shows a user's mistake as one line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except DripcourseError as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+class State:
+    """Built on first use so --help works even with broken settings."""
+
+    def __init__(self, config: str | None) -> None:
+        self.config = config
+        if config is not None:
+            # dripcourse.tasks reads its settings when imported; make it read the same file.
+            os.environ[CONFIG_ENV] = config
+        self._runtime: Runtime | None = None
+
+    @property
+    def runtime(self) -> Runtime:
+        if self._runtime is None:
+            self._runtime = Runtime(load_settings(self.config))
+        return self._runtime
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+@click.group(cls=Group)
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False),
+    envvar="DRIPCOURSE_CONFIG",
+    help="TOML settings file (default: config/default.toml when present).",
+)
+@click.version_option(package_name="dripcourse")
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """Send a course one lesson a day at each subscriber's local morning."""
+    ctx.obj = State(config)
+    ctx.call_on_close(lambda: ctx.obj._runtime and ctx.obj._runtime.close())

@@ -1,0 +1,130 @@
+"""Commands that set up and serve: init, the demo cohort, the scheduler and the web pages."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import celery.signals
+import click
+from sqlalchemy import func, select
+
+from dripcourse import db, enrollment
+from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.clock import utcnow
+from dripcourse.models import Cohort
+from dripcourse.runtime import Runtime
+
+SAMPLE_COHORT = "sample"
+SAMPLE_CSV = Path("config/sample-cohort.csv")
+
+
+@cli.command()
+@pass_state
+def init(state: State) -> None:
+    """Create or upgrade the database."""
+    db.upgrade(state.runtime.engine)
+    click.echo(f"database ready: {state.runtime.engine.url.render_as_string(hide_password=True)}")
+
+
+@cli.command()
+@click.option(
+    "--csv",
+    "csv_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=SAMPLE_CSV,
+    show_default=True,
+)
+@click.option("--course", default="white-coat", show_default=True)
+@pass_state
+def demo(state: State, csv_path: Path, course: str) -> None:
+    """Enroll the sample cohort (Day 1 at once), unless the database has a cohort already."""
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
+        if session.scalar(select(func.count()).select_from(Cohort)):
+            click.echo("a cohort exists already; the demo enrolls nobody")
+            return
+        now = utcnow()
+        signups = enrollment.read_csv(csv_path)
+        the_course = rt.catalog.course(course)
+        cohort = enrollment.create_cohort(session, SAMPLE_COHORT, the_course, "now", now)
+        enrollment.enroll_all(session, cohort, the_course, signups, now)
+    click.echo(f"cohort {SAMPLE_COHORT!r}: {len(signups)} subscribers enrolled, Day 1 due now")
+
+
+@cli.command()
+@click.option("--concurrency", default=4, show_default=True, help="Worker threads.")
+@click.option("--loglevel", default="INFO", show_default=True)
+@pass_state
+def run(state: State, concurrency: int, loglevel: str) -> None:
+    """Run the scheduler (a Celery worker with embedded beat) and the web pages; Ctrl-C stops."""
+    from dripcourse import tasks
+
+    rt = state.runtime
+    db.upgrade(rt.engine)
+    for slug in rt.catalog.slugs():
+        rt.catalog.course(slug)  # a broken lesson stops us here, not at 07:00
+    app = tasks.configure(rt.settings)
+    click.echo(
+        f"dripcourse: database {rt.engine.url.render_as_string(hide_password=True)}, "
+        f"broker {rt.settings.broker_url}, mail {rt.settings.mail_url}"
+    )
+    _serve_web_in_background(rt)
+    # Beat's first tick comes one interval after it starts; tick once when the worker is up so
+    # lessons already due go out at once.
+    celery.signals.worker_ready.connect(lambda **_: tasks.tick.apply_async(), weak=False)
+    app.worker_main(
+        [
+            "worker",
+            "--beat",
+            "--pool",
+            "threads",
+            "--concurrency",
+            str(concurrency),
+            "--loglevel",
+            loglevel,
+        ]
+    )
+
+
+def _serve_web_in_background(rt: Runtime) -> None:
+    """Serve the subscribers' pages from a daemon thread, so they stop with the worker."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from dripcourse.web import RedactingRequestHandler, create_app
+
+    host, port = rt.settings.web_host, rt.settings.web_port
+    app = create_app(Runtime(rt.settings))
+    try:
+        server = make_server(
+            host, port, app, threaded=True, request_handler=RedactingRequestHandler
+        )
+    except OSError as exc:
+        raise click.ClickException(
+            f"web pages: cannot listen on {host}:{port}: {exc.strerror} "
+            "(settings web_host, web_port)"
+        ) from None
+    threading.Thread(target=server.serve_forever, name="dripcourse-web", daemon=True).start()
+    click.echo(f"dripcourse: web pages at http://{host}:{port}/ (links use {rt.settings.base_url})")
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to listen on (default: setting web_host).")
+@click.option("--port", type=int, default=None, help="Port (default: setting web_port).")
+@pass_state
+def web(state: State, host: str | None, port: int | None) -> None:
+    """Serve the reflection, journal, pause and unsubscribe pages for development."""
+    from dripcourse.web import RedactingRequestHandler, create_app
+
+    rt = state.runtime
+    host = host or rt.settings.web_host
+    port = port or rt.settings.web_port
+    click.echo(f"dripcourse web: http://{host}:{port}/ (for production use gunicorn)")
+    create_app(rt).run(
+        host=host,
+        port=port,
+        debug=False,
+        use_reloader=False,
+        request_handler=RedactingRequestHandler,
+    )
