@@ -32,7 +32,9 @@ from dripcourse.render import (
     Personal,
     Renderer,
     build_message,
+    describe_error,
     message_id,
+    template_place,
 )
 
 MAX_SUBJECT_CHARS = 70  # longer subjects are cut off in most inboxes
@@ -127,7 +129,20 @@ def _check_lesson(
         )
     if found:
         return found  # the text does not render; the rules below need it rendered
-    body = _sample_body(lesson)
+    try:
+        body = _sample_body(lesson)
+    except Exception as exc:  # noqa: BLE001 - whatever the lesson's text raises is its error
+        _where, line = template_place(exc, "<template>")
+        found.append(
+            Finding(
+                lesson.path,
+                lesson.body_line + (line or 1) - 1,
+                "error",
+                describe_error(exc),
+                lesson.day,
+            )
+        )
+        return found
     words = len(re.findall(r"\w+", " ".join([body, lesson.prompt, *lesson.questions])))
     facts.reading_minutes = round(words / WORDS_PER_MINUTE, 1)
     found.extend(_markdown_problems(lesson, body))

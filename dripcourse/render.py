@@ -184,9 +184,9 @@ class Renderer:
         except jinja2.TemplateError as exc:
             name = getattr(exc, "name", None) or getattr(exc, "filename", None)
             layout = self.emails_dir / LAYOUT_DIR
-            where, line = _template_place(exc, str(layout))
+            where, line = template_place(exc, str(layout))
             path = Path(where) if where else layout / (name or "base.html")
-            raise CourseError.at(path, line, _describe(exc, layout=True)) from None
+            raise CourseError.at(path, line, describe_error(exc, layout=True)) from None
         # Over MAX_HTML_BYTES is a warning of ``check`` (Gmail clips it), not a refusal.
         inlined = _inline(html)
         return RenderedLesson(
@@ -204,13 +204,13 @@ class Renderer:
         (``first_line`` is where ``source`` starts in it)."""
         try:
             return self._text_env.from_string(source).render(**variables)
-        except jinja2.TemplateError as exc:
-            _where, line = _template_place(exc, "<template>")
+        except Exception as exc:  # noqa: BLE001 - whatever a lesson's own text raises is its error
+            _where, line = template_place(exc, "<template>")
             in_file = first_line + line - 1 if line else first_line
-            raise CourseError.at(path, in_file, _describe(exc)) from None
+            raise CourseError.at(path, in_file, describe_error(exc)) from None
 
 
-def _template_place(exc: jinja2.TemplateError, filename: str) -> tuple[str | None, int | None]:
+def template_place(exc: Exception, filename: str) -> tuple[str | None, int | None]:
     """The template file and line an error comes from, as far as Jinja tells.
 
     A syntax error carries its line; an error while rendering (an unknown variable) is found
@@ -225,13 +225,15 @@ def _template_place(exc: jinja2.TemplateError, filename: str) -> tuple[str | Non
     return place
 
 
-def _describe(exc: jinja2.TemplateError, layout: bool = False) -> str:
+def describe_error(exc: Exception, layout: bool = False) -> str:
     if isinstance(exc, jinja2.UndefinedError):
         allowed = "the documented variables" if layout else ", ".join(LESSON_VARIABLES)
         return f"unknown template variable ({exc.message}); lessons may use {allowed}"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"template syntax error: {exc.message}"
-    return f"does not render: {exc}"
+    if isinstance(exc, jinja2.TemplateError):
+        return f"does not render: {exc}"
+    return f"does not render: {type(exc).__name__}: {exc}"
 
 
 def _inline(html: str) -> str:
