@@ -127,7 +127,7 @@ def _check_lesson(
             f"the subject is {len(lesson.subject)} characters; inboxes cut it off past about "
             f"{MAX_SUBJECT_CHARS}",
         )
-    if found:
+    if any(f.severity == "error" for f in found):
         return found  # the text does not render; the rules below need it rendered
     try:
         body = _sample_body(lesson)
