@@ -78,17 +78,20 @@ def check_all(
     emails_dir: Path, slugs: list[str] | None = None
 ) -> tuple[list[Finding], list[CourseReport]]:
     """The layout's findings and a report per course (default: every course)."""
+    layout, renderer = layout_and_renderer(emails_dir)
+    slugs = slugs or course_slugs(emails_dir)
+    return layout, [check_course(emails_dir, slug, renderer) for slug in slugs]
+
+
+def layout_and_renderer(emails_dir: Path) -> tuple[list[Finding], Renderer | None]:
+    """The layout's findings, and a renderer unless the layout has errors."""
     layout = check_layout(emails_dir)
-    renderer = None
-    if not any(f.severity == "error" for f in layout):
-        try:
-            renderer = Renderer(emails_dir)
-        except CourseError as exc:
-            layout.append(_from_error(exc, emails_dir / LAYOUT_DIR, None))
-    reports = [
-        check_course(emails_dir, slug, renderer) for slug in slugs or course_slugs(emails_dir)
-    ]
-    return layout, reports
+    if any(f.severity == "error" for f in layout):
+        return layout, None
+    try:
+        return layout, Renderer(emails_dir)
+    except CourseError as exc:
+        return [*layout, _from_error(exc, emails_dir / LAYOUT_DIR, None)], None
 
 
 def check_course(emails_dir: Path, slug: str, renderer: Renderer | None) -> CourseReport:

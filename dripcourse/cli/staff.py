@@ -53,7 +53,9 @@ def preview(
 
         check_host(host, allow_remote)
         click.echo(f"preview studio: http://{host}:{port}/ (Ctrl-C stops it)")
-        create_studio(state.runtime).run(host=host, port=port, debug=False, use_reloader=False)
+        create_studio(state.runtime, allow_remote=allow_remote).run(
+            host=host, port=port, debug=False, use_reloader=False
+        )
         return
     if slug is None or day is None:
         raise click.UsageError("give SLUG and DAY, or --serve for the studio")
