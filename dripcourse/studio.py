@@ -18,6 +18,7 @@ from email.message import Message
 from pathlib import Path
 
 from flask import Flask, Response, abort, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
 
 from dripcourse.checks import CourseReport, check_course, counts, layout_and_renderer
 from dripcourse.clock import utcnow
@@ -116,6 +117,9 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
                 return find_reader(session, wanted, slug), ""
         except DripcourseError as exc:
             return sample_reader(), f"{exc}; showing the sample reader"
+        except SQLAlchemyError:
+            problem = "the database is not ready (dripcourse init); showing the sample reader"
+            return sample_reader(), problem
 
     def view(snapshot: Snapshot, slug: str, day: int, reader: Reader) -> LessonView:
         report = snapshot.reports.get(slug)
