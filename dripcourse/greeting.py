@@ -7,6 +7,7 @@ decide which parts a greeting uses. A greeting someone set by hand always wins.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from nameparser import HumanName
@@ -34,6 +35,7 @@ _INITIAL = re.compile(r"^\w\.?$")
 MAX_GREETING_CHARS = 100
 
 
+@functools.lru_cache(maxsize=4096)  # pure, and asked again for every lesson sent
 def derive_greeting(name: str, fallback: str) -> str:
     """The greeting for someone who gave ``name``, or ``fallback`` when it holds no name.
 
@@ -59,6 +61,7 @@ def derive_greeting(name: str, fallback: str) -> str:
     return fallback
 
 
+@functools.lru_cache(maxsize=4096)
 def given_name(name: str) -> str:
     """The given name in ``name`` ("Dr. Amara Okafor" and "Okafor, Amara" -> "Amara"), or "".
 

@@ -65,7 +65,7 @@ class Personal:
 
     @property
     def first_name(self) -> str:
-        return given_name(self.name) or DEFAULT_GREETING_FALLBACK
+        return given_name(self.name) or self.value("greeting")
 
     def value(self, field: str) -> str:
         if field == "greeting" and not self.greeting:
@@ -182,10 +182,9 @@ class Renderer:
                 **layout_ctx, body=body_source.strip()
             )
         except jinja2.TemplateError as exc:
-            name = getattr(exc, "name", None) or getattr(exc, "filename", None)
             layout = self.emails_dir / LAYOUT_DIR
             where, line = template_place(exc, str(layout))
-            path = Path(where) if where else layout / (name or "base.html")
+            path = Path(where) if where else layout
             raise CourseError.at(path, line, describe_error(exc, layout=True)) from None
         # Over MAX_HTML_BYTES is a warning of ``check`` (Gmail clips it), not a refusal.
         inlined = _inline(html)

@@ -15,6 +15,7 @@ from dripcourse.cli import cli
 from dripcourse.errors import InputError
 from dripcourse.greeting import check_greeting, derive_greeting, given_name, greeting_for
 from dripcourse.models import Subscriber
+from dripcourse.render import Personal
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.workers import settings_env
@@ -176,3 +177,18 @@ def test_the_default_preview_greets_the_sample_reader_by_title(run) -> None:  # 
     text = run("preview", "white-coat", "1", "--text").output
     assert "Good morning, Dr. Reader." in text
     assert "Dr.." not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "greeting", "first_name"),
+    [
+        ("Dr. Amara Okafor", "", "Amara"),  # was "Dr."
+        ("Okafor, Amara", "", "Amara"),  # was "Okafor,"
+        ("Dr.", "colleague", "colleague"),
+        ("", "", "there"),
+    ],
+)
+def test_first_name_in_a_lesson_is_never_a_title(name: str, greeting: str, first_name: str) -> None:
+    links = dict.fromkeys(("reflect", "journal", "pause", "unsubscribe"), "https://x.example/")
+    who = Personal(email="a@example.org", name=name, greeting=greeting, **links)
+    assert who.value("first_name") == first_name
