@@ -100,6 +100,7 @@ def check_course(emails_dir: Path, slug: str, renderer: Renderer | None) -> Cour
     report = CourseReport(slug=slug, course=reading.course, findings=list(reading.findings))
     course = reading.course
     if course is None:
+        report.findings.sort(key=lambda f: (str(f.path), f.line))
         return report
     for lesson in course.lessons:
         facts = LessonFacts(day=lesson.day, subject=lesson.subject, prompt=lesson.prompt)

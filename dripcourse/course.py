@@ -161,7 +161,11 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
     def error(key: str | None, message: str) -> None:
         findings.append(Finding(path, _toml_line(text, key), "error", message))
 
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        findings.append(Finding(path, 1, "error", "not UTF-8 text"))
+        return None
     try:
         meta = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
