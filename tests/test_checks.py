@@ -193,6 +193,20 @@ RULES: dict[str, tuple[Breakage, str, int, str, str]] = {
         "error",
         "link 'journal' is not an absolute",
     ),
+    "course-bad-send-time": (
+        lambda e: edit(e / "white-coat" / "course.toml", '"07:00"', '"7am"'),
+        "course.toml",
+        4,
+        "error",
+        "send_time must be local",
+    ),
+    "course-unknown-key": (
+        lambda e: edit(e / "white-coat" / "course.toml", "skip_weekends", "skip_weekend"),
+        "course.toml",
+        5,
+        "error",
+        "unknown key 'skip_weekend'",
+    ),
     "notes-file-ignored": (
         lambda e: (e / "white-coat" / "NOTES.md").write_text("# ideas\n- day 8?\n"),
         "NOTES.md",
