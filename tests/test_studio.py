@@ -102,7 +102,10 @@ def test_an_unknown_as_email_shows_the_sample_reader_and_says_so(client: FlaskCl
 
 def test_an_edit_on_disk_shows_on_the_next_request(client: FlaskClient, emails: Path) -> None:
     before = client.get("/_fingerprint").json
-    assert "Whether you are reading this" in page(client, "/course/white-coat/1")
+    html = page(client, "/course/white-coat/1")
+    assert "Whether you are reading this" in html
+    # The open page polls the fingerprint it was made from and reloads when it changes.
+    assert f'var seen = "{before["fingerprint"]}";' in html and 'fetch("/_fingerprint"' in html
     day1 = emails / "white-coat" / "day-01.md"
     day1.write_text(day1.read_text().replace("Whether you are", "Wherever you are"))
     assert client.get("/_fingerprint").json != before
