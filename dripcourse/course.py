@@ -1,15 +1,21 @@
-"""Load and check courses: a folder of course.toml plus day-01.md, day-02.md, ... lessons."""
+"""Load and check courses: a folder of course.toml plus day-01.md, day-02.md, ... lessons.
+
+Reading a course collects every problem it finds as a Finding (file, line, severity, message)
+rather than stopping at the first, so ``dripcourse check`` can list them all in one run;
+``load_course`` is the strict form the scheduler uses, refusing a course with any error.
+Line numbers are counted in the file, so they match what an editor shows.
+"""
 
 from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.headerregistry import Address
 from email.utils import parseaddr
 from pathlib import Path
+from typing import Literal
 
-import frontmatter
 import yaml
 
 from dripcourse.errors import CourseError
@@ -17,6 +23,8 @@ from dripcourse.schedule import Cadence, parse_send_time
 
 LAYOUT_DIR = "_layout"
 LESSON_FILE = re.compile(r"^day-(\d{2,3})\.md$")
+# A name meant as a lesson but spelled otherwise ("day-1.md", "Day_02.md"): a mistake, not a note.
+LESSON_LIKE = re.compile(r"^day[-_ ]?\d+\.(md|markdown|txt)$", re.IGNORECASE)
 REQUIRED_LESSON_KEYS = ("title", "subject", "prompt")
 KNOWN_LESSON_KEYS = {"title", "subject", "preheader", "prompt", "questions"}
 KNOWN_COURSE_KEYS = {
@@ -26,7 +34,37 @@ KNOWN_COURSE_KEYS = {
     "send_time",
     "latest_send_time",
     "skip_weekends",
+    "greeting_fallback",
 }
+DEFAULT_GREETING_FALLBACK = "there"
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.S | re.M)
+
+Severity = Literal["error", "warning", "ignored"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing ``check`` reports: where (line counted in the file, from 1) and what."""
+
+    path: Path
+    line: int
+    severity: Severity
+    message: str
+    day: int | None = None  # the lesson it is about, if any
+
+    def __str__(self) -> str:
+        if self.severity == "error":
+            return f"{self.path}:{self.line}: {self.message}"
+        return f"{self.path}:{self.line}: {self.severity}: {self.message}"
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": str(self.path),
+            "line": self.line,
+            "severity": self.severity,
+            "message": self.message,
+            "day": self.day,
+        }
 
 
 @dataclass(frozen=True)
@@ -39,6 +77,13 @@ class Lesson:
     path: Path
     preheader: str = ""
     questions: tuple[str, ...] = ()
+    # Where the body starts in the file, and where each front matter key is (both from 1).
+    body_line: int = 1
+    key_lines: tuple[tuple[str, int], ...] = ()
+
+    def line_of(self, key: str) -> int:
+        """The line of a front matter key in the file (1 when it is not there)."""
+        return dict(self.key_lines).get(key, 1)
 
 
 @dataclass(frozen=True)
@@ -50,17 +95,32 @@ class Course:
     lessons: tuple[Lesson, ...]
     path: Path
     description: str = ""
+    greeting_fallback: str = DEFAULT_GREETING_FALLBACK
 
     @property
     def length(self) -> int:
         return len(self.lessons)
 
     def lesson(self, day: int) -> Lesson:
-        if not 1 <= day <= self.length:
-            raise CourseError(
-                f"{self.path}: course {self.slug!r} has no day {day} (1-{self.length})"
-            )
-        return self.lessons[day - 1]
+        # By day, not position: a course read for ``check`` may lack the lessons with errors.
+        for lesson in self.lessons:
+            if lesson.day == day:
+                return lesson
+        raise CourseError(f"{self.path}: course {self.slug!r} has no day {day} (1-{self.length})")
+
+
+@dataclass
+class CourseReading:
+    """What reading a course folder found: the course (None if course.toml is unusable), and
+    every problem. Lessons with errors are left out of ``course.lessons``."""
+
+    slug: str
+    course: Course | None
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Finding]:
+        return [f for f in self.findings if f.severity == "error"]
 
 
 def course_slugs(emails_dir: Path) -> list[str]:
@@ -71,119 +131,256 @@ def course_slugs(emails_dir: Path) -> list[str]:
 
 
 def load_course(emails_dir: Path, slug: str) -> Course:
-    """Read and check one course; any problem raises CourseError naming the file."""
+    """Read and check one course; the first error raises CourseError naming the file and line."""
+    reading = read_course(emails_dir, slug)
+    if reading.errors:
+        first = reading.errors[0]
+        more = len(reading.errors) - 1
+        detail = first.message + (f" (and {more} more: dripcourse check {slug})" if more else "")
+        raise CourseError.at(first.path, first.line, detail)
+    assert reading.course is not None
+    return reading.course
+
+
+def read_course(emails_dir: Path, slug: str) -> CourseReading:
+    """Read one course folder, collecting every problem instead of stopping at the first."""
     folder = emails_dir / slug
     meta_path = folder / "course.toml"
     if not meta_path.is_file():
         known = ", ".join(course_slugs(emails_dir)) or "none"
         raise CourseError(f"{meta_path}: no such course {slug!r} (courses: {known})")
+    findings: list[Finding] = []
+    settings = _read_course_toml(meta_path, findings)
+    lessons = _read_lessons(folder, findings)
+    course = None
+    if settings is not None:
+        course = Course(slug=slug, lessons=lessons, path=folder, **settings)  # type: ignore[arg-type]
+    return CourseReading(slug=slug, course=course, findings=findings)
+
+
+def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] | None:
+    def error(key: str | None, message: str) -> None:
+        findings.append(Finding(path, _toml_line(text, key), "error", message))
+
     try:
-        meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise CourseError(f"{meta_path}: {exc}") from None
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise CourseError(f"{meta_path}: not UTF-8 text") from None
-    unknown = set(meta) - KNOWN_COURSE_KEYS
-    if unknown:
-        raise CourseError(f"{meta_path}: unknown key(s) {', '.join(sorted(unknown))}")
-    title = _text(meta, "title", meta_path)
-    sender = _text(meta, "sender", meta_path)
-    _check_sender(sender, meta_path)
+        findings.append(Finding(path, 1, "error", "not UTF-8 text"))
+        return None
+    try:
+        meta = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        found = re.search(r"line (\d+)", str(exc))
+        findings.append(
+            Finding(path, int(found.group(1)) if found else 1, "error", f"not valid TOML: {exc}")
+        )
+        return None
+    before = len(findings)
+    for key in sorted(set(meta) - KNOWN_COURSE_KEYS):
+        error(key, f"unknown key {key!r} (known: {', '.join(sorted(KNOWN_COURSE_KEYS))})")
+    for key in ("title", "sender"):
+        if not isinstance(meta.get(key), str) or not meta[key].strip():
+            error(key if key in meta else None, f"{key} is missing or empty")
+    sender = meta.get("sender")
+    if isinstance(sender, str) and sender.strip() and not _is_sender(sender):
+        error("sender", f"sender {sender!r} is not an email address")
+    send_time = latest = None
+    try:
+        send_time = parse_send_time(meta.get("send_time", "07:00"))
+    except ValueError as exc:
+        error("send_time", str(exc))
+    try:
+        latest = parse_send_time(meta.get("latest_send_time", "21:00"), "latest_send_time")
+    except ValueError as exc:
+        error("latest_send_time", str(exc))
     skip_weekends = meta.get("skip_weekends", False)
     if not isinstance(skip_weekends, bool):
-        raise CourseError(f"{meta_path}: skip_weekends must be true or false")
+        error("skip_weekends", "skip_weekends must be true or false")
+    cadence = None
+    if send_time is not None and latest is not None and isinstance(skip_weekends, bool):
+        try:
+            cadence = Cadence(
+                send_time=send_time, latest_send_time=latest, skip_weekends=skip_weekends
+            )
+        except ValueError as exc:
+            error("latest_send_time", str(exc))
+    fallback = meta.get("greeting_fallback", DEFAULT_GREETING_FALLBACK)
+    if not isinstance(fallback, str) or not fallback.strip() or "\n" in fallback:
+        error("greeting_fallback", 'greeting_fallback must be one line of text, e.g. "colleague"')
+    if len(findings) > before or cadence is None:
+        return None
+    return {
+        "title": str(meta["title"]).strip(),
+        "sender": str(meta["sender"]).strip(),
+        "cadence": cadence,
+        "description": str(meta.get("description", "")),
+        "greeting_fallback": str(fallback).strip(),
+    }
+
+
+def _toml_line(text: str, key: str | None) -> int:
+    if key is not None:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if re.match(rf"\s*{re.escape(key)}\s*=", line):
+                return number
+    return 1
+
+
+def _is_sender(sender: str) -> bool:
+    _name, addr = parseaddr(sender)
     try:
-        cadence = Cadence(
-            send_time=parse_send_time(meta.get("send_time", "07:00")),
-            latest_send_time=parse_send_time(
-                meta.get("latest_send_time", "21:00"), "latest_send_time"
-            ),
-            skip_weekends=skip_weekends,
-        )
-    except ValueError as exc:
-        raise CourseError(f"{meta_path}: {exc}") from None
-    lessons = _load_lessons(folder)
-    return Course(
-        slug=slug,
-        title=title,
-        sender=sender,
-        cadence=cadence,
-        lessons=lessons,
-        path=folder,
-        description=str(meta.get("description", "")),
-    )
+        Address(addr_spec=addr)
+    except (ValueError, IndexError):
+        return False
+    return "@" in addr
 
 
-def _load_lessons(folder: Path) -> tuple[Lesson, ...]:
+def _read_lessons(folder: Path, findings: list[Finding]) -> tuple[Lesson, ...]:
     found: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
+        if path.name == "course.toml" or path.name.startswith("."):
+            continue  # hidden files: editors' swap and backup files
         match = LESSON_FILE.match(path.name)
         if match is None:
-            if path.suffix == ".md":
-                raise CourseError(f"{path}: lesson files are named day-01.md, day-02.md, ...")
+            if LESSON_LIKE.match(path.name):
+                findings.append(
+                    Finding(path, 1, "error", "lesson files are named day-01.md, day-02.md, ...")
+                )
+            else:
+                findings.append(Finding(path, 1, "ignored", "not a lesson (day-NN.md)"))
             continue
         day = int(match.group(1))
         if day in found:
-            raise CourseError(f"{path}: day {day} is also in {found[day].name}")
+            message = f"day {day} is also in {found[day].name}"
+            findings.append(Finding(path, 1, "error", message, day))
+            continue
         found[day] = path
     if not found:
-        raise CourseError(f"{folder}: no lessons (day-01.md, day-02.md, ...)")
-    for expected, day in enumerate(sorted(found), start=1):
-        if day != expected:
-            where = found[day]
-            raise CourseError(
-                f"{where}: day {expected} is missing; lessons must run 1, 2, 3 ... without gaps"
-            )
-    return tuple(_load_lesson(day, found[day]) for day in sorted(found))
+        findings.append(Finding(folder, 1, "error", "no lessons (day-01.md, day-02.md, ...)"))
+        return ()
+    days = sorted(found)
+    for missing in sorted(set(range(1, days[-1] + 1)) - set(days)):
+        after = next(d for d in days if d > missing)
+        message = f"day {missing} is missing; lessons must run 1, 2, 3 ... without gaps"
+        findings.append(Finding(found[after], 1, "error", message, after))
+    lessons = []
+    for day in days:
+        lesson = _read_lesson(day, found[day], findings)
+        if lesson is not None:
+            lessons.append(lesson)
+    # Possibly incomplete: still useful to ``check``; ``load_course`` refuses it.
+    return tuple(lessons)
 
 
-def _load_lesson(day: int, path: Path) -> Lesson:
+def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None:
+    before = len(findings)
+
+    def error(line: int, message: str) -> None:
+        findings.append(Finding(path, line, "error", message, day))
+
     try:
-        post = frontmatter.loads(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, ValueError) as exc:
-        raise CourseError(f"{path}: front matter: {exc}") from None
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise CourseError(f"{path}: not UTF-8 text") from None
-    meta = post.metadata
+        error(1, "not UTF-8 text")
+        return None
+    split = _FRONT_MATTER.match(text)
+    if split is None:
+        error(
+            1,
+            "no front matter: a lesson starts with a --- line, then title, subject and "
+            "prompt, then another --- line",
+        )
+        return None
+    source = split.group(1)
+    body_line = text.count("\n", 0, split.end()) + 1
+    meta, key_lines = _parse_front_matter(source, path, day, findings)
+    if meta is None:
+        return None
     for key in REQUIRED_LESSON_KEYS:
-        _text(meta, key, path)
-    unknown = set(meta) - KNOWN_LESSON_KEYS
-    if unknown:
-        raise CourseError(f"{path}: unknown front matter key(s) {', '.join(sorted(unknown))}")
-    subject = str(meta["subject"])
-    if "\n" in subject or "\r" in subject:
-        raise CourseError(f"{path}: subject must be one line")
+        value = meta.get(key)
+        if not isinstance(value, str) or not value.strip():
+            where = key_lines.get(key, 1)
+            error(where, f"{key} is missing or empty")
+    for key in sorted(set(meta) - KNOWN_LESSON_KEYS, key=str):
+        error(
+            key_lines.get(key, 1),
+            f"unknown front matter key {key!r} (known: {', '.join(sorted(KNOWN_LESSON_KEYS))})",
+        )
+    subject = str(meta.get("subject", ""))
+    if "\n" in subject.strip() or "\r" in subject:
+        error(key_lines.get("subject", 1), "subject must be one line")
     questions = meta.get("questions", [])
     if not isinstance(questions, list) or not all(
         isinstance(q, str) and q.strip() for q in questions
     ):
-        raise CourseError(f"{path}: questions must be a list of text lines")
-    if not post.content.strip():
-        raise CourseError(f"{path}: the lesson has no body")
+        error(key_lines.get("questions", 1), "questions must be a list of text lines")
+        questions = []
+    body = text[split.end() :]
+    if not body.strip():
+        error(body_line, "the lesson has no body")
+    if len(findings) > before:
+        return None
     return Lesson(
         day=day,
         title=str(meta["title"]).strip(),
         subject=subject.strip(),
         prompt=str(meta["prompt"]).strip(),
-        preheader=str(meta.get("preheader", "")).strip(),
+        preheader=str(meta.get("preheader") or "").strip(),
         questions=tuple(q.strip() for q in questions),
-        body=post.content,
+        body=body,
         path=path,
+        body_line=body_line,
+        key_lines=tuple(sorted(key_lines.items())),
     )
 
 
-def _text(meta: dict[str, object], key: str, path: Path) -> str:
-    value = meta.get(key)
-    if not isinstance(value, str) or not value.strip():
-        raise CourseError(f"{path}: {key} is missing or empty")
-    return value
+def _parse_front_matter(
+    source: str, path: Path, day: int, findings: list[Finding]
+) -> tuple[dict[str, object] | None, dict[str, int]]:
+    """The front matter's keys and values, and the file line of each key (from 1).
 
-
-def _check_sender(sender: str, path: Path) -> None:
-    _name, addr = parseaddr(sender)
+    The block starts on the file's second line, after the opening ``---``.
+    """
     try:
-        Address(addr_spec=addr)
-    except (ValueError, IndexError):
-        addr = ""
-    if "@" not in addr:
-        raise CourseError(f"{path}: sender {sender!r} is not an email address")
+        node = yaml.compose(source, Loader=yaml.SafeLoader)
+        meta = yaml.safe_load(source)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 2 if mark is not None else 1
+        findings.append(Finding(path, line, "error", _plain_yaml(exc), day))
+        return None, {}
+    if meta is None:
+        meta = {}
+    if not isinstance(meta, dict) or not isinstance(node, yaml.MappingNode | type(None)):
+        findings.append(
+            Finding(path, 2, "error", "front matter must be lines of `key: value`", day)
+        )
+        return None, {}
+    lines = {}
+    if node is not None:
+        lines = {str(k.value): k.start_mark.line + 2 for k, _v in node.value}
+    return meta, lines
+
+
+def _plain_yaml(exc: yaml.YAMLError) -> str:
+    """Say what is wrong with front matter in words a lesson writer knows."""
+    problem = str(getattr(exc, "problem", "") or exc)
+    if "mapping values are not allowed" in problem:
+        return (
+            "front matter: a value holds a colon followed by a space; "
+            "put the whole value in double quotes"
+        )
+    if "'\\t'" in problem or "tab" in problem:
+        return "front matter: a tab is used to indent; indent with spaces"
+    if "could not find expected ':'" in problem:
+        return "front matter: this line is not `key: value` (or a quote before it is not closed)"
+    if "end of stream" in problem or "quoted scalar" in str(exc):
+        return "front matter: a quote is opened and never closed"
+    if "expected <block end>" in problem or "expected <block mapping start>" in problem:
+        return "front matter: the indentation is uneven here"
+    if "found character" in problem:
+        return (
+            "front matter: a value starts with a character YAML reserves (such as @ or `); "
+            "put the value in double quotes"
+        )
+    return f"front matter is not valid YAML ({problem})"

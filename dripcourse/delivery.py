@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from email.message import Message
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, insert, or_, select, update
@@ -26,6 +25,7 @@ from dripcourse.course import Course
 from dripcourse.db import transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
+from dripcourse.greeting import greeting_for
 from dripcourse.mail import PermanentMailError, RelayError, TransientMailError
 from dripcourse.models import (
     Cohort,
@@ -392,6 +392,7 @@ def send_delivery(
                 Enrollment.paused_until,
                 Subscriber.email,
                 Subscriber.name,
+                Subscriber.greeting,
                 Subscriber.timezone,
                 Cohort.course_slug,
                 Cohort.started_at,
@@ -444,7 +445,8 @@ def send_delivery(
     # The claim is committed; no transaction stays open while we talk to the mail server.
     try:
         links = rt.links.for_lesson(job.enrollment_id, job.day)
-        who = Personal(email=info.email, name=info.name, **links)
+        greeting = greeting_for(info.name, info.greeting, course.greeting_fallback)
+        who = Personal(email=info.email, name=info.name, greeting=greeting, **links)
         msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
         msg = build_message(rendered, who, now=now, msg_id=msg_id)
         rt.throttle()  # the send-rate slot: right before the send, so the rate holds
@@ -690,14 +692,3 @@ def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = 
     """Exponential backoff with jitter: about base, 2*base, 4*base ... up to cap."""
     delay = min(cap, base * 2 ** max(0, attempts - 1))
     return delay * (rng or random).uniform(0.5, 1.0)
-
-
-def preview_message(rt: Runtime, slug: str, day: int, *, name: str, now: dt.datetime) -> Message:
-    """Lesson ``day`` of a course as a sample subscriber would receive it; nothing is recorded."""
-    course = rt.catalog.course(slug)
-    rendered = rt.catalog.renderer.lesson(course, day)
-    links = rt.links.for_lesson(0, day)
-    who = Personal(email="reader@example.org", name=name, **links)
-    return build_message(
-        rendered, who, now=now, msg_id=message_id(rt.settings.message_id_domain, None, "")
-    )

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from dripcourse import schedule
 from dripcourse.course import Course
 from dripcourse.errors import InputError, NotFound
+from dripcourse.greeting import check_greeting
 from dripcourse.models import (
     Cohort,
     Delivery,
@@ -25,7 +26,7 @@ from dripcourse.models import (
 )
 from dripcourse.render import check_address
 
-CSV_COLUMNS = ("email", "name", "timezone")
+CSV_COLUMNS = ("email", "name", "timezone", "greeting")  # greeting is optional
 DEFAULT_TIMEZONE = "UTC"
 PAUSE = dt.timedelta(days=7)
 
@@ -90,9 +91,12 @@ class Signup:
     email: str
     name: str
     timezone: str
+    greeting: str = ""  # "" derives it from the name when a lesson is sent
 
 
-def check_signup(email: str, name: str | None, timezone: str | None) -> Signup:
+def check_signup(
+    email: str, name: str | None, timezone: str | None, greeting: str | None = None
+) -> Signup:
     """Normalise one person's details or raise InputError naming the field."""
     try:
         address = check_address(email)
@@ -108,7 +112,12 @@ def check_signup(email: str, name: str | None, timezone: str | None) -> Signup:
         schedule.zone(zone_name)
     except InputError as exc:
         raise InputError(f"timezone: {exc}") from None
-    return Signup(email=address, name=clean_name, timezone=zone_name)
+    return Signup(
+        email=address,
+        name=clean_name,
+        timezone=zone_name,
+        greeting=check_greeting(greeting or ""),
+    )
 
 
 def enroll(
@@ -120,12 +129,17 @@ def enroll(
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == signup.email))
     if subscriber is None:
         subscriber = Subscriber(
-            email=signup.email, name=signup.name, timezone=signup.timezone, created_at=now
+            email=signup.email,
+            name=signup.name,
+            greeting=signup.greeting,
+            timezone=signup.timezone,
+            created_at=now,
         )
         session.add(subscriber)
         session.flush()
     else:
         subscriber.name = signup.name or subscriber.name
+        subscriber.greeting = signup.greeting or subscriber.greeting
         subscriber.timezone = signup.timezone
     existing = session.scalar(
         select(Enrollment).where(
@@ -200,7 +214,9 @@ def read_csv(path: Path) -> list[Signup]:
         if not any((v or "").strip() for v in row.values()):
             continue
         try:
-            signup = check_signup(row.get("email") or "", row.get("name"), row.get("timezone"))
+            signup = check_signup(
+                row.get("email") or "", row.get("name"), row.get("timezone"), row.get("greeting")
+            )
         except InputError as exc:
             errors.append(f"{path}:{line}: {exc}")
             continue

@@ -1,5 +1,7 @@
 """Errors a user can cause. Each is caught once at the edge (CLI, web) and shown as one line."""
 
+from __future__ import annotations
+
 
 class DripcourseError(Exception):
     """Base for every error that names a user's mistake rather than a bug."""
@@ -10,7 +12,25 @@ class ConfigError(DripcourseError):
 
 
 class CourseError(DripcourseError):
-    """A course folder, lesson file or template is invalid; the message names the file."""
+    """A course folder, lesson file or template is invalid; the message names the file.
+
+    ``path`` and ``line`` (counted in the file, from 1) say where when it is known, and
+    ``detail`` is the message without them, so ``check`` can list problems by place.
+    """
+
+    def __init__(
+        self, message: str, *, path: object = None, line: int | None = None, detail: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+        self.detail = detail or message
+
+    @classmethod
+    def at(cls, path: object, line: int | None, detail: str) -> CourseError:
+        """An error shown as ``file:line: detail``."""
+        where = f"{path}:{line}" if line else f"{path}"
+        return cls(f"{where}: {detail}", path=path, line=line, detail=detail)
 
 
 class InputError(DripcourseError):

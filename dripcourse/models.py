@@ -81,6 +81,8 @@ class Subscriber(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str] = mapped_column(String(200), default="")
+    # How lessons address them, set by hand or from the import; "" derives it from the name.
+    greeting: Mapped[str] = mapped_column(String(200), default="", server_default="")
     timezone: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import traceback
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
@@ -27,11 +28,23 @@ import premailer
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
-from dripcourse.course import LAYOUT_DIR, Course, Lesson
+from dripcourse.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.errors import CourseError
+from dripcourse.greeting import derive_greeting, given_name
 
 # What a lesson or layout may use that differs per subscriber.
-PERSONAL_FIELDS = ("name", "first_name", "email", "reflect", "journal", "pause", "unsubscribe")
+PERSONAL_FIELDS = (
+    "name",
+    "first_name",
+    "email",
+    "reflect",
+    "journal",
+    "pause",
+    "unsubscribe",
+    "greeting",
+)
+# Every variable a lesson's text and subject may use (docs/courses.md lists them); no other.
+LESSON_VARIABLES = ("greeting", "name", "first_name", "day")
 _TOKEN = "Zq{}xDRIPx{}Zq"
 _TOKEN_RE = re.compile(r"Zq(\w+?)xDRIPx(\d+)Zq")
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML body past about 102 KB.
@@ -47,12 +60,16 @@ class Personal:
     journal: str
     pause: str
     unsubscribe: str
+    # How the lesson addresses them (see greeting.greeting_for); "" derives it from the name.
+    greeting: str = ""
 
     @property
     def first_name(self) -> str:
-        return self.name.split()[0] if self.name.strip() else "there"
+        return given_name(self.name) or self.value("greeting")
 
     def value(self, field: str) -> str:
+        if field == "greeting" and not self.greeting:
+            return derive_greeting(self.name, DEFAULT_GREETING_FALLBACK)
         return str(getattr(self, field))
 
 
@@ -141,17 +158,20 @@ class Renderer:
         tokens = _Tokens(f"{course.slug}:{lesson.day}")
         ctx = {"day": lesson.day, "course": course, "lesson": lesson}
         personal = {field: getattr(tokens, field) for field in PERSONAL_FIELDS}
-        lesson_vars = {**ctx, **{k: personal[k] for k in ("name", "first_name", "email")}}
-        body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path)
-        subject = self._lesson_string(lesson.subject, lesson_vars, lesson.path).strip()
+        lesson_vars = {k: personal.get(k) for k in LESSON_VARIABLES} | {"day": lesson.day}
+        body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)
+        subject_line = lesson.line_of("subject")
+        subject = self._lesson_string(lesson.subject, lesson_vars, lesson.path, subject_line)
+        subject = subject.strip()
         if "\n" in subject or "\r" in subject:
-            raise CourseError(f"{lesson.path}: subject must be one line")
+            raise CourseError.at(lesson.path, subject_line, "subject must be one line")
         links = {k: personal[k] for k in ("reflect", "journal", "pause", "unsubscribe")}
         layout_ctx = {
             **ctx,
             "subject": subject,
             "links": links,
             "subscriber": personal,
+            "greeting": personal["greeting"],
             "css": Markup(self._css),
         }
         try:
@@ -161,18 +181,13 @@ class Renderer:
             text = self._text_env.get_template("base.txt").render(
                 **layout_ctx, body=body_source.strip()
             )
-        except jinja2.TemplateError as exc:
-            raise CourseError(f"{self.emails_dir / LAYOUT_DIR}: {_describe(exc)}") from None
-        except Exception as exc:  # e.g. a TypeError from an expression in the layout
-            raise CourseError(
-                f"{self.emails_dir / LAYOUT_DIR}: template error: {type(exc).__name__}: {exc}"
-            ) from None
+        except Exception as exc:  # noqa: BLE001 - a TypeError in the layout is the layout's error
+            layout = self.emails_dir / LAYOUT_DIR
+            where, line = template_place(exc, str(layout))
+            path = Path(where) if where else layout
+            raise CourseError.at(path, line, describe_error(exc, layout=True)) from None
+        # Over MAX_HTML_BYTES is a warning of ``check`` (Gmail clips it), not a refusal.
         inlined = _inline(html)
-        if len(inlined.encode()) > MAX_HTML_BYTES:
-            raise CourseError(
-                f"{lesson.path}: the HTML email is {len(inlined.encode()) // 1000} KB; "
-                "mail clients clip past about 100 KB"
-            )
         return RenderedLesson(
             course=course,
             lesson=lesson,
@@ -181,21 +196,43 @@ class Renderer:
             html=Template(inlined, html=True),
         )
 
-    def _lesson_string(self, source: str, variables: dict[str, object], path: Path) -> str:
+    def _lesson_string(
+        self, source: str, variables: dict[str, object], path: Path, first_line: int
+    ) -> str:
+        """Render a lesson's text or subject; an error names the line in the lesson file
+        (``first_line`` is where ``source`` starts in it)."""
         try:
             return self._text_env.from_string(source).render(**variables)
-        except jinja2.TemplateError as exc:
-            raise CourseError(f"{path}: {_describe(exc)}") from None
-        except Exception as exc:  # e.g. {{ "Dr " + day }}: a TypeError, still the file's fault
-            raise CourseError(f"{path}: template error: {type(exc).__name__}: {exc}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a lesson's own text raises is its error
+            _where, line = template_place(exc, "<template>")
+            in_file = first_line + line - 1 if line else first_line
+            raise CourseError.at(path, in_file, describe_error(exc)) from None
 
 
-def _describe(exc: jinja2.TemplateError) -> str:
-    if isinstance(exc, jinja2.UndefinedError):
-        return f"unknown template variable ({exc.message}); lessons may use name, first_name, day"
+def template_place(exc: Exception, filename: str) -> tuple[str | None, int | None]:
+    """The template file and line an error comes from, as far as Jinja tells.
+
+    A syntax error carries its line; an error while rendering (an unknown variable) is found
+    in the traceback, where Jinja puts frames carrying the template's own line numbers.
+    """
     if isinstance(exc, jinja2.TemplateSyntaxError):
-        return f"line {exc.lineno}: template syntax error: {exc.message}"
-    return f"template error: {exc}"
+        return exc.filename, exc.lineno
+    place: tuple[str | None, int | None] = (None, None)
+    for frame in traceback.extract_tb(exc.__traceback__):
+        if frame.filename == filename or frame.filename.startswith(filename):
+            place = (frame.filename, frame.lineno)
+    return place
+
+
+def describe_error(exc: Exception, layout: bool = False) -> str:
+    if isinstance(exc, jinja2.UndefinedError):
+        allowed = "the documented variables" if layout else ", ".join(LESSON_VARIABLES)
+        return f"unknown template variable ({exc.message}); lessons may use {allowed}"
+    if isinstance(exc, jinja2.TemplateSyntaxError):
+        return f"template syntax error: {exc.message}"
+    if isinstance(exc, jinja2.TemplateError):
+        return f"does not render: {exc}"
+    return f"does not render: {type(exc).__name__}: {exc}"
 
 
 def _inline(html: str) -> str:

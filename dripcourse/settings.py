@@ -53,13 +53,23 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     reflection_max_chars: int = 20000
+    # Staff: the only addresses ``send-test`` may mail (a TOML list or comma-separated text).
+    staff_emails: str = ""
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
+
+    @property
+    def staff_addresses(self) -> tuple[str, ...]:
+        """The ``staff_emails`` setting as a list."""
+        return tuple(a.strip() for a in self.staff_emails.split(",") if a.strip())
 
     def path(self, value: str) -> Path:
         """Resolve a relative path setting against the current directory."""
         return Path(value).expanduser().resolve()
 
+
+# Text settings that also take a TOML list (kept as comma-separated text, like the environment).
+LIST_SETTINGS = {"staff_emails"}
 
 _ENV_FIELDS = {
     f.name: f"DRIPCOURSE_{f.name.upper()}"
@@ -131,6 +141,10 @@ def _coerce(name: str, raw: object, kind: object) -> object:
             return float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"setting {name}: expected a number, got {raw!r}") from None
+    if name in LIST_SETTINGS and isinstance(raw, list):
+        if not all(isinstance(item, str) for item in raw):
+            raise ConfigError(f"setting {name}: expected a list of text, got {raw!r}")
+        return ", ".join(raw)
     if not isinstance(raw, str):
         raise ConfigError(f"setting {name}: expected text, got {raw!r}")
     return raw
@@ -192,6 +206,13 @@ def validate(settings: Settings) -> None:
             "setting secret_key: required with PostgreSQL, where workers and the web app run "
             "on several machines and must sign links with one key; set DRIPCOURSE_SECRET_KEY"
         )
+    from dripcourse.render import check_address
+
+    for address in settings.staff_addresses:
+        try:
+            check_address(address)
+        except ValueError as exc:
+            raise ConfigError(f"setting staff_emails: {exc}") from None
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (

@@ -181,7 +181,10 @@ def test_preview_renders_a_lesson_for_a_sample_reader(
 def test_check_lists_every_course_as_ok(run) -> None:  # type: ignore[no-untyped-def]
     result = run("check")
     assert result.exit_code == 0
-    assert "white-coat: The White Coat Reset, 7 lessons, send 07:00 local: ok" in result.output
+    assert (
+        "white-coat: The White Coat Reset, 7 lessons, send 07:00 local: "
+        "0 errors, 0 warnings, 0 files ignored: ok"
+    ) in result.output
 
 
 def test_demo_enrolls_the_sample_cohort_once(run) -> None:  # type: ignore[no-untyped-def]

@@ -46,12 +46,12 @@ def _edit(path: Path, old: str, new: str) -> None:
             "subject is missing",
         ),
         (
-            lambda e: _edit(e / "white-coat" / "day-05.md", "{{ first_name }}", "{{ frist_name }}"),
+            lambda e: _edit(e / "white-coat" / "day-05.md", "{{ greeting }}", "{{ greting }}"),
             "day-05.md",
             "unknown template variable",
         ),
         (
-            lambda e: _edit(e / "white-coat" / "day-06.md", "{{ first_name }}", "{{ first_name }"),
+            lambda e: _edit(e / "white-coat" / "day-06.md", "{{ greeting }}", "{{ greeting }"),
             "day-06.md",
             "template syntax error",
         ),

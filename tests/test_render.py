@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -79,7 +80,8 @@ def test_lesson_message_follows_the_rules(renderer: Renderer, slug: str, day: in
 
 
 def test_names_are_escaped_in_html_and_plain_in_text(renderer: Renderer) -> None:
-    who = reader(name="<script>alert(1)</script> O'Brien & Co")
+    name = "<script>alert(1)</script> O'Brien & Co"
+    who = dataclasses.replace(reader(name=name), greeting=name)
     msg = email.message_from_bytes(
         render(renderer, "white-coat", 1, who), policy=email.policy.default
     )

@@ -263,7 +263,7 @@ def test_a_lesson_broken_between_claim_and_send_is_held_back_and_sent_once_fixed
     (delivery_id,) = claim(scheduler, now)
     lesson = emails / "white-coat" / "day-01.md"
     good = lesson.read_text()
-    lesson.write_text(good.replace("{{ first_name }}", "{{ frist_name }}"))
+    lesson.write_text(good.replace("{{ greeting }}", "{{ greting }}"))
     # A worker that loads the course now finds it broken: the lesson waits, nobody fails.
     assert delivery.send_delivery(worker, delivery_id, now) == Outcome.HELD
     with transaction(worker.sessions) as session:
@@ -285,7 +285,7 @@ def test_a_course_whose_template_raises_type_error_does_not_stop_another_course(
     emails = emails_with(tmp_path)
     shutil.copytree(emails / "white-coat", emails / "broken")
     broken = emails / "broken" / "day-01.md"
-    broken.write_text(broken.read_text().replace("{{ first_name }}", '{{ "Dr " + day }}'))
+    broken.write_text(broken.read_text().replace("{{ greeting }}", '{{ "Dr " + day }}'))
     (emails / "latin1").mkdir()
     (emails / "latin1" / "course.toml").write_bytes('title = "Caf\xe9"\n'.encode("latin-1"))
     rt = Runtime(make_settings(tmp_path, database_url=sqlite_url, emails_dir=str(emails)))

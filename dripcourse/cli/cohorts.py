@@ -96,7 +96,7 @@ def enroll(state: State, email: str, cohort_name: str, name: str, timezone: str)
 @click.option("--cohort", "cohort_name", required=True)
 @pass_state
 def import_csv(state: State, csv_path: Path, cohort_name: str) -> None:
-    """Enroll everyone in a CSV (header: email,name,timezone), all or nothing."""
+    """Enroll everyone in a CSV (header: email,name,timezone[,greeting]), all or nothing."""
     rt = state.runtime
     signups = enrollment.read_csv(csv_path)
     now = utcnow()
@@ -108,3 +108,19 @@ def import_csv(state: State, csv_path: Path, cohort_name: str) -> None:
         except DripcourseError as exc:
             raise DripcourseError(f"{csv_path}: {exc}; nothing was imported") from None
     click.echo(f"imported {len(signups)} subscribers into {cohort_name!r}")
+
+
+@cli.command("set-greeting")
+@click.argument("email")
+@click.argument("text")
+@pass_state
+def set_greeting(state: State, email: str, text: str) -> None:
+    """Set how lessons address a subscriber ("Dr. Okafor"); "" derives it from their name."""
+    from dripcourse.greeting import greeting_for
+    from dripcourse.greeting import set_greeting as set_it
+
+    with db.transaction(state.runtime.sessions) as session:
+        subscriber = set_it(session, email, text)
+        shown = greeting_for(subscriber.name, subscriber.greeting, "(the course's fallback)")
+        how = "set" if subscriber.greeting else "derived from the name"
+        click.echo(f"{subscriber.email}: lessons now say {shown!r} ({how})")

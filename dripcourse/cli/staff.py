@@ -1,9 +1,12 @@
-"""Program staff's commands: check courses and preview lessons before anyone gets them."""
+"""Program staff's commands: check courses, preview lessons, send a test to themselves."""
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import email
 import email.policy
+import json
 import sys
 from pathlib import Path
 
@@ -11,24 +14,58 @@ import click
 
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.course import Course, Finding
 from dripcourse.mail import wire_bytes
+
+STUDIO_PORT = 8001
 
 
 @cli.command()
-@click.argument("slug")
-@click.argument("day", type=int)
+@click.argument("slug", required=False)
+@click.argument("day", type=int, required=False)
 @click.option("--text", is_flag=True, help="The plain-text part instead of the HTML.")
 @click.option("--eml", is_flag=True, help="The whole message as it would be sent.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.option("--name", default="Dr. Sample Reader", show_default=True)
+@click.option("--serve", is_flag=True, help="Open the preview studio: every lesson, live.")
+@click.option("--port", type=int, default=STUDIO_PORT, show_default=True, help="Studio port.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Studio interface.")
+@click.option(
+    "--allow-remote", is_flag=True, help="Let the studio listen on an interface other hosts reach."
+)
 @pass_state
 def preview(
-    state: State, slug: str, day: int, text: bool, eml: bool, out: Path | None, name: str
+    state: State,
+    slug: str | None,
+    day: int | None,
+    text: bool,
+    eml: bool,
+    out: Path | None,
+    name: str,
+    serve: bool,
+    port: int,
+    host: str,
+    allow_remote: bool,
 ) -> None:
-    """Render one lesson for a sample subscriber, to check it before anyone receives it."""
-    from dripcourse.delivery import preview_message
+    """Render one lesson for a sample subscriber, or (--serve) open the preview studio."""
+    if serve:
+        from dripcourse.studio import check_host, create_studio
 
-    msg = preview_message(state.runtime, slug, day, name=name, now=utcnow())
+        check_host(host, allow_remote)
+        click.echo(f"preview studio: http://{host}:{port}/ (Ctrl-C stops it)")
+        create_studio(state.runtime, allow_remote=allow_remote).run(
+            host=host, port=port, debug=False, use_reloader=False
+        )
+        return
+    if slug is None or day is None:
+        raise click.UsageError("give SLUG and DAY, or --serve for the studio")
+    from dripcourse.preview import lesson_message, sample_reader
+
+    rt = state.runtime
+    course = rt.catalog.course(slug)
+    msg = lesson_message(
+        rt.catalog.renderer, course, day, rt.links, sample_reader(name), now=utcnow()
+    )
     if eml:
         data = wire_bytes(msg)
     else:
@@ -44,16 +81,76 @@ def preview(
         click.echo(f"wrote {out}", err=True)
 
 
+@cli.command("send-test")
+@click.argument("slug")
+@click.argument("day", type=int)
+@click.option("--to", "to", required=True, help="A staff address (setting staff_emails).")
+@click.option("--as", "as_email", default=None, help="Address a real subscriber's way.")
+@pass_state
+def send_test(state: State, slug: str, day: int, to: str, as_email: str | None) -> None:
+    """Send one lesson to a staff address, "[TEST]" in the subject; no enrollment changes."""
+    from dripcourse.preview import send_test as send
+
+    msg = send(state.runtime, slug, day, to, as_email, now=utcnow())
+    click.echo(f"sent {slug} day {day} to {msg['To']}: {msg['Subject']}")
+
+
 @cli.command()
 @click.argument("slugs", nargs=-1)
+@click.option("--strict", is_flag=True, help="Count warnings as errors.")
+@click.option("--json", "as_json", is_flag=True, help="Every finding as JSON, for CI.")
 @pass_state
-def check(state: State, slugs: tuple[str, ...]) -> None:
-    """Check that every lesson of the given courses (default: all) loads and renders."""
-    catalog = state.runtime.catalog
-    for slug in slugs or catalog.slugs():
-        course = catalog.course(slug)
-        click.echo(
-            f"{slug}: {course.title}, {course.length} lessons, "
-            f"send {course.cadence.send_time:%H:%M} local"
-            f"{', weekdays only' if course.cadence.skip_weekends else ''}: ok"
-        )
+def check(state: State, slugs: tuple[str, ...], strict: bool, as_json: bool) -> None:
+    """Check courses (default: all) and list every problem as file:line: message.
+
+    Exits with status 1 when there is an error (or, with --strict, a warning).
+    """
+    from dripcourse.checks import check_all, counts
+
+    settings = state.runtime.settings
+    layout, reports = check_all(settings.path(settings.emails_dir), list(slugs) or None)
+    per_course = [(r, [_shown(f, strict) for f in r.findings]) for r in reports]
+    findings = [_shown(f, strict) for f in layout] + [f for _r, fs in per_course for f in fs]
+    errors, warnings = counts(findings)
+    if as_json:
+        summary = {
+            "ok": errors == 0,
+            "errors": errors,
+            "warnings": warnings,
+            "courses": [
+                {"slug": r.slug, "lessons": r.course.length if r.course else 0} for r in reports
+            ],
+            "findings": [f.as_dict() for f in findings],
+        }
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        for finding in findings:
+            click.echo(str(finding))
+        for report, mine in per_course:
+            e, w = counts(mine)
+            ignored = sum(f.severity == "ignored" for f in mine)
+            click.echo(
+                f"{_about(report.slug, report.course)}: {e} errors, {w} warnings, "
+                f"{ignored} files ignored: {'ok' if e == 0 else 'FAILED'}"
+            )
+    if errors:
+        click.get_current_context().exit(1)
+
+
+def _about(slug: str, course: Course | None) -> str:
+    if course is None:
+        return slug
+    weekdays = ", weekdays only" if course.cadence.skip_weekends else ""
+    return (
+        f"{slug}: {course.title}, {course.length} lessons, "
+        f"send {course.cadence.send_time:%H:%M} local{weekdays}"
+    )
+
+
+def _shown(finding: Finding, strict: bool) -> Finding:
+    """The finding with its path relative to here, and warnings as errors under --strict."""
+    path = finding.path
+    with contextlib.suppress(ValueError):  # outside here: keep it absolute
+        path = path.resolve().relative_to(Path.cwd())
+    severity = "error" if strict and finding.severity == "warning" else finding.severity
+    return dataclasses.replace(finding, path=path, severity=severity)

@@ -1,0 +1,114 @@
+"""How a lesson addresses a person: a greeting set for them, or one derived from their name.
+
+A name as people type it ("Dr. Amara Okafor", "Okafor, Amara", "amara") is parsed by nameparser,
+which knows titles, suffixes, "Last, First" and particles ("van der Berg"); the rules below only
+decide which parts a greeting uses. A greeting someone set by hand always wins.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+
+from nameparser import HumanName
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dripcourse.errors import InputError, NotFound
+from dripcourse.models import Subscriber
+
+# Titles written the usual way in a greeting; any other title nameparser knows is kept as typed.
+_TITLES = {
+    "dr": "Dr.",
+    "doctor": "Dr.",
+    "prof": "Prof.",
+    "professor": "Prof.",
+    "mr": "Mr.",
+    "mrs": "Mrs.",
+    "ms": "Ms.",
+    "miss": "Miss",
+    "mx": "Mx.",
+}
+# Titles that go with the given name: "Sir Tomas Lindqvist" is Sir Tomas.
+_GIVEN_NAME_TITLES = {"sir", "dame"}
+_INITIAL = re.compile(r"^\w\.?$")
+MAX_GREETING_CHARS = 100
+
+
+@functools.lru_cache(maxsize=4096)  # pure, and asked again for every lesson sent
+def derive_greeting(name: str, fallback: str) -> str:
+    """The greeting for someone who gave ``name``, or ``fallback`` when it holds no name.
+
+    - a title and a family name: the title and the family name ("Dr. Amara Okafor" -> "Dr. Okafor");
+    - "Last, First": the given name ("Okafor, Amara" -> "Amara");
+    - otherwise the given name ("Amara Okafor" -> "Amara"), unless it is only an initial, when
+      the whole name is used ("A. Okafor");
+    - nothing usable (empty, only a title or punctuation): ``fallback``.
+    """
+    parsed = HumanName(" ".join(name.split()))
+    parsed.capitalize(force=False)  # "amara okafor" -> "Amara Okafor"; "McDonald" is kept
+    title = _title(parsed.title)
+    first, last = parsed.first.strip(), parsed.last.strip()
+    if title and title.lower() in _GIVEN_NAME_TITLES and first:
+        return f"{title} {first}"
+    if title and (last or first):
+        return f"{title} {last or first}"
+    if first and not _INITIAL.match(first):
+        return first
+    whole = " ".join(p for p in (first, parsed.middle, last) if p).strip()
+    if any(ch.isalnum() for ch in whole):
+        return whole
+    return fallback
+
+
+@functools.lru_cache(maxsize=4096)
+def given_name(name: str) -> str:
+    """The given name in ``name`` ("Dr. Amara Okafor" and "Okafor, Amara" -> "Amara"), or "".
+
+    What ``{{ first_name }}`` shows; lessons should prefer the greeting.
+    """
+    parsed = HumanName(" ".join(name.split()))
+    parsed.capitalize(force=False)
+    first = parsed.first.strip()
+    return "" if _INITIAL.match(first) else first
+
+
+def greeting_for(name: str, greeting: str | None, fallback: str) -> str:
+    """The greeting a lesson uses: the one set for the person, else one derived from the name."""
+    return (greeting or "").strip() or derive_greeting(name, fallback)
+
+
+def check_greeting(text: str) -> str:
+    """A greeting as given by an operator or a CSV, tidied; InputError says what is wrong."""
+    if _has_control(text):
+        raise InputError(f"greeting: {text!r} may not hold line breaks, tabs or control characters")
+    clean = " ".join(text.split())
+    if len(clean) > MAX_GREETING_CHARS:
+        raise InputError(f"greeting: {len(clean)} characters; at most {MAX_GREETING_CHARS}")
+    if any(c in clean for c in '<>"'):
+        raise InputError(f"greeting: {clean!r} may not hold <, > or quotes")
+    return clean
+
+
+def set_greeting(session: Session, email: str, text: str) -> Subscriber:
+    """Set how lessons address the subscriber with ``email``; "" goes back to the derived one."""
+    greeting = check_greeting(text)
+    address = email.strip().lower()
+    subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
+    if subscriber is None:
+        raise NotFound(f"no subscriber with the address {address!r}")
+    subscriber.greeting = greeting
+    return subscriber
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def _title(raw: str) -> str:
+    words = raw.split()
+    if not words:
+        return ""
+    # nameparser joins several titles ("Prof. Dr."); the first is the one people are called by.
+    first = words[0]
+    return _TITLES.get(first.rstrip(".").lower(), first)

@@ -1,0 +1,214 @@
+"""The preview studio: a local site where staff see every lesson as a subscriber will, live.
+
+A Flask app of its own, apart from the subscribers' pages: it shows names and addresses, so it
+listens on 127.0.0.1 unless told otherwise, and answers only to local host names. The course
+files are read again whenever any of them changes (a fingerprint of their sizes and
+modification times), so a saved edit shows on the next request; the open page polls the
+fingerprint and reloads itself. A lesson with an error shows the error, file and line, in
+place of the lesson.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+
+from flask import Flask, Response, abort, render_template, request
+from sqlalchemy.exc import SQLAlchemyError
+
+from dripcourse.checks import CourseReport, check_course, counts, layout_and_renderer
+from dripcourse.clock import utcnow
+from dripcourse.course import Finding, course_slugs
+from dripcourse.errors import ConfigError, CourseError, DripcourseError
+from dripcourse.preview import Reader, find_reader, lesson_message, sample_reader
+from dripcourse.render import Renderer
+from dripcourse.runtime import Runtime
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+POLL_MILLISECONDS = 1000
+
+
+def check_host(host: str, allow_remote: bool) -> None:
+    """Refuse to listen where other machines can reach, unless the user says so."""
+    if host not in LOCAL_HOSTS and not allow_remote:
+        raise ConfigError(
+            f"--host {host}: the studio shows subscribers' names and listens on 127.0.0.1 "
+            "only; add --allow-remote to serve it to other machines"
+        )
+
+
+def fingerprint(emails_dir: Path) -> str:
+    """Changes whenever a file under ``emails_dir`` is saved, added, removed or renamed."""
+    digest = hashlib.sha1()
+    for root, dirs, files in os.walk(emails_dir):
+        dirs.sort()
+        for name in sorted(files):
+            path = Path(root, name)
+            try:
+                stat = path.stat()
+            except FileNotFoundError:
+                continue  # removed while we looked; the next poll sees it
+            digest.update(f"{path}\0{stat.st_mtime_ns}\0{stat.st_size}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class Snapshot:
+    """The courses as they were at one fingerprint: findings, facts, and a renderer."""
+
+    fingerprint: str
+    layout: list[Finding]
+    reports: dict[str, CourseReport]
+    renderer: Renderer | None
+
+
+class Courses:
+    """Re-reads the course files when they change; one snapshot serves every request until then.
+
+    (The scheduler's Catalog reads each course once per process; the studio must not.)
+    """
+
+    def __init__(self, emails_dir: Path) -> None:
+        self.emails_dir = emails_dir
+        self._lock = threading.Lock()
+        self._snapshot: Snapshot | None = None
+
+    def current(self) -> Snapshot:
+        now = fingerprint(self.emails_dir)
+        with self._lock:
+            if self._snapshot is None or self._snapshot.fingerprint != now:
+                layout, renderer = layout_and_renderer(self.emails_dir)
+                reports = {
+                    slug: check_course(self.emails_dir, slug, renderer)
+                    for slug in course_slugs(self.emails_dir)
+                }
+                self._snapshot = Snapshot(now, layout, reports, renderer)
+            return self._snapshot
+
+
+@dataclass
+class LessonView:
+    """What the lesson page shows: the parts of the message, or the errors instead."""
+
+    subject: str = ""
+    html: str = ""
+    text: str = ""
+    errors: tuple[Finding, ...] = ()
+
+
+def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
+    """The studio app over the courses in the ``emails_dir`` setting."""
+    app = Flask(__name__)
+    # Answer only to local names: a web page elsewhere cannot reach in by rebinding its DNS.
+    app.config["TRUSTED_HOSTS"] = None if allow_remote else list(LOCAL_HOSTS)
+    courses = Courses(rt.settings.path(rt.settings.emails_dir))
+
+    def reader_for(slug: str) -> tuple[Reader, str]:
+        """The sample reader, or the subscriber named by ``?as=``; and a problem to show."""
+        wanted = request.args.get("as", "").strip()
+        if not wanted:
+            return sample_reader(), ""
+        try:
+            with rt.sessions() as session:
+                return find_reader(session, wanted, slug), ""
+        except DripcourseError as exc:
+            return sample_reader(), f"{exc}; showing the sample reader"
+        except SQLAlchemyError:
+            problem = "the database is not ready (dripcourse init); showing the sample reader"
+            return sample_reader(), problem
+
+    def view(snapshot: Snapshot, slug: str, day: int, reader: Reader) -> LessonView:
+        report = snapshot.reports.get(slug)
+        if report is None:
+            abort(404)
+        errors = [f for f in report.findings if f.severity == "error" and f.day in (day, None)]
+        errors += [f for f in snapshot.layout if f.severity == "error"]
+        course = report.course
+        if errors or course is None or snapshot.renderer is None:
+            return LessonView(errors=tuple(errors))
+        try:
+            msg = lesson_message(snapshot.renderer, course, day, rt.links, reader, now=utcnow())
+        except CourseError as exc:
+            where = Path(str(exc.path)) if exc.path else course.path
+            return LessonView(errors=(Finding(where, exc.line or 1, "error", exc.detail, day),))
+        return LessonView(
+            subject=str(msg["Subject"]), html=_part(msg, "html"), text=_part(msg, "plain")
+        )
+
+    @app.get("/")
+    def index() -> str:
+        snapshot = courses.current()
+        return render_template(
+            "studio_index.html",
+            snapshot=snapshot,
+            counts=counts,
+            rows=_rows,
+            poll=POLL_MILLISECONDS,
+        )
+
+    @app.get("/course/<slug>/<int:day>")
+    def lesson(slug: str, day: int) -> str:
+        snapshot = courses.current()
+        reader, problem = reader_for(slug)
+        shown = view(snapshot, slug, day, reader)
+        report = snapshot.reports[slug]
+        course = report.course
+        return render_template(
+            "studio_lesson.html",
+            snapshot=snapshot,
+            slug=slug,
+            day=day,
+            course=course,
+            lesson=_lesson_or_none(report, day),
+            reader=reader,
+            problem=problem,
+            view=shown,
+            warnings=[f for f in report.for_day(day) if f.severity == "warning"],
+            as_email=request.args.get("as", ""),
+            days=sorted({*report.lessons, *(f.day for f in report.findings if f.day)}),
+            poll=POLL_MILLISECONDS,
+        )
+
+    @app.get("/course/<slug>/<int:day>/html")
+    def lesson_html(slug: str, day: int) -> Response:
+        snapshot = courses.current()
+        reader, _problem = reader_for(slug)
+        shown = view(snapshot, slug, day, reader)
+        if shown.errors:
+            text = "\n".join(str(f) for f in shown.errors)
+            return Response(text, status=422, mimetype="text/plain")
+        return Response(shown.html, mimetype="text/html")
+
+    @app.get("/_fingerprint")
+    def current_fingerprint() -> dict[str, str]:
+        return {"fingerprint": fingerprint(courses.emails_dir)}
+
+    return app
+
+
+def _lesson_or_none(report: CourseReport, day: int):  # type: ignore[no-untyped-def]
+    if report.course is None:
+        return None
+    try:
+        return report.course.lesson(day)
+    except CourseError:
+        return None
+
+
+def _rows(report: CourseReport) -> list[tuple[int, object, list[Finding]]]:
+    """One row per lesson day found, loaded or not, with its findings."""
+    days = sorted({*report.lessons, *(f.day for f in report.findings if f.day)})
+    return [(day, report.lessons.get(day), report.for_day(day)) for day in days]
+
+
+def _part(msg: Message, subtype: str) -> str:
+    for part in msg.walk():
+        if part.get_content_type() == f"text/{subtype}":
+            payload = part.get_payload(decode=True)
+            assert isinstance(payload, bytes)
+            return payload.decode("utf-8").replace("\r\n", "\n")
+    return ""

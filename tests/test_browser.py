@@ -1,0 +1,80 @@
+"""Seen in a real browser: every sample lesson, and the studio index, fit a phone and a desktop."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dripcourse.course import load_course
+from dripcourse.links import Links
+from dripcourse.preview import lesson_message, sample_reader
+from dripcourse.render import Renderer
+from dripcourse.runtime import Runtime
+from dripcourse.studio import create_studio
+from tests import browser
+from tests.conftest import EMAILS, service_missing, utc
+
+WIDTHS = (375, 600)
+BUTTON = "a.button"  # "Write your reflection"
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def chromium() -> None:
+    if not browser.available():
+        service_missing("Chromium", f"{browser.CHROMIUM} is not installed")
+
+
+def lesson_pages() -> list[browser.Page]:
+    course = load_course(EMAILS, "white-coat")
+    renderer = Renderer(EMAILS)
+    links = Links(secret_key="k", base_url="https://course.example.org")
+    pages = []
+    for lesson in course.lessons:
+        msg = lesson_message(
+            renderer, course, lesson.day, links, sample_reader(), now=utc(2026, 11, 25, 7)
+        )
+        (html_part,) = [p for p in msg.walk() if p.get_content_type() == "text/html"]
+        body = html_part.get_payload(decode=True).decode("utf-8")  # type: ignore[union-attr]
+        pages.append(browser.Page(f"day {lesson.day}", body, BUTTON))
+    return pages
+
+
+def test_every_sample_lesson_fits_without_scrolling_sideways(tmp_path: Path) -> None:
+    measured = browser.measure(lesson_pages(), WIDTHS, tmp_path)
+    assert len(measured) == 7 * len(WIDTHS)
+    wide = [(m.name, m.width, m.scroll_width) for m in measured if m.scrolls_sideways]
+    assert wide == []
+    hidden = [(m.name, m.width, m.button) for m in measured if not m.button_visible]
+    assert hidden == []
+
+
+def test_the_studio_index_fits_a_phone_and_a_desktop(rt: Runtime, tmp_path: Path) -> None:
+    index = create_studio(rt).test_client().get("/").get_data(as_text=True)
+    measured = browser.measure([browser.Page("studio index", index)], WIDTHS, tmp_path)
+    assert [(m.width, m.scrolls_sideways) for m in measured] == [(375, False), (600, False)]
+
+
+@pytest.mark.parametrize(
+    ("page", "width", "scrolls", "button_visible"),
+    [
+        ('<div style="width:480px">wide</div><a class="button">Go</a>', 375, True, True),
+        (
+            '<div style="overflow:hidden"><a class="button" style="display:inline-block;'
+            'margin-left:650px">Go</a></div>',
+            600,
+            False,
+            False,
+        ),
+        ('<a class="button" style="display:none">Go</a>', 600, False, False),
+    ],
+    ids=["wider-than-the-phone", "button-past-the-edge", "button-hidden"],
+)
+def test_the_measurements_catch_a_page_that_does_not_fit(
+    tmp_path: Path, page: str, width: int, scrolls: bool, button_visible: bool
+) -> None:
+    """The test above could pass by measuring nothing; these pages must fail it."""
+    html = f'<!DOCTYPE html><html><body style="margin:0">{page}</body></html>'
+    (measured,) = browser.measure([browser.Page("bad", html, BUTTON)], (width,), tmp_path)
+    assert (measured.scrolls_sideways, measured.button_visible) == (scrolls, button_visible)

@@ -1,0 +1,194 @@
+"""Lessons greet people the way they would be addressed, whatever shape their name comes in."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from sqlalchemy import select
+
+from dripcourse.cli import cli
+from dripcourse.errors import InputError
+from dripcourse.greeting import check_greeting, derive_greeting, given_name, greeting_for
+from dripcourse.models import Subscriber
+from dripcourse.render import Personal
+from dripcourse.runtime import Runtime
+from dripcourse.settings import Settings
+from tests.workers import settings_env
+
+FALLBACK = "colleague"
+
+
+@pytest.mark.parametrize(
+    ("name", "greeting"),
+    [
+        ("Dr. Amara Okafor", "Dr. Okafor"),
+        ("Dr Amara Okafor", "Dr. Okafor"),
+        ("DR. AMARA OKAFOR", "Dr. Okafor"),
+        ("dr. amara okafor", "Dr. Okafor"),
+        ("Prof. Zoë Ñúñez-García", "Prof. Ñúñez-García"),
+        ("Prof Dr. Hans Müller", "Prof. Müller"),
+        ("Mr. Tomas Lindqvist", "Mr. Lindqvist"),
+        ("Ms Priya Raman", "Ms. Raman"),
+        ("Mrs. Grace Whitfield", "Mrs. Whitfield"),
+        ("Dr. Jan van der Berg", "Dr. van der Berg"),
+        ("Dr. Amara", "Dr. Amara"),
+        ("Okafor, Amara", "Amara"),
+        ("van der Berg, Jan", "Jan"),
+        ("Okafor, Dr. Amara", "Dr. Okafor"),
+        ("Amara Okafor", "Amara"),
+        ("Amara Okafor, MD", "Amara"),
+        ("Amara Okafor MD", "Amara"),
+        ("amara okafor", "Amara"),
+        ("Amara", "Amara"),
+        ("Łukasz Żółć-Grzegorzewski", "Łukasz"),
+        ("Mere   Tane", "Mere"),
+        ("王小明", "王小明"),
+        ("A. Okafor", "A. Okafor"),
+        ("Sir Tomas Lindqvist", "Sir Tomas"),
+        ("", FALLBACK),
+        ("   ", FALLBACK),
+        ("Dr.", FALLBACK),
+        ("---", FALLBACK),
+    ],
+)
+def test_greeting_is_derived_from_the_name_as_written(name: str, greeting: str) -> None:
+    assert derive_greeting(name, FALLBACK) == greeting
+
+
+@pytest.mark.parametrize(
+    ("name", "given"),
+    [("Dr. Amara Okafor", "Amara"), ("Okafor, Amara", "Amara"), ("", ""), ("A. Okafor", "")],
+)
+def test_first_name_is_the_given_name_never_a_title(name: str, given: str) -> None:
+    assert given_name(name) == given
+
+
+def test_a_greeting_set_by_hand_wins_over_the_name() -> None:
+    assert greeting_for("Dr. Amara Okafor", "Amara", FALLBACK) == "Amara"
+    assert greeting_for("Dr. Amara Okafor", "  ", FALLBACK) == "Dr. Okafor"
+    assert greeting_for("", None, FALLBACK) == FALLBACK
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Dr.\nOkafor", "line breaks"),
+        ("Dr.\tOkafor", "line breaks"),
+        ("x" * 101, "at most 100"),
+        ("<b>Amara</b>", "may not hold"),
+    ],
+)
+def test_a_bad_greeting_is_refused_saying_why(text: str, problem: str) -> None:
+    with pytest.raises(InputError, match=problem):
+        check_greeting(text)
+
+
+@pytest.fixture
+def run(settings: Settings):  # type: ignore[no-untyped-def]
+    env = settings_env(settings)
+
+    def invoke(*args: str) -> Result:
+        return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+    invoke("init")
+    invoke("cohort", "create", "c", "--course", "white-coat", "--start", "now")
+    return invoke
+
+
+def _sent_texts(outbox: Path) -> dict[str, str]:
+    texts = {}
+    for path in outbox.glob("*.eml"):
+        msg = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        texts[str(msg["To"])] = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    return texts
+
+
+def test_sent_lessons_greet_by_title_given_greeting_or_the_course_fallback(
+    run, tmp_path: Path, outbox: Path
+) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "email,name,timezone,greeting\n"
+        "amara@example.org,Dr. Amara Okafor,UTC,\n"
+        'okafor@example.org,"Okafor, Amara",UTC,\n'
+        "tomas@example.org,Tomas Lindqvist,UTC,Dr. Tom\n"
+        "nobody@example.org,,UTC,\n",
+        encoding="utf-8",
+    )
+    assert run("import", str(csv), "--cohort", "c").exit_code == 0
+    assert "4 sent" in run("tick", "--inline").output
+
+    greetings = {
+        to: re.search(r"Good morning, [^\r\n]*", text).group()  # type: ignore[union-attr]
+        for to, text in _sent_texts(outbox).items()
+    }
+    assert greetings == {
+        '"Dr. Amara Okafor" <amara@example.org>': "Good morning, Dr. Okafor.",
+        '"Okafor, Amara" <okafor@example.org>': "Good morning, Amara.",
+        "Tomas Lindqvist <tomas@example.org>": "Good morning, Dr. Tom.",
+        "nobody@example.org": "Good morning, colleague.",
+    }
+
+
+def test_set_greeting_changes_what_the_next_lesson_says(run, rt: Runtime, outbox: Path) -> None:  # type: ignore[no-untyped-def]
+    run("enroll", "amara@example.org", "--cohort", "c", "--name", "Dr. Amara Okafor")
+    changed = run("set-greeting", "AMARA@example.org", "Amara")
+    assert changed.exit_code == 0, changed.output
+    assert "lessons now say 'Amara' (set)" in changed.output
+    with rt.sessions() as session:
+        assert session.scalar(select(Subscriber.greeting)) == "Amara"
+    run("tick", "--inline")
+    (text,) = _sent_texts(outbox).values()
+    assert "Good morning, Amara." in text
+
+    back = run("set-greeting", "amara@example.org", "")
+    assert "lessons now say 'Dr. Okafor' (derived from the name)" in back.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("set-greeting", "who@example.org", "Hi"), "no subscriber with the address"),
+        (("set-greeting", "amara@example.org", "a\nb"), "greeting: "),
+    ],
+)
+def test_set_greeting_mistakes_are_one_line(run, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
+    run("enroll", "amara@example.org", "--cohort", "c")
+    result = run(*args)
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: ") and message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_bad_greeting_in_the_csv_names_the_line(run, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "people.csv"
+    csv.write_text('email,name,greeting\na@example.org,A,"<b>A</b>"\n', encoding="utf-8")
+    result = run("import", str(csv), "--cohort", "c")
+    assert result.exit_code == 1
+    assert "people.csv:2: greeting: '<b>A</b>' may not hold" in result.output
+
+
+def test_the_default_preview_greets_the_sample_reader_by_title(run) -> None:  # type: ignore[no-untyped-def]
+    text = run("preview", "white-coat", "1", "--text").output
+    assert "Good morning, Dr. Reader." in text
+    assert "Dr.." not in text
+
+
+@pytest.mark.parametrize(
+    ("name", "greeting", "first_name"),
+    [
+        ("Dr. Amara Okafor", "", "Amara"),  # was "Dr."
+        ("Okafor, Amara", "", "Amara"),  # was "Okafor,"
+        ("Dr.", "colleague", "colleague"),
+        ("", "", "there"),
+    ],
+)
+def test_first_name_in_a_lesson_is_never_a_title(name: str, greeting: str, first_name: str) -> None:
+    links = dict.fromkeys(("reflect", "journal", "pause", "unsubscribe"), "https://x.example/")
+    who = Personal(email="a@example.org", name=name, greeting=greeting, **links)
+    assert who.value("first_name") == first_name

@@ -1,0 +1,151 @@
+"""The preview studio shows every lesson as subscribers will see it, and follows edits on disk."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+
+from dripcourse import db, enrollment
+from dripcourse.cli import cli
+from dripcourse.errors import ConfigError
+from dripcourse.runtime import Runtime
+from dripcourse.studio import check_host, create_studio
+from tests.conftest import EMAILS, make_settings, utc
+from tests.workers import settings_env
+
+NOW = utc(2026, 11, 20, 12)
+
+
+@pytest.fixture
+def emails(tmp_path: Path) -> Path:
+    target = tmp_path / "emails"
+    shutil.copytree(EMAILS, target)
+    return target
+
+
+@pytest.fixture
+def studio_rt(tmp_path: Path, sqlite_url: str, emails: Path) -> Runtime:
+    return Runtime(make_settings(tmp_path, database_url=sqlite_url, emails_dir=str(emails)))
+
+
+@pytest.fixture
+def client(studio_rt: Runtime) -> FlaskClient:
+    return create_studio(studio_rt).test_client()
+
+
+def page(client: FlaskClient, url: str) -> str:
+    response = client.get(url)
+    assert response.status_code == 200, response.data
+    return response.get_data(as_text=True)
+
+
+def test_the_index_lists_every_lesson_with_its_facts_and_findings(
+    client: FlaskClient, emails: Path
+) -> None:
+    day2 = emails / "white-coat" / "day-02.md"
+    day2.write_text(
+        day2.read_text().replace('running"', 'running through every single long night shift"')
+    )
+    (emails / "white-coat" / "NOTES.md").write_text("ideas\n")
+    html = page(client, "/")
+    for day in range(1, 8):
+        assert f'href="/course/white-coat/{day}"' in html
+    assert "Day 1: Noticing the weight you carry" in html
+    assert "When did you last finish a shift feeling that the work mattered?" in html
+    assert re.search(r"\d+(\.\d)? min read &middot; \d+\.\d KB after inlining", html)
+    assert "day-02.md:3: warning: the subject is 78 characters" in html
+    assert "NOTES.md:1: ignored: not a lesson" in html
+
+
+def test_a_lesson_shows_both_widths_dark_mode_text_and_headers(client: FlaskClient) -> None:
+    html = page(client, "/course/white-coat/3")
+    assert 'width="375"' in html and 'width="600"' in html
+    assert 'class="frame dark"' in html
+    assert "<dt>From</dt><dd>The White Coat Reset &lt;lessons@dripcourse.example&gt;</dd>" in html
+    assert "<dt>To</dt><dd>Dr. Sample Reader &lt;reader@example.org&gt;</dd>" in html
+    assert '<dd id="subject">Day 3: Small boundaries on a real rota</dd>' in html
+    assert "<dt>Preheader</dt>" in html
+    assert "Good morning, Dr. Reader." in html  # the plain-text part
+    frame = client.get("/course/white-coat/3/html")
+    assert frame.status_code == 200 and frame.mimetype == "text/html"
+    assert "Write your reflection" in frame.get_data(as_text=True)
+
+
+def test_as_email_shows_a_real_subscriber_with_working_links(
+    client: FlaskClient, studio_rt: Runtime
+) -> None:
+    course = studio_rt.catalog.course("white-coat")
+    with db.transaction(studio_rt.sessions) as session:
+        cohort = enrollment.create_cohort(session, "c", course, "now", NOW)
+        signup = enrollment.check_signup("amara@example.org", "Okafor, Amara", "Asia/Kolkata")
+        enrolled_id = enrollment.enroll(session, cohort, course, signup, NOW).id
+
+    html = page(client, "/course/white-coat/2?as=Amara@example.org")
+    assert "<dt>To</dt><dd>Okafor, Amara &lt;amara@example.org&gt;</dd>" in html
+    assert "Asia/Kolkata" in html
+    assert "Good morning, Amara." in html
+    token = re.search(r"https://course\.example\.org/r/([\w.\-]+)", html)
+    assert token is not None
+    assert studio_rt.links.load("reflect", token.group(1)) == [enrolled_id, 2]
+
+
+def test_an_unknown_as_email_shows_the_sample_reader_and_says_so(client: FlaskClient) -> None:
+    html = page(client, "/course/white-coat/2?as=nobody@example.org")
+    assert "no subscriber with the address nobody@example.org" in html
+    assert "Dr. Sample Reader" in html
+
+
+def test_an_edit_on_disk_shows_on_the_next_request(client: FlaskClient, emails: Path) -> None:
+    before = client.get("/_fingerprint").json
+    html = page(client, "/course/white-coat/1")
+    assert "Whether you are reading this" in html
+    # The open page polls the fingerprint it was made from and reloads when it changes.
+    assert f'var seen = "{before["fingerprint"]}";' in html and 'fetch("/_fingerprint"' in html
+    day1 = emails / "white-coat" / "day-01.md"
+    day1.write_text(day1.read_text().replace("Whether you are", "Wherever you are"))
+    assert client.get("/_fingerprint").json != before
+    html = page(client, "/course/white-coat/1")
+    assert "Wherever you are reading this" in html
+    assert "Whether you are reading this" not in html
+
+
+def test_a_broken_lesson_shows_its_error_in_place(client: FlaskClient, emails: Path) -> None:
+    page(client, "/course/white-coat/3")
+    day3 = emails / "white-coat" / "day-03.md"
+    day3.write_text(day3.read_text().replace("{{ greeting }}", "{{ email }}"))
+    html = page(client, "/course/white-coat/3")
+    assert "This lesson does not render" in html
+    assert f"{day3}:11: unknown variable &#39;email&#39;" in html
+    assert "<iframe" not in html
+    frame = client.get("/course/white-coat/3/html")
+    assert frame.status_code == 422 and b"day-03.md:11" in frame.data
+    assert "day-03.md:11" in page(client, "/")
+    assert "Good morning" in page(client, "/course/white-coat/4")  # the others still show
+
+
+def test_the_studio_answers_only_to_local_host_names(client: FlaskClient) -> None:
+    assert client.get("/", headers={"Host": "127.0.0.1:8001"}).status_code == 200
+    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+
+
+@pytest.mark.parametrize(("host", "allowed"), [("127.0.0.1", True), ("0.0.0.0", False)])
+def test_the_studio_listens_on_loopback_unless_told(host: str, allowed: bool) -> None:
+    if allowed:
+        check_host(host, allow_remote=False)
+    else:
+        with pytest.raises(ConfigError, match="--allow-remote"):
+            check_host(host, allow_remote=False)
+        check_host(host, allow_remote=True)
+
+
+def test_preview_serve_refuses_a_public_interface_in_one_line(studio_rt: Runtime) -> None:
+    result = CliRunner().invoke(
+        cli, ["preview", "--serve", "--host", "0.0.0.0"], env=settings_env(studio_rt.settings)
+    )
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: --host 0.0.0.0: the studio")
