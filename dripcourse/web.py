@@ -108,6 +108,7 @@ def create_app(
         rt = settings_or_runtime
     else:
         rt = Runtime(settings_or_runtime or load_settings())
+    rt.links  # noqa: B018 - a missing or weak signing key stops us here, not at the first page
     app = WebApp(__name__)
     # Room for the longest allowed reflection even if every character is 4 UTF-8 bytes, each
     # percent-encoded (x3); a bigger post is refused before it is read into memory.
