@@ -23,12 +23,41 @@ from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 import premailer
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from dripcourse.course import LAYOUT_DIR, Course, Lesson
 from dripcourse.errors import CourseError
+
+# What course content may use: the one list, from which the renderer builds each template's
+# variables, its error messages name them, and docs/courses.md lists them (a test compares).
+# A dotted name is a field of a plain dict: course content never sees our objects, so
+# ``course.sender``, ``lesson.path`` or an address cannot be reached from a template.
+LESSON_VARIABLES: dict[str, str] = {
+    "name": "the subscriber's name as enrolled (may be empty)",
+    "first_name": 'the first word of the name, or "there" when there is no name',
+    "day": "the lesson's day number",
+}
+LAYOUT_VARIABLES: dict[str, str] = {
+    **LESSON_VARIABLES,
+    "subject": "the lesson's subject line, rendered",
+    "body": "the lesson text: HTML in base.html, the Markdown source in base.txt",
+    "css": "the contents of style.css",
+    "course.title": "the course's title",
+    "lesson.day": "the lesson's day number",
+    "lesson.title": "the lesson's title",
+    "lesson.prompt": "the reflection question",
+    "lesson.questions": "the sub-questions (a list, maybe empty)",
+    "lesson.preheader": "the inbox preview line (maybe empty)",
+    "links.reflect": "the subscriber's link to write the day's reflection",
+    "links.journal": "the subscriber's link to their journal",
+    "links.pause": "the subscriber's link to pause for a week",
+    "links.unsubscribe": "the subscriber's link to unsubscribe",
+    "subscriber.name": "the same as name",
+    "subscriber.first_name": "the same as first_name",
+}
 
 # What a lesson or layout may use that differs per subscriber.
 PERSONAL_FIELDS = ("name", "first_name", "email", "reflect", "journal", "pause", "unsubscribe")
@@ -113,15 +142,10 @@ class Renderer:
             if not (layout / name).is_file():
                 raise CourseError(f"{layout / name}: layout file missing")
         loader = jinja2.FileSystemLoader(str(layout))
-        self._html_env = jinja2.Environment(
-            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
-        )
-        self._text_env = jinja2.Environment(
-            loader=loader,
-            autoescape=False,
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-        )
+        # Sandboxed: course content is written by staff but must not reach the process
+        # (``lipsum.__globals__``, ``cycler.__init__.__globals__.os.environ``, ...).
+        self._html_env = _sandbox(loader=loader, autoescape=True)
+        self._text_env = _sandbox(loader=loader, autoescape=False, keep_trailing_newline=True)
         self._css = (layout / "style.css").read_text(encoding="utf-8")
         self._markdown = MarkdownIt("commonmark", {"html": False, "typographer": False})
         self._cache: dict[tuple[str, int], RenderedLesson] = {}
@@ -139,30 +163,38 @@ class Renderer:
 
     def _render(self, course: Course, lesson: Lesson) -> RenderedLesson:
         tokens = _Tokens(f"{course.slug}:{lesson.day}")
-        ctx = {"day": lesson.day, "course": course, "lesson": lesson}
-        personal = {field: getattr(tokens, field) for field in PERSONAL_FIELDS}
-        lesson_vars = {**ctx, **{k: personal[k] for k in ("name", "first_name", "email")}}
+        facts: dict[str, object] = {
+            "day": lesson.day,
+            "course.title": course.title,
+            "lesson.day": lesson.day,
+            "lesson.title": lesson.title,
+            "lesson.prompt": lesson.prompt,
+            "lesson.questions": list(lesson.questions),
+            "lesson.preheader": lesson.preheader,
+            "css": Markup(self._css),
+        }
+        for field in ("name", "first_name"):
+            facts[field] = facts[f"subscriber.{field}"] = getattr(tokens, field)
+        for link in ("reflect", "journal", "pause", "unsubscribe"):
+            facts[f"links.{link}"] = getattr(tokens, link)
+        lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path)
         subject = self._lesson_string(lesson.subject, lesson_vars, lesson.path).strip()
         if "\n" in subject or "\r" in subject:
             raise CourseError(f"{lesson.path}: subject must be one line")
-        links = {k: personal[k] for k in ("reflect", "journal", "pause", "unsubscribe")}
-        layout_ctx = {
-            **ctx,
-            "subject": subject,
-            "links": links,
-            "subscriber": personal,
-            "css": Markup(self._css),
-        }
+        facts["subject"] = subject
         try:
+            facts["body"] = Markup(self._markdown.render(body_source))
             html = self._html_env.get_template("base.html").render(
-                **layout_ctx, body=Markup(self._markdown.render(body_source))
+                _variables(LAYOUT_VARIABLES, facts)
             )
+            facts["body"] = body_source.strip()
             text = self._text_env.get_template("base.txt").render(
-                **layout_ctx, body=body_source.strip()
+                _variables(LAYOUT_VARIABLES, facts)
             )
         except jinja2.TemplateError as exc:
-            raise CourseError(f"{self.emails_dir / LAYOUT_DIR}: {_describe(exc)}") from None
+            where = self.emails_dir / LAYOUT_DIR
+            raise CourseError(f"{where}: {_describe(exc, 'layouts', LAYOUT_VARIABLES)}") from None
         inlined = _inline(html)
         if len(inlined.encode()) > MAX_HTML_BYTES:
             raise CourseError(
@@ -179,16 +211,43 @@ class Renderer:
 
     def _lesson_string(self, source: str, variables: dict[str, object], path: Path) -> str:
         try:
-            return self._text_env.from_string(source).render(**variables)
+            return self._text_env.from_string(source).render(variables)
         except jinja2.TemplateError as exc:
-            raise CourseError(f"{path}: {_describe(exc)}") from None
+            raise CourseError(f"{path}: {_describe(exc, 'lessons', LESSON_VARIABLES)}") from None
 
 
-def _describe(exc: jinja2.TemplateError) -> str:
+def _sandbox(**options: object) -> jinja2.sandbox.SandboxedEnvironment:
+    """A sandboxed environment holding nothing but what we pass each render.
+
+    Jinja's own globals (``range``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``, ``dict``)
+    are removed too: a template sees only the documented variables.
+    """
+    env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, **options)  # type: ignore[arg-type]
+    env.globals.clear()
+    return env
+
+
+def _variables(allowed: dict[str, str], facts: dict[str, object]) -> dict[str, object]:
+    """The variables a template gets: exactly the ``allowed`` names, dotted ones as dicts."""
+    out: dict[str, object] = {}
+    for dotted in allowed:
+        head, _, field = dotted.partition(".")
+        if field:
+            inner = out.setdefault(head, {})
+            assert isinstance(inner, dict)
+            inner[field] = facts[dotted]
+        else:
+            out[head] = facts[dotted]
+    return out
+
+
+def _describe(exc: jinja2.TemplateError, who: str, allowed: dict[str, str]) -> str:
     if isinstance(exc, jinja2.UndefinedError):
-        return f"unknown template variable ({exc.message}); lessons may use name, first_name, day"
+        return f"unknown template variable ({exc.message}); {who} may use {', '.join(allowed)}"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"line {exc.lineno}: template syntax error: {exc.message}"
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return f"not allowed in a template: {exc}"
     return f"template error: {exc}"
 
 
