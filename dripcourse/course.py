@@ -14,6 +14,7 @@ import yaml
 
 from dripcourse.errors import CourseError
 from dripcourse.schedule import Cadence, parse_send_time
+from dripcourse.validate import check_header_text
 
 LAYOUT_DIR = "_layout"
 LESSON_FILE = re.compile(r"^day-(\d{2,3})\.md$")
@@ -74,6 +75,8 @@ def load_course(emails_dir: Path, slug: str) -> Course:
         meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise CourseError(f"{meta_path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise CourseError(f"{meta_path}: not UTF-8 text (byte {exc.start + 1})") from None
     unknown = set(meta) - KNOWN_COURSE_KEYS
     if unknown:
         raise CourseError(f"{meta_path}: unknown key(s) {', '.join(sorted(unknown))}")
@@ -126,7 +129,8 @@ def _load_lesson(day: int, path: Path) -> Lesson:
     try:
         post = frontmatter.loads(path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, ValueError) as exc:
-        raise CourseError(f"{path}: front matter: {exc}") from None
+        # YAML's messages run over several lines; the error is shown as one.
+        raise CourseError(f"{path}: front matter: {' '.join(str(exc).split())}") from None
     except UnicodeDecodeError:
         raise CourseError(f"{path}: not UTF-8 text") from None
     meta = post.metadata
@@ -138,6 +142,7 @@ def _load_lesson(day: int, path: Path) -> Lesson:
     subject = str(meta["subject"])
     if "\n" in subject or "\r" in subject:
         raise CourseError(f"{path}: subject must be one line")
+    _header_text(subject, "subject", path)
     questions = meta.get("questions", [])
     if not isinstance(questions, list) or not all(
         isinstance(q, str) and q.strip() for q in questions
@@ -164,7 +169,15 @@ def _text(meta: dict[str, object], key: str, path: Path) -> str:
     return value
 
 
+def _header_text(value: str, key: str, path: Path) -> None:
+    try:
+        check_header_text(value)
+    except ValueError as exc:
+        raise CourseError(f"{path}: {key}: {exc}") from None
+
+
 def _check_sender(sender: str, path: Path) -> None:
+    _header_text(sender, "sender", path)
     _name, addr = parseaddr(sender)
     try:
         Address(addr_spec=addr)

@@ -14,7 +14,6 @@ import re
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
-from email.headerregistry import Address
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -28,6 +27,7 @@ import premailer
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
+from dripcourse import validate
 from dripcourse.course import LAYOUT_DIR, Course, Lesson
 from dripcourse.errors import CourseError
 
@@ -327,16 +327,4 @@ _QP_UTF8 = _qp_utf8()
 
 def check_address(email: str) -> str:
     """Return the address normalised, or raise ValueError saying why it is not one."""
-    value = email.strip()
-    if not value or any(c in value for c in "\r\n<>,; \t"):
-        raise ValueError(f"{email!r} is not an email address")
-    try:
-        addr = Address(addr_spec=value)
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"{email!r} is not an email address ({exc})") from None
-    if not value.isascii():
-        raise ValueError(f"{email!r}: addresses with non-ASCII characters are not supported")
-    if not addr.username or "." not in addr.domain:
-        raise ValueError(f"{email!r} is not an email address")
-    # Mailboxes are case-insensitive in practice; one spelling keeps one subscriber per person.
-    return f"{addr.username}@{addr.domain}".lower()
+    return validate.check_address(email)
