@@ -38,6 +38,17 @@ def private_file(path: Path) -> Path:
     return path
 
 
+def private_sqlite_file(path: Path) -> Path:
+    """Make a SQLite database file 0600 before SQLite opens it, its folder 0700 if new.
+
+    SQLite gives the -wal, -shm and -journal files it makes beside a database the database
+    file's own mode, so they are private too.
+    """
+    if not path.parent.exists():
+        private_dir(path.parent)
+    return private_file(path)
+
+
 def write_new(path: Path, data: bytes) -> bool:
     """Write ``data`` to ``path`` whole, 0600, unless ``path`` exists; True if this call wrote it.
 
