@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from dripcourse.errors import ConfigError
 from dripcourse.files import private_dir, write_replacing
+from dripcourse.redact import redact_url
 
 _WIRE = compat32.clone(linesep="\r\n", mangle_from_=False)
 
@@ -271,6 +272,6 @@ def _factory(url: str, timeout: float) -> Callable[[], Transport]:
             timeout=timeout,
         )
     raise ConfigError(
-        f"setting mail_url: unsupported transport {url!r} "
+        f"setting mail_url: unsupported transport {redact_url(url)!r} "
         "(use smtp://, smtps://, file:// or console://)"
     )

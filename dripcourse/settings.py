@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 from dripcourse.errors import ConfigError
 from dripcourse.files import private_dir, write_new
 from dripcourse.mail import check_mail_url
+from dripcourse.redact import redact_url
 
 CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
@@ -139,17 +140,20 @@ def validate(settings: Settings) -> None:
     db = urlsplit(settings.database_url).scheme
     if not (db.startswith("sqlite") or db.startswith("postgresql")):
         raise ConfigError(
-            f"setting database_url: unsupported database {settings.database_url!r} "
+            f"setting database_url: unsupported database {redact_url(settings.database_url)!r} "
             "(use sqlite:///path or postgresql+psycopg://...)"
         )
     broker = urlsplit(settings.broker_url).scheme
     if broker not in {"redis", "rediss", "sqla+sqlite", "sqla+postgresql", "memory", "filesystem"}:
-        raise ConfigError(f"setting broker_url: unsupported broker {settings.broker_url!r}")
+        raise ConfigError(
+            f"setting broker_url: unsupported broker {redact_url(settings.broker_url)!r}"
+        )
     check_mail_url(settings.mail_url)
     base = urlsplit(settings.base_url)
     if base.scheme not in {"http", "https"} or not base.netloc:
         raise ConfigError(
-            f"setting base_url: expected http(s)://host[:port], got {settings.base_url!r}"
+            "setting base_url: expected http(s)://host[:port], "
+            f"got {redact_url(settings.base_url)!r}"
         )
     positive = (
         "tick_seconds",
