@@ -291,7 +291,7 @@ def build_message(
     headers: dict[str, str | Header] = {
         "From": _address(sender_name, sender),
         "To": _address(who.name, who.email),
-        "Subject": subject if subject.isascii() else Header(subject, "utf-8"),
+        "Subject": subject if _plain(subject) else Header(subject, "utf-8"),
         "Date": format_datetime(now.astimezone(dt.UTC)),
         "Message-ID": msg_id,
         "List-Unsubscribe": f"<{who.unsubscribe}>",
@@ -313,7 +313,23 @@ WIRE_POLICY = compat32.clone(linesep="\r\n", mangle_from_=False)
 def _address(name: str, addr: str) -> str:
     # One encoded word for a non-ASCII name: some readers put spaces between the words of a
     # folded name. Names are at most 100 characters (enroll checks), so the line stays legal.
-    return formataddr((name, addr), charset="utf-8") if name else addr
+    if not name:
+        return addr
+    if _plain(name):
+        return formataddr((name, addr))
+    return f"{_UTF8_WORDS.header_encode(name)} <{addr}>"
+
+
+def _plain(value: str) -> bool:
+    """Whether header text can go out as written: ASCII, and nothing a reader would decode.
+
+    ASCII text holding "=?" could read as an encoded word (``=?utf-8?q?x?=`` shows as "x"),
+    so it is encoded like non-ASCII text.
+    """
+    return value.isascii() and "=?" not in value
+
+
+_UTF8_WORDS = Charset("utf-8")
 
 
 def _qp_utf8() -> Charset:
