@@ -97,6 +97,16 @@ def runtime() -> Runtime:
     return _runtime
 
 
+@signals.worker_init.connect
+def _refuse_a_weak_signing_key(**_: object) -> None:
+    # Links are signed in the worker: with a missing or short key it must not start at all,
+    # rather than fail every send.
+    try:
+        runtime().links  # noqa: B018
+    except ConfigError as exc:
+        raise SystemExit(f"dripcourse: {exc}") from None
+
+
 @signals.worker_process_init.connect
 def _fresh_connections_after_fork(**_: object) -> None:
     # A forked pool process must not share the parent's database connections or SMTP socket,
