@@ -30,9 +30,10 @@ def private_file(path: Path) -> Path:
     For files another library writes (SQLite, dbm): created here first with our mode, they
     keep it, and SQLite gives its -wal and -shm files the mode of the database file.
     """
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, FILE_MODE)
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)
     try:
-        os.fchmod(fd, FILE_MODE)
+        if os.fstat(fd).st_uid == os.geteuid():  # another account's file keeps its modes
+            os.fchmod(fd, FILE_MODE)
     finally:
         os.close(fd)
     return path
