@@ -20,6 +20,7 @@ import yaml
 
 from dripcourse.errors import CourseError
 from dripcourse.schedule import Cadence, parse_send_time
+from dripcourse.validate import check_header_text
 
 LAYOUT_DIR = "_layout"
 LESSON_FILE = re.compile(r"^day-(\d{2,3})\.md$")
@@ -182,8 +183,11 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         if not isinstance(meta.get(key), str) or not meta[key].strip():
             error(key if key in meta else None, f"{key} is missing or empty")
     sender = meta.get("sender")
-    if isinstance(sender, str) and sender.strip() and not _is_sender(sender):
-        error("sender", f"sender {sender!r} is not an email address")
+    if isinstance(sender, str) and sender.strip():
+        if _header_problem(sender):
+            error("sender", f"sender: {_header_problem(sender)}")
+        elif not _is_sender(sender):
+            error("sender", f"sender {sender!r} is not an email address")
     send_time = latest = None
     try:
         send_time = parse_send_time(meta.get("send_time", "07:00"))
@@ -224,6 +228,15 @@ def _toml_line(text: str, key: str | None) -> int:
             if re.match(rf"\s*{re.escape(key)}\s*=", line):
                 return number
     return 1
+
+
+def _header_problem(value: str) -> str | None:
+    """Why ``value`` cannot go into a mail header (a control or format character), or None."""
+    try:
+        check_header_text(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _is_sender(sender: str) -> bool:
@@ -309,6 +322,8 @@ def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None
     subject = str(meta.get("subject", ""))
     if "\n" in subject.strip() or "\r" in subject:
         error(key_lines.get("subject", 1), "subject must be one line")
+    elif _header_problem(subject.strip()):
+        error(key_lines.get("subject", 1), f"subject: {_header_problem(subject.strip())}")
     questions = meta.get("questions", [])
     if not isinstance(questions, list) or not all(
         isinstance(q, str) and q.strip() for q in questions
@@ -370,7 +385,11 @@ def _plain_yaml(exc: yaml.YAMLError) -> str:
             "front matter: a value holds a colon followed by a space; "
             "put the whole value in double quotes"
         )
-    if "'\\t'" in problem or "tab" in problem:
+    unacceptable = re.search(r"unacceptable character #x([0-9a-fA-F]+)", problem)
+    if unacceptable:
+        code = int(unacceptable.group(1), 16)
+        return f"front matter: unacceptable character U+{code:04X} (a control character); remove it"
+    if "'\\t'" in problem or re.search(r"\btabs?\b", problem):
         return "front matter: a tab is used to indent; indent with spaces"
     if "could not find expected ':'" in problem:
         return "front matter: this line is not `key: value` (or a quote before it is not closed)"

@@ -11,7 +11,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dripcourse import schedule
+from dripcourse import schedule, validate
 from dripcourse.course import Course
 from dripcourse.errors import InputError, NotFound
 from dripcourse.greeting import check_greeting
@@ -102,11 +102,10 @@ def check_signup(
         address = check_address(email)
     except ValueError as exc:
         raise InputError(f"email: {exc}") from None
-    clean_name = (name or "").strip()
-    if len(clean_name) > 100:
-        raise InputError(f"name: {len(clean_name)} characters; at most 100")
-    if any(c in clean_name for c in '\r\n\t<>"'):
-        raise InputError(f"name: {clean_name!r} may not hold line breaks, tabs, <, > or quotes")
+    try:
+        clean_name = validate.check_name(name)
+    except ValueError as exc:
+        raise InputError(f"name: {exc}") from None
     zone_name = (timezone or "").strip() or DEFAULT_TIMEZONE
     try:
         schedule.zone(zone_name)

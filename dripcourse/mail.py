@@ -9,7 +9,6 @@ recipient: it will never succeed for this address).
 
 from __future__ import annotations
 
-import os
 import re
 import smtplib
 import ssl
@@ -27,6 +26,8 @@ from typing import Protocol, TextIO
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from dripcourse.errors import ConfigError
+from dripcourse.files import private_dir, write_replacing
+from dripcourse.redact import redact_url
 
 _WIRE = compat32.clone(linesep="\r\n", mangle_from_=False)
 
@@ -73,15 +74,12 @@ class FileTransport:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
+        if not folder.exists():
+            private_dir(folder)
 
     def send(self, msg: Message, deadline: float | None = None) -> None:
-        data = wire_bytes(msg)
-        stem = uuid.uuid4().hex
-        tmp = self.folder / f".{stem}.tmp"
-        tmp.write_bytes(data)
-        # Rename last: a reader never sees half a message.
-        os.replace(tmp, self.folder / f"{stem}.eml")
+        # 0600 and renamed last: the links in it work, and a reader never sees half a message.
+        write_replacing(self.folder / f"{uuid.uuid4().hex}.eml", wire_bytes(msg))
 
     def close(self) -> None:
         pass
@@ -331,6 +329,6 @@ def _factory(url: str, timeout: float) -> Callable[[], Transport]:
             timeout=timeout,
         )
     raise ConfigError(
-        f"setting mail_url: unsupported transport {url!r} "
+        f"setting mail_url: unsupported transport {redact_url(url)!r} "
         "(use smtp://, smtps://, file:// or console://)"
     )

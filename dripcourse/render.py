@@ -15,7 +15,6 @@ import traceback
 from dataclasses import dataclass
 from email.charset import QP, Charset
 from email.header import Header
-from email.headerregistry import Address
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -24,13 +23,45 @@ from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
 
 import jinja2
+import jinja2.sandbox
 import premailer
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
+from dripcourse import validate
 from dripcourse.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.errors import CourseError
 from dripcourse.greeting import derive_greeting, given_name
+
+# What course content may use: the one list, from which the renderer builds each template's
+# variables, its error messages name them, and docs/courses.md lists them (a test compares).
+# A dotted name is a field of a plain dict: course content never sees our objects, so
+# ``course.sender``, ``lesson.path`` or an address cannot be reached from a template.
+LESSON_VARIABLES: dict[str, str] = {
+    "greeting": 'how the lesson addresses them ("Dr. Okafor", "Amara"; see docs/courses.md)',
+    "name": "the subscriber's name as enrolled (may be empty)",
+    "first_name": "their given name, or the greeting when the name has none",
+    "day": "the lesson's day number",
+}
+LAYOUT_VARIABLES: dict[str, str] = {
+    **LESSON_VARIABLES,
+    "subject": "the lesson's subject line, rendered",
+    "body": "the lesson text: HTML in base.html, the Markdown source in base.txt",
+    "css": "the contents of style.css",
+    "course.title": "the course's title",
+    "lesson.day": "the lesson's day number",
+    "lesson.title": "the lesson's title",
+    "lesson.prompt": "the reflection question",
+    "lesson.questions": "the sub-questions (a list, maybe empty)",
+    "lesson.preheader": "the inbox preview line (maybe empty)",
+    "links.reflect": "the subscriber's link to write the day's reflection",
+    "links.journal": "the subscriber's link to their journal",
+    "links.pause": "the subscriber's link to pause for a week",
+    "links.unsubscribe": "the subscriber's link to unsubscribe",
+    "subscriber.name": "the same as name",
+    "subscriber.first_name": "the same as first_name",
+    "subscriber.greeting": "the same as greeting",
+}
 
 # What a lesson or layout may use that differs per subscriber.
 PERSONAL_FIELDS = (
@@ -43,8 +74,6 @@ PERSONAL_FIELDS = (
     "unsubscribe",
     "greeting",
 )
-# Every variable a lesson's text and subject may use (docs/courses.md lists them); no other.
-LESSON_VARIABLES = ("greeting", "name", "first_name", "day")
 _TOKEN = "Zq{}xDRIPx{}Zq"
 _TOKEN_RE = re.compile(r"Zq(\w+?)xDRIPx(\d+)Zq")
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML body past about 102 KB.
@@ -130,15 +159,10 @@ class Renderer:
             if not (layout / name).is_file():
                 raise CourseError(f"{layout / name}: layout file missing")
         loader = jinja2.FileSystemLoader(str(layout))
-        self._html_env = jinja2.Environment(
-            loader=loader, autoescape=True, undefined=jinja2.StrictUndefined
-        )
-        self._text_env = jinja2.Environment(
-            loader=loader,
-            autoescape=False,
-            undefined=jinja2.StrictUndefined,
-            keep_trailing_newline=True,
-        )
+        # Sandboxed: course content is written by staff but must not reach the process
+        # (``lipsum.__globals__``, ``cycler.__init__.__globals__.os.environ``, ...).
+        self._html_env = _sandbox(loader=loader, autoescape=True)
+        self._text_env = _sandbox(loader=loader, autoescape=False, keep_trailing_newline=True)
         self._css = (layout / "style.css").read_text(encoding="utf-8")
         self._markdown = MarkdownIt("commonmark", {"html": False, "typographer": False})
         self._cache: dict[tuple[str, int], RenderedLesson] = {}
@@ -156,30 +180,36 @@ class Renderer:
 
     def _render(self, course: Course, lesson: Lesson) -> RenderedLesson:
         tokens = _Tokens(f"{course.slug}:{lesson.day}")
-        ctx = {"day": lesson.day, "course": course, "lesson": lesson}
-        personal = {field: getattr(tokens, field) for field in PERSONAL_FIELDS}
-        lesson_vars = {k: personal.get(k) for k in LESSON_VARIABLES} | {"day": lesson.day}
+        facts: dict[str, object] = {
+            "day": lesson.day,
+            "course.title": course.title,
+            "lesson.day": lesson.day,
+            "lesson.title": lesson.title,
+            "lesson.prompt": lesson.prompt,
+            "lesson.questions": list(lesson.questions),
+            "lesson.preheader": lesson.preheader,
+            "css": Markup(self._css),
+        }
+        for field in ("name", "first_name", "greeting"):
+            facts[field] = facts[f"subscriber.{field}"] = getattr(tokens, field)
+        for link in ("reflect", "journal", "pause", "unsubscribe"):
+            facts[f"links.{link}"] = getattr(tokens, link)
+        lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)
         subject_line = lesson.line_of("subject")
         subject = self._lesson_string(lesson.subject, lesson_vars, lesson.path, subject_line)
         subject = subject.strip()
         if "\n" in subject or "\r" in subject:
             raise CourseError.at(lesson.path, subject_line, "subject must be one line")
-        links = {k: personal[k] for k in ("reflect", "journal", "pause", "unsubscribe")}
-        layout_ctx = {
-            **ctx,
-            "subject": subject,
-            "links": links,
-            "subscriber": personal,
-            "greeting": personal["greeting"],
-            "css": Markup(self._css),
-        }
+        facts["subject"] = subject
         try:
+            facts["body"] = Markup(self._markdown.render(body_source))
             html = self._html_env.get_template("base.html").render(
-                **layout_ctx, body=Markup(self._markdown.render(body_source))
+                _variables(LAYOUT_VARIABLES, facts)
             )
+            facts["body"] = body_source.strip()
             text = self._text_env.get_template("base.txt").render(
-                **layout_ctx, body=body_source.strip()
+                _variables(LAYOUT_VARIABLES, facts)
             )
         except Exception as exc:  # noqa: BLE001 - a TypeError in the layout is the layout's error
             layout = self.emails_dir / LAYOUT_DIR
@@ -202,7 +232,7 @@ class Renderer:
         """Render a lesson's text or subject; an error names the line in the lesson file
         (``first_line`` is where ``source`` starts in it)."""
         try:
-            return self._text_env.from_string(source).render(**variables)
+            return self._text_env.from_string(source).render(variables)
         except Exception as exc:  # noqa: BLE001 - whatever a lesson's own text raises is its error
             _where, line = template_place(exc, "<template>")
             in_file = first_line + line - 1 if line else first_line
@@ -225,14 +255,42 @@ def template_place(exc: Exception, filename: str) -> tuple[str | None, int | Non
 
 
 def describe_error(exc: Exception, layout: bool = False) -> str:
+    """One line saying what is wrong with a template, in the words a course writer uses."""
+    who, allowed = ("layouts", LAYOUT_VARIABLES) if layout else ("lessons", LESSON_VARIABLES)
     if isinstance(exc, jinja2.UndefinedError):
-        allowed = "the documented variables" if layout else ", ".join(LESSON_VARIABLES)
-        return f"unknown template variable ({exc.message}); lessons may use {allowed}"
+        return f"unknown template variable ({exc.message}); {who} may use {', '.join(allowed)}"
     if isinstance(exc, jinja2.TemplateSyntaxError):
         return f"template syntax error: {exc.message}"
+    if isinstance(exc, jinja2.exceptions.SecurityError):
+        return f"not allowed in a template: {exc}"
     if isinstance(exc, jinja2.TemplateError):
         return f"does not render: {exc}"
     return f"does not render: {type(exc).__name__}: {exc}"
+
+
+def _sandbox(**options: object) -> jinja2.sandbox.SandboxedEnvironment:
+    """A sandboxed environment holding nothing but what we pass each render.
+
+    Jinja's own globals (``range``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``, ``dict``)
+    are removed too: a template sees only the documented variables.
+    """
+    env = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, **options)  # type: ignore[arg-type]
+    env.globals.clear()
+    return env
+
+
+def _variables(allowed: dict[str, str], facts: dict[str, object]) -> dict[str, object]:
+    """The variables a template gets: exactly the ``allowed`` names, dotted ones as dicts."""
+    out: dict[str, object] = {}
+    for dotted in allowed:
+        head, _, field = dotted.partition(".")
+        if field:
+            inner = out.setdefault(head, {})
+            assert isinstance(inner, dict)
+            inner[field] = facts[dotted]
+        else:
+            out[head] = facts[dotted]
+    return out
 
 
 def _inline(html: str) -> str:
@@ -275,7 +333,7 @@ def build_message(
     headers: dict[str, str | Header] = {
         "From": _address(sender_name, sender),
         "To": _address(who.name, who.email),
-        "Subject": subject if subject.isascii() else Header(subject, "utf-8"),
+        "Subject": subject if _plain(subject) else Header(subject, "utf-8"),
         "Date": format_datetime(now.astimezone(dt.UTC)),
         "Message-ID": msg_id,
         "List-Unsubscribe": f"<{who.unsubscribe}>",
@@ -297,7 +355,23 @@ WIRE_POLICY = compat32.clone(linesep="\r\n", mangle_from_=False)
 def _address(name: str, addr: str) -> str:
     # One encoded word for a non-ASCII name: some readers put spaces between the words of a
     # folded name. Names are at most 100 characters (enroll checks), so the line stays legal.
-    return formataddr((name, addr), charset="utf-8") if name else addr
+    if not name:
+        return addr
+    if _plain(name):
+        return formataddr((name, addr))
+    return f"{_UTF8_WORDS.header_encode(name)} <{addr}>"
+
+
+def _plain(value: str) -> bool:
+    """Whether header text can go out as written: ASCII, and nothing a reader would decode.
+
+    ASCII text holding "=?" could read as an encoded word (``=?utf-8?q?x?=`` shows as "x"),
+    so it is encoded like non-ASCII text.
+    """
+    return value.isascii() and "=?" not in value
+
+
+_UTF8_WORDS = Charset("utf-8")
 
 
 def _qp_utf8() -> Charset:
@@ -311,16 +385,4 @@ _QP_UTF8 = _qp_utf8()
 
 def check_address(email: str) -> str:
     """Return the address normalised, or raise ValueError saying why it is not one."""
-    value = email.strip()
-    if not value or any(c in value for c in "\r\n<>,; \t"):
-        raise ValueError(f"{email!r} is not an email address")
-    try:
-        addr = Address(addr_spec=value)
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"{email!r} is not an email address ({exc})") from None
-    if not value.isascii():
-        raise ValueError(f"{email!r}: addresses with non-ASCII characters are not supported")
-    if not addr.username or "." not in addr.domain:
-        raise ValueError(f"{email!r} is not an email address")
-    # Mailboxes are case-insensitive in practice; one spelling keeps one subscriber per person.
-    return f"{addr.username}@{addr.domain}".lower()
+    return validate.check_address(email)

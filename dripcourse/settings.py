@@ -5,16 +5,21 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from dripcourse.errors import ConfigError
+from dripcourse.files import private_dir, write_new
 from dripcourse.mail import check_mail_url, worst_case_send_seconds
+from dripcourse.redact import redact_url
 
 CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
+# A key shorter than this can be guessed, and every link it signs forged.
+MIN_SECRET_KEY_BYTES = 32
 
 
 @dataclass(frozen=True)
@@ -155,17 +160,20 @@ def validate(settings: Settings) -> None:
     db = urlsplit(settings.database_url).scheme
     if not (db.startswith("sqlite") or db.startswith("postgresql")):
         raise ConfigError(
-            f"setting database_url: unsupported database {settings.database_url!r} "
+            f"setting database_url: unsupported database {redact_url(settings.database_url)!r} "
             "(use sqlite:///path or postgresql+psycopg://...)"
         )
     broker = urlsplit(settings.broker_url).scheme
     if broker not in {"redis", "rediss", "sqla+sqlite", "sqla+postgresql", "memory", "filesystem"}:
-        raise ConfigError(f"setting broker_url: unsupported broker {settings.broker_url!r}")
+        raise ConfigError(
+            f"setting broker_url: unsupported broker {redact_url(settings.broker_url)!r}"
+        )
     check_mail_url(settings.mail_url)
     base = urlsplit(settings.base_url)
     if base.scheme not in {"http", "https"} or not base.netloc:
         raise ConfigError(
-            f"setting base_url: expected http(s)://host[:port], got {settings.base_url!r}"
+            "setting base_url: expected http(s)://host[:port], "
+            f"got {redact_url(settings.base_url)!r}"
         )
     positive = (
         "tick_seconds",
@@ -199,6 +207,8 @@ def validate(settings: Settings) -> None:
         )
     if settings.retry_hours <= 0:
         raise ConfigError("setting retry_hours: must be greater than 0")
+    if settings.secret_key:
+        _check_configured_key(settings.secret_key)
     if not settings.secret_key and db.startswith("postgresql"):
         # The embedded fallback (a key made under var/) differs per machine; links signed by
         # a worker on one machine would be refused by the web app on another.
@@ -226,23 +236,40 @@ def validate(settings: Settings) -> None:
         )
 
 
-def secret_key(settings: Settings) -> str:
-    """Return the signing key; on the embedded set-up, make one once and keep it under var/."""
+def secret_key(settings: Settings, *, wait_seconds: float = 1.0) -> str:
+    """Return the signing key; on the embedded set-up, make one once and keep it under var/.
+
+    The key file is published whole (see ``files.write_new``), so processes starting together
+    (gunicorn's workers, ``run`` beside ``web``) all read the one key. A file that is empty or
+    too short (left by an older version that crashed while writing it) is read again for up to
+    ``wait_seconds``, then refused: with a guessable key anyone could forge links.
+    """
     if settings.secret_key:
+        _check_configured_key(settings.secret_key)
         return settings.secret_key
-    key_file = settings.path(settings.var_dir) / "secret_key"
-    if key_file.is_file():
-        return key_file.read_text(encoding="utf-8").strip()
-    key_file.parent.mkdir(parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(32)
-    # O_EXCL: two processes starting together agree on one key.
-    try:
-        fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return key_file.read_text(encoding="utf-8").strip()
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(key)
-    return key
+    key_file = private_dir(settings.path(settings.var_dir)) / "secret_key"
+    if not key_file.exists():
+        write_new(key_file, secrets.token_urlsafe(48).encode())
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        key = key_file.read_text(encoding="utf-8").strip()
+        if len(key.encode()) >= MIN_SECRET_KEY_BYTES:
+            return key
+        if time.monotonic() >= deadline:
+            raise ConfigError(
+                f"{key_file}: the secret key is empty or shorter than {MIN_SECRET_KEY_BYTES} "
+                "bytes, so links could be forged; delete the file and start again to make a new "
+                "one (links in emails already sent then stop working), or set secret_key"
+            )
+        time.sleep(0.05)
+
+
+def _check_configured_key(key: str) -> None:
+    if len(key.encode()) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"setting secret_key: {len(key.encode())} bytes; at least {MIN_SECRET_KEY_BYTES} are "
+            "needed so links cannot be forged (make one with `openssl rand -base64 32`)"
+        )
 
 
 def redis_url_for_rate_limit(settings: Settings) -> str | None:

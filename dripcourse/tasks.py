@@ -8,13 +8,19 @@ Start it the standard way: ``celery -A dripcourse.tasks worker`` and
 
 from __future__ import annotations
 
+import dbm
+import shelve
 from collections.abc import Sequence
+from pathlib import Path
 
 from celery import Celery, signals
+from celery.beat import PersistentScheduler
+from sqlalchemy.engine import make_url
 
 from dripcourse import delivery
 from dripcourse.clock import utcnow
 from dripcourse.errors import ConfigError
+from dripcourse.files import FILE_MODE, private_dir, private_sqlite_file
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 
@@ -50,9 +56,28 @@ def configure(settings: Settings) -> Celery:
             }
         },
         beat_schedule_filename=str(var / "celerybeat-schedule"),
+        beat_scheduler=f"{__name__}:PrivateScheduler",
     )
-    var.mkdir(parents=True, exist_ok=True)
+    private_dir(var)
+    if settings.broker_url.startswith("sqla+sqlite:///"):
+        # kombu's SQLite file: made private before kombu opens it (SQLite keeps the mode).
+        broker_file = make_url(settings.broker_url.removeprefix("sqla+")).database
+        if broker_file and broker_file != ":memory:":
+            private_sqlite_file(Path(broker_file).expanduser())
     return app
+
+
+class PrivateScheduler(PersistentScheduler):
+    """Celery's beat scheduler, with its schedule file 0600 like everything else in var/."""
+
+    def _open_schedule(self) -> shelve.Shelf[object]:
+        db = dbm.open(self.schedule_filename, "c", FILE_MODE)  # noqa: SIM115 - the Shelf owns it
+        store = shelve.Shelf(db, writeback=True)
+        for suffix in self.known_suffixes:  # dbm may add one; and files from older versions
+            made = Path(self.schedule_filename + suffix)
+            if made.is_file():
+                made.chmod(FILE_MODE)
+        return store
 
 
 def _transport_options(broker_url: str) -> dict[str, object]:
@@ -70,6 +95,16 @@ def runtime() -> Runtime:
         configure(load_settings())
     assert _runtime is not None
     return _runtime
+
+
+@signals.worker_init.connect
+def _refuse_a_weak_signing_key(**_: object) -> None:
+    # Links are signed in the worker: with a missing or short key it must not start at all,
+    # rather than fail every send.
+    try:
+        runtime().links  # noqa: B018
+    except ConfigError as exc:
+        raise SystemExit(f"dripcourse: {exc}") from None
 
 
 @signals.worker_process_init.connect

@@ -33,6 +33,7 @@ from flask import (
     Response,
     abort,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -108,6 +109,7 @@ def create_app(
         rt = settings_or_runtime
     else:
         rt = Runtime(settings_or_runtime or load_settings())
+    rt.links  # noqa: B018 - a missing or weak signing key stops us here, not at the first page
     app = WebApp(__name__)
     # Room for the longest allowed reflection even if every character is 4 UTF-8 bytes, each
     # percent-encoded (x3); a bigger post is refused before it is read into memory.
@@ -144,16 +146,31 @@ def _now() -> dt.datetime:
 
 
 def _load(purpose: str, token: str, size: int) -> list[int]:
-    """The ids in a link token made for ``purpose``; 404 for anything else."""
+    """The ids in a link token made for ``purpose``; 404 for anything else.
+
+    Remembers when the token was issued: links this page offers are dated the same (see
+    ``_link``).
+    """
     if len(token) > MAX_TOKEN_CHARS:
         abort(404)
     try:
-        payload = _rt().links.load(purpose, token)
+        payload, g.link_issued_at = _rt().links.load_issued(purpose, token)
     except links.BadToken:
         abort(404)
     if len(payload) != size:
         abort(404)
     return payload
+
+
+def _link(purpose: str, *ids: int) -> str:
+    """A token for a link on this page, no stronger than the one that opened the page.
+
+    It carries the opening token's issue time, so it expires when that one does: an old
+    reflect link cannot be traded for a fresh journal link, nor back again, to outlive
+    ``reflect_max_age_days``. Which pages link to which is the other half of the rule: pages
+    opened by a link that never expires (pause, unsubscribe) offer no link to private writing.
+    """
+    return _rt().links.token(purpose, *ids, issued_at=g.link_issued_at)
 
 
 def _enrollment(session: Session, enrollment_id: int) -> Enrollment:
@@ -200,7 +217,12 @@ def _check_form(purpose: str, *ids: int) -> bool:
 # -- reflect and journal -----------------------------------------------------------------
 
 
-@bp.route("/r/<token>", methods=["GET", "POST"])
+# HEAD is answered as GET without a body (Flask adds it to every GET route); any method not
+# listed, OPTIONS included, gets 405.
+ROUTE = {"provide_automatic_options": False}
+
+
+@bp.route("/r/<token>", methods=["GET", "POST"], **ROUTE)
 def reflect(token: str) -> Response | str | tuple[str, int]:
     """The day's question and a form to write (or rewrite) the reflection."""
     enrollment_id, day = _load(links.REFLECT, token, 2)
@@ -224,11 +246,11 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             "prompt": prompt,
             "reflection": reflection,
             "token": token,
-            "journal_token": _rt().links.token(links.JOURNAL, enrollment_id),
+            "journal_token": _link(links.JOURNAL, enrollment_id),
             "form_token": form_token(links.REFLECT, enrollment_id, day),
             "max_chars": _rt().settings.reflection_max_chars,
         }
-        if request.method == "GET":
+        if request.method in ("GET", "HEAD"):
             text = reflection.body if reflection else ""
             # Only with a reflection to show: ?saved=1 by itself is not a saved reflection.
             saved = "saved" in request.args and reflection is not None
@@ -248,16 +270,14 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
     return redirect(url_for(".reflect", token=token, saved=1), code=303)
 
 
-@bp.get("/j/<token>")
+@bp.get("/j/<token>", **ROUTE)
 def journal(token: str) -> str:
     """Every past question with what the subscriber wrote, newest first."""
     (enrollment_id,) = _load(links.JOURNAL, token, 1)
     with transaction(_rt().sessions) as session:
         enrollment = _enrollment(session, enrollment_id)
         entries = reflections.journal(session, enrollment, _course(enrollment))
-        reflect_tokens = {
-            e.day: _rt().links.token(links.REFLECT, enrollment_id, e.day) for e in entries
-        }
+        reflect_tokens = {e.day: _link(links.REFLECT, enrollment_id, e.day) for e in entries}
         return render_template(
             "journal.html",
             course=_course(enrollment),
@@ -269,7 +289,7 @@ def journal(token: str) -> str:
 # -- pause and unsubscribe ---------------------------------------------------------------
 
 
-@bp.route("/p/<token>", methods=["GET", "POST"])
+@bp.route("/p/<token>", methods=["GET", "POST"], **ROUTE)
 def pause(token: str) -> Response | str:
     """Pause the course for a week, or resume early; a GET only shows where things stand."""
     (enrollment_id,) = _load(links.PAUSE, token, 1)
@@ -302,12 +322,11 @@ def pause(token: str) -> Response | str:
                 zone=tz.key,
                 token=token,
                 form_token=form_token(links.PAUSE, enrollment_id),
-                journal_token=_rt().links.token(links.JOURNAL, enrollment_id),
             )
     return redirect(url_for(".pause", token=token), code=303)
 
 
-@bp.route("/u/<token>", methods=["GET", "POST"])
+@bp.route("/u/<token>", methods=["GET", "POST"], **ROUTE)
 def unsubscribe(token: str) -> str:
     """GET asks to confirm; POST unsubscribes (RFC 8058 one-click needs no form token)."""
     (enrollment_id,) = _load(links.UNSUBSCRIBE, token, 1)
@@ -323,7 +342,7 @@ def unsubscribe(token: str) -> str:
             unsubscribed=enrollment.status == EnrollmentStatus.UNSUBSCRIBED,
             token=token,
             form_token=form_token(links.UNSUBSCRIBE, enrollment_id),
-            pause_token=_rt().links.token(links.PAUSE, enrollment_id),
+            pause_token=_link(links.PAUSE, enrollment_id),
         )
 
 
@@ -353,12 +372,14 @@ def _security_headers(response: Response) -> Response:
     return response
 
 
-def _http_error(exc: HTTPException) -> tuple[str, int] | HTTPException:
+def _http_error(exc: HTTPException) -> tuple[str, int, dict[str, str]] | HTTPException:
     code = exc.code or 500
     if code < 400:
         return exc
     message = ERROR_TEXT.get(code, "Something went wrong.")
-    return render_template("message.html", title=exc.name, message=message), code
+    # Keep what the error says besides its page, such as a 405's Allow header.
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    return render_template("message.html", title=exc.name, message=message), code, headers
 
 
 def _course_error(exc: CourseError) -> tuple[str, int]:

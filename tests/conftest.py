@@ -41,7 +41,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "broker_url": "memory://",
         "mail_url": f"file://{tmp_path / 'outbox'}",
         "base_url": "https://course.example.org",
-        "secret_key": "test-secret-key",
+        "secret_key": "test-secret-key-of-at-least-32-bytes",
         "emails_dir": str(EMAILS),
         "var_dir": str(tmp_path / "var"),
         "message_id_domain": "course.example.org",

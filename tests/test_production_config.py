@@ -19,7 +19,7 @@ from tests.conftest import ROOT
 
 EXAMPLE = ROOT / "config" / "production.example.toml"
 DEFAULT = ROOT / "config" / "default.toml"
-SECRET = {"DRIPCOURSE_SECRET_KEY": "a-long-random-shared-key"}
+SECRET = {"DRIPCOURSE_SECRET_KEY": "a-long-random-key-shared-by-every-machine"}
 
 
 def keys(path: Path) -> dict[str, str]:

@@ -75,7 +75,7 @@ def test_a_test_send_as_a_subscriber_uses_their_greeting_but_touches_nothing(
     ("to", "staff", "message"),
     [
         ("amara@example.org", STAFF, "amara@example.org is not in the staff allow-list"),
-        ("editor@example.org.evil.test", STAFF, "is not in the staff allow-list"),
+        ("editor@example.org.evil.net", STAFF, "is not in the staff allow-list"),
         ("editor@example.org", "", "no staff addresses are set"),
         ("not an address", STAFF, "--to: 'not an address' is not an email address"),
     ],

@@ -68,7 +68,8 @@ def test_embedded_secret_key_is_made_once_and_kept(tmp_path: Path) -> None:
     assert len(first) >= 40
     assert secret_key(settings) == first
     assert (tmp_path / "var" / "secret_key").stat().st_mode & 0o777 == 0o600
-    assert secret_key(Settings(secret_key="from-env", var_dir=str(tmp_path / "var"))) == "from-env"
+    configured = "from-the-environment-and-32-bytes-long"
+    assert secret_key(Settings(secret_key=configured, var_dir=str(tmp_path / "var"))) == configured
 
 
 def test_celery_worker_with_a_wrong_setting_stops_with_one_line(tmp_path: Path) -> None:

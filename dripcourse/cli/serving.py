@@ -12,6 +12,7 @@ from dripcourse import db, enrollment
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.models import Cohort
+from dripcourse.redact import redact_url
 from dripcourse.runtime import Runtime
 
 SAMPLE_COHORT = "sample"
@@ -23,7 +24,7 @@ SAMPLE_CSV = Path("config/sample-cohort.csv")
 def init(state: State) -> None:
     """Create or upgrade the database."""
     db.upgrade(state.runtime.engine)
-    click.echo(f"database ready: {state.runtime.engine.url.render_as_string(hide_password=True)}")
+    click.echo(f"database ready: {redact_url(state.runtime.settings.database_url)}")
 
 
 @cli.command()
@@ -65,8 +66,8 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
         rt.catalog.course(slug)  # a broken lesson stops us here, not at 07:00
     app = tasks.configure(rt.settings)
     click.echo(
-        f"dripcourse: database {rt.engine.url.render_as_string(hide_password=True)}, "
-        f"broker {rt.settings.broker_url}, mail {rt.settings.mail_url}"
+        f"dripcourse: database {redact_url(rt.settings.database_url)}, "
+        f"broker {redact_url(rt.settings.broker_url)}, mail {redact_url(rt.settings.mail_url)}"
     )
     _serve_web_in_background(rt)
     # Beat's first tick comes one interval after it starts; tick once when the worker is up so
@@ -106,7 +107,10 @@ def _serve_web_in_background(rt: Runtime) -> None:
             "(settings web_host, web_port)"
         ) from None
     threading.Thread(target=server.serve_forever, name="dripcourse-web", daemon=True).start()
-    click.echo(f"dripcourse: web pages at http://{host}:{port}/ (links use {rt.settings.base_url})")
+    click.echo(
+        f"dripcourse: web pages at http://{host}:{port}/ "
+        f"(links use {redact_url(rt.settings.base_url)})"
+    )
 
 
 @cli.command()
