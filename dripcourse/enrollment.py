@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dripcourse import schedule
+from dripcourse import schedule, zones
 from dripcourse.course import Course
 from dripcourse.errors import InputError, NotFound
 from dripcourse.models import (
@@ -25,9 +22,17 @@ from dripcourse.models import (
 )
 from dripcourse.render import check_address
 
-CSV_COLUMNS = ("email", "name", "timezone")
-DEFAULT_TIMEZONE = "UTC"
 PAUSE = dt.timedelta(days=7)
+# A start date this far ahead is more likely a typo than a plan.
+FAR_AHEAD = dt.timedelta(days=366)
+MISSING_ZONE = (
+    "missing; give each person's zone, or a default with --timezone ZONE "
+    "(or `cohort create --timezone ZONE`)"
+)
+
+
+class NeedsConfirmation(InputError):
+    """The request is valid but probably a mistake: the operator must confirm it (--yes)."""
 
 
 def parse_start(value: str, now: dt.datetime) -> tuple[dt.date | None, dt.datetime | None]:
@@ -46,20 +51,55 @@ def parse_start(value: str, now: dt.datetime) -> tuple[dt.date | None, dt.dateti
         raise InputError(f"--start: expected YYYY-MM-DD, today or now, got {value!r}") from None
 
 
+def check_start(start_date: dt.date | None, course: Course, now: dt.datetime) -> None:
+    """Refuse, unless confirmed, a start date in the past or more than a year ahead, saying
+    what would happen."""
+    if start_date is None:
+        return
+    # The earliest date it still is anywhere (UTC-12): before that, the date has passed for all.
+    if start_date < (now - dt.timedelta(hours=12)).date():
+        raise NeedsConfirmation(
+            f"--start {start_date} is in the past: each person would get Day 1 at their next "
+            f"local {course.cadence.send_time:%H:%M}, with no backlog of missed lessons; "
+            "add --yes to create it anyway"
+        )
+    if start_date > now.date() + FAR_AHEAD:
+        raise NeedsConfirmation(
+            f"--start {start_date} is more than a year ahead: nobody gets anything until then; "
+            "add --yes if that is what you mean"
+        )
+
+
 def create_cohort(
-    session: Session, name: str, course: Course, start: str, now: dt.datetime
+    session: Session,
+    name: str,
+    course: Course,
+    start: str,
+    now: dt.datetime,
+    *,
+    timezone: str | None = None,
+    confirmed: bool = False,
 ) -> Cohort:
+    """Create a cohort; ``timezone`` is the zone of people enrolled without one."""
     name = name.strip()
     if not name:
         raise InputError("cohort name is empty")
     if session.scalar(select(Cohort).where(Cohort.name == name)) is not None:
         raise InputError(f"cohort {name!r} already exists")
     start_date, started_at = parse_start(start, now)
+    if not confirmed:
+        check_start(start_date, course, now)
+    if timezone is not None:
+        try:
+            timezone = zones.check_zone(timezone)
+        except InputError as exc:
+            raise InputError(f"--timezone: {exc}") from None
     cohort = Cohort(
         name=name,
         course_slug=course.slug,
         start_date=start_date,
         started_at=started_at,
+        timezone=timezone,
         created_at=now,
     )
     session.add(cohort)
@@ -92,20 +132,49 @@ def check_signup(email: str, name: str | None, timezone: str | None) -> Signup:
         raise InputError(f"name: {len(clean_name)} characters; at most 100")
     if any(c in clean_name for c in '\r\n\t<>"'):
         raise InputError(f"name: {clean_name!r} may not hold line breaks, tabs, <, > or quotes")
-    zone_name = (timezone or "").strip() or DEFAULT_TIMEZONE
+    # A missing zone is refused: UTC by default would mean 02:00 lessons in New York.
+    if not (timezone or "").strip():
+        raise InputError(f"timezone: {MISSING_ZONE}")
     try:
-        schedule.zone(zone_name)
+        zone_name = zones.check_zone(timezone or "")
     except InputError as exc:
         raise InputError(f"timezone: {exc}") from None
     return Signup(email=address, name=clean_name, timezone=zone_name)
 
 
+def suppressed_reason(reason: str, when: dt.datetime) -> str:
+    """Why an address may not be mailed, in the words an operator needs."""
+    kind, _, detail = reason.partition(":")
+    day = f"{when:%Y-%m-%d}"
+    if kind == "unsubscribed":
+        return f"unsubscribed on {day}"
+    if kind in ("bounced", "complained"):
+        return f"{kind} on {day}" + (f" ({detail.strip()})" if detail.strip() else "")
+    return f"suppressed by an operator on {day}: {detail.strip() or reason}"
+
+
+def differences(subscriber: Subscriber, signup: Signup) -> list[str]:
+    """How ``signup`` differs from the person on record (a blank name is no difference)."""
+    changes = []
+    if signup.name and signup.name != subscriber.name:
+        changes.append(f"name {subscriber.name!r} -> {signup.name!r}")
+    if signup.timezone != subscriber.timezone:
+        changes.append(f"timezone {subscriber.timezone} -> {signup.timezone}")
+    return changes
+
+
 def enroll(
     session: Session, cohort: Cohort, course: Course, signup: Signup, now: dt.datetime
 ) -> Enrollment:
-    """Enroll one person in a cohort; their Day 1 is scheduled at once in the database."""
-    if session.scalar(select(Suppression.id).where(Suppression.email == signup.email)):
-        raise InputError(f"email: {signup.email} is suppressed (it bounced or complained)")
+    """Enroll one person in a cohort; their Day 1 is scheduled at once in the database.
+
+    Someone already on record keeps their details: if ``signup`` differs from them this
+    refuses, naming the difference (``people.enroll_person`` can update them first).
+    """
+    suppression = session.scalar(select(Suppression).where(Suppression.email == signup.email))
+    if suppression is not None:
+        why = suppressed_reason(suppression.reason, suppression.created_at)
+        raise InputError(f"email: {signup.email} {why}; they are not mailed again")
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == signup.email))
     if subscriber is None:
         subscriber = Subscriber(
@@ -113,9 +182,11 @@ def enroll(
         )
         session.add(subscriber)
         session.flush()
-    else:
-        subscriber.name = signup.name or subscriber.name
-        subscriber.timezone = signup.timezone
+    elif changes := differences(subscriber, signup):
+        raise InputError(
+            f"email: {signup.email} is already on record; this would change "
+            f"{', '.join(changes)} for every cohort they are in (add --update to change it)"
+        )
     existing = session.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == subscriber.id, Enrollment.cohort_id == cohort.id
@@ -154,58 +225,6 @@ def enroll_all(
             enroll(session, cohort, course, signup, now)
         except InputError as exc:
             raise InputError(f"{signup.email}: {exc}") from None
-
-
-def read_csv(path: Path) -> list[Signup]:
-    """Read and check a whole CSV before anything is written; errors name the line and field."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "email" not in header:
-        raise InputError(f"{path}:1: header must be {','.join(CSV_COLUMNS)} (no email column)")
-    unknown = set(header) - set(CSV_COLUMNS)
-    if unknown:
-        raise InputError(
-            f"{path}:1: unknown column(s) {', '.join(sorted(unknown))}; "
-            f"expected {','.join(CSV_COLUMNS)}"
-        )
-    reader.fieldnames = header
-    signups: list[Signup] = []
-    seen: dict[str, int] = {}
-    errors: list[str] = []
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            errors.append(f"{path}:{line}: too many fields")
-            continue
-        if not any((v or "").strip() for v in row.values()):
-            continue
-        try:
-            signup = check_signup(row.get("email") or "", row.get("name"), row.get("timezone"))
-        except InputError as exc:
-            errors.append(f"{path}:{line}: {exc}")
-            continue
-        if signup.email in seen:
-            errors.append(
-                f"{path}:{line}: email: {signup.email} is also on line {seen[signup.email]}"
-            )
-            continue
-        seen[signup.email] = line
-        signups.append(signup)
-    if errors:
-        shown = errors[:20]
-        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise InputError("\n".join(shown) + more + "\nnothing was imported")
-    if not signups:
-        raise InputError(f"{path}: no rows to import")
-    return signups
 
 
 def suppress(session: Session, email: str, reason: str, now: dt.datetime) -> None:
@@ -249,7 +268,7 @@ def unsubscribe(session: Session, enrollment: Enrollment, now: dt.datetime) -> b
     return True
 
 
-def _reschedule(
+def reschedule(
     session: Session, enrollment: Enrollment, seen: dt.datetime | None, **values: object
 ) -> bool:
     """Compare-and-set the schedule columns: only if next_send_at is still ``seen``.
@@ -272,17 +291,25 @@ def _reschedule(
     return changed
 
 
-def pause(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
-    """Hold an active enrollment's lessons for a week from ``now``; False if it is not active.
+def pause(
+    session: Session,
+    enrollment: Enrollment,
+    course: Course,
+    now: dt.datetime,
+    length: dt.timedelta = PAUSE,
+) -> bool:
+    """Hold an active enrollment's lessons for ``length`` (a week) from ``now``; False if it
+    is not active.
 
     The lesson that was next stays next: it moves to the first send time after the pause, and
     the course carries on from there. A lesson already on its way is not recalled. Pausing
-    again while paused starts the week again from ``now``.
+    again while paused starts the pause again from ``now``, never shortening one that runs
+    longer.
     """
     for _ in range(3):
         if enrollment.status != EnrollmentStatus.ACTIVE:
             return False
-        paused_until = max(now + PAUSE, enrollment.paused_until or now)
+        paused_until = max(now + length, enrollment.paused_until or now)
         seen = due = enrollment.next_send_at
         if due is not None and due < paused_until:
             due = schedule.resume_due(
@@ -291,7 +318,7 @@ def pause(session: Session, enrollment: Enrollment, course: Course, now: dt.date
                 due=due,
                 paused_until=paused_until,
             )
-        if _reschedule(
+        if reschedule(
             session, enrollment, seen, paused_until=paused_until, next_send_at=due, updated_at=now
         ):
             return True
@@ -317,17 +344,17 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
             due = schedule.resumed_due(
                 course.cadence,
                 schedule.zone(enrollment.subscriber.timezone),
-                unpaused_due=_unpaused_due(session, enrollment, course),
+                unpaused_due=unpaused_due(session, enrollment, course),
                 now=now,
             )
-        if _reschedule(
+        if reschedule(
             session, enrollment, seen, paused_until=None, next_send_at=due, updated_at=now
         ):
             return True
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being resumed")
 
 
-def _unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
+def unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
     """When the next lesson would be due had there been no pause."""
     tz = schedule.zone(enrollment.subscriber.timezone)
     last_sent_at = session.scalar(

@@ -52,6 +52,7 @@ class EnrollmentStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     FAILED = "failed"
+    REMOVED = "removed"  # an operator took them out of the cohort (or moved them)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -94,6 +95,8 @@ class Cohort(Base):
     start_date: Mapped[dt.date | None] = mapped_column(default=None)
     # ...or, for a cohort started "now", at once.
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The zone for people imported or enrolled without one (NULL: such a person is refused).
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="cohort")
