@@ -83,14 +83,16 @@ def when(moment: dt.datetime | None, tz_name: str) -> str:
 def state(enrollment: Enrollment, course: Course, now: dt.datetime) -> str:
     """Where an enrollment stands, in one line."""
     tz_name = enrollment.subscriber.timezone
-    parts = [f"day {enrollment.day} of {course.length}", str(enrollment.status)]
+    if enrollment.status != EnrollmentStatus.ACTIVE:
+        return f"{enrollment.status} after Day {enrollment.day} of {course.length}"
+    parts = ["active"]
     if enrollment.paused_until is not None and enrollment.paused_until > now:
         parts.append(f"paused until {when(enrollment.paused_until, tz_name)}")
-    if enrollment.status == EnrollmentStatus.ACTIVE:
-        if enrollment.next_send_at is None:
-            parts.append(f"Day {enrollment.day + 1} on its way")
-        else:
-            parts.append(f"Day {enrollment.day + 1} due {when(enrollment.next_send_at, tz_name)}")
+    lesson = f"Day {enrollment.day + 1} of {course.length}"
+    if enrollment.next_send_at is None:
+        parts.append(f"{lesson} on its way")
+    else:
+        parts.append(f"{lesson} due {when(enrollment.next_send_at, tz_name)}")
     return ", ".join(parts)
 
 

@@ -96,12 +96,11 @@ def enroll(
     now = utcnow()
     with db.transaction(rt.sessions) as session:
         the_cohort = enrollment.get_cohort(session, cohort_name)
-        zone = timezone or the_cohort.timezone
-        if not zone:
-            known = session.scalar(
-                select(Subscriber.timezone).where(Subscriber.email == email.strip().lower())
-            )
-            zone = known  # someone on record keeps their zone
+        # Someone on record keeps their zone; the cohort's is for people without one.
+        known = session.scalar(
+            select(Subscriber.timezone).where(Subscriber.email == email.strip().lower())
+        )
+        zone = timezone or known or the_cohort.timezone
         signup = enrollment.check_signup(email, name, zone)
         enrolled, changes = people.enroll_person(
             session, the_cohort, signup, rt.catalog.course, now, update=update
