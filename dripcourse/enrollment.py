@@ -174,7 +174,7 @@ def enroll(
     suppression = session.scalar(select(Suppression).where(Suppression.email == signup.email))
     if suppression is not None:
         why = suppressed_reason(suppression.reason, suppression.created_at)
-        raise InputError(f"email: {signup.email} {why}; they are not mailed again")
+        raise InputError(f"email: {signup.email} is suppressed: {why}")
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == signup.email))
     if subscriber is None:
         subscriber = Subscriber(

@@ -184,8 +184,8 @@ def import_rows(
             if email in suppressed:
                 s = suppressed[email]
                 errors.append(
-                    f"{where}email: {email} {suppressed_reason(s.reason, s.created_at)}; "
-                    "they are not mailed again"
+                    f"{where}email: {email} is suppressed: "
+                    f"{suppressed_reason(s.reason, s.created_at)}"
                 )
                 continue
             person = on_record.get(email)
