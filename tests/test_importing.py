@@ -247,7 +247,8 @@ def test_an_unsubscribed_person_is_refused_with_the_real_reason(run, rt, cohort:
     [
         (
             "2020-01-01",
-            "--start 2020-01-01 is in the past: each person would get Day 1 at their next local 07:00, with no backlog",
+            "--start 2020-01-01 is in the past: each person would get Day 1 at their next "
+            "local 07:00, with no backlog",
         ),
         ((dt.date.today() + dt.timedelta(days=400)).isoformat(), "is more than a year ahead"),
     ],
