@@ -268,7 +268,7 @@ def unsubscribe(session: Session, enrollment: Enrollment, now: dt.datetime) -> b
     return True
 
 
-def reschedule(
+def _reschedule(
     session: Session, enrollment: Enrollment, seen: dt.datetime | None, **values: object
 ) -> bool:
     """Compare-and-set the schedule columns: only if next_send_at is still ``seen``.
@@ -298,14 +298,15 @@ def pause(
     now: dt.datetime,
     length: dt.timedelta = PAUSE,
 ) -> bool:
-    """Hold an active enrollment's lessons for ``length`` (a week) from ``now``; False if it
-    is not active.
+    """Hold an active enrollment's lessons for ``length`` (a week) from ``now``; False if it is
+    not active.
 
     The lesson that was next stays next: it moves to the first send time after the pause, and
     the course carries on from there. A lesson already on its way is not recalled. Pausing
-    again while paused starts the pause again from ``now``, never shortening one that runs
-    longer.
+    again while paused runs the new length from ``now``, but never shortens a longer pause.
     """
+    if length <= dt.timedelta(0):
+        raise InputError(f"pause length: must be more than nothing, got {length}")
     for _ in range(3):
         if enrollment.status != EnrollmentStatus.ACTIVE:
             return False
@@ -318,7 +319,7 @@ def pause(
                 due=due,
                 paused_until=paused_until,
             )
-        if reschedule(
+        if _reschedule(
             session, enrollment, seen, paused_until=paused_until, next_send_at=due, updated_at=now
         ):
             return True
@@ -344,17 +345,17 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
             due = schedule.resumed_due(
                 course.cadence,
                 schedule.zone(enrollment.subscriber.timezone),
-                unpaused_due=unpaused_due(session, enrollment, course),
+                unpaused_due=_unpaused_due(session, enrollment, course),
                 now=now,
             )
-        if reschedule(
+        if _reschedule(
             session, enrollment, seen, paused_until=None, next_send_at=due, updated_at=now
         ):
             return True
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being resumed")
 
 
-def unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
+def _unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
     """When the next lesson would be due had there been no pause."""
     tz = schedule.zone(enrollment.subscriber.timezone)
     last_sent_at = session.scalar(

@@ -3,7 +3,9 @@ day or the time zone. Each change says what it was before and after.
 
 Pausing and resuming go through the same functions as the subscriber's own pause page. Every
 other change that moves the next lesson goes through ``replan``, the one place that asks the
-schedule when the next lesson is due now.
+schedule when the next lesson is due now. It uses enrollment's compare-and-set
+(``_reschedule``) and its "when would it be due unpaused" (``_unpaused_due``), the same steps
+pause and resume take, rather than a second copy of them.
 """
 
 from __future__ import annotations
@@ -111,14 +113,14 @@ def replan(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
         due = schedule.resumed_due(
             course.cadence,
             tz,
-            unpaused_due=enrollments.unpaused_due(session, enrollment, course),
+            unpaused_due=enrollments._unpaused_due(session, enrollment, course),
             now=now,
         )
         if enrollment.paused_until is not None and enrollment.paused_until > now:
             due = schedule.resume_due(
                 course.cadence, tz, due=due, paused_until=enrollment.paused_until
             )
-        if enrollments.reschedule(session, enrollment, seen, next_send_at=due, updated_at=now):
+        if enrollments._reschedule(session, enrollment, seen, next_send_at=due, updated_at=now):
             return
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being re-planned")
 
@@ -207,7 +209,7 @@ def move(
     course = course_for(old.course_slug)
     before = f"{old.name}: {state(enrollment, course, now)}"
     if target.course_slug == old.course_slug:
-        if not enrollments.reschedule(
+        if not enrollments._reschedule(
             session, enrollment, enrollment.next_send_at, cohort_id=target.id, updated_at=now
         ):
             raise InputError(f"{person.email}: {IN_FLIGHT}")
@@ -245,7 +247,7 @@ def set_day(
             f"the next can be Day {last + 1} to {course.length}"
         )
     before = state(enrollment, course, now)
-    if not enrollments.reschedule(
+    if not enrollments._reschedule(
         session, enrollment, enrollment.next_send_at, day=day - 1, updated_at=now
     ):
         raise InputError(f"{email}: {IN_FLIGHT}")
