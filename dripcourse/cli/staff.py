@@ -11,6 +11,8 @@ import click
 
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.course import Course
+from dripcourse.errors import CourseError
 from dripcourse.mail import wire_bytes
 
 
@@ -52,8 +54,22 @@ def check(state: State, slugs: tuple[str, ...]) -> None:
     catalog = state.runtime.catalog
     for slug in slugs or catalog.slugs():
         course = catalog.course(slug)
+        _check_against_people_in_it(state, course)
         click.echo(
             f"{slug}: {course.title}, {course.length} lessons, "
             f"send {course.cadence.send_time:%H:%M} local"
             f"{', weekdays only' if course.cadence.skip_weekends else ''}: ok"
         )
+
+
+def _check_against_people_in_it(state: State, course: Course) -> None:
+    """Refuse changes that would break the course for people taking it (when there is a
+    database to ask; staff previewing on a laptop may have none)."""
+    from dripcourse import course_changes, db
+
+    if db.schema_problem(state.runtime.engine) is not None:
+        return
+    with db.transaction(state.runtime.sessions) as session:
+        found = course_changes.problems(session, course)
+    if found:
+        raise CourseError("\n".join(found))
