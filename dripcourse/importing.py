@@ -69,7 +69,9 @@ class ImportRefused(InputError):
     """Some rows are bad; the message lists every one of them and nothing was written."""
 
 
-def read_csv(path: Path, default_timezone: str | None = None) -> CsvFile:
+def read_csv(
+    path: Path, default_timezone: str | None = None, progress: Progress | None = None
+) -> CsvFile:
     """Read and check every line of a CSV file (UTF-8, with or without BOM, any line endings).
 
     A problem with the file as a whole (unreadable, no email column) raises InputError; a
@@ -92,8 +94,10 @@ def read_csv(path: Path, default_timezone: str | None = None) -> CsvFile:
     out = CsvFile(path, [], [], [h for h in header if h not in CSV_COLUMNS])
     seen: dict[str, int] = {}
     try:
-        for values in reader:
+        for count, values in enumerate(reader, start=1):
             line = reader.line_num
+            if progress and count % CHUNK == 0:
+                progress(CHUNK)
             if None in values:
                 out.errors.append(f"{path}:{line}: more fields than the header has columns")
                 continue

@@ -137,14 +137,16 @@ def import_csv(
     with db.transaction(rt.sessions) as session:
         the_cohort = enrollment.get_cohort(session, cohort_name)
         course = rt.catalog.course(the_cohort.course_slug)
-        parsed = importing.read_csv(csv_path, timezone or the_cohort.timezone)
+        with _progress("checking", _lines(csv_path)) as advance:
+            parsed = importing.read_csv(csv_path, timezone or the_cohort.timezone, advance)
         if parsed.ignored_columns:
             click.echo(
                 f"{csv_path}:1: ignored column(s) {', '.join(parsed.ignored_columns)} "
                 f"(only {', '.join(importing.CSV_COLUMNS)} are read)",
                 err=True,
             )
-        with _progress(2 * len(parsed.rows)) as advance:
+        # Two passes: the subscribers, then their enrollments.
+        with _progress("importing", 2 * len(parsed.rows)) as advance:
             report = importing.import_rows(
                 session,
                 the_cohort,
@@ -159,11 +161,18 @@ def import_csv(
         click.echo(line)
 
 
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0  # read_csv says what is wrong with the file
+
+
 @contextmanager
-def _progress(length: int) -> Iterator[Callable[[int], None] | None]:
+def _progress(label: str, length: int) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal, for a big file; nothing when piped or for a few rows."""
     if length < 2 * importing.CHUNK or not sys.stderr.isatty():
         yield None
         return
-    with click.progressbar(length=length, label="importing", file=sys.stderr) as bar:
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
         yield bar.update
