@@ -132,3 +132,14 @@ def test_an_at_without_offset_is_utc_and_one_with_an_offset_is_converted() -> No
     assert due.parse_at(None, now) == now
     with pytest.raises(InputError):
         due.parse_at("soon", now)
+
+
+def test_tick_says_how_many_it_queued_for_the_workers(rt: Runtime) -> None:
+    now = dt.datetime.now(dt.UTC)
+    enroll(rt, "ana@example.org", timezone="UTC", start="now", now=now)  # type: ignore[arg-type]
+    env = settings_env(rt.settings)
+    result = CliRunner().invoke(cli, ["tick"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "queued 1 for the workers: 1 lessons newly due, 0 retries or lost tasks\n"
+    )
