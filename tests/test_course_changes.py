@@ -144,3 +144,31 @@ def test_check_refuses_renumbering_a_lesson_someone_answered(rt: Runtime, lesson
     day_2.write_text(text_2.replace("prompt:", "prompt: Reworded.", 1))
     day_3.write_text(text_3)
     assert check(fresh(rt)).exit_code == 0
+
+
+def test_moving_to_a_cohort_of_another_course_starts_it_at_day_1(
+    rt: Runtime, lessons: Path
+) -> None:
+    from sqlalchemy import select
+
+    from dripcourse import people
+
+    shutil.copytree(lessons, lessons.parent / "night-shift")
+    rt = fresh(rt)
+    moved_id = enroll(rt, "ana@example.org", start=MONDAY)
+    send_mornings(rt, MONDAY, dt.date(2025, 3, 4))
+    with transaction(rt.sessions) as session:
+        from dripcourse import enrollment as enrollments
+
+        course = rt.catalog.course("night-shift")
+        target = enrollments.create_cohort(session, "nights", course, "2025-03-10", utc(2025, 3, 4))
+        found = session.get(Enrollment, moved_id)
+        assert found is not None
+        done = people.move(session, found, target, rt.catalog.course, utc(2025, 3, 4, 9))
+    assert done.before.startswith("spring: active, Day 3 of 7")
+    assert done.after.startswith("nights: active, Day 1 of 7 due 2025-03-10 07:00")
+    assert load(rt, moved_id).status == EnrollmentStatus.REMOVED
+    with transaction(rt.sessions) as session:
+        rows = session.execute(select(Enrollment.day, Enrollment.status)).all()
+    assert sorted(rows) == [(0, EnrollmentStatus.ACTIVE), (2, EnrollmentStatus.REMOVED)]
+    rt.close()
