@@ -75,7 +75,7 @@ def due_at(
                 lesson=lesson,
                 reason=reason,
                 detail=detail,
-                next_send_at=None if due is None else due.isoformat(),
+                next_send_at=None if due is None else due.isoformat().replace("+00:00", "Z"),
                 next_send_at_local=None
                 if due is None
                 else due.astimezone(schedule.zone(person.timezone)).isoformat(),
