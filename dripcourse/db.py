@@ -8,6 +8,8 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -65,3 +67,20 @@ def upgrade(engine: Engine) -> None:
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """Why this database cannot be used yet (never set up, or set up by an older version),
+    as one line telling the operator what to run; None when it is at the newest migration."""
+    try:
+        with engine.connect() as conn:
+            current = set(MigrationContext.configure(conn).get_current_heads())
+    except Exception:  # noqa: BLE001 - a database we cannot even read has the same remedy
+        current = set()
+    where = engine.url.render_as_string(hide_password=True)
+    if not current:
+        return f"the database {where} is not set up: run `dripcourse init` first"
+    heads = set(ScriptDirectory.from_config(alembic_config(str(engine.url))).get_heads())
+    if current != heads:
+        return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
+    return None

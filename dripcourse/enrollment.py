@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dripcourse import schedule, validate
+from dripcourse import schedule, validate, zones
 from dripcourse.course import Course
 from dripcourse.errors import InputError, NotFound
 from dripcourse.greeting import check_greeting
@@ -26,9 +23,18 @@ from dripcourse.models import (
 )
 from dripcourse.render import check_address
 
-CSV_COLUMNS = ("email", "name", "timezone", "greeting")  # greeting is optional
 DEFAULT_TIMEZONE = "UTC"
 PAUSE = dt.timedelta(days=7)
+# A start date this far ahead is more likely a typo than a plan.
+FAR_AHEAD = dt.timedelta(days=366)
+MISSING_ZONE = (
+    "missing; give each person's zone, or a default with --timezone ZONE "
+    "(or `cohort create --timezone ZONE`)"
+)
+
+
+class NeedsConfirmation(InputError):
+    """The request is valid but probably a mistake: the operator must confirm it (--yes)."""
 
 
 @dataclass(frozen=True)
@@ -57,21 +63,56 @@ def parse_start(value: str, now: dt.datetime) -> Start:
         raise InputError(f"--start: expected YYYY-MM-DD, today or now, got {value!r}") from None
 
 
+def check_start(start_date: dt.date | None, course: Course, now: dt.datetime) -> None:
+    """Refuse, unless confirmed, a start date in the past or more than a year ahead, saying
+    what would happen."""
+    if start_date is None:
+        return
+    # The earliest date it still is anywhere (UTC-12): before that, the date has passed for all.
+    if start_date < (now - dt.timedelta(hours=12)).date():
+        raise NeedsConfirmation(
+            f"--start {start_date} is in the past: each person would get Day 1 at their next "
+            f"local {course.cadence.send_time:%H:%M}, with no backlog of missed lessons; "
+            "add --yes to create it anyway"
+        )
+    if start_date > now.date() + FAR_AHEAD:
+        raise NeedsConfirmation(
+            f"--start {start_date} is more than a year ahead: nobody gets anything until then; "
+            "add --yes if that is what you mean"
+        )
+
+
 def create_cohort(
-    session: Session, name: str, course: Course, start: str, now: dt.datetime
+    session: Session,
+    name: str,
+    course: Course,
+    start: str,
+    now: dt.datetime,
+    *,
+    timezone: str | None = None,
+    confirmed: bool = False,
 ) -> Cohort:
+    """Create a cohort; ``timezone`` is the zone of people enrolled without one."""
     name = name.strip()
     if not name:
         raise InputError("cohort name is empty")
     if session.scalar(select(Cohort).where(Cohort.name == name)) is not None:
         raise InputError(f"cohort {name!r} already exists")
     parsed = parse_start(start, now)
+    if not confirmed:
+        check_start(parsed.date, course, now)
+    if timezone is not None:
+        try:
+            timezone = zones.check_zone(timezone)
+        except InputError as exc:
+            raise InputError(f"--timezone: {exc}") from None
     cohort = Cohort(
         name=name,
         course_slug=course.slug,
         start_date=parsed.date,
         started_at=parsed.now,
         start_today=parsed.today,
+        timezone=timezone,
         created_at=now,
     )
     session.add(cohort)
@@ -106,9 +147,11 @@ def check_signup(
         clean_name = validate.check_name(name)
     except ValueError as exc:
         raise InputError(f"name: {exc}") from None
-    zone_name = (timezone or "").strip() or DEFAULT_TIMEZONE
+    # A missing zone is refused: UTC by default would mean 02:00 lessons in New York.
+    if not (timezone or "").strip():
+        raise InputError(f"timezone: {MISSING_ZONE}")
     try:
-        schedule.zone(zone_name)
+        zone_name = zones.check_zone(timezone or "")
     except InputError as exc:
         raise InputError(f"timezone: {exc}") from None
     return Signup(
@@ -119,12 +162,41 @@ def check_signup(
     )
 
 
+def suppressed_reason(reason: str, when: dt.datetime) -> str:
+    """Why an address may not be mailed, in the words an operator needs."""
+    kind, _, detail = reason.partition(":")
+    day = f"{when:%Y-%m-%d}"
+    if kind == "unsubscribed":
+        return f"unsubscribed on {day}"
+    if kind in ("bounced", "complained"):
+        return f"{kind} on {day}" + (f" ({detail.strip()})" if detail.strip() else "")
+    return f"suppressed by an operator on {day}: {detail.strip() or reason}"
+
+
+def differences(subscriber: Subscriber, signup: Signup) -> list[str]:
+    """How ``signup`` differs from the person on record (a blank name is no difference)."""
+    changes = []
+    if signup.name and signup.name != subscriber.name:
+        changes.append(f"name {subscriber.name!r} -> {signup.name!r}")
+    if signup.timezone != subscriber.timezone:
+        changes.append(f"timezone {subscriber.timezone} -> {signup.timezone}")
+    if signup.greeting and signup.greeting != subscriber.greeting:
+        changes.append(f"greeting {subscriber.greeting!r} -> {signup.greeting!r}")
+    return changes
+
+
 def enroll(
     session: Session, cohort: Cohort, course: Course, signup: Signup, now: dt.datetime
 ) -> Enrollment:
-    """Enroll one person in a cohort; their Day 1 is scheduled at once in the database."""
-    if session.scalar(select(Suppression.id).where(Suppression.email == signup.email)):
-        raise InputError(f"email: {signup.email} is suppressed (it bounced or complained)")
+    """Enroll one person in a cohort; their Day 1 is scheduled at once in the database.
+
+    Someone already on record keeps their details: if ``signup`` differs from them this
+    refuses, naming the difference (``people.enroll_person`` can update them first).
+    """
+    suppression = session.scalar(select(Suppression).where(Suppression.email == signup.email))
+    if suppression is not None:
+        why = suppressed_reason(suppression.reason, suppression.created_at)
+        raise InputError(f"email: {signup.email} is suppressed: {why}")
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == signup.email))
     if subscriber is None:
         subscriber = Subscriber(
@@ -136,10 +208,11 @@ def enroll(
         )
         session.add(subscriber)
         session.flush()
-    else:
-        subscriber.name = signup.name or subscriber.name
-        subscriber.greeting = signup.greeting or subscriber.greeting
-        subscriber.timezone = signup.timezone
+    elif changes := differences(subscriber, signup):
+        raise InputError(
+            f"email: {signup.email} is already on record; this would change "
+            f"{', '.join(changes)} for every cohort they are in (add --update to change it)"
+        )
     existing = session.scalar(
         select(Enrollment).where(
             Enrollment.subscriber_id == subscriber.id, Enrollment.cohort_id == cohort.id
@@ -179,60 +252,6 @@ def enroll_all(
             enroll(session, cohort, course, signup, now)
         except InputError as exc:
             raise InputError(f"{signup.email}: {exc}") from None
-
-
-def read_csv(path: Path) -> list[Signup]:
-    """Read and check a whole CSV before anything is written; errors name the line and field."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"{path}: {exc.strerror}") from None
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: not UTF-8 text") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in (reader.fieldnames or [])]
-    if "email" not in header:
-        raise InputError(f"{path}:1: header must be {','.join(CSV_COLUMNS)} (no email column)")
-    unknown = set(header) - set(CSV_COLUMNS)
-    if unknown:
-        raise InputError(
-            f"{path}:1: unknown column(s) {', '.join(sorted(unknown))}; "
-            f"expected {','.join(CSV_COLUMNS)}"
-        )
-    reader.fieldnames = header
-    signups: list[Signup] = []
-    seen: dict[str, int] = {}
-    errors: list[str] = []
-    for row in reader:
-        line = reader.line_num
-        if None in row:
-            errors.append(f"{path}:{line}: too many fields")
-            continue
-        if not any((v or "").strip() for v in row.values()):
-            continue
-        try:
-            signup = check_signup(
-                row.get("email") or "", row.get("name"), row.get("timezone"), row.get("greeting")
-            )
-        except InputError as exc:
-            errors.append(f"{path}:{line}: {exc}")
-            continue
-        if signup.email in seen:
-            errors.append(
-                f"{path}:{line}: email: {signup.email} is also on line {seen[signup.email]}"
-            )
-            continue
-        seen[signup.email] = line
-        signups.append(signup)
-    if errors:
-        shown = errors[:20]
-        more = f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
-        raise InputError("\n".join(shown) + more + "\nnothing was imported")
-    if not signups:
-        raise InputError(f"{path}: no rows to import")
-    return signups
 
 
 def suppress(session: Session, email: str, reason: str, now: dt.datetime) -> None:
@@ -299,17 +318,26 @@ def _reschedule(
     return changed
 
 
-def pause(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
-    """Hold an active enrollment's lessons for a week from ``now``; False if it is not active.
+def pause(
+    session: Session,
+    enrollment: Enrollment,
+    course: Course,
+    now: dt.datetime,
+    length: dt.timedelta = PAUSE,
+) -> bool:
+    """Hold an active enrollment's lessons for ``length`` (a week) from ``now``; False if it is
+    not active.
 
     The lesson that was next stays next: it moves to the first send time after the pause, and
     the course carries on from there. A lesson already on its way is not recalled. Pausing
-    again while paused starts the week again from ``now``.
+    again while paused runs the new length from ``now``, but never shortens a longer pause.
     """
+    if length <= dt.timedelta(0):
+        raise InputError(f"pause length: must be more than nothing, got {length}")
     for _ in range(3):
         if enrollment.status != EnrollmentStatus.ACTIVE:
             return False
-        paused_until = max(now + PAUSE, enrollment.paused_until or now)
+        paused_until = max(now + length, enrollment.paused_until or now)
         seen = due = enrollment.next_send_at
         if due is not None and due < paused_until:
             due = schedule.resume_due(

@@ -54,6 +54,7 @@ class EnrollmentStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     FAILED = "failed"
+    REMOVED = "removed"  # an operator took them out of the cohort (or moved them)
 
 
 class DeliveryStatus(enum.StrEnum):
@@ -101,6 +102,8 @@ class Cohort(Base):
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     # Started "today": each subscriber's own local date at created_at, not one date for all.
     start_today: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    # The zone for people imported or enrolled without one (NULL: such a person is refused).
+    timezone: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     def start_date_in(self, tz: ZoneInfo) -> dt.date | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse import enrollment
+from dripcourse import enrollment, importing
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
 from dripcourse.runtime import Runtime
@@ -38,7 +38,8 @@ def enroll_sample(settings: Settings) -> None:
     course = rt.catalog.course("white-coat")
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "sample", course, "now", utcnow())
-        signups = enrollment.read_csv(ROOT / "config" / "sample-cohort.csv")
+        parsed = importing.read_csv(ROOT / "config" / "sample-cohort.csv")
+        signups = [row.signup for row in parsed.rows]
         enrollment.enroll_all(session, cohort, course, signups, utcnow())
     rt.close()
 

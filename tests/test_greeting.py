@@ -136,7 +136,16 @@ def test_sent_lessons_greet_by_title_given_greeting_or_the_course_fallback(
 
 
 def test_set_greeting_changes_what_the_next_lesson_says(run, rt: Runtime, outbox: Path) -> None:  # type: ignore[no-untyped-def]
-    run("enroll", "amara@example.org", "--cohort", "c", "--name", "Dr. Amara Okafor")
+    run(
+        "enroll",
+        "amara@example.org",
+        "--cohort",
+        "c",
+        "--name",
+        "Dr. Amara Okafor",
+        "--timezone",
+        "Europe/London",
+    )
     changed = run("set-greeting", "AMARA@example.org", "Amara")
     assert changed.exit_code == 0, changed.output
     assert "lessons now say 'Amara' (set)" in changed.output
@@ -158,7 +167,7 @@ def test_set_greeting_changes_what_the_next_lesson_says(run, rt: Runtime, outbox
     ],
 )
 def test_set_greeting_mistakes_are_one_line(run, args: tuple[str, ...], message: str) -> None:  # type: ignore[no-untyped-def]
-    run("enroll", "amara@example.org", "--cohort", "c")
+    run("enroll", "amara@example.org", "--cohort", "c", "--timezone", "Europe/London")
     result = run(*args)
     assert result.exit_code == 1
     assert result.output.startswith("Error: ") and message in result.output

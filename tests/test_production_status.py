@@ -118,8 +118,10 @@ def test_status_lists_a_delivery_that_ran_out_of_attempts_without_suppressing_it
 
     assert day_row(shown, "spring", 1) == {
         "day": 1,
+        "at": 0,
         "sent": 0,
         "pending": 0,
+        "retrying": 0,
         "failed": 1,
         "suppressed": 0,
         "reflected": 0,

@@ -3,7 +3,14 @@ staff (courses), and the serving commands. Each command is a thin adapter over a
 
 from __future__ import annotations
 
-from dripcourse.cli import cohorts, progress, serving, staff  # noqa: F401  (they register)
+from dripcourse.cli import (  # noqa: F401  (they register)
+    cohorts,
+    people,
+    progress,
+    serving,
+    staff,
+    suppressions,
+)
 from dripcourse.cli.base import cli
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 
 import click
+from sqlalchemy.exc import DBAPIError
 
+from dripcourse import db
 from dripcourse.errors import DripcourseError
 from dripcourse.runtime import Runtime
 from dripcourse.settings import CONFIG_ENV, load_settings
@@ -19,6 +21,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except DripcourseError as exc:
             raise click.ClickException(str(exc)) from None
+        except DBAPIError:
+            # Most often a database nobody ran `init` on: a missing table, not a bug to show.
+            state = ctx.find_object(State)
+            problem = state and state.has_runtime and db.schema_problem(state.runtime.engine)
+            if problem:
+                raise click.ClickException(problem) from None
+            raise
 
 
 class State:
@@ -30,6 +39,10 @@ class State:
             # dripcourse.tasks reads its settings when imported; make it read the same file.
             os.environ[CONFIG_ENV] = config
         self._runtime: Runtime | None = None
+
+    @property
+    def has_runtime(self) -> bool:
+        return self._runtime is not None
 
     @property
     def runtime(self) -> Runtime:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment
+from dripcourse import db, enrollment, importing, people, zones
 from dripcourse.cli.base import Group, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
-from dripcourse.models import Cohort, Enrollment
+from dripcourse.models import Cohort, Enrollment, Subscriber
 
 
 @cli.group(cls=Group)
@@ -28,13 +31,21 @@ def cohort() -> None:
     metavar="DATE|today|now",
     help="Local date of Day 1 (YYYY-MM-DD), today, or now (Day 1 at once).",
 )
+@click.option(
+    "--timezone", default=None, help="IANA zone for people enrolled without one, e.g. Europe/Oslo."
+)
+@click.option("--yes", is_flag=True, help="Accept a start in the past or over a year ahead.")
 @pass_state
-def cohort_create(state: State, name: str, course_slug: str, start: str) -> None:
+def cohort_create(
+    state: State, name: str, course_slug: str, start: str, timezone: str | None, yes: bool
+) -> None:
     """Create a cohort taking one course from a start date."""
     rt = state.runtime
     course = rt.catalog.course(course_slug)
     with db.transaction(rt.sessions) as session:
-        created = enrollment.create_cohort(session, name, course, start, utcnow())
+        created = enrollment.create_cohort(
+            session, name, course, start, utcnow(), timezone=timezone, confirmed=yes
+        )
         if created.started_at:
             when = "now"
         elif created.start_today:
@@ -45,7 +56,10 @@ def cohort_create(state: State, name: str, course_slug: str, start: str) -> None
             )
         else:
             when = f"{created.start_date} at {course.cadence.send_time:%H:%M} local"
-    click.echo(f"cohort {name!r} created: {course.title}, {course.length} lessons, Day 1 {when}")
+    default = f"; default zone {created.timezone}" if created.timezone else ""
+    click.echo(
+        f"cohort {name!r} created: {course.title}, {course.length} lessons, Day 1 {when}{default}"
+    )
 
 
 @cohort.command("list")
@@ -76,38 +90,100 @@ def cohort_list(state: State) -> None:
 @click.option("--cohort", "cohort_name", required=True)
 @click.option("--name", default="", help="Name used in the greeting.")
 @click.option(
-    "--timezone", default="UTC", show_default=True, help="IANA zone, e.g. America/Chicago."
+    "--timezone",
+    default=None,
+    help="IANA zone, e.g. America/Chicago (default: the cohort's, if it has one).",
 )
+@click.option("--update", is_flag=True, help="Change the details of someone already on record.")
 @pass_state
-def enroll(state: State, email: str, cohort_name: str, name: str, timezone: str) -> None:
+def enroll(
+    state: State, email: str, cohort_name: str, name: str, timezone: str | None, update: bool
+) -> None:
     """Enroll one subscriber in a cohort."""
     rt = state.runtime
-    signup = enrollment.check_signup(email, name, timezone)
+    now = utcnow()
     with db.transaction(rt.sessions) as session:
         the_cohort = enrollment.get_cohort(session, cohort_name)
-        course = rt.catalog.course(the_cohort.course_slug)
-        enrolled = enrollment.enroll(session, the_cohort, course, signup, utcnow())
-        due = enrolled.next_send_at
-    click.echo(f"enrolled {signup.email} in {cohort_name!r}; Day 1 due {due:%Y-%m-%d %H:%M} UTC")
+        # Someone on record keeps their zone; the cohort's is for people without one.
+        known = session.scalar(
+            select(Subscriber.timezone).where(Subscriber.email == email.strip().lower())
+        )
+        zone = timezone or known or the_cohort.timezone
+        signup = enrollment.check_signup(email, name, zone)
+        enrolled, changes = people.enroll_person(
+            session, the_cohort, signup, rt.catalog.course, now, update=update
+        )
+        due = people.when(enrolled.next_send_at, signup.timezone)
+    for change in changes:
+        click.echo(f"{signup.email}: {change}")
+    click.echo(f"enrolled {signup.email} in {cohort_name!r}; Day 1 due {due}")
 
 
 @cli.command("import")
 @click.argument("csv_path", metavar="FILE.csv", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--cohort", "cohort_name", required=True)
+@click.option("--timezone", default=None, help="IANA zone for rows without one.")
+@click.option("--dry-run", is_flag=True, help="Check and report only; enroll nobody.")
+@click.option("--skip-existing", is_flag=True, help="Leave people already in the cohort alone.")
 @pass_state
-def import_csv(state: State, csv_path: Path, cohort_name: str) -> None:
+def import_csv(
+    state: State,
+    csv_path: Path,
+    cohort_name: str,
+    timezone: str | None,
+    dry_run: bool,
+    skip_existing: bool,
+) -> None:
     """Enroll everyone in a CSV (header: email,name,timezone[,greeting]), all or nothing."""
     rt = state.runtime
-    signups = enrollment.read_csv(csv_path)
     now = utcnow()
+    if timezone is not None:
+        try:
+            timezone = zones.check_zone(timezone)
+        except DripcourseError as exc:
+            raise DripcourseError(f"--timezone: {exc}") from None
     with db.transaction(rt.sessions) as session:
         the_cohort = enrollment.get_cohort(session, cohort_name)
         course = rt.catalog.course(the_cohort.course_slug)
-        try:
-            enrollment.enroll_all(session, the_cohort, course, signups, now)
-        except DripcourseError as exc:
-            raise DripcourseError(f"{csv_path}: {exc}; nothing was imported") from None
-    click.echo(f"imported {len(signups)} subscribers into {cohort_name!r}")
+        with _progress("checking", _lines(csv_path)) as advance:
+            parsed = importing.read_csv(csv_path, timezone or the_cohort.timezone, advance)
+        if parsed.ignored_columns:
+            click.echo(
+                f"{csv_path}:1: ignored column(s) {', '.join(parsed.ignored_columns)} "
+                f"(only {', '.join(importing.CSV_COLUMNS)} are read)",
+                err=True,
+            )
+        # Two passes: the subscribers, then their enrollments.
+        with _progress("importing", 2 * len(parsed.rows)) as advance:
+            report = importing.import_rows(
+                session,
+                the_cohort,
+                course,
+                parsed,
+                now,
+                skip_existing=skip_existing,
+                dry_run=dry_run,
+                progress=advance,
+            )
+    for line in importing.summary(report, course):
+        click.echo(line)
+
+
+def _lines(path: Path) -> int:
+    try:
+        return path.read_bytes().count(b"\n")
+    except OSError:
+        return 0  # read_csv says what is wrong with the file
+
+
+@contextmanager
+def _progress(label: str, length: int) -> Iterator[Callable[[int], None] | None]:
+    """A progress bar on a terminal, for a big file; nothing when piped or for a few rows."""
+    if length < 2 * importing.CHUNK or not sys.stderr.isatty():
+        yield None
+        return
+    with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
+        yield bar.update
 
 
 @cli.command("set-greeting")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import sys
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -12,8 +14,8 @@ import click
 from dripcourse import breaker, db, enrollment, status
 from dripcourse.cli.base import Group, State, cli, pass_state
 from dripcourse.clock import utcnow
-
-ROW = "  {:>4} {:>7} {:>8} {:>7} {:>11} {:>10}"
+from dripcourse.errors import DripcourseError
+from dripcourse.runtime import Runtime
 
 
 @cli.command()
@@ -33,7 +35,13 @@ def tick(state: State, inline: bool) -> None:
 
         tasks.configure(rt.settings)
         result, outcomes = delivery.tick(rt, utcnow(), tasks.enqueue), Counter()
-    line = f"{result.claimed} lessons claimed, {result.requeued} deliveries queued again"
+    if inline:
+        line = f"{result.claimed} lessons claimed, {result.requeued} deliveries queued again"
+    else:
+        line = (
+            f"queued {result.claimed + result.requeued} for the workers: "
+            f"{result.claimed} lessons newly due, {result.requeued} retries or lost tasks"
+        )
     if outcomes:
         line += "; " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
     click.echo(line)
@@ -41,32 +49,109 @@ def tick(state: State, inline: bool) -> None:
         click.echo(result.paused.describe())
 
 
+COLUMNS = ("day", "at", "sent", "pending", "retrying", "failed", "suppressed", "reflected")
+
+
 @cli.command("status")
 @click.option("--cohort", "cohort_name", default=None)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per enrollment.")
 @pass_state
 def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
-    """Show each cohort's progress by day, and failures with their reasons."""
-    with db.transaction(state.runtime.sessions) as session:
+    """Show each cohort's progress by day, and failures and retries with their reasons."""
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
         if cohort_name is not None:
             enrollment.get_cohort(session, cohort_name)
         if as_json:
             click.echo(json.dumps(status.enrollment_rows(session, cohort_name), indent=2))
             return
-        summaries = status.cohort_summaries(session, cohort_name)
+        summaries = status.cohort_summaries(session, cohort_name, utcnow(), _length(rt))
         paused = breaker.current(session)
     if paused is not None:
         click.echo(paused.describe())
     if not summaries:
         click.echo("no cohorts yet")
+    table = _rich_table if sys.stdout.isatty() else _plain_table
     for s in summaries:
-        states = ", ".join(f"{n} {k}" for k, n in sorted(s.by_status.items()))
-        click.echo(f"cohort {s.name} ({s.course}): {s.enrolled} enrolled: {states or 'none'}")
-        click.echo(ROW.format("day", "sent", "pending", "failed", "suppressed", "reflected"))
-        for d in s.days:
-            click.echo(ROW.format(d.day, d.sent, d.pending, d.failed, d.suppressed, d.reflected))
+        states = ", ".join(
+            f"{n} {k}" + (f" ({s.paused} paused)" if k == "active" and s.paused else "")
+            for k, n in sorted(s.by_status.items())
+        )
+        length = f"{s.course_length} lessons" if s.course_length else "course does not load"
+        click.echo(
+            f"cohort {s.name} ({s.course}): {s.enrolled} enrolled: {states or 'none'}; {length}"
+        )
+        rows = [[getattr(d, c) for c in COLUMNS] for d in s.days]
+        table(rows)
+        for error, count in s.retry_errors:
+            click.echo(f"  retrying: {count} with last error: {error}")
         for address, day, reason in s.failures:
             click.echo(f"  failed: {address} day {day}: {reason}")
+
+
+def _length(rt: Runtime) -> Callable[[str], int | None]:
+    def length(slug: str) -> int | None:
+        try:
+            return rt.catalog.course(slug).length
+        except DripcourseError:
+            return None
+
+    return length
+
+
+def _plain_table(rows: list[list[int]]) -> None:
+    """Fixed-width columns, one line per day: easy to read and to parse in scripts."""
+    click.echo("  " + " ".join(f"{c:>10}" if i else f"{c:>4}" for i, c in enumerate(COLUMNS)))
+    for row in rows:
+        click.echo("  " + " ".join(f"{v:>10}" if i else f"{v:>4}" for i, v in enumerate(row)))
+
+
+def _rich_table(rows: list[list[int]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*COLUMNS, box=None, padding=(0, 1))
+    for column in table.columns:
+        column.justify = "right"
+    for row in rows:
+        table.add_row(*map(str, row))
+    Console().print(table)
+
+
+@cli.command()
+@click.option(
+    "--at",
+    "at_text",
+    default=None,
+    metavar="DATETIME",
+    help="ISO 8601; UTC if no offset (default: now).",
+)
+@click.option("--cohort", "cohort_name", default=None)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per enrollment.")
+@pass_state
+def due(state: State, at_text: str | None, cohort_name: str | None, as_json: bool) -> None:
+    """Dry run: who would get which lesson at that instant, and why the others would not."""
+    from dripcourse import due as dry_run
+
+    rt = state.runtime
+    at = dry_run.parse_at(at_text, utcnow())
+    with db.transaction(rt.sessions) as session:
+        if cohort_name is not None:
+            enrollment.get_cohort(session, cohort_name)
+        verdicts = dry_run.due_at(session, at, rt.catalog.course, cohort_name)
+    if as_json:
+        click.echo(json.dumps([v.as_dict() for v in verdicts], indent=2))
+        return
+    sending = [v for v in verdicts if v.reason == "due"]
+    click.echo(f"at {at:%Y-%m-%d %H:%M} UTC: {len(sending)} would get a lesson (nothing sent)")
+    for v in sending:
+        click.echo(f"  {v.email} ({v.cohort}): {v.detail}")
+    reasons = Counter(v.reason for v in verdicts if v.reason != "due")
+    for reason, count in sorted(reasons.items()):
+        click.echo(f"{count} not now: {reason}")
+        for v in verdicts:
+            if v.reason == reason:
+                click.echo(f"  {v.email} ({v.cohort}): {v.detail}")
 
 
 @cli.group(cls=Group)

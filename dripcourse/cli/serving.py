@@ -8,7 +8,7 @@ import celery.signals
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment
+from dripcourse import db, enrollment, importing
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.models import Cohort
@@ -45,11 +45,11 @@ def demo(state: State, csv_path: Path, course: str) -> None:
             click.echo("a cohort exists already; the demo enrolls nobody")
             return
         now = utcnow()
-        signups = enrollment.read_csv(csv_path)
+        parsed = importing.read_csv(csv_path)
         the_course = rt.catalog.course(course)
         cohort = enrollment.create_cohort(session, SAMPLE_COHORT, the_course, "now", now)
-        enrollment.enroll_all(session, cohort, the_course, signups, now)
-    click.echo(f"cohort {SAMPLE_COHORT!r}: {len(signups)} subscribers enrolled, Day 1 due now")
+        report = importing.import_rows(session, cohort, the_course, parsed, now)
+    click.echo(f"cohort {SAMPLE_COHORT!r}: {report.enrolled} subscribers enrolled, Day 1 due now")
 
 
 @cli.command()

@@ -109,6 +109,9 @@ def check(state: State, slugs: tuple[str, ...], strict: bool, as_json: bool) -> 
 
     settings = state.runtime.settings
     layout, reports = check_all(settings.path(settings.emails_dir), list(slugs) or None)
+    for report in reports:
+        if report.course is not None:
+            report.findings.extend(_against_people_in_it(state, report.course))
     per_course = [(r, [_shown(f, strict) for f in r.findings]) for r in reports]
     findings = [_shown(f, strict) for f in layout] + [f for _r, fs in per_course for f in fs]
     errors, warnings = counts(findings)
@@ -154,3 +157,19 @@ def _shown(finding: Finding, strict: bool) -> Finding:
         path = path.resolve().relative_to(Path.cwd())
     severity = "error" if strict and finding.severity == "warning" else finding.severity
     return dataclasses.replace(finding, path=path, severity=severity)
+
+
+def _against_people_in_it(state: State, course: Course) -> list[Finding]:
+    """Changes that would break the course for people taking it, as errors (when there is a
+    database to ask; staff previewing on a laptop may have none)."""
+    from dripcourse import course_changes, db
+
+    if db.schema_problem(state.runtime.engine) is not None:
+        return []
+    with db.transaction(state.runtime.sessions) as session:
+        found = course_changes.problems(session, course)
+    prefix = f"{course.path}: "
+    return [
+        Finding(course.path / "course.toml", 1, "error", text.removeprefix(prefix))
+        for text in found
+    ]

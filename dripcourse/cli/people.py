@@ -1,0 +1,145 @@
+"""Operators' commands for one person: show, pause, resume, unenroll, move, set-day,
+set-timezone. Each prints what changed, before -> after."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import click
+from sqlalchemy.orm import Session
+
+from dripcourse import db, enrollment, people
+from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.clock import utcnow
+from dripcourse.course import Course
+from dripcourse.models import Enrollment, Subscriber
+
+cohort_option = click.option(
+    "--cohort", "cohort_name", default=None, help="Which cohort (when they are in several)."
+)
+
+
+@contextmanager
+def _person(state: State, email: str) -> Iterator[tuple[Session, Subscriber, dt.datetime]]:
+    with db.transaction(state.runtime.sessions) as session:
+        yield session, people.find_person(session, email), utcnow()
+
+
+def _one(
+    state: State,
+    email: str,
+    cohort_name: str | None,
+    change: Callable[[Session, Enrollment, Course, dt.datetime], people.Change],
+) -> None:
+    """Apply ``change`` to the person's enrollment and print it."""
+    with _person(state, email) as (session, person, now):
+        chosen = people.pick_enrollment(person, cohort_name)
+        course = state.runtime.catalog.course(chosen.cohort.course_slug)
+        done = f"{person.email} ({chosen.cohort.name}): {change(session, chosen, course, now)}"
+    click.echo(done)
+
+
+@cli.command()
+@click.argument("email")
+@pass_state
+def show(state: State, email: str) -> None:
+    """Show a person: each enrollment, its next lesson, every delivery and its last error."""
+    with _person(state, email) as (session, person, now):
+        view = people.describe(session, person, state.runtime.catalog.course, now)
+    click.echo(f"{view.email}  {view.name or '(no name)'}  {view.timezone}")
+    click.echo(f"  on record since {view.since:%Y-%m-%d %H:%M} UTC")
+    if view.suppressed:
+        click.echo(f"  suppressed: {view.suppressed}")
+    for each in view.enrollments:
+        click.echo(f"cohort {each.cohort} ({each.course}): {each.state}")
+        click.echo(f"  reflections written: {each.reflections}")
+        for d in each.deliveries:
+            at = f"{d.at:%Y-%m-%d %H:%M} UTC" if d.at else "-"
+            line = f"  day {d.day:>3}  {d.status:<9}  {at}  attempts {d.attempts}"
+            if d.last_error:
+                line += f"  last error: {d.last_error}"
+            click.echo(line)
+    if not view.enrollments:
+        click.echo("  in no cohort")
+
+
+@cli.command()
+@click.argument("email")
+@cohort_option
+@click.option("--days", type=int, default=None, help="Pause for N days from now.")
+@click.option(
+    "--until",
+    type=click.DateTime(formats=["%Y-%m-%d"]),
+    default=None,
+    help="Pause until this local date (lessons come back that morning).",
+)
+@pass_state
+def pause(
+    state: State, email: str, cohort_name: str | None, days: int | None, until: dt.datetime | None
+) -> None:
+    """Hold a person's lessons for a while; the next lesson stays the next."""
+    day = until.date() if until else None
+    _one(
+        state,
+        email,
+        cohort_name,
+        lambda s, e, c, now: people.pause(s, e, c, now, days=days, until=day),
+    )
+
+
+@cli.command()
+@click.argument("email")
+@cohort_option
+@pass_state
+def resume(state: State, email: str, cohort_name: str | None) -> None:
+    """End a pause early."""
+    _one(state, email, cohort_name, people.resume)
+
+
+@cli.command()
+@click.argument("email")
+@cohort_option
+@pass_state
+def unenroll(state: State, email: str, cohort_name: str | None) -> None:
+    """Take a person out of a cohort (their address stays usable for other cohorts)."""
+    _one(state, email, cohort_name, people.unenroll)
+
+
+@cli.command()
+@click.argument("email")
+@cohort_option
+@click.option("--to-cohort", "target", required=True, help="The cohort to move them to.")
+@pass_state
+def move(state: State, email: str, cohort_name: str | None, target: str) -> None:
+    """Move a person to another cohort."""
+    courses = state.runtime.catalog.course
+    _one(
+        state,
+        email,
+        cohort_name,
+        lambda s, e, c, now: people.move(s, e, enrollment.get_cohort(s, target), courses, now),
+    )
+
+
+@cli.command("set-day")
+@click.argument("email")
+@cohort_option
+@click.option("--day", type=int, required=True, help="The next lesson they should get.")
+@pass_state
+def set_day(state: State, email: str, cohort_name: str | None, day: int) -> None:
+    """Make Day N the next lesson a person gets (to correct a mistake)."""
+    _one(state, email, cohort_name, lambda s, e, c, now: people.set_day(s, e, c, day, now))
+
+
+@cli.command("set-timezone")
+@click.argument("email")
+@click.argument("zone")
+@pass_state
+def set_timezone(state: State, email: str, zone: str) -> None:
+    """Change a person's time zone; their next lesson moves to the new local morning."""
+    with _person(state, email) as (session, person, now):
+        changes = people.set_timezone(session, person, zone, state.runtime.catalog.course, now)
+    for change in changes:
+        click.echo(f"{person.email}: {change}")
