@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.course import Course
-from dripcourse.db import transaction
+from dripcourse.db import retry_outages, transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
 from dripcourse.mail import PermanentMailError, TransientMailError
@@ -371,7 +371,13 @@ def send_delivery(
         # and the delivery cannot circle through the sweep forever.
         log.exception("delivery %s: unexpected error", delivery_id)
         return _record_retry(rt, delivery_id, now, job.attempts, f"{type(exc).__name__}: {exc}")
-    return _record_sent(rt, job, clock() if clock else now, msg_id, course)
+    sent_at = clock() if clock else now
+    # The server has the message. A locked or restarting database must not lose that, or the
+    # lease runs out and the lesson goes out again: wait for it however long it takes.
+    return retry_outages(
+        lambda: _record_sent(rt, job, sent_at, msg_id, course),
+        what=f"delivery {delivery_id} sent, recording it",
+    )
 
 
 def _set_delivery(
