@@ -181,6 +181,7 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
                     "day": row.day + 1,
                     "status": DeliveryStatus.PENDING,
                     "next_attempt_at": later,
+                    "queued_at": now,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -219,7 +220,12 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
                     Delivery.status.in_(OPEN),
                     Delivery.next_attempt_at <= now,
                 )
-                .values(status=DeliveryStatus.PENDING, updated_at=now, next_attempt_at=later)
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    updated_at=now,
+                    next_attempt_at=later,
+                    queued_at=now,
+                )
                 .returning(Delivery.id)
                 .execution_options(synchronize_session=False)
             ).all()
@@ -307,6 +313,7 @@ def send_delivery(
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
                 next_attempt_at=now + _seconds(rt.settings.send_lease_seconds),
+                queued_at=None,  # its task is taken: nothing of it is left in the broker
             )
             .returning(Delivery.enrollment_id, Delivery.day, Delivery.attempts)
             .execution_options(synchronize_session=False)

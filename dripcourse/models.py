@@ -150,6 +150,9 @@ class Delivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # When its task was last handed to the broker; NULL once a worker has taken it, and while
+    # it waits for a retry. A tick that finds the broker emptied queues exactly these again.
+    queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     enrollment: Mapped[Enrollment] = relationship(back_populates="deliveries")
 
@@ -163,6 +166,16 @@ class Suppression(Base):
     email: Mapped[str] = mapped_column(String(320), unique=True)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
+class WorkerBeat(Base):
+    """When a worker last took a task (any task, the tick included): how health tells that
+    workers are up but taking nothing."""
+
+    __tablename__ = "worker_beats"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_task_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class Reflection(Base):
@@ -196,4 +209,5 @@ __all__ = [
     "Subscriber",
     "Suppression",
     "UTCDateTime",
+    "WorkerBeat",
 ]

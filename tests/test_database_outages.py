@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 from email.message import EmailMessage
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from dripcourse import db, delivery
+from dripcourse import db, delivery, outages
 from dripcourse.delivery import Outcome
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment
 from dripcourse.runtime import Runtime
@@ -112,3 +113,52 @@ def test_a_mistake_in_the_work_is_raised_at_once_not_retried(rt: Runtime) -> Non
     with pytest.raises(IntegrityError):
         db.retry_outages(work, what="a test")
     assert tries == [1]
+
+
+@pytest.mark.parametrize(
+    ("retries", "low", "high"),
+    [(0, 0.75, 1.0), (1, 1.5, 2.0), (3, 6.0, 8.0), (6, 22.5, 30.0), (20, 22.5, 30.0)],
+)
+def test_a_task_that_missed_the_database_is_tried_again_within_seconds(
+    retries: int, low: float, high: float
+) -> None:
+    delay = outages.retry_delay(retries, patience=900)
+    assert delay is not None and low <= delay <= high
+
+
+def test_after_the_sweeps_own_wait_a_task_leaves_its_delivery_to_the_sweep() -> None:
+    assert outages.retry_delay(5, patience=31) is None  # 1 + 2 + 4 + 8 + 16 seconds waited
+
+
+def test_a_late_delivery_says_the_database_held_it_up_and_keeps_earlier_errors(
+    rt: Runtime,
+) -> None:
+    start_cohort(rt)
+    first, second = claim(rt)
+    with db.transaction(rt.sessions) as session:
+        session.get(Delivery, second).last_error = "421 busy"  # type: ignore[union-attr]
+    for each in (first, second):
+        outages.note_interrupted(rt, each, NOW, 3)
+    with db.transaction(rt.sessions) as session:
+        notes = [session.get(Delivery, each).last_error for each in (first, second)]  # type: ignore[union-attr]
+    said = "2026-11-25 12:00:00Z database unavailable, task tried again 3x"
+    assert notes == [said, f"421 busy; {said}"]
+
+
+def test_lessons_the_broker_would_not_take_are_queued_by_the_next_tick(rt: Runtime) -> None:
+    start_cohort(rt)
+    ids = []
+    delivery.tick(rt, NOW, ids.extend)
+    handed: list[int] = []
+
+    def publish(delivery_id: int) -> None:
+        if handed:
+            raise ConnectionRefusedError("broker down")
+        handed.append(delivery_id)
+
+    with pytest.raises(ConnectionRefusedError):
+        outages.publish_each(rt, ids, publish, NOW)
+
+    again: list[int] = []
+    delivery.tick(rt, NOW + dt.timedelta(minutes=1), again.extend)
+    assert handed == ids[:1] and again == ids[1:]

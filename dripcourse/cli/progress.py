@@ -31,7 +31,7 @@ def tick(state: State, inline: bool) -> None:
         from dripcourse import tasks
 
         tasks.configure(rt.settings)
-        result, outcomes = delivery.tick(rt, utcnow(), tasks.enqueue), Counter()
+        result, outcomes = tasks.scheduler_pass(rt, utcnow()), Counter()
     line = f"{result.claimed} lessons claimed, {result.requeued} deliveries queued again"
     if outcomes:
         line += "; " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
