@@ -112,10 +112,8 @@ def _worker_seen(task: Task | None = None, **_: object) -> None:
         return  # not in a worker (a task run in-process)
     try:
         _heartbeat.beat(runtime(), hostname, utcnow())
-    except Exception as exc:
-        if not is_outage(exc):
-            raise
-        log.warning("heartbeat not recorded, database unavailable: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - a missed heartbeat must never cost the task
+        log.warning("heartbeat not recorded: %s", exc)
 
 
 def enqueue(ids: Sequence[int]) -> None:
