@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 # How long a send waits for the send-rate limiter's Redis to come back before it gives up.
 RATE_LIMIT_PATIENCE_SECONDS = 10.0
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class Catalog:
@@ -105,6 +110,7 @@ class Runtime:
                 wait=tenacity.wait_exponential_jitter(multiplier=0.25, max=2, jitter=0.25),
                 stop=tenacity.stop_after_delay(RATE_LIMIT_PATIENCE_SECONDS),
                 before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+                sleep=lambda seconds: _pause(seconds),
                 reraise=True,
             )(self.limiter.wait)
         except redis.RedisError as exc:
