@@ -40,8 +40,12 @@ def fresh_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ROOT / "dripcourse", source / "dripcourse", ignore=shutil.ignore_patterns("__pycache__")
     )
     venv = tmp / "venv"
-    run([sys.executable, "-m", "venv", str(venv)], cwd=tmp)
-    run([str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(source)], cwd=tmp)
+    # This venv's own pip installs into the new one (no pip of its own to set up there), from
+    # pip's cache of wheels when it is warm.
+    run([sys.executable, "-m", "venv", "--without-pip", str(venv)], cwd=tmp)
+    python = str(venv / "bin" / "python")
+    run([sys.executable, "-m", "pip", "--python", python, "install", "--quiet", str(source)],
+        cwd=tmp)  # fmt: skip
     return venv / "bin"
 
 
