@@ -9,6 +9,7 @@ task is found again within seconds; the tests wait on the processes, never on th
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
 import os
 import signal
@@ -334,6 +335,10 @@ def test_redis_lost_mid_send_loses_nothing_and_duplicates_nothing(
     assert supervisor.worker.proc.poll() is None, send.logs()
 
 
+def settings_direct(settings: Settings, database_url: str) -> Settings:
+    return dataclasses.replace(settings, database_url=database_url)
+
+
 def test_database_down_for_a_second_mid_send_strands_nothing_and_says_so(
     tmp_path: Path,
     postgres_url: str,
@@ -367,12 +372,6 @@ def test_database_down_for_a_second_mid_send_strands_nothing_and_says_so(
     print(f"{len(held_up)} deliveries noted a database outage; e.g. {held_up[:1]}")
     assert held_up, logs
     assert "task tried again in" in "".join(p.output() for p in send.processes)
-
-
-def settings_direct(settings: Settings, database_url: str) -> Settings:
-    import dataclasses
-
-    return dataclasses.replace(settings, database_url=database_url)
 
 
 def test_health_fails_while_the_only_worker_takes_nothing_and_passes_once_it_does(
