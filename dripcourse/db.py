@@ -1,42 +1,51 @@
-"""Engine, sessions and schema migrations."""
+"""Engine, sessions and schema migrations; and waiting out a database that is briefly away."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
+import tenacity
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dripcourse.files import private_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-def make_engine(url: str) -> Engine:
+
+def make_engine(url: str, *, lock_timeout: float = 30.0) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys on.
 
     Statement parameters are kept out of error messages: they can hold a subscriber's
-    reflection, and error messages end up in logs.
+    reflection, and error messages end up in logs. ``lock_timeout`` is how long one SQLite
+    statement waits for another writer's lock before it fails.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             private_sqlite_file(Path(parsed.database).expanduser())
-        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
+        engine = create_engine(url, connect_args={"timeout": lock_timeout}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cur.close()
 
         return engine
@@ -84,3 +93,49 @@ def schema_problem(engine: Engine) -> str | None:
     if current != heads:
         return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
     return None
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` says the database was out of reach or busy, not that the work was wrong.
+
+    A refused or dropped connection, a server shutting down, a SQLite file locked by another
+    writer past its busy timeout: the same transaction can simply be run again later. A
+    constraint violation or a bad statement is not an outage and is never retried.
+    """
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
+
+
+def retry_outages(work: Callable[[], T], *, what: str, patience: float | None = None) -> T:
+    """Run ``work`` (one whole transaction) again for as long as the database is away.
+
+    Waits about 0.5 s, 1 s, 2 s ... up to 10 s between tries and logs each wait with ``what``,
+    so an operator sees why things were slow. Gives up, raising the last error, after
+    ``patience`` seconds; ``None`` never gives up (for work that must not be lost, such as
+    recording a message the mail server has already accepted).
+    """
+
+    def say(state: tenacity.RetryCallState) -> None:
+        assert state.outcome is not None
+        log.warning(
+            "%s: database unavailable (try %d, waiting %.1fs): %s",
+            what,
+            state.attempt_number,
+            state.upcoming_sleep,
+            state.outcome.exception(),
+        )
+
+    retrying = tenacity.Retrying(
+        retry=tenacity.retry_if_exception(is_outage),
+        wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
+        stop=tenacity.stop_never if patience is None else tenacity.stop_after_delay(patience),
+        before_sleep=say,
+        sleep=lambda seconds: _pause(seconds),
+        reraise=True,
+    )
+    return retrying(work)

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import breaker, schedule
 from dripcourse.course import Course
-from dripcourse.db import transaction
+from dripcourse.db import retry_outages, transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
 from dripcourse.greeting import greeting_for
@@ -197,6 +197,7 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime, size: int) -> 
                     "day": row.day + 1,
                     "status": DeliveryStatus.PENDING,
                     "next_attempt_at": later,
+                    "queued_at": now,
                     "attempts": 0,
                     "created_at": now,
                     "updated_at": now,
@@ -262,7 +263,12 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue, limit: int | N
                     Delivery.status.in_(OPEN),
                     Delivery.next_attempt_at <= now,
                 )
-                .values(status=DeliveryStatus.PENDING, updated_at=now, next_attempt_at=later)
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    updated_at=now,
+                    next_attempt_at=later,
+                    queued_at=now,
+                )
                 .returning(Delivery.id)
                 .execution_options(synchronize_session=False)
             ).all()
@@ -380,6 +386,7 @@ def send_delivery(
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
                 next_attempt_at=now + _seconds(lease),
+                queued_at=None,  # its task is taken: nothing of it is left in the broker
             )
             .returning(Delivery.enrollment_id, Delivery.day, Delivery.attempts, Delivery.created_at)
             .execution_options(synchronize_session=False)
@@ -468,7 +475,12 @@ def send_delivery(
         log.exception("delivery %s: unexpected error", delivery_id)
         return _record_retry(rt, job, now, f"{type(exc).__name__}: {exc}", course)
     sent_at = clock() if clock else now
-    outcome = _record_sent(rt, job, sent_at, msg_id, course)
+    # The server has the message. A locked or restarting database must not lose that, or the
+    # lease runs out and the lesson goes out again: wait for it however long it takes.
+    outcome = retry_outages(
+        lambda: _record_sent(rt, job, sent_at, msg_id, course),
+        what=f"delivery {delivery_id} sent, recording it",
+    )
     if relay_paused_until is not None:
         # This send was the probe of a paused relay, and it went through.
         with transaction(rt.sessions) as session:

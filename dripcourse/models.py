@@ -166,6 +166,9 @@ class Delivery(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # When its task was last handed to the broker; NULL once a worker has taken it, and while
+    # it waits for a retry. A tick that finds the broker emptied queues exactly these again.
+    queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     enrollment: Mapped[Enrollment] = relationship(back_populates="deliveries")
 
@@ -196,6 +199,16 @@ class CircuitBreaker(Base):
     retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
     reason: Mapped[str | None] = mapped_column(Text, default=None)
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
+class WorkerBeat(Base):
+    """When a worker last took a task (any task, the tick included): how health tells that
+    workers are up but taking nothing."""
+
+    __tablename__ = "worker_beats"
+
+    worker: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_task_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class Reflection(Base):
@@ -230,4 +243,5 @@ __all__ = [
     "Subscriber",
     "Suppression",
     "UTCDateTime",
+    "WorkerBeat",
 ]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 import redis
+import tenacity
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -17,6 +20,15 @@ from dripcourse.mail import TransientMailError, Transport, transport_from_url
 from dripcourse.ratelimit import RateLimiter
 from dripcourse.render import Renderer
 from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
+
+log = logging.getLogger(__name__)
+
+# How long a send waits for the send-rate limiter's Redis to come back before it gives up.
+RATE_LIMIT_PATIENCE_SECONDS = 10.0
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)
 
 
 class Catalog:
@@ -85,12 +97,24 @@ class Runtime:
         return RateLimiter.from_url(url, self.settings.rate_limit_per_second)
 
     def throttle(self) -> None:
-        """Wait for a slot under the global send-rate limit, if one is set."""
-        if self.limiter is not None:
-            try:
-                self.limiter.wait()
-            except redis.RedisError as exc:
-                raise TransientMailError(f"send-rate limiter unavailable: {exc}") from exc
+        """Wait for a slot under the global send-rate limit, if one is set.
+
+        A Redis that blinks (restarted, a dropped connection) is tried again for about ten
+        seconds, each wait logged; only then does this attempt fail as passing trouble.
+        """
+        if self.limiter is None:
+            return
+        try:
+            tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type((redis.ConnectionError, redis.TimeoutError)),
+                wait=tenacity.wait_exponential_jitter(multiplier=0.25, max=2, jitter=0.25),
+                stop=tenacity.stop_after_delay(RATE_LIMIT_PATIENCE_SECONDS),
+                before_sleep=tenacity.before_sleep_log(log, logging.WARNING),
+                sleep=lambda seconds: _pause(seconds),
+                reraise=True,
+            )(self.limiter.wait)
+        except redis.RedisError as exc:
+            raise TransientMailError(f"send-rate limiter unavailable: {exc}") from exc
 
     def after_fork(self) -> None:
         """In a forked child: drop, without closing, the connections inherited from the parent.

@@ -52,6 +52,8 @@ class Settings:
     rate_limit_per_second: float = 0.0
     rate_limit_redis_url: str = ""
     smtp_timeout_seconds: float = 20.0
+    # `dripcourse health` fails when lessons wait and no worker has taken a task for this long.
+    worker_stale_seconds: int = 300
     # Links
     reflect_max_age_days: int = 0
     # Web
@@ -186,6 +188,7 @@ def validate(settings: Settings) -> None:
         "smtp_timeout_seconds",
         "reflection_max_chars",
         "relay_retry_seconds",
+        "worker_stale_seconds",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -223,6 +226,12 @@ def validate(settings: Settings) -> None:
             check_address(address)
         except ValueError as exc:
             raise ConfigError(f"setting staff_emails: {exc}") from None
+    if settings.worker_stale_seconds <= settings.tick_seconds:
+        # A working worker takes a tick every tick_seconds; a shorter limit would cry wolf.
+        raise ConfigError(
+            "setting worker_stale_seconds: must be longer than tick_seconds "
+            f"({settings.worker_stale_seconds} <= {settings.tick_seconds})"
+        )
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (

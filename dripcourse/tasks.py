@@ -2,42 +2,61 @@
 
 Beat only ticks; the schedule itself lives in the database. Tasks carry ids (JSON), are queued
 after the claim commits, and are acknowledged late so a killed worker's task is redelivered.
+A task that cannot reach the database is tried again within seconds (dripcourse.outages), a
+tick notices a broker that lost its queue (dripcourse.queue_loss), and every task a worker
+takes leaves a heartbeat for ``dripcourse health`` (dripcourse.liveness).
 Start it the standard way: ``celery -A dripcourse.tasks worker`` and
 ``celery -A dripcourse.tasks beat``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import dbm
+import logging
 import shelve
 from collections.abc import Sequence
 from pathlib import Path
 
-from celery import Celery, signals
+from celery import Celery, Task, signals
 from celery.beat import PersistentScheduler
 from sqlalchemy.engine import make_url
 
-from dripcourse import delivery
+from dripcourse import delivery, outages, queue_loss
 from dripcourse.clock import utcnow
+from dripcourse.db import is_outage
 from dripcourse.errors import ConfigError
 from dripcourse.files import FILE_MODE, private_dir, private_sqlite_file
+from dripcourse.liveness import Heartbeat
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 
+log = logging.getLogger(__name__)
+
+# Handing a task to the broker waits out a blip of about ten seconds before the tick gives up.
+PUBLISH_RETRY = {"max_retries": 8, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
+
 app = Celery("dripcourse")
 _runtime: Runtime | None = None
+_marker: queue_loss.BrokerMarker = queue_loss.DurableBroker()
+_heartbeat: Heartbeat | None = None
 
 
 def configure(settings: Settings) -> Celery:
     """Point the Celery app and this process's Runtime at ``settings``."""
-    global _runtime
+    global _runtime, _marker, _heartbeat
     if _runtime is not None:
         _runtime.close()
     _runtime = Runtime(settings)
+    _marker = queue_loss.marker_for(settings.broker_url)
+    _heartbeat = Heartbeat(every=settings.worker_stale_seconds / 10)
     var = settings.path(settings.var_dir)
     app.conf.update(
         broker_url=settings.broker_url,
         broker_connection_retry_on_startup=True,
+        task_publish_retry=True,
+        task_publish_retry_policy=PUBLISH_RETRY,
         broker_transport_options=_transport_options(settings.broker_url),
         task_serializer="json",
         accept_content=["json"],
@@ -121,22 +140,62 @@ def _close(**_: object) -> None:
         _runtime.close()
 
 
+@signals.task_prerun.connect
+def _worker_seen(task: Task | None = None, **_: object) -> None:
+    hostname = getattr(getattr(task, "request", None), "hostname", None)
+    if _heartbeat is None or not hostname:
+        return  # not in a worker (a task run in-process)
+    try:
+        _heartbeat.beat(runtime(), hostname, utcnow())
+    except Exception as exc:  # noqa: BLE001 - a missed heartbeat must never cost the task
+        log.warning("heartbeat not recorded: %s", exc)
+
+
 def enqueue(ids: Sequence[int]) -> None:
-    for delivery_id in ids:
-        send_lesson.apply_async((delivery_id,))
+    outages.publish_each(runtime(), ids, lambda i: send_lesson.apply_async((i,)), utcnow())
+
+
+def scheduler_pass(rt: Runtime, now: dt.datetime) -> delivery.TickResult:
+    """Queue again what a broker lost since the last pass, then claim and sweep as usual."""
+    recovered = queue_loss.requeue_if_lost(rt, now, enqueue, _marker)
+    result = delivery.tick(rt, now, enqueue)
+    return dataclasses.replace(result, requeued=result.requeued + recovered)
 
 
 @app.task(name="dripcourse.tick", ignore_result=True)
 def tick() -> dict[str, int]:
     """One scheduler pass: claim due lessons and queue them, after the claim commits."""
-    result = delivery.tick(runtime(), utcnow(), enqueue)
+    result = scheduler_pass(runtime(), utcnow())
     return {"claimed": result.claimed, "requeued": result.requeued}
 
 
-@app.task(name="dripcourse.send_lesson", ignore_result=True, acks_late=True)
-def send_lesson(delivery_id: int) -> str:
-    """Send one claimed delivery. Retries are scheduled in the database, not in the broker."""
-    return str(delivery.send_delivery(runtime(), delivery_id, utcnow(), clock=utcnow))
+@app.task(
+    name="dripcourse.send_lesson", bind=True, ignore_result=True, acks_late=True, max_retries=None
+)
+def send_lesson(self: Task, delivery_id: int) -> str:
+    """Send one claimed delivery. Retries are scheduled in the database, not in the broker;
+    only a database out of reach makes the task itself run again, seconds later."""
+    rt = runtime()
+    retries = self.request.retries or 0
+    try:
+        outcome = delivery.send_delivery(rt, delivery_id, utcnow(), clock=utcnow)
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        delay = outages.retry_delay(retries, rt.settings.requeue_after_seconds)
+        if delay is None:
+            log.error("delivery %s: database unavailable, left for the sweep: %s", delivery_id, exc)
+            raise
+        log.warning(
+            "delivery %s: database unavailable, task tried again in %.1fs: %s",
+            delivery_id,
+            delay,
+            exc,
+        )
+        raise self.retry(countdown=delay, exc=exc) from None
+    if retries:
+        outages.note_interrupted(rt, delivery_id, utcnow(), retries)
+    return str(outcome)
 
 
 try:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from dripcourse import runtime
 from dripcourse.mail import TransientMailError
 from dripcourse.ratelimit import RateLimiter
 from dripcourse.runtime import Runtime
@@ -114,17 +115,40 @@ def test_three_processes_together_keep_to_one_rate(tmp_path: Path):
     assert achieved >= per_second * 0.6
 
 
-def test_runtime_throttle_turns_a_missing_redis_into_a_transient_failure(tmp_path: Path):
+def test_runtime_throttle_turns_a_missing_redis_into_a_transient_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     settings = make_settings(
         tmp_path,
         rate_limit_per_second=5.0,
         rate_limit_redis_url=f"redis://127.0.0.1:{_free_port()}/0",
     )
     rt = Runtime(settings)
+    monkeypatch.setattr(runtime, "RATE_LIMIT_PATIENCE_SECONDS", 0)  # gone for good
 
     # The delivery is retried later, as for any other passing trouble; nothing is suppressed.
     with pytest.raises(TransientMailError, match="rate limiter unavailable"):
         rt.throttle()
+
+
+def test_runtime_throttle_waits_for_the_limiters_redis_to_come_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    with private_redis_server(tmp_path / "redis") as server:
+        rt = Runtime(
+            make_settings(tmp_path, rate_limit_per_second=5.0, rate_limit_redis_url=server.url)
+        )
+        rt.throttle()
+        server.stop()  # a crash; it restarts, empty, once the first try has failed
+        pauses: list[float] = []
+
+        def pause(seconds: float) -> None:
+            pauses.append(seconds)
+            server.start()
+
+        monkeypatch.setattr(runtime, "_pause", pause)
+        rt.throttle()
+        assert len(pauses) == 1
 
 
 def test_no_limit_means_no_redis(tmp_path: Path):

@@ -34,7 +34,7 @@ def tick(state: State, inline: bool) -> None:
         from dripcourse import tasks
 
         tasks.configure(rt.settings)
-        result, outcomes = delivery.tick(rt, utcnow(), tasks.enqueue), Counter()
+        result, outcomes = tasks.scheduler_pass(rt, utcnow()), Counter()
     if inline:
         line = f"{result.claimed} lessons claimed, {result.requeued} deliveries queued again"
     else:

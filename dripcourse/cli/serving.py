@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import sys
 from pathlib import Path
 
 import celery.signals
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment, importing
+from dripcourse import db, enrollment, importing, liveness
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.models import Cohort
@@ -132,3 +134,32 @@ def web(state: State, host: str | None, port: int | None) -> None:
         use_reloader=False,
         request_handler=RedactingRequestHandler,
     )
+
+
+@cli.command()
+@click.option(
+    "--stale-after",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="SECONDS",
+    help="How long workers may take no task while lessons wait (default: worker_stale_seconds).",
+)
+@pass_state
+def health(state: State, stale_after: int | None) -> None:
+    """Exit 1 when lessons wait and no worker has taken a task lately: a liveness probe.
+
+    Exit 0 when workers are taking tasks or nothing waits; exit 2 when the database cannot be
+    reached. One line of output either way.
+    """
+    rt = state.runtime
+    limit = dt.timedelta(seconds=stale_after or rt.settings.worker_stale_seconds)
+    try:
+        verdict = liveness.check_health(rt, utcnow(), limit)
+    except Exception as exc:
+        if not db.is_outage(exc):
+            raise
+        click.echo(f"unknown: database unavailable: {str(exc).splitlines()[0]}")
+        sys.exit(2)
+    click.echo(verdict.describe())
+    if not verdict.healthy:
+        sys.exit(1)

@@ -1,0 +1,86 @@
+"""When the database or the broker is briefly away: try the task again soon, and say so.
+
+A send task that cannot reach the database has done nothing yet (or nothing that its retry
+cannot see), so it is simply run again after a short backoff instead of being acknowledged
+as done. A tick that cannot hand its tasks to the broker marks them unqueued, so the next
+tick queues them rather than the sweep many minutes later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import func, update
+
+from dripcourse.db import transaction
+from dripcourse.models import Delivery, DeliveryStatus
+from dripcourse.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def retry_delay(
+    retries: int,
+    patience: float,
+    *,
+    base: float = 1.0,
+    cap: float = 30.0,
+    rng: random.Random | None = None,
+) -> float | None:
+    """Seconds to wait before trying a task again after its ``retries``-th failed try to reach
+    the database: about 1, 2, 4 ... up to ``cap``. None once the waits so far add up to
+    ``patience``: from then on the sweep queues the delivery again, as for any lost task."""
+    waited = sum(min(cap, base * 2**k) for k in range(retries))
+    if waited >= patience:
+        return None
+    return min(cap, base * 2**retries) * (rng or random).uniform(0.75, 1.0)
+
+
+def note_interrupted(rt: Runtime, delivery_id: int, now: dt.datetime, retries: int) -> None:
+    """Add to the delivery's last error that its task could not reach the database at first,
+    so ``status`` shows why it went out late (the note stays when the delivery is sent)."""
+    note = f"{now:%Y-%m-%d %H:%M:%S}Z database unavailable, task tried again {retries}x"
+    with transaction(rt.sessions) as session:
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == delivery_id)
+            .values(last_error=func.coalesce(Delivery.last_error.concat("; "), "").concat(note))
+            .execution_options(synchronize_session=False)
+        )
+
+
+def release_unqueued(rt: Runtime, ids: Sequence[int], now: dt.datetime) -> None:
+    """Deliveries whose task never reached the broker: the next tick's sweep queues them."""
+    with transaction(rt.sessions) as session:
+        session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(list(ids)),
+                Delivery.status == DeliveryStatus.PENDING,
+                Delivery.queued_at.is_not(None),
+            )
+            .values(queued_at=None, next_attempt_at=now, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+
+
+def publish_each(
+    rt: Runtime, ids: Sequence[int], publish: Callable[[int], object], now: dt.datetime
+) -> None:
+    """Hand each delivery's task to the broker. If the broker cannot take one (after the
+    publisher's own retries), the rest are released for the next tick, and the error raised."""
+    for n, delivery_id in enumerate(ids):
+        try:
+            publish(delivery_id)
+        except Exception:
+            rest = ids[n:]
+            try:
+                release_unqueued(rt, rest, now)
+            except Exception as exc:  # noqa: BLE001 - the broker's error is the one to raise
+                log.warning("%d lessons not queued wait for the sweep: %s", len(rest), exc)
+            else:
+                log.warning("broker unavailable: %d lessons left for the next tick", len(rest))
+            raise
