@@ -178,7 +178,8 @@ class Reflection(Base):
     day: Mapped[int] = mapped_column(Integer)
     # The question as it was asked, kept even if the lesson file changes later.
     prompt: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    # The text sealed under the reflections key (see encryption.py): never plain text.
+    sealed_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 

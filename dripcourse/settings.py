@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dripcourse.encryption import parse_keys
 from dripcourse.errors import ConfigError
 from dripcourse.mail import check_mail_url
 
@@ -47,6 +48,11 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     reflection_max_chars: int = 20000
+    # Reflections: sealed under their own key(s), comma-separated (the first seals, all open);
+    # empty on the embedded set-up: made once and kept in var/reflections_key.
+    reflections_key: str = ""
+    # Delete reflections this many days after they were last written (0 = keep them).
+    reflections_retention_days: int = 0
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
 
@@ -178,6 +184,18 @@ def validate(settings: Settings) -> None:
             "setting secret_key: required with PostgreSQL, where workers and the web app run "
             "on several machines and must sign links with one key; set DRIPCOURSE_SECRET_KEY"
         )
+    if settings.reflections_key:
+        parse_keys(settings.reflections_key)
+    elif db.startswith("postgresql"):
+        # Like secret_key: a key made under var/ would differ per machine, and a reflection
+        # sealed on one web server could not be opened on another.
+        raise ConfigError(
+            "setting reflections_key: required with PostgreSQL, where several machines must "
+            "seal and open reflections with one key; make one with `dripcourse reflections "
+            "new-key` and set DRIPCOURSE_REFLECTIONS_KEY"
+        )
+    if settings.reflections_retention_days < 0:
+        raise ConfigError("setting reflections_retention_days: must be 0 (keep) or more")
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (

@@ -39,6 +39,8 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler
@@ -120,6 +122,7 @@ def create_app(
     )
     if test_config:
         app.config.update(test_config)
+    _check_reflections_key(rt)
     app.extensions["dripcourse"] = rt
     app.register_blueprint(bp)
     app.after_request(_security_headers)
@@ -129,6 +132,18 @@ def create_app(
     app.add_template_filter(_day, "day")
     app.add_template_filter(_time, "time")
     return app
+
+
+def _check_reflections_key(rt: Runtime) -> None:
+    """A wrong or missing reflections key stops the app at start (WrongReflectionsKey), never
+    shows a journal with nothing in it. A database not reachable or not set up yet is left
+    for the pages to report."""
+    try:
+        with transaction(rt.sessions) as session:
+            if inspect(session.connection()).has_table("reflections"):
+                reflections.check_key(session, rt.reflection_cipher)
+    except DBAPIError as exc:
+        log.warning("reflections key not checked at start: database unavailable (%s)", exc)
 
 
 def _rt() -> Runtime:
@@ -213,7 +228,8 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             abort(404)
         course = _course(enrollment)
         lesson = reflections.lesson_or_none(course, day)
-        reflection = reflections.get_reflection(session, enrollment_id, day)
+        cipher = _rt().reflection_cipher
+        reflection = reflections.get_reflection(session, enrollment_id, day, cipher)
         prompt = reflections.prompt_for(lesson, reflection)
         if prompt is None:
             abort(404)  # the course lost this day and nothing was written for it
@@ -241,7 +257,14 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             return render_template("reflect.html", **page, text=posted, error=error), 400
         try:
             reflections.save_reflection(
-                session, enrollment, day, prompt, posted, max_chars=page["max_chars"], now=_now()
+                session,
+                enrollment,
+                day,
+                prompt,
+                posted,
+                cipher=cipher,
+                max_chars=page["max_chars"],
+                now=_now(),
             )
         except reflections.ReflectionRejected as exc:
             return render_template("reflect.html", **page, text=posted, error=str(exc)), 400
@@ -254,7 +277,9 @@ def journal(token: str) -> str:
     (enrollment_id,) = _load(links.JOURNAL, token, 1)
     with transaction(_rt().sessions) as session:
         enrollment = _enrollment(session, enrollment_id)
-        entries = reflections.journal(session, enrollment, _course(enrollment))
+        entries = reflections.journal(
+            session, enrollment, _course(enrollment), _rt().reflection_cipher
+        )
         reflect_tokens = {
             e.day: _rt().links.token(links.REFLECT, enrollment_id, e.day) for e in entries
         }

@@ -72,9 +72,10 @@ def ana(rt: Runtime) -> int:
     return enrollment_id
 
 
-def stored(rt: Runtime) -> list[Reflection]:
+def stored(rt: Runtime) -> list[reflections.WrittenReflection]:
     with transaction(rt.sessions) as session:
-        return list(session.scalars(select(Reflection).order_by(Reflection.day)))
+        rows = session.scalars(select(Reflection).order_by(Reflection.day))
+        return [reflections.WrittenReflection.opened(r, rt.reflection_cipher) for r in rows]
 
 
 # -- reflecting --------------------------------------------------------------------------
@@ -293,7 +294,14 @@ def test_a_written_day_shows_the_question_as_first_answered(
         found = session.get(Enrollment, ana)
         assert found is not None
         reflections.save_reflection(
-            session, found, 2, "The old wording?", "My answer.", max_chars=99, now=NOW
+            session,
+            found,
+            2,
+            "The old wording?",
+            "My answer.",
+            cipher=rt.reflection_cipher,
+            max_chars=99,
+            now=NOW,
         )
     page = html.unescape(client.get(make_url(rt)).get_data(as_text=True))
     course = rt.catalog.course("white-coat")

@@ -77,13 +77,22 @@ def reflections() -> None:
 @pass_state
 def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Path | None) -> None:
     """Export every reflection: email, cohort, day, prompt, text, created and updated times."""
+    from dripcourse import oplog
     from dripcourse import reflections as reflection_store
 
-    with db.transaction(state.runtime.sessions) as session:
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
         if cohort_name is not None:
             enrollment.get_cohort(session, cohort_name)
-        rows = reflection_store.export_rows(session, cohort_name)
+        rows = reflection_store.export_rows(session, rt.reflection_cipher, cohort_name)
     data = reflection_store.export_text(rows, fmt)
+    where = "stdout" if out is None else str(out.resolve())
+    oplog.record(
+        rt.settings.path(rt.settings.var_dir),
+        f"reflections export: {len(rows)} reflections"
+        f"{f' of cohort {cohort_name!r}' if cohort_name else ''} to {where}",
+        utcnow(),
+    )
     if out is None:
         click.echo(data, nl=False)
     else:
@@ -92,3 +101,23 @@ def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Pat
         out.chmod(0o600)
         out.write_text(data, encoding="utf-8", newline="")
         click.echo(f"wrote {len(rows)} reflections to {out}", err=True)
+
+
+@reflections.command("rekey")
+@pass_state
+def reflections_rekey(state: State) -> None:
+    """Seal every reflection again under the first key of reflections_key."""
+    from dripcourse import reflections as reflection_store
+
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
+        count = reflection_store.rekey(session, rt.reflection_cipher)
+    click.echo(f"{count} reflections sealed again under the first key")
+
+
+@reflections.command("new-key")
+def reflections_new_key() -> None:
+    """Print a new random key for the reflections_key setting."""
+    from dripcourse.encryption import new_key
+
+    click.echo(new_key())

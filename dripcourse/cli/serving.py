@@ -8,7 +8,7 @@ import celery.signals
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment
+from dripcourse import db, enrollment, reflections
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.models import Cohort
@@ -22,7 +22,10 @@ SAMPLE_CSV = Path("config/sample-cohort.csv")
 @pass_state
 def init(state: State) -> None:
     """Create or upgrade the database."""
-    db.upgrade(state.runtime.engine)
+    rt = state.runtime
+    db.upgrade(rt.engine, rt.reflection_cipher)
+    with db.transaction(rt.sessions) as session:
+        reflections.check_key(session, rt.reflection_cipher)
     click.echo(f"database ready: {state.runtime.engine.url.render_as_string(hide_password=True)}")
 
 
@@ -60,7 +63,9 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
     from dripcourse import tasks
 
     rt = state.runtime
-    db.upgrade(rt.engine)
+    db.upgrade(rt.engine, rt.reflection_cipher)
+    with db.transaction(rt.sessions) as session:
+        reflections.check_key(session, rt.reflection_cipher)
     for slug in rt.catalog.slugs():
         rt.catalog.course(slug)  # a broken lesson stops us here, not at 07:00
     app = tasks.configure(rt.settings)
