@@ -272,17 +272,26 @@ def _reschedule(
     return changed
 
 
-def pause(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
-    """Hold an active enrollment's lessons for a week from ``now``; False if it is not active.
+def pause(
+    session: Session,
+    enrollment: Enrollment,
+    course: Course,
+    now: dt.datetime,
+    length: dt.timedelta = PAUSE,
+) -> bool:
+    """Hold an active enrollment's lessons for ``length`` (a week) from ``now``; False if it is
+    not active.
 
     The lesson that was next stays next: it moves to the first send time after the pause, and
     the course carries on from there. A lesson already on its way is not recalled. Pausing
-    again while paused starts the week again from ``now``.
+    again while paused runs the new length from ``now``, but never shortens a longer pause.
     """
+    if length <= dt.timedelta(0):
+        raise InputError(f"pause length: must be more than nothing, got {length}")
     for _ in range(3):
         if enrollment.status != EnrollmentStatus.ACTIVE:
             return False
-        paused_until = max(now + PAUSE, enrollment.paused_until or now)
+        paused_until = max(now + length, enrollment.paused_until or now)
         seen = due = enrollment.next_send_at
         if due is not None and due < paused_until:
             due = schedule.resume_due(

@@ -58,6 +58,8 @@ from dripcourse.settings import Settings, load_settings
 log = logging.getLogger(__name__)
 
 FORM_MAX_AGE_SECONDS = 24 * 3600
+# The pause lengths offered, in days, with what the button says.
+PAUSE_CHOICES = {"1": "1 day", "7": "1 week", "14": "2 weeks"}
 MAX_TOKEN_CHARS = 512  # real tokens are about 50; anything far longer is not ours
 ONE_CLICK = "One-Click"
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -128,7 +130,7 @@ def create_app(
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CourseError, _course_error)
-    app.add_template_filter(_utc, "utc")
+    app.add_template_filter(_when, "when")
     app.add_template_filter(_day, "day")
     app.add_template_filter(_time, "time")
     return app
@@ -243,6 +245,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             "journal_token": _rt().links.token(links.JOURNAL, enrollment_id),
             "form_token": form_token(links.REFLECT, enrollment_id, day),
             "max_chars": _rt().settings.reflection_max_chars,
+            "zone": enrollment.subscriber.timezone,
         }
         if request.method == "GET":
             text = reflection.body if reflection else ""
@@ -288,6 +291,7 @@ def journal(token: str) -> str:
             course=_course(enrollment),
             entries=entries,
             reflect_tokens=reflect_tokens,
+            zone=enrollment.subscriber.timezone,
         )
 
 
@@ -300,16 +304,20 @@ def pause(token: str) -> Response | str:
     (enrollment_id,) = _load(links.PAUSE, token, 1)
     # The whole post is read before a pooled connection is taken: a slow upload holds none.
     action = request.form.get("action") if request.method == "POST" else None
+    days = request.form.get("days", "7") if request.method == "POST" else None
     with transaction(_rt().sessions) as session:
         enrollment = _enrollment(session, enrollment_id)
         course = _course(enrollment)
         if request.method == "POST":
-            if action not in ("pause", "resume"):
+            if action not in ("pause", "resume") or days not in PAUSE_CHOICES:
                 abort(400)
             if not _check_form(links.PAUSE, enrollment_id):
                 abort(403)  # only expired, but nothing typed is lost: reload and press again
-            act = enrollments.pause if action == "pause" else enrollments.resume
-            act(session, enrollment, course, _now())
+            if action == "pause":
+                length = dt.timedelta(days=int(days))
+                enrollments.pause(session, enrollment, course, _now(), length)
+            else:
+                enrollments.resume(session, enrollment, course, _now())
         else:
             tz = schedule.zone(enrollment.subscriber.timezone)
             now = _now()
@@ -325,6 +333,7 @@ def pause(token: str) -> Response | str:
                 next_day=enrollment.day + 1,
                 more_lessons=enrollment.day < course.length,
                 zone=tz.key,
+                choices=PAUSE_CHOICES,
                 token=token,
                 form_token=form_token(links.PAUSE, enrollment_id),
                 journal_token=_rt().links.token(links.JOURNAL, enrollment_id),
@@ -397,8 +406,11 @@ def _local(moment: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
     return None if moment is None else moment.astimezone(tz)
 
 
-def _utc(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: dt.datetime, zone: str) -> str:
+    """A moment in the subscriber's own zone, as a person says it:
+    Wednesday 5 March 2025 at 17:45 (Asia/Kathmandu)."""
+    local = moment.astimezone(schedule.zone(zone))
+    return f"{_day(local)} {local.year} at {_time(local)} ({zone})"
 
 
 def _day(moment: dt.datetime) -> str:

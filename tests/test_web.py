@@ -107,7 +107,7 @@ def test_saving_a_reflection_shows_when_it_was_saved(
     assert response.headers["Location"].startswith(url)
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "The story: I must never be tired." in page
-    assert f"Saved at {NOW:%Y-%m-%d %H:%M} UTC" in page
+    assert "Saved Wednesday 5 March 2025 at 12:00 (UTC)" in page
     (saved,) = stored(rt)
     assert (saved.day, saved.prompt) == (2, rt.catalog.course("white-coat").lesson(2).prompt)
 
@@ -138,7 +138,8 @@ def test_writing_again_edits_the_same_reflection(
     assert saved.body == "Second thoughts,\non reflection."
     assert (saved.created_at, saved.updated_at) == (NOW, NOW + dt.timedelta(hours=3))
     page = client.get(url).get_data(as_text=True)
-    assert f"Saved at {clock.now:%Y-%m-%d %H:%M} UTC" in page
+    assert "Saved Wednesday 5 March 2025 at 15:00 (UTC)" in page
+    assert "(first written Wednesday 5 March 2025 at 12:00 (UTC))" in page
     assert "First thoughts." not in page
 
 
@@ -683,7 +684,7 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
         {"form_token": form_token(page), "reflection": "What I noticed: <b>tired</b>."},
     )
     assert status == 200  # after the redirect back to the page
-    assert "What I noticed: &lt;b&gt;tired&lt;/b&gt;." in page and "Saved at" in page
+    assert "What I noticed: &lt;b&gt;tired&lt;/b&gt;." in page and "Saved " in page
     assert [(r.enrollment_id, r.day, r.body) for r in stored(live)] == [
         (enrollment_id, 1, "What I noticed: <b>tired</b>.")
     ]
