@@ -24,6 +24,7 @@ from dripcourse.course import Course
 from dripcourse.db import transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
+from dripcourse.lessons_sent import digest, record_version
 from dripcourse.mail import PermanentMailError, TransientMailError
 from dripcourse.models import (
     Cohort,
@@ -34,7 +35,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.render import Personal, build_message, message_id
+from dripcourse.render import Personal, RenderedLesson, build_message, message_id
 from dripcourse.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -371,7 +372,7 @@ def send_delivery(
         # and the delivery cannot circle through the sweep forever.
         log.exception("delivery %s: unexpected error", delivery_id)
         return _record_retry(rt, delivery_id, now, job.attempts, f"{type(exc).__name__}: {exc}")
-    return _record_sent(rt, job, clock() if clock else now, msg_id, course)
+    return _record_sent(rt, job, clock() if clock else now, msg_id, course, rendered)
 
 
 def _set_delivery(
@@ -410,7 +411,14 @@ def _still_ours(session: Session, delivery_id: int, attempts: int, now: dt.datet
     return held == 1
 
 
-def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: Course) -> Outcome:
+def _record_sent(
+    rt: Runtime,
+    job: _Job,
+    now: dt.datetime,
+    msg_id: str,
+    course: Course,
+    rendered: RenderedLesson,
+) -> Outcome:
     """Mark the delivery sent and schedule the next lesson, in one transaction.
 
     Every value comes from the claim, so this is two UPDATEs. If the enrollment changed while
@@ -428,9 +436,18 @@ def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: 
             due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
         values["next_send_at"] = due
     with transaction(rt.sessions) as session:
+        # The version the subscriber got, for "read in your browser"; a statement only the
+        # first time this process sends a version.
+        version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
         # Keep last_error: an operator asking "why was this late?" needs earlier failures.
         _set_delivery(
-            session, job.delivery_id, DeliveryStatus.SENT, now, sent_at=now, message_id=msg_id
+            session,
+            job.delivery_id,
+            DeliveryStatus.SENT,
+            now,
+            sent_at=now,
+            message_id=msg_id,
+            lesson_version_id=version_id,
         )
         updated = session.execute(
             update(Enrollment)
@@ -446,6 +463,7 @@ def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: 
         ).rowcount
         if updated != 1:
             _record_sent_to_changed_enrollment(session, job, now, course)
+    rt.catalog.lesson_versions[digest(rendered)] = version_id
     return Outcome.SENT
 
 

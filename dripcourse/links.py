@@ -14,7 +14,9 @@ REFLECT = "reflect"
 JOURNAL = "journal"
 PAUSE = "pause"
 UNSUBSCRIBE = "unsubscribe"
-PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u"}
+LESSON = "lesson"  # the lesson as sent, to read in a browser
+PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l"}
+PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 
 
 class BadToken(Exception):
@@ -40,7 +42,7 @@ class Links:
     def load(self, purpose: str, token: str) -> list[int]:
         """The ids inside a token made for ``purpose``; BadToken for anything else."""
         max_age = None
-        if purpose in (REFLECT, JOURNAL) and self.reflect_max_age_days:
+        if purpose in (REFLECT, JOURNAL, LESSON) and self.reflect_max_age_days:
             max_age = self.reflect_max_age_days * 86400
         try:
             payload = self._serializer(purpose).loads(token, max_age=max_age)
@@ -59,4 +61,6 @@ class Links:
             JOURNAL: self.url(JOURNAL, enrollment_id),
             PAUSE: self.url(PAUSE, enrollment_id),
             UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id),
+            LESSON: self.url(LESSON, enrollment_id, day),
+            "privacy": self.base_url.rstrip("/") + PRIVACY_PATH,
         }

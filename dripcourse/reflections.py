@@ -24,7 +24,15 @@ from sqlalchemy.orm import Session
 from dripcourse.course import Course, Lesson
 from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import CourseError, InputError
-from dripcourse.models import Cohort, Enrollment, Reflection, Subscriber
+from dripcourse.models import (
+    Cohort,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    LessonVersion,
+    Reflection,
+    Subscriber,
+)
 
 # Control characters other than tab and newline have no place in prose, and PostgreSQL
 # refuses NUL in text columns outright (a 500 we would otherwise serve).
@@ -157,6 +165,7 @@ class JournalEntry:
     prompt: str
     questions: tuple[str, ...]
     reflection: WrittenReflection | None
+    sent_at: dt.datetime | None = None
 
 
 def lesson_or_none(course: Course, day: int) -> Lesson | None:
@@ -167,7 +176,9 @@ def lesson_or_none(course: Course, day: int) -> Lesson | None:
         return None
 
 
-def prompt_for(lesson: Lesson | None, reflection: WrittenReflection | None) -> str | None:
+def prompt_for(
+    lesson: Lesson | LessonVersion | None, reflection: WrittenReflection | None
+) -> str | None:
     """The question to show beside a day's reflection, in the journal and on its own page.
 
     Once written, the question as first answered (even if the lesson's wording changed since);
@@ -188,23 +199,44 @@ def journal(
             select(Reflection).where(Reflection.enrollment_id == enrollment.id)
         )
     }
+    sent = {
+        d.day: d
+        for d in session.scalars(
+            select(Delivery).where(
+                Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.SENT
+            )
+        )
+    }
     entries = []
     for day in range(max(enrollment.day, max(written, default=0)), 0, -1):
+        # The words as this subscriber received them, when that version was kept.
+        delivery = sent.get(day)
+        version = delivery.lesson_version if delivery is not None else None
         lesson = lesson_or_none(course, day)
         reflection = written.get(day)
-        prompt = prompt_for(lesson, reflection)
+        prompt = prompt_for(version or lesson, reflection)
         if prompt is None:
             continue  # the course lost this day and nothing was written for it
+        source = version or lesson
         entries.append(
             JournalEntry(
                 day=day,
-                title=lesson.title if lesson else f"Day {day}",
+                title=source.title if source else f"Day {day}",
                 prompt=prompt,
-                questions=lesson.questions if lesson else (),
+                questions=_questions(source),
                 reflection=reflection,
+                sent_at=delivery.sent_at if delivery is not None else None,
             )
         )
     return entries
+
+
+def _questions(source: Lesson | LessonVersion | None) -> tuple[str, ...]:
+    if source is None:
+        return ()
+    if isinstance(source, LessonVersion):
+        return tuple(json.loads(source.questions))
+    return source.questions
 
 
 def _iso(value: dt.datetime) -> str:

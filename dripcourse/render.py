@@ -31,7 +31,17 @@ from dripcourse.course import LAYOUT_DIR, Course, Lesson
 from dripcourse.errors import CourseError
 
 # What a lesson or layout may use that differs per subscriber.
-PERSONAL_FIELDS = ("name", "first_name", "email", "reflect", "journal", "pause", "unsubscribe")
+PERSONAL_FIELDS = (
+    "name",
+    "first_name",
+    "email",
+    "reflect",
+    "journal",
+    "pause",
+    "unsubscribe",
+    "lesson",
+    "privacy",
+)
 _TOKEN = "Zq{}xDRIPx{}Zq"
 _TOKEN_RE = re.compile(r"Zq(\w+?)xDRIPx(\d+)Zq")
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML body past about 102 KB.
@@ -47,6 +57,8 @@ class Personal:
     journal: str
     pause: str
     unsubscribe: str
+    lesson: str = ""  # the lesson as sent, in a browser
+    privacy: str = ""  # the privacy page (the same for everyone)
 
     @property
     def first_name(self) -> str:
@@ -101,6 +113,8 @@ class RenderedLesson:
     subject: Template
     text: Template
     html: Template
+    # The lesson's body alone as HTML, names still placeholders: kept as the version sent.
+    body_html: str = ""
 
 
 class Renderer:
@@ -146,7 +160,10 @@ class Renderer:
         subject = self._lesson_string(lesson.subject, lesson_vars, lesson.path).strip()
         if "\n" in subject or "\r" in subject:
             raise CourseError(f"{lesson.path}: subject must be one line")
-        links = {k: personal[k] for k in ("reflect", "journal", "pause", "unsubscribe")}
+        links = {
+            k: personal[k]
+            for k in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy")
+        }
         layout_ctx = {
             **ctx,
             "subject": subject,
@@ -154,9 +171,10 @@ class Renderer:
             "subscriber": personal,
             "css": Markup(self._css),
         }
+        body_html = self._markdown.render(body_source)
         try:
             html = self._html_env.get_template("base.html").render(
-                **layout_ctx, body=Markup(self._markdown.render(body_source))
+                **layout_ctx, body=Markup(body_html)
             )
             text = self._text_env.get_template("base.txt").render(
                 **layout_ctx, body=body_source.strip()
@@ -175,6 +193,7 @@ class Renderer:
             subject=Template(subject, html=False),
             text=Template(text, html=False),
             html=Template(inlined, html=True),
+            body_html=body_html,
         )
 
     def _lesson_string(self, source: str, variables: dict[str, object], path: Path) -> str:

@@ -27,6 +27,8 @@ class Catalog:
         self.emails_dir = emails_dir
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
+        # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
+        self.lesson_versions: dict[str, int] = {}
 
     @property
     def renderer(self) -> Renderer:

@@ -3,7 +3,13 @@ staff (courses), and the serving commands. Each command is a thin adapter over a
 
 from __future__ import annotations
 
-from dripcourse.cli import cohorts, progress, serving, staff  # noqa: F401  (they register)
+from dripcourse.cli import (  # noqa: F401  (they register)
+    cohorts,
+    privacy,
+    progress,
+    serving,
+    staff,
+)
 from dripcourse.cli.base import cli
 
 
