@@ -15,6 +15,7 @@ from dripcourse.models import (
     Reflection,
     Subscriber,
 )
+from dripcourse.settings import Settings
 
 
 def _iso(value):  # type: ignore[no-untyped-def]
@@ -135,3 +136,14 @@ def cohort_summaries(session: Session, cohort: str | None = None) -> list[Cohort
             )
         )
     return out
+
+
+def retention(settings: Settings) -> str:
+    """How long reflections are kept, as the status command shows it."""
+    days = settings.reflections_retention_days
+    if not days:
+        return "reflections: kept until deleted (reflections_retention_days = 0)"
+    return (
+        f"reflections: deleted {days} days after last written, daily "
+        f"(reflections_retention_days = {days})"
+    )

@@ -8,17 +8,21 @@ Start it the standard way: ``celery -A dripcourse.tasks worker`` and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from celery import Celery, signals
 
-from dripcourse import delivery
+from dripcourse import delivery, privacy
 from dripcourse.clock import utcnow
+from dripcourse.db import transaction
 from dripcourse.errors import ConfigError
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 
+log = logging.getLogger(__name__)
 app = Celery("dripcourse")
+RETENTION_EVERY_SECONDS = 24 * 3600
 _runtime: Runtime | None = None
 
 
@@ -47,7 +51,13 @@ def configure(settings: Settings) -> Celery:
                 "schedule": settings.tick_seconds,
                 # A tick queued while workers were down is stale by the next one.
                 "options": {"expires": settings.tick_seconds},
-            }
+            },
+            # Retention (reflections_retention_days): a no-op when the setting is 0.
+            "delete-old-reflections": {
+                "task": "dripcourse.delete_old_reflections",
+                "schedule": RETENTION_EVERY_SECONDS,
+                "options": {"expires": RETENTION_EVERY_SECONDS},
+            },
         },
         beat_schedule_filename=str(var / "celerybeat-schedule"),
     )
@@ -102,6 +112,23 @@ def tick() -> dict[str, int]:
 def send_lesson(delivery_id: int) -> str:
     """Send one claimed delivery. Retries are scheduled in the database, not in the broker."""
     return str(delivery.send_delivery(runtime(), delivery_id, utcnow(), clock=utcnow))
+
+
+@app.task(name="dripcourse.delete_old_reflections", ignore_result=True)
+def delete_old_reflections() -> int:
+    """Delete reflections past reflections_retention_days; returns how many."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        deleted = privacy.delete_old_reflections(
+            session, rt.settings.reflections_retention_days, utcnow()
+        )
+    if deleted:
+        log.info(
+            "retention: %d reflections older than %d days deleted",
+            deleted,
+            rt.settings.reflections_retention_days,
+        )
+    return deleted
 
 
 try:

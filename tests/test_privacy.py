@@ -345,3 +345,23 @@ def test_every_lesson_email_links_to_the_privacy_page(rt: Runtime, ana: int) -> 
     for message in outbox.glob("*.eml"):
         raw = message.read_bytes().replace(b"=\r\n", b"")
         assert raw.count(b"https://course.example.org/privacy") == 2, message  # text and HTML
+
+
+def test_beat_deletes_old_reflections_daily_and_status_shows_the_setting(
+    rt: Runtime, ana: int
+) -> None:
+    from dripcourse import tasks
+
+    settings = dataclasses.replace(rt.settings, reflections_retention_days=1)
+    app = tasks.configure(settings)
+    try:
+        entry = app.conf.beat_schedule["delete-old-reflections"]
+        assert (entry["task"], entry["schedule"]) == ("dripcourse.delete_old_reflections", 86400)
+        # The reflections were written at NOW, years before the real clock the task reads.
+        assert tasks.delete_old_reflections() == 2
+    finally:
+        tasks.configure(rt.settings)
+    assert counts(rt, "ana@example.org")["reflections"] == 0
+    shown = run_cli(settings, "status")
+    assert "reflections: deleted 1 days after last written, daily" in shown.output
+    assert "kept until deleted" in run_cli(rt.settings, "status").output

@@ -61,6 +61,7 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             click.echo(ROW.format(d.day, d.sent, d.pending, d.failed, d.suppressed, d.reflected))
         for address, day, reason in s.failures:
             click.echo(f"  failed: {address} day {day}: {reason}")
+    click.echo(status.retention(state.runtime.settings))
 
 
 @cli.group(cls=Group)
