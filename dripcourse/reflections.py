@@ -15,6 +15,7 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Protocol
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
@@ -176,9 +177,11 @@ def lesson_or_none(course: Course, day: int) -> Lesson | None:
         return None
 
 
-def prompt_for(
-    lesson: Lesson | LessonVersion | None, reflection: WrittenReflection | None
-) -> str | None:
+class _Asked(Protocol):
+    prompt: str
+
+
+def prompt_for(lesson: _Asked | None, reflection: WrittenReflection | None) -> str | None:
     """The question to show beside a day's reflection, in the journal and on its own page.
 
     Once written, the question as first answered (even if the lesson's wording changed since);

@@ -241,7 +241,10 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
         if not 1 <= day <= enrollment.day:
             abort(404)
         course = _course(enrollment)
-        lesson = reflections.lesson_or_none(course, day)
+        # The words as this subscriber received them, else the course's as they are now.
+        lesson = lessons_sent.sent_lesson(
+            session, enrollment, day, rendered_or_none(course, day)
+        ) or reflections.lesson_or_none(course, day)
         cipher = _rt().reflection_cipher
         reflection = reflections.get_reflection(session, enrollment_id, day, cipher)
         prompt = reflections.prompt_for(lesson, reflection)
@@ -255,6 +258,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             "reflection": reflection,
             "token": token,
             "journal_token": _rt().links.token(links.JOURNAL, enrollment_id),
+            "lesson_token": _rt().links.token(links.LESSON, enrollment_id, day),
             "form_token": form_token(links.REFLECT, enrollment_id, day),
             "max_chars": _rt().settings.reflection_max_chars,
             "zone": enrollment.subscriber.timezone,

@@ -184,3 +184,19 @@ def test_downloads_are_only_for_the_holder_of_the_journal_link(rt: Runtime, fini
     client = client_for(rt)
     other = path(rt, links.PAUSE, finished).replace("/p/", "/j/")
     assert client.get(other + "/journal.md").status_code == 404
+
+
+def test_the_reflect_page_asks_the_question_as_it_was_sent(
+    rt: Runtime, kiran: int, emails: Path
+) -> None:
+    lesson = emails / "white-coat" / "day-01.md"
+    old_prompt = rt.catalog.course("white-coat").lesson(1).prompt
+    lesson.write_text(
+        lesson.read_text(encoding="utf-8").replace(old_prompt, "A question asked later?"),
+        encoding="utf-8",
+    )
+    later = Runtime(rt.settings)
+    shown = page(client_for(later), path(later, links.REFLECT, kiran, 1))
+    assert old_prompt in shown and "A question asked later?" not in shown
+    assert "Day 1: Noticing the Weight" in shown and "Read the lesson again" in shown
+    later.close()
