@@ -78,7 +78,7 @@ def privacy_notice(settings: Settings) -> list[Section]:
         Section(
             "How to delete it",
             (
-                "Your journal has two buttons: \u201cDelete my reflections\u201d deletes every "
+                "Your journal has two links: \u201cDelete my reflections\u201d deletes every "
                 "reflection you have written; \u201cDelete everything about me\u201d deletes "
                 "your name, time zone, courses, the record of lessons sent to you and your "
                 "reflections. Both ask you to confirm first.",
