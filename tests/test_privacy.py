@@ -365,3 +365,12 @@ def test_beat_deletes_old_reflections_daily_and_status_shows_the_setting(
     shown = run_cli(settings, "status")
     assert "reflections: deleted 1 days after last written, daily" in shown.output
     assert "kept until deleted" in run_cli(rt.settings, "status").output
+
+
+def test_someone_with_no_reflections_is_told_there_is_nothing_to_delete(
+    rt: Runtime, client: FlaskClient
+) -> None:
+    eli = enroll(rt, "eli@example.org")
+    send_days(rt, 1)
+    page = client.get(path(rt, links.JOURNAL, eli) + "/delete/reflections").get_data(as_text=True)
+    assert "No reflections to delete" in page and "<form" not in page
