@@ -230,3 +230,16 @@ def test_status_counts_reflections_without_opening_them(rt: Runtime, ana: int) -
     assert SECRET not in result.output
     assert "reflected" in result.output
     locked_out.close()
+
+
+def test_rekey_with_keys_that_cannot_open_the_rows_changes_nothing(rt: Runtime, ana: int) -> None:
+    write_through_the_page(rt, ana, 1, SECRET)
+    with transaction(rt.sessions) as session:
+        before = list(session.scalars(select(Reflection.sealed_body)))
+    stranger = runtime_with(rt, reflections_key=new_key())
+    result = run_cli(stranger.settings, "reflections", "rekey")
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: setting reflections_key: the key(s) given do not")
+    with transaction(rt.sessions) as session:
+        assert list(session.scalars(select(Reflection.sealed_body))) == before
+    stranger.close()
