@@ -70,11 +70,16 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine) -> None:
-    """Create or upgrade the schema to the newest migration."""
+def upgrade(engine: Engine, reflections_cipher: object | None = None) -> None:
+    """Create or upgrade the schema to the newest migration.
+
+    ``reflections_cipher`` (an encryption.ReflectionCipher) seals reflections stored in plain
+    text by versions before sealing; without one, a database holding such rows is refused.
+    """
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
+        cfg.attributes["reflections_cipher"] = reflections_cipher
         command.upgrade(cfg, "head")
 
 

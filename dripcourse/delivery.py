@@ -26,6 +26,7 @@ from dripcourse.db import retry_outages, transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
 from dripcourse.greeting import greeting_for
+from dripcourse.lessons_sent import digest, record_version
 from dripcourse.mail import PermanentMailError, RelayError, TransientMailError
 from dripcourse.models import (
     Cohort,
@@ -36,7 +37,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.render import Personal, build_message, message_id
+from dripcourse.render import Personal, RenderedLesson, build_message, message_id
 from dripcourse.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -478,7 +479,7 @@ def send_delivery(
     # The server has the message. A locked or restarting database must not lose that, or the
     # lease runs out and the lesson goes out again: wait for it however long it takes.
     outcome = retry_outages(
-        lambda: _record_sent(rt, job, sent_at, msg_id, course),
+        lambda: _record_sent(rt, job, sent_at, msg_id, course, rendered),
         what=f"delivery {delivery_id} sent, recording it",
     )
     if relay_paused_until is not None:
@@ -550,7 +551,14 @@ def _still_ours(session: Session, delivery_id: int, attempts: int, now: dt.datet
     return held == 1
 
 
-def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: Course) -> Outcome:
+def _record_sent(
+    rt: Runtime,
+    job: _Job,
+    now: dt.datetime,
+    msg_id: str,
+    course: Course,
+    rendered: RenderedLesson,
+) -> Outcome:
     """Mark the delivery sent and schedule the next lesson, in one transaction.
 
     Every value comes from the claim, so this is two UPDATEs. If the enrollment changed while
@@ -568,9 +576,18 @@ def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: 
             due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
         values["next_send_at"] = due
     with transaction(rt.sessions) as session:
+        # The version the subscriber got, for "read in your browser"; a statement only the
+        # first time this process sends a version.
+        version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
         # Keep last_error: an operator asking "why was this late?" needs earlier failures.
         _set_delivery(
-            session, job.delivery_id, DeliveryStatus.SENT, now, sent_at=now, message_id=msg_id
+            session,
+            job.delivery_id,
+            DeliveryStatus.SENT,
+            now,
+            sent_at=now,
+            message_id=msg_id,
+            lesson_version_id=version_id,
         )
         updated = session.execute(
             update(Enrollment)
@@ -586,6 +603,7 @@ def _record_sent(rt: Runtime, job: _Job, now: dt.datetime, msg_id: str, course: 
         ).rowcount
         if updated != 1:
             _record_sent_to_changed_enrollment(session, job, now, course)
+    rt.catalog.lesson_versions[digest(rendered)] = version_id
     return Outcome.SENT
 
 

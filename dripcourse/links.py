@@ -15,11 +15,13 @@ REFLECT = "reflect"
 JOURNAL = "journal"
 PAUSE = "pause"
 UNSUBSCRIBE = "unsubscribe"
-PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u"}
+LESSON = "lesson"  # the lesson as sent, to read in a browser
+PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l"}
+PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # The links to private writing; with ``reflect_max_age_days`` set, they expire. Pause and
 # unsubscribe links never do (leaving must always work), so the pages they open show nothing
 # private and offer no link to these.
-EXPIRING = (REFLECT, JOURNAL)
+EXPIRING = (REFLECT, JOURNAL, LESSON)
 
 
 class BadToken(Exception):
@@ -95,4 +97,6 @@ class Links:
             JOURNAL: self.url(JOURNAL, enrollment_id),
             PAUSE: self.url(PAUSE, enrollment_id),
             UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id),
+            LESSON: self.url(LESSON, enrollment_id, day),
+            "privacy": self.base_url.rstrip("/") + PRIVACY_PATH,
         }

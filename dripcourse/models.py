@@ -169,8 +169,32 @@ class Delivery(Base):
     # When its task was last handed to the broker; NULL once a worker has taken it, and while
     # it waits for a retry. A tick that finds the broker emptied queues exactly these again.
     queued_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # The version of the lesson that went out (set when it is sent); NULL for lessons sent
+    # before versions were kept.
+    lesson_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("lesson_versions.id"), default=None
+    )
 
     enrollment: Mapped[Enrollment] = relationship(back_populates="deliveries")
+    lesson_version: Mapped[LessonVersion | None] = relationship()
+
+
+class LessonVersion(Base):
+    """A lesson's words as they were sent: one row per distinct version, shared by everyone
+    who received it, so "read in your browser" shows what each person got even after the
+    course file changes. Holds nothing personal (names are placeholders)."""
+
+    __tablename__ = "lesson_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    course_slug: Mapped[str] = mapped_column(String(100))
+    day: Mapped[int] = mapped_column(Integer)
+    title: Mapped[str] = mapped_column(Text)
+    prompt: Mapped[str] = mapped_column(Text)
+    questions: Mapped[str] = mapped_column(Text)  # a JSON list
+    body_html: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 class Suppression(Base):
@@ -224,7 +248,8 @@ class Reflection(Base):
     day: Mapped[int] = mapped_column(Integer)
     # The question as it was asked, kept even if the lesson file changes later.
     prompt: Mapped[str] = mapped_column(Text)
-    body: Mapped[str] = mapped_column(Text)
+    # The text sealed under the reflections key (see encryption.py): never plain text.
+    sealed_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
@@ -239,6 +264,7 @@ __all__ = [
     "DeliveryStatus",
     "Enrollment",
     "EnrollmentStatus",
+    "LessonVersion",
     "Reflection",
     "Subscriber",
     "Suppression",

@@ -2,7 +2,8 @@
 
 Plain functions over a session and a ``now``; the web views and the export command are thin
 adapters around them. Reflections are private writing: they are read here only for their
-author (through their own link) or for an operator's export.
+author (through their own link) or for an operator's export. The text is sealed before it
+reaches the database and opened only here, so every other module sees rows it cannot read.
 """
 
 from __future__ import annotations
@@ -14,15 +15,25 @@ import json
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from dripcourse.course import Course, Lesson
+from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import CourseError, InputError
-from dripcourse.models import Cohort, Enrollment, Reflection, Subscriber
+from dripcourse.models import (
+    Cohort,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    LessonVersion,
+    Reflection,
+    Subscriber,
+)
 
 # Control characters other than tab and newline have no place in prose, and PostgreSQL
 # refuses NUL in text columns outright (a 500 we would otherwise serve).
@@ -65,11 +76,39 @@ def _visible(char: str) -> bool:
     return not char.isspace() and unicodedata.category(char) not in _INVISIBLE_CATEGORIES
 
 
-def get_reflection(session: Session, enrollment_id: int, day: int) -> Reflection | None:
+@dataclass(frozen=True)
+class WrittenReflection:
+    """A reflection as its writer sees it: the text opened."""
+
+    id: int
+    enrollment_id: int
+    day: int
+    prompt: str
+    body: str
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @classmethod
+    def opened(cls, row: Reflection, cipher: ReflectionCipher) -> WrittenReflection:
+        return cls(
+            id=row.id,
+            enrollment_id=row.enrollment_id,
+            day=row.day,
+            prompt=row.prompt,
+            body=cipher.open(row.sealed_body),
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+
+
+def get_reflection(
+    session: Session, enrollment_id: int, day: int, cipher: ReflectionCipher
+) -> WrittenReflection | None:
     """The one reflection for this enrollment and day, if written."""
-    return session.scalar(
+    row = session.scalar(
         select(Reflection).where(Reflection.enrollment_id == enrollment_id, Reflection.day == day)
     )
+    return None if row is None else WrittenReflection.opened(row, cipher)
 
 
 def save_reflection(
@@ -79,15 +118,17 @@ def save_reflection(
     prompt: str,
     text: str,
     *,
+    cipher: ReflectionCipher,
     max_chars: int,
     now: dt.datetime,
-) -> Reflection:
+) -> WrittenReflection:
     """Write or rewrite the reflection for (enrollment, day); there is only ever one.
 
     ``prompt`` is the question as it was asked; a later edit keeps the one first answered.
-    Raises ReflectionRejected for empty or over-long text.
+    The text is sealed before it is sent to the database. Raises ReflectionRejected for empty
+    or over-long text.
     """
-    body = check_text(text, max_chars)
+    body = cipher.seal(check_text(text, max_chars))
     # One statement that inserts or edits, so two tabs saving a first reflection at once
     # both succeed (the later wins) instead of one meeting the unique constraint.
     dialect = session.get_bind().dialect.name
@@ -98,13 +139,13 @@ def save_reflection(
             enrollment_id=enrollment.id,
             day=day,
             prompt=prompt,
-            body=body,
+            sealed_body=body,
             created_at=now,
             updated_at=now,
         )
         .on_conflict_do_update(
             index_elements=[Reflection.enrollment_id, Reflection.day],
-            set_={"body": body, "updated_at": now},
+            set_={"sealed_body": body, "updated_at": now},
         )
     )
     saved = session.scalar(
@@ -113,7 +154,7 @@ def save_reflection(
         .execution_options(populate_existing=True)
     )
     assert saved is not None
-    return saved
+    return WrittenReflection.opened(saved, cipher)
 
 
 @dataclass(frozen=True)
@@ -124,7 +165,8 @@ class JournalEntry:
     title: str
     prompt: str
     questions: tuple[str, ...]
-    reflection: Reflection | None
+    reflection: WrittenReflection | None
+    sent_at: dt.datetime | None = None
 
 
 def lesson_or_none(course: Course, day: int) -> Lesson | None:
@@ -135,7 +177,11 @@ def lesson_or_none(course: Course, day: int) -> Lesson | None:
         return None
 
 
-def prompt_for(lesson: Lesson | None, reflection: Reflection | None) -> str | None:
+class _Asked(Protocol):
+    prompt: str
+
+
+def prompt_for(lesson: _Asked | None, reflection: WrittenReflection | None) -> str | None:
     """The question to show beside a day's reflection, in the journal and on its own page.
 
     Once written, the question as first answered (even if the lesson's wording changed since);
@@ -146,38 +192,63 @@ def prompt_for(lesson: Lesson | None, reflection: Reflection | None) -> str | No
     return lesson.prompt if lesson is not None else None
 
 
-def journal(session: Session, enrollment: Enrollment, course: Course) -> list[JournalEntry]:
+def journal(
+    session: Session, enrollment: Enrollment, course: Course, cipher: ReflectionCipher
+) -> list[JournalEntry]:
     """Every lesson this enrollment has been sent, newest first, with its reflections."""
     written = {
-        r.day: r
+        r.day: WrittenReflection.opened(r, cipher)
         for r in session.scalars(
             select(Reflection).where(Reflection.enrollment_id == enrollment.id)
         )
     }
+    sent = {
+        d.day: d
+        for d in session.scalars(
+            select(Delivery).where(
+                Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.SENT
+            )
+        )
+    }
     entries = []
     for day in range(max(enrollment.day, max(written, default=0)), 0, -1):
+        # The words as this subscriber received them, when that version was kept.
+        delivery = sent.get(day)
+        version = delivery.lesson_version if delivery is not None else None
         lesson = lesson_or_none(course, day)
         reflection = written.get(day)
-        prompt = prompt_for(lesson, reflection)
+        prompt = prompt_for(version or lesson, reflection)
         if prompt is None:
             continue  # the course lost this day and nothing was written for it
+        source = version or lesson
         entries.append(
             JournalEntry(
                 day=day,
-                title=lesson.title if lesson else f"Day {day}",
+                title=source.title if source else f"Day {day}",
                 prompt=prompt,
-                questions=lesson.questions if lesson else (),
+                questions=_questions(source),
                 reflection=reflection,
+                sent_at=delivery.sent_at if delivery is not None else None,
             )
         )
     return entries
+
+
+def _questions(source: Lesson | LessonVersion | None) -> tuple[str, ...]:
+    if source is None:
+        return ()
+    if isinstance(source, LessonVersion):
+        return tuple(json.loads(source.questions))
+    return source.questions
 
 
 def _iso(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def export_rows(session: Session, cohort: str | None = None) -> list[dict[str, object]]:
+def export_rows(
+    session: Session, cipher: ReflectionCipher, cohort: str | None = None
+) -> list[dict[str, object]]:
     """Every reflection as a flat row for an operator: email, cohort, day, prompt, text, times."""
     query = (
         select(Subscriber.email, Cohort.name, Reflection)
@@ -194,7 +265,7 @@ def export_rows(session: Session, cohort: str | None = None) -> list[dict[str, o
             "cohort": cohort_name,
             "day": reflection.day,
             "prompt": reflection.prompt,
-            "text": reflection.body,
+            "text": cipher.open(reflection.sealed_body),
             "created_at": _iso(reflection.created_at),
             "updated_at": _iso(reflection.updated_at),
         }
@@ -211,3 +282,47 @@ def export_text(rows: list[dict[str, object]], fmt: str) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def check_key(session: Session, cipher: ReflectionCipher) -> None:
+    """Stop at start, not on a subscriber's page, if the keys cannot open what is stored.
+
+    Opens the oldest and the newest reflection: a key that was dropped too soon (before a
+    rekey) fails on the oldest, a wrong key on both. WrongReflectionsKey if either fails.
+    """
+    for order in (Reflection.updated_at.asc(), Reflection.updated_at.desc()):
+        sealed = session.scalar(select(Reflection.sealed_body).order_by(order).limit(1))
+        if sealed is None:
+            return
+        cipher.open(sealed)
+
+
+def rekey(session: Session, cipher: ReflectionCipher, batch: int = 500) -> int:
+    """Seal every reflection again under the first key; returns how many rows.
+
+    The whole run is one transaction: a wrong key stops it before anything is written.
+    """
+    total = 0
+    last_id = 0
+    while True:
+        rows = session.execute(
+            select(Reflection.id, Reflection.sealed_body)
+            .where(Reflection.id > last_id)
+            .order_by(Reflection.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return total
+        for row in rows:
+            session.execute(
+                Reflection.__table__.update()
+                .where(Reflection.id == row.id)
+                .values(sealed_body=cipher.reseal(row.sealed_body))
+            )
+        total += len(rows)
+        last_id = rows[-1].id
+
+
+def count(session: Session) -> int:
+    """How many reflections are stored (no text is read)."""
+    return session.scalar(select(func.count()).select_from(Reflection)) or 0

@@ -58,6 +58,8 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.journal": "the subscriber's link to their journal",
     "links.pause": "the subscriber's link to pause for a week",
     "links.unsubscribe": "the subscriber's link to unsubscribe",
+    "links.lesson": "the subscriber's link to read this lesson in a browser",
+    "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
     "subscriber.name": "the same as name",
     "subscriber.first_name": "the same as first_name",
     "subscriber.greeting": "the same as greeting",
@@ -73,6 +75,8 @@ PERSONAL_FIELDS = (
     "pause",
     "unsubscribe",
     "greeting",
+    "lesson",
+    "privacy",
 )
 _TOKEN = "Zq{}xDRIPx{}Zq"
 _TOKEN_RE = re.compile(r"Zq(\w+?)xDRIPx(\d+)Zq")
@@ -91,6 +95,8 @@ class Personal:
     unsubscribe: str
     # How the lesson addresses them (see greeting.greeting_for); "" derives it from the name.
     greeting: str = ""
+    lesson: str = ""  # the lesson as sent, in a browser
+    privacy: str = ""  # the privacy page (the same for everyone)
 
     @property
     def first_name(self) -> str:
@@ -147,6 +153,8 @@ class RenderedLesson:
     subject: Template
     text: Template
     html: Template
+    # The lesson's body alone as HTML, names still placeholders: kept as the version sent.
+    body_html: str = ""
 
 
 class Renderer:
@@ -192,7 +200,7 @@ class Renderer:
         }
         for field in ("name", "first_name", "greeting"):
             facts[field] = facts[f"subscriber.{field}"] = getattr(tokens, field)
-        for link in ("reflect", "journal", "pause", "unsubscribe"):
+        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy"):
             facts[f"links.{link}"] = getattr(tokens, link)
         lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)
@@ -202,8 +210,9 @@ class Renderer:
         if "\n" in subject or "\r" in subject:
             raise CourseError.at(lesson.path, subject_line, "subject must be one line")
         facts["subject"] = subject
+        body_html = self._markdown.render(body_source)
         try:
-            facts["body"] = Markup(self._markdown.render(body_source))
+            facts["body"] = Markup(body_html)
             html = self._html_env.get_template("base.html").render(
                 _variables(LAYOUT_VARIABLES, facts)
             )
@@ -224,6 +233,7 @@ class Renderer:
             subject=Template(subject, html=False),
             text=Template(text, html=False),
             html=Template(inlined, html=True),
+            body_html=body_html,
         )
 
     def _lesson_string(

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dripcourse import db
 from dripcourse.course import Course, course_slugs, load_course
+from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.links import Links
 from dripcourse.mail import TransientMailError, Transport, transport_from_url
 from dripcourse.ratelimit import RateLimiter
@@ -38,6 +39,8 @@ class Catalog:
         self.emails_dir = emails_dir
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
+        # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
+        self.lesson_versions: dict[str, int] = {}
 
     @property
     def renderer(self) -> Renderer:
@@ -80,6 +83,14 @@ class Runtime:
             base_url=self.settings.base_url,
             reflect_max_age_days=self.settings.reflect_max_age_days,
         )
+
+    @cached_property
+    def reflection_cipher(self) -> ReflectionCipher:
+        """Seals and opens reflection text; on the embedded set-up its key is made in var/."""
+        value = self.settings.reflections_key or key_from_var(
+            self.settings.path(self.settings.var_dir)
+        )
+        return ReflectionCipher.from_setting(value)
 
     @property
     def transport(self) -> Transport:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from dripcourse.encryption import parse_keys
 from dripcourse.errors import ConfigError
 from dripcourse.files import private_dir, write_new
 from dripcourse.mail import check_mail_url, worst_case_send_seconds
@@ -62,6 +63,11 @@ class Settings:
     reflection_max_chars: int = 20000
     # Staff: the only addresses ``send-test`` may mail (a TOML list or comma-separated text).
     staff_emails: str = ""
+    # Reflections: sealed under their own key(s), comma-separated (the first seals, all open);
+    # empty on the embedded set-up: made once and kept in var/reflections_key.
+    reflections_key: str = ""
+    # Delete reflections this many days after they were last written (0 = keep them).
+    reflections_retention_days: int = 0
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
 
@@ -232,6 +238,18 @@ def validate(settings: Settings) -> None:
             "setting worker_stale_seconds: must be longer than tick_seconds "
             f"({settings.worker_stale_seconds} <= {settings.tick_seconds})"
         )
+    if settings.reflections_key:
+        parse_keys(settings.reflections_key)
+    elif db.startswith("postgresql"):
+        # Like secret_key: a key made under var/ would differ per machine, and a reflection
+        # sealed on one web server could not be opened on another.
+        raise ConfigError(
+            "setting reflections_key: required with PostgreSQL, where several machines must "
+            "seal and open reflections with one key; make one with `dripcourse reflections "
+            "new-key` and set DRIPCOURSE_REFLECTIONS_KEY"
+        )
+    if settings.reflections_retention_days < 0:
+        raise ConfigError("setting reflections_retention_days: must be 0 (keep) or more")
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (

@@ -20,6 +20,7 @@ from dripcourse.models import (
     Reflection,
     Subscriber,
 )
+from dripcourse.settings import Settings
 
 
 def _iso(value):  # type: ignore[no-untyped-def]
@@ -204,3 +205,14 @@ def cohort_summaries(
             )
         )
     return out
+
+
+def retention(settings: Settings) -> str:
+    """How long reflections are kept, as the status command shows it."""
+    days = settings.reflections_retention_days
+    if not days:
+        return "reflections: kept until deleted (reflections_retention_days = 0)"
+    return (
+        f"reflections: deleted {days} days after last written, daily "
+        f"(reflections_retention_days = {days})"
+    )

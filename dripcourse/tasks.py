@@ -23,9 +23,9 @@ from celery import Celery, Task, signals
 from celery.beat import PersistentScheduler
 from sqlalchemy.engine import make_url
 
-from dripcourse import delivery, outages, queue_loss
+from dripcourse import delivery, outages, privacy, queue_loss
 from dripcourse.clock import utcnow
-from dripcourse.db import is_outage
+from dripcourse.db import is_outage, transaction
 from dripcourse.errors import ConfigError
 from dripcourse.files import FILE_MODE, private_dir, private_sqlite_file
 from dripcourse.liveness import Heartbeat
@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 PUBLISH_RETRY = {"max_retries": 8, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
 
 app = Celery("dripcourse")
+RETENTION_EVERY_SECONDS = 24 * 3600
 _runtime: Runtime | None = None
 _marker: queue_loss.BrokerMarker = queue_loss.DurableBroker()
 _heartbeat: Heartbeat | None = None
@@ -72,7 +73,13 @@ def configure(settings: Settings) -> Celery:
                 "schedule": settings.tick_seconds,
                 # A tick queued while workers were down is stale by the next one.
                 "options": {"expires": settings.tick_seconds},
-            }
+            },
+            # Retention (reflections_retention_days): a no-op when the setting is 0.
+            "delete-old-reflections": {
+                "task": "dripcourse.delete_old_reflections",
+                "schedule": RETENTION_EVERY_SECONDS,
+                "options": {"expires": RETENTION_EVERY_SECONDS},
+            },
         },
         beat_schedule_filename=str(var / "celerybeat-schedule"),
         beat_scheduler=f"{__name__}:PrivateScheduler",
@@ -196,6 +203,23 @@ def send_lesson(self: Task, delivery_id: int) -> str:
     if retries:
         outages.note_interrupted(rt, delivery_id, utcnow(), retries)
     return str(outcome)
+
+
+@app.task(name="dripcourse.delete_old_reflections", ignore_result=True)
+def delete_old_reflections() -> int:
+    """Delete reflections past reflections_retention_days; returns how many."""
+    rt = runtime()
+    with transaction(rt.sessions) as session:
+        deleted = privacy.delete_old_reflections(
+            session, rt.settings.reflections_retention_days, utcnow()
+        )
+    if deleted:
+        log.info(
+            "retention: %d reflections older than %d days deleted",
+            deleted,
+            rt.settings.reflections_retention_days,
+        )
+    return deleted
 
 
 try:

@@ -40,23 +40,31 @@ from flask import (
     url_for,
 )
 from itsdangerous import BadData, SignatureExpired, URLSafeTimedSerializer
+from markupsafe import Markup
+from sqlalchemy import inspect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler
 
 from dripcourse import enrollment as enrollments
-from dripcourse import links, reflections, schedule
+from dripcourse import journal as journals
+from dripcourse import lessons_sent, links, privacy, reflections, schedule
 from dripcourse.clock import utcnow
 from dripcourse.course import Course
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError
 from dripcourse.models import Enrollment, EnrollmentStatus
+from dripcourse.privacy_notice import privacy_notice
+from dripcourse.render import RenderedLesson
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
 
 FORM_MAX_AGE_SECONDS = 24 * 3600
+# The pause lengths offered, in days, with what the button says.
+PAUSE_CHOICES = {"1": "1 day", "7": "1 week", "14": "2 weeks"}
 MAX_TOKEN_CHARS = 512  # real tokens are about 50; anything far longer is not ours
 ONE_CLICK = "One-Click"
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -71,12 +79,16 @@ ERROR_TEXT = {
     404: "This link is not valid. Please use the link from your most recent lesson email; "
     "if it was cut short, copy the whole address.",
     405: "That is not something this page can do.",
+    410: "The details behind this link have been deleted, so there is nothing here any more. "
+    "No more lessons will be sent to this address.",
     413: "That was too long to accept, so nothing was saved.",
     500: "Something went wrong on our side. Please try again later.",
     503: "This page is being updated. Please try again in a few minutes.",
 }
 
-_TOKEN_IN_PATH = re.compile(r"/([rjpu])/[^\s?/]+")
+ERROR_TITLES = {410: "No longer available"}
+
+_TOKEN_IN_PATH = re.compile(r"/([rjpul])/[^\s?/]+")
 
 bp = Blueprint("dripcourse", __name__)
 
@@ -122,15 +134,30 @@ def create_app(
     )
     if test_config:
         app.config.update(test_config)
+    _check_reflections_key(rt)
     app.extensions["dripcourse"] = rt
     app.register_blueprint(bp)
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CourseError, _course_error)
-    app.add_template_filter(_utc, "utc")
+    app.add_template_filter(_when, "when")
+    app.add_template_filter(journals.long_date, "long_date")
+    app.add_template_filter(journals.completion_sentence, "completion")
     app.add_template_filter(_day, "day")
     app.add_template_filter(_time, "time")
     return app
+
+
+def _check_reflections_key(rt: Runtime) -> None:
+    """A wrong or missing reflections key stops the app at start (WrongReflectionsKey), never
+    shows a journal with nothing in it. A database not reachable or not set up yet is left
+    for the pages to report."""
+    try:
+        with transaction(rt.sessions) as session:
+            if inspect(session.connection()).has_table("reflections"):
+                reflections.check_key(session, rt.reflection_cipher)
+    except DBAPIError as exc:
+        log.warning("reflections key not checked at start: database unavailable (%s)", exc)
 
 
 def _rt() -> Runtime:
@@ -176,7 +203,9 @@ def _link(purpose: str, *ids: int) -> str:
 def _enrollment(session: Session, enrollment_id: int) -> Enrollment:
     found = session.get(Enrollment, enrollment_id)
     if found is None:
-        abort(404)
+        # The token's signature held, so we made it for an enrollment that existed: it was
+        # deleted (the subscriber's "delete everything", or an operator's forget).
+        abort(410)
     return found
 
 
@@ -234,8 +263,12 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
         if not 1 <= day <= enrollment.day:
             abort(404)
         course = _course(enrollment)
-        lesson = reflections.lesson_or_none(course, day)
-        reflection = reflections.get_reflection(session, enrollment_id, day)
+        # The words as this subscriber received them, else the course's as they are now.
+        lesson = lessons_sent.sent_lesson(
+            session, enrollment, day, rendered_or_none(course, day)
+        ) or reflections.lesson_or_none(course, day)
+        cipher = _rt().reflection_cipher
+        reflection = reflections.get_reflection(session, enrollment_id, day, cipher)
         prompt = reflections.prompt_for(lesson, reflection)
         if prompt is None:
             abort(404)  # the course lost this day and nothing was written for it
@@ -247,8 +280,10 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             "reflection": reflection,
             "token": token,
             "journal_token": _link(links.JOURNAL, enrollment_id),
+            "lesson_token": _link(links.LESSON, enrollment_id, day),
             "form_token": form_token(links.REFLECT, enrollment_id, day),
             "max_chars": _rt().settings.reflection_max_chars,
+            "zone": enrollment.subscriber.timezone,
         }
         if request.method in ("GET", "HEAD"):
             text = reflection.body if reflection else ""
@@ -263,7 +298,14 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             return render_template("reflect.html", **page, text=posted, error=error), 400
         try:
             reflections.save_reflection(
-                session, enrollment, day, prompt, posted, max_chars=page["max_chars"], now=_now()
+                session,
+                enrollment,
+                day,
+                prompt,
+                posted,
+                cipher=cipher,
+                max_chars=page["max_chars"],
+                now=_now(),
             )
         except reflections.ReflectionRejected as exc:
             return render_template("reflect.html", **page, text=posted, error=str(exc)), 400
@@ -272,18 +314,141 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
 
 @bp.get("/j/<token>", **ROUTE)
 def journal(token: str) -> str:
-    """Every past question with what the subscriber wrote, newest first."""
+    """Every past lesson with its question and what the subscriber wrote, newest first."""
     (enrollment_id,) = _load(links.JOURNAL, token, 1)
     with transaction(_rt().sessions) as session:
-        enrollment = _enrollment(session, enrollment_id)
-        entries = reflections.journal(session, enrollment, _course(enrollment))
-        reflect_tokens = {e.day: _link(links.REFLECT, enrollment_id, e.day) for e in entries}
+        enrollment, course, entries, done = _journal(session, enrollment_id)
         return render_template(
             "journal.html",
-            course=_course(enrollment),
+            course=course,
             entries=entries,
-            reflect_tokens=reflect_tokens,
+            reflect_tokens={e.day: _link(links.REFLECT, enrollment_id, e.day) for e in entries},
+            lesson_tokens={e.day: _link(links.LESSON, enrollment_id, e.day) for e in entries},
+            done=done,
+            zone=enrollment.subscriber.timezone,
+            token=token,
         )
+
+
+def _journal(
+    session: Session, enrollment_id: int
+) -> tuple[Enrollment, Course, list[reflections.JournalEntry], journals.Completion | None]:
+    enrollment = _enrollment(session, enrollment_id)
+    course = _course(enrollment)
+    entries = reflections.journal(session, enrollment, course, _rt().reflection_cipher)
+    zone = schedule.zone(enrollment.subscriber.timezone)
+    return enrollment, course, entries, journals.completion(enrollment, entries, zone)
+
+
+DOWNLOADS = {
+    "md": ("text/markdown; charset=utf-8", journals.as_markdown),
+    "txt": ("text/plain; charset=utf-8", journals.as_text),
+}
+
+
+@bp.get("/j/<token>/journal.<kind>")
+def download(token: str, kind: str) -> Response | str:
+    """The journal to keep: a Markdown or text file, or a page made for printing."""
+    (enrollment_id,) = _load(links.JOURNAL, token, 1)
+    if kind not in (*DOWNLOADS, "html"):
+        abort(404)
+    with transaction(_rt().sessions) as session:
+        enrollment, course, entries, done = _journal(session, enrollment_id)
+        zone = schedule.zone(enrollment.subscriber.timezone)
+        if kind == "html":
+            return render_template(
+                "print.html",
+                course=course,
+                entries=list(reversed(entries)),
+                done=done,
+                zone=zone.key,
+                token=token,
+            )
+        mimetype, make = DOWNLOADS[kind]
+        body = make(course.title, entries, zone, done)
+    filename = f"{course.slug}-journal.{kind}"
+    return Response(
+        body,
+        content_type=mimetype,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@bp.get("/l/<token>")
+def lesson(token: str) -> str:
+    """A lesson as this subscriber received it: "read in your browser"."""
+    enrollment_id, day = _load(links.LESSON, token, 2)
+    with transaction(_rt().sessions) as session:
+        enrollment = _enrollment(session, enrollment_id)
+        course = _course(enrollment)
+        current = rendered_or_none(course, day)
+        sent = lessons_sent.sent_lesson(session, enrollment, day, current)
+        if sent is None:
+            abort(404)  # never sent to them (or the course lost it and no version was kept)
+        done = None
+        if enrollment.status == EnrollmentStatus.COMPLETED and day == enrollment.day:
+            _, _, entries, done = _journal(session, enrollment_id)
+        return render_template(
+            "lesson.html",
+            course=course,
+            lesson=sent,
+            body=Markup(sent.body_html),  # our own Markdown rendering of staff's lesson
+            done=done,
+            zone=enrollment.subscriber.timezone,
+            reflect_token=_link(links.REFLECT, enrollment_id, day),
+            journal_token=_link(links.JOURNAL, enrollment_id),
+        )
+
+
+def rendered_or_none(course: Course, day: int) -> RenderedLesson | None:
+    """The course's lesson for ``day`` as it renders now, or None if it has no such day."""
+    if not 1 <= day <= course.length:
+        return None
+    return _rt().catalog.renderer.lesson(course, day)
+
+
+# -- deleting ------------------------------------------------------------------------------
+
+DELETIONS = ("reflections", "everything")
+
+
+@bp.route("/j/<token>/delete/<what>", methods=["GET", "POST"])
+def delete(token: str, what: str) -> str:
+    """Delete my reflections, or everything about me: GET asks to confirm, POST deletes."""
+    (enrollment_id,) = _load(links.JOURNAL, token, 1)
+    if what not in DELETIONS:
+        abort(404)
+    purpose = f"delete-{what}"
+    # An expired form token is refused like a forged one: deleting needs a fresh "yes".
+    if request.method == "POST" and not _check_form(purpose, enrollment_id):
+        abort(403)
+    with transaction(_rt().sessions) as session:
+        enrollment = _enrollment(session, enrollment_id)
+        course = _course(enrollment)
+        subscriber = enrollment.subscriber
+        if request.method == "GET":
+            return render_template(
+                "delete.html",
+                course=course,
+                what=what,
+                reflections=privacy.reflections_of(session, subscriber),
+                courses=len(subscriber.enrollments),
+                token=token,
+                form_token=form_token(purpose, enrollment_id),
+            )
+        if what == "reflections":
+            deleted = privacy.delete_reflections(session, subscriber)
+            return render_template(
+                "deleted.html", course=course, what=what, deleted=deleted, token=token
+            )
+        privacy.forget_subscriber(session, subscriber, _now())
+    return render_template("deleted.html", course=None, what=what, token=token)
+
+
+@bp.get("/privacy")
+def privacy_page() -> str:
+    """What is stored, who can read it, how long it is kept and how to delete it."""
+    return render_template("privacy.html", course=None, sections=privacy_notice(_rt().settings))
 
 
 # -- pause and unsubscribe ---------------------------------------------------------------
@@ -295,16 +460,20 @@ def pause(token: str) -> Response | str:
     (enrollment_id,) = _load(links.PAUSE, token, 1)
     # The whole post is read before a pooled connection is taken: a slow upload holds none.
     action = request.form.get("action") if request.method == "POST" else None
+    days = request.form.get("days", "7") if request.method == "POST" else None
     with transaction(_rt().sessions) as session:
         enrollment = _enrollment(session, enrollment_id)
         course = _course(enrollment)
         if request.method == "POST":
-            if action not in ("pause", "resume"):
+            if action not in ("pause", "resume") or days not in PAUSE_CHOICES:
                 abort(400)
             if not _check_form(links.PAUSE, enrollment_id):
                 abort(403)  # only expired, but nothing typed is lost: reload and press again
-            act = enrollments.pause if action == "pause" else enrollments.resume
-            act(session, enrollment, course, _now())
+            if action == "pause":
+                length = dt.timedelta(days=int(days))
+                enrollments.pause(session, enrollment, course, _now(), length)
+            else:
+                enrollments.resume(session, enrollment, course, _now())
         else:
             tz = schedule.zone(enrollment.subscriber.timezone)
             now = _now()
@@ -320,6 +489,7 @@ def pause(token: str) -> Response | str:
                 next_day=enrollment.day + 1,
                 more_lessons=enrollment.day < course.length,
                 zone=tz.key,
+                choices=PAUSE_CHOICES,
                 token=token,
                 form_token=form_token(links.PAUSE, enrollment_id),
             )
@@ -377,9 +547,10 @@ def _http_error(exc: HTTPException) -> tuple[str, int, dict[str, str]] | HTTPExc
     if code < 400:
         return exc
     message = ERROR_TEXT.get(code, "Something went wrong.")
+    title = ERROR_TITLES.get(code, exc.name)
     # Keep what the error says besides its page, such as a 405's Allow header.
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
-    return render_template("message.html", title=exc.name, message=message), code, headers
+    return render_template("message.html", title=title, message=message), code, headers
 
 
 def _course_error(exc: CourseError) -> tuple[str, int]:
@@ -393,8 +564,10 @@ def _local(moment: dt.datetime | None, tz: ZoneInfo) -> dt.datetime | None:
     return None if moment is None else moment.astimezone(tz)
 
 
-def _utc(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+def _when(moment: dt.datetime, zone: str) -> str:
+    """A moment in the subscriber's own zone, as a person says it:
+    Wednesday 5 March 2025 at 17:45 (Asia/Kathmandu)."""
+    return journals.local_time(moment, schedule.zone(zone))
 
 
 def _day(moment: dt.datetime) -> str:

@@ -25,6 +25,8 @@ POSTGRES_URL = os.environ.get(
     "DRIPCOURSE_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 REDIS_URL = os.environ.get("DRIPCOURSE_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+# A fixed reflections key, so tests on PostgreSQL (where one is required) start like production.
+REFLECTIONS_KEY = "x-flSXSEMrooNmn9VWj9U9CVPgN67ur1kb3gOpFZ_io="
 
 
 def service_missing(what: str, why: object) -> None:
@@ -42,6 +44,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         "mail_url": f"file://{tmp_path / 'outbox'}",
         "base_url": "https://course.example.org",
         "secret_key": "test-secret-key-of-at-least-32-bytes",
+        "reflections_key": REFLECTIONS_KEY,
         "emails_dir": str(EMAILS),
         "var_dir": str(tmp_path / "var"),
         "message_id_domain": "course.example.org",

@@ -16,6 +16,7 @@ from itsdangerous import URLSafeTimedSerializer
 
 from dripcourse import delivery, enrollment, links
 from dripcourse.db import transaction
+from dripcourse.errors import InputError
 from dripcourse.models import Enrollment
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings, utc
@@ -178,7 +179,7 @@ def test_opening_the_pause_page_changes_nothing(
     before = load(rt, dana)
     for _ in range(2):
         page = client.get(path(rt, links.PAUSE, dana)).get_data(as_text=True)
-        assert "Pause for a week?" in page
+        assert "Pause your lessons?" in page
         assert "Wednesday 5 March at 07:00 (America/New_York)" in page
     after = load(rt, dana)
     assert (after.paused_until, after.next_send_at) == (before.paused_until, before.next_send_at)
@@ -199,7 +200,7 @@ def test_pause_and_resume_from_the_page(rt: Runtime, client: FlaskClient, dana: 
     assert load(rt, dana).next_send_at == utc(2025, 3, 12, 11)
 
     assert post_form(client, url, action="resume").status_code == 303
-    assert "Pause for a week?" in client.get(url).get_data(as_text=True)
+    assert "Pause your lessons?" in client.get(url).get_data(as_text=True)
     resumed = load(rt, dana)
     assert (resumed.paused_until, resumed.next_send_at) == (None, utc(2025, 3, 5, 12))
 
@@ -210,8 +211,9 @@ def test_pause_and_resume_from_the_page(rt: Runtime, client: FlaskClient, dana: 
         ({"action": "pause"}, 403),
         ({"action": "pause", "form_token": "forged"}, 403),
         ({"action": "sleep"}, 400),
+        ({"action": "pause", "days": "365"}, 400),
     ],
-    ids=["no form token", "forged form token", "unknown action"],
+    ids=["no form token", "forged form token", "unknown action", "a length not offered"],
 )
 def test_a_pause_post_not_from_our_page_changes_nothing(
     rt: Runtime, client: FlaskClient, dana: int, data: dict[str, str], status: int
@@ -232,3 +234,57 @@ def test_the_pause_page_of_someone_who_left_offers_nothing(
     data = {"action": "pause", "form_token": genuine.dumps([links.PAUSE, dana])}
     assert client.post(path(rt, links.PAUSE, dana), data=data).status_code == 303
     assert load(rt, dana).paused_until is None
+
+
+# -- pause lengths -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("days", "paused_until", "day_7", "shown"),
+    [
+        # Paused on Saturday 8 March at 13:00 EST; US clocks go forward on Sunday 9 March.
+        ("1", utc(2025, 3, 9, 18), utc(2025, 3, 10, 11), "Monday 10 March at 07:00"),
+        ("7", utc(2025, 3, 15, 18), utc(2025, 3, 16, 11), "Sunday 16 March at 07:00"),
+        ("14", utc(2025, 3, 22, 18), utc(2025, 3, 23, 11), "Sunday 23 March at 07:00"),
+    ],
+    ids=["1-day", "1-week", "2-weeks"],
+)
+def test_each_pause_length_brings_the_next_lesson_at_local_send_time_across_dst(
+    rt: Runtime, days: str, paused_until: dt.datetime, day_7: dt.datetime, shown: str
+) -> None:
+    """Each length, chosen on the page, says in local time when the next lesson comes."""
+    enrollment_id = enroll(rt, "dana@example.org", timezone=NEW_YORK)
+    saturday = utc(2025, 3, 8, 18)  # 13:00 EST, after Day 6 went out that morning
+    assert len(ticks_sent(rt, DAY_1, saturday)) == 6
+    client = make_app(rt, Clock(saturday)).test_client()
+    url = path(rt, links.PAUSE, enrollment_id)
+    page = client.get(url).get_data(as_text=True)
+    for label in ("1 day", "1 week", "2 weeks"):
+        assert f"Pause for {label}</button>" in page
+    assert post_form(client, url, action="pause", days=days).status_code == 303
+    paused = load(rt, enrollment_id)
+    assert (paused.paused_until, paused.next_send_at) == (paused_until, day_7)
+    page = client.get(url).get_data(as_text=True)
+    assert f"Day 7 will come on {shown} (America/New_York)" in page
+    assert ticks_sent(rt, saturday, day_7) == [day_7]
+
+
+def test_the_core_pause_defaults_to_a_week_and_refuses_no_length(rt: Runtime, dana: int) -> None:
+    assert act(rt, dana, "pause", DAY_2_NOON)
+    assert load(rt, dana).paused_until == DAY_2_NOON + dt.timedelta(days=7)
+    with transaction(rt.sessions) as session:
+        found = session.get(Enrollment, dana)
+        assert found is not None
+        course = rt.catalog.course(found.cohort.course_slug)
+        with pytest.raises(InputError, match="pause length"):
+            enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(0))
+
+
+def test_a_shorter_pause_never_cuts_a_longer_one_short(rt: Runtime, dana: int) -> None:
+    with transaction(rt.sessions) as session:
+        found = session.get(Enrollment, dana)
+        assert found is not None
+        course = rt.catalog.course(found.cohort.course_slug)
+        enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=14))
+        enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=1))
+    assert load(rt, dana).paused_until == DAY_2_NOON + dt.timedelta(days=14)

@@ -15,11 +15,14 @@ from dripcourse.db import make_engine
 from dripcourse.errors import ConfigError
 from dripcourse.mail import SMTPTransport, transport_from_url
 from dripcourse.settings import Settings, load_settings
-from tests.conftest import ROOT
+from tests.conftest import REFLECTIONS_KEY, ROOT
 
 EXAMPLE = ROOT / "config" / "production.example.toml"
 DEFAULT = ROOT / "config" / "default.toml"
-SECRET = {"DRIPCOURSE_SECRET_KEY": "a-long-random-key-shared-by-every-machine"}
+SECRET = {
+    "DRIPCOURSE_SECRET_KEY": "a-long-random-key-shared-by-every-machine",
+    "DRIPCOURSE_REFLECTIONS_KEY": REFLECTIONS_KEY,
+}
 
 
 def keys(path: Path) -> dict[str, str]:

@@ -178,7 +178,9 @@ def test_any_reflection_is_saved_or_refused_and_always_shown_as_text(
             saved = session.scalar(
                 select(Reflection).where(Reflection.enrollment_id == enrollment_id)
             )
-            assert saved is not None and saved.body == cleaned
+            assert saved is not None
+            opened = reflections.WrittenReflection.opened(saved, rt.reflection_cipher)
+            assert opened.body == cleaned
         pages = [
             client.get(url).get_data(as_text=True),
             client.get(path(rt, links.JOURNAL, enrollment_id)).get_data(as_text=True),

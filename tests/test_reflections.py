@@ -41,13 +41,20 @@ def ana(rt: Runtime) -> int:
 
 def write(
     rt: Runtime, enrollment_id: int, day: int, text: str, now: dt.datetime = WROTE
-) -> Reflection:
+) -> reflections.WrittenReflection:
     with transaction(rt.sessions) as session:
         found = session.get(Enrollment, enrollment_id)
         assert found is not None
         prompt = rt.catalog.course("white-coat").lesson(day).prompt
         return reflections.save_reflection(
-            session, found, day, prompt, text, max_chars=rt.settings.reflection_max_chars, now=now
+            session,
+            found,
+            day,
+            prompt,
+            text,
+            cipher=rt.reflection_cipher,
+            max_chars=rt.settings.reflection_max_chars,
+            now=now,
         )
 
 
@@ -68,9 +75,25 @@ def test_an_edit_keeps_the_question_as_first_asked(rt: Runtime, ana: int) -> Non
     with transaction(rt.sessions) as session:
         found = session.get(Enrollment, ana)
         assert found is not None
-        reflections.save_reflection(session, found, 1, "Old wording?", "A", max_chars=99, now=WROTE)
+        reflections.save_reflection(
+            session,
+            found,
+            1,
+            "Old wording?",
+            "A",
+            cipher=rt.reflection_cipher,
+            max_chars=99,
+            now=WROTE,
+        )
         edited = reflections.save_reflection(
-            session, found, 1, "New wording?", "B", max_chars=99, now=WROTE
+            session,
+            found,
+            1,
+            "New wording?",
+            "B",
+            cipher=rt.reflection_cipher,
+            max_chars=99,
+            now=WROTE,
         )
         assert (edited.prompt, edited.body) == ("Old wording?", "B")
 
@@ -134,7 +157,11 @@ NOW_ASKED = Lesson(
 def test_a_days_question_is_the_one_first_answered_else_the_lessons(
     lesson: Lesson | None, answered: str | None, shown: str | None
 ) -> None:
-    reflection = None if answered is None else Reflection(prompt=answered, body="An answer.")
+    reflection = (
+        None
+        if answered is None
+        else reflections.WrittenReflection(0, 0, 1, answered, "An answer.", WROTE, WROTE)
+    )
     assert reflections.prompt_for(lesson, reflection) == shown
 
 
@@ -152,7 +179,9 @@ def test_journal_is_every_lesson_sent_newest_first(rt: Runtime, ana: int) -> Non
     with transaction(rt.sessions) as session:
         found = session.get(Enrollment, ana)
         assert found is not None
-        entries = reflections.journal(session, found, rt.catalog.course("white-coat"))
+        entries = reflections.journal(
+            session, found, rt.catalog.course("white-coat"), rt.reflection_cipher
+        )
         assert [e.day for e in entries] == [3, 2, 1]
         assert [e.reflection.body if e.reflection else None for e in entries] == [
             None,

@@ -72,9 +72,10 @@ def ana(rt: Runtime) -> int:
     return enrollment_id
 
 
-def stored(rt: Runtime) -> list[Reflection]:
+def stored(rt: Runtime) -> list[reflections.WrittenReflection]:
     with transaction(rt.sessions) as session:
-        return list(session.scalars(select(Reflection).order_by(Reflection.day)))
+        rows = session.scalars(select(Reflection).order_by(Reflection.day))
+        return [reflections.WrittenReflection.opened(r, rt.reflection_cipher) for r in rows]
 
 
 # -- reflecting --------------------------------------------------------------------------
@@ -106,7 +107,7 @@ def test_saving_a_reflection_shows_when_it_was_saved(
     assert response.headers["Location"].startswith(url)
     page = client.get(response.headers["Location"]).get_data(as_text=True)
     assert "The story: I must never be tired." in page
-    assert f"Saved at {NOW:%Y-%m-%d %H:%M} UTC" in page
+    assert "Saved Wednesday 5 March 2025 at 12:00 (UTC)" in page
     (saved,) = stored(rt)
     assert (saved.day, saved.prompt) == (2, rt.catalog.course("white-coat").lesson(2).prompt)
 
@@ -137,7 +138,8 @@ def test_writing_again_edits_the_same_reflection(
     assert saved.body == "Second thoughts,\non reflection."
     assert (saved.created_at, saved.updated_at) == (NOW, NOW + dt.timedelta(hours=3))
     page = client.get(url).get_data(as_text=True)
-    assert f"Saved at {clock.now:%Y-%m-%d %H:%M} UTC" in page
+    assert "Saved Wednesday 5 March 2025 at 15:00 (UTC)" in page
+    assert "(first written Wednesday 5 March 2025 at 12:00 (UTC))" in page
     assert "First thoughts." not in page
 
 
@@ -293,7 +295,14 @@ def test_a_written_day_shows_the_question_as_first_answered(
         found = session.get(Enrollment, ana)
         assert found is not None
         reflections.save_reflection(
-            session, found, 2, "The old wording?", "My answer.", max_chars=99, now=NOW
+            session,
+            found,
+            2,
+            "The old wording?",
+            "My answer.",
+            cipher=rt.reflection_cipher,
+            max_chars=99,
+            now=NOW,
         )
     page = html.unescape(client.get(make_url(rt)).get_data(as_text=True))
     course = rt.catalog.course("white-coat")
@@ -335,7 +344,8 @@ BAD_LINKS = {
     "pause token on unsubscribe": lambda rt: "/u/" + rt.links.token(links.PAUSE, 2),
     "journal token on pause": lambda rt: "/p/" + rt.links.token(links.JOURNAL, 2),
     "wrong number of ids": lambda rt: "/r/" + rt.links.token(links.REFLECT, 2),
-    "no such enrollment": lambda rt: "/u/" + rt.links.token(links.UNSUBSCRIBE, 999),
+    # (A genuine token for an enrollment no longer there is a deleted person's link: it gets
+    # "no longer available", 410; see test_privacy.py.)
     "a day not sent yet": lambda rt: "/r/" + rt.links.token(links.REFLECT, 1, 5),
     "day zero": lambda rt: "/r/" + rt.links.token(links.REFLECT, 1, 0),
     "a day past the course": lambda rt: "/r/" + rt.links.token(links.REFLECT, 1, 99),
@@ -664,7 +674,8 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
     lesson_html = message.get_body(("html",)).get_content()
     assert "<img" not in lesson_html
     hrefs = re.findall(r'href="([^"]+)"', lesson_html)
-    assert {urllib.parse.urlsplit(h).path.split("/")[1] for h in hrefs} == {"r", "j", "p", "u"}
+    pages = {urllib.parse.urlsplit(h).path.split("/")[1] for h in hrefs}
+    assert pages == {"r", "j", "p", "u", "l", "privacy"}
     assert {h.split("/")[2] for h in hrefs} == {live.settings.base_url.split("/")[2]}
 
     status, page = _fetch(reflect.group())
@@ -675,7 +686,7 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
         {"form_token": form_token(page), "reflection": "What I noticed: <b>tired</b>."},
     )
     assert status == 200  # after the redirect back to the page
-    assert "What I noticed: &lt;b&gt;tired&lt;/b&gt;." in page and "Saved at" in page
+    assert "What I noticed: &lt;b&gt;tired&lt;/b&gt;." in page and "Saved " in page
     assert [(r.enrollment_id, r.day, r.body) for r in stored(live)] == [
         (enrollment_id, 1, "What I noticed: <b>tired</b>.")
     ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dripcourse.cli import (  # noqa: F401  (they register)
     cohorts,
     people,
+    privacy,
     progress,
     serving,
     staff,

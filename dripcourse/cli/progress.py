@@ -87,6 +87,7 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             click.echo(f"  retrying: {count} with last error: {error}")
         for address, day, reason in s.failures:
             click.echo(f"  failed: {address} day {day}: {reason}")
+    click.echo(status.retention(state.runtime.settings))
 
 
 def _length(rt: Runtime) -> Callable[[str], int | None]:
@@ -168,13 +169,22 @@ def reflections() -> None:
 @pass_state
 def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Path | None) -> None:
     """Export every reflection: email, cohort, day, prompt, text, created and updated times."""
+    from dripcourse import oplog
     from dripcourse import reflections as reflection_store
 
-    with db.transaction(state.runtime.sessions) as session:
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
         if cohort_name is not None:
             enrollment.get_cohort(session, cohort_name)
-        rows = reflection_store.export_rows(session, cohort_name)
+        rows = reflection_store.export_rows(session, rt.reflection_cipher, cohort_name)
     data = reflection_store.export_text(rows, fmt)
+    where = "stdout" if out is None else str(out.resolve())
+    oplog.record(
+        rt.settings.path(rt.settings.var_dir),
+        f"reflections export: {len(rows)} reflections"
+        f"{f' of cohort {cohort_name!r}' if cohort_name else ''} to {where}",
+        utcnow(),
+    )
     if out is None:
         click.echo(data, nl=False)
     else:
@@ -216,3 +226,23 @@ def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | Non
     for r in retried:
         click.echo(f"{r.email} ({r.cohort}): day {r.day} at {r.at:%Y-%m-%d %H:%M} UTC")
     click.echo(f"{len(retried)} failed enrollment(s) back on schedule")
+
+
+@reflections.command("rekey")
+@pass_state
+def reflections_rekey(state: State) -> None:
+    """Seal every reflection again under the first key of reflections_key."""
+    from dripcourse import reflections as reflection_store
+
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
+        count = reflection_store.rekey(session, rt.reflection_cipher)
+    click.echo(f"{count} reflections sealed again under the first key")
+
+
+@reflections.command("new-key")
+def reflections_new_key() -> None:
+    """Print a new random key for the reflections_key setting."""
+    from dripcourse.encryption import new_key
+
+    click.echo(new_key())

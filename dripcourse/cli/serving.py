@@ -10,7 +10,7 @@ import celery.signals
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment, importing, liveness
+from dripcourse import db, enrollment, importing, liveness, reflections
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.models import Cohort
@@ -25,8 +25,11 @@ SAMPLE_CSV = Path("config/sample-cohort.csv")
 @pass_state
 def init(state: State) -> None:
     """Create or upgrade the database."""
-    db.upgrade(state.runtime.engine)
-    click.echo(f"database ready: {redact_url(state.runtime.settings.database_url)}")
+    rt = state.runtime
+    db.upgrade(rt.engine, rt.reflection_cipher)
+    with db.transaction(rt.sessions) as session:
+        reflections.check_key(session, rt.reflection_cipher)
+    click.echo(f"database ready: {redact_url(rt.settings.database_url)}")
 
 
 @cli.command()
@@ -63,7 +66,9 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
     from dripcourse import tasks
 
     rt = state.runtime
-    db.upgrade(rt.engine)
+    db.upgrade(rt.engine, rt.reflection_cipher)
+    with db.transaction(rt.sessions) as session:
+        reflections.check_key(session, rt.reflection_cipher)
     for slug in rt.catalog.slugs():
         rt.catalog.course(slug)  # a broken lesson stops us here, not at 07:00
     app = tasks.configure(rt.settings)

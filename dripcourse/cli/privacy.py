@@ -1,0 +1,40 @@
+"""Operators' commands for a subscriber's data: forgetting a person on request."""
+
+from __future__ import annotations
+
+import click
+
+from dripcourse import db, oplog, privacy
+from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.clock import utcnow
+
+
+@cli.command()
+@click.argument("email")
+@click.option("--yes", is_flag=True, help="Do not ask to confirm.")
+@pass_state
+def forget(state: State, email: str, yes: bool) -> None:
+    """Delete everything about EMAIL, keeping only a do-not-mail entry for the address."""
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
+        subscriber = privacy.find_subscriber(session, email)
+        address = subscriber.email
+        if not yes:
+            written = privacy.reflections_of(session, subscriber)
+            click.confirm(
+                f"Delete everything about {address} ({len(subscriber.enrollments)} "
+                f"enrollment(s), {written} reflection(s))? Only a do-not-mail entry is kept",
+                abort=True,
+            )
+        forgotten = privacy.forget_subscriber(session, subscriber, utcnow())
+    oplog.record(
+        rt.settings.path(rt.settings.var_dir),
+        f"forget: one subscriber ({forgotten.enrollments} enrollment(s), "
+        f"{forgotten.reflections} reflection(s)); the address is kept only as a suppression",
+        utcnow(),
+    )
+    click.echo(
+        f"forgot {address}: {forgotten.enrollments} enrollment(s), "
+        f"{forgotten.deliveries} delivery record(s), {forgotten.reflections} reflection(s) "
+        "deleted; the address stays on the suppression list"
+    )

@@ -1,0 +1,92 @@
+"""The privacy page's text, made from the settings so that it cannot drift from them.
+
+Every sentence that depends on a setting (how long reflections are kept, whether links
+expire) is chosen here from that setting's value; the template only lays the sections out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dripcourse.settings import Settings
+
+
+@dataclass(frozen=True)
+class Section:
+    heading: str
+    paragraphs: tuple[str, ...]
+
+
+def _days(n: int) -> str:
+    return "1 day" if n == 1 else f"{n:,} days"
+
+
+def privacy_notice(settings: Settings) -> list[Section]:
+    """What is stored, who can read it, how long it is kept and how to delete it."""
+    retention = settings.reflections_retention_days
+    if retention:
+        kept = (
+            f"Each reflection is deleted automatically {_days(retention)} after you last "
+            "saved it. You can delete it sooner yourself."
+        )
+    else:
+        kept = (
+            "Reflections are kept until you delete them, or until you ask us to delete "
+            "everything about you."
+        )
+    max_age = settings.reflect_max_age_days
+    link_life = (
+        f"The reflection and journal links stop working {_days(max_age)} after the email "
+        "they came in was sent."
+        if max_age
+        else "The reflection and journal links do not expire."
+    )
+    return [
+        Section(
+            "What we store",
+            (
+                "Your email address, your name and your time zone, so that each lesson "
+                "reaches you at your own morning.",
+                "Which course you take, which day you are on, whether you paused, and when "
+                "each lesson was sent to you, with the version of the lesson you received.",
+                "The reflections you write. They are encrypted before they are stored, with a "
+                "key kept apart from the database, so a copy of the database alone does not "
+                "show them.",
+                "Nothing else: the emails and these pages have no tracking pixels, no "
+                "click-tracking and no scripts, and the pages set no cookies.",
+            ),
+        ),
+        Section(
+            "Who can read it",
+            (
+                "Anyone who has the links in your lesson emails can open your reflections and "
+                "your journal. There is no password: the link is the key. Please don't "
+                "forward the emails. " + link_life,
+                "The course's operators see counts (how many people wrote a reflection on "
+                "each day), not what you wrote. Reading the text takes a deliberate export, "
+                "and each export is written in an operator log with who ran it and when.",
+            ),
+        ),
+        Section(
+            "How long we keep it",
+            (
+                kept,
+                "Everything else is kept while you take the course, and afterwards so that "
+                "your journal stays available, until you delete it.",
+            ),
+        ),
+        Section(
+            "How to delete it",
+            (
+                "Your journal has two links: \u201cDelete my reflections\u201d deletes every "
+                "reflection you have written; \u201cDelete everything about me\u201d deletes "
+                "your name, time zone, courses, the record of lessons sent to you and your "
+                "reflections. Both ask you to confirm first.",
+                "After \u201cDelete everything about me\u201d we keep only your email address, "
+                "on a do-not-mail list, so that nothing is ever sent to it again. You can also "
+                "ask the course team to do this for you.",
+                "Unsubscribing stops the lessons but deletes nothing; your journal stays "
+                "available through your links.",
+            ),
+        ),
+    ]
