@@ -141,6 +141,24 @@ def test_tick_says_how_many_it_queued_for_the_workers(rt: Runtime) -> None:
     env = settings_env(rt.settings)
     result = CliRunner().invoke(cli, ["tick"], env=env, catch_exceptions=False)
     assert result.exit_code == 0, result.output
-    assert result.output == (
+    assert result.stdout == (
         "queued 1 for the workers: 1 lessons newly due, 0 retries or lost tasks\n"
     )
+    # No worker has ever taken a task: the lesson would sit in the queue, and tick says so.
+    assert result.stderr.startswith("warning: no worker has taken a task yet;")
+
+
+def test_tick_warns_of_a_worker_last_seen_long_ago_and_not_of_a_recent_one(rt: Runtime) -> None:
+    from dripcourse import liveness
+
+    now = dt.datetime.now(dt.UTC)
+    env = settings_env(rt.settings)
+    liveness.record_worker_seen(rt, "w1@host", now - dt.timedelta(hours=2))
+    enroll(rt, "ana@example.org", timezone="UTC", start="now", now=now)  # type: ignore[arg-type]
+    stale = CliRunner().invoke(cli, ["tick"], env=env, catch_exceptions=False)
+    assert "warning: no worker has taken a task since" in stale.stderr
+    liveness.record_worker_seen(rt, "w1@host", dt.datetime.now(dt.UTC))
+    enroll(rt, "bo@example.org", timezone="UTC", start="now", now=now)  # type: ignore[arg-type]
+    fresh = CliRunner().invoke(cli, ["tick"], env=env, catch_exceptions=False)
+    assert fresh.stdout.startswith("queued 1 for the workers")
+    assert fresh.stderr == ""

@@ -47,6 +47,27 @@ def tick(state: State, inline: bool) -> None:
     click.echo(line)
     if result.paused is not None:
         click.echo(result.paused.describe())
+    if not inline and result.claimed + result.requeued:
+        _warn_without_workers(rt)
+
+
+def _warn_without_workers(rt: Runtime) -> None:
+    """Say so when the queued lessons may sit there: no worker has taken a task lately."""
+    from dripcourse import liveness
+
+    seen = liveness.last_worker_seen(rt)
+    limit = dt.timedelta(seconds=rt.settings.worker_stale_seconds)
+    if seen is None:
+        why = "no worker has taken a task yet"
+    elif utcnow() - seen > limit:
+        why = f"no worker has taken a task since {seen:%Y-%m-%d %H:%M} UTC"
+    else:
+        return
+    click.echo(
+        f"warning: {why}; the lessons wait in the queue until one runs "
+        "(celery -A dripcourse.tasks worker, or dripcourse run), or use tick --inline",
+        err=True,
+    )
 
 
 COLUMNS = ("day", "at", "sent", "pending", "retrying", "failed", "suppressed", "reflected")
