@@ -15,6 +15,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 from email.utils import parseaddr
@@ -31,6 +32,26 @@ _WIRE = compat32.clone(linesep="\r\n", mangle_from_=False)
 def wire_bytes(msg: Message) -> bytes:
     """The message as it goes on the wire: CRLF line ends, lines starting "From " untouched."""
     return msg.as_bytes(policy=_WIRE)
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """A finished message: its bytes as they go on the wire (CRLF) and its envelope."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+def as_wire(msg: Message | WireMessage) -> WireMessage:
+    """A message in wire form; a MIME object is serialised, its envelope read from From and To."""
+    if isinstance(msg, WireMessage):
+        return msg
+    return WireMessage(
+        sender=parseaddr(msg["From"])[1],
+        recipients=(parseaddr(msg["To"])[1],),
+        data=wire_bytes(msg),
+    )
 
 
 class TransientMailError(Exception):
@@ -51,7 +72,9 @@ class PermanentMailError(Exception):
 
 
 class Transport(Protocol):
-    def send(self, msg: Message) -> None: ...
+    """Sends one message: a MIME object, or wire bytes with their envelope (render fast path)."""
+
+    def send(self, msg: Message | WireMessage) -> None: ...
 
     def close(self) -> None: ...
 
@@ -63,8 +86,8 @@ class FileTransport:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def send(self, msg: Message) -> None:
-        data = wire_bytes(msg)
+    def send(self, msg: Message | WireMessage) -> None:
+        data = as_wire(msg).data
         stem = uuid.uuid4().hex
         tmp = self.folder / f".{stem}.tmp"
         tmp.write_bytes(data)
@@ -81,8 +104,9 @@ class ConsoleTransport:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def send(self, msg: Message) -> None:
-        self.stream.write(msg.as_string() + "\n" + "-" * 72 + "\n")
+    def send(self, msg: Message | WireMessage) -> None:
+        text = as_wire(msg).data.decode("ascii", "replace").replace("\r\n", "\n")
+        self.stream.write(text + "\n" + "-" * 72 + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -133,7 +157,8 @@ class SMTPTransport:
             conn.login(self.username, self.password or "")
         return conn
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message | WireMessage) -> None:
+        wire = as_wire(msg)
         with self._lock:
             for attempt in (1, 2):
                 reused = self._conn is not None
@@ -141,9 +166,7 @@ class SMTPTransport:
                     if self._conn is None:
                         self._conn = self._connect()
                     # Our own CRLF bytes: send_message would mangle "From " lines in the text.
-                    self._conn.sendmail(
-                        parseaddr(msg["From"])[1], [parseaddr(msg["To"])[1]], wire_bytes(msg)
-                    )
+                    self._conn.sendmail(wire.sender, list(wire.recipients), wire.data)
                     return
                 except smtplib.SMTPServerDisconnected as exc:
                     self._drop()
