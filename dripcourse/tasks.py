@@ -86,9 +86,24 @@ def _close(**_: object) -> None:
         _runtime.close()
 
 
+# Messages buffered before one round trip to Redis: a claim batch (batch_size) fits in one.
+ENQUEUE_BATCH = 1000
+
+
 def enqueue(ids: Sequence[int]) -> None:
-    for delivery_id in ids:
-        send_lesson.apply_async((delivery_id,))
+    """Queue one send task per delivery id, in one broker round trip per batch of ids.
+
+    On Redis, kombu's publish batch collects the pushes in a pipeline and sends them together
+    (one round trip per ENQUEUE_BATCH messages instead of one per message); other brokers
+    publish each message at once over the one producer. Should the broker fail part way, some
+    ids may be queued and some not: the claim has committed, so the sweep (requeue_lost)
+    queues the rest once requeue_after_seconds have passed.
+    """
+    if not ids:
+        return
+    with app.producer_or_acquire() as producer, producer.batch(max_size=ENQUEUE_BATCH):
+        for delivery_id in ids:
+            send_lesson.apply_async((delivery_id,), producer=producer)
 
 
 @app.task(name="dripcourse.tick", ignore_result=True)
