@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import multiprocessing
 import os
+import signal
 import smtplib
 import statistics
 import sys
@@ -449,6 +450,9 @@ def main() -> None:
     parser.add_argument("--due", type=int, default=10_000, help="due in each scheduler pass")
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
+    # Killed with SIGTERM, still stop the workers and drop the scratch databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
+    load_before = os.getloadavg()[0]
     if args.quick:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
 
@@ -499,6 +503,10 @@ def main() -> None:
                     f"{seconds:.2f} s",
                 )
             )
+    print(
+        f"Load average (1 min) at the start {load_before:.1f}, at the end "
+        f"{os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores.\n"
+    )
     print("| what | result |\n|---|---|")
     for what, result in rows:
         print(f"| {what} | {result} |")
