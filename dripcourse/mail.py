@@ -105,7 +105,7 @@ class ConsoleTransport:
         self.stream = stream or sys.stdout
 
     def send(self, msg: Message | WireMessage) -> None:
-        text = as_wire(msg).data.decode("ascii", "replace").replace("\r\n", "\n")
+        text = as_wire(msg).data.decode("utf-8", "replace").replace("\r\n", "\n")
         self.stream.write(text + "\n" + "-" * 72 + "\n")
         self.stream.flush()
 
