@@ -8,9 +8,11 @@ Start it the standard way: ``celery -A dripcourse.tasks worker`` and
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from celery import Celery, signals
+from kombu.exceptions import BatchPublishError
 
 from dripcourse import delivery
 from dripcourse.clock import utcnow
@@ -19,6 +21,7 @@ from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 
 app = Celery("dripcourse")
+log = logging.getLogger(__name__)
 _runtime: Runtime | None = None
 
 
@@ -101,9 +104,17 @@ def enqueue(ids: Sequence[int]) -> None:
     """
     if not ids:
         return
-    with app.producer_or_acquire() as producer, producer.batch(max_size=ENQUEUE_BATCH):
+    try:
+        with app.producer_or_acquire() as producer, producer.batch(max_size=ENQUEUE_BATCH):
+            for delivery_id in ids:
+                send_lesson.apply_async((delivery_id,), producer=producer)
+    except BatchPublishError as exc:
+        # A batch is sent without retries (which of its pushes arrived is unknown); publish
+        # each id again with Celery's retrying publish. A task queued twice is harmless: the
+        # second finds its delivery taken (send_delivery's compare-and-set).
+        log.warning("queueing %d deliveries in one batch failed (%s); one by one", len(ids), exc)
         for delivery_id in ids:
-            send_lesson.apply_async((delivery_id,), producer=producer)
+            send_lesson.apply_async((delivery_id,))
 
 
 @app.task(name="dripcourse.tick", ignore_result=True)

@@ -62,6 +62,27 @@ def test_a_batch_of_ids_reaches_redis_in_a_few_round_trips(
     assert queued_ids(redis_url) == ids
 
 
+def test_a_batch_that_fails_on_the_way_is_queued_again_one_by_one(
+    redis_app: Celery, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tasks.enqueue([0])  # connect and declare the queue before the fault
+    redis.Redis.from_url(redis_url).delete("celery")
+    original = redis.client.Pipeline.execute
+    failures = []
+
+    def drops_the_first_batch(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not failures and len(self.command_stack) > 1:
+            failures.append(len(self.command_stack))
+            self.reset()
+            raise redis.ConnectionError("connection reset by peer")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(redis.client.Pipeline, "execute", drops_the_first_batch)
+    tasks.enqueue(list(range(1, 301)))
+    assert failures == [300]
+    assert queued_ids(redis_url) == list(range(1, 301))
+
+
 def test_nothing_to_queue_touches_no_broker(redis_app: Celery, writes: list[int]) -> None:
     tasks.enqueue([])
     assert writes == []
