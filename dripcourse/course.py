@@ -19,7 +19,14 @@ LAYOUT_DIR = "_layout"
 LESSON_FILE = re.compile(r"^day-(\d{2,3})\.md$")
 REQUIRED_LESSON_KEYS = ("title", "subject", "prompt")
 KNOWN_LESSON_KEYS = {"title", "subject", "preheader", "prompt", "questions"}
-KNOWN_COURSE_KEYS = {"title", "description", "sender", "send_time", "skip_weekends"}
+KNOWN_COURSE_KEYS = {
+    "title",
+    "description",
+    "sender",
+    "send_time",
+    "latest_send_time",
+    "skip_weekends",
+}
 
 
 @dataclass(frozen=True)
@@ -74,25 +81,33 @@ def load_course(emails_dir: Path, slug: str) -> Course:
         meta = tomllib.loads(meta_path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise CourseError(f"{meta_path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise CourseError(f"{meta_path}: not UTF-8 text") from None
     unknown = set(meta) - KNOWN_COURSE_KEYS
     if unknown:
         raise CourseError(f"{meta_path}: unknown key(s) {', '.join(sorted(unknown))}")
     title = _text(meta, "title", meta_path)
     sender = _text(meta, "sender", meta_path)
     _check_sender(sender, meta_path)
-    try:
-        send_time = parse_send_time(meta.get("send_time", "07:00"))
-    except ValueError as exc:
-        raise CourseError(f"{meta_path}: {exc}") from None
     skip_weekends = meta.get("skip_weekends", False)
     if not isinstance(skip_weekends, bool):
         raise CourseError(f"{meta_path}: skip_weekends must be true or false")
+    try:
+        cadence = Cadence(
+            send_time=parse_send_time(meta.get("send_time", "07:00")),
+            latest_send_time=parse_send_time(
+                meta.get("latest_send_time", "21:00"), "latest_send_time"
+            ),
+            skip_weekends=skip_weekends,
+        )
+    except ValueError as exc:
+        raise CourseError(f"{meta_path}: {exc}") from None
     lessons = _load_lessons(folder)
     return Course(
         slug=slug,
         title=title,
         sender=sender,
-        cadence=Cadence(send_time=send_time, skip_weekends=skip_weekends),
+        cadence=cadence,
         lessons=lessons,
         path=folder,
         description=str(meta.get("description", "")),

@@ -11,20 +11,22 @@ import datetime as dt
 import enum
 import logging
 import random
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from email.message import Message
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Select, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
-from dripcourse import schedule
+from dripcourse import breaker, schedule
 from dripcourse.course import Course
 from dripcourse.db import transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
-from dripcourse.mail import PermanentMailError, TransientMailError
+from dripcourse.mail import PermanentMailError, RelayError, TransientMailError
 from dripcourse.models import (
     Cohort,
     Delivery,
@@ -49,9 +51,10 @@ class Outcome(enum.StrEnum):
     BOUNCED = "bounced"
     CANCELLED = "cancelled"
     SKIPPED = "skipped"  # another worker has it, or it is already finished
+    HELD = "held"  # put back unsent: outside the local window, relay paused, course broken
 
 
-OPEN = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+OPEN = (DeliveryStatus.PENDING, DeliveryStatus.WAITING, DeliveryStatus.SENDING)
 
 
 def _seconds(n: float) -> dt.timedelta:
@@ -69,21 +72,28 @@ def _lock(query, session: Session):  # type: ignore[no-untyped-def]
     return query
 
 
-def claim_due_lessons(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
+def claim_due_lessons(
+    rt: Runtime, now: dt.datetime, enqueue: Enqueue, limit: int | None = None
+) -> int:
     """Create a pending delivery for every enrollment whose next lesson is due.
 
     Works in batches of ``batch_size`` rows, one transaction each, and hands each batch's
-    delivery ids to ``enqueue`` only after that batch has committed. Returns how many it claimed.
+    delivery ids to ``enqueue`` only after that batch has committed. Returns how many it
+    claimed. ``limit`` stops after that many enrollments were looked at (a probe of a paused
+    relay wants one).
     """
     total = 0
     while True:
+        size = rt.settings.batch_size if limit is None else min(limit, rt.settings.batch_size)
         with transaction(rt.sessions) as session:
-            ids = _claim_batch(rt, session, now)
+            ids = _claim_batch(rt, session, now, size)
         if ids is None:
             return total
         if ids:
             enqueue(ids)
             total += len(ids)
+        if limit is not None:
+            return total
 
 
 def due_enrollments(now: dt.datetime, limit: int) -> Select[tuple[int]]:
@@ -114,14 +124,18 @@ def open_deliveries(now: dt.datetime, limit: int) -> Select[tuple[int]]:
     )
 
 
-def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] | None:
+def _claim_batch(rt: Runtime, session: Session, now: dt.datetime, size: int) -> list[int] | None:
     """Claim one batch with one UPDATE ... RETURNING, then insert its deliveries in bulk.
 
     The UPDATE is the compare-and-set: it takes only rows that are still due and active when
     it runs, so whatever another tick took meanwhile is simply not returned. On PostgreSQL the
     inner SELECT also skips rows another claim has locked, rather than waiting for them.
+
+    A claimed enrollment whose local window is closed (night, a skipped weekend) gets a new due
+    time, the next time its window opens, and no delivery: after downtime nobody is woken at
+    01:35. A course that cannot be loaded holds back only its own enrollments.
     """
-    pick = _lock(due_enrollments(now, rt.settings.batch_size), session).scalar_subquery()
+    pick = _lock(due_enrollments(now, size), session).scalar_subquery()
     claimed = session.execute(
         update(Enrollment)
         .where(
@@ -144,6 +158,7 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
                 Subscriber.email,
                 Subscriber.timezone,
                 Cohort.course_slug,
+                Cohort.started_at,
                 Suppression.id.label("suppressed"),
             )
             .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
@@ -156,24 +171,25 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
     new: list[dict[str, object]] = []
     for row in claimed:
         info = details[row.id]
-        try:
-            course = rt.catalog.course(info.course_slug)
-        except CourseError as exc:
-            # One broken course must not stop the others: hold its lessons back and say why.
-            log.error("course %s cannot be sent: %s", info.course_slug, exc)
+        course = _course_or_none(rt, info.course_slug)
+        if course is None:
+            # One broken course must not stop the others: hold its lessons back.
             _set_enrollment(session, row.id, next_send_at=later)
             continue
+        tz = schedule.zone(info.timezone)
         if info.suppressed is not None:
             enrollment = session.get(Enrollment, row.id)
             assert enrollment is not None
             stop_enrollment(session, enrollment, EnrollmentStatus.BOUNCED, now)
         elif row.paused_until is not None and row.paused_until > now:
-            due = schedule.resume_due(
-                course.cadence, schedule.zone(info.timezone), due=now, paused_until=row.paused_until
-            )
+            due = schedule.resume_due(course.cadence, tz, due=now, paused_until=row.paused_until)
             _set_enrollment(session, row.id, next_send_at=due)
         elif row.day >= course.length:
             _set_enrollment(session, row.id, status=EnrollmentStatus.COMPLETED)
+        elif not _sendable(course, tz, now, day=row.day + 1, started_at=info.started_at):
+            _set_enrollment(
+                session, row.id, next_send_at=schedule.window_start(course.cadence, tz, now)
+            )
         else:
             new.append(
                 {
@@ -191,6 +207,31 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime) -> list[int] |
     return list(session.scalars(insert(Delivery).returning(Delivery.id), new))
 
 
+def _course_or_none(rt: Runtime, slug: str) -> Course | None:
+    """The course, or None (with the reason in the log) when it cannot be loaded or rendered.
+
+    Any error counts, not only a CourseError: a TypeError from a template, a file that is not
+    UTF-8. One course's mistake must never stop another course.
+    """
+    try:
+        return rt.catalog.course(slug)
+    except CourseError as exc:
+        log.error("course %s is held back: %s", slug, exc)
+    except Exception:
+        log.exception("course %s is held back: unexpected error loading it", slug)
+    return None
+
+
+def _sendable(
+    course: Course, tz: ZoneInfo, now: dt.datetime, *, day: int, started_at: object
+) -> bool:
+    """Whether lesson ``day`` may go out at ``now``: inside the subscriber's local window, or
+    Day 1 of a cohort the operator started "now" (at once, whatever the hour)."""
+    if day == 1 and started_at is not None:
+        return True
+    return schedule.in_window(course.cadence, tz, now)
+
+
 def _set_enrollment(session: Session, enrollment_id: int, **values: object) -> None:
     session.execute(
         update(Enrollment)
@@ -200,18 +241,20 @@ def _set_enrollment(session: Session, enrollment_id: int, **values: object) -> N
     )
 
 
-def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
+def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue, limit: int | None = None) -> int:
     """Queue again every delivery whose retry time has come or whose task was lost.
 
-    A pending delivery not picked up within ``requeue_after_seconds`` (Redis flushed, broker
-    restarted) and a sending one whose worker lease ran out (worker killed) both come back here.
+    A waiting delivery whose time has come (a retry, the window reopening, a paused relay's
+    probe), a pending one not picked up within ``requeue_after_seconds`` (Redis flushed, broker
+    restarted) and a sending one whose worker lease ran out (worker killed) all come back here.
     Like the claim, one UPDATE ... RETURNING per batch is the compare-and-set.
     """
     total = 0
     later = now + _seconds(rt.settings.requeue_after_seconds)
     while True:
+        size = rt.settings.batch_size if limit is None else min(limit, rt.settings.batch_size)
         with transaction(rt.sessions) as session:
-            pick = _lock(open_deliveries(now, rt.settings.batch_size), session).scalar_subquery()
+            pick = _lock(open_deliveries(now, size), session).scalar_subquery()
             ids = session.scalars(
                 update(Delivery)
                 .where(
@@ -227,16 +270,34 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
             return total
         enqueue(ids)
         total += len(ids)
+        if limit is not None:
+            return total
 
 
 @dataclass(frozen=True)
 class TickResult:
     claimed: int
     requeued: int
+    paused: breaker.Pause | None = None
 
 
 def tick(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> TickResult:
-    """One scheduler pass: claim what is due, then pick up retries and lost tasks."""
+    """One scheduler pass: claim what is due, then pick up retries and lost tasks.
+
+    While sending is paused (a failure of our own set-up), it claims and queues nothing; once
+    the pause is over it queues a single delivery to probe the relay, and the next pass after
+    that probe succeeded runs as usual.
+    """
+    with transaction(rt.sessions) as session:
+        paused = breaker.current(session)
+    if paused is not None:
+        if paused.gate(now) is breaker.Gate.SHUT:
+            log.warning("tick at %s: %s", now.isoformat(), paused.describe())
+            return TickResult(claimed=0, requeued=0, paused=paused)
+        requeued = requeue_lost(rt, now, enqueue, limit=1)
+        claimed = 0 if requeued else claim_due_lessons(rt, now, enqueue, limit=1)
+        log.warning("tick at %s: probing the relay with one delivery", now.isoformat())
+        return TickResult(claimed=claimed, requeued=requeued, paused=paused)
     claimed = claim_due_lessons(rt, now, enqueue)
     requeued = requeue_lost(rt, now, enqueue)
     if claimed or requeued:
@@ -272,6 +333,8 @@ class _Job:
     attempts: int
     timezone: str
     paused_until: dt.datetime | None
+    started_at: dt.datetime | None
+    created_at: dt.datetime
 
 
 def send_delivery(
@@ -287,14 +350,24 @@ def send_delivery(
     day on which it actually went out (a send that crosses local midnight belongs to the new
     day, so the next lesson waits for the morning after it).
 
+    Checked again here, whatever the claim decided: the subscriber's local window (a delivery
+    picked up at night is put back until the window opens, not sent), the relay's pause, and
+    the course (a lesson file broken since the claim holds the delivery back without spending
+    an attempt). Put back means ``waiting`` with the attempt given back.
+
     Two short transactions around the send, a handful of statements in all: this runs once
     per subscriber at a cohort's morning, so every round trip counts.
     """
+    lease = rt.settings.send_lease_seconds
+    lease_ends = time.monotonic() + lease
     with transaction(rt.sessions) as session:
         taken = session.execute(
             update(Delivery)
             .where(
                 Delivery.id == delivery_id,
+                # Never "waiting": a second task for a delivery waiting out its retry delay or
+                # the night must not send it early. The sweep turns it "pending" when its time
+                # has come.
                 or_(
                     Delivery.status == DeliveryStatus.PENDING,
                     and_(
@@ -306,9 +379,9 @@ def send_delivery(
                 status=DeliveryStatus.SENDING,
                 attempts=Delivery.attempts + 1,
                 updated_at=now,
-                next_attempt_at=now + _seconds(rt.settings.send_lease_seconds),
+                next_attempt_at=now + _seconds(lease),
             )
-            .returning(Delivery.enrollment_id, Delivery.day, Delivery.attempts)
+            .returning(Delivery.enrollment_id, Delivery.day, Delivery.attempts, Delivery.created_at)
             .execution_options(synchronize_session=False)
         ).first()
         if taken is None:
@@ -321,13 +394,25 @@ def send_delivery(
                 Subscriber.name,
                 Subscriber.timezone,
                 Cohort.course_slug,
+                Cohort.started_at,
                 Suppression.reason,
+                breaker.gate_column().label("relay_paused_until"),
             )
             .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
             .join(Cohort, Enrollment.cohort_id == Cohort.id)
             .outerjoin(Suppression, Suppression.email == Subscriber.email)
             .where(Enrollment.id == taken.enrollment_id)
         ).one()
+        job = _Job(
+            delivery_id,
+            taken.enrollment_id,
+            taken.day,
+            taken.attempts,
+            info.timezone,
+            info.paused_until,
+            info.started_at,
+            taken.created_at,
+        )
         if info.status != EnrollmentStatus.ACTIVE or info.reason is not None:
             _set_delivery(
                 session,
@@ -337,41 +422,82 @@ def send_delivery(
                 last_error=info.reason or str(info.status),
             )
             return Outcome.CANCELLED
+        course = _course_or_none(rt, info.course_slug)
+        if course is None:
+            _hold(session, job, now + _seconds(rt.settings.requeue_after_seconds), now)
+            return Outcome.HELD
         try:
-            course = rt.catalog.course(info.course_slug)
             rendered = rt.catalog.renderer.lesson(course, taken.day)
-        except CourseError as exc:
-            _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=str(exc))
-            enrollment = session.get(Enrollment, taken.enrollment_id)
-            assert enrollment is not None
-            stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
-            return Outcome.FAILED
-    job = _Job(
-        delivery_id,
-        taken.enrollment_id,
-        taken.day,
-        taken.attempts,
-        info.timezone,
-        info.paused_until,
-    )
+        except Exception as exc:  # a lesson that stopped rendering: never the subscriber's fault
+            log.error("course %s day %s is held back: %s", course.slug, taken.day, exc)
+            _hold(session, job, now + _seconds(rt.settings.requeue_after_seconds), now)
+            return Outcome.HELD
+        relay_paused_until = info.relay_paused_until
+        if relay_paused_until is not None and relay_paused_until > now:
+            _hold(session, job, relay_paused_until, now)
+            return Outcome.HELD
+        tz = schedule.zone(info.timezone)
+        if not _sendable(course, tz, now, day=job.day, started_at=job.started_at):
+            # Picked up outside the subscriber's window (a long queue, a retry, a late worker).
+            _hold(session, job, schedule.window_start(course.cadence, tz, now), now)
+            return Outcome.HELD
     # The claim is committed; no transaction stays open while we talk to the mail server.
     try:
         links = rt.links.for_lesson(job.enrollment_id, job.day)
         who = Personal(email=info.email, name=info.name, **links)
         msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
         msg = build_message(rendered, who, now=now, msg_id=msg_id)
-        rt.throttle()
-        rt.transport.send(msg)
+        rt.throttle()  # the send-rate slot: right before the send, so the rate holds
+        left = lease_ends - time.monotonic()
+        if left < getattr(rt.transport, "worst_case_seconds", 0.0):
+            # The wait for the slot ate the lease: another worker could take the delivery over
+            # while we still talk to the server. Do not start what cannot finish in time.
+            return _give_back(rt, job, now, f"{left:.0f}s of the lease left after the rate wait")
+        rt.transport.send(msg, deadline=lease_ends)
     except PermanentMailError as exc:
         return _record_bounce(rt, delivery_id, now, job.attempts, exc)
+    except RelayError as exc:
+        return _record_relay_failure(rt, job, now, str(exc))
     except TransientMailError as exc:
-        return _record_retry(rt, delivery_id, now, job.attempts, str(exc))
+        return _record_retry(rt, job, now, str(exc), course)
     except Exception as exc:
-        # Anything unforeseen still ends the attempt on the record, so max_attempts applies
+        # Anything unforeseen still ends the attempt on the record, so the retry budget applies
         # and the delivery cannot circle through the sweep forever.
         log.exception("delivery %s: unexpected error", delivery_id)
-        return _record_retry(rt, delivery_id, now, job.attempts, f"{type(exc).__name__}: {exc}")
-    return _record_sent(rt, job, clock() if clock else now, msg_id, course)
+        return _record_retry(rt, job, now, f"{type(exc).__name__}: {exc}", course)
+    sent_at = clock() if clock else now
+    outcome = _record_sent(rt, job, sent_at, msg_id, course)
+    if relay_paused_until is not None:
+        # This send was the probe of a paused relay, and it went through.
+        with transaction(rt.sessions) as session:
+            breaker.close(session, sent_at)
+    return outcome
+
+
+def _give_back(rt: Runtime, job: _Job, now: dt.datetime, why: str) -> Outcome:
+    """Put a delivery back for the next sweep, unsent and without spending its attempt."""
+    with transaction(rt.sessions) as session:
+        if not _still_ours(session, job.delivery_id, job.attempts, now):
+            return Outcome.SKIPPED
+        _hold(session, job, now, now)
+    log.warning("delivery %s put back unsent: %s", job.delivery_id, why)
+    return Outcome.HELD
+
+
+def _hold(session: Session, job: _Job, until: dt.datetime, now: dt.datetime) -> None:
+    """Put a taken delivery back unsent until ``until``, giving its attempt back."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == job.delivery_id)
+        .values(
+            status=DeliveryStatus.WAITING,
+            attempts=Delivery.attempts - 1,
+            next_attempt_at=until,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    log.info("delivery %s put back until %s", job.delivery_id, until.isoformat())
 
 
 def _set_delivery(
@@ -468,34 +594,70 @@ def _record_sent_to_changed_enrollment(
     enrollment.next_send_at = due
 
 
-def _record_retry(
-    rt: Runtime, delivery_id: int, now: dt.datetime, attempts: int, error: str
-) -> Outcome:
+def _record_retry(rt: Runtime, job: _Job, now: dt.datetime, error: str, course: Course) -> Outcome:
+    """A passing failure about this message: try again later, inside the subscriber's window,
+    until the attempts or the hours of the retry budget run out."""
     settings = rt.settings
     with transaction(rt.sessions) as session:
-        if not _still_ours(session, delivery_id, attempts, now):
+        if not _still_ours(session, job.delivery_id, job.attempts, now):
             return Outcome.SKIPPED
-        if attempts >= settings.max_attempts:
-            log.warning("delivery %s failed after %d attempts: %s", delivery_id, attempts, error)
-            _set_delivery(session, delivery_id, DeliveryStatus.FAILED, now, last_error=error)
-            delivery = session.get(Delivery, delivery_id)
+        spent = now - job.created_at >= dt.timedelta(hours=settings.retry_hours)
+        if job.attempts >= settings.max_attempts or spent:
+            log.warning(
+                "delivery %s failed after %d attempts over %s: %s",
+                job.delivery_id,
+                job.attempts,
+                now - job.created_at,
+                error,
+            )
+            _set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=error)
+            delivery = session.get(Delivery, job.delivery_id)
             assert delivery is not None
             if delivery.enrollment.status == EnrollmentStatus.ACTIVE:
                 stop_enrollment(session, delivery.enrollment, EnrollmentStatus.FAILED, now)
             return Outcome.FAILED
-        delay = backoff(attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        delay = backoff(job.attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        retry_at = now + _seconds(delay)
+        if not (job.day == 1 and job.started_at is not None):
+            retry_at = schedule.window_start(course.cadence, schedule.zone(job.timezone), retry_at)
         session.execute(
             update(Delivery)
-            .where(Delivery.id == delivery_id)
+            .where(Delivery.id == job.delivery_id)
             .values(
-                status=DeliveryStatus.PENDING,
-                next_attempt_at=now + _seconds(delay),
+                status=DeliveryStatus.WAITING,
+                next_attempt_at=retry_at,
                 updated_at=now,
                 last_error=error,
             )
         )
-    log.info("delivery %s will retry in %.0fs: %s", delivery_id, delay, error)
+    log.info("delivery %s will retry at %s: %s", job.delivery_id, retry_at.isoformat(), error)
     return Outcome.RETRY
+
+
+def _record_relay_failure(rt: Runtime, job: _Job, now: dt.datetime, error: str) -> Outcome:
+    """A failure of our own set-up or of the relay: pause all sending, spend no attempt.
+
+    The delivery waits for the end of the pause; the breaker's probe, or the sweep after the
+    breaker closed, queues it again.
+    """
+    with transaction(rt.sessions) as session:
+        if not _still_ours(session, job.delivery_id, job.attempts, now):
+            return Outcome.SKIPPED
+        pause = breaker.trip(session, now, error, first_pause=rt.settings.relay_retry_seconds)
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == job.delivery_id)
+            .values(
+                status=DeliveryStatus.WAITING,
+                attempts=Delivery.attempts - 1,
+                next_attempt_at=pause.retry_at,
+                updated_at=now,
+                last_error=f"sending paused: {error}",
+            )
+            .execution_options(synchronize_session=False)
+        )
+    log.error("delivery %s: %s", job.delivery_id, pause.describe())
+    return Outcome.HELD
 
 
 def _record_bounce(

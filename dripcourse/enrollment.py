@@ -30,18 +30,28 @@ DEFAULT_TIMEZONE = "UTC"
 PAUSE = dt.timedelta(days=7)
 
 
-def parse_start(value: str, now: dt.datetime) -> tuple[dt.date | None, dt.datetime | None]:
+@dataclass(frozen=True)
+class Start:
+    """How a cohort starts: on a date, "today" in each subscriber's own zone, or now."""
+
+    date: dt.date | None = None
+    today: bool = False
+    now: dt.datetime | None = None
+
+
+def parse_start(value: str, now: dt.datetime) -> Start:
     """Read a cohort start: ``YYYY-MM-DD``, ``today`` or ``now``.
 
-    ``today`` is today's date in UTC; each subscriber then gets Day 1 at the course's send time
-    on that date in their own zone (at once if that hour has passed there).
+    ``today`` is each subscriber's own local today at the moment the cohort is created: Day 1
+    at the course's send time there, at once if that has passed but the day's window is still
+    open, or the next morning if it has closed (in Auckland it may already be tomorrow).
     """
     if value == "now":
-        return None, now
+        return Start(now=now)
     if value == "today":
-        return now.astimezone(dt.UTC).date(), None
+        return Start(today=True)
     try:
-        return dt.date.fromisoformat(value), None
+        return Start(date=dt.date.fromisoformat(value))
     except ValueError:
         raise InputError(f"--start: expected YYYY-MM-DD, today or now, got {value!r}") from None
 
@@ -54,12 +64,13 @@ def create_cohort(
         raise InputError("cohort name is empty")
     if session.scalar(select(Cohort).where(Cohort.name == name)) is not None:
         raise InputError(f"cohort {name!r} already exists")
-    start_date, started_at = parse_start(start, now)
+    parsed = parse_start(start, now)
     cohort = Cohort(
         name=name,
         course_slug=course.slug,
-        start_date=start_date,
-        started_at=started_at,
+        start_date=parsed.date,
+        started_at=parsed.now,
+        start_today=parsed.today,
         created_at=now,
     )
     session.add(cohort)
@@ -123,10 +134,11 @@ def enroll(
     )
     if existing is not None:
         raise InputError(f"email: {signup.email} is already enrolled in cohort {cohort.name!r}")
+    tz = schedule.zone(subscriber.timezone)
     due = schedule.first_due(
         course.cadence,
-        schedule.zone(subscriber.timezone),
-        start_date=cohort.start_date,
+        tz,
+        start_date=cohort.start_date_in(tz),
         started_at=cohort.started_at,
         enrolled_at=now,
     )
@@ -342,7 +354,7 @@ def _unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> d
     return schedule.first_due(
         course.cadence,
         tz,
-        start_date=cohort.start_date,
+        start_date=cohort.start_date_in(tz),
         started_at=cohort.started_at,
         enrolled_at=enrollment.created_at,
     )

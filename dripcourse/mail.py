@@ -1,8 +1,10 @@
 """Mail transports behind one small Protocol, chosen by URL: smtp://, smtps://, file://, console://.
 
 SMTP is the one place the project talks to a mail server. Its errors are sorted into
-TransientMailError (try again later: 4xx replies, dropped or refused connections, time-outs)
-and PermanentMailError (5xx: this will never succeed for this address).
+RelayError (the fault is ours or the relay's, not the recipient's: login, TLS, a refused or
+dropped connection, 421, our sender refused; sending pauses as a whole), TransientMailError
+(this recipient or message, later: other 4xx replies) and PermanentMailError (5xx about this
+recipient: it will never succeed for this address).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import smtplib
 import ssl
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -58,6 +61,15 @@ class TransientMailError(Exception):
     """Sending failed in a way that may succeed later."""
 
 
+class RelayError(TransientMailError):
+    """The relay, or our set-up for it, failed: nothing here is about this recipient.
+
+    Wrong credentials, a TLS failure, a refused or dropped connection, a 421 ("closing the
+    channel"), our sender address refused, relaying denied. Retrying each delivery on its own
+    would spend every subscriber's attempts on our mistake; the caller pauses sending instead.
+    """
+
+
 class PermanentMailError(Exception):
     """The server refused the message for good (a 5xx reply).
 
@@ -72,9 +84,12 @@ class PermanentMailError(Exception):
 
 
 class Transport(Protocol):
-    """Sends one message: a MIME object, or wire bytes with their envelope (render fast path)."""
+    """Sends one message: a MIME object, or wire bytes with their envelope (render fast path).
 
-    def send(self, msg: Message | WireMessage) -> None: ...
+    ``deadline`` (time.monotonic) is when the caller's lease ends.
+    """
+
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -86,7 +101,7 @@ class FileTransport:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def send(self, msg: Message | WireMessage) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
         data = as_wire(msg).data
         stem = uuid.uuid4().hex
         tmp = self.folder / f".{stem}.tmp"
@@ -104,7 +119,7 @@ class ConsoleTransport:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def send(self, msg: Message | WireMessage) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
         text = as_wire(msg).data.decode("utf-8", "replace").replace("\r\n", "\n")
         self.stream.write(text + "\n" + "-" * 72 + "\n")
         self.stream.flush()
@@ -133,6 +148,12 @@ class SMTPTransport:
         self.username, self.password = username, password
         self.timeout = timeout
         self.local_hostname = local_hostname
+        # The longest a fresh connection and one message can take: every step waits at most
+        # ``timeout``. A second try on a new connection starts only if this much time is left
+        # before the caller's deadline, so a send never outlives the worker's lease.
+        self.worst_case_seconds = (
+            smtp_steps(tls=implicit_tls or starttls, login=bool(username)) * timeout
+        )
         self._conn: smtplib.SMTP | None = None
         self._lock = threading.Lock()  # a thread-pool worker shares one transport
 
@@ -157,11 +178,19 @@ class SMTPTransport:
             conn.login(self.username, self.password or "")
         return conn
 
-    def send(self, msg: Message | WireMessage) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
+        """Send one message; ``deadline`` (time.monotonic) is when the caller's lease ends."""
         wire = as_wire(msg)
         with self._lock:
             for attempt in (1, 2):
                 reused = self._conn is not None
+                if attempt == 2 and deadline is not None:
+                    left = deadline - time.monotonic()
+                    if left < self.worst_case_seconds:
+                        raise RelayError(
+                            f"{self.host}:{self.port} hung up; {left:.0f}s left in this send's "
+                            "lease is too little for a new connection"
+                        )
                 try:
                     if self._conn is None:
                         self._conn = self._connect()
@@ -173,7 +202,7 @@ class SMTPTransport:
                     # An idle connection the server closed meanwhile: reopen once and go on.
                     if reused and attempt == 1:
                         continue
-                    raise TransientMailError(f"server disconnected: {exc}") from exc
+                    raise RelayError(f"{self.host}:{self.port} disconnected: {exc}") from exc
                 except smtplib.SMTPException as exc:
                     if getattr(exc, "smtp_code", None) == 421:
                         self._drop()  # 421: the server is closing the channel
@@ -191,9 +220,7 @@ class SMTPTransport:
                         reused and attempt == 1
                     ):
                         continue
-                    raise TransientMailError(
-                        f"cannot reach {self.host}:{self.port}: {exc}"
-                    ) from exc
+                    raise RelayError(f"cannot reach {self.host}:{self.port}: {exc}") from exc
 
     def _reset(self) -> None:
         if self._conn is not None:
@@ -215,21 +242,42 @@ class SMTPTransport:
             self._drop()
 
 
-def _classify(exc: smtplib.SMTPException) -> Exception:
-    """Only a refusal of the recipient or of the message is permanent for this address.
+def smtp_steps(*, tls: bool, login: bool) -> int:
+    """How many replies a send on a fresh connection waits for, each up to the timeout.
 
-    A 5xx to AUTH, HELO or MAIL FROM is our own configuration at fault: retrying (and in the end
-    failing the delivery) is right, suppressing the subscriber's address would not be.
+    Connect and greeting, EHLO, MAIL, RCPT, DATA, the message and its reply; STARTTLS adds its
+    command, the handshake and a second EHLO; a login adds up to two replies. One more covers
+    a reused connection's MAIL that finds the server gone before the fresh one is opened.
     """
+    return 8 + (3 if tls else 0) + (2 if login else 0) + 1
+
+
+def _classify(exc: smtplib.SMTPException) -> Exception:
+    """Only a refusal of the recipient or of the message is about this address.
+
+    A reply to AUTH, HELO or MAIL FROM, a 421, relaying denied, or a STARTTLS or AUTH the
+    server does not offer is our own set-up (or the relay) at fault: sending pauses as a
+    whole (RelayError); suppressing or failing the subscriber would be wrong.
+    """
+    code = getattr(exc, "smtp_code", None)
+    if code == 421:
+        return RelayError(f"421 {_text(getattr(exc, 'smtp_error', b''))} (the relay is closing)")
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         code, reply = next(iter(exc.recipients.values()))
+        if code == 421 or _relay_denied(code, reply):
+            return RelayError(f"{code} {_text(reply)} (check the mail settings)")
         return _by_code(code, reply)
     if isinstance(exc, smtplib.SMTPDataError):
         return _by_code(exc.smtp_code, exc.smtp_error)
     if isinstance(exc, smtplib.SMTPResponseException):
-        hint = " (check the mail settings)" if exc.smtp_code >= 500 else ""
-        return TransientMailError(f"{exc.smtp_code} {_text(exc.smtp_error)}{hint}")
-    return TransientMailError(str(exc))
+        return RelayError(f"{exc.smtp_code} {_text(exc.smtp_error)} (check the mail settings)")
+    return RelayError(f"{exc} (check the mail settings)")
+
+
+def _relay_denied(code: int, reply: bytes | str) -> bool:
+    """'Relay access denied' and the like: the relay will not take mail from us for anyone."""
+    text = _text(reply).lower()
+    return 500 <= code < 600 and "5.7." in text and "relay" in text
 
 
 def _text(reply: bytes | str) -> str:
@@ -260,6 +308,18 @@ def transport_from_url(url: str, *, timeout: float = 30.0) -> Transport:
 def check_mail_url(url: str) -> None:
     """Raise ConfigError if ``url`` names no usable transport; connects to nothing."""
     _factory(url, 30.0)
+
+
+def worst_case_send_seconds(url: str, timeout: float) -> float:
+    """The longest one send through ``url`` can take when every reply waits ``timeout``."""
+    factory = _factory(url, timeout)
+    if not isinstance(factory, partial) or factory.func is not SMTPTransport:
+        return 0.0
+    kw = factory.keywords
+    return (
+        smtp_steps(tls=bool(kw["implicit_tls"] or kw["starttls"]), login=bool(kw["username"]))
+        * timeout
+    )
 
 
 def _factory(url: str, timeout: float) -> Callable[[], Transport]:

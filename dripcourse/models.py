@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    Boolean,
     DateTime,
     Enum,
     ForeignKey,
@@ -55,7 +57,8 @@ class EnrollmentStatus(enum.StrEnum):
 
 
 class DeliveryStatus(enum.StrEnum):
-    PENDING = "pending"  # claimed, waiting for a worker (or for its retry time)
+    PENDING = "pending"  # claimed and queued, waiting for a worker
+    WAITING = "waiting"  # put back until next_attempt_at: a retry, the window, a paused relay
     SENDING = "sending"  # a worker holds it until next_attempt_at
     SENT = "sent"
     FAILED = "failed"
@@ -94,7 +97,15 @@ class Cohort(Base):
     start_date: Mapped[dt.date | None] = mapped_column(default=None)
     # ...or, for a cohort started "now", at once.
     started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    # Started "today": each subscriber's own local date at created_at, not one date for all.
+    start_today: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+    def start_date_in(self, tz: ZoneInfo) -> dt.date | None:
+        """The local date Day 1 is planned for, in a subscriber's zone (None: started now)."""
+        if self.start_today:
+            return self.created_at.astimezone(tz).date()
+        return self.start_date
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="cohort")
 
@@ -165,6 +176,23 @@ class Suppression(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class CircuitBreaker(Base):
+    """Sending paused as a whole because a failure was ours (relay login, TLS, relay down).
+
+    One row per breaker ("mail"); ``failures`` 0 means closed. While ``retry_at`` is ahead
+    nothing is sent; when it passes, one delivery probes the relay and its success closes it.
+    """
+
+    __tablename__ = "circuit_breakers"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    opened_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    retry_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    reason: Mapped[str | None] = mapped_column(Text, default=None)
+    updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+
 class Reflection(Base):
     """What a subscriber wrote back about one day's question. Private."""
 
@@ -187,6 +215,7 @@ class Reflection(Base):
 
 __all__ = [
     "Base",
+    "CircuitBreaker",
     "Cohort",
     "Delivery",
     "DeliveryStatus",

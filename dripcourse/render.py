@@ -175,6 +175,10 @@ class Renderer:
             )
         except jinja2.TemplateError as exc:
             raise CourseError(f"{self.emails_dir / LAYOUT_DIR}: {_describe(exc)}") from None
+        except Exception as exc:  # e.g. a TypeError from an expression in the layout
+            raise CourseError(
+                f"{self.emails_dir / LAYOUT_DIR}: template error: {type(exc).__name__}: {exc}"
+            ) from None
         inlined = _inline(html)
         if len(inlined.encode()) > MAX_HTML_BYTES:
             raise CourseError(
@@ -194,6 +198,8 @@ class Renderer:
             return self._text_env.from_string(source).render(**variables)
         except jinja2.TemplateError as exc:
             raise CourseError(f"{path}: {_describe(exc)}") from None
+        except Exception as exc:  # e.g. {{ "Dr " + day }}: a TypeError, still the file's fault
+            raise CourseError(f"{path}: template error: {type(exc).__name__}: {exc}") from None
 
 
 def _describe(exc: jinja2.TemplateError) -> str:

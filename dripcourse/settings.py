@@ -11,7 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from dripcourse.errors import ConfigError
-from dripcourse.mail import check_mail_url
+from dripcourse.mail import check_mail_url, worst_case_send_seconds
 
 CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
@@ -34,13 +34,19 @@ class Settings:
     batch_size: int = 500
     requeue_after_seconds: int = 900
     send_lease_seconds: int = 300
-    max_attempts: int = 8
+    # A passing failure is retried until either runs out: attempts, or hours since the lesson
+    # was claimed. Failures of our own set-up (relay login, TLS, relay down) spend neither.
+    max_attempts: int = 30
+    retry_hours: float = 24.0
     retry_base_seconds: int = 60
     retry_max_seconds: int = 3600
+    # A failure of our own set-up pauses all sending; the relay is tried again after this
+    # long, then twice as long each time it still fails, at most 10 minutes.
+    relay_retry_seconds: float = 30.0
     # Global send-rate limit in messages per second, shared through Redis (0 = no limit).
     rate_limit_per_second: float = 0.0
     rate_limit_redis_url: str = ""
-    smtp_timeout_seconds: float = 30.0
+    smtp_timeout_seconds: float = 20.0
     # Links
     reflect_max_age_days: int = 0
     # Web
@@ -157,6 +163,7 @@ def validate(settings: Settings) -> None:
         "retry_max_seconds",
         "smtp_timeout_seconds",
         "reflection_max_chars",
+        "relay_retry_seconds",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -165,12 +172,19 @@ def validate(settings: Settings) -> None:
         raise ConfigError("setting reflect_max_age_days: must be 0 (never expire) or more")
     if not 1 <= settings.web_port <= 65535:
         raise ConfigError(f"setting web_port: {settings.web_port} is not a TCP port")
-    if settings.send_lease_seconds <= settings.smtp_timeout_seconds:
+    whole_send = worst_case_send_seconds(settings.mail_url, settings.smtp_timeout_seconds)
+    if settings.send_lease_seconds <= max(whole_send, settings.smtp_timeout_seconds):
         # A worker still waiting on a slow server would see its delivery sent by another.
+        # Every reply of a send may take up to smtp_timeout_seconds, so the lease must cover
+        # all of them, not one.
         raise ConfigError(
-            "setting send_lease_seconds: must be longer than smtp_timeout_seconds "
-            f"({settings.send_lease_seconds} <= {settings.smtp_timeout_seconds})"
+            "setting send_lease_seconds: must be longer than a whole send can take "
+            f"({settings.send_lease_seconds} <= {whole_send:g}: every one of the SMTP replies "
+            f"may take smtp_timeout_seconds = {settings.smtp_timeout_seconds:g}); "
+            "raise send_lease_seconds or lower smtp_timeout_seconds"
         )
+    if settings.retry_hours <= 0:
+        raise ConfigError("setting retry_hours: must be greater than 0")
     if not settings.secret_key and db.startswith("postgresql"):
         # The embedded fallback (a key made under var/) differs per machine; links signed by
         # a worker on one machine would be refused by the web app on another.

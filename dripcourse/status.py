@@ -99,7 +99,7 @@ def cohort_summaries(session: Session, cohort: str | None = None) -> list[Cohort
             .group_by(Delivery.day, Delivery.status)
         ):
             counts = days.setdefault(day, DayCounts(day))
-            if status in (DeliveryStatus.PENDING, DeliveryStatus.SENDING):
+            if status in (DeliveryStatus.PENDING, DeliveryStatus.WAITING, DeliveryStatus.SENDING):
                 counts.pending += count
             elif status == DeliveryStatus.CANCELLED:
                 counts.suppressed += count

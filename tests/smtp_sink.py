@@ -41,7 +41,8 @@ class Received:
 @dataclass
 class SinkHandler:
     """Stores what arrives. ``reject`` maps an address to a 5xx reply given at RCPT TO;
-    ``busy_for`` answers the next N messages with 421 at DATA; ``busy`` answers all with 421;
+    ``busy_for`` answers the next N messages with ``busy_reply`` (421 unless changed) at DATA;
+    ``busy`` answers all with it;
     ``delay`` holds each accepted message's 250 reply back that many seconds, so a client
     killed meanwhile leaves a message the server has accepted but the client never heard of."""
 
@@ -49,6 +50,7 @@ class SinkHandler:
     reject: dict[str, str] = field(default_factory=dict)
     busy_for: int = 0
     busy: bool = False
+    busy_reply: str = "421 4.7.0 Try again later"
     delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
     # How often each kind of refusal was given, and how many connections were opened.
@@ -76,8 +78,8 @@ class SinkHandler:
             if self.busy or self.busy_for > 0:
                 if not self.busy:
                     self.busy_for -= 1
-                self.refused["421"] += 1
-                return "421 4.7.0 Try again later"
+                self.refused[self.busy_reply[:3]] += 1
+                return self.busy_reply
             got = Received(
                 envelope.mail_from,
                 list(envelope.rcpt_tos),

@@ -91,11 +91,12 @@ def test_second_tick_claims_nothing(smtp_rt: Runtime) -> None:
     assert claim(smtp_rt) == []
 
 
-def test_server_busy_retries_later_then_delivers_once(
+def test_a_message_refused_for_now_retries_later_then_delivers_once(
     smtp_rt: Runtime, smtp_sink: SMTPSink
 ) -> None:
     start_cohort(smtp_rt)
     smtp_sink.handler.busy = True
+    smtp_sink.handler.busy_reply = "451 4.3.0 Temporary failure, try again later"
     ids = claim(smtp_rt)
     assert {delivery.send_delivery(smtp_rt, i, NOW) for i in ids} == {Outcome.RETRY}
     with transaction(smtp_rt.sessions) as session:
@@ -103,9 +104,9 @@ def test_server_busy_retries_later_then_delivers_once(
             select(Delivery.status, Delivery.next_attempt_at, Delivery.last_error)
         ).all()
     for status, next_attempt, error in rows:
-        assert status == DeliveryStatus.PENDING
+        assert status == DeliveryStatus.WAITING
         assert NOW + dt.timedelta(seconds=29) <= next_attempt <= NOW + dt.timedelta(seconds=60)
-        assert error.startswith("421")
+        assert error.startswith("451")
     # Not before the backoff has passed...
     assert claim(smtp_rt, NOW + dt.timedelta(seconds=10)) == []
     smtp_sink.handler.busy = False
@@ -137,16 +138,13 @@ def test_rejected_recipient_fails_once_and_is_suppressed(
     assert smtp_sink.handler.recipients().count("bo@example.org") == 0
 
 
-def test_gives_up_after_max_attempts_and_records_why(tmp_path: Path, sqlite_url: str) -> None:
-    # Nothing listens on this port: every attempt is a refused connection.
+def test_gives_up_after_max_attempts_and_records_why(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SMTPSink
+) -> None:
+    smtp_sink.handler.busy = True
+    smtp_sink.handler.busy_reply = "452 4.2.2 Mailbox full"
     rt = Runtime(
-        make_settings(
-            tmp_path,
-            database_url=sqlite_url,
-            mail_url="smtp://127.0.0.1:9",
-            max_attempts=3,
-            smtp_timeout_seconds=2,
-        )
+        make_settings(tmp_path, database_url=sqlite_url, mail_url=smtp_sink.url, max_attempts=3)
     )
     start_cohort(rt)
     now = NOW
@@ -161,10 +159,28 @@ def test_gives_up_after_max_attempts_and_records_why(tmp_path: Path, sqlite_url:
             select(Delivery.status, Delivery.attempts, Delivery.last_error)
         ).all()
         assert all(
-            s == DeliveryStatus.FAILED and a == 3 and "cannot reach" in e for s, a, e in rows
+            s == DeliveryStatus.FAILED and a == 3 and "Mailbox full" in e for s, a, e in rows
         )
         assert set(session.scalars(select(Enrollment.status))) == {EnrollmentStatus.FAILED}
-        assert session.scalars(select(Suppression)).all() == []  # our fault, not the address's
+        assert session.scalars(select(Suppression)).all() == []  # a 4xx never suppresses
+    rt.close()
+
+
+def test_gives_up_when_the_retry_hours_run_out_before_the_attempts(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SMTPSink
+) -> None:
+    smtp_sink.handler.busy = True
+    smtp_sink.handler.busy_reply = "452 4.2.2 Mailbox full"
+    rt = Runtime(
+        make_settings(tmp_path, database_url=sqlite_url, mail_url=smtp_sink.url, retry_hours=3.0)
+    )
+    start_cohort(rt)
+    outcomes = []
+    for hours in (0, 1, 2, 3):
+        now = NOW + dt.timedelta(hours=hours)
+        outcomes += [delivery.send_delivery(rt, i, now) for i in claim(rt, now)]
+    # Three hours after the claim the budget is spent: failed at the fourth try, not the 30th.
+    assert outcomes == [Outcome.RETRY] * 6 + [Outcome.FAILED] * 2
     rt.close()
 
 
@@ -196,8 +212,8 @@ def test_unsubscribed_before_the_worker_got_to_it_is_cancelled(rt: Runtime, outb
 def test_a_policy_refusal_fails_the_lesson_but_keeps_the_address(
     smtp_rt: Runtime, smtp_sink: SMTPSink
 ) -> None:
-    # 5.7.x is about our set-up (a relay wanting login, DMARC), not the subscriber's mailbox.
-    smtp_sink.handler.reject["bo@example.org"] = "554 5.7.1 Relay access denied"
+    # 5.7.x (DMARC, content policy) may be our set-up's fault, not the subscriber's mailbox.
+    smtp_sink.handler.reject["bo@example.org"] = "550 5.7.1 Rejected by DMARC policy"
     start_cohort(smtp_rt)
     outcomes = sorted(delivery.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
     assert outcomes == [Outcome.FAILED, Outcome.SENT]
@@ -206,12 +222,12 @@ def test_a_policy_refusal_fails_the_lesson_but_keeps_the_address(
         failed = session.scalars(
             select(Delivery).where(Delivery.status == DeliveryStatus.FAILED)
         ).one()
-        assert failed.last_error.startswith("554 5.7.1")
+        assert failed.last_error.startswith("550 5.7.1")
         assert failed.enrollment.status == EnrollmentStatus.FAILED
 
 
 class Broken:
-    def send(self, msg) -> None:  # type: ignore[no-untyped-def]
+    def send(self, msg, deadline=None) -> None:  # type: ignore[no-untyped-def]
         raise RuntimeError("something nobody foresaw")
 
     def close(self) -> None:

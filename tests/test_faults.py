@@ -35,11 +35,11 @@ FAST = {
     "tick_seconds": 0.5,
     "batch_size": 50,
     "requeue_after_seconds": 4,
-    "send_lease_seconds": 8,
+    "send_lease_seconds": 12,  # covers a whole send: 9 replies of up to 1.2 s
     "retry_base_seconds": 1,
     "retry_max_seconds": 2,
     "max_attempts": 10,
-    "smtp_timeout_seconds": 3,
+    "smtp_timeout_seconds": 1.2,
 }
 
 
@@ -275,23 +275,25 @@ def test_server_busy_for_a_while_then_everything_arrives_once(
     size = 100
     settings = fault_settings(tmp_path, postgres_url, private_redis.url, smtp_sink.url)
     addresses = start_cohort(settings, size)
+    # A per-message "try later" (a 421 would pause all sending instead: test_relay_pause).
+    smtp_sink.handler.busy_reply = "451 4.3.0 Try again later"
     smtp_sink.handler.busy = True
     send = Send(settings, smtp_sink, tmp_path)
     sends.append(send)
     send.worker("w1", beat=True, pool="prefork", concurrency=2)
 
     # Throttled until every message has been turned away at least once on average...
-    wait_until(lambda: smtp_sink.handler.refused["421"] >= size, 120, "421 replies", send.logs)
+    wait_until(lambda: smtp_sink.handler.refused["451"] >= size, 120, "451 replies", send.logs)
     smtp_sink.handler.busy = False
     rows = send.wait_until_settled(size, 120)
 
-    refused = smtp_sink.handler.refused["421"]
+    refused = smtp_sink.handler.refused["451"]
     arrivals = smtp_sink.handler.counts()
     every_day_one_once(rows, arrivals, addresses)
     # ...and every attempt is accounted for: it was either turned away or it arrived.
     assert sum(int(r["attempts"]) for r in rows) == refused + sum(arrivals.values())
     retried = [r for r in rows if int(r["attempts"]) > 1]
-    assert retried and all("421" in str(r["last_error"]) for r in retried)
+    assert retried and all("451" in str(r["last_error"]) for r in retried)
 
 
 def test_two_beats_by_mistake_duplicate_nothing(

@@ -36,7 +36,7 @@ class Recorder:
         self.lock = threading.Lock()
         self.sent: list[tuple[str, str]] = []
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message, deadline: float | None = None) -> None:
         with self.lock:
             self.sent.append((str(msg["To"]), str(msg["Subject"])))
 

@@ -88,6 +88,34 @@ def test_a_lease_shorter_than_the_smtp_timeout_is_refused():
         )
 
 
+@pytest.mark.parametrize(
+    ("mail_url", "lease", "timeout", "ok"),
+    [
+        # A slow relay answering each of a send's replies after 4 s: 10 s is not a whole send.
+        ("smtp://relay:25", 10, 5, False),
+        ("smtp://relay:25", 46, 5, True),  # 9 replies x 5 s
+        # STARTTLS and a login add replies: 14 x 20 s.
+        ("smtp://u:p@relay:587?starttls=true", 280, 20, False),
+        ("smtp://u:p@relay:587?starttls=true", 300, 20, True),
+        ("file://var/outbox", 31, 30, True),
+    ],
+)
+def test_the_lease_must_cover_a_whole_send_not_one_reply(
+    mail_url: str, lease: int, timeout: int, ok: bool
+) -> None:
+    env = {
+        **SECRET,
+        "DRIPCOURSE_MAIL_URL": mail_url,
+        "DRIPCOURSE_SEND_LEASE_SECONDS": str(lease),
+        "DRIPCOURSE_SMTP_TIMEOUT_SECONDS": str(timeout),
+    }
+    if ok:
+        assert load_settings(EXAMPLE, environ=env).send_lease_seconds == lease
+    else:
+        with pytest.raises(ConfigError, match="must be longer than a whole send can take"):
+            load_settings(EXAMPLE, environ=env)
+
+
 @pytest.fixture
 def configured_app(production: Settings) -> Iterator[Celery]:
     before = tasks.runtime().settings

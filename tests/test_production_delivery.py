@@ -29,7 +29,7 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message, deadline: float | None = None) -> None:
         self.sent.append(parseaddr(msg["To"])[1])
 
     def close(self) -> None:
@@ -44,7 +44,7 @@ class OutlivesItsLease:
         self.other, self.delivery_id, self.error = other, delivery_id, error
         self.taken_over: Outcome | None = None
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message, deadline: float | None = None) -> None:
         later = NOW + dt.timedelta(seconds=LEASE + 1)
         # The sweep hands the delivery to another worker once the lease has run out.
         delivery.requeue_lost(self.other, later, lambda ids: None)

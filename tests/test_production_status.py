@@ -110,6 +110,7 @@ def test_status_lists_a_delivery_that_ran_out_of_attempts_without_suppressing_it
         make_settings(tmp_path, database_url=database_url, mail_url=smtp_sink.url, max_attempts=1)
     )
     smtp_sink.handler.busy = True
+    smtp_sink.handler.busy_reply = "452 4.2.2 Mailbox full"
     operator.cohort("spring", "ana@example.org")
 
     operator("tick", "--inline")
@@ -123,5 +124,5 @@ def test_status_lists_a_delivery_that_ran_out_of_attempts_without_suppressing_it
         "suppressed": 0,
         "reflected": 0,
     }
-    assert "failed: ana@example.org day 1: 421 4.7.0 Try again later" in shown
+    assert "failed: ana@example.org day 1: 452 4.2.2 Mailbox full" in shown
     assert "1 failed" in shown  # the enrollment stopped, not bounced: the address is fine

@@ -52,8 +52,10 @@ WEDNESDAY_7AM = local(LONDON, 2025, 3, 5, 7)
         (local(LONDON, 2025, 3, 6, 6, 59), local(LONDON, 2025, 3, 6, 7)),
         # Thursday 10:00, after Thursday's send time: at once, the only lesson that day.
         (local(LONDON, 2025, 3, 6, 10), local(LONDON, 2025, 3, 6, 10)),
-        # Thursday 23:30: still at once; the day after that lesson is Friday.
-        (local(LONDON, 2025, 3, 6, 23, 30), local(LONDON, 2025, 3, 6, 23, 30)),
+        # Thursday 20:59: the window is still open until 21:00, so at once.
+        (local(LONDON, 2025, 3, 6, 20, 59), local(LONDON, 2025, 3, 6, 20, 59)),
+        # Thursday 23:30: the window has closed; Friday at 07:00, never in the night.
+        (local(LONDON, 2025, 3, 6, 23, 30), local(LONDON, 2025, 3, 7, 7)),
     ],
     ids=[
         "unpaused-time-ahead",
@@ -61,10 +63,11 @@ WEDNESDAY_7AM = local(LONDON, 2025, 3, 5, 7)
         "at-night-after-a-missed-morning",
         "a-minute-before-send-time",
         "after-todays-send-time",
-        "late-evening",
+        "a-minute-before-the-window-closes",
+        "late-evening-waits-for-the-morning",
     ],
 )
-def test_a_daily_course_resumes_at_the_send_time_or_at_once_once_it_has_passed(
+def test_a_daily_course_resumes_at_the_send_time_or_at_once_inside_the_window(
     now: dt.datetime, expected: dt.datetime
 ) -> None:
     assert resumed(DAILY_7AM, LONDON, WEDNESDAY_7AM, now) == expected
@@ -147,11 +150,13 @@ def test_whenever_someone_resumes_the_lesson_comes_on_the_first_day_it_may_and_n
         assert due >= max(now, unpaused_due)
         # One lesson a local day: never on the day of the last one; only on a sending day.
         assert due_local.date() > last_day and cadence.is_sending_day(due_local.date())
-        # At or after the send time, or at once because today's send time has already passed.
-        assert due_local.time() >= cadence.send_time or (
-            due == now and now_local.time() >= cadence.send_time
-        )
-        # On the first sending day it may: nothing held back a day longer than the rules say.
+        # Always inside the local window [send_time, latest_send_time] of a sending day.
+        assert schedule.in_window(cadence, tz, due)
+        assert cadence.send_time <= due_local.time() <= cadence.latest_send_time
+        # On the first sending day it may: nothing held back a day longer than the rules say
+        # (today if today's window is still open, else the next sending day).
         first_day = max(now_local.date(), unpaused_due.astimezone(tz).date())
+        if now_local.date() == first_day and now_local.time() > cadence.latest_send_time:
+            first_day += dt.timedelta(days=1)
         assert due_local.date() == schedule.next_sending_day(first_day, cadence)
         now += dt.timedelta(minutes=15)

@@ -106,17 +106,26 @@ def test_a_weekday_course_starting_on_saturday_begins_on_monday() -> None:
     assert due == utc(2026, 11, 30, 7)
 
 
-def test_late_joiner_starts_on_their_own_first_day() -> None:
+@pytest.mark.parametrize(
+    ("enrolled_at", "expected"),
+    [
+        # 12:00 in London: today's window is open, Day 1 at once.
+        (utc(2026, 11, 25, 12), utc(2026, 11, 25, 12)),
+        # 05:00: before today's send time, so 07:00 today.
+        (utc(2026, 11, 25, 5), utc(2026, 11, 25, 7)),
+        # 22:30: the window closed at 21:00, so 07:00 tomorrow, never in the night.
+        (utc(2026, 11, 25, 22, 30), utc(2026, 11, 26, 7)),
+    ],
+    ids=["midday-at-once", "early-morning-waits-for-7", "late-evening-waits-for-tomorrow"],
+)
+def test_late_joiner_starts_on_their_own_first_day_inside_the_window(
+    enrolled_at: dt.datetime, expected: dt.datetime
+) -> None:
     tz = schedule.zone("Europe/London")
     due = schedule.first_due(
-        DAILY_7AM,
-        tz,
-        start_date=dt.date(2026, 11, 1),
-        started_at=None,
-        enrolled_at=utc(2026, 11, 25, 12),
+        DAILY_7AM, tz, start_date=dt.date(2026, 11, 1), started_at=None, enrolled_at=enrolled_at
     )
-    # Today's 07:00 has passed: due now-ish (at the next tick), still one lesson today.
-    assert due == utc(2026, 11, 25, 7)
+    assert due == expected
 
 
 def test_a_paused_lesson_comes_at_the_first_send_time_after_the_pause() -> None:

@@ -15,6 +15,7 @@ import pytest
 
 from dripcourse.mail import (
     PermanentMailError,
+    RelayError,
     SMTPTransport,
     TransientMailError,
     transport_from_url,
@@ -220,3 +221,23 @@ def test_starttls_refuses_a_server_with_an_untrusted_certificate(loopback_certif
         assert sink.handler.recipients() == []
     finally:
         sink.stop()
+
+
+def test_a_send_does_not_open_a_new_connection_it_could_not_finish_inside_its_lease(
+    smtp_sink: SMTPSink,
+):
+    smtp = SMTPTransport("127.0.0.1", smtp_sink.port, timeout=2)
+    try:
+        smtp.send(lesson_to("a@example.org"))
+        smtp_sink.drop_connections()
+        # The server hung up; a fresh connection may need 9 replies of up to 2 s each, and the
+        # worker's lease ends in one second: another worker could take the delivery over.
+        with pytest.raises(RelayError, match="too little for a new connection"):
+            smtp.send(lesson_to("b@example.org"), deadline=time.monotonic() + 1)
+        assert smtp_sink.handler.recipients() == ["a@example.org"]
+        assert smtp_sink.handler.connections == 1
+        # With the time a whole send needs, it reconnects and sends.
+        smtp.send(lesson_to("b@example.org"), deadline=time.monotonic() + 60)
+        assert smtp_sink.handler.recipients() == ["a@example.org", "b@example.org"]
+    finally:
+        smtp.close()

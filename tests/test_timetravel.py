@@ -27,8 +27,10 @@ ZONES = {
     "kolkata@example.org": "Asia/Kolkata",
     "adelaide@example.org": "Australia/Adelaide",
     "auckland@example.org": "Pacific/Auckland",
+    "kathmandu@example.org": "Asia/Kathmandu",  # +05:45
+    "tonga@example.org": "Pacific/Tongatapu",  # +13:00
 }
-TICK = dt.timedelta(minutes=30)  # every zone here has its 07:00 on a half hour
+TICK = dt.timedelta(minutes=15)  # every zone here has its 07:00 on a quarter hour
 SEND_TIME = dt.time(7, 0)
 
 
@@ -136,7 +138,14 @@ def test_whole_course_goes_out_once_in_order_at_local_7am_one_per_day(
     assert states == [(EnrollmentStatus.COMPLETED, 7, None)] * len(ZONES)
 
 
-def test_two_days_without_ticks_resume_with_the_next_lesson_not_a_burst(world: Runtime) -> None:
+@pytest.mark.parametrize(
+    "back",
+    [utc(2026, 11, 6, 0), utc(2026, 11, 6, 12, 30)],
+    ids=["back-at-00:00-utc", "back-at-12:30-utc"],
+)
+def test_after_two_days_down_each_gets_the_next_lesson_at_their_first_local_morning(
+    world: Runtime, back: dt.datetime
+) -> None:
     start = utc(2026, 11, 1)
     enroll_everyone(world, "2026-11-02", start)
     run_clock(world, start, utc(2026, 11, 3, 13))  # days 1 and 2 everywhere, day 3 nowhere yet
@@ -144,23 +153,32 @@ def test_two_days_without_ticks_resume_with_the_next_lesson_not_a_burst(world: R
         address: [1, 2] for address in ZONES
     }
 
-    # The scheduler is down for two whole days; the first tick back sends exactly one lesson each.
-    back = utc(2026, 11, 6, 0)
-    assert tick_inline(world, back) == len(ZONES)
-    assert tick_inline(world, back + TICK) == 0
-    run_clock(world, back + TICK, utc(2026, 11, 8, 0), replay=False)
+    # The scheduler is down for two whole days. The first tick back sends Day 3 only to those
+    # whose local window is open; the others get it when their morning comes, not in the night.
+    window = rt_cadence(world)
+    awake = {a for a, z in ZONES.items() if schedule.in_window(window, schedule.zone(z), back)}
+    assert tick_inline(world, back) == len(awake)
+    assert tick_inline(world, back) == 0
+    run_clock(world, back + TICK, back + dt.timedelta(days=3), replay=False)
 
     for address, zone_name in ZONES.items():
         tz = schedule.zone(zone_name)
         sent = sent_log(world)[address]
-        assert [d for d, _ in sent][:3] == [1, 2, 3]
+        assert [d for d, _ in sent][:4] == [1, 2, 3, 4]
         day3, day4 = sent[2][1], sent[3][1]
-        assert day3 == back
+        # Day 3 at the first moment inside the window (to the tick), never a burst.
+        first_allowed = schedule.window_start(window, tz, back)
+        assert first_allowed <= day3 < first_allowed + TICK
+        assert all(schedule.in_window(window, tz, t) for _, t in sent), sent
         # Day 4 waits for the next local morning after Day 3, whatever Day 3's local date was.
         assert day4.astimezone(tz).date() == day3.astimezone(tz).date() + dt.timedelta(days=1)
         assert day4.astimezone(tz).time() == SEND_TIME
         local_dates = [t.astimezone(tz).date() for _, t in sent]
         assert len(local_dates) == len(set(local_dates)), "two lessons on one local day"
+
+
+def rt_cadence(rt: Runtime) -> schedule.Cadence:
+    return rt.catalog.course("white-coat").cadence
 
 
 def test_cohort_started_now_sends_day_one_at_once_then_local_mornings(world: Runtime) -> None:
@@ -173,8 +191,8 @@ def test_cohort_started_now_sends_day_one_at_once_then_local_mornings(world: Run
         sent = sent_log(world)[address]
         assert sent[0] == (1, now)
         day2 = sent[1][1].astimezone(tz)
-        # Ticks fall at :07 and :37 here: Day 2 goes at the first tick at or after 07:00 local.
-        assert dt.time(7, 0) <= day2.time() < dt.time(7, 30), (address, day2)
+        # Ticks fall at :07, :22, :37, :52: Day 2 goes at the first tick at or after 07:00 local.
+        assert dt.time(7, 0) <= day2.time() < dt.time(7, 15), (address, day2)
         assert day2.date() == now.astimezone(tz).date() + dt.timedelta(days=1)
 
 

@@ -35,11 +35,16 @@ def cohort_create(state: State, name: str, course_slug: str, start: str) -> None
     course = rt.catalog.course(course_slug)
     with db.transaction(rt.sessions) as session:
         created = enrollment.create_cohort(session, name, course, start, utcnow())
-        when = (
-            "now"
-            if created.started_at
-            else f"{created.start_date} at {course.cadence.send_time:%H:%M} local"
-        )
+        if created.started_at:
+            when = "now"
+        elif created.start_today:
+            when = (
+                f"today at {course.cadence.send_time:%H:%M} in each subscriber's own zone "
+                f"(at once if that has passed and it is before "
+                f"{course.cadence.latest_send_time:%H:%M} there, else the next morning)"
+            )
+        else:
+            when = f"{created.start_date} at {course.cadence.send_time:%H:%M} local"
     click.echo(f"cohort {name!r} created: {course.title}, {course.length} lessons, Day 1 {when}")
 
 
@@ -55,9 +60,12 @@ def cohort_list(state: State) -> None:
             .order_by(Cohort.name)
         ).all()
         for c, size in rows:
-            start = (
-                c.started_at.isoformat(timespec="minutes") if c.started_at else str(c.start_date)
-            )
+            if c.started_at:
+                start = c.started_at.isoformat(timespec="minutes")
+            elif c.start_today:
+                start = f"today (local) from {c.created_at.isoformat(timespec='minutes')}"
+            else:
+                start = str(c.start_date)
             click.echo(f"{c.name}\t{c.course_slug}\tstart {start}\t{size} enrolled")
     if not rows:
         click.echo("no cohorts yet: dripcourse cohort create NAME --course SLUG --start DATE")

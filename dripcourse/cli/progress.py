@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections import Counter
 from pathlib import Path
 
 import click
 
-from dripcourse import db, enrollment, status
+from dripcourse import breaker, db, enrollment, status
 from dripcourse.cli.base import Group, State, cli, pass_state
 from dripcourse.clock import utcnow
 
@@ -36,6 +37,8 @@ def tick(state: State, inline: bool) -> None:
     if outcomes:
         line += "; " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
     click.echo(line)
+    if result.paused is not None:
+        click.echo(result.paused.describe())
 
 
 @cli.command("status")
@@ -51,6 +54,9 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             click.echo(json.dumps(status.enrollment_rows(session, cohort_name), indent=2))
             return
         summaries = status.cohort_summaries(session, cohort_name)
+        paused = breaker.current(session)
+    if paused is not None:
+        click.echo(paused.describe())
     if not summaries:
         click.echo("no cohorts yet")
     for s in summaries:
@@ -92,3 +98,36 @@ def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Pat
         out.chmod(0o600)
         out.write_text(data, encoding="utf-8", newline="")
         click.echo(f"wrote {len(rows)} reflections to {out}", err=True)
+
+
+@cli.command("retry-failed")
+@click.option("--cohort", "cohort_name", default=None, help="Only this cohort.")
+@click.option(
+    "--since",
+    type=click.DateTime(formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"]),
+    default=None,
+    help="Only enrollments that failed at or after this UTC time.",
+)
+@pass_state
+def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | None) -> None:
+    """Put failed enrollments back on schedule (not bounced or unsubscribed ones).
+
+    Each gets the lesson that failed again at their next local send window, never at night.
+    Fix what made them fail first (see `dripcourse status`).
+    """
+    from dripcourse.recovery import retry_failed as put_back
+
+    rt = state.runtime
+    with db.transaction(rt.sessions) as session:
+        if cohort_name is not None:
+            enrollment.get_cohort(session, cohort_name)
+        retried = put_back(
+            session,
+            rt.catalog.course,
+            utcnow(),
+            cohort=cohort_name,
+            since=since.replace(tzinfo=dt.UTC) if since else None,
+        )
+    for r in retried:
+        click.echo(f"{r.email} ({r.cohort}): day {r.day} at {r.at:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"{len(retried)} failed enrollment(s) back on schedule")
