@@ -98,9 +98,9 @@ def enqueue(ids: Sequence[int]) -> None:
 
     On Redis, kombu's publish batch collects the pushes in a pipeline and sends them together
     (one round trip per ENQUEUE_BATCH messages instead of one per message); other brokers
-    publish each message at once over the one producer. Should the broker fail part way, some
-    ids may be queued and some not: the claim has committed, so the sweep (requeue_lost)
-    queues the rest once requeue_after_seconds have passed.
+    publish each message at once over the one producer. A batch that fails on its way is
+    published again id by id; should the broker be gone altogether, the claim has committed
+    and the sweep (requeue_lost) queues the ids once requeue_after_seconds have passed.
     """
     if not ids:
         return
