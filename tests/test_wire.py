@@ -14,13 +14,14 @@ from dripcourse.render import (
     _QP_UTF8,
     _TOKEN,
     PERSONAL_FIELDS,
+    WIRE_POLICY,
     Personal,
     Renderer,
     Template,
     build_message,
     message_id,
 )
-from dripcourse.wire import EncodedBody, personalise
+from dripcourse.wire import EncodedBody, _fold, personalise
 from tests.conftest import EMAILS, utc
 from tests.smtp_sink import SMTPSink
 from tests.test_render import ALL_LESSONS, LINKS
@@ -124,6 +125,26 @@ def test_a_body_encodes_as_the_email_package_encodes_it(text: str, name: str) ->
     expected = re.sub(r"\r\n|\r|\n", "\r\n", _QP_UTF8.body_encode(template.render(who)))
     values = tuple(who.value(field) for field in PERSONAL_FIELDS)
     assert EncodedBody(template).encode(values) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x" * 74,  # "To: " + 74 = 78, the longest line left alone
+        "x" * 75,
+        "<https://course.example.org/u/" + "A" * 90 + ">",
+        "<https://course.example.org/u/" + "A" * 30 + ">",
+        "a" * 50 + ", " + "b" * 50,
+        "a" * 50 + ";" + "b" * 50,
+        "a" * 50 + "\t" + "b" * 50,
+        '"' + "q" * 90 + '"',
+        "  leading and trailing spaces  ",
+        "",
+        "Zoë",
+    ],
+)
+def test_a_header_folds_as_compat32_folds_it(value: str) -> None:
+    assert _fold("To", value) == WIRE_POLICY.fold("To", value)
 
 
 @pytest.mark.parametrize(
