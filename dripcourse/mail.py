@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from email.message import Message
 from email.policy import compat32
 from email.utils import parseaddr
@@ -35,6 +36,26 @@ _WIRE = compat32.clone(linesep="\r\n", mangle_from_=False)
 def wire_bytes(msg: Message) -> bytes:
     """The message as it goes on the wire: CRLF line ends, lines starting "From " untouched."""
     return msg.as_bytes(policy=_WIRE)
+
+
+@dataclass(frozen=True)
+class WireMessage:
+    """A finished message: its bytes as they go on the wire (CRLF) and its envelope."""
+
+    sender: str
+    recipients: tuple[str, ...]
+    data: bytes
+
+
+def as_wire(msg: Message | WireMessage) -> WireMessage:
+    """A message in wire form; a MIME object is serialised, its envelope read from From and To."""
+    if isinstance(msg, WireMessage):
+        return msg
+    return WireMessage(
+        sender=parseaddr(msg["From"])[1],
+        recipients=(parseaddr(msg["To"])[1],),
+        data=wire_bytes(msg),
+    )
 
 
 class TransientMailError(Exception):
@@ -64,7 +85,12 @@ class PermanentMailError(Exception):
 
 
 class Transport(Protocol):
-    def send(self, msg: Message, deadline: float | None = None) -> None: ...
+    """Sends one message: a MIME object, or wire bytes with their envelope (render fast path).
+
+    ``deadline`` (time.monotonic) is when the caller's lease ends.
+    """
+
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None: ...
 
     def close(self) -> None: ...
 
@@ -77,9 +103,9 @@ class FileTransport:
         if not folder.exists():
             private_dir(folder)
 
-    def send(self, msg: Message, deadline: float | None = None) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
         # 0600 and renamed last: the links in it work, and a reader never sees half a message.
-        write_replacing(self.folder / f"{uuid.uuid4().hex}.eml", wire_bytes(msg))
+        write_replacing(self.folder / f"{uuid.uuid4().hex}.eml", as_wire(msg).data)
 
     def close(self) -> None:
         pass
@@ -91,8 +117,9 @@ class ConsoleTransport:
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
 
-    def send(self, msg: Message, deadline: float | None = None) -> None:
-        self.stream.write(msg.as_string() + "\n" + "-" * 72 + "\n")
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
+        text = as_wire(msg).data.decode("utf-8", "replace").replace("\r\n", "\n")
+        self.stream.write(text + "\n" + "-" * 72 + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -149,8 +176,9 @@ class SMTPTransport:
             conn.login(self.username, self.password or "")
         return conn
 
-    def send(self, msg: Message, deadline: float | None = None) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
         """Send one message; ``deadline`` (time.monotonic) is when the caller's lease ends."""
+        wire = as_wire(msg)
         with self._lock:
             for attempt in (1, 2):
                 reused = self._conn is not None
@@ -165,9 +193,7 @@ class SMTPTransport:
                     if self._conn is None:
                         self._conn = self._connect()
                     # Our own CRLF bytes: send_message would mangle "From " lines in the text.
-                    self._conn.sendmail(
-                        parseaddr(msg["From"])[1], [parseaddr(msg["To"])[1]], wire_bytes(msg)
-                    )
+                    self._conn.sendmail(wire.sender, list(wire.recipients), wire.data)
                     return
                 except smtplib.SMTPServerDisconnected as exc:
                     self._drop()

@@ -20,7 +20,9 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.policy import compat32
 from email.utils import format_datetime, formataddr, make_msgid, parseaddr
+from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jinja2
 import jinja2.sandbox
@@ -64,6 +66,9 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "subscriber.first_name": "the same as first_name",
     "subscriber.greeting": "the same as greeting",
 }
+
+if TYPE_CHECKING:
+    from dripcourse.wire import EncodedLesson
 
 # What a lesson or layout may use that differs per subscriber.
 PERSONAL_FIELDS = (
@@ -155,6 +160,13 @@ class RenderedLesson:
     html: Template
     # The lesson's body alone as HTML, names still placeholders: kept as the version sent.
     body_html: str = ""
+
+    @cached_property
+    def encoded(self) -> EncodedLesson:
+        """This lesson's parts encoded once for the fast path (dripcourse.wire)."""
+        from dripcourse.wire import encode_lesson  # wire builds on this module, not the reverse
+
+        return encode_lesson(self)
 
 
 class Renderer:
@@ -336,14 +348,11 @@ def build_message(
     and fold it into lines of a legal length when the message is written.
     """
     subject = rendered.subject.render(who)
-    for name, value in (("Subject", subject), ("To", who.name), ("To", who.email)):
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"line break in the {name} header: {value!r}")
-    sender_name, sender = parseaddr(rendered.course.sender)
+    check_header_values(subject, who)
     headers: dict[str, str | Header] = {
-        "From": _address(sender_name, sender),
-        "To": _address(who.name, who.email),
-        "Subject": subject if _plain(subject) else Header(subject, "utf-8"),
+        "From": sender_header(rendered.course.sender),
+        "To": to_header(who),
+        "Subject": subject_header(subject),
         "Date": format_datetime(now.astimezone(dt.UTC)),
         "Message-ID": msg_id,
         "List-Unsubscribe": f"<{who.unsubscribe}>",
@@ -360,6 +369,28 @@ def build_message(
 
 # CRLF as on the wire, and no ">From" mangling of lines that start with "From ".
 WIRE_POLICY = compat32.clone(linesep="\r\n", mangle_from_=False)
+
+
+def check_header_values(subject: str, who: Personal) -> None:
+    """Refuse a value that would break out of its header line (both message paths call this)."""
+    for name, value in (("Subject", subject), ("To", who.name), ("To", who.email)):
+        if "\r" in value or "\n" in value:
+            raise ValueError(f"line break in the {name} header: {value!r}")
+
+
+def subject_header(subject: str) -> str | Header:
+    """The Subject value: as written when it is plain, else encoded (RFC 2047)."""
+    return subject if _plain(subject) else Header(subject, "utf-8")
+
+
+def sender_header(sender: str) -> str:
+    """The From value for a course's ``sender`` ("Name <address>")."""
+    return _address(*parseaddr(sender))
+
+
+def to_header(who: Personal) -> str:
+    """The To value for one recipient."""
+    return _address(who.name, who.email)
 
 
 def _address(name: str, addr: str) -> str:

@@ -130,6 +130,7 @@ def test_check_refuses_renumbering_a_lesson_someone_answered(rt: Runtime, lesson
             2,
             course.lesson(2).prompt,
             "My answer.",
+            cipher=rt.reflection_cipher,
             max_chars=5000,
             now=utc(2025, 3, 4, 9),
         )

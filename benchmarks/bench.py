@@ -1,0 +1,577 @@
+"""`make bench`: dripcourse's sending rate next to the raw limit and the naive way, in one run.
+
+Everything is measured in the same run on the same machine, because this machine is shared and
+its speed changes from minute to minute: only figures taken together compare.
+
+- raw: smtplib pushing pre-built lesson messages over one connection into a local aiosmtpd
+  sink (the limit for one sending process on this machine);
+- naive: what most tutorials do per recipient (Jinja, Markdown and premailer, a new
+  EmailMessage, a new SMTP connection);
+- dripcourse end to end: one scheduler pass claims a cohort's Day 1 and queues it on Redis;
+  two Celery worker processes (prefork) send it through PostgreSQL into the same sink;
+- personalisation: one rendered lesson into wire bytes per recipient, old path and new, in
+  CPU time of one process (one core);
+- enqueue: queueing 10,000 delivery ids on Redis, one publish per id and in batches;
+- scheduler pass: claiming 10,000 due among 10,000 / 100,000 / 1,000,000 enrolled on
+  PostgreSQL, with the query plans.
+
+The sink runs in a process of its own, so no sender shares its CPU (or GIL) with it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import multiprocessing
+import os
+import signal
+import smtplib
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from email.message import EmailMessage
+from email.utils import formataddr
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import redis  # noqa: E402
+from aiosmtpd.controller import Controller  # noqa: E402
+from sqlalchemy import create_engine, text, update  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from dripcourse import db, delivery, tasks  # noqa: E402
+from dripcourse.clock import utcnow  # noqa: E402
+from dripcourse.mail import wire_bytes  # noqa: E402
+from dripcourse.models import Enrollment, EnrollmentStatus  # noqa: E402
+from dripcourse.render import Personal, Renderer, build_message, message_id  # noqa: E402
+from dripcourse.runtime import Runtime  # noqa: E402
+from dripcourse.settings import Settings  # noqa: E402
+from dripcourse.wire import personalise  # noqa: E402
+from tests.workers import CeleryProcess, wait_until  # noqa: E402
+
+COURSE = "white-coat"
+SENDER = "lessons@dripcourse.example"
+
+# ---------------------------------------------------------------------------- the SMTP sink
+
+
+def _sink_main(port: int, count, ready, stop) -> None:  # type: ignore[no-untyped-def]
+    class Counting:
+        async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            with count.get_lock():
+                count.value += 1
+            return "250 OK"
+
+    controller = Controller(Counting(), hostname="127.0.0.1", port=port)
+    controller.start()
+    ready.set()
+    stop.wait()
+    controller.stop()
+
+
+class Sink:
+    """aiosmtpd counting what it accepts, in a process of its own."""
+
+    def __init__(self) -> None:
+        from tests.smtp_sink import _free_port
+
+        ctx = multiprocessing.get_context("fork")
+        self.port = _free_port()
+        self.count = ctx.Value("q", 0)
+        ready, self._stop = ctx.Event(), ctx.Event()
+        self.proc = ctx.Process(
+            target=_sink_main, args=(self.port, self.count, ready, self._stop), daemon=True
+        )
+        self.proc.start()
+        if not ready.wait(30):
+            raise SystemExit("the SMTP sink did not start")
+
+    @property
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"
+
+    def reset(self) -> None:
+        with self.count.get_lock():
+            self.count.value = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.proc.join(10)
+
+
+# ------------------------------------------------------------------------- shared set-up
+
+
+def settings_for(tmp: Path, **values: object) -> Settings:
+    base: dict[str, object] = {
+        "database_url": f"sqlite:///{tmp}/probe.sqlite3",
+        "broker_url": "memory://",
+        "mail_url": f"file://{tmp}/outbox",
+        "base_url": "https://course.example.org",
+        "secret_key": "bench-secret-key",
+        "emails_dir": str(ROOT / "emails"),
+        "var_dir": str(tmp / "var"),
+        "message_id_domain": "course.example.org",
+        "batch_size": 500,
+    }
+    base.update(values)
+    return Settings(**base)  # type: ignore[arg-type]
+
+
+@contextmanager
+def scratch_postgres(admin_url: str) -> Iterator[str]:
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"dripcourse_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    engine = db.make_engine(url)
+    db.upgrade(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def seed(url: str, enrolled: int, due: int, now: dt.datetime, *, spread: bool = False) -> None:
+    """``enrolled`` subscribers on Day 1, ``due`` of them with Day 2 due at ``now``.
+
+    Set up in the database with generate_series (a million rows take seconds): every
+    enrollment already has its Day 1 delivery recorded, as it would a day into a cohort,
+    and the rest are due at times spread over the next day. The due ones were enrolled
+    together, as a cohort is (neighbours in the table); with ``spread`` every nth row is due
+    instead, the worst case for the claim (one table page per due row).
+    """
+    naive = now.astimezone(dt.UTC).replace(tzinfo=None)
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        cohort = conn.execute(
+            text(
+                "INSERT INTO cohorts (name, course_slug, started_at, created_at) "
+                "VALUES (:name, :slug, :now, :now) RETURNING id"
+            ),
+            {"name": f"bench-{uuid.uuid4().hex[:6]}", "slug": COURSE, "now": naive},
+        ).scalar_one()
+        conn.execute(
+            text(
+                "INSERT INTO subscribers (email, name, timezone, created_at) "
+                "SELECT 'reader' || g || '@example.org', 'Reader ' || g, :zone, :now "
+                "FROM generate_series(1, :n) AS g"
+            ),
+            {"n": enrolled, "now": naive, "zone": midday_zone(now)},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO enrollments (subscriber_id, cohort_id, status, day, next_send_at, "
+                "created_at, updated_at) "
+                "SELECT s.id, :cohort, 'active', 1, "
+                "CASE WHEN (CASE WHEN :spread THEN s.id % :every = 0 ELSE s.id <= :due END) "
+                "THEN :now - interval '1 minute' "
+                "ELSE :now + interval '1 hour' + (s.id % 86400) * interval '1 second' END, "
+                ":now, :now FROM subscribers AS s"
+            ),
+            {
+                "cohort": cohort,
+                "now": naive,
+                "spread": spread,
+                "every": max(1, enrolled // due),
+                "due": due,
+            },
+        )
+        conn.execute(
+            text(
+                "INSERT INTO deliveries (enrollment_id, day, status, attempts, created_at, "
+                "updated_at, sent_at) "
+                "SELECT id, 1, 'sent', 1, :now, :now, :now FROM enrollments"
+            ),
+            {"now": naive},
+        )
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE"))
+    engine.dispose()
+
+
+def midday_zone(now: dt.datetime) -> str:
+    """A zone where ``now`` is about noon: inside the course's sending window whenever the
+    benchmark runs (the workers read the real clock)."""
+    offset = (12 - now.astimezone(dt.UTC).hour + 12) % 24 - 12  # hours east of UTC, -12..11
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"  # Etc/ signs are inverted
+
+
+def lesson_messages(rt: Runtime, n: int, day: int = 1) -> list[tuple[str, bytes]]:
+    course = rt.catalog.course(COURSE)
+    rendered = rt.catalog.renderer.lesson(course, day)
+    out = []
+    for i in range(n):
+        who = Personal(
+            email=f"reader{i}@example.org", name=f"Reader {i}", **rt.links.for_lesson(i, day)
+        )
+        msg = build_message(rendered, who, now=utcnow(), msg_id=message_id("b.org", i, "k"))
+        out.append((who.email, wire_bytes(msg)))
+    return out
+
+
+# ------------------------------------------------------------------------------ the rates
+
+
+def raw_rate(sink: Sink, messages: list[tuple[str, bytes]]) -> float:
+    """Pre-built messages over one smtplib connection: the limit on this machine."""
+    sink.reset()
+    conn = smtplib.SMTP("127.0.0.1", sink.port)
+    start = time.perf_counter()
+    for to, data in messages:
+        conn.sendmail(SENDER, [to], data)
+    elapsed = time.perf_counter() - start
+    conn.quit()
+    assert sink.count.value == len(messages)
+    return len(messages) / elapsed
+
+
+def naive_rate(sink: Sink, rt: Runtime, n: int) -> float:
+    """Per recipient: render and inline the lesson, a new EmailMessage, a new connection."""
+    course = rt.catalog.course(COURSE)
+    renderer = Renderer(ROOT / "emails")
+    sink.reset()
+    start = time.perf_counter()
+    for i in range(n):
+        rendered = renderer._render(course, course.lesson(1))  # noqa: SLF001 - no cache: naive
+        who = Personal(
+            email=f"reader{i}@example.org", name=f"Reader {i}", **rt.links.for_lesson(i, 1)
+        )
+        msg = EmailMessage()
+        msg["From"] = course.sender
+        msg["To"] = formataddr((who.name, who.email))
+        msg["Subject"] = rendered.subject.render(who)
+        msg.set_content(rendered.text.render(who))
+        msg.add_alternative(rendered.html.render(who), subtype="html")
+        with smtplib.SMTP("127.0.0.1", sink.port) as conn:
+            conn.send_message(msg)
+    elapsed = time.perf_counter() - start
+    assert sink.count.value == n
+    return n / elapsed
+
+
+def _peak_rss_mib(pid: int) -> tuple[float, float]:
+    """VmHWM of a process and the largest of its children's, in MiB."""
+
+    def hwm(p: int) -> float:
+        for line in Path(f"/proc/{p}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return hwm(pid), max((hwm(int(c)) for c in children), default=0.0)
+
+
+def end_to_end(
+    sink: Sink, tmp: Path, admin_url: str, redis_url: str, n: int
+) -> tuple[float, float, float]:
+    """One tick claims a cohort's Day 1 and queues it; 2 Celery workers send it.
+
+    Returns messages/s from the start of the tick to the sink's last acceptance, and the
+    peak RSS of the worker's parent and of its largest pool process.
+    """
+    with scratch_postgres(admin_url) as url:
+        settings = settings_for(
+            tmp, database_url=url, broker_url=redis_url, mail_url=sink.url, batch_size=500
+        )
+        redis.Redis.from_url(redis_url).flushdb()
+        now = utcnow()
+        seed(url, n, n, now)
+        log = tmp / f"worker-{n}.log"
+        worker = CeleryProcess.worker(
+            settings, log, pool="prefork", concurrency=2, name=f"bench{n}"
+        )
+        try:
+            wait_until(lambda: "ready." in worker.output(), 120, "the worker", worker.output)
+            rt = Runtime(settings)
+            tasks.configure(settings)
+            sink.reset()
+            start = time.perf_counter()
+            claimed = delivery.tick(rt, utcnow(), tasks.enqueue).claimed
+            assert claimed == n, (claimed, n)
+            wait_until(lambda: sink.count.value >= n, 3600, f"{n} messages", worker.output)
+            elapsed = time.perf_counter() - start
+            parent, child = _peak_rss_mib(worker.proc.pid)
+            rt.close()
+        finally:
+            worker.stop()
+    return n / elapsed, parent, child
+
+
+def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
+    """Messages per CPU-second: build_message + serialise (old), wire.personalise (new), and
+    signing the four links a lesson carries (an input to both)."""
+    course = rt.catalog.course(COURSE)
+    rendered = rt.catalog.renderer.lesson(course, 3)
+    now = utcnow()
+    people = [
+        Personal(email=f"reader{i}@example.org", name=name, **rt.links.for_lesson(i, 3))
+        for i, name in zip(
+            range(n), ["Amara Okafor", "Zoë Núñez-Çelik", 'Dr. "Bob" Smith'] * n, strict=False
+        )
+    ]
+    personalise(rendered, people[0], now=now, msg_id="<warm@b.org>")  # encode once, untimed
+
+    def rate(run: Callable[[], object]) -> float:
+        samples = []
+        for _ in range(3):
+            start = time.process_time()
+            run()
+            samples.append(n / (time.process_time() - start))
+        return statistics.median(samples)
+
+    old = rate(
+        lambda: [
+            wire_bytes(build_message(rendered, who, now=now, msg_id=f"<{i}@b.org>"))
+            for i, who in enumerate(people)
+        ]
+    )
+    new = rate(
+        lambda: [
+            personalise(rendered, who, now=now, msg_id=f"<{i}@b.org>")
+            for i, who in enumerate(people)
+        ]
+    )
+    links = rate(lambda: [rt.links.for_lesson(i, 3) for i in range(n)])
+    return old, new, links
+
+
+def enqueue_rates(tmp: Path, redis_url: str, n: int) -> tuple[float, float]:
+    """Ids queued per second on Redis: one publish per id (before), tasks.enqueue (after)."""
+    tasks.configure(settings_for(tmp, broker_url=redis_url))
+    client = redis.Redis.from_url(redis_url)
+    ids = list(range(1, n + 1))
+
+    def one_by_one(batch: list[int]) -> None:
+        for delivery_id in batch:
+            tasks.send_lesson.apply_async((delivery_id,))
+
+    rates = []
+    for way in (one_by_one, tasks.enqueue):
+        client.flushdb()
+        way([0])  # connect and declare the queue first: not measured
+        start = time.perf_counter()
+        way(ids)
+        rates.append(n / (time.perf_counter() - start))
+        assert client.llen("celery") == n + 1
+    client.flushdb()
+    return rates[0], rates[1]
+
+
+# ---------------------------------------------------------------------- the scheduler pass
+
+
+def explain(session, statement) -> str:  # type: ignore[no-untyped-def]
+    """EXPLAIN (ANALYZE, BUFFERS) of a statement with its values written in as literals."""
+    sql = statement.compile(
+        dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True}
+    )
+    rows = session.execute(text(f"EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) {sql}")).scalars()
+    return "\n".join(rows)
+
+
+def claim_statement(rt: Runtime, session, now: dt.datetime):  # type: ignore[no-untyped-def]
+    """The claim's compare-and-set as delivery._claim_batch issues it (kept in step by hand)."""
+    pick = delivery._lock(  # noqa: SLF001
+        delivery.due_enrollments(now, rt.settings.batch_size), session
+    ).scalar_subquery()
+    return (
+        update(Enrollment)
+        .where(
+            Enrollment.id.in_(pick),
+            Enrollment.next_send_at <= now,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+        )
+        .values(next_send_at=None, updated_at=now)
+        .returning(Enrollment.id, Enrollment.day, Enrollment.paused_until)
+    )
+
+
+def plans(rt: Runtime, now: dt.datetime) -> dict[str, str]:
+    """The plans of the pass's statements, run and rolled back."""
+    statements = {
+        "claim (UPDATE ... RETURNING of one batch)": lambda s: claim_statement(rt, s, now),
+        "sweep (deliveries to queue again)": lambda s: delivery.open_deliveries(
+            now, rt.settings.batch_size
+        ),
+    }
+    out = {}
+    for label, make in statements.items():
+        with rt.sessions() as session:
+            out[label] = explain(session, make(session))
+            session.rollback()
+    return out
+
+
+def scheduler_pass(
+    tmp: Path, admin_url: str, enrolled: int, due: int, spread: bool, repeats: int = 3
+) -> tuple[float, dict]:
+    """Median seconds of ``repeats`` passes (claim + sweep) each taking ``due`` among
+    ``enrolled``, the same rows made due again between passes; and the plans."""
+    with scratch_postgres(admin_url) as url:
+        now = utcnow()
+        seed(url, enrolled, due, now, spread=spread)
+        rt = Runtime(settings_for(tmp, database_url=url))
+        explained = plans(rt, now)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            result = delivery.tick(rt, now, lambda ids: None)
+            times.append(time.perf_counter() - start)
+            assert result.claimed == due, (result.claimed, due)
+            make_due_again(rt, now)
+        rt.close()
+    return statistics.median(times), explained
+
+
+def make_due_again(rt: Runtime, now: dt.datetime) -> None:
+    """Undo a pass: the claimed enrollments due again, their new deliveries gone, vacuumed."""
+    naive = now.astimezone(dt.UTC).replace(tzinfo=None)
+    with rt.engine.begin() as conn:
+        conn.execute(text("DELETE FROM deliveries WHERE day = 2"))
+        conn.execute(
+            text("UPDATE enrollments SET next_send_at = :due WHERE next_send_at IS NULL"),
+            {"due": naive - dt.timedelta(minutes=1)},
+        )
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE enrollments, deliveries"))
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+class Rows(list[tuple[str, str]]):
+    """The table's rows; each also goes to stderr as it is measured, to show progress."""
+
+    def append(self, row: tuple[str, str]) -> None:
+        print(f"  {row[0]}: {row[1]}", file=sys.stderr, flush=True)
+        super().append(row)
+
+
+def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
+    """Raw, naive and end to end into one sink, one after the other."""
+    sink = Sink()
+    try:
+        raw = raw_rate(sink, lesson_messages(probe, min(max(args.subscribers), 3000)))
+        naive = naive_rate(sink, probe, args.naive)
+        rows.append(("raw smtplib, pre-built messages, one connection", f"{raw:,.0f}/s"))
+        rows.append(("naive: premailer + EmailMessage + connection each", f"{naive:,.0f}/s"))
+        for n in args.subscribers:
+            rate, parent, child = end_to_end(sink, tmp, args.postgres, args.redis, n)
+            rows.append(
+                (
+                    f"dripcourse end to end, {n:,} subscribers, 2 workers, PostgreSQL + Redis",
+                    f"{rate:,.0f}/s = {rate / raw:.2f} x raw, {rate / naive:.1f} x naive",
+                )
+            )
+            rows.append(
+                (
+                    f"worker peak RSS, {n:,} subscribers",
+                    f"pool process {child:.0f} MiB, parent {parent:.0f} MiB",
+                )
+            )
+    finally:
+        sink.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--postgres",
+        default=os.environ.get(
+            "DRIPCOURSE_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+        ),
+        help="admin URL under which scratch databases are made and dropped",
+    )
+    parser.add_argument(
+        "--redis",
+        default=os.environ.get("DRIPCOURSE_BENCH_REDIS_URL", "redis://127.0.0.1:6379/12"),
+        help="a Redis database the benchmark may empty",
+    )
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[3000])
+    parser.add_argument("--naive", type=int, default=300, help="messages sent the naive way")
+    parser.add_argument(
+        "--enrolled",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000, 1_000_000],
+        help="population sizes for the scheduler pass (smaller for a quick run)",
+    )
+    parser.add_argument("--due", type=int, default=10_000, help="due in each scheduler pass")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="scheduler pass: every nth enrollment due (worst case) rather than one cohort",
+    )
+    parser.add_argument(
+        "--parts",
+        nargs="+",
+        choices=["send", "personalise", "enqueue", "pass"],
+        default=["send", "personalise", "enqueue", "pass"],
+        help="what to measure (all by default)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
+    args = parser.parse_args()
+    # Killed with SIGTERM, still stop the workers and drop the scratch databases.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
+    load_before = os.getloadavg()[0]
+    if args.quick:
+        args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
+
+    rows = Rows()
+    explained: dict[str, dict[str, str]] = {}
+    with tempfile.TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        probe = Runtime(settings_for(tmp))
+        if "send" in args.parts:
+            measure_sending(rows, probe, tmp, args)
+        if "personalise" in args.parts:
+            old, new, links = personalisation_rates(probe, 2000)
+            rows.append(("personalise into wire bytes: build_message (old)", f"{old:,.0f}/s"))
+            rows.append(("personalise into wire bytes: wire.personalise (new)", f"{new:,.0f}/s"))
+            rows.append(("sign the 4 links of one lesson", f"{links:,.0f}/s"))
+        if "enqueue" in args.parts:
+            before, after = enqueue_rates(tmp, args.redis, 10_000)
+            rows.append(
+                ("enqueue 10,000 ids on Redis: one publish each (before)", f"{before:,.0f}/s")
+            )
+            rows.append(("enqueue 10,000 ids on Redis: tasks.enqueue (after)", f"{after:,.0f}/s"))
+        probe.close()
+        layout = "every nth due" if args.spread else "one cohort due"
+        for enrolled in args.enrolled if "pass" in args.parts else []:
+            due = min(args.due, enrolled)
+            seconds, explained[f"{enrolled:,}"] = scheduler_pass(
+                tmp, args.postgres, enrolled, due, args.spread
+            )
+            rows.append(
+                (
+                    f"scheduler pass: claim {due:,} due among {enrolled:,} enrolled ({layout})",
+                    f"{seconds:.2f} s",
+                )
+            )
+    print(
+        f"Load average (1 min) at the start {load_before:.1f}, at the end "
+        f"{os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores.\n"
+    )
+    print("| what | result |\n|---|---|")
+    for what, result in rows:
+        print(f"| {what} | {result} |")
+    for enrolled, statements in explained.items():
+        for label, plan in statements.items():
+            print(f"\nPlan, {enrolled} enrolled, {label}:\n")
+            print("\n".join("    " + line for line in plan.splitlines()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The fast path (dripcourse.wire) gives the bytes build_message gives; transports send them."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dripcourse.course import load_course
+from dripcourse.mail import FileTransport, SMTPTransport, WireMessage, as_wire, wire_bytes
+from dripcourse.render import (
+    _QP_UTF8,
+    _TOKEN,
+    PERSONAL_FIELDS,
+    WIRE_POLICY,
+    Personal,
+    Renderer,
+    Template,
+    build_message,
+    message_id,
+)
+from dripcourse.wire import EncodedBody, _fold, personalise
+from tests.conftest import EMAILS, utc
+from tests.smtp_sink import SMTPSink
+from tests.test_render import ALL_LESSONS, LINKS
+
+NOW = utc(2026, 11, 25, 7, 0)
+
+HARD_NAMES = {
+    "plain": "Amara Okafor",
+    "none": "",
+    "accents": "Zoë Núñez-Çelik",
+    "longest non-ASCII with emoji": ("Łukasz Żółć-Grzegorzewski 🩺 " * 4)[:100].strip(),
+    "quotes": 'Dr. "Bob" O\'Brien',
+    "comma": "Smith, John",
+    "encoded word": "=?utf-8?b?SGk=?=",
+    "markup": "<script>alert(1)</script> & Co",
+    "longest ASCII": "A" * 100,
+    "spaces and tab": "  Ada  \tLovelace ",
+    "right-to-left": "נועה כהן",
+    "CJK": "山田 太郎",
+}
+
+
+def reader(name: str, day: int, email: str = "amara.okafor@example.org") -> Personal:
+    return Personal(email=email, name=name, **LINKS.for_lesson(42, day))
+
+
+def same_boundary(reference: bytes, ours: bytes) -> bytes:
+    """``ours`` with its random MIME boundary swapped for the reference's."""
+
+    def boundary(data: bytes) -> bytes:
+        found = re.search(rb'boundary="([^"]+)"', data)
+        assert found is not None
+        return found.group(1)
+
+    return ours.replace(boundary(ours), boundary(reference))
+
+
+def both_paths(renderer: Renderer, slug: str, day: int, who: Personal) -> tuple[bytes, bytes]:
+    rendered = renderer.lesson(load_course(renderer.emails_dir, slug), day)
+    msg_id = message_id("course.example.org", 7, "secret")
+    reference = wire_bytes(build_message(rendered, who, now=NOW, msg_id=msg_id))
+    fast = personalise(rendered, who, now=NOW, msg_id=msg_id)
+    return reference, same_boundary(reference, fast.data)
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    return Renderer(EMAILS)
+
+
+@pytest.mark.parametrize("name", HARD_NAMES.values(), ids=HARD_NAMES.keys())
+@pytest.mark.parametrize(("slug", "day"), ALL_LESSONS)
+def test_the_fast_path_gives_the_bytes_build_message_gives(
+    renderer: Renderer, slug: str, day: int, name: str
+) -> None:
+    reference, fast = both_paths(renderer, slug, day, reader(name, day))
+    assert fast == reference
+
+
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "Día 2: Las historias que te mantienen en marcha cada día, {{ first_name }}",
+        "Day 2: {{ name }}, {{ name }}",
+        'Day 2: "quoted"; with, splitters and a very long tail that has to fold somewhere here',
+    ],
+)
+@pytest.mark.parametrize("name", HARD_NAMES.values(), ids=HARD_NAMES.keys())
+def test_personal_and_non_ascii_subjects_match_too(tmp_path: Path, subject: str, name: str) -> None:
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    lesson = emails / "white-coat" / "day-02.md"
+    text = re.sub(r'subject: ".*"', f"subject: '{subject}'", lesson.read_text(), count=1)
+    lesson.write_text(text)
+    reference, fast = both_paths(Renderer(emails), "white-coat", 2, reader(name, 2))
+    assert fast == reference
+
+
+def token(field: str) -> str:
+    return _TOKEN.format("abc123", PERSONAL_FIELDS.index(field))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "no placeholder at all\n",
+        f"ends without a line break {token('name')}",
+        f"{token('name')} opens the body\n\n",
+        f"CRLF line\r\n{token('name')}\r\nlone CR\rnext\n",
+        f"a trailing space before the name {token('name')} \n",
+        "x" * 74 + f"={token('name')}=" + "y" * 80 + "\n",
+        f"{'long line ' * 20}{token('email')}{' and more' * 20}\t\n",
+        f"{token('name')}{token('first_name')}{token('email')}\n= \t\n",
+    ],
+)
+@pytest.mark.parametrize("name", ["Zoë Núñez-Çelik", "A" * 100, "", "x = y "])
+def test_a_body_encodes_as_the_email_package_encodes_it(text: str, name: str) -> None:
+    who = reader(name, 1)
+    template = Template(text, html=False)
+    expected = re.sub(r"\r\n|\r|\n", "\r\n", _QP_UTF8.body_encode(template.render(who)))
+    values = tuple(who.value(field) for field in PERSONAL_FIELDS)
+    assert EncodedBody(template).encode(values) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "x" * 74,  # "To: " + 74 = 78, the longest line left alone
+        "x" * 75,
+        "<https://course.example.org/u/" + "A" * 90 + ">",
+        "<https://course.example.org/u/" + "A" * 30 + ">",
+        "a" * 50 + ", " + "b" * 50,
+        "a" * 50 + ";" + "b" * 50,
+        "a" * 50 + "\t" + "b" * 50,
+        '"' + "q" * 90 + '"',
+        "  leading and trailing spaces  ",
+        "",
+        "Zoë",
+    ],
+)
+def test_a_header_folds_as_compat32_folds_it(value: str) -> None:
+    assert _fold("To", value) == WIRE_POLICY.fold("To", value)
+
+
+@pytest.mark.parametrize(
+    ("name", "email"),
+    [("Eve\r\nBcc: victim@example.org", "eve@example.org"), ("Eve", "eve@example.org\nBcc: x")],
+)
+def test_the_fast_path_refuses_a_line_break_in_a_header(
+    renderer: Renderer, name: str, email: str
+) -> None:
+    rendered = renderer.lesson(load_course(EMAILS, "white-coat"), 1)
+    with pytest.raises(ValueError, match="line break in the To header"):
+        personalise(rendered, reader(name, 1, email), now=NOW, msg_id="<x@y.org>")
+
+
+def test_the_envelope_names_the_course_sender_and_the_subscriber(renderer: Renderer) -> None:
+    course = load_course(EMAILS, "white-coat")
+    wire = personalise(
+        renderer.lesson(course, 1), reader("Zoë", 1), now=NOW, msg_id="<x@course.example.org>"
+    )
+    assert wire.sender == "lessons@dripcourse.example"
+    assert wire.recipients == ("amara.okafor@example.org",)
+    assert wire.data.isascii()
+
+
+def test_smtp_sends_wire_bytes_as_they_are_with_their_envelope(
+    renderer: Renderer, smtp_sink: SMTPSink
+) -> None:
+    rendered = renderer.lesson(load_course(EMAILS, "white-coat"), 3)
+    wire = personalise(rendered, reader("Zoë Núñez-Çelik", 3), now=NOW, msg_id="<x@y.org>")
+    smtp = SMTPTransport("127.0.0.1", smtp_sink.port, timeout=5)
+    try:
+        smtp.send(wire)
+    finally:
+        smtp.close()
+    (got,) = smtp_sink.handler.messages()
+    assert got.mail_from == "lessons@dripcourse.example"
+    assert got.rcpt_tos == ["amara.okafor@example.org"]
+    assert got.data == wire.data
+    assert "Zoë" in got.message.get_body(("plain",)).get_content()
+
+
+def test_the_file_transport_writes_wire_bytes_as_they_are(
+    renderer: Renderer, tmp_path: Path
+) -> None:
+    rendered = renderer.lesson(load_course(EMAILS, "white-coat"), 1)
+    wire = personalise(rendered, reader("Amara", 1), now=NOW, msg_id="<x@y.org>")
+    FileTransport(tmp_path).send(wire)
+    (written,) = tmp_path.glob("*.eml")
+    assert written.read_bytes() == wire.data
+
+
+def test_a_mime_message_becomes_wire_bytes_with_its_envelope(renderer: Renderer) -> None:
+    rendered = renderer.lesson(load_course(EMAILS, "white-coat"), 1)
+    msg = build_message(rendered, reader("Amara", 1), now=NOW, msg_id="<x@y.org>")
+    assert as_wire(msg) == WireMessage(
+        "lessons@dripcourse.example", ("amara.okafor@example.org",), wire_bytes(msg)
+    )
