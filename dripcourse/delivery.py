@@ -37,8 +37,9 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.render import Personal, RenderedLesson, build_message, message_id
+from dripcourse.render import Personal, RenderedLesson, message_id
 from dripcourse.runtime import Runtime
+from dripcourse.wire import personalise
 
 log = logging.getLogger(__name__)
 
@@ -456,7 +457,9 @@ def send_delivery(
         greeting = greeting_for(info.name, info.greeting, course.greeting_fallback)
         who = Personal(email=info.email, name=info.name, greeting=greeting, **links)
         msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
-        msg = build_message(rendered, who, now=now, msg_id=msg_id)
+        # Straight into wire bytes: the same bytes build_message gives (tests/test_wire.py), at
+        # a tenth of the cost per recipient.
+        msg = personalise(rendered, who, now=now, msg_id=msg_id)
         rt.throttle()  # the send-rate slot: right before the send, so the rate holds
         left = lease_ends - time.monotonic()
         if left < getattr(rt.transport, "worst_case_seconds", 0.0):

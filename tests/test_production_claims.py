@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import datetime as dt
+import email
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from email.message import Message
@@ -17,6 +18,7 @@ from sqlalchemy import func, select, text
 from dripcourse import delivery, enrollment
 from dripcourse.db import transaction
 from dripcourse.delivery import Outcome
+from dripcourse.mail import WireMessage, as_wire
 from dripcourse.models import (
     Delivery,
     Enrollment,
@@ -36,9 +38,10 @@ class Recorder:
         self.lock = threading.Lock()
         self.sent: list[tuple[str, str]] = []
 
-    def send(self, msg: Message, deadline: float | None = None) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
+        parsed = email.message_from_bytes(as_wire(msg).data)
         with self.lock:
-            self.sent.append((str(msg["To"]), str(msg["Subject"])))
+            self.sent.append((str(parsed["To"]), str(parsed["Subject"])))
 
     def close(self) -> None:
         pass

@@ -7,7 +7,6 @@ import datetime as dt
 import os
 from collections.abc import Iterator
 from email.message import Message
-from email.utils import parseaddr
 from pathlib import Path
 
 import pytest
@@ -16,7 +15,7 @@ from sqlalchemy import select, text
 from dripcourse import delivery, enrollment
 from dripcourse.db import transaction
 from dripcourse.delivery import Outcome
-from dripcourse.mail import PermanentMailError, TransientMailError
+from dripcourse.mail import PermanentMailError, TransientMailError, WireMessage, as_wire
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings, utc
@@ -29,8 +28,8 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[str] = []
 
-    def send(self, msg: Message, deadline: float | None = None) -> None:
-        self.sent.append(parseaddr(msg["To"])[1])
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
+        self.sent.append(as_wire(msg).recipients[0])
 
     def close(self) -> None:
         pass
@@ -44,7 +43,7 @@ class OutlivesItsLease:
         self.other, self.delivery_id, self.error = other, delivery_id, error
         self.taken_over: Outcome | None = None
 
-    def send(self, msg: Message, deadline: float | None = None) -> None:
+    def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
         later = NOW + dt.timedelta(seconds=LEASE + 1)
         # The sweep hands the delivery to another worker once the lease has run out.
         delivery.requeue_lost(self.other, later, lambda ids: None)
