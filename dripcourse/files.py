@@ -29,11 +29,21 @@ def private_file(path: Path) -> Path:
 
     For files another library writes (SQLite, dbm): created here first with our mode, they
     keep it, and SQLite gives its -wal and -shm files the mode of the database file.
+
+    An existing file is never opened, only changed by name: closing any descriptor of a file
+    drops every POSIX lock this process holds on it, and SQLite keeps its locks that way. A
+    second engine in a process that already has the database open (``dripcourse run`` serves
+    the pages with one of its own) would otherwise make SQLite think nobody has the file open,
+    and the next connection to close would delete the write-ahead log under the others.
     """
-    fd = os.open(path, os.O_RDONLY | os.O_CREAT, FILE_MODE)
     try:
-        if os.fstat(fd).st_uid == os.geteuid():  # another account's file keeps its modes
-            os.fchmod(fd, FILE_MODE)
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+    except FileExistsError:
+        if path.stat().st_uid == os.geteuid():  # another account's file keeps its modes
+            os.chmod(path, FILE_MODE)
+        return path
+    try:
+        os.fchmod(fd, FILE_MODE)  # whatever the umask
     finally:
         os.close(fd)
     return path

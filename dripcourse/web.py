@@ -412,7 +412,7 @@ def rendered_or_none(course: Course, day: int) -> RenderedLesson | None:
 DELETIONS = ("reflections", "everything")
 
 
-@bp.route("/j/<token>/delete/<what>", methods=["GET", "POST"])
+@bp.route("/j/<token>/delete/<what>", methods=["GET", "POST"], **ROUTE)
 def delete(token: str, what: str) -> str:
     """Delete my reflections, or everything about me: GET asks to confirm, POST deletes."""
     (enrollment_id,) = _load(links.JOURNAL, token, 1)
@@ -426,7 +426,7 @@ def delete(token: str, what: str) -> str:
         enrollment = _enrollment(session, enrollment_id)
         course = _course(enrollment)
         subscriber = enrollment.subscriber
-        if request.method == "GET":
+        if request.method != "POST":  # GET, and HEAD (a GET without its body): only ask
             return render_template(
                 "delete.html",
                 course=course,

@@ -26,3 +26,39 @@ def test_a_failed_statement_does_not_echo_its_parameters(database_url: str) -> N
     assert "Private Words" not in str(caught.value)
     assert "hidden due to hide_parameters" in str(caught.value)
     engine.dispose()
+
+
+def test_a_second_engine_in_one_process_never_hides_the_first_ones_writes(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`dripcourse run` opens the database twice (worker and web pages). Opening and closing
+    the file to set its mode dropped the process's SQLite locks, and the write-ahead log was
+    then deleted under the first engine: its later writes reached no one else."""
+    import subprocess
+    import sys
+
+    from sqlalchemy import text
+
+    path = tmp_path / "db.sqlite3"
+    url = f"sqlite:///{path}"
+    first = db.make_engine(url)
+    with first.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    held = first.connect()
+    held.execute(text("INSERT INTO t VALUES (1)"))
+    held.commit()
+    db.make_engine(url)  # as `run` does for its web pages
+
+    def count_in_another_process() -> str:
+        # Another process has locks of its own; a CLI command is such a process.
+        return subprocess.run(
+            [sys.executable, "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]);"
+             "print(c.execute('select count(*) from t').fetchone()[0]); c.close()", str(path)],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+
+    assert count_in_another_process() == "1"
+    held.execute(text("INSERT INTO t VALUES (2)"))
+    held.commit()
+    seen = count_in_another_process()
+    held.close()
+    first.dispose()
+    assert seen == "2"

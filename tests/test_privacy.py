@@ -170,6 +170,20 @@ def test_opening_a_delete_page_only_asks_to_confirm(
     assert counts(rt, "ana@example.org") == before
 
 
+@pytest.mark.parametrize("what", ["reflections", "everything"])
+@pytest.mark.parametrize("method", ["HEAD", "OPTIONS", "PUT"])
+def test_a_head_or_other_request_to_a_delete_page_deletes_nothing(
+    rt: Runtime, client: FlaskClient, ana: int, what: str, method: str
+) -> None:
+    # Link scanners send HEAD; only the confirmation button's POST may delete.
+    before = counts(rt, "ana@example.org")
+    response = client.open(path(rt, links.JOURNAL, ana) + f"/delete/{what}", method=method)
+    assert response.status_code == (200 if method == "HEAD" else 405)
+    if method == "HEAD":
+        assert response.get_data() == b""
+    assert counts(rt, "ana@example.org") == before
+
+
 def test_delete_my_reflections_deletes_every_reflection_and_the_lessons_carry_on(
     rt: Runtime, client: FlaskClient, ana: int
 ) -> None:
