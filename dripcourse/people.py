@@ -33,6 +33,7 @@ from dripcourse.models import (
 )
 
 CourseFor = Callable[[str], Course]
+LONGEST_PAUSE = dt.timedelta(days=365)
 IN_FLIGHT = "a lesson is on its way to them right now; try again in a minute"
 
 
@@ -160,6 +161,11 @@ def pause(
             raise InputError(
                 f"--until: {until} is not in the future for {enrollment.subscriber.email}"
             )
+    if length > LONGEST_PAUSE:
+        raise InputError(
+            f"a pause of at most {LONGEST_PAUSE.days} days; to stop someone's lessons for longer, "
+            "use unenroll (or suppressions add)"
+        )
     if not enrollments.pause(session, enrollment, course, now, length=length):
         raise InputError(
             f"{enrollment.subscriber.email} is {enrollment.status}, not active: nothing to pause"

@@ -291,6 +291,19 @@ def secret_key(settings: Settings, *, wait_seconds: float = 1.0) -> str:
         time.sleep(0.05)
 
 
+def check_existing_secret_key(settings: Settings) -> None:
+    """Refuse a signing key that is set or kept in var/ but too short; make nothing.
+
+    For commands that may never sign a link (``check``, ``status``): they must not create
+    var/, but a key file that is already there and too short is refused by every command.
+    """
+    if settings.secret_key:
+        return  # checked with the other settings
+    key_file = settings.path(settings.var_dir) / "secret_key"
+    if key_file.is_file():
+        secret_key(settings, wait_seconds=0.2)
+
+
 def _check_configured_key(key: str) -> None:
     if len(key.encode()) < MIN_SECRET_KEY_BYTES:
         raise ConfigError(

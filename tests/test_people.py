@@ -285,3 +285,23 @@ def test_unenrolled_deliveries_are_cancelled(rt: Runtime, lena: int) -> None:
         status = session.scalar(select(Enrollment.status))
     assert statuses == [DeliveryStatus.SENT, DeliveryStatus.CANCELLED]
     assert status == EnrollmentStatus.REMOVED
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("pause", "ana@example.org", "--days", "3000000"), "a pause of at most 365 days"),
+        (("pause", "ana@example.org", "--until", "9999-12-31"), "a pause of at most 365 days"),
+        (("due", "--at", "9999-12-31T23:59"), "out of range"),
+        (("preview", "white-coat", "1", "--out", "/nonexistent/dir/x.html"), "No such file"),
+    ],
+)
+def test_out_of_range_values_and_unwritable_files_are_one_line(
+    run, ana, args: tuple[str, ...], message: str
+) -> None:  # type: ignore[no-untyped-def]
+    if args[0] == "pause":
+        args = (*args, "--cohort", "spring")
+    result = run(*args)
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: ") and message in result.output
+    assert "Traceback" not in result.output

@@ -115,3 +115,27 @@ def test_the_docs_list_exactly_the_variables_templates_get() -> None:
 
     assert listed(lesson) == list(LESSON_VARIABLES)
     assert listed(layout) == list(LAYOUT_VARIABLES)
+
+
+HUGE = {
+    "a long text": '{{ "a" * 100000000 }}',
+    "a long text the other way": '{{ 100000000 * "a" }}',
+    "a long text from a long text": '{{ ("a" * 100000) * 1000 }}',
+    "a long list": "{{ [1] * 100000000 }}",
+    "a huge number": "{{ 9 ** 9999999 }}",
+}
+
+
+@pytest.mark.parametrize("template", HUGE.values(), ids=HUGE.keys())
+def test_one_expression_cannot_take_the_machines_memory(tmp_path: Path, template: str) -> None:
+    emails = emails_with(tmp_path, f"{COURSE}/day-02.md", template)
+    with pytest.raises(CourseError, match="not allowed") as raised:
+        check(emails)
+    assert str(raised.value).startswith(str(emails / COURSE / "day-02.md"))
+
+
+def test_ordinary_arithmetic_still_renders(tmp_path: Path) -> None:
+    emails = emails_with(
+        tmp_path, f"{COURSE}/day-02.md", '{{ "=" * 20 }} {{ day * 2 }} {{ 2 ** 8 }}'
+    )
+    check(emails)

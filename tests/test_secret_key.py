@@ -119,3 +119,20 @@ def test_a_celery_worker_refuses_to_start_with_an_empty_key_file(tmp_path: Path)
     assert done.returncode != 0
     assert "dripcourse: " in done.stderr and "shorter than 32 bytes" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("command", [["tick", "--inline"], ["tick"], ["status"]])
+def test_a_short_key_file_stops_every_command_before_anything_is_claimed(
+    tmp_path: Path, sqlite_url: str, command: list[str]
+) -> None:
+    settings = make_settings(tmp_path, database_url=sqlite_url, secret_key="")
+    var = tmp_path / "var"
+    var.mkdir(mode=0o700)
+    (var / "secret_key").write_text("short")
+    result = CliRunner().invoke(cli, command, env=settings_env(settings))
+    assert result.exit_code == 1
+    assert (
+        result.output.startswith("Error: ")
+        and "the secret key is empty or shorter" in result.output
+    )
+    assert "Traceback" not in result.output

@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 from dripcourse import db
 from dripcourse.errors import DripcourseError
 from dripcourse.runtime import Runtime
-from dripcourse.settings import CONFIG_ENV, load_settings
+from dripcourse.settings import CONFIG_ENV, check_existing_secret_key, load_settings
 
 
 class Group(click.Group):
@@ -21,6 +21,17 @@ class Group(click.Group):
             return super().invoke(ctx)
         except DripcourseError as exc:
             raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            if exc.filename is None:
+                raise
+            # A file the operator named that cannot be read or written (--out into a folder
+            # that does not exist, a CSV without read permission).
+            raise click.ClickException(f"{exc.filename}: {exc.strerror}") from None
+        except OverflowError:
+            raise click.ClickException(
+                "a date or a number given is out of range (a start, --days, --until or --at "
+                "beyond the calendar this tool plans in)"
+            ) from None
         except DBAPIError:
             # Most often a database nobody ran `init` on: a missing table, not a bug to show.
             state = ctx.find_object(State)
@@ -47,7 +58,11 @@ class State:
     @property
     def runtime(self) -> Runtime:
         if self._runtime is None:
-            self._runtime = Runtime(load_settings(self.config))
+            settings = load_settings(self.config)
+            # A key file left short or empty is refused here, once, before any command claims
+            # or sends: every send would otherwise fail on it and spend a subscriber's attempt.
+            check_existing_secret_key(settings)
+            self._runtime = Runtime(settings)
         return self._runtime
 
 
