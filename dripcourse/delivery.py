@@ -37,7 +37,13 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.render import Personal, RenderedLesson, build_message, message_id
+from dripcourse.render import (
+    Personal,
+    RenderedLesson,
+    build_message,
+    message_id,
+    reply_addresses,
+)
 from dripcourse.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -454,7 +460,13 @@ def send_delivery(
     try:
         links = rt.links.for_lesson(job.enrollment_id, job.day)
         greeting = greeting_for(info.name, info.greeting, course.greeting_fallback)
-        who = Personal(email=info.email, name=info.name, greeting=greeting, **links)
+        who = Personal(
+            email=info.email,
+            name=info.name,
+            greeting=greeting,
+            **links,
+            **reply_addresses(rt.links, rt.settings.reply_domain, job.enrollment_id, job.day),
+        )
         msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
         msg = build_message(rendered, who, now=now, msg_id=msg_id)
         rt.throttle()  # the send-rate slot: right before the send, so the rate holds

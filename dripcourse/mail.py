@@ -37,6 +37,23 @@ def wire_bytes(msg: Message) -> bytes:
     return msg.as_bytes(policy=_WIRE)
 
 
+def envelope(msg: Message) -> tuple[str, bytes]:
+    """The envelope sender and the bytes to send.
+
+    A ``Return-Path`` header set by the renderer names the envelope sender (a per-delivery
+    bounce address); it is taken off the bytes, since the receiving server writes its own.
+    Without one, the envelope sender is the From address.
+    """
+    return_path = msg["Return-Path"]
+    if return_path is None:
+        return parseaddr(msg["From"])[1], wire_bytes(msg)
+    del msg["Return-Path"]
+    try:
+        return parseaddr(return_path)[1], wire_bytes(msg)
+    finally:
+        msg["Return-Path"] = return_path
+
+
 class TransientMailError(Exception):
     """Sending failed in a way that may succeed later."""
 
@@ -151,6 +168,7 @@ class SMTPTransport:
 
     def send(self, msg: Message, deadline: float | None = None) -> None:
         """Send one message; ``deadline`` (time.monotonic) is when the caller's lease ends."""
+        sender, data = envelope(msg)
         with self._lock:
             for attempt in (1, 2):
                 reused = self._conn is not None
@@ -165,9 +183,7 @@ class SMTPTransport:
                     if self._conn is None:
                         self._conn = self._connect()
                     # Our own CRLF bytes: send_message would mangle "From " lines in the text.
-                    self._conn.sendmail(
-                        parseaddr(msg["From"])[1], [parseaddr(msg["To"])[1]], wire_bytes(msg)
-                    )
+                    self._conn.sendmail(sender, [parseaddr(msg["To"])[1]], data)
                     return
                 except smtplib.SMTPServerDisconnected as exc:
                     self._drop()

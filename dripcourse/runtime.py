@@ -35,8 +35,9 @@ def _pause(seconds: float) -> None:
 class Catalog:
     """The courses under one emails/ folder, each loaded and checked once per process."""
 
-    def __init__(self, emails_dir: Path) -> None:
+    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
         self.emails_dir = emails_dir
+        self.reply_by_email = reply_by_email
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
         # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
@@ -45,7 +46,7 @@ class Catalog:
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
-            self._renderer = Renderer(self.emails_dir)
+            self._renderer = Renderer(self.emails_dir, reply_by_email=self.reply_by_email)
         return self._renderer
 
     def course(self, slug: str) -> Course:
@@ -74,7 +75,10 @@ class Runtime:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog(self.settings.path(self.settings.emails_dir))
+        return Catalog(
+            self.settings.path(self.settings.emails_dir),
+            reply_by_email=bool(self.settings.reply_domain),
+        )
 
     @cached_property
     def links(self) -> Links:
@@ -82,6 +86,7 @@ class Runtime:
             secret_key=secret_key(self.settings),
             base_url=self.settings.base_url,
             reflect_max_age_days=self.settings.reflect_max_age_days,
+            address_key=self.settings.inbound_secret,
         )
 
     @cached_property
