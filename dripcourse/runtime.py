@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dripcourse import db
 from dripcourse.course import Course, course_slugs, load_course
 from dripcourse.encryption import ReflectionCipher, key_from_var
+from dripcourse.errors import CourseError
+from dripcourse.inbound import Inbound, Limits
 from dripcourse.links import Links
 from dripcourse.mail import TransientMailError, Transport, transport_from_url
 from dripcourse.ratelimit import RateLimiter
@@ -87,6 +89,30 @@ class Runtime:
             base_url=self.settings.base_url,
             reflect_max_age_days=self.settings.reflect_max_age_days,
             address_key=self.settings.inbound_secret,
+        )
+
+    @cached_property
+    def inbound(self) -> Inbound:
+        """What the inbound core needs: addresses, the reflection key, limits, courses."""
+        catalog = self.catalog
+
+        def course(slug: str) -> Course | None:
+            try:
+                return catalog.course(slug)
+            except CourseError:
+                return None
+
+        s = self.settings
+        return Inbound(
+            links=self.links,
+            cipher=self.reflection_cipher,
+            reply_domain=s.reply_domain,
+            course=course,
+            limits=Limits(
+                per_subscriber_per_day=s.inbound_max_per_subscriber_per_day,
+                per_hour=s.inbound_max_per_hour,
+                max_chars=s.reflection_max_chars,
+            ),
         )
 
     @cached_property
