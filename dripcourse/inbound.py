@@ -24,8 +24,6 @@ from email.parser import HeaderParser
 from email.utils import getaddresses, parseaddr
 from zoneinfo import ZoneInfo
 
-import lxml.html
-from mailparser_reply import EmailReplyParser
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
@@ -42,11 +40,9 @@ from dripcourse.models import (
     Subscriber,
 )
 from dripcourse.reflections import ReflectionRejected, append_from_email, lesson_or_none
+from dripcourse.reply_text import reply_text
 
 log = logging.getLogger(__name__)
-
-# The reply-header languages the parser looks for, beside English (which it always adds).
-REPLY_LANGUAGES = ["en", "de", "es", "fr", "it", "nl", "pt"]
 
 
 class Kind(enum.StrEnum):
@@ -252,79 +248,6 @@ def _prompt(session: Session, enrollment: Enrollment, day: int, inbound: Inbound
     course = inbound.course(slug) if slug else None
     lesson = lesson_or_none(course, day) if course else None
     return lesson.prompt if lesson else None
-
-
-def reply_text(msg: EmailMessage) -> str:
-    """The newly written text of a reply: the text part (or the HTML part when there is no
-    text), without the quoted lesson, the reply header and the signature."""
-    part = msg.get_body(preferencelist=("plain", "html"))
-    if part is None:
-        return ""
-    assert isinstance(part, EmailMessage)
-    try:
-        content = part.get_content()
-    except (LookupError, ValueError):  # an unknown charset or a broken encoding
-        content = part.get_payload(decode=True).decode("utf-8", "replace")  # type: ignore[union-attr]
-    if part.get_content_subtype() == "html":
-        content = html_to_text(content)
-    return strip_reply(content)
-
-
-def strip_reply(text: str) -> str:
-    """Remove quoted history and signatures from a reply's text (see docs/inbound.md)."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n")
-    replies = EmailReplyParser(languages=REPLY_LANGUAGES).read(text).replies
-    body = replies[0].body if replies else text
-    return _drop_trailing_quote(body).strip()
-
-
-# A line that introduces a quote ("On ... wrote:", "El ... escribió:", "Am ... schrieb ...:"),
-# whatever its language: it ends with a colon and only quoted lines follow it.
-_QUOTED = re.compile(r"^\s*>")
-
-
-def _drop_trailing_quote(text: str) -> str:
-    """Cut a quoted block at the end together with the line introducing it.
-
-    The parser knows the reply headers of the languages it was given, each in a few
-    spellings; a header it misses leaves the whole quote behind. A block of ``>`` lines that
-    runs to the end, after a line ending in a colon, is quoted history in any language.
-    """
-    lines = text.rstrip().split("\n")
-    end = len(lines)
-    while end and (_QUOTED.match(lines[end - 1]) or not lines[end - 1].strip()):
-        end -= 1
-    if end == len(lines) or not end:
-        return text
-    if lines[end - 1].rstrip().endswith(":"):
-        return "\n".join(lines[: end - 1])
-    return text
-
-
-_DROPPED_HTML = (
-    "//blockquote | //*[contains(@class, 'gmail_quote')] | //*[@id='divRplyFwdMsg']"
-    " | //*[@id='appendonsend']/following-sibling::* | //head | //style | //script"
-)
-_BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "hr"}
-
-
-def html_to_text(html: str) -> str:
-    """The visible text of an HTML reply, without the quote a client put below it."""
-    try:
-        root = lxml.html.document_fromstring(html)
-    except (ValueError, lxml.etree.ParserError):  # type: ignore[attr-defined]
-        return ""
-    for node in root.xpath(_DROPPED_HTML):
-        if node.getparent() is not None:
-            node.drop_tree()
-    for node in root.iter():
-        if isinstance(node.tag, str) and node.tag in _BLOCKS:
-            node.tail = "\n" + (node.tail or "")
-            if node.tag in ("p", "div") or node.tag.startswith("h"):
-                node.tail = "\n" + node.tail
-    text = root.text_content()
-    lines = [" ".join(line.split()) for line in text.split("\n")]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
 # Auto-replies and forwards
