@@ -154,3 +154,19 @@ def test_reply_domain_comes_from_the_environment(tmp_path) -> None:  # type: ign
     config.write_text("")
     settings = load_settings(config, environ={"DRIPCOURSE_REPLY_DOMAIN": DOMAIN})
     assert settings.reply_domain == DOMAIN
+
+
+@pytest.mark.parametrize("domain", [DOMAIN, ""])
+def test_the_privacy_page_says_what_a_reply_by_email_keeps_only_when_replies_are_read(
+    tmp_path, domain: str
+) -> None:  # type: ignore[no-untyped-def]
+    from dripcourse.privacy_notice import privacy_notice
+    from tests.conftest import make_settings
+
+    text = " ".join(
+        p
+        for s in privacy_notice(make_settings(tmp_path, reply_domain=domain))
+        for p in s.paragraphs
+    )
+    assert ("When you reply to a lesson email" in text) == bool(domain)
+    assert ("The email itself is not kept" in text) == bool(domain)
