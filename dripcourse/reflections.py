@@ -41,7 +41,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Format characters (zero-width space, joiners, byte-order mark), spaces, controls and line or
 # paragraph separators: a text made only of these shows nothing, so it is empty.
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Cc", "Zl", "Zp"})
-EXPORT_FIELDS = ("email", "cohort", "day", "prompt", "text", "created_at", "updated_at")
+EXPORT_FIELDS = (
+    "email",
+    "cohort",
+    "day",
+    "prompt",
+    "text",
+    "source",
+    "created_at",
+    "updated_at",
+)
 
 
 class ReflectionRejected(InputError):
@@ -311,6 +320,7 @@ def export_rows(
             "day": reflection.day,
             "prompt": reflection.prompt,
             "text": cipher.open(reflection.sealed_body),
+            "source": reflection.source or "web",
             "created_at": _iso(reflection.created_at),
             "updated_at": _iso(reflection.updated_at),
         }

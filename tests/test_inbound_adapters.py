@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import smtplib
 import socket
 import subprocess
@@ -26,7 +27,15 @@ from dripcourse.settings import Settings
 from tests.conftest import make_settings
 from tests.smtp_sink import SMTPSink, _free_port
 from tests.test_inbound import ANA, DOMAIN, REPLIES, fixture, saved
-from tests.test_web_support import DAY_1_UTC, Clock, enroll, make_app, path, send_days
+from tests.test_web_support import (
+    DAY_1_UTC,
+    Clock,
+    enroll,
+    make_app,
+    path,
+    run_cli,
+    send_days,
+)
 from tests.workers import settings_env
 
 DRIPCOURSE = str(Path(sys.executable).parent / "dripcourse")
@@ -196,3 +205,25 @@ def test_serve_refuses_a_message_over_the_size_limit(
         assert saved(rt, ana) is None
         with transaction(rt.sessions) as session:
             assert counts(session) == {}
+
+
+def test_status_counts_what_came_back_and_reflections_by_source_and_export_marks_them(
+    settings: Settings, rt: Runtime, ana: int
+) -> None:
+    pipe(settings, fixture(rt, "gmail", ana))
+    pipe(settings, fixture(rt, "phone", ana, sender="other@example.org"))
+    pipe(settings, fixture(rt, "out_of_office", ana))
+    pipe(settings, fixture(rt, "bounce_soft", ana))
+    out = run_cli(settings, "status").output
+    assert (
+        "inbound: 1 replies saved, 1 held (from another address), 0 over the limits, "
+        "1 auto-replies, 0 bounces, 1 delays, 0 complaints, 0 dropped; "
+        "reflections: 0 from the web, 1 from email"
+    ) in out
+    exported = json.loads(run_cli(settings, "reflections", "export", "--format", "json").output)
+    assert [(row["day"], row["source"]) for row in exported] == [(3, "email")]
+
+
+def test_status_says_nothing_of_inbound_when_it_is_off(tmp_path: Path, sqlite_url: str) -> None:
+    out = run_cli(make_settings(tmp_path, database_url=sqlite_url), "status").output
+    assert "inbound:" not in out
