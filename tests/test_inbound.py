@@ -294,3 +294,19 @@ def test_nothing_of_the_message_is_kept_but_its_kind(rt: Runtime, ana: int) -> N
         [row] = session.scalars(select(InboundMessage))
         assert (row.kind, row.enrollment_id, row.day) == ("reply", ana, 3)
         assert "gmail" not in row.digest and len(row.digest) == 64
+
+
+@pytest.mark.parametrize("page", ["journal", "reflect"])
+def test_the_journal_and_reflect_page_say_a_reply_came_from_email_and_when(
+    rt: Runtime, ana: int, page: str
+) -> None:
+    from dripcourse import links
+    from tests.test_web_support import Clock, make_app, path
+
+    client = make_app(rt, Clock(NOW)).test_client()
+    url = path(rt, links.JOURNAL, ana) if page == "journal" else path(rt, links.REFLECT, ana, 3)
+    assert "from your email" not in client.get(url).get_data(as_text=True)
+    receive(rt, fixture(rt, "gmail", ana))
+    shown = client.get(url).get_data(as_text=True)
+    assert "Saved Wednesday 5 March 2025 at 21:00 (UTC) from your email" in shown
+    assert "swim class" in shown
