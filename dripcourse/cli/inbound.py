@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import imaplib
 import signal
 import sys
 import threading
+import time
+from collections import Counter
 
 import click
 from sqlalchemy.exc import DBAPIError
@@ -12,6 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import ConfigError
+from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
 from dripcourse.inbound_listener import InboundHandler, is_our_address, listener, receive
 
 # sysexits.h, which MTAs read: 75 asks them to try again later, the others bounce.
@@ -88,3 +92,51 @@ def serve(state: State, host: str, port: int) -> None:
         pass
     finally:
         controller.stop()
+
+
+@inbound.command()
+@click.option(
+    "--imap",
+    "url",
+    required=True,
+    envvar="DRIPCOURSE_INBOUND_IMAP_URL",
+    help="imaps://user:password@host/FOLDER (or $DRIPCOURSE_INBOUND_IMAP_URL).",
+)
+@click.option("--move-to", default=None, help="Folder for processed messages (default: delete).")
+@click.option("--every", default=0, type=int, help="Poll again every N seconds (0: once).")
+@pass_state
+def poll(state: State, url: str, move_to: str | None, every: int) -> None:
+    """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them."""
+    _ready(state)
+    rt = state.runtime
+    box = parse_imap_url(url)
+
+    def handle(raw: bytes):  # type: ignore[no-untyped-def]
+        if len(raw) > rt.settings.inbound_max_bytes:
+            raw = b""  # dropped as junk: never read a message past the limit
+        return receive(rt.sessions, rt.inbound, raw, now=utcnow())
+
+    while True:
+        try:
+            client = connect(box)
+            try:
+                done = poll_once(client, box.folder, handle, move_to=move_to)
+            finally:
+                client.logout()
+        except (imaplib.IMAP4.error, OSError) as exc:
+            click.echo(f"Error: IMAP {box.host}: {exc}", err=True)
+            if not every:
+                sys.exit(EX_TEMPFAIL)
+        except DBAPIError as exc:
+            click.echo(f"Error: cannot record messages now, left unseen: {exc}", err=True)
+            if not every:
+                sys.exit(EX_TEMPFAIL)
+        else:
+            kinds = Counter(str(d.kind) for d in done)
+            click.echo(
+                f"inbound poll: {len(done)} messages"
+                + (": " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) if kinds else "")
+            )
+        if not every:
+            return
+        time.sleep(every)
