@@ -82,6 +82,9 @@ class Settings:
     inbound_max_per_hour: int = 500
     # The largest inbound message taken, in bytes (the listener refuses bigger ones).
     inbound_max_bytes: int = 1_000_000
+    # Where `dripcourse run` (with reply_domain set) and `inbound serve` listen for SMTP.
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = 2525
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
 
@@ -220,6 +223,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("setting reflect_max_age_days: must be 0 (never expire) or more")
     if not 1 <= settings.web_port <= 65535:
         raise ConfigError(f"setting web_port: {settings.web_port} is not a TCP port")
+    if not 1 <= settings.inbound_port <= 65535:
+        raise ConfigError(f"setting inbound_port: {settings.inbound_port} is not a TCP port")
     whole_send = worst_case_send_seconds(settings.mail_url, settings.smtp_timeout_seconds)
     if settings.send_lease_seconds <= max(whole_send, settings.smtp_timeout_seconds):
         # A worker still waiting on a slow server would see its delivery sent by another.

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import email
+import email.policy
 import json
+import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -227,3 +231,61 @@ def test_status_counts_what_came_back_and_reflections_by_source_and_export_marks
 def test_status_says_nothing_of_inbound_when_it_is_off(tmp_path: Path, sqlite_url: str) -> None:
     out = run_cli(make_settings(tmp_path, database_url=sqlite_url), "status").output
     assert "inbound:" not in out
+
+
+@pytest.mark.slow
+def test_dripcourse_run_on_one_machine_listens_for_replies_too(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    from tests.test_embedded_worker import eml_count, enroll_sample
+    from tests.workers import wait_until
+
+    embedded = make_settings(
+        tmp_path,
+        web_port=_free_port(),
+        inbound_port=_free_port(),
+        reply_domain=DOMAIN,
+        database_url=sqlite_url,
+        tick_seconds=1,
+        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
+    )
+    enroll_sample(embedded)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [DRIPCOURSE, "run", "--concurrency", "2"],
+            cwd=tmp_path,
+            env=settings_env(embedded),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    rt = Runtime(embedded)
+    try:
+        text = lambda: log.read_text(errors="replace")  # noqa: E731
+        wait_until(lambda: eml_count(embedded) >= 1, 60, "a lesson in the outbox", text)
+        outbox = Path(embedded.mail_url.removeprefix("file://"))
+        lesson = email.message_from_bytes(
+            next(outbox.glob("*.eml")).read_bytes(), policy=email.policy.default
+        )
+        reader = lesson["To"].addresses[0].addr_spec
+        reply = EmailMessage()
+        reply["From"], reply["To"] = reader, lesson["Reply-To"]
+        reply["Subject"], reply["Message-ID"] = "Re: day 1", "<run-reply@example.org>"
+        reply.set_content("Written on one machine.")
+        wait_until(
+            lambda: f"listening on 127.0.0.1:{embedded.inbound_port}" in text(),
+            30,
+            "the inbound listener",
+            text,
+        )
+        with smtplib.SMTP("127.0.0.1", embedded.inbound_port, timeout=10) as smtp:
+            smtp.send_message(reply, from_addr=reader, to_addrs=[str(lesson["Reply-To"])])
+        enrollment_id, day = rt.links.load_address(
+            REPLY, lesson["Reply-To"].addresses[0].addr_spec.partition("@")[0]
+        )
+        assert saved(rt, enrollment_id, day) == "Written on one machine."
+    finally:
+        rt.close()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text(errors="replace")

@@ -10,6 +10,7 @@ import time
 from collections import Counter
 
 import click
+from aiosmtpd.controller import Controller
 from sqlalchemy.exc import DBAPIError
 
 from dripcourse.cli.base import State, cli, pass_state
@@ -17,6 +18,7 @@ from dripcourse.clock import utcnow
 from dripcourse.errors import ConfigError
 from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
 from dripcourse.inbound_listener import InboundHandler, is_our_address, listener, receive
+from dripcourse.runtime import Runtime
 
 # sysexits.h, which MTAs read: 75 asks them to try again later, the others bounce.
 EX_DATAERR = 65
@@ -27,6 +29,22 @@ EX_TEMPFAIL = 75
 @cli.group()
 def inbound() -> None:
     """Receive replies, bounces and complaints sent to the reply domain."""
+
+
+def start_listener(rt: Runtime, host: str | None = None, port: int | None = None) -> Controller:
+    """Start the SMTP listener in a thread of its own; one line says where it listens."""
+    host = host or rt.settings.inbound_host
+    port = port or rt.settings.inbound_port
+    handler = InboundHandler(rt.sessions, rt.inbound, utcnow)
+    controller = listener(handler, host, port, max_bytes=rt.settings.inbound_max_bytes)
+    try:
+        controller.start()
+    except (OSError, RuntimeError) as exc:
+        raise click.ClickException(
+            f"inbound: cannot listen on {host}:{port}: {exc} (settings inbound_host, inbound_port)"
+        ) from None
+    click.echo(f"inbound: listening on {host}:{port} for *@{rt.settings.reply_domain}")
+    return controller
 
 
 def _ready(state: State) -> None:
@@ -72,17 +90,13 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
 
 
 @inbound.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=2525, show_default=True, type=int)
+@click.option("--host", default=None, help="Interface (default: setting inbound_host, 127.0.0.1).")
+@click.option("--port", default=None, type=int, help="Port (default: setting inbound_port, 2525).")
 @pass_state
-def serve(state: State, host: str, port: int) -> None:
+def serve(state: State, host: str | None, port: int | None) -> None:
     """Listen for SMTP on HOST:PORT, taking mail for the reply domain only; Ctrl-C stops."""
     _ready(state)
-    rt = state.runtime
-    handler = InboundHandler(rt.sessions, rt.inbound, utcnow)
-    controller = listener(handler, host, port, max_bytes=rt.settings.inbound_max_bytes)
-    controller.start()
-    click.echo(f"inbound: listening on {host}:{port} for *@{rt.settings.reply_domain}")
+    controller = start_listener(state.runtime, host, port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
