@@ -25,6 +25,7 @@ from email.utils import getaddresses, parseaddr
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dripcourse.course import Course
@@ -126,7 +127,14 @@ def _decide(
     digest = _digest(msg, raw)
     if session.scalar(select(InboundMessage.id).where(InboundMessage.digest == digest)):
         raise DuplicateMessage
-    decision = _classify(session, msg, inbound, now, recipients)
+    try:
+        # A savepoint: a message that breaks the parsing halfway leaves nothing half-done.
+        with session.begin_nested():
+            decision = _classify(session, msg, inbound, now, recipients)
+    except DBAPIError:
+        raise  # the database, not the message: the adapter asks the sender to retry
+    except Exception as exc:  # noqa: BLE001 - a message we cannot read is junk, never a crash
+        decision = Decision(Kind.JUNK, f"unreadable ({type(exc).__name__})")
     session.add(
         InboundMessage(
             digest=digest,
@@ -142,7 +150,8 @@ def _decide(
 
 def _digest(msg: Message, raw: bytes) -> str:
     message_id = str(msg.get("Message-ID", "") or "").strip()
-    return hashlib.sha256(message_id.encode() if message_id else raw).hexdigest()
+    key = message_id.encode("utf-8", "surrogateescape") if message_id else raw
+    return hashlib.sha256(key).hexdigest()
 
 
 def _classify(

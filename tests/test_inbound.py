@@ -244,7 +244,17 @@ def test_a_bad_token_is_dropped_with_one_log_line_naming_no_token(
 
 @pytest.mark.parametrize(
     "raw",
-    [b"", b"\x00\xff garbage", b"Subject: hello\r\n\r\nno addresses at all", b"From: <>\r\n"],
+    [
+        b"",
+        b"\x00\xff garbage",
+        b"Subject: hello\r\n\r\nno addresses at all",
+        b"From: <>\r\n",
+        b"Message-ID: <\xff\xfe@x>\r\nFrom: a@b\r\n\r\nhi",
+        b"Content-Type: multipart/report; report-type=delivery-status\r\n"
+        b"To: bounce+zz@reply.course.example.org\r\n\r\nno boundary",
+        b'From: ((((\r\nTo: "unterminated\r\nSubject: =?utf-8?q?broken\r\n\r\n',
+        b"Content-Type: text/plain; charset=no-such-charset\r\nFrom: a@b\r\n\r\n\xff",
+    ],
 )
 def test_anything_else_is_junk_never_a_crash(rt: Runtime, raw: bytes) -> None:
     assert receive(rt, raw).kind == Kind.JUNK
@@ -310,3 +320,23 @@ def test_the_journal_and_reflect_page_say_a_reply_came_from_email_and_when(
     shown = client.get(url).get_data(as_text=True)
     assert "Saved Wednesday 5 March 2025 at 21:00 (UTC) from your email" in shown
     assert "swim class" in shown
+
+
+def test_a_message_that_breaks_the_reading_halfway_is_junk_and_leaves_nothing_behind(
+    rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kw: object) -> None:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a part no decoder can read")
+
+    # The complaint is recorded, then reading fails: the suppression must not stay.
+    monkeypatch.setattr(inbound, "_stop_all", broken)
+    assert receive(rt, fixture(rt, "complaint", ana)).kind == Kind.JUNK
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        assert inbound.counts(session) == {"junk": 1}
+
+
+def test_a_reply_in_an_unknown_charset_is_still_saved(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "phone", ana).replace(b"charset=utf-8", b"charset=x-no-such-charset")
+    assert receive(rt, raw).kind == Kind.REPLY
+    assert saved(rt, ana) == REPLIES["phone"]
