@@ -37,7 +37,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.render import Personal, RenderedLesson, message_id
+from dripcourse.render import Personal, RenderedLesson, message_id, reply_addresses
 from dripcourse.runtime import Runtime
 from dripcourse.wire import personalise
 
@@ -455,7 +455,13 @@ def send_delivery(
     try:
         links = rt.links.for_lesson(job.enrollment_id, job.day)
         greeting = greeting_for(info.name, info.greeting, course.greeting_fallback)
-        who = Personal(email=info.email, name=info.name, greeting=greeting, **links)
+        who = Personal(
+            email=info.email,
+            name=info.name,
+            greeting=greeting,
+            **links,
+            **reply_addresses(rt.links, rt.settings.reply_domain, job.enrollment_id, job.day),
+        )
         msg_id = message_id(rt.settings.message_id_domain, delivery_id, rt.links.secret_key)
         # Straight into wire bytes: the same bytes build_message gives (tests/test_wire.py), at
         # a tenth of the cost per recipient.

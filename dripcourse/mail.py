@@ -48,14 +48,29 @@ class WireMessage:
 
 
 def as_wire(msg: Message | WireMessage) -> WireMessage:
-    """A message in wire form; a MIME object is serialised, its envelope read from From and To."""
+    """A message in wire form; a MIME object is serialised, its envelope read from its
+    Return-Path (or From) and To."""
     if isinstance(msg, WireMessage):
         return msg
-    return WireMessage(
-        sender=parseaddr(msg["From"])[1],
-        recipients=(parseaddr(msg["To"])[1],),
-        data=wire_bytes(msg),
-    )
+    sender, data = envelope(msg)
+    return WireMessage(sender=sender, recipients=(parseaddr(msg["To"])[1],), data=data)
+
+
+def envelope(msg: Message) -> tuple[str, bytes]:
+    """The envelope sender and the bytes to send.
+
+    A ``Return-Path`` header set by the renderer names the envelope sender (a per-delivery
+    bounce address); it is taken off the bytes, since the receiving server writes its own.
+    Without one, the envelope sender is the From address.
+    """
+    return_path = msg["Return-Path"]
+    if return_path is None:
+        return parseaddr(msg["From"])[1], wire_bytes(msg)
+    del msg["Return-Path"]
+    try:
+        return parseaddr(return_path)[1], wire_bytes(msg)
+    finally:
+        msg["Return-Path"] = return_path
 
 
 class TransientMailError(Exception):

@@ -252,8 +252,31 @@ class Reflection(Base):
     sealed_body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # Where the latest text came from: "web" (the reflect page) or "email" (a reply).
+    source: Mapped[str] = mapped_column(String(16), default="web", server_default="web")
 
     enrollment: Mapped[Enrollment] = relationship()
+
+
+class InboundMessage(Base):
+    """One inbound message as processed: what it was, never what it said.
+
+    The raw message is not kept. This row guards against processing a Message-ID twice,
+    and counts what came in (for ``status`` and for the inbound rate limits).
+    """
+
+    __tablename__ = "inbound_messages"
+    __table_args__ = (Index("ix_inbound_messages_received_at", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # sha256 of the Message-ID (of the bytes when there is none): no address in clear.
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))  # see inbound.Kind
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), default=None
+    )
+    day: Mapped[int | None] = mapped_column(Integer, default=None)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
 __all__ = [
@@ -264,6 +287,7 @@ __all__ = [
     "DeliveryStatus",
     "Enrollment",
     "EnrollmentStatus",
+    "InboundMessage",
     "LessonVersion",
     "Reflection",
     "Subscriber",

@@ -41,6 +41,16 @@ def privacy_notice(settings: Settings) -> list[Section]:
         if max_age
         else "The reflection and journal links do not expire."
     )
+    by_email = (
+        (
+            "When you reply to a lesson email, the text you wrote (without the quoted lesson "
+            "and your signature) is saved as that day's reflection, encrypted like the others. "
+            "The email itself is not kept: only a note that a message arrived, for which "
+            "lesson and when, so that it is not saved twice.",
+        )
+        if settings.reply_domain
+        else ()
+    )
     return [
         Section(
             "What we store",
@@ -52,6 +62,7 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "The reflections you write. They are encrypted before they are stored, with a "
                 "key kept apart from the database, so a copy of the database alone does not "
                 "show them.",
+                *by_email,
                 "Nothing else: the emails and these pages have no tracking pixels, no "
                 "click-tracking and no scripts, and the pages set no cookies.",
             ),

@@ -41,7 +41,16 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 # Format characters (zero-width space, joiners, byte-order mark), spaces, controls and line or
 # paragraph separators: a text made only of these shows nothing, so it is empty.
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Cc", "Zl", "Zp"})
-EXPORT_FIELDS = ("email", "cohort", "day", "prompt", "text", "created_at", "updated_at")
+EXPORT_FIELDS = (
+    "email",
+    "cohort",
+    "day",
+    "prompt",
+    "text",
+    "source",
+    "created_at",
+    "updated_at",
+)
 
 
 class ReflectionRejected(InputError):
@@ -87,6 +96,7 @@ class WrittenReflection:
     body: str
     created_at: dt.datetime
     updated_at: dt.datetime
+    source: str = "web"  # where the latest text came from: "web" or "email"
 
     @classmethod
     def opened(cls, row: Reflection, cipher: ReflectionCipher) -> WrittenReflection:
@@ -98,6 +108,7 @@ class WrittenReflection:
             body=cipher.open(row.sealed_body),
             created_at=row.created_at,
             updated_at=row.updated_at,
+            source=row.source or "web",
         )
 
 
@@ -121,6 +132,7 @@ def save_reflection(
     cipher: ReflectionCipher,
     max_chars: int,
     now: dt.datetime,
+    source: str = "web",
 ) -> WrittenReflection:
     """Write or rewrite the reflection for (enrollment, day); there is only ever one.
 
@@ -142,10 +154,11 @@ def save_reflection(
             sealed_body=body,
             created_at=now,
             updated_at=now,
+            source=source,
         )
         .on_conflict_do_update(
             index_elements=[Reflection.enrollment_id, Reflection.day],
-            set_={"sealed_body": body, "updated_at": now},
+            set_={"sealed_body": body, "updated_at": now, "source": source},
         )
     )
     saved = session.scalar(
@@ -155,6 +168,47 @@ def save_reflection(
     )
     assert saved is not None
     return WrittenReflection.opened(saved, cipher)
+
+
+def email_separator(day: dt.date) -> str:
+    """The line between what was already written and a reply added from email."""
+    return f"--- Replied by email on {day:%d %B %Y} ---"
+
+
+def append_from_email(
+    session: Session,
+    enrollment: Enrollment,
+    day: int,
+    prompt: str,
+    text: str,
+    *,
+    cipher: ReflectionCipher,
+    max_chars: int,
+    now: dt.datetime,
+    local_day: dt.date,
+) -> WrittenReflection:
+    """Save a reply as the day's reflection, after what is already written.
+
+    A first reply is saved as it is; a later one (or a reply after writing on the page) goes
+    below the earlier text with a dated separator, so nothing written is ever replaced by
+    email. ReflectionRejected when the reply is empty or the whole would be too long.
+    """
+    new = check_text(text, max_chars)
+    existing = get_reflection(session, enrollment.id, day, cipher)
+    if existing is not None:
+        new = f"{existing.body}\n\n{email_separator(local_day)}\n\n{new}"
+        prompt = existing.prompt
+    return save_reflection(
+        session,
+        enrollment,
+        day,
+        prompt,
+        new,
+        cipher=cipher,
+        max_chars=max_chars,
+        now=now,
+        source="email",
+    )
 
 
 @dataclass(frozen=True)
@@ -266,6 +320,7 @@ def export_rows(
             "day": reflection.day,
             "prompt": reflection.prompt,
             "text": cipher.open(reflection.sealed_body),
+            "source": reflection.source or "web",
             "created_at": _iso(reflection.created_at),
             "updated_at": _iso(reflection.updated_at),
         }

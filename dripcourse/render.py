@@ -34,6 +34,7 @@ from dripcourse import validate
 from dripcourse.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.errors import CourseError
 from dripcourse.greeting import derive_greeting, given_name
+from dripcourse.links import BOUNCE, REPLY, Links
 
 # What course content may use: the one list, from which the renderer builds each template's
 # variables, its error messages name them, and docs/courses.md lists them (a test compares).
@@ -62,6 +63,7 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.unsubscribe": "the subscriber's link to unsubscribe",
     "links.lesson": "the subscriber's link to read this lesson in a browser",
     "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
+    "reply_by_email": "true when replying to the lesson saves the reply in the journal",
     "subscriber.name": "the same as name",
     "subscriber.first_name": "the same as first_name",
     "subscriber.greeting": "the same as greeting",
@@ -102,6 +104,10 @@ class Personal:
     greeting: str = ""
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
+    # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
+    # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
+    reply_to: str = ""
+    bounce_to: str = ""
 
     @property
     def first_name(self) -> str:
@@ -172,8 +178,9 @@ class RenderedLesson:
 class Renderer:
     """Renders the lessons of courses under one emails/ folder, caching each lesson."""
 
-    def __init__(self, emails_dir: Path) -> None:
+    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
         self.emails_dir = emails_dir
+        self.reply_by_email = reply_by_email
         layout = emails_dir / LAYOUT_DIR
         for name in ("base.html", "base.txt", "style.css"):
             if not (layout / name).is_file():
@@ -209,6 +216,7 @@ class Renderer:
             "lesson.questions": list(lesson.questions),
             "lesson.preheader": lesson.preheader,
             "css": Markup(self._css),
+            "reply_by_email": self.reply_by_email,
         }
         for field in ("name", "first_name", "greeting"):
             facts[field] = facts[f"subscriber.{field}"] = getattr(tokens, field)
@@ -360,6 +368,16 @@ def _inline(html: str) -> str:
     ).transform()
 
 
+def reply_addresses(links: Links, domain: str, enrollment_id: int, day: int) -> dict[str, str]:
+    """Reply-To and envelope sender of one delivery; none without a ``reply_domain``."""
+    if not domain:
+        return {}
+    return {
+        "reply_to": links.address(REPLY, enrollment_id, day, domain),
+        "bounce_to": links.address(BOUNCE, enrollment_id, day, domain),
+    }
+
+
 def message_id(domain: str, delivery_id: int | None, secret: str) -> str:
     """A Message-ID: stable per delivery, so a resend after a crash looks like the same mail."""
     if delivery_id is None:
@@ -390,6 +408,11 @@ def build_message(
         "List-Unsubscribe": f"<{who.unsubscribe}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+    if who.reply_to:
+        headers["Reply-To"] = who.reply_to
+    if who.bounce_to:
+        # Read by the SMTP transport as the envelope sender and not sent (see mail.envelope).
+        headers["Return-Path"] = f"<{who.bounce_to}>"
     msg = MIMEMultipart("alternative", policy=WIRE_POLICY)
     for name, value in headers.items():
         msg[name] = value

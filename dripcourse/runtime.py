@@ -16,6 +16,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dripcourse import db
 from dripcourse.course import Course, course_slugs, load_course
 from dripcourse.encryption import ReflectionCipher, key_from_var
+from dripcourse.errors import CourseError
+from dripcourse.inbound import Inbound, Limits
 from dripcourse.links import Links
 from dripcourse.mail import TransientMailError, Transport, transport_from_url
 from dripcourse.ratelimit import RateLimiter
@@ -35,8 +37,9 @@ def _pause(seconds: float) -> None:
 class Catalog:
     """The courses under one emails/ folder, each loaded and checked once per process."""
 
-    def __init__(self, emails_dir: Path) -> None:
+    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
         self.emails_dir = emails_dir
+        self.reply_by_email = reply_by_email
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
         # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
@@ -45,7 +48,7 @@ class Catalog:
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
-            self._renderer = Renderer(self.emails_dir)
+            self._renderer = Renderer(self.emails_dir, reply_by_email=self.reply_by_email)
         return self._renderer
 
     def course(self, slug: str) -> Course:
@@ -74,7 +77,10 @@ class Runtime:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog(self.settings.path(self.settings.emails_dir))
+        return Catalog(
+            self.settings.path(self.settings.emails_dir),
+            reply_by_email=bool(self.settings.reply_domain),
+        )
 
     @cached_property
     def links(self) -> Links:
@@ -82,6 +88,31 @@ class Runtime:
             secret_key=secret_key(self.settings),
             base_url=self.settings.base_url,
             reflect_max_age_days=self.settings.reflect_max_age_days,
+            address_key=self.settings.inbound_secret,
+        )
+
+    @cached_property
+    def inbound(self) -> Inbound:
+        """What the inbound core needs: addresses, the reflection key, limits, courses."""
+        catalog = self.catalog
+
+        def course(slug: str) -> Course | None:
+            try:
+                return catalog.course(slug)
+            except CourseError:
+                return None
+
+        s = self.settings
+        return Inbound(
+            links=self.links,
+            cipher=self.reflection_cipher,
+            reply_domain=s.reply_domain,
+            course=course,
+            limits=Limits(
+                per_subscriber_per_day=s.inbound_max_per_subscriber_per_day,
+                per_hour=s.inbound_max_per_hour,
+                max_chars=s.reflection_max_chars,
+            ),
         )
 
     @cached_property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import secrets
 import time
 import tomllib
@@ -21,6 +22,9 @@ CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
 # A key shorter than this can be guessed, and every link it signs forged.
 MIN_SECRET_KEY_BYTES = 32
+_DOMAIN = re.compile(
+    r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}", re.I
+)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,19 @@ class Settings:
     reflections_key: str = ""
     # Delete reflections this many days after they were last written (0 = keep them).
     reflections_retention_days: int = 0
+    # Reply by email (docs/inbound.md): lessons carry Reply-To reflect+TOKEN@reply_domain and
+    # go out from bounce+TOKEN@reply_domain; empty: no reply address, replies are not read.
+    reply_domain: str = ""
+    # Signs the reply and bounce addresses instead of secret_key (so either can be changed alone).
+    inbound_secret: str = ""
+    # What inbound mail may save: replies per subscriber per day, and from everyone per hour.
+    inbound_max_per_subscriber_per_day: int = 20
+    inbound_max_per_hour: int = 500
+    # The largest inbound message taken, in bytes (the listener refuses bigger ones).
+    inbound_max_bytes: int = 1_000_000
+    # Where `dripcourse run` (with reply_domain set) and `inbound serve` listen for SMTP.
+    inbound_host: str = "127.0.0.1"
+    inbound_port: int = 2525
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
 
@@ -195,6 +212,9 @@ def validate(settings: Settings) -> None:
         "reflection_max_chars",
         "relay_retry_seconds",
         "worker_stale_seconds",
+        "inbound_max_per_subscriber_per_day",
+        "inbound_max_per_hour",
+        "inbound_max_bytes",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -203,6 +223,8 @@ def validate(settings: Settings) -> None:
         raise ConfigError("setting reflect_max_age_days: must be 0 (never expire) or more")
     if not 1 <= settings.web_port <= 65535:
         raise ConfigError(f"setting web_port: {settings.web_port} is not a TCP port")
+    if not 1 <= settings.inbound_port <= 65535:
+        raise ConfigError(f"setting inbound_port: {settings.inbound_port} is not a TCP port")
     whole_send = worst_case_send_seconds(settings.mail_url, settings.smtp_timeout_seconds)
     if settings.send_lease_seconds <= max(whole_send, settings.smtp_timeout_seconds):
         # A worker still waiting on a slow server would see its delivery sent by another.
@@ -247,6 +269,16 @@ def validate(settings: Settings) -> None:
             "setting reflections_key: required with PostgreSQL, where several machines must "
             "seal and open reflections with one key; make one with `dripcourse reflections "
             "new-key` and set DRIPCOURSE_REFLECTIONS_KEY"
+        )
+    if settings.reply_domain and not _DOMAIN.fullmatch(settings.reply_domain):
+        raise ConfigError(
+            f"setting reply_domain: {settings.reply_domain!r} is not a domain name "
+            "(e.g. reply.course.example.org)"
+        )
+    if settings.inbound_secret and len(settings.inbound_secret.encode()) < MIN_SECRET_KEY_BYTES:
+        raise ConfigError(
+            f"setting inbound_secret: at least {MIN_SECRET_KEY_BYTES} bytes are needed so reply "
+            "addresses cannot be forged (make one with `openssl rand -base64 32`)"
         )
     if settings.reflections_retention_days < 0:
         raise ConfigError("setting reflections_retention_days: must be 0 (keep) or more")

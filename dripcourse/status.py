@@ -216,3 +216,30 @@ def retention(settings: Settings) -> str:
         f"reflections: deleted {days} days after last written, daily "
         f"(reflections_retention_days = {days})"
     )
+
+
+def inbound_line(session: Session, settings: Settings) -> str | None:
+    """What came back by email, and reflections by where they were written; None when reply
+    by email is off and nothing ever came in."""
+    from dripcourse.inbound import Kind, counts
+    from dripcourse.models import Reflection
+
+    came = counts(session)
+    if not settings.reply_domain and not came:
+        return None
+    by_source = dict(
+        session.execute(select(Reflection.source, func.count()).group_by(Reflection.source)).all()
+    )
+    labels = {
+        Kind.REPLY: "replies saved",
+        Kind.HELD: "held (from another address)",
+        Kind.LIMITED: "over the limits",
+        Kind.AUTO_REPLY: "auto-replies",
+        Kind.BOUNCE: "bounces",
+        Kind.DELAY: "delays",
+        Kind.COMPLAINT: "complaints",
+        Kind.JUNK: "dropped",
+    }
+    parts = [f"{came.get(str(kind), 0)} {label}" for kind, label in labels.items()]
+    sources = f"{by_source.get('web', 0)} from the web, {by_source.get('email', 0)} from email"
+    return f"inbound: {', '.join(parts)}; reflections: {sources}"

@@ -178,6 +178,7 @@ def personalise(
             _fold("Message-ID", msg_id),
             _fold("List-Unsubscribe", f"<{who.unsubscribe}>"),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            _fold("Reply-To", who.reply_to) if who.reply_to else "",
             CRLF,
         )
     )
@@ -193,4 +194,7 @@ def personalise(
             f"{CRLF}--{boundary}--{CRLF}",
         )
     )
-    return WireMessage(sender=lesson.sender, recipients=(who.email,), data=data.encode("ascii"))
+    # A per-delivery bounce address is the envelope sender only (build_message's Return-Path,
+    # which mail.envelope takes off the bytes).
+    sender = who.bounce_to or lesson.sender
+    return WireMessage(sender=sender, recipients=(who.email,), data=data.encode("ascii"))

@@ -81,6 +81,28 @@ def test_the_fast_path_gives_the_bytes_build_message_gives(
     assert fast == reference
 
 
+@pytest.mark.parametrize(("slug", "day"), ALL_LESSONS[:2])
+def test_with_a_reply_domain_both_paths_carry_reply_to_and_the_bounce_envelope(
+    renderer: Renderer, slug: str, day: int
+) -> None:
+    from dataclasses import replace
+
+    from dripcourse.mail import as_wire
+    from dripcourse.render import reply_addresses
+
+    who = replace(
+        reader("Dr. Amara Okafor", day), **reply_addresses(LINKS, "reply.example.org", 42, day)
+    )
+    rendered = renderer.lesson(load_course(renderer.emails_dir, slug), day)
+    msg_id = message_id("course.example.org", 7, "secret")
+    built = as_wire(build_message(rendered, who, now=NOW, msg_id=msg_id))
+    quick = personalise(rendered, who, now=NOW, msg_id=msg_id)
+    # The bytes go out without Return-Path on both paths; the envelope carries the bounce address.
+    assert same_boundary(built.data, quick.data) == built.data
+    assert quick.sender == built.sender == who.bounce_to
+    assert b"Reply-To: reflect+" in quick.data and b"Return-Path" not in quick.data
+
+
 @pytest.mark.parametrize(
     "subject",
     [

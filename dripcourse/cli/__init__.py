@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dripcourse.cli import (  # noqa: F401  (they register)
     cohorts,
+    inbound,
     people,
     privacy,
     progress,

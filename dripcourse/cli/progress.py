@@ -88,6 +88,7 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             return
         summaries = status.cohort_summaries(session, cohort_name, utcnow(), _length(rt))
         paused = breaker.current(session)
+        inbound = status.inbound_line(session, rt.settings)
     if paused is not None:
         click.echo(paused.describe())
     if not summaries:
@@ -108,6 +109,8 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             click.echo(f"  retrying: {count} with last error: {error}")
         for address, day, reason in s.failures:
             click.echo(f"  failed: {address} day {day}: {reason}")
+    if inbound:
+        click.echo(inbound)
     click.echo(status.retention(state.runtime.settings))
 
 

@@ -77,6 +77,11 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
         f"broker {redact_url(rt.settings.broker_url)}, mail {redact_url(rt.settings.mail_url)}"
     )
     _serve_web_in_background(rt)
+    if rt.settings.reply_domain:
+        # Replies, bounces and complaints on the same machine (see docs/inbound.md).
+        from dripcourse.cli.inbound import start_listener
+
+        start_listener(Runtime(rt.settings))
     # Beat's first tick comes one interval after it starts; tick once when the worker is up so
     # lessons already due go out at once.
     celery.signals.worker_ready.connect(lambda **_: tasks.tick.apply_async(), weak=False)

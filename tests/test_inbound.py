@@ -1,0 +1,342 @@
+"""Inbound mail: replies become that day's reflection; bounces, complaints and the rest do not."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from dripcourse import inbound, reflections
+from dripcourse.db import transaction
+from dripcourse.inbound import Decision, Kind
+from dripcourse.links import BOUNCE, REPLY
+from dripcourse.models import (
+    Delivery,
+    Enrollment,
+    EnrollmentStatus,
+    InboundMessage,
+    Reflection,
+    Suppression,
+)
+from dripcourse.runtime import Runtime
+from tests.conftest import make_settings, utc
+from tests.test_web_support import enroll, send_days
+
+MAIL = Path(__file__).parent / "inbound_mail"
+DOMAIN = "reply.course.example.org"
+ANA = "ana@example.org"
+NOW = utc(2025, 3, 5, 21)  # the evening of Day 3
+
+
+@pytest.fixture
+def rt(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    runtime = Runtime(make_settings(tmp_path, database_url=database_url, reply_domain=DOMAIN))
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def ana(rt: Runtime) -> int:
+    """Enrolled, has had Days 1-3."""
+    enrollment_id = enroll(rt, ANA)
+    send_days(rt, 3)
+    return enrollment_id
+
+
+def fixture(rt: Runtime, name: str, enrollment_id: int, day: int = 3, sender: str = ANA) -> bytes:
+    """A fixture message addressed to this enrollment's reply or bounce address for ``day``."""
+    raw = (MAIL / f"{name}.eml").read_bytes()
+    for marker, value in (
+        (b"@@REPLY@@", rt.links.address(REPLY, enrollment_id, day, DOMAIN)),
+        (b"@@BOUNCE@@", rt.links.address(BOUNCE, enrollment_id, day, DOMAIN)),
+        (b"@@FROM@@", sender),
+    ):
+        raw = raw.replace(marker, value.encode())
+    return raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def receive(rt: Runtime, raw: bytes, now: dt.datetime = NOW, **kw: object) -> Decision:
+    with transaction(rt.sessions) as session:
+        return inbound.process(session, raw, rt.inbound, now=now, **kw)  # type: ignore[arg-type]
+
+
+def saved(rt: Runtime, enrollment_id: int, day: int = 3) -> str | None:
+    with transaction(rt.sessions) as session:
+        found = reflections.get_reflection(session, enrollment_id, day, rt.reflection_cipher)
+        return None if found is None else found.body
+
+
+REPLIES = {
+    "gmail": "Leaving the ward by 18:30 on Thursdays, so I can make my daughter's swim class.\n"
+    "The handover meeting usually runs over; I will tell the registrar on Monday.",
+    "outlook_desktop": "No email after 21:00. It is small, but last week I answered a rota "
+    "query at midnight and could not sleep after.",
+    "outlook_web": "Lunch away from the ward, twenty minutes, three days out of five.",
+    "apple_mail": "Saying no to the extra clinic on Friday. I said yes to the last three.",
+    "phone": "On call tonight. Boundary: phone face down during the one meal I get.",
+    "interleaved": "> Take a moment to consider this question: Which one small boundary could\n"
+    "> you realistically hold for the next week?\n\n"
+    "Not checking results from home after 20:00.\n\n"
+    ">   - What usually pushes past it?\n\n"
+    "A patient I am worried about. Then I call the night team instead.\n\n"
+    ">   - Who, if anyone, needs to know about it?\n\n"
+    "My consultant, and my partner.",
+    "german": "Mittwochs keine Überstunden mehr. Das sage ich der Stationsleitung morgen.",
+    "spanish": "Los domingos sin guardias extra. Se lo diré a mi jefa.",
+    "signature_dashes": "Ten minutes at the end of each shift to write the handover properly.",
+    "signature_plain": "Leaving my pager with the registrar for the whole of my half day.",
+    "html_only": "Walking home instead of driving & not opening the rota app on the way.\n\n"
+    "It is twenty minutes of nothing.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(REPLIES))
+def test_a_reply_is_saved_as_that_days_reflection_without_quote_or_signature(
+    rt: Runtime, ana: int, name: str
+) -> None:
+    decision = receive(rt, fixture(rt, name, ana))
+    assert decision == Decision(Kind.REPLY, "", ana, 3)
+    assert saved(rt, ana) == REPLIES[name]
+    with transaction(rt.sessions) as session:
+        row = session.scalar(select(Reflection).where(Reflection.enrollment_id == ana))
+        assert row is not None and row.source == "email"
+        assert REPLIES[name][:20] not in row.sealed_body  # sealed, never plain text
+        assert row.prompt == rt.catalog.course("white-coat").lesson(3).prompt
+
+
+def test_a_second_reply_is_appended_below_the_first_with_a_dated_separator(
+    rt: Runtime, ana: int
+) -> None:
+    receive(rt, fixture(rt, "phone", ana))
+    receive(rt, fixture(rt, "signature_dashes", ana), now=NOW + dt.timedelta(days=1))
+    assert saved(rt, ana) == (
+        f"{REPLIES['phone']}\n\n--- Replied by email on 06 March 2025 ---\n\n"
+        f"{REPLIES['signature_dashes']}"
+    )
+
+
+def test_a_reply_after_writing_on_the_page_keeps_what_was_written(rt: Runtime, ana: int) -> None:
+    with transaction(rt.sessions) as session:
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None
+        reflections.save_reflection(
+            session,
+            enrollment,
+            3,
+            "The question as asked",
+            "Written on the page.",
+            cipher=rt.reflection_cipher,
+            max_chars=20000,
+            now=NOW - dt.timedelta(hours=2),
+        )
+    receive(rt, fixture(rt, "german", ana))
+    assert saved(rt, ana) == (
+        f"Written on the page.\n\n--- Replied by email on 05 March 2025 ---\n\n{REPLIES['german']}"
+    )
+
+
+def test_the_same_message_id_is_processed_once(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "gmail", ana)
+    assert receive(rt, raw).kind == Kind.REPLY
+    assert receive(rt, raw).kind == Kind.DUPLICATE
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def test_a_reply_from_another_address_is_held_and_not_saved(rt: Runtime, ana: int) -> None:
+    decision = receive(rt, fixture(rt, "gmail", ana, sender="someone.else@example.org"))
+    assert decision.kind == Kind.HELD
+    assert saved(rt, ana) is None
+    with transaction(rt.sessions) as session:
+        assert inbound.counts(session) == {"held": 1}
+
+
+def test_the_senders_address_matches_whatever_its_case(rt: Runtime, ana: int) -> None:
+    assert receive(rt, fixture(rt, "gmail", ana, sender="Ana@Example.ORG")).kind == Kind.REPLY
+
+
+@pytest.mark.parametrize("name", ["out_of_office", "out_of_office_subject"])
+def test_an_auto_reply_is_dropped_and_counted(rt: Runtime, ana: int, name: str) -> None:
+    assert receive(rt, fixture(rt, name, ana)) == Decision(Kind.AUTO_REPLY)
+    assert saved(rt, ana) is None
+
+
+def test_a_forwarded_lesson_is_not_a_reply(rt: Runtime, ana: int) -> None:
+    assert receive(rt, fixture(rt, "forwarded", ana)).kind == Kind.JUNK
+    assert saved(rt, ana) is None
+
+
+def test_a_hard_bounce_suppresses_the_address_and_stops_the_enrollment(
+    rt: Runtime, ana: int
+) -> None:
+    decision = receive(rt, fixture(rt, "bounce_hard", ana))
+    assert decision == Decision(Kind.BOUNCE, "5.1.1", ana, 3)
+    with transaction(rt.sessions) as session:
+        suppression = session.scalar(select(Suppression).where(Suppression.email == ANA))
+        assert suppression is not None and suppression.reason.startswith("bounced: 5.1.1 smtp; 550")
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None and enrollment.status == EnrollmentStatus.BOUNCED
+        assert enrollment.next_send_at is None
+        day3 = session.scalar(
+            select(Delivery).where(Delivery.enrollment_id == ana, Delivery.day == 3)
+        )
+        assert day3 is not None and day3.last_error.startswith("bounced after sending: 5.1.1")
+
+
+def test_a_soft_bounce_is_recorded_on_the_delivery_and_suppresses_nothing(
+    rt: Runtime, ana: int
+) -> None:
+    assert receive(rt, fixture(rt, "bounce_soft", ana)) == Decision(Kind.DELAY, "4.2.2", ana, 3)
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE
+        day3 = session.scalar(
+            select(Delivery).where(Delivery.enrollment_id == ana, Delivery.day == 3)
+        )
+        assert day3 is not None
+        assert day3.last_error == "delayed after sending: 4.2.2 smtp; 452 4.2.2 Mailbox full"
+
+
+def test_a_complaint_suppresses_with_reason_complained_and_stops_every_enrollment(
+    rt: Runtime, ana: int
+) -> None:
+    other = enroll(rt, ANA, cohort="autumn")
+    assert receive(rt, fixture(rt, "complaint", ana)) == Decision(Kind.COMPLAINT, "", ana, 3)
+    with transaction(rt.sessions) as session:
+        suppression = session.scalar(select(Suppression).where(Suppression.email == ANA))
+        assert suppression is not None and suppression.reason == "complained"
+        for each in (ana, other):
+            enrollment = session.get(Enrollment, each)
+            assert enrollment is not None and enrollment.status != EnrollmentStatus.ACTIVE
+
+
+def test_a_complaint_found_through_the_enclosed_headers_alone(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "complaint", ana).replace(
+        b"To: <" + rt.links.address(BOUNCE, ana, 3, DOMAIN).encode(), b"To: <fbl@course.example.org"
+    )
+    assert receive(rt, raw).kind == Kind.COMPLAINT
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda raw, local: raw.replace(local, local[:-2] + b"zz"),  # tampered token
+        lambda raw, local: raw.replace(local, b"reflect+nothing"),
+        lambda raw, local: raw.replace(DOMAIN.encode(), b"elsewhere.example.org"),
+    ],
+)
+def test_a_bad_token_is_dropped_with_one_log_line_naming_no_token(
+    rt: Runtime, ana: int, change, caplog: pytest.LogCaptureFixture
+) -> None:  # type: ignore[no-untyped-def]
+    local = rt.links.address(REPLY, ana, 3, DOMAIN).partition("@")[0].encode()
+    with caplog.at_level(logging.INFO, logger="dripcourse.inbound"):
+        decision = receive(rt, change(fixture(rt, "gmail", ana), local))
+    assert decision.kind == Kind.JUNK
+    assert saved(rt, ana) is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "dripcourse.inbound"]
+    assert len(lines) == 1 and "junk" in lines[0]
+    assert "+" not in lines[0] and "@" not in lines[0]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"",
+        b"\x00\xff garbage",
+        b"Subject: hello\r\n\r\nno addresses at all",
+        b"From: <>\r\n",
+        b"Message-ID: <\xff\xfe@x>\r\nFrom: a@b\r\n\r\nhi",
+        b"Content-Type: multipart/report; report-type=delivery-status\r\n"
+        b"To: bounce+zz@reply.course.example.org\r\n\r\nno boundary",
+        b'From: ((((\r\nTo: "unterminated\r\nSubject: =?utf-8?q?broken\r\n\r\n',
+        b"Content-Type: text/plain; charset=no-such-charset\r\nFrom: a@b\r\n\r\n\xff",
+    ],
+)
+def test_anything_else_is_junk_never_a_crash(rt: Runtime, raw: bytes) -> None:
+    assert receive(rt, raw).kind == Kind.JUNK
+
+
+def test_replies_past_the_per_subscriber_limit_are_not_saved(rt: Runtime, ana: int) -> None:
+    limited = inbound.Inbound(
+        **{**rt.inbound.__dict__, "limits": inbound.Limits(per_subscriber_per_day=2)}
+    )
+    kinds = []
+    for n in range(4):
+        raw = fixture(rt, "phone", ana).replace(b"<phone01@", f"<phone0{n}x@".encode())
+        with transaction(rt.sessions) as session:
+            kinds.append(inbound.process(session, raw, limited, now=NOW).kind)
+    assert kinds == [Kind.REPLY, Kind.REPLY, Kind.LIMITED, Kind.LIMITED]
+    # A day later the subscriber may reply again.
+    raw = fixture(rt, "phone", ana).replace(b"<phone01@", b"<later@")
+    with transaction(rt.sessions) as session:
+        later = inbound.process(session, raw, limited, now=NOW + dt.timedelta(days=1, minutes=1))
+    assert later.kind == Kind.REPLY
+
+
+def test_replies_past_the_global_hourly_limit_are_not_saved(rt: Runtime, ana: int) -> None:
+    ben = enroll(rt, "ben@example.org")
+    limited = inbound.Inbound(**{**rt.inbound.__dict__, "limits": inbound.Limits(per_hour=1)})
+    with transaction(rt.sessions) as session:
+        first = inbound.process(session, fixture(rt, "phone", ana), limited, now=NOW)
+        second = inbound.process(
+            session, fixture(rt, "gmail", ben, sender="ben@example.org"), limited, now=NOW
+        )
+    assert (first.kind, second.kind) == (Kind.REPLY, Kind.LIMITED)
+
+
+def test_envelope_recipients_are_used_before_the_headers(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "gmail", ana).replace(
+        rt.links.address(REPLY, ana, 3, DOMAIN).encode(), b"lessons@course.example.org"
+    )
+    assert receive(rt, raw).kind == Kind.JUNK
+    again = raw.replace(b"CAF3xq1gmail01", b"second")
+    decision = receive(rt, again, recipients=[rt.links.address(REPLY, ana, 3, DOMAIN)])
+    assert decision.kind == Kind.REPLY
+
+
+def test_nothing_of_the_message_is_kept_but_its_kind(rt: Runtime, ana: int) -> None:
+    receive(rt, fixture(rt, "gmail", ana))
+    with transaction(rt.sessions) as session:
+        [row] = session.scalars(select(InboundMessage))
+        assert (row.kind, row.enrollment_id, row.day) == ("reply", ana, 3)
+        assert "gmail" not in row.digest and len(row.digest) == 64
+
+
+@pytest.mark.parametrize("page", ["journal", "reflect"])
+def test_the_journal_and_reflect_page_say_a_reply_came_from_email_and_when(
+    rt: Runtime, ana: int, page: str
+) -> None:
+    from dripcourse import links
+    from tests.test_web_support import Clock, make_app, path
+
+    client = make_app(rt, Clock(NOW)).test_client()
+    url = path(rt, links.JOURNAL, ana) if page == "journal" else path(rt, links.REFLECT, ana, 3)
+    assert "from your email" not in client.get(url).get_data(as_text=True)
+    receive(rt, fixture(rt, "gmail", ana))
+    shown = client.get(url).get_data(as_text=True)
+    assert "Saved Wednesday 5 March 2025 at 21:00 (UTC) from your email" in shown
+    assert "swim class" in shown
+
+
+def test_a_message_that_breaks_the_reading_halfway_is_junk_and_leaves_nothing_behind(
+    rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kw: object) -> None:
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a part no decoder can read")
+
+    # The complaint is recorded, then reading fails: the suppression must not stay.
+    monkeypatch.setattr(inbound, "_stop_all", broken)
+    assert receive(rt, fixture(rt, "complaint", ana)).kind == Kind.JUNK
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        assert inbound.counts(session) == {"junk": 1}
+
+
+def test_a_reply_in_an_unknown_charset_is_still_saved(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "phone", ana).replace(b"charset=utf-8", b"charset=x-no-such-charset")
+    assert receive(rt, raw).kind == Kind.REPLY
+    assert saved(rt, ana) == REPLIES["phone"]

@@ -1,0 +1,291 @@
+"""The ways inbound mail arrives: `inbound pipe` (sysexits) and `inbound serve` (real SMTP)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import email
+import email.policy
+import json
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dripcourse import links
+from dripcourse.cli import cli
+from dripcourse.db import transaction
+from dripcourse.inbound import counts
+from dripcourse.links import REPLY
+from dripcourse.runtime import Runtime
+from dripcourse.settings import Settings
+from tests.conftest import make_settings
+from tests.smtp_sink import SMTPSink, _free_port
+from tests.test_inbound import ANA, DOMAIN, REPLIES, fixture, saved
+from tests.test_web_support import (
+    DAY_1_UTC,
+    Clock,
+    enroll,
+    make_app,
+    path,
+    run_cli,
+    send_days,
+)
+from tests.workers import settings_env
+
+DRIPCOURSE = str(Path(sys.executable).parent / "dripcourse")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, sqlite_url: str) -> Settings:
+    return make_settings(tmp_path, database_url=sqlite_url, reply_domain=DOMAIN)
+
+
+@pytest.fixture
+def rt(settings: Settings) -> Iterator[Runtime]:
+    runtime = Runtime(settings)
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture
+def ana(rt: Runtime) -> int:
+    enrollment_id = enroll(rt, ANA)
+    send_days(rt, 3)
+    return enrollment_id
+
+
+def pipe(settings: Settings, raw: bytes, *args: str):  # type: ignore[no-untyped-def]
+    return CliRunner().invoke(
+        cli, ["inbound", "pipe", *args], input=raw, env=settings_env(settings)
+    )
+
+
+def test_pipe_saves_a_reply_and_exits_0(settings: Settings, rt: Runtime, ana: int) -> None:
+    result = pipe(settings, fixture(rt, "gmail", ana))
+    assert (result.exit_code, result.output.strip()) == (0, "reply")
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def test_pipe_exits_0_for_what_it_drops_so_the_mta_never_answers_it(
+    settings: Settings, rt: Runtime, ana: int
+) -> None:
+    result = pipe(settings, fixture(rt, "out_of_office", ana))
+    assert (result.exit_code, result.output.strip()) == (0, "auto-reply")
+
+
+def test_pipe_exits_75_when_the_database_is_out_of_reach_so_the_mta_retries(
+    settings: Settings, rt: Runtime, ana: int, tmp_path: Path
+) -> None:
+    gone = dataclasses.replace(settings, database_url=f"sqlite:///{tmp_path}/no/such/dir.db")
+    result = pipe(gone, fixture(rt, "gmail", ana))
+    assert result.exit_code == 75
+    assert "try again later" in result.output and "Traceback" not in result.output
+    assert saved(rt, ana) is None
+
+
+def test_pipe_exits_65_for_a_message_over_the_size_limit(
+    settings: Settings, rt: Runtime, ana: int
+) -> None:
+    small = dataclasses.replace(settings, inbound_max_bytes=100)
+    result = pipe(small, fixture(rt, "gmail", ana))
+    assert result.exit_code == 65 and "inbound_max_bytes" in result.output
+    assert saved(rt, ana) is None
+
+
+def test_pipe_exits_67_for_a_recipient_that_is_not_ours(
+    settings: Settings, rt: Runtime, ana: int
+) -> None:
+    result = pipe(settings, fixture(rt, "gmail", ana), "--recipient", f"reflect+x@{DOMAIN}")
+    assert result.exit_code == 67
+    assert saved(rt, ana) is None
+
+
+def test_inbound_without_reply_domain_is_one_error_line(tmp_path: Path, sqlite_url: str) -> None:
+    result = pipe(make_settings(tmp_path, database_url=sqlite_url), b"Subject: x\r\n\r\n")
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: setting reply_domain: not set")
+
+
+@contextlib.contextmanager
+def inbound_serve(settings: Settings, log: Path) -> Iterator[int]:
+    """`dripcourse inbound serve` as its own process, once it listens; yields its port."""
+    port = _free_port()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [DRIPCOURSE, "inbound", "serve", "--port", str(port)],
+            env=settings_env(settings),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(log.read_text())
+                time.sleep(0.1)  # the process starting, not the clock
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def serving(settings: Settings, tmp_path: Path) -> Iterator[int]:
+    with inbound_serve(settings, tmp_path / "serve.log") as port:
+        yield port
+
+
+def test_a_lesson_sent_over_smtp_is_answered_through_inbound_serve_and_shows_in_the_journal(
+    tmp_path: Path, sqlite_url: str, serving: int, smtp_sink: SMTPSink
+) -> None:
+    settings = make_settings(
+        tmp_path, database_url=sqlite_url, reply_domain=DOMAIN, mail_url=smtp_sink.url
+    )
+    rt = Runtime(settings)
+    try:
+        ana = enroll(rt, ANA)
+        send_days(rt, 1)
+        [lesson] = smtp_sink.handler.messages()
+        assert lesson.mail_from.startswith("bounce+") and lesson.mail_from.endswith(DOMAIN)
+        reply_to = lesson.message["Reply-To"]
+        reply = EmailMessage()
+        reply["From"] = f"Ana <{ANA}>"
+        reply["To"] = reply_to
+        reply["Subject"] = "Re: " + lesson.message["Subject"]
+        reply["Message-ID"] = "<e2e-reply@example.org>"
+        reply.set_content(
+            "Ten quiet minutes before the ward round.\n\n"
+            f"On Mon, 3 Mar 2025, The White Coat Reset wrote:\n> {lesson.message['Subject']}\n"
+        )
+        with smtplib.SMTP("127.0.0.1", serving, timeout=10) as smtp:
+            refused = smtp.sendmail(ANA, [str(reply_to)], reply.as_bytes())
+        assert refused == {}
+        assert saved(rt, ana, day=1) == "Ten quiet minutes before the ward round."
+        page = make_app(rt, Clock(DAY_1_UTC)).test_client().get(path(rt, links.JOURNAL, ana))
+        assert "Ten quiet minutes before the ward round." in page.get_data(as_text=True)
+    finally:
+        rt.close()
+
+
+@pytest.mark.parametrize(
+    "recipient", ["someone@example.org", f"reflect+forged-1-aaaa@{DOMAIN}", f"postmaster@{DOMAIN}"]
+)
+def test_serve_refuses_other_recipients_at_rcpt_and_relays_nothing(
+    serving: int, recipient: str
+) -> None:
+    with smtplib.SMTP("127.0.0.1", serving, timeout=10) as smtp:
+        smtp.ehlo()
+        smtp.mail("someone@example.org")
+        code, _ = smtp.rcpt(recipient)
+    assert code == 550
+
+
+def test_serve_refuses_a_message_over_the_size_limit(
+    tmp_path: Path, settings: Settings, rt: Runtime, ana: int
+) -> None:
+    small = dataclasses.replace(settings, inbound_max_bytes=2000)
+    with inbound_serve(small, tmp_path / "serve.log") as port:
+        big = fixture(rt, "gmail", ana) + b"x" * 5000
+        with (
+            smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp,
+            pytest.raises(smtplib.SMTPException) as refused,
+        ):
+            smtp.sendmail(ANA, [rt.links.address(REPLY, ana, 3, DOMAIN)], big)
+        assert "552" in str(refused.value) or "too" in str(refused.value).lower()
+        assert saved(rt, ana) is None
+        with transaction(rt.sessions) as session:
+            assert counts(session) == {}
+
+
+def test_status_counts_what_came_back_and_reflections_by_source_and_export_marks_them(
+    settings: Settings, rt: Runtime, ana: int
+) -> None:
+    pipe(settings, fixture(rt, "gmail", ana))
+    pipe(settings, fixture(rt, "phone", ana, sender="other@example.org"))
+    pipe(settings, fixture(rt, "out_of_office", ana))
+    pipe(settings, fixture(rt, "bounce_soft", ana))
+    out = run_cli(settings, "status").output
+    assert (
+        "inbound: 1 replies saved, 1 held (from another address), 0 over the limits, "
+        "1 auto-replies, 0 bounces, 1 delays, 0 complaints, 0 dropped; "
+        "reflections: 0 from the web, 1 from email"
+    ) in out
+    exported = json.loads(run_cli(settings, "reflections", "export", "--format", "json").output)
+    assert [(row["day"], row["source"]) for row in exported] == [(3, "email")]
+
+
+def test_status_says_nothing_of_inbound_when_it_is_off(tmp_path: Path, sqlite_url: str) -> None:
+    out = run_cli(make_settings(tmp_path, database_url=sqlite_url), "status").output
+    assert "inbound:" not in out
+
+
+@pytest.mark.slow
+def test_dripcourse_run_on_one_machine_listens_for_replies_too(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    from tests.test_embedded_worker import eml_count, enroll_sample
+    from tests.workers import wait_until
+
+    embedded = make_settings(
+        tmp_path,
+        web_port=_free_port(),
+        inbound_port=_free_port(),
+        reply_domain=DOMAIN,
+        database_url=sqlite_url,
+        tick_seconds=1,
+        broker_url=f"sqla+sqlite:///{tmp_path / 'broker.sqlite3'}",
+    )
+    enroll_sample(embedded)
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [DRIPCOURSE, "run", "--concurrency", "2"],
+            cwd=tmp_path,
+            env=settings_env(embedded),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    rt = Runtime(embedded)
+    try:
+        text = lambda: log.read_text(errors="replace")  # noqa: E731
+        wait_until(lambda: eml_count(embedded) >= 1, 60, "a lesson in the outbox", text)
+        outbox = Path(embedded.mail_url.removeprefix("file://"))
+        lesson = email.message_from_bytes(
+            next(outbox.glob("*.eml")).read_bytes(), policy=email.policy.default
+        )
+        reader = lesson["To"].addresses[0].addr_spec
+        reply = EmailMessage()
+        reply["From"], reply["To"] = reader, lesson["Reply-To"]
+        reply["Subject"], reply["Message-ID"] = "Re: day 1", "<run-reply@example.org>"
+        reply.set_content("Written on one machine.")
+        wait_until(
+            lambda: f"listening on 127.0.0.1:{embedded.inbound_port}" in text(),
+            30,
+            "the inbound listener",
+            text,
+        )
+        with smtplib.SMTP("127.0.0.1", embedded.inbound_port, timeout=10) as smtp:
+            smtp.send_message(reply, from_addr=reader, to_addrs=[str(lesson["Reply-To"])])
+        enrollment_id, day = rt.links.load_address(
+            REPLY, lesson["Reply-To"].addresses[0].addr_spec.partition("@")[0]
+        )
+        assert saved(rt, enrollment_id, day) == "Written on one machine."
+    finally:
+        rt.close()
+        os.killpg(proc.pid, signal.SIGINT)
+        assert proc.wait(60) == 0, log.read_text(errors="replace")
