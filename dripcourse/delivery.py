@@ -226,13 +226,11 @@ def _course_or_none(rt: Runtime, slug: str) -> Course | None:
 
 
 def _sendable(
-    course: Course, tz: ZoneInfo, now: dt.datetime, *, day: int, started_at: object
+    course: Course, tz: ZoneInfo, now: dt.datetime, *, day: int, started_at: dt.datetime | None
 ) -> bool:
     """Whether lesson ``day`` may go out at ``now``: inside the subscriber's local window, or
     Day 1 of a cohort the operator started "now" (at once, whatever the hour)."""
-    if day == 1 and started_at is not None:
-        return True
-    return schedule.in_window(course.cadence, tz, now)
+    return schedule.at_once(day, started_at) or schedule.in_window(course.cadence, tz, now)
 
 
 def _set_enrollment(session: Session, enrollment_id: int, **values: object) -> None:
@@ -659,7 +657,7 @@ def _record_retry(rt: Runtime, job: _Job, now: dt.datetime, error: str, course: 
             return Outcome.FAILED
         delay = backoff(job.attempts, settings.retry_base_seconds, settings.retry_max_seconds)
         retry_at = now + _seconds(delay)
-        if not (job.day == 1 and job.started_at is not None):
+        if not schedule.at_once(job.day, job.started_at):
             retry_at = schedule.window_start(course.cadence, schedule.zone(job.timezone), retry_at)
         session.execute(
             update(Delivery)

@@ -102,8 +102,11 @@ def _why(
     if enrollment.paused_until is not None and enrollment.paused_until > at:
         until = enrollment.paused_until.astimezone(tz)
         return "paused", f"until {until:%Y-%m-%d %H:%M} local", None
-    at_once = following == 1 and enrollment.cohort.started_at is not None
-    if due <= at and not at_once and not schedule.in_window(course.cadence, tz, at):
+    if (
+        due <= at
+        and not schedule.at_once(following, enrollment.cohort.started_at)
+        and not schedule.in_window(course.cadence, tz, at)
+    ):
         # Overdue, but it is night (or a skipped weekend) where they are: the claim would
         # move it to the window's next opening, not send it.
         opens = schedule.window_start(course.cadence, tz, at).astimezone(tz)

@@ -137,6 +137,11 @@ def first_due(
     return window_start(cadence, tz, max(at_local_time(day, cadence.send_time, tz), enrolled_at))
 
 
+def at_once(day: int, started_at: dt.datetime | None) -> bool:
+    """Whether lesson ``day`` goes out whatever the hour: Day 1 of a cohort started "now"."""
+    return day == 1 and started_at is not None
+
+
 def next_due(cadence: Cadence, tz: ZoneInfo, *, last_sent_at: dt.datetime) -> dt.datetime:
     """When the lesson after one sent at ``last_sent_at`` is due: the next local sending day."""
     following = local_date(last_sent_at, tz) + dt.timedelta(days=1)
