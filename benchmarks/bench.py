@@ -45,7 +45,7 @@ from aiosmtpd.controller import Controller  # noqa: E402
 from sqlalchemy import create_engine, text, update  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
-from dripcourse import db, delivery, tasks  # noqa: E402
+from dripcourse import db, delivery, encryption, tasks  # noqa: E402
 from dripcourse.clock import utcnow  # noqa: E402
 from dripcourse.mail import wire_bytes  # noqa: E402
 from dripcourse.models import Enrollment, EnrollmentStatus  # noqa: E402
@@ -56,6 +56,7 @@ from dripcourse.wire import personalise  # noqa: E402
 from tests.workers import CeleryProcess, wait_until  # noqa: E402
 
 COURSE = "white-coat"
+REFLECTIONS_KEY = encryption.new_key()
 SENDER = "lessons@dripcourse.example"
 
 # ---------------------------------------------------------------------------- the SMTP sink
@@ -114,7 +115,8 @@ def settings_for(tmp: Path, **values: object) -> Settings:
         "broker_url": "memory://",
         "mail_url": f"file://{tmp}/outbox",
         "base_url": "https://course.example.org",
-        "secret_key": "bench-secret-key",
+        "secret_key": "bench-secret-key-" + "k" * 32,  # 32 bytes at least, as settings demand
+        "reflections_key": REFLECTIONS_KEY,  # PostgreSQL needs one set
         "emails_dir": str(ROOT / "emails"),
         "var_dir": str(tmp / "var"),
         "message_id_domain": "course.example.org",
