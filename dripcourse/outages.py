@@ -39,14 +39,18 @@ def retry_delay(
     return min(cap, base * 2**retries) * (rng or random).uniform(0.75, 1.0)
 
 
-def note_interrupted(rt: Runtime, delivery_id: int, now: dt.datetime, retries: int) -> None:
-    """Add to the delivery's last error that its task could not reach the database at first,
+def note_interrupted(
+    rt: Runtime, delivery_ids: Sequence[int], now: dt.datetime, retries: int
+) -> None:
+    """Add to each delivery's last error that its task could not reach the database at first,
     so ``status`` shows why it went out late (the note stays when the delivery is sent)."""
+    if not delivery_ids:
+        return
     note = f"{now:%Y-%m-%d %H:%M:%S}Z database unavailable, task tried again {retries}x"
     with transaction(rt.sessions) as session:
         session.execute(
             update(Delivery)
-            .where(Delivery.id == delivery_id)
+            .where(Delivery.id.in_(list(delivery_ids)))
             .values(last_error=func.coalesce(Delivery.last_error.concat("; "), "").concat(note))
             .execution_options(synchronize_session=False)
         )
@@ -68,15 +72,19 @@ def release_unqueued(rt: Runtime, ids: Sequence[int], now: dt.datetime) -> None:
 
 
 def publish_each(
-    rt: Runtime, ids: Sequence[int], publish: Callable[[int], object], now: dt.datetime
+    rt: Runtime,
+    batches: Sequence[Sequence[int]],
+    publish: Callable[[Sequence[int]], object],
+    now: dt.datetime,
 ) -> None:
-    """Hand each delivery's task to the broker. If the broker cannot take one (after the
-    publisher's own retries), the rest are released for the next tick, and the error raised."""
-    for n, delivery_id in enumerate(ids):
+    """Hand each batch's task to the broker. If the broker cannot take one (after the
+    publisher's own retries), the deliveries of the rest are released for the next tick, and
+    the error raised."""
+    for n, batch in enumerate(batches):
         try:
-            publish(delivery_id)
+            publish(batch)
         except Exception:
-            rest = ids[n:]
+            rest = [delivery_id for each in batches[n:] for delivery_id in each]
             try:
                 release_unqueued(rt, rest, now)
             except Exception as exc:  # noqa: BLE001 - the broker's error is the one to raise

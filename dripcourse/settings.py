@@ -42,6 +42,8 @@ class Settings:
     # Scheduler
     tick_seconds: float = 60.0
     batch_size: int = 500
+    # Deliveries one worker task sends in a row over its connection (benchmarks/RESULTS.md).
+    send_batch_size: int = 100
     requeue_after_seconds: int = 900
     send_lease_seconds: int = 300
     # A passing failure is retried until either runs out: attempts, or hours since the lesson
@@ -203,6 +205,7 @@ def validate(settings: Settings) -> None:
     positive = (
         "tick_seconds",
         "batch_size",
+        "send_batch_size",
         "requeue_after_seconds",
         "send_lease_seconds",
         "max_attempts",

@@ -16,6 +16,7 @@ import datetime as dt
 import dbm
 import logging
 import shelve
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from celery.beat import PersistentScheduler
 from kombu.exceptions import BatchPublishError
 from sqlalchemy.engine import make_url
 
-from dripcourse import delivery, outages, privacy, queue_loss
+from dripcourse import delivery, outages, privacy, queue_loss, sending
 from dripcourse.clock import utcnow
 from dripcourse.db import is_outage, transaction
 from dripcourse.errors import ConfigError
@@ -163,25 +164,31 @@ def _worker_seen(task: Task | None = None, **_: object) -> None:
 ENQUEUE_BATCH = 1000
 
 
-def enqueue(ids: Sequence[int]) -> None:
-    """Queue one send task per delivery id, in one broker round trip per batch of ids.
+def batches(ids: Sequence[int], size: int) -> list[list[int]]:
+    """``ids`` cut into lists of at most ``size``, in order."""
+    return [list(ids[i : i + size]) for i in range(0, len(ids), size)]
 
-    On Redis, kombu's publish batch collects the pushes in a pipeline and sends them together
-    (one round trip per ENQUEUE_BATCH messages instead of one per message); other brokers
-    publish each message at once over the one producer. A batch that fails on its way is
-    published again id by id with Celery's retrying publish; ids the broker still refuses are
-    released for the next tick (outages.publish_each). A task queued twice is harmless: the
-    second finds its delivery taken (send_delivery's compare-and-set).
+
+def enqueue(ids: Sequence[int]) -> None:
+    """Queue the delivery ids as send tasks of ``send_batch_size`` ids each, in one broker
+    round trip per ENQUEUE_BATCH tasks.
+
+    On Redis, kombu's publish batch collects the pushes in a pipeline and sends them together;
+    other brokers publish each message at once over the one producer. If that fails on its
+    way, the tasks are published again one by one with Celery's retrying publish; ids the
+    broker still refuses are released for the next tick (outages.publish_each). A task queued
+    twice is harmless: the second finds its deliveries taken (the take is a compare-and-set).
     """
     if not ids:
         return
+    tasks = batches(ids, runtime().settings.send_batch_size)
     try:
         with app.producer_or_acquire() as producer, producer.batch(max_size=ENQUEUE_BATCH):
-            for delivery_id in ids:
-                send_lesson.apply_async((delivery_id,), producer=producer)
+            for batch in tasks:
+                send_lessons.apply_async((batch,), producer=producer)
     except BatchPublishError as exc:
-        log.warning("queueing %d deliveries in one batch failed (%s); one by one", len(ids), exc)
-        outages.publish_each(runtime(), ids, lambda i: send_lesson.apply_async((i,)), utcnow())
+        log.warning("queueing %d deliveries in one batch failed (%s); task by task", len(ids), exc)
+        outages.publish_each(runtime(), tasks, lambda b: send_lessons.apply_async((b,)), utcnow())
 
 
 def scheduler_pass(rt: Runtime, now: dt.datetime) -> delivery.TickResult:
@@ -199,32 +206,48 @@ def tick() -> dict[str, int]:
 
 
 @app.task(
+    name="dripcourse.send_lessons", bind=True, ignore_result=True, acks_late=True, max_retries=None
+)
+def send_lessons(self: Task, delivery_ids: list[int]) -> dict[str, int]:
+    """Send a batch of claimed deliveries over this worker's connection. Retries are scheduled
+    in the database, not in the broker; only a database out of reach makes the task itself
+    run again, seconds later."""
+    return _send(self, delivery_ids)
+
+
+@app.task(
     name="dripcourse.send_lesson", bind=True, ignore_result=True, acks_late=True, max_retries=None
 )
-def send_lesson(self: Task, delivery_id: int) -> str:
-    """Send one claimed delivery. Retries are scheduled in the database, not in the broker;
-    only a database out of reach makes the task itself run again, seconds later."""
+def send_lesson(self: Task, delivery_id: int) -> dict[str, int]:
+    """One delivery: the task earlier versions queued, still taken after an upgrade."""
+    return _send(self, [delivery_id])
+
+
+def _send(task: Task, delivery_ids: list[int]) -> dict[str, int]:
     rt = runtime()
-    retries = self.request.retries or 0
+    retries = task.request.retries or 0
     try:
-        outcome = delivery.send_delivery(rt, delivery_id, utcnow(), clock=utcnow)
+        outcomes = sending.send_batch(rt, delivery_ids, utcnow(), clock=utcnow)
     except Exception as exc:
         if not is_outage(exc):
             raise
+        what = _describe(delivery_ids)
         delay = outages.retry_delay(retries, rt.settings.requeue_after_seconds)
         if delay is None:
-            log.error("delivery %s: database unavailable, left for the sweep: %s", delivery_id, exc)
+            log.error("%s: database unavailable, left for the sweep: %s", what, exc)
             raise
-        log.warning(
-            "delivery %s: database unavailable, task tried again in %.1fs: %s",
-            delivery_id,
-            delay,
-            exc,
-        )
-        raise self.retry(countdown=delay, exc=exc) from None
+        log.warning("%s: database unavailable, task tried again in %.1fs: %s", what, delay, exc)
+        raise task.retry(countdown=delay, exc=exc) from None
     if retries:
-        outages.note_interrupted(rt, delivery_id, utcnow(), retries)
-    return str(outcome)
+        done = [i for i, outcome in outcomes.items() if outcome is not sending.Outcome.SKIPPED]
+        outages.note_interrupted(rt, done, utcnow(), retries)
+    return dict(Counter(str(outcome) for outcome in outcomes.values()))
+
+
+def _describe(delivery_ids: Sequence[int]) -> str:
+    if len(delivery_ids) == 1:
+        return f"delivery {delivery_ids[0]}"
+    return f"deliveries {delivery_ids[0]}..{delivery_ids[-1]} ({len(delivery_ids)})"
 
 
 @app.task(name="dripcourse.delete_old_reflections", ignore_result=True)

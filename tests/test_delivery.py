@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment
+from dripcourse import delivery, enrollment, sending
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.models import (
     Delivery,
     DeliveryStatus,
@@ -22,6 +21,7 @@ from dripcourse.models import (
     Suppression,
 )
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
 
@@ -60,7 +60,7 @@ def test_day_one_arrives_over_real_smtp_with_crlf_and_both_parts(
 ) -> None:
     start_cohort(smtp_rt)
     ids = claim(smtp_rt)
-    assert [delivery.send_delivery(smtp_rt, i, NOW) for i in ids] == [Outcome.SENT, Outcome.SENT]
+    assert [sending.send_delivery(smtp_rt, i, NOW) for i in ids] == [Outcome.SENT, Outcome.SENT]
 
     assert sorted(smtp_sink.handler.recipients()) == ["ana@example.org", "bo@example.org"]
     for received in smtp_sink.handler.received:
@@ -80,8 +80,8 @@ def test_day_one_arrives_over_real_smtp_with_crlf_and_both_parts(
 def test_a_task_delivered_twice_sends_once(smtp_rt: Runtime, smtp_sink: SMTPSink) -> None:
     start_cohort(smtp_rt)
     first = claim(smtp_rt)[0]
-    assert delivery.send_delivery(smtp_rt, first, NOW) == Outcome.SENT
-    assert delivery.send_delivery(smtp_rt, first, NOW + dt.timedelta(seconds=1)) == Outcome.SKIPPED
+    assert sending.send_delivery(smtp_rt, first, NOW) == Outcome.SENT
+    assert sending.send_delivery(smtp_rt, first, NOW + dt.timedelta(seconds=1)) == Outcome.SKIPPED
     assert len(smtp_sink.handler.received) == 1
 
 
@@ -98,7 +98,7 @@ def test_a_message_refused_for_now_retries_later_then_delivers_once(
     smtp_sink.handler.busy = True
     smtp_sink.handler.busy_reply = "451 4.3.0 Temporary failure, try again later"
     ids = claim(smtp_rt)
-    assert {delivery.send_delivery(smtp_rt, i, NOW) for i in ids} == {Outcome.RETRY}
+    assert {sending.send_delivery(smtp_rt, i, NOW) for i in ids} == {Outcome.RETRY}
     with transaction(smtp_rt.sessions) as session:
         rows = session.execute(
             select(Delivery.status, Delivery.next_attempt_at, Delivery.last_error)
@@ -113,7 +113,7 @@ def test_a_message_refused_for_now_retries_later_then_delivers_once(
     later = NOW + dt.timedelta(minutes=2)
     again = claim(smtp_rt, later)
     assert sorted(again) == sorted(ids)
-    assert {delivery.send_delivery(smtp_rt, i, later) for i in again} == {Outcome.SENT}
+    assert {sending.send_delivery(smtp_rt, i, later) for i in again} == {Outcome.SENT}
     assert sorted(smtp_sink.handler.recipients()) == ["ana@example.org", "bo@example.org"]
 
 
@@ -122,7 +122,7 @@ def test_rejected_recipient_fails_once_and_is_suppressed(
 ) -> None:
     smtp_sink.handler.reject["bo@example.org"] = "550 5.1.1 No such user"
     start_cohort(smtp_rt)
-    outcomes = sorted(delivery.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
+    outcomes = sorted(sending.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
     assert outcomes == [Outcome.BOUNCED, Outcome.SENT]
     with transaction(smtp_rt.sessions) as session:
         failed = session.scalars(
@@ -134,7 +134,7 @@ def test_rejected_recipient_fails_once_and_is_suppressed(
     # Days later nothing more goes to the bounced address.
     later = NOW + dt.timedelta(days=3)
     for i in claim(smtp_rt, later):
-        delivery.send_delivery(smtp_rt, i, later)
+        sending.send_delivery(smtp_rt, i, later)
     assert smtp_sink.handler.recipients().count("bo@example.org") == 0
 
 
@@ -151,7 +151,7 @@ def test_gives_up_after_max_attempts_and_records_why(
     outcomes = []
     for _ in range(3):
         for i in claim(rt, now):
-            outcomes.append(delivery.send_delivery(rt, i, now))
+            outcomes.append(sending.send_delivery(rt, i, now))
         now += dt.timedelta(hours=2)
     assert outcomes == [Outcome.RETRY] * 4 + [Outcome.FAILED] * 2
     with transaction(rt.sessions) as session:
@@ -178,7 +178,7 @@ def test_gives_up_when_the_retry_hours_run_out_before_the_attempts(
     outcomes = []
     for hours in (0, 1, 2, 3):
         now = NOW + dt.timedelta(hours=hours)
-        outcomes += [delivery.send_delivery(rt, i, now) for i in claim(rt, now)]
+        outcomes += [sending.send_delivery(rt, i, now) for i in claim(rt, now)]
     # Three hours after the claim the budget is spent: failed at the fourth try, not the 30th.
     assert outcomes == [Outcome.RETRY] * 6 + [Outcome.FAILED] * 2
     rt.close()
@@ -187,7 +187,7 @@ def test_gives_up_when_the_retry_hours_run_out_before_the_attempts(
 def test_file_transport_writes_complete_crlf_messages(rt: Runtime, outbox: Path) -> None:
     start_cohort(rt)
     for i in claim(rt):
-        delivery.send_delivery(rt, i, NOW)
+        sending.send_delivery(rt, i, NOW)
     files = sorted(outbox.glob("*.eml"))
     assert len(files) == 2
     assert not list(outbox.glob(".*.tmp"))
@@ -204,7 +204,7 @@ def test_unsubscribed_before_the_worker_got_to_it_is_cancelled(rt: Runtime, outb
     with transaction(rt.sessions) as session:
         ana = session.scalars(select(Enrollment).order_by(Enrollment.id)).first()
         enrollment.unsubscribe(session, ana, NOW)
-    outcomes = sorted(delivery.send_delivery(rt, i, NOW) for i in ids)
+    outcomes = sorted(sending.send_delivery(rt, i, NOW) for i in ids)
     assert outcomes == [Outcome.SENT, Outcome.SKIPPED]  # the pending one was cancelled at once
     assert len(list(outbox.glob("*.eml"))) == 1
 
@@ -215,7 +215,7 @@ def test_a_policy_refusal_fails_the_lesson_but_keeps_the_address(
     # 5.7.x (DMARC, content policy) may be our set-up's fault, not the subscriber's mailbox.
     smtp_sink.handler.reject["bo@example.org"] = "550 5.7.1 Rejected by DMARC policy"
     start_cohort(smtp_rt)
-    outcomes = sorted(delivery.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
+    outcomes = sorted(sending.send_delivery(smtp_rt, i, NOW) for i in claim(smtp_rt))
     assert outcomes == [Outcome.FAILED, Outcome.SENT]
     with transaction(smtp_rt.sessions) as session:
         assert session.scalars(select(Suppression)).all() == []
@@ -242,9 +242,9 @@ def test_an_unforeseen_error_is_recorded_and_retried_then_fails(
     )
     start_cohort(rt)
     first = claim(rt)
-    assert {delivery.send_delivery(rt, i, NOW) for i in first} == {Outcome.RETRY}
+    assert {sending.send_delivery(rt, i, NOW) for i in first} == {Outcome.RETRY}
     later = NOW + dt.timedelta(hours=1)
-    assert {delivery.send_delivery(rt, i, later) for i in claim(rt, later)} == {Outcome.FAILED}
+    assert {sending.send_delivery(rt, i, later) for i in claim(rt, later)} == {Outcome.FAILED}
     with transaction(rt.sessions) as session:
         rows = session.execute(
             select(Delivery.status, Delivery.attempts, Delivery.last_error)
@@ -266,7 +266,7 @@ def test_a_send_that_crosses_local_midnight_counts_for_the_new_day(rt: Runtime) 
             .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
             .where(Subscriber.email == "ana@example.org", Delivery.id.in_(claimed))
         )
-    assert delivery.send_delivery(rt, ana, started, clock=lambda: accepted) == Outcome.SENT
+    assert sending.send_delivery(rt, ana, started, clock=lambda: accepted) == Outcome.SENT
     with transaction(rt.sessions) as session:
         sent = session.get(Delivery, ana)
         assert sent.sent_at == accepted

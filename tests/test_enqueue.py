@@ -1,4 +1,5 @@
-"""Queueing claimed deliveries: one Redis round trip per batch of ids, not one per id."""
+"""Queueing claimed deliveries: one task per send_batch_size ids, one Redis round trip per
+ENQUEUE_BATCH tasks, not one per id."""
 
 from __future__ import annotations
 
@@ -38,18 +39,22 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return counted
 
 
-def queued_ids(redis_url: str) -> list[int]:
+def queued_batches(redis_url: str) -> list[list[int]]:
     client = redis.Redis.from_url(redis_url)
-    ids = []
+    batches = []
     for raw in reversed(client.lrange("celery", 0, -1)):  # LPUSH: the newest is first
         message = json.loads(raw)
-        assert message["headers"]["task"] == "dripcourse.send_lesson"
+        assert message["headers"]["task"] == "dripcourse.send_lessons"
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        ids.append(*args)
-    return ids
+        batches.append(*args)
+    return batches
 
 
-@pytest.mark.parametrize("count", [1, 500, 2500])
+def queued_ids(redis_url: str) -> list[int]:
+    return [delivery_id for batch in queued_batches(redis_url) for delivery_id in batch]
+
+
+@pytest.mark.parametrize("count", [1, 500, 2500, 250_000])
 def test_a_batch_of_ids_reaches_redis_in_a_few_round_trips(
     redis_app: Celery, redis_url: str, writes: list[int], count: int
 ) -> None:
@@ -58,8 +63,15 @@ def test_a_batch_of_ids_reaches_redis_in_a_few_round_trips(
     writes.clear()
     ids = list(range(1, count + 1))
     tasks.enqueue(ids)
-    assert len(writes) <= count // tasks.ENQUEUE_BATCH + 1
+    size = tasks.runtime().settings.send_batch_size
+    assert len(writes) <= count // (size * tasks.ENQUEUE_BATCH) + 1
     assert queued_ids(redis_url) == ids
+
+
+def test_each_task_carries_send_batch_size_ids(redis_app: Celery, redis_url: str) -> None:
+    size = tasks.runtime().settings.send_batch_size
+    tasks.enqueue(list(range(1, 2 * size + 8)))
+    assert [len(batch) for batch in queued_batches(redis_url)] == [size, size, 7]
 
 
 def test_a_batch_that_fails_on_the_way_is_queued_again_one_by_one(
@@ -79,7 +91,7 @@ def test_a_batch_that_fails_on_the_way_is_queued_again_one_by_one(
 
     monkeypatch.setattr(redis.client.Pipeline, "execute", drops_the_first_batch)
     tasks.enqueue(list(range(1, 301)))
-    assert failures == [300]
+    assert failures == [3]  # three tasks of 100 ids in the pipeline that failed
     assert queued_ids(redis_url) == list(range(1, 301))
 
 

@@ -14,7 +14,7 @@ import pytest
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
-from dripcourse import delivery, enrollment, links
+from dripcourse import delivery, enrollment, links, sending
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.models import Enrollment
@@ -129,7 +129,7 @@ def test_pausing_while_a_lesson_is_on_its_way_holds_the_one_after(rt: Runtime, d
     claimed: list[int] = []
     delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed, not yet sent
     assert act(rt, dana, "pause", wednesday)
-    assert delivery.send_delivery(rt, claimed[0], wednesday) == delivery.Outcome.SENT
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SENT
     after = load(rt, dana)
     assert after.day == 3
     assert after.next_send_at == utc(2025, 3, 13, 11)  # after the week, at 07:00 EDT

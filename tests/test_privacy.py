@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from dripcourse import delivery, enrollment, links, privacy, reflections
+from dripcourse import delivery, enrollment, links, privacy, reflections, sending
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
@@ -140,8 +140,8 @@ def test_a_lesson_already_queued_for_a_forgotten_person_is_never_sent(
         privacy.forget_subscriber(session, privacy.find_subscriber(session, "ana@example.org"), NOW)
     outbox = Path(rt.settings.mail_url.removeprefix("file://"))
     before = set(outbox.glob("*.eml"))
-    outcomes = [delivery.send_delivery(rt, i, DAY_1_UTC + 3 * DAY) for i in queued]
-    assert outcomes.count(delivery.Outcome.SENT) == 1  # Ben's Day 4 only
+    outcomes = [sending.send_delivery(rt, i, DAY_1_UTC + 3 * DAY) for i in queued]
+    assert outcomes.count(sending.Outcome.SENT) == 1  # Ben's Day 4 only
     (new,) = set(outbox.glob("*.eml")) - before
     assert b"ben@example.org" in new.read_bytes()
     assert b"ana@example.org" not in new.read_bytes()

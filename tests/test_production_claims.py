@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text
 
-from dripcourse import delivery, enrollment
+from dripcourse import delivery, enrollment, sending
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.mail import WireMessage, as_wire
 from dripcourse.models import (
     Delivery,
@@ -25,6 +24,7 @@ from dripcourse.models import (
     EnrollmentStatus,
 )
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from tests.conftest import make_settings, utc
 
 START = utc(2026, 3, 2, 5)  # a Monday; the course's 07:00 is still ahead everywhere below
@@ -80,7 +80,7 @@ def side_by_side(*calls: Callable[[], object]) -> list[object]:
 
 
 def send_all(rt: Runtime, ids: list[int], now: dt.datetime) -> list[Outcome]:
-    return [delivery.send_delivery(rt, i, now) for i in ids]
+    return [sending.send_delivery(rt, i, now) for i in ids]
 
 
 @pytest.fixture

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from dripcourse import delivery, enrollment
+from dripcourse import delivery, enrollment, sending
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.mail import PermanentMailError, TransientMailError, WireMessage, as_wire
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from tests.conftest import make_settings, utc
 
 NOW = utc(2026, 11, 25, 12)
@@ -47,7 +47,7 @@ class OutlivesItsLease:
         later = NOW + dt.timedelta(seconds=LEASE + 1)
         # The sweep hands the delivery to another worker once the lease has run out.
         delivery.requeue_lost(self.other, later, lambda ids: None)
-        self.taken_over = delivery.send_delivery(self.other, self.delivery_id, later)
+        self.taken_over = sending.send_delivery(self.other, self.delivery_id, later)
         raise self.error
 
     def close(self) -> None:
@@ -88,7 +88,7 @@ def test_a_late_failure_after_the_lease_ran_out_does_not_undo_the_takeover(
     slow = Runtime(other.settings, _transport=None)
     slow._transport = OutlivesItsLease(other, delivery_id, late_answer)
 
-    outcome = delivery.send_delivery(slow, delivery_id, NOW)
+    outcome = sending.send_delivery(slow, delivery_id, NOW)
 
     assert slow._transport.taken_over == Outcome.SENT
     assert outcome == Outcome.SKIPPED

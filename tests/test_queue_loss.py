@@ -14,11 +14,11 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from dripcourse import delivery, queue_loss
+from dripcourse import delivery, queue_loss, sending
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.models import Delivery
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from dripcourse.settings import Settings
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
@@ -89,7 +89,7 @@ def test_lessons_a_broker_lost_are_queued_again_by_the_next_tick(
     smtp_sink.handler.busy_for = 1
     smtp_sink.handler.busy_reply = "451 4.3.0 Try again later"
     waiting = claimed[0]
-    assert delivery.send_delivery(loss_rt, waiting, T0 + 10 * dt.timedelta(seconds=1)) == (
+    assert sending.send_delivery(loss_rt, waiting, T0 + 10 * dt.timedelta(seconds=1)) == (
         Outcome.RETRY
     )
     assert scheduler.tick(T0 + MINUTE) == []

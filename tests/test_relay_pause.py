@@ -12,11 +12,11 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from dripcourse import breaker, delivery, enrollment
+from dripcourse import breaker, delivery, enrollment, sending
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
 
@@ -71,7 +71,7 @@ def test_a_wrong_relay_password_pauses_sending_and_spends_no_attempts(
     rt = Runtime(make_settings(tmp_path, database_url=sqlite_url, mail_url=url, max_attempts=2))
     start(rt)
     ids = claim(rt, NOW)
-    outcomes = [delivery.send_delivery(rt, i, NOW) for i in ids]
+    outcomes = [sending.send_delivery(rt, i, NOW) for i in ids]
     # The first 535 pauses sending; the others are put back without talking to the relay.
     assert outcomes == [Outcome.HELD] * len(PEOPLE)
     assert rows(rt) == [(DeliveryStatus.WAITING, 0)] * len(PEOPLE)
@@ -87,7 +87,7 @@ def test_a_wrong_relay_password_pauses_sending_and_spends_no_attempts(
         now = paused(rt).retry_at  # type: ignore[union-attr]
         probe = claim(rt, now)
         assert len(probe) == 1
-        assert delivery.send_delivery(rt, probe[0], now) == Outcome.HELD
+        assert sending.send_delivery(rt, probe[0], now) == Outcome.HELD
     assert paused(rt).failures == 7  # type: ignore[union-attr]
     assert {attempts for _, attempts in rows(rt)} == {0}
 
@@ -95,11 +95,11 @@ def test_a_wrong_relay_password_pauses_sending_and_spends_no_attempts(
     accounts["course"] = "new-password"
     now = paused(rt).retry_at  # type: ignore[union-attr]
     probe = claim(rt, now)
-    assert [delivery.send_delivery(rt, i, now) for i in probe] == [Outcome.SENT]
+    assert [sending.send_delivery(rt, i, now) for i in probe] == [Outcome.SENT]
     assert paused(rt) is None
     rest = claim(rt, now + dt.timedelta(seconds=1))
     assert len(rest) == len(PEOPLE) - 1
-    assert {delivery.send_delivery(rt, i, now) for i in rest} == {Outcome.SENT}
+    assert {sending.send_delivery(rt, i, now) for i in rest} == {Outcome.SENT}
     assert sink.handler.counts() == {address: 1 for address in PEOPLE}
     assert rows(rt) == [(DeliveryStatus.SENT, 1)] * len(PEOPLE)
     with transaction(rt.sessions) as session:
@@ -134,7 +134,7 @@ def test_a_relay_that_is_down_or_refuses_everyone_pauses_and_resumes_by_itself(
     )
     start(rt)
     ids = claim(rt, NOW)
-    assert {delivery.send_delivery(rt, i, NOW) for i in ids} == {Outcome.HELD}
+    assert {sending.send_delivery(rt, i, NOW) for i in ids} == {Outcome.HELD}
     assert rows(rt) == [(DeliveryStatus.WAITING, 0)] * len(PEOPLE)
     # The relay comes back.
     if fault == "connection-refused":
@@ -144,7 +144,7 @@ def test_a_relay_that_is_down_or_refuses_everyone_pauses_and_resumes_by_itself(
     now = paused(rt).retry_at  # type: ignore[union-attr]
     for _ in range(2):  # the probe, then everyone else
         for i in claim(rt, now):
-            assert delivery.send_delivery(rt, i, now) == Outcome.SENT
+            assert sending.send_delivery(rt, i, now) == Outcome.SENT
         now += dt.timedelta(seconds=1)
     assert sink.handler.counts() == {address: 1 for address in PEOPLE}
     # max_attempts = 1, yet nobody failed: the relay's trouble spent no attempt.
@@ -159,7 +159,7 @@ def test_a_mailbox_full_is_still_the_recipients_trouble_and_spends_attempts(
     smtp_sink.handler.reject[PEOPLE[0]] = "452 4.2.2 Mailbox full"
     rt = Runtime(make_settings(tmp_path, database_url=sqlite_url, mail_url=smtp_sink.url))
     start(rt)
-    outcomes = sorted(delivery.send_delivery(rt, i, NOW) for i in claim(rt, NOW))
+    outcomes = sorted(sending.send_delivery(rt, i, NOW) for i in claim(rt, NOW))
     assert outcomes == [Outcome.RETRY] + [Outcome.SENT] * (len(PEOPLE) - 1)
     assert paused(rt) is None
     rt.close()

@@ -9,12 +9,12 @@ from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment
+from dripcourse import delivery, enrollment, sending
 from dripcourse.cli import cli
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
 
@@ -64,7 +64,7 @@ def test_failed_enrollments_come_back_at_their_next_local_morning_and_bounced_on
     # still full an hour later, when the retry budget of one hour is spent.
     for now in (utc(2026, 11, 24, 22), utc(2026, 11, 24, 23), utc(2026, 11, 25, 6)):
         for i in claim(rt, now):
-            delivery.send_delivery(rt, i, now)
+            sending.send_delivery(rt, i, now)
     assert states(rt) == {
         "full@example.org": (EnrollmentStatus.FAILED, DeliveryStatus.FAILED),
         "gone@example.org": (EnrollmentStatus.BOUNCED, DeliveryStatus.FAILED),
@@ -89,7 +89,7 @@ def test_failed_enrollments_come_back_at_their_next_local_morning_and_bounced_on
     assert claim(rt, utc(2026, 11, 25, 21, 59)) == []
     tokyo_7am = utc(2026, 11, 25, 22)
     again = claim(rt, tokyo_7am)
-    assert [delivery.send_delivery(rt, i, tokyo_7am) for i in again] == [Outcome.SENT]
+    assert [sending.send_delivery(rt, i, tokyo_7am) for i in again] == [Outcome.SENT]
     assert states(rt)["full@example.org"] == (EnrollmentStatus.ACTIVE, DeliveryStatus.SENT)
     assert smtp_sink.handler.counts()["full@example.org"] == 1
     assert smtp_sink.handler.counts().get("gone@example.org", 0) == 0

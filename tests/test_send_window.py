@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment, schedule
+from dripcourse import delivery, enrollment, schedule, sending
 from dripcourse.db import transaction
-from dripcourse.delivery import Outcome
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment
 from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
 from tests.conftest import EMAILS, make_settings, utc
 from tests.smtp_sink import SMTPSink
 
@@ -83,7 +83,7 @@ def test_auckland_is_not_woken_at_01_35_after_downtime(world: Runtime) -> None:
     # Day 1 on Monday 2 November 2026 at 07:00 NZDT (18:00 UTC on the 1st).
     enroll(world, "2026-11-02", utc(2026, 10, 30), {"kia@example.org": AUCKLAND})
     for i in claim(world, utc(2026, 11, 1, 18)):
-        assert delivery.send_delivery(world, i, utc(2026, 11, 1, 18)) == Outcome.SENT
+        assert sending.send_delivery(world, i, utc(2026, 11, 1, 18)) == Outcome.SENT
     # The scheduler was down all of Tuesday's morning; it is back at 01:35 on Wednesday there.
     back = utc(2026, 11, 3, 12, 35)
     assert back.astimezone(schedule.zone(AUCKLAND)).time() == dt.time(1, 35)
@@ -93,7 +93,7 @@ def test_auckland_is_not_woken_at_01_35_after_downtime(world: Runtime) -> None:
     assert next_send_at(world) == wednesday_7am
     assert claim(world, wednesday_7am - dt.timedelta(minutes=1)) == []
     ids = claim(world, wednesday_7am)
-    assert [delivery.send_delivery(world, i, wednesday_7am) for i in ids] == [Outcome.SENT]
+    assert [sending.send_delivery(world, i, wednesday_7am) for i in ids] == [Outcome.SENT]
     assert [day for day, _ in sent(world)] == [1, 2]
 
 
@@ -114,7 +114,7 @@ def test_a_delivery_picked_up_after_the_window_closed_is_put_back_not_sent(
     (delivery_id,) = claim(world, day1)
     # The queue was long: a worker reaches this task only after 21:00 local.
     late = late_local.replace(tzinfo=tz).astimezone(dt.UTC)
-    assert delivery.send_delivery(world, delivery_id, late) == Outcome.HELD
+    assert sending.send_delivery(world, delivery_id, late) == Outcome.HELD
     tomorrow_7am = schedule.at_local_time(dt.date(2026, 11, 3), dt.time(7), tz)
     with transaction(world.sessions) as session:
         held = session.get(Delivery, delivery_id)
@@ -124,11 +124,11 @@ def test_a_delivery_picked_up_after_the_window_closed_is_put_back_not_sent(
             tomorrow_7am,
         )
     # Another copy of the task (a redelivered message) does not send it either.
-    assert delivery.send_delivery(world, delivery_id, late) == Outcome.SKIPPED
+    assert sending.send_delivery(world, delivery_id, late) == Outcome.SKIPPED
     assert claim(world, tomorrow_7am - dt.timedelta(minutes=1)) == []
     again = claim(world, tomorrow_7am)
     assert again == [delivery_id]
-    assert delivery.send_delivery(world, delivery_id, tomorrow_7am) == Outcome.SENT
+    assert sending.send_delivery(world, delivery_id, tomorrow_7am) == Outcome.SENT
     assert sent(world) == [(1, tomorrow_7am)]
 
 
@@ -140,13 +140,13 @@ def test_a_weekday_course_after_downtime_from_thursday_waits_for_monday(
     london = {"wk@example.org": "Europe/London"}
     enroll(rt, "2026-11-19", utc(2026, 11, 18), london)  # Thursday
     for i in claim(rt, utc(2026, 11, 19, 7)):
-        delivery.send_delivery(rt, i, utc(2026, 11, 19, 7))
+        sending.send_delivery(rt, i, utc(2026, 11, 19, 7))
     # Down from Thursday until Saturday 10:00: Day 2 (due Friday) must not go out on Saturday.
     saturday = utc(2026, 11, 21, 10)
     assert claim(rt, saturday) == []
     monday_7am = utc(2026, 11, 23, 7)
     assert next_send_at(rt) == monday_7am
-    assert [delivery.send_delivery(rt, i, monday_7am) for i in claim(rt, monday_7am)] == [
+    assert [sending.send_delivery(rt, i, monday_7am) for i in claim(rt, monday_7am)] == [
         Outcome.SENT
     ]
     assert [day for day, _ in sent(rt)] == [1, 2]
@@ -160,7 +160,7 @@ def test_a_weekday_lesson_claimed_on_friday_evening_is_not_sent_on_saturday(
     rt = Runtime(make_settings(tmp_path, database_url=sqlite_url, emails_dir=str(emails)))
     enroll(rt, "2026-11-20", utc(2026, 11, 18), {"wk@example.org": "Europe/London"})
     (delivery_id,) = claim(rt, utc(2026, 11, 20, 20, 59))  # Friday, still in the window
-    assert delivery.send_delivery(rt, delivery_id, utc(2026, 11, 21, 8)) == Outcome.HELD
+    assert sending.send_delivery(rt, delivery_id, utc(2026, 11, 21, 8)) == Outcome.HELD
     with transaction(rt.sessions) as session:
         assert session.get(Delivery, delivery_id).next_attempt_at == utc(2026, 11, 23, 7)
     rt.close()
@@ -199,7 +199,7 @@ def test_a_late_evening_start_waits_for_the_next_morning_and_now_does_not(
             evening,
         )
     ids = claim(world, evening)
-    assert [delivery.send_delivery(world, i, evening) for i in ids] == [Outcome.SENT]
+    assert [sending.send_delivery(world, i, evening) for i in ids] == [Outcome.SENT]
 
 
 def test_a_course_may_set_its_own_latest_send_time(tmp_path: Path, sqlite_url: str) -> None:
@@ -240,14 +240,14 @@ def test_a_second_task_for_a_delivery_waiting_for_its_retry_does_not_send_it_ear
     smtp_sink.handler.busy_for = 1
     smtp_sink.handler.busy_reply = "451 4.3.0 Try again later"
     (delivery_id,) = claim(rt, now)
-    assert delivery.send_delivery(rt, delivery_id, now) == Outcome.RETRY
+    assert sending.send_delivery(rt, delivery_id, now) == Outcome.RETRY
     # The broker hands the same task out again a second later: it must wait for its backoff.
     soon = now + dt.timedelta(seconds=1)
-    assert delivery.send_delivery(rt, delivery_id, soon) == Outcome.SKIPPED
+    assert sending.send_delivery(rt, delivery_id, soon) == Outcome.SKIPPED
     assert smtp_sink.handler.recipients() == []
     later = now + dt.timedelta(minutes=5)
     assert claim(rt, later) == [delivery_id]
-    assert delivery.send_delivery(rt, delivery_id, later) == Outcome.SENT
+    assert sending.send_delivery(rt, delivery_id, later) == Outcome.SENT
     assert smtp_sink.handler.counts() == {"ana@example.org": 1}
     rt.close()
 
@@ -265,7 +265,7 @@ def test_a_lesson_broken_between_claim_and_send_is_held_back_and_sent_once_fixed
     good = lesson.read_text()
     lesson.write_text(good.replace("{{ greeting }}", "{{ greting }}"))
     # A worker that loads the course now finds it broken: the lesson waits, nobody fails.
-    assert delivery.send_delivery(worker, delivery_id, now) == Outcome.HELD
+    assert sending.send_delivery(worker, delivery_id, now) == Outcome.HELD
     with transaction(worker.sessions) as session:
         held = session.get(Delivery, delivery_id)
         assert (held.status, held.attempts) == (DeliveryStatus.WAITING, 0)
@@ -274,7 +274,7 @@ def test_a_lesson_broken_between_claim_and_send_is_held_back_and_sent_once_fixed
     fixed = Runtime(settings)  # a restarted worker reads the fixed course
     later = now + dt.timedelta(minutes=20)
     assert claim(fixed, later) == [delivery_id]
-    assert delivery.send_delivery(fixed, delivery_id, later) == Outcome.SENT
+    assert sending.send_delivery(fixed, delivery_id, later) == Outcome.SENT
     for rt in (scheduler, worker, fixed):
         rt.close()
 
@@ -312,5 +312,5 @@ def test_a_course_whose_template_raises_type_error_does_not_stop_another_course(
             )
     ids = claim(rt, now)
     assert len(ids) == 1
-    assert [delivery.send_delivery(rt, i, now) for i in ids] == [Outcome.SENT]
+    assert [sending.send_delivery(rt, i, now) for i in ids] == [Outcome.SENT]
     rt.close()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment, schedule
+from dripcourse import delivery, enrollment, schedule, sending
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.runtime import Runtime
@@ -59,7 +59,7 @@ def tick_inline(rt: Runtime, now: dt.datetime) -> int:
     def send(ids: list[int]) -> None:
         nonlocal sent
         for delivery_id in ids:
-            if delivery.send_delivery(rt, delivery_id, now) == delivery.Outcome.SENT:
+            if sending.send_delivery(rt, delivery_id, now) == sending.Outcome.SENT:
                 sent += 1
 
     delivery.tick(rt, now, send)

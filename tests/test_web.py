@@ -26,7 +26,7 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from dripcourse import delivery, links, reflections, web
+from dripcourse import delivery, links, reflections, sending, web
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
@@ -572,7 +572,7 @@ def test_unsubscribe_cancels_a_lesson_waiting_to_go_out(
     with transaction(rt.sessions) as session:
         day_4 = session.get(Delivery, claimed[0])
         assert day_4 is not None and day_4.status == DeliveryStatus.CANCELLED
-    assert delivery.send_delivery(rt, claimed[0], DAY_1_UTC + 3 * DAY) != delivery.Outcome.SENT
+    assert sending.send_delivery(rt, claimed[0], DAY_1_UTC + 3 * DAY) != sending.Outcome.SENT
     assert load(rt, ana).day == 3
 
 

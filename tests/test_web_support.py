@@ -14,7 +14,7 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dripcourse import delivery, enrollment, links
+from dripcourse import delivery, enrollment, links, sending
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import NotFound
@@ -58,7 +58,7 @@ def tick(rt: Runtime, now: dt.datetime) -> list[int]:
 
     def send(ids: list[int]) -> None:
         for delivery_id in ids:
-            if delivery.send_delivery(rt, delivery_id, now) == delivery.Outcome.SENT:
+            if sending.send_delivery(rt, delivery_id, now) == sending.Outcome.SENT:
                 sent.append(delivery_id)
 
     delivery.tick(rt, now, send)

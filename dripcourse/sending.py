@@ -1,0 +1,643 @@
+"""The send path, with no Celery in it: take a batch of claimed deliveries, send each over the
+worker's one SMTP connection, and record each outcome before the next message goes out.
+
+A worker takes a batch (``send_batch_size`` deliveries, one task) in one statement and one
+transaction, so a cohort's morning costs one Celery task and one claim per batch instead of
+per message. What a subscriber relies on is decided per message, as before: the local send
+window is checked again right before each send, a 5xx fails or suppresses only its own
+address, a passing failure retries only its own delivery, and a failure of the relay or of our
+set-up stops the batch and pauses all sending (the rest of the batch waits for the pause,
+attempts untouched).
+
+The bound on duplicates: a message the server accepted is recorded before the next one is
+sent, so a worker killed at any moment can have sent, and not recorded, at most the one
+message it was talking to the server about. Its lease runs out and that one goes out again;
+nothing else of its batch does. Every step is a compare-and-set on the row it changes, so a
+batch handed out twice by the broker sends each message once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from dripcourse import breaker, schedule
+from dripcourse.course import Course
+from dripcourse.db import retry_outages, transaction
+from dripcourse.enrollment import stop_enrollment, suppress
+from dripcourse.errors import CourseError
+from dripcourse.greeting import greeting_for
+from dripcourse.lessons_sent import digest, record_version
+from dripcourse.mail import PermanentMailError, RelayError, TransientMailError
+from dripcourse.models import (
+    Cohort,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Suppression,
+)
+from dripcourse.render import Personal, RenderedLesson, message_id, reply_addresses
+from dripcourse.runtime import Runtime
+from dripcourse.wire import personalise
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # another worker has it, or it is already finished
+    HELD = "held"  # put back unsent: outside the local window, relay paused, course broken
+
+
+def seconds(n: float) -> dt.timedelta:
+    return dt.timedelta(seconds=n)
+
+
+def course_or_none(rt: Runtime, slug: str) -> Course | None:
+    """The course, or None (with the reason in the log) when it cannot be loaded or rendered.
+
+    Any error counts, not only a CourseError: a TypeError from a template, a file that is not
+    UTF-8. One course's mistake must never stop another course.
+    """
+    try:
+        return rt.catalog.course(slug)
+    except CourseError as exc:
+        log.error("course %s is held back: %s", slug, exc)
+    except Exception:
+        log.exception("course %s is held back: unexpected error loading it", slug)
+    return None
+
+
+def sendable(
+    course: Course, tz: ZoneInfo, now: dt.datetime, *, day: int, started_at: dt.datetime | None
+) -> bool:
+    """Whether lesson ``day`` may go out at ``now``: inside the subscriber's local window, or
+    Day 1 of a cohort the operator started "now" (at once, whatever the hour)."""
+    return schedule.at_once(day, started_at) or schedule.in_window(course.cadence, tz, now)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What one attempt needs to know after its claim has committed."""
+
+    delivery_id: int
+    enrollment_id: int
+    day: int
+    attempts: int
+    timezone: str
+    paused_until: dt.datetime | None
+    started_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """A taken delivery that passed every check at the take: what its message needs."""
+
+    job: _Job
+    email: str
+    name: str | None
+    greeting: str | None
+    course: Course
+    rendered: RenderedLesson
+
+
+class _Lease:
+    """How long this batch holds its deliveries, in the database and on this worker's clock.
+
+    Every taken row carries ``until`` as its next_attempt_at: past it, the sweep may hand the
+    row to another worker. The lease is renewed for the rows not yet sent whenever less than
+    half of it (or less than one whole send) is left, so a long batch or a long wait for a
+    rate-limit slot never lets a row be taken over while this worker is about to send it.
+    """
+
+    def __init__(self, length: float, now: dt.datetime) -> None:
+        self.length = length
+        self.until = now + seconds(length)
+        self.ends = time.monotonic() + length
+
+    def left(self) -> float:
+        return self.ends - time.monotonic()
+
+    def wants_renewal(self, one_send: float) -> bool:
+        left = self.left()
+        return left < self.length / 2 or left < one_send
+
+    def renew(self, rt: Runtime, jobs: Sequence[_Job], now: dt.datetime) -> set[int]:
+        """Extend the lease of ``jobs``; returns the ids still ours (a compare-and-set on each
+        row's attempt: one the sweep or another worker took meanwhile is left alone)."""
+        until = now + seconds(self.length)
+        ends = time.monotonic() + self.length
+        with transaction(rt.sessions) as session:
+            kept = set(
+                session.scalars(
+                    update(Delivery)
+                    .where(_ours(jobs))
+                    .values(next_attempt_at=until, updated_at=now)
+                    .returning(Delivery.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )
+        self.until, self.ends = until, ends
+        return kept
+
+
+def _ours(jobs: Sequence[_Job]):  # type: ignore[no-untyped-def]
+    """Rows still held by these attempts: sending, with the attempt count each attempt set."""
+    return and_(
+        Delivery.status == DeliveryStatus.SENDING,
+        tuple_(Delivery.id, Delivery.attempts).in_([(j.delivery_id, j.attempts) for j in jobs]),
+    )
+
+
+def send_delivery(
+    rt: Runtime, delivery_id: int, now: dt.datetime, clock: Clock | None = None
+) -> Outcome:
+    """Send one claimed delivery and record what happened: a batch of one."""
+    return send_batch(rt, [delivery_id], now, clock).get(delivery_id, Outcome.SKIPPED)
+
+
+def send_batch(
+    rt: Runtime, delivery_ids: Sequence[int], now: dt.datetime, clock: Clock | None = None
+) -> dict[int, Outcome]:
+    """Send a batch of claimed deliveries and record each outcome. Safe to call twice.
+
+    ``clock``, when given, is read again before each message (the window check) and once the
+    server has accepted it: a batch, the wait for a rate-limit slot and the SMTP exchange take
+    time, and a lesson counts for the local day on which it actually went out. Without it,
+    every step happens at ``now``.
+
+    Checked at the take, whatever the claim decided: the enrollment (stopped or suppressed:
+    cancelled), the course (broken since the claim: held back without spending an attempt)
+    and the relay's pause. Checked again before each message: the subscriber's local window
+    (a delivery whose window closed is put back until it opens, not sent). Put back means
+    ``waiting`` with the attempt given back. Ids another worker holds, or already finished,
+    come back SKIPPED.
+    """
+    read = clock or (lambda: now)
+    outcomes: dict[int, Outcome] = {}
+    lease = _Lease(rt.settings.send_lease_seconds, now)
+    with transaction(rt.sessions) as session:
+        ready, relay_paused_until = _take(rt, session, delivery_ids, now, lease, outcomes)
+    one_send = getattr(rt.transport, "worst_case_seconds", 0.0)
+    probing = relay_paused_until is not None
+    for n, item in enumerate(ready):
+        job = item.job
+        if outcomes.get(job.delivery_id) is not None:
+            continue  # found taken over at a lease renewal
+        current = read()
+        tz = schedule.zone(job.timezone)
+        if not sendable(item.course, tz, current, day=job.day, started_at=job.started_at):
+            # The batch ran into the night of this subscriber (a long queue, a slow relay).
+            until = schedule.window_start(item.course.cadence, tz, current)
+            outcomes[job.delivery_id] = _put_back(rt, [job], until, current, "window closed")
+            continue
+        try:
+            msg, msg_id = _message(rt, item, current)
+            rt.throttle()  # the send-rate slot: right before the send, so the rate holds
+            if lease.wants_renewal(one_send):
+                rest = [r.job for r in ready[n:] if r.job.delivery_id not in outcomes]
+                kept = lease.renew(rt, rest, read())
+                for lost in rest:
+                    if lost.delivery_id not in kept:
+                        log.warning("delivery %s was taken over; left to it", lost.delivery_id)
+                        outcomes[lost.delivery_id] = Outcome.SKIPPED
+                if job.delivery_id not in kept:
+                    continue
+            rt.transport.send(msg, deadline=lease.ends)
+        except PermanentMailError as exc:
+            outcomes[job.delivery_id] = _record_bounce(rt, job, current, exc)
+            continue
+        except RelayError as exc:
+            rest = [r.job for r in ready[n:] if outcomes.get(r.job.delivery_id) is None]
+            outcomes.update(_record_relay_failure(rt, rest, current, str(exc)))
+            break
+        except TransientMailError as exc:
+            outcomes[job.delivery_id] = _record_retry(rt, job, current, str(exc), item.course)
+            continue
+        except Exception as exc:
+            # Anything unforeseen still ends the attempt on the record, so the retry budget
+            # applies and the delivery cannot circle through the sweep forever.
+            log.exception("delivery %s: unexpected error", job.delivery_id)
+            error = f"{type(exc).__name__}: {exc}"
+            outcomes[job.delivery_id] = _record_retry(rt, job, current, error, item.course)
+            continue
+        sent_at = read()
+        # The server has the message. A locked or restarting database must not lose that, or
+        # the lease runs out and the lesson goes out again: wait for it however long it takes.
+        outcomes[job.delivery_id] = retry_outages(
+            lambda item=item, sent_at=sent_at, msg_id=msg_id: _record_sent(
+                rt, item, sent_at, msg_id
+            ),
+            what=f"delivery {job.delivery_id} sent, recording it",
+        )
+        if probing:
+            # This send was the probe of a paused relay, and it went through.
+            with transaction(rt.sessions) as session:
+                breaker.close(session, sent_at)
+            probing = False
+    return outcomes
+
+
+def _take(
+    rt: Runtime,
+    session: Session,
+    delivery_ids: Sequence[int],
+    now: dt.datetime,
+    lease: _Lease,
+    outcomes: dict[int, Outcome],
+) -> tuple[list[_Ready], dt.datetime | None]:
+    """Take the batch's deliveries that are free (one UPDATE ... RETURNING), read what sending
+    them needs (one joined SELECT), and settle those that must not be sent now.
+
+    Returns the ones to send, in the order given, and the relay's pause (its end) if the
+    breaker is open. Every settled one gets its outcome in ``outcomes``; so do ids not taken
+    (SKIPPED).
+    """
+    wanted = list(dict.fromkeys(delivery_ids))
+    taken = {
+        row.id: row
+        for row in session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(wanted),
+                # Never "waiting": a second task for a delivery waiting out its retry delay or
+                # the night must not send it early. The sweep turns it "pending" when its time
+                # has come.
+                or_(
+                    Delivery.status == DeliveryStatus.PENDING,
+                    and_(
+                        Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now
+                    ),
+                ),
+            )
+            .values(
+                status=DeliveryStatus.SENDING,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+                next_attempt_at=lease.until,
+                queued_at=None,  # its task is taken: nothing of it is left in the broker
+            )
+            .returning(
+                Delivery.id,
+                Delivery.enrollment_id,
+                Delivery.day,
+                Delivery.attempts,
+                Delivery.created_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    }
+    for delivery_id in wanted:
+        if delivery_id not in taken:
+            outcomes[delivery_id] = Outcome.SKIPPED
+    if not taken:
+        return [], None
+    details = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Enrollment.id,
+                Enrollment.status,
+                Enrollment.paused_until,
+                Subscriber.email,
+                Subscriber.name,
+                Subscriber.greeting,
+                Subscriber.timezone,
+                Cohort.course_slug,
+                Cohort.started_at,
+                Suppression.reason,
+                breaker.gate_column().label("relay_paused_until"),
+            )
+            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            .join(Cohort, Enrollment.cohort_id == Cohort.id)
+            .outerjoin(Suppression, Suppression.email == Subscriber.email)
+            .where(Enrollment.id.in_({row.enrollment_id for row in taken.values()}))
+        )
+    }
+    ready: list[_Ready] = []
+    relay_paused_until = None
+    for delivery_id in wanted:
+        row = taken.get(delivery_id)
+        if row is None:
+            continue
+        info = details[row.enrollment_id]
+        relay_paused_until = info.relay_paused_until
+        job = _Job(
+            delivery_id,
+            row.enrollment_id,
+            row.day,
+            row.attempts,
+            info.timezone,
+            info.paused_until,
+            info.started_at,
+            row.created_at,
+        )
+        if info.status != EnrollmentStatus.ACTIVE or info.reason is not None:
+            why = info.reason or str(info.status)
+            _set_delivery(session, delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
+            outcomes[delivery_id] = Outcome.CANCELLED
+            continue
+        later = now + seconds(rt.settings.requeue_after_seconds)
+        course = course_or_none(rt, info.course_slug)
+        if course is None:
+            outcomes[delivery_id] = _hold(session, job, later, now)
+            continue
+        try:
+            rendered = rt.catalog.renderer.lesson(course, row.day)
+        except Exception as exc:  # a lesson that stopped rendering: never the subscriber's fault
+            log.error("course %s day %s is held back: %s", course.slug, row.day, exc)
+            outcomes[delivery_id] = _hold(session, job, later, now)
+            continue
+        if relay_paused_until is not None and relay_paused_until > now:
+            outcomes[delivery_id] = _hold(session, job, relay_paused_until, now)
+            continue
+        tz = schedule.zone(info.timezone)
+        if not sendable(course, tz, now, day=row.day, started_at=info.started_at):
+            # Picked up outside the subscriber's window (a long queue, a retry, a late worker).
+            until = schedule.window_start(course.cadence, tz, now)
+            outcomes[delivery_id] = _hold(session, job, until, now)
+            continue
+        ready.append(_Ready(job, info.email, info.name, info.greeting, course, rendered))
+    return ready, relay_paused_until
+
+
+def _message(rt: Runtime, item: _Ready, now: dt.datetime):  # type: ignore[no-untyped-def]
+    """The personalised message for one delivery, in wire form, and its Message-ID."""
+    job = item.job
+    links = rt.links.for_lesson(job.enrollment_id, job.day)
+    who = Personal(
+        email=item.email,
+        name=item.name,
+        greeting=greeting_for(item.name, item.greeting, item.course.greeting_fallback),
+        **links,
+        **reply_addresses(rt.links, rt.settings.reply_domain, job.enrollment_id, job.day),
+    )
+    msg_id = message_id(rt.settings.message_id_domain, job.delivery_id, rt.links.secret_key)
+    # Straight into wire bytes: the same bytes build_message gives (tests/test_wire.py), at a
+    # tenth of the cost per recipient.
+    return personalise(item.rendered, who, now=now, msg_id=msg_id), msg_id
+
+
+def _put_back(
+    rt: Runtime, jobs: Sequence[_Job], until: dt.datetime, now: dt.datetime, why: str
+) -> Outcome:
+    """Put deliveries back unsent until ``until``, without spending their attempts; those no
+    longer ours (taken over after a lease ran out) are left as they are."""
+    with transaction(rt.sessions) as session:
+        back = session.execute(
+            update(Delivery)
+            .where(_ours(jobs))
+            .values(
+                status=DeliveryStatus.WAITING,
+                attempts=Delivery.attempts - 1,
+                next_attempt_at=until,
+                updated_at=now,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    for job in jobs:
+        log.info("delivery %s put back until %s: %s", job.delivery_id, until.isoformat(), why)
+    return Outcome.HELD if back else Outcome.SKIPPED
+
+
+def _hold(session: Session, job: _Job, until: dt.datetime, now: dt.datetime) -> Outcome:
+    """Put a delivery just taken back unsent until ``until``, giving its attempt back."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == job.delivery_id)
+        .values(
+            status=DeliveryStatus.WAITING,
+            attempts=Delivery.attempts - 1,
+            next_attempt_at=until,
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    log.info("delivery %s put back until %s", job.delivery_id, until.isoformat())
+    return Outcome.HELD
+
+
+def _set_delivery(
+    session: Session, delivery_id: int, status: DeliveryStatus, now: dt.datetime, **values: object
+) -> None:
+    """Finish a delivery: it leaves the sweep's index range (next_attempt_at NULL)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(status=status, next_attempt_at=None, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _still_ours(session: Session, job: _Job, now: dt.datetime) -> bool:
+    """Whether this attempt still holds the delivery; from here on, this transaction does.
+
+    A worker whose lease ran out (a send slower than ``send_lease_seconds``) may hear back
+    after another worker took the delivery over and perhaps sent it: its failure must not
+    undo that. The compare-and-set also locks the row (PostgreSQL) or the file (SQLite).
+    """
+    held = session.execute(
+        update(Delivery)
+        .where(_ours([job]))
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if held != 1:
+        log.warning(
+            "delivery %s: attempt %d outlived its lease; left as it is",
+            job.delivery_id,
+            job.attempts,
+        )
+    return held == 1
+
+
+def _record_sent(rt: Runtime, item: _Ready, now: dt.datetime, msg_id: str) -> Outcome:
+    """Mark the delivery sent and schedule the next lesson, in one transaction.
+
+    Every value comes from the take, so this is two UPDATEs. If the enrollment changed while
+    we were sending (a pause, an unsubscribe), the guarded UPDATE matches nothing and the
+    slower path reads the row as it is now.
+    """
+    job, course, rendered = item.job, item.course, item.rendered
+    tz = schedule.zone(job.timezone)
+    paused_until = job.paused_until if job.paused_until and job.paused_until > now else None
+    values: dict[str, object] = {"day": job.day, "updated_at": now, "paused_until": paused_until}
+    if job.day >= course.length:
+        values.update(status=EnrollmentStatus.COMPLETED, next_send_at=None)
+    else:
+        due = schedule.next_due(course.cadence, tz, last_sent_at=now)
+        if paused_until is not None:
+            due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
+        values["next_send_at"] = due
+    with transaction(rt.sessions) as session:
+        # The version the subscriber got, for "read in your browser"; a statement only the
+        # first time this process sends a version.
+        version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
+        # Keep last_error: an operator asking "why was this late?" needs earlier failures.
+        _set_delivery(
+            session,
+            job.delivery_id,
+            DeliveryStatus.SENT,
+            now,
+            sent_at=now,
+            message_id=msg_id,
+            lesson_version_id=version_id,
+        )
+        updated = session.execute(
+            update(Enrollment)
+            .where(
+                Enrollment.id == job.enrollment_id,
+                Enrollment.status == EnrollmentStatus.ACTIVE,
+                Enrollment.day < job.day,
+                Enrollment.next_send_at.is_(None),
+                Enrollment.paused_until.is_not_distinct_from(job.paused_until),
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if updated != 1:
+            _record_sent_to_changed_enrollment(session, job, now, course)
+    rt.catalog.lesson_versions[digest(rendered)] = version_id
+    return Outcome.SENT
+
+
+def _record_sent_to_changed_enrollment(
+    session: Session, job: _Job, now: dt.datetime, course: Course
+) -> None:
+    enrollment = session.get(Enrollment, job.enrollment_id, with_for_update=True)
+    assert enrollment is not None
+    enrollment.day = max(enrollment.day, job.day)
+    enrollment.updated_at = now
+    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.next_send_at is not None:
+        return
+    if enrollment.day >= course.length:
+        enrollment.status = EnrollmentStatus.COMPLETED
+        return
+    tz = schedule.zone(job.timezone)
+    due = schedule.next_due(course.cadence, tz, last_sent_at=now)
+    if enrollment.paused_until is not None and enrollment.paused_until > now:
+        due = schedule.resume_due(course.cadence, tz, due=due, paused_until=enrollment.paused_until)
+    enrollment.next_send_at = due
+
+
+def _record_retry(rt: Runtime, job: _Job, now: dt.datetime, error: str, course: Course) -> Outcome:
+    """A passing failure about this message: try again later, inside the subscriber's window,
+    until the attempts or the hours of the retry budget run out."""
+    settings = rt.settings
+    with transaction(rt.sessions) as session:
+        if not _still_ours(session, job, now):
+            return Outcome.SKIPPED
+        spent = now - job.created_at >= dt.timedelta(hours=settings.retry_hours)
+        if job.attempts >= settings.max_attempts or spent:
+            log.warning(
+                "delivery %s failed after %d attempts over %s: %s",
+                job.delivery_id,
+                job.attempts,
+                now - job.created_at,
+                error,
+            )
+            _set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=error)
+            delivery = session.get(Delivery, job.delivery_id)
+            assert delivery is not None
+            if delivery.enrollment.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, delivery.enrollment, EnrollmentStatus.FAILED, now)
+            return Outcome.FAILED
+        delay = backoff(job.attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        retry_at = now + seconds(delay)
+        if not schedule.at_once(job.day, job.started_at):
+            retry_at = schedule.window_start(course.cadence, schedule.zone(job.timezone), retry_at)
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == job.delivery_id)
+            .values(
+                status=DeliveryStatus.WAITING,
+                next_attempt_at=retry_at,
+                updated_at=now,
+                last_error=error,
+            )
+        )
+    log.info("delivery %s will retry at %s: %s", job.delivery_id, retry_at.isoformat(), error)
+    return Outcome.RETRY
+
+
+def _record_relay_failure(
+    rt: Runtime, jobs: Sequence[_Job], now: dt.datetime, error: str
+) -> dict[int, Outcome]:
+    """A failure of our own set-up or of the relay: pause all sending, spend no attempt.
+
+    The first of ``jobs`` met the failure; the rest of its batch was not sent. All of them
+    wait for the end of the pause; the breaker's probe, or the sweep after the breaker
+    closed, queues them again. Any no longer ours (a lease that ran out) are left alone.
+    """
+    with transaction(rt.sessions) as session:
+        pause = breaker.trip(session, now, error, first_pause=rt.settings.relay_retry_seconds)
+        held = set(
+            session.scalars(
+                update(Delivery)
+                .where(_ours(jobs))
+                .values(
+                    status=DeliveryStatus.WAITING,
+                    attempts=Delivery.attempts - 1,
+                    next_attempt_at=pause.retry_at,
+                    updated_at=now,
+                    last_error=f"sending paused: {error}",
+                )
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    log.error(
+        "delivery %s: %s (%d more of its batch wait for it)",
+        jobs[0].delivery_id,
+        pause.describe(),
+        len(held - {jobs[0].delivery_id}),
+    )
+    return {j.delivery_id: Outcome.HELD if j.delivery_id in held else Outcome.SKIPPED for j in jobs}
+
+
+def _record_bounce(rt: Runtime, job: _Job, now: dt.datetime, error: PermanentMailError) -> Outcome:
+    """A 5xx: the delivery fails with the server's words. Only a reply about the mailbox itself
+    (no such user, mailbox gone) suppresses the address; a refusal on policy grounds (5.7.x:
+    relay denied, DMARC) may be our own set-up's fault and stops this enrollment only."""
+    with transaction(rt.sessions) as session:
+        if not _still_ours(session, job, now):
+            return Outcome.SKIPPED
+        _set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=str(error))
+        delivery = session.get(Delivery, job.delivery_id)
+        assert delivery is not None
+        enrollment = delivery.enrollment
+        if not error.suppress:
+            if enrollment.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
+            log.warning("delivery %s refused (address kept): %s", job.delivery_id, error)
+            return Outcome.FAILED
+        suppress(session, enrollment.subscriber.email, f"bounced: {error}", now)
+        for each in enrollment.subscriber.enrollments:
+            if each.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, each, EnrollmentStatus.BOUNCED, now)
+    log.warning("delivery %s bounced, address suppressed: %s", job.delivery_id, error)
+    return Outcome.BOUNCED
+
+
+def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: about base, 2*base, 4*base ... up to cap."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay * (rng or random).uniform(0.5, 1.0)
