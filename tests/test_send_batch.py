@@ -1,0 +1,319 @@
+"""The batch send path: one task and one take for many deliveries, with every per-message rule
+kept per message (window, bounce, retry, relay pause) and each accepted message recorded
+before the next one is sent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, select
+
+from dripcourse import breaker, delivery, enrollment, schedule, sending
+from dripcourse.db import transaction
+from dripcourse.mail import (
+    PermanentMailError,
+    RelayError,
+    TransientMailError,
+    WireMessage,
+)
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
+from dripcourse.runtime import Runtime
+from dripcourse.sending import Outcome
+from tests.conftest import make_settings, utc
+
+NOW = utc(2026, 11, 25, 12)  # 13:00 in Madrid, 07:00 in New York, 01:00 in Auckland (+1 day)
+
+
+@pytest.fixture
+def rt(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
+    runtime = Runtime(make_settings(tmp_path, database_url=database_url))
+    yield runtime
+    runtime.close()
+
+
+class Relay:
+    """A transport that keeps what it was given and fails where told.
+
+    ``fail`` maps a recipient to the exception its send raises; ``on_send`` runs before each
+    message is taken (the test's look at the database, or a clock moving on).
+    """
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.fail: dict[str, Exception] = {}
+        self.on_send = lambda to: None
+        self.lock = threading.Lock()
+
+    def send(self, msg: WireMessage, deadline: float | None = None) -> None:
+        (to,) = msg.recipients
+        self.on_send(to)
+        if to in self.fail:
+            raise self.fail[to]
+        with self.lock:
+            self.sent.append(to)
+
+    def close(self) -> None:
+        pass
+
+
+def cohort_of(rt: Runtime, people: dict[str, str], now: dt.datetime = NOW) -> list[int]:
+    """Enroll ``people`` (address: zone) into a cohort starting today and claim Day 1."""
+    course = rt.catalog.course("white-coat")
+    with transaction(rt.sessions) as session:
+        cohort = enrollment.create_cohort(session, "batch", course, "2026-11-25", now)
+        for address, zone in people.items():
+            signup = enrollment.check_signup(address, "", zone)
+            enrollment.enroll(session, cohort, course, signup, now)
+    ids: list[int] = []
+    delivery.tick(rt, now, ids.extend)
+    return ids
+
+
+def madrid(n: int) -> dict[str, str]:
+    return {f"reader{i:02d}@example.org": "Europe/Madrid" for i in range(n)}
+
+
+def rows(rt: Runtime) -> dict[str, tuple[DeliveryStatus, int]]:
+    from dripcourse.models import Subscriber
+
+    with transaction(rt.sessions) as session:
+        return {
+            email: (status, attempts)
+            for email, status, attempts in session.execute(
+                select(Subscriber.email, Delivery.status, Delivery.attempts)
+                .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+                .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            )
+        }
+
+
+def email_of(rt: Runtime, delivery_id: int) -> str:
+    from dripcourse.models import Subscriber
+
+    with transaction(rt.sessions) as session:
+        return session.scalars(
+            select(Subscriber.email)
+            .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+            .join(Delivery, Delivery.enrollment_id == Enrollment.id)
+            .where(Delivery.id == delivery_id)
+        ).one()
+
+
+def with_relay(rt: Runtime) -> Relay:
+    relay = Relay()
+    rt._transport = relay  # type: ignore[assignment]
+    return relay
+
+
+def test_a_batch_is_one_take_and_each_message_is_recorded_before_the_next(rt: Runtime) -> None:
+    people = madrid(20)
+    ids = cohort_of(rt, people)
+    relay = with_relay(rt)
+    seen_sent_before: list[int] = []
+
+    def look(to: str) -> None:
+        # What the database holds as the server is about to get this message: every message
+        # it already accepted is recorded as sent.
+        with transaction(rt.sessions) as session:
+            seen_sent_before.append(
+                len(session.scalars(select(Delivery.id).where(Delivery.status == "sent")).all())
+            )
+
+    relay.on_send = look
+    statements: list[str] = []
+    listen = rt.engine
+
+    def count(conn, cursor, statement, *args):  # type: ignore[no-untyped-def]
+        statements.append(statement.split()[0].upper())
+
+    event.listen(listen, "before_cursor_execute", count)
+    try:
+        outcomes = sending.send_batch(rt, ids, NOW)
+    finally:
+        event.remove(listen, "before_cursor_execute", count)
+    statements = [s for s in statements if s in {"SELECT", "UPDATE", "INSERT"}]
+    assert outcomes == dict.fromkeys(ids, Outcome.SENT)
+    assert sorted(relay.sent) == sorted(people)
+    assert seen_sent_before == list(range(20))
+    # One UPDATE and one SELECT take the batch; then per message two UPDATEs record it (plus
+    # the lesson version, stored once) and the test's own SELECT above.
+    assert statements[:2] == ["UPDATE", "SELECT"]
+    per_message = statements.count("UPDATE") - 1
+    assert per_message == 2 * len(ids)
+    assert statements.count("SELECT") - 1 - len(ids) <= 2  # the version look-up, once
+
+
+def test_a_batch_handed_out_twice_sends_each_message_once(rt: Runtime) -> None:
+    ids = cohort_of(rt, madrid(12))
+    relay = with_relay(rt)
+    first = sending.send_batch(rt, ids, NOW)
+    again = sending.send_batch(rt, ids, NOW + dt.timedelta(seconds=5))
+    assert set(first.values()) == {Outcome.SENT}
+    assert again == dict.fromkeys(ids, Outcome.SKIPPED)
+    assert len(relay.sent) == 12 == len(set(relay.sent))
+
+
+@pytest.mark.postgres
+def test_two_workers_with_the_same_batch_at_once_send_each_message_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    settings = make_settings(tmp_path, database_url=postgres_url)
+    one, two = Runtime(settings), Runtime(settings)
+    try:
+        ids = cohort_of(one, madrid(40))
+        relay = Relay()
+        one._transport = two._transport = relay  # type: ignore[assignment]
+        results: list[dict[int, Outcome]] = []
+        start = threading.Barrier(2)
+
+        def work(rt: Runtime) -> None:
+            start.wait()
+            results.append(sending.send_batch(rt, ids, NOW))
+
+        threads = [threading.Thread(target=work, args=(rt,)) for rt in (one, two)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert len(relay.sent) == 40 == len(set(relay.sent))
+        merged = [r[i] for r in results for i in ids]
+        assert merged.count(Outcome.SENT) == 40 and merged.count(Outcome.SKIPPED) == 40
+    finally:
+        one.close()
+        two.close()
+
+
+def test_a_suppressed_address_in_the_middle_is_cancelled_and_the_rest_are_sent(
+    rt: Runtime,
+) -> None:
+    people = madrid(9)
+    ids = cohort_of(rt, people)
+    gone = "reader04@example.org"
+    with transaction(rt.sessions) as session:
+        enrollment.suppress(session, gone, "complaint: marked as spam", NOW)
+    relay = with_relay(rt)
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert list(outcomes.values()).count(Outcome.CANCELLED) == 1
+    assert sorted(relay.sent) == sorted(set(people) - {gone})
+    assert rows(rt)[gone][0] == DeliveryStatus.CANCELLED
+
+
+def test_a_bounce_and_a_passing_failure_in_a_batch_touch_only_their_own_address(
+    rt: Runtime,
+) -> None:
+    people = madrid(8)
+    ids = cohort_of(rt, people)
+    relay = with_relay(rt)
+    relay.fail["reader02@example.org"] = PermanentMailError("550 5.1.1 no such user")
+    relay.fail["reader05@example.org"] = TransientMailError("452 4.2.2 mailbox full")
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert sorted(outcomes.values()) == sorted(
+        [Outcome.SENT] * 6 + [Outcome.BOUNCED, Outcome.RETRY]
+    )
+    state = rows(rt)
+    assert state["reader02@example.org"] == (DeliveryStatus.FAILED, 1)
+    assert state["reader05@example.org"] == (DeliveryStatus.WAITING, 1)
+    assert len(relay.sent) == 6
+
+
+def test_a_relay_failure_stops_the_batch_and_gives_the_rest_back_to_the_pause(
+    rt: Runtime,
+) -> None:
+    people = madrid(10)
+    ids = cohort_of(rt, people)
+    relay = with_relay(rt)
+    relay.fail[email_of(rt, ids[3])] = RelayError("535 5.7.8 authentication failed")
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 3 + [Outcome.HELD] * 7
+    assert relay.sent == [email_of(rt, i) for i in ids[:3]]
+    with transaction(rt.sessions) as session:
+        pause = breaker.current(session)
+        held = session.execute(
+            select(Delivery.status, Delivery.attempts, Delivery.next_attempt_at).where(
+                Delivery.id.in_(ids[3:])
+            )
+        ).all()
+    assert pause is not None
+    # Waiting for the probe, no attempt spent: a failure of our own set-up is never theirs.
+    assert set(held) == {(DeliveryStatus.WAITING, 0, pause.retry_at)}
+
+
+def test_a_batch_that_runs_into_a_readers_night_holds_that_lesson_until_morning(
+    rt: Runtime,
+) -> None:
+    # 20:58 in Madrid and 14:58 in New York: the batch is slow (a minute per message here).
+    start = utc(2026, 11, 25, 19, 58)
+    people = {
+        "early@example.org": "Europe/Madrid",
+        "ny@example.org": "America/New_York",
+        "late@example.org": "Europe/Madrid",
+    }
+    by_email = {email_of(rt, i): i for i in cohort_of(rt, people, start)}
+    ids = [by_email[address] for address in people]  # the batch in this order
+    relay = with_relay(rt)
+    clock = [start]
+
+    def tick() -> dt.datetime:
+        clock[0] += dt.timedelta(minutes=1)
+        return clock[0]
+
+    outcomes = sending.send_batch(rt, ids, start, clock=tick)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT, Outcome.SENT, Outcome.HELD]
+    assert relay.sent == ["early@example.org", "ny@example.org"]
+    morning = schedule.at_local_time(
+        dt.date(2026, 11, 26), dt.time(7), schedule.zone("Europe/Madrid")
+    )
+    with transaction(rt.sessions) as session:
+        late = session.get(Delivery, ids[2])
+        assert (late.status, late.attempts, late.next_attempt_at) == (
+            DeliveryStatus.WAITING,
+            0,
+            morning,
+        )
+
+
+def test_the_lease_is_renewed_for_the_unsent_rest_and_a_taken_over_row_is_not_sent(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = cohort_of(rt, madrid(6))
+    relay = with_relay(rt)
+    lease = rt.settings.send_lease_seconds
+    monotonic = [1000.0]
+    monkeypatch.setattr(sending.time, "monotonic", lambda: monotonic[0])
+    taken_over = ids[4]
+
+    def slow(to: str) -> None:
+        # Each message takes 40% of the lease. At the second one, another worker takes
+        # row 4 over, as if its lease had run out: its attempt count moves on.
+        monotonic[0] += 0.4 * lease
+        if len(relay.sent) == 1:
+            with transaction(rt.sessions) as session:
+                row = session.get(Delivery, taken_over)
+                row.attempts += 1
+                row.next_attempt_at = NOW + dt.timedelta(hours=1)
+
+    relay.on_send = slow
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert outcomes[taken_over] == Outcome.SKIPPED
+    assert [outcomes[i] for i in ids if i != taken_over] == [Outcome.SENT] * 5
+    assert email_of(rt, taken_over) not in relay.sent and len(relay.sent) == 5
+    with transaction(rt.sessions) as session:
+        row = session.get(Delivery, taken_over)
+        assert (row.status, row.attempts) == (DeliveryStatus.SENDING, 2)  # the other's, untouched
+
+
+def test_an_unsubscribe_after_the_claim_leaves_that_lesson_out_of_its_batch(rt: Runtime) -> None:
+    ids = cohort_of(rt, madrid(3))
+    with transaction(rt.sessions) as session:
+        gone = session.get(Delivery, ids[1]).enrollment
+        enrollment.stop_enrollment(session, gone, EnrollmentStatus.UNSUBSCRIBED, NOW)
+    relay = with_relay(rt)
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT, Outcome.SKIPPED, Outcome.SENT]
+    assert email_of(rt, ids[1]) not in relay.sent and len(relay.sent) == 2
+    with transaction(rt.sessions) as session:
+        assert session.get(Delivery, ids[1]).status == DeliveryStatus.CANCELLED
