@@ -25,6 +25,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, or_, select, tuple_, update
@@ -54,6 +55,7 @@ from dripcourse.wire import personalise
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], dt.datetime]
+T = TypeVar("T")
 
 
 class Outcome(enum.StrEnum):
@@ -198,6 +200,13 @@ def send_batch(
         ready, relay_paused_until = _take(rt, session, delivery_ids, now, lease, outcomes)
     one_send = getattr(rt.transport, "worst_case_seconds", 0.0)
     probing = relay_paused_until is not None
+
+    def steadily(work: Callable[[], T], what: str) -> T:
+        # The batch is taken: a database that blinks now is waited for while the lease
+        # lasts (each wait logged). Past it, the error reaches the task, whose retry takes the
+        # rows back once their lease has run out; nothing waits for the sweep.
+        return retry_outages(work, what=what, patience=max(0.0, lease.left()))
+
     for n, item in enumerate(ready):
         job = item.job
         if outcomes.get(job.delivery_id) is not None:
@@ -207,14 +216,19 @@ def send_batch(
         if not sendable(item.course, tz, current, day=job.day, started_at=job.started_at):
             # The batch ran into the night of this subscriber (a long queue, a slow relay).
             until = schedule.window_start(item.course.cadence, tz, current)
-            outcomes[job.delivery_id] = _put_back(rt, [job], until, current, "window closed")
+            outcomes[job.delivery_id] = steadily(
+                lambda until=until, current=current, job=job: _put_back(
+                    rt, [job], until, current, "window closed"
+                ),
+                f"delivery {job.delivery_id} put back",
+            )
             continue
         try:
             msg, msg_id = _message(rt, item, current)
             rt.throttle()  # the send-rate slot: right before the send, so the rate holds
             if lease.wants_renewal(one_send):
                 rest = [r.job for r in ready[n:] if r.job.delivery_id not in outcomes]
-                kept = lease.renew(rt, rest, read())
+                kept = steadily(lambda rest=rest: lease.renew(rt, rest, read()), "lease renewal")
                 for lost in rest:
                     if lost.delivery_id not in kept:
                         log.warning("delivery %s was taken over; left to it", lost.delivery_id)
@@ -223,21 +237,36 @@ def send_batch(
                     continue
             rt.transport.send(msg, deadline=lease.ends)
         except PermanentMailError as exc:
-            outcomes[job.delivery_id] = _record_bounce(rt, job, current, exc)
+            outcomes[job.delivery_id] = steadily(
+                lambda exc=exc, current=current, job=job: _record_bounce(rt, job, current, exc),
+                f"delivery {job.delivery_id} refused, recording it",
+            )
             continue
         except RelayError as exc:
             rest = [r.job for r in ready[n:] if outcomes.get(r.job.delivery_id) is None]
-            outcomes.update(_record_relay_failure(rt, rest, current, str(exc)))
+            outcomes.update(
+                steadily(
+                    lambda rest=rest, current=current, exc=exc: _record_relay_failure(
+                        rt, rest, current, str(exc)
+                    ),
+                    "sending paused, recording it",
+                )
+            )
             break
-        except TransientMailError as exc:
-            outcomes[job.delivery_id] = _record_retry(rt, job, current, str(exc), item.course)
-            continue
         except Exception as exc:
-            # Anything unforeseen still ends the attempt on the record, so the retry budget
-            # applies and the delivery cannot circle through the sweep forever.
-            log.exception("delivery %s: unexpected error", job.delivery_id)
-            error = f"{type(exc).__name__}: {exc}"
-            outcomes[job.delivery_id] = _record_retry(rt, job, current, error, item.course)
+            if isinstance(exc, TransientMailError):
+                error = str(exc)
+            else:
+                # Anything unforeseen still ends the attempt on the record, so the retry
+                # budget applies and the delivery cannot circle through the sweep forever.
+                log.exception("delivery %s: unexpected error", job.delivery_id)
+                error = f"{type(exc).__name__}: {exc}"
+            outcomes[job.delivery_id] = steadily(
+                lambda error=error, current=current, item=item: _record_retry(
+                    rt, item.job, current, error, item.course
+                ),
+                f"delivery {job.delivery_id} not sent, recording it",
+            )
             continue
         sent_at = read()
         # The server has the message. A locked or restarting database must not lose that, or
@@ -250,10 +279,14 @@ def send_batch(
         )
         if probing:
             # This send was the probe of a paused relay, and it went through.
-            with transaction(rt.sessions) as session:
-                breaker.close(session, sent_at)
+            steadily(lambda sent_at=sent_at: _close_breaker(rt, sent_at), "ending the pause")
             probing = False
     return outcomes
+
+
+def _close_breaker(rt: Runtime, now: dt.datetime) -> None:
+    with transaction(rt.sessions) as session:
+        breaker.close(session, now)
 
 
 def _take(

@@ -5,6 +5,7 @@ before the next one is sent."""
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, select
 
-from dripcourse import breaker, delivery, enrollment, schedule, sending
+from dripcourse import breaker, db, delivery, enrollment, schedule, sending
 from dripcourse.db import transaction
 from dripcourse.mail import (
     PermanentMailError,
@@ -317,3 +318,38 @@ def test_an_unsubscribe_after_the_claim_leaves_that_lesson_out_of_its_batch(rt: 
     assert email_of(rt, ids[1]) not in relay.sent and len(relay.sent) == 2
     with transaction(rt.sessions) as session:
         assert session.get(Delivery, ids[1]).status == DeliveryStatus.CANCELLED
+
+
+def test_a_database_lock_in_mid_batch_is_waited_out_and_the_rest_of_the_batch_goes_out(
+    tmp_path: Path, sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(tmp_path, database_url=sqlite_url)
+    rt = Runtime(settings)
+    # Statements give up on a lock after 0.2 s here instead of 30 s: the lock outlasts it.
+    rt.__dict__["engine"] = db.make_engine(settings.database_url, lock_timeout=0.2)
+    ids = cohort_of(rt, madrid(5))
+    relay = with_relay(rt)
+    unlucky = email_of(rt, ids[1])
+    holder = sqlite3.connect(sqlite_url.removeprefix("sqlite:///"), isolation_level=None)
+
+    def busy_and_locked(to: str) -> None:
+        if to == unlucky:
+            holder.execute("BEGIN IMMEDIATE")  # a long import takes the write lock meanwhile
+            raise TransientMailError("451 4.3.0 try again later")
+
+    relay.on_send = busy_and_locked
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            holder.execute("ROLLBACK")  # the import ends
+
+    monkeypatch.setattr(db, "_pause", wait)
+    try:
+        outcomes = sending.send_batch(rt, ids, NOW)
+    finally:
+        holder.close()
+        rt.close()
+    assert [outcomes[i] for i in ids] == [Outcome.SENT, Outcome.RETRY] + [Outcome.SENT] * 3
+    assert len(waits) == 2 and len(relay.sent) == 4
