@@ -40,15 +40,20 @@ Enqueue = Callable[[Sequence[int]], None]
 OPEN = (DeliveryStatus.PENDING, DeliveryStatus.WAITING, DeliveryStatus.SENDING)
 
 
-def _lock(query, session: Session):  # type: ignore[no-untyped-def]
-    """FOR UPDATE SKIP LOCKED where the database has it (PostgreSQL).
+def picked(query: Select[tuple[int]], session: Session):  # type: ignore[no-untyped-def]
+    """The ids ``query`` picks, for ``WHERE id IN (...)``, evaluated once per statement.
 
-    SQLite has no row locks (SQLAlchemy drops the clause there); its claims rely on the
-    compare-and-set each caller does on the rows it read.
+    On PostgreSQL the pick locks its rows with FOR UPDATE SKIP LOCKED, so two ticks never wait
+    for each other, and runs as a materialised CTE: as a plain subquery the planner may run it
+    again for every row of the UPDATE (a nested loop over a small table), and each run skips
+    the rows the statement has just changed and picks new ones, so a pick of one took all.
+    SQLite has no row locks; its claims rely on the compare-and-set each caller does on the
+    rows it read.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        return query.with_for_update(skip_locked=True)
-    return query
+    if session.get_bind().dialect.name != "postgresql":
+        return query.scalar_subquery()
+    once = query.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
+    return select(*once.c)
 
 
 def claim_due_lessons(
@@ -114,7 +119,7 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime, size: int) -> 
     time, the next time its window opens, and no delivery: after downtime nobody is woken at
     01:35. A course that cannot be loaded holds back only its own enrollments.
     """
-    pick = _lock(due_enrollments(now, size), session).scalar_subquery()
+    pick = picked(due_enrollments(now, size), session)
     claimed = session.execute(
         update(Enrollment)
         .where(
@@ -209,7 +214,7 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue, limit: int | N
     while True:
         size = rt.settings.batch_size if limit is None else min(limit, rt.settings.batch_size)
         with transaction(rt.sessions) as session:
-            pick = _lock(open_deliveries(now, size), session).scalar_subquery()
+            pick = picked(open_deliveries(now, size), session)
             ids = session.scalars(
                 update(Delivery)
                 .where(

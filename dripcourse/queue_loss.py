@@ -20,7 +20,7 @@ import redis
 from sqlalchemy import Select, select, update
 
 from dripcourse.db import transaction
-from dripcourse.delivery import Enqueue, _lock
+from dripcourse.delivery import Enqueue, picked
 from dripcourse.models import Delivery, DeliveryStatus
 from dripcourse.runtime import Runtime
 
@@ -98,11 +98,11 @@ def requeue_queued(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
     later = now + dt.timedelta(seconds=rt.settings.requeue_after_seconds)
     while True:
         with transaction(rt.sessions) as session:
-            pick = _lock(queued_deliveries(now, rt.settings.batch_size), session)
+            pick = picked(queued_deliveries(now, rt.settings.batch_size), session)
             ids = session.scalars(
                 update(Delivery)
                 .where(
-                    Delivery.id.in_(pick.scalar_subquery()),
+                    Delivery.id.in_(pick),
                     Delivery.status == DeliveryStatus.PENDING,
                     Delivery.queued_at < now,
                 )

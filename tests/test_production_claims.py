@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select, text, update
 
-from dripcourse import delivery, enrollment, sending
+from dripcourse import delivery, enrollment, queue_loss, sending
 from dripcourse.db import transaction
 from dripcourse.mail import WireMessage, as_wire
 from dripcourse.models import (
@@ -279,3 +279,31 @@ def test_a_tick_skips_rows_another_transaction_holds_instead_of_waiting(
     # Once the other transaction lets go, the next tick takes the rest.
     assert delivery.tick(rt, START, claimed.extend).claimed == 5
     rt.close()
+
+
+@pytest.mark.postgres
+def test_a_limited_pick_takes_no_more_than_its_limit_whatever_the_plan(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """A small table makes PostgreSQL run the pick as the inner side of a nested loop, once
+    per outer row; with SKIP LOCKED each rerun skipped the rows the statement had just
+    updated and picked new ones, so a probe meant to queue one delivery queued all 40, and a
+    claim of a batch could take more than its batch."""
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, batch_size=7))
+    try:
+        enroll(rt, 40, START, start="now")
+        claimed: list[list[int]] = []
+        assert delivery.claim_due_lessons(rt, START, claimed.append, limit=1) == 1
+        delivery.claim_due_lessons(rt, START, claimed.append)
+        assert [len(batch) for batch in claimed] == [1] + [7] * 5 + [4]
+        with transaction(rt.sessions) as session:
+            session.execute(update(Delivery).values(status="waiting", next_attempt_at=START))
+        later = START + dt.timedelta(seconds=1)
+        queued: list[list[int]] = []
+        assert delivery.requeue_lost(rt, later, queued.append, limit=1) == 1
+        with transaction(rt.sessions) as session:
+            session.execute(update(Delivery).values(status="pending", queued_at=START))
+        assert queue_loss.requeue_queued(rt, later, queued.append) == 40
+        assert [len(batch) for batch in queued] == [1] + [7] * 5 + [5]
+    finally:
+        rt.close()
