@@ -385,9 +385,7 @@ def explain(session, statement) -> str:  # type: ignore[no-untyped-def]
 
 def claim_statement(rt: Runtime, session, now: dt.datetime):  # type: ignore[no-untyped-def]
     """The claim's compare-and-set as delivery._claim_batch issues it (kept in step by hand)."""
-    pick = delivery._lock(  # noqa: SLF001
-        delivery.due_enrollments(now, rt.settings.batch_size), session
-    ).scalar_subquery()
+    pick = delivery.picked(delivery.due_enrollments(now, rt.settings.batch_size), session)
     return (
         update(Enrollment)
         .where(

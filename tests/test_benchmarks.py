@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from benchmarks import bench
+from benchmarks import bench, bench_send
+from dripcourse import db
+from dripcourse.runtime import Runtime
 from dripcourse.settings import validate
 
 
@@ -17,3 +19,13 @@ def test_the_benchmark_settings_pass_a_workers_checks_on_postgresql(tmp_path: Pa
         mail_url="smtp://127.0.0.1:2525",
     )
     validate(settings)
+
+
+def test_the_inline_send_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
+    rt = Runtime(bench_send.settings_for(f"sqlite:///{tmp_path}/bench.sqlite3", tmp_path))
+    try:
+        db.upgrade(rt.engine)
+        for batch in (1, 10):
+            assert bench_send.bench_inline_send(rt, 20, batch) > 0
+    finally:
+        rt.close()
