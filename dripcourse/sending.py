@@ -57,6 +57,10 @@ log = logging.getLogger(__name__)
 Clock = Callable[[], dt.datetime]
 T = TypeVar("T")
 
+# How stale a batch's view of its readers may grow: an unsubscribe or a suppression made while
+# a batch is under way stops that reader's lesson if it comes later than this in the batch.
+RECHECK_SECONDS = 2.0
+
 
 class Outcome(enum.StrEnum):
     SENT = "sent"
@@ -207,10 +211,17 @@ def send_batch(
         # rows back once their lease has run out; nothing waits for the sweep.
         return retry_outages(work, what=what, patience=max(0.0, lease.left()))
 
+    checked = time.monotonic()
     for n, item in enumerate(ready):
         job = item.job
+        if outcomes.get(job.delivery_id) is None and time.monotonic() - checked > RECHECK_SECONDS:
+            # Someone may have left since the take (an unsubscribe, a complaint): look again
+            # for the rest of the batch, in one statement every few seconds, not per message.
+            rest = [r.job for r in ready[n:] if outcomes.get(r.job.delivery_id) is None]
+            outcomes.update(steadily(lambda rest=rest: _drop_stopped(rt, rest, read()), "recheck"))
+            checked = time.monotonic()
         if outcomes.get(job.delivery_id) is not None:
-            continue  # found taken over at a lease renewal
+            continue  # stopped since the take, or found taken over at a lease renewal
         current = read()
         tz = schedule.zone(job.timezone)
         if not sendable(item.course, tz, current, day=job.day, started_at=job.started_at):
@@ -241,6 +252,8 @@ def send_batch(
                 lambda exc=exc, current=current, job=job: _record_bounce(rt, job, current, exc),
                 f"delivery {job.delivery_id} refused, recording it",
             )
+            if outcomes[job.delivery_id] is Outcome.BOUNCED:
+                checked = -RECHECK_SECONDS  # the address may come again later in this batch
             continue
         except RelayError as exc:
             rest = [r.job for r in ready[n:] if outcomes.get(r.job.delivery_id) is None]
@@ -282,6 +295,42 @@ def send_batch(
             steadily(lambda sent_at=sent_at: _close_breaker(rt, sent_at), "ending the pause")
             probing = False
     return outcomes
+
+
+def _drop_stopped(rt: Runtime, jobs: Sequence[_Job], now: dt.datetime) -> dict[int, Outcome]:
+    """Cancel those of ``jobs`` whose enrollment stopped or whose address was suppressed
+    since the take (one SELECT; an UPDATE only for each one found)."""
+    if not jobs:
+        return {}
+    dropped: dict[int, Outcome] = {}
+    with transaction(rt.sessions) as session:
+        stopped = session.execute(
+            select(Delivery.id, Enrollment.status, Suppression.reason)
+            .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            .outerjoin(Suppression, Suppression.email == Subscriber.email)
+            .where(
+                Delivery.id.in_([j.delivery_id for j in jobs]),
+                or_(Enrollment.status != EnrollmentStatus.ACTIVE, Suppression.id.is_not(None)),
+            )
+        ).all()
+        by_id = {j.delivery_id: j for j in jobs}
+        for row in stopped:
+            why = row.reason or str(row.status)
+            cancelled = session.execute(
+                update(Delivery)
+                .where(_ours([by_id[row.id]]))
+                .values(
+                    status=DeliveryStatus.CANCELLED,
+                    next_attempt_at=None,
+                    updated_at=now,
+                    last_error=why,
+                )
+                .execution_options(synchronize_session=False)
+            ).rowcount
+            dropped[row.id] = Outcome.CANCELLED if cancelled else Outcome.SKIPPED
+            log.info("delivery %s cancelled before it went out: %s", row.id, why)
+    return dropped
 
 
 def _close_breaker(rt: Runtime, now: dt.datetime) -> None:

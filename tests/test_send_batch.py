@@ -353,3 +353,27 @@ def test_a_database_lock_in_mid_batch_is_waited_out_and_the_rest_of_the_batch_go
         rt.close()
     assert [outcomes[i] for i in ids] == [Outcome.SENT, Outcome.RETRY] + [Outcome.SENT] * 3
     assert len(waits) == 2 and len(relay.sent) == 4
+
+
+def test_an_unsubscribe_while_the_batch_is_under_way_stops_that_readers_lesson(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = cohort_of(rt, madrid(6))
+    relay = with_relay(rt)
+    monotonic = [1000.0]
+    monkeypatch.setattr(sending.time, "monotonic", lambda: monotonic[0])
+    leaving = ids[4]
+
+    def meanwhile(to: str) -> None:
+        monotonic[0] += 1.5  # the relay is slow today
+        if len(relay.sent) == 1:  # while the second message is on its way, one reader leaves
+            with transaction(rt.sessions) as session:
+                gone = session.get(Delivery, leaving).enrollment
+                enrollment.unsubscribe(session, gone, NOW)
+
+    relay.on_send = meanwhile
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert outcomes[leaving] == Outcome.CANCELLED
+    assert email_of(rt, leaving) not in relay.sent and len(relay.sent) == 5
+    with transaction(rt.sessions) as session:
+        assert session.get(Delivery, leaving).status == DeliveryStatus.CANCELLED
