@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, exists, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dripcourse import breaker, schedule
@@ -197,75 +197,116 @@ def send_batch(
     ``waiting`` with the attempt given back. Ids another worker holds, or already finished,
     come back SKIPPED.
     """
-    read = clock or (lambda: now)
     outcomes: dict[int, Outcome] = {}
     lease = _Lease(rt.settings.send_lease_seconds, now)
     with transaction(rt.sessions) as session:
         ready, relay_paused_until = _take(rt, session, delivery_ids, now, lease, outcomes)
-    one_send = getattr(rt.transport, "worst_case_seconds", 0.0)
-    probing = relay_paused_until is not None
+    if ready:
+        batch = _Batch(rt, ready, outcomes, lease, clock or (lambda: now))
+        batch.probing = relay_paused_until is not None
+        batch.run()
+    return outcomes
 
-    def steadily(work: Callable[[], T], what: str) -> T:
-        # The batch is taken: a database that blinks now is waited for while the lease
-        # lasts (each wait logged). Past it, the error reaches the task, whose retry takes the
-        # rows back once their lease has run out; nothing waits for the sweep.
-        return retry_outages(work, what=what, patience=max(0.0, lease.left()))
 
-    checked = time.monotonic()
-    for n, item in enumerate(ready):
-        job = item.job
-        if outcomes.get(job.delivery_id) is None and time.monotonic() - checked > RECHECK_SECONDS:
-            # Someone may have left since the take (an unsubscribe, a complaint): look again
-            # for the rest of the batch, in one statement every few seconds, not per message.
-            rest = [r.job for r in ready[n:] if outcomes.get(r.job.delivery_id) is None]
-            outcomes.update(steadily(lambda rest=rest: _drop_stopped(rt, rest, read()), "recheck"))
-            checked = time.monotonic()
-        if outcomes.get(job.delivery_id) is not None:
-            continue  # stopped since the take, or found taken over at a lease renewal
-        current = read()
+class _Batch:
+    """The sending of one taken batch: one message after another, each recorded before the
+    next, with what the batch keeps between messages (its lease, when it last looked at its
+    readers, whether it probes a paused relay)."""
+
+    def __init__(
+        self,
+        rt: Runtime,
+        ready: list[_Ready],
+        outcomes: dict[int, Outcome],
+        lease: _Lease,
+        read: Clock,
+    ) -> None:
+        self.rt, self.ready, self.outcomes, self.lease, self.read = rt, ready, outcomes, lease, read
+        self.one_send = getattr(rt.transport, "worst_case_seconds", 0.0)
+        self.probing = False
+        self.checked = time.monotonic()
+        self.recorder = _Recorder(rt)
+
+    def run(self) -> None:
+        try:
+            for n, item in enumerate(self.ready):
+                if self.outcomes.get(item.job.delivery_id) is None:
+                    self._look_again(n)
+                if self.outcomes.get(item.job.delivery_id) is None and not self._send(n, item):
+                    break
+        finally:
+            self.recorder.close()
+
+    def _unsent(self, n: int) -> list[_Job]:
+        return [r.job for r in self.ready[n:] if self.outcomes.get(r.job.delivery_id) is None]
+
+    def _steadily(self, work: Callable[[], T], what: str) -> T:
+        # The batch is taken: a database that blinks now is waited for while the lease lasts
+        # (each wait logged). Past it, the error reaches the task, whose retry takes the rows
+        # back once their lease has run out; nothing waits for the sweep.
+        return retry_outages(work, what=what, patience=max(0.0, self.lease.left()))
+
+    def _look_again(self, n: int) -> None:
+        """Someone may have left since the take (an unsubscribe, a complaint): look again for
+        the rest of the batch, in one statement every few seconds, not per message."""
+        if time.monotonic() - self.checked <= RECHECK_SECONDS:
+            return
+        rest = self._unsent(n)
+        self.outcomes.update(
+            self._steadily(lambda: _drop_stopped(self.rt, rest, self.read()), "recheck")
+        )
+        self.checked = time.monotonic()
+
+    def _keep_lease(self, n: int) -> bool:
+        """Renew the lease of the unsent rest when it runs short; whether message ``n`` is
+        still ours (a row another worker took over meanwhile is left to it)."""
+        if not self.lease.wants_renewal(self.one_send):
+            return True
+        rest = self._unsent(n)
+        kept = self._steadily(lambda: self.lease.renew(self.rt, rest, self.read()), "lease renewal")
+        for lost in rest:
+            if lost.delivery_id not in kept:
+                log.warning("delivery %s was taken over; left to it", lost.delivery_id)
+                self.outcomes[lost.delivery_id] = Outcome.SKIPPED
+        return self.ready[n].job.delivery_id in kept
+
+    def _send(self, n: int, item: _Ready) -> bool:
+        """Send message ``n`` and record what happened; False when the batch must stop."""
+        rt, job, outcomes = self.rt, item.job, self.outcomes
+        now = self.read()
         tz = schedule.zone(job.timezone)
-        if not sendable(item.course, tz, current, day=job.day, started_at=job.started_at):
+        if not sendable(item.course, tz, now, day=job.day, started_at=job.started_at):
             # The batch ran into the night of this subscriber (a long queue, a slow relay).
-            until = schedule.window_start(item.course.cadence, tz, current)
-            outcomes[job.delivery_id] = steadily(
-                lambda until=until, current=current, job=job: _put_back(
-                    rt, [job], until, current, "window closed"
-                ),
+            until = schedule.window_start(item.course.cadence, tz, now)
+            outcomes[job.delivery_id] = self._steadily(
+                lambda: _put_back(rt, [job], until, now, "window closed"),
                 f"delivery {job.delivery_id} put back",
             )
-            continue
+            return True
         try:
-            msg, msg_id = _message(rt, item, current)
+            msg, msg_id = _message(rt, item, now)
             rt.throttle()  # the send-rate slot: right before the send, so the rate holds
-            if lease.wants_renewal(one_send):
-                rest = [r.job for r in ready[n:] if r.job.delivery_id not in outcomes]
-                kept = steadily(lambda rest=rest: lease.renew(rt, rest, read()), "lease renewal")
-                for lost in rest:
-                    if lost.delivery_id not in kept:
-                        log.warning("delivery %s was taken over; left to it", lost.delivery_id)
-                        outcomes[lost.delivery_id] = Outcome.SKIPPED
-                if job.delivery_id not in kept:
-                    continue
-            rt.transport.send(msg, deadline=lease.ends)
+            if not self._keep_lease(n):
+                return True
+            rt.transport.send(msg, deadline=self.lease.ends)
         except PermanentMailError as exc:
-            outcomes[job.delivery_id] = steadily(
-                lambda exc=exc, current=current, job=job: _record_bounce(rt, job, current, exc),
+            refusal = exc
+            outcomes[job.delivery_id] = self._steadily(
+                lambda: _record_bounce(rt, job, now, refusal),
                 f"delivery {job.delivery_id} refused, recording it",
             )
             if outcomes[job.delivery_id] is Outcome.BOUNCED:
-                checked = -RECHECK_SECONDS  # the address may come again later in this batch
-            continue
+                self.checked = -RECHECK_SECONDS  # the address may come again in this batch
+            return True
         except RelayError as exc:
-            rest = [r.job for r in ready[n:] if outcomes.get(r.job.delivery_id) is None]
+            rest, reason = self._unsent(n), str(exc)
             outcomes.update(
-                steadily(
-                    lambda rest=rest, current=current, exc=exc: _record_relay_failure(
-                        rt, rest, current, str(exc)
-                    ),
+                self._steadily(
+                    lambda: _record_relay_failure(rt, rest, now, reason),
                     "sending paused, recording it",
                 )
             )
-            break
+            return False
         except Exception as exc:
             if isinstance(exc, TransientMailError):
                 error = str(exc)
@@ -274,27 +315,23 @@ def send_batch(
                 # budget applies and the delivery cannot circle through the sweep forever.
                 log.exception("delivery %s: unexpected error", job.delivery_id)
                 error = f"{type(exc).__name__}: {exc}"
-            outcomes[job.delivery_id] = steadily(
-                lambda error=error, current=current, item=item: _record_retry(
-                    rt, item.job, current, error, item.course
-                ),
+            outcomes[job.delivery_id] = self._steadily(
+                lambda: _record_retry(rt, job, now, error, item.course),
                 f"delivery {job.delivery_id} not sent, recording it",
             )
-            continue
-        sent_at = read()
+            return True
+        sent_at = self.read()
         # The server has the message. A locked or restarting database must not lose that, or
         # the lease runs out and the lesson goes out again: wait for it however long it takes.
         outcomes[job.delivery_id] = retry_outages(
-            lambda item=item, sent_at=sent_at, msg_id=msg_id: _record_sent(
-                rt, item, sent_at, msg_id
-            ),
+            lambda: self.recorder.sent(item, sent_at, msg_id),
             what=f"delivery {job.delivery_id} sent, recording it",
         )
-        if probing:
+        if self.probing:
             # This send was the probe of a paused relay, and it went through.
-            steadily(lambda sent_at=sent_at: _close_breaker(rt, sent_at), "ending the pause")
-            probing = False
-    return outcomes
+            self._steadily(lambda: _close_breaker(rt, sent_at), "ending the pause")
+            self.probing = False
+        return True
 
 
 def _drop_stopped(rt: Runtime, jobs: Sequence[_Job], now: dt.datetime) -> dict[int, Outcome]:
@@ -559,16 +596,7 @@ def _record_sent(rt: Runtime, item: _Ready, now: dt.datetime, msg_id: str) -> Ou
     slower path reads the row as it is now.
     """
     job, course, rendered = item.job, item.course, item.rendered
-    tz = schedule.zone(job.timezone)
-    paused_until = job.paused_until if job.paused_until and job.paused_until > now else None
-    values: dict[str, object] = {"day": job.day, "updated_at": now, "paused_until": paused_until}
-    if job.day >= course.length:
-        values.update(status=EnrollmentStatus.COMPLETED, next_send_at=None)
-    else:
-        due = schedule.next_due(course.cadence, tz, last_sent_at=now)
-        if paused_until is not None:
-            due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
-        values["next_send_at"] = due
+    values = _moved_on(item, now)
     with transaction(rt.sessions) as session:
         # The version the subscriber got, for "read in your browser"; a statement only the
         # first time this process sends a version.
@@ -584,21 +612,109 @@ def _record_sent(rt: Runtime, item: _Ready, now: dt.datetime, msg_id: str) -> Ou
             lesson_version_id=version_id,
         )
         updated = session.execute(
-            update(Enrollment)
-            .where(
-                Enrollment.id == job.enrollment_id,
-                Enrollment.status == EnrollmentStatus.ACTIVE,
-                Enrollment.day < job.day,
-                Enrollment.next_send_at.is_(None),
-                Enrollment.paused_until.is_not_distinct_from(job.paused_until),
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
+            _move_on(job, values).execution_options(synchronize_session=False)
         ).rowcount
         if updated != 1:
             _record_sent_to_changed_enrollment(session, job, now, course)
     rt.catalog.lesson_versions[digest(rendered)] = version_id
     return Outcome.SENT
+
+
+def _moved_on(item: _Ready, now: dt.datetime) -> dict[str, object]:
+    """The enrollment's values once lesson ``job.day`` went out at ``now``: the day, the
+    next lesson's due time (after a pause, if one is set), or completed."""
+    job, course = item.job, item.course
+    tz = schedule.zone(job.timezone)
+    paused_until = job.paused_until if job.paused_until and job.paused_until > now else None
+    values: dict[str, object] = {"day": job.day, "updated_at": now, "paused_until": paused_until}
+    if job.day >= course.length:
+        values.update(status=EnrollmentStatus.COMPLETED, next_send_at=None)
+    else:
+        due = schedule.next_due(course.cadence, tz, last_sent_at=now)
+        if paused_until is not None:
+            due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
+        values["next_send_at"] = due
+    return values
+
+
+def _move_on(job: _Job, values: dict[str, object]):  # type: ignore[no-untyped-def]
+    """The enrollment moves on to ``values``, only if it is as the take saw it: still active,
+    still on the day before, nothing scheduled meanwhile, no pause set or lifted since."""
+    return (
+        update(Enrollment)
+        .where(
+            Enrollment.id == job.enrollment_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.day < job.day,
+            Enrollment.next_send_at.is_(None),
+            Enrollment.paused_until.is_not_distinct_from(job.paused_until),
+        )
+        .values(**values)
+    )
+
+
+class _Recorder:
+    """Records the messages of one batch that the server accepted.
+
+    On PostgreSQL it holds one connection for the batch, in autocommit, and records each
+    message in one statement (a CTE moves the enrollment on and marks the delivery sent, the
+    latter only if the former matched), so a message costs one round trip to the database
+    instead of five (a pool check-out, BEGIN, two UPDATEs, COMMIT). When that statement
+    changes nothing (the enrollment changed while we sent; the first message of a lesson
+    version in this process), the careful path (_record_sent) does it in a transaction.
+    Either way the record is atomic: a crash in between leaves the delivery ``sending``, as a
+    crash before the record would.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.fast = rt.engine.dialect.name == "postgresql"
+        self.conn: Connection | None = None
+        self.versions: dict[int, int | None] = {}  # id(rendered) -> its stored version
+
+    def sent(self, item: _Ready, now: dt.datetime, msg_id: str) -> Outcome:
+        version_id = self._version(item.rendered) if self.fast else None
+        if version_id is None:
+            return _record_sent(self.rt, item, now, msg_id)
+        job = item.job
+        moved = _move_on(job, _moved_on(item, now)).returning(Enrollment.id).cte("moved")
+        statement = (
+            update(Delivery)
+            .where(Delivery.id == job.delivery_id, exists(select(moved.c.id)))
+            .values(
+                status=DeliveryStatus.SENT,
+                next_attempt_at=None,
+                updated_at=now,
+                sent_at=now,
+                message_id=msg_id,
+                lesson_version_id=version_id,
+            )
+            .returning(Delivery.id)
+        )
+        try:
+            if self.conn is None:
+                self.conn = self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            done = self.conn.execute(statement).first()
+        except Exception:
+            self.close()  # a broken connection is not used again; the caller tries again
+            raise
+        if done is None:
+            return _record_sent(self.rt, item, now, msg_id)
+        return Outcome.SENT
+
+    def _version(self, rendered: RenderedLesson) -> int | None:
+        key = id(rendered)
+        if self.versions.get(key) is None:
+            self.versions[key] = self.rt.catalog.lesson_versions.get(digest(rendered))
+        return self.versions[key]
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a connection already broken
+                conn.invalidate()
 
 
 def _record_sent_to_changed_enrollment(
