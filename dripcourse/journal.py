@@ -7,6 +7,7 @@ course and for taking away (Markdown, plain text), with every time in the subscr
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
@@ -82,10 +83,43 @@ def as_markdown(
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
+# What a Markdown viewer would make something of, escaped so that it shows the character: a
+# backslash before punctuation (or at a line's end: a line break), emphasis, code, links and
+# images, strikethrough and table cells anywhere; HTML tags, comments and <autolinks> and
+# character references (&amp;) as entities, which every flavour of Markdown shows as text;
+# and at a line's start, headings, quotes, lists, rules and setext underlines.
+_BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")
+_PUNCTUATION = re.compile(r"([*_`\[\]~|])")
+_REFERENCE = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")
+_TAG = re.compile(r"<(?=[A-Za-z/!?])")  # "<3" and "a < b" are no tag: they stay as typed
+_MARKER = re.compile(r"^(?=[#>+=-])")
+_NUMBERED = re.compile(r"^([0-9]+)(?=[.)])")
+
+
 def _quote(text: str) -> str:
-    """The reflection as a block quote, so nothing the subscriber typed reads as markup
-    around it (a line starting with # stays their words, not a heading)."""
-    return "\n".join(f"> {line}" if line else ">" for line in text.split("\n"))
+    """The reflection as a block quote that a Markdown viewer shows as it was typed.
+
+    Nothing the subscriber wrote becomes markup: a line starting with # stays their words, not
+    a heading; <script> or [a link](elsewhere) shows as those characters. Each line break is
+    kept (two spaces before it), and each line is trimmed, since indenting it would make code.
+    """
+    lines = [_inert(line.strip()) for line in text.split("\n")]
+    quoted = []
+    for line, after in zip(lines, [*lines[1:], ""], strict=True):
+        if line and after:
+            line += "  "
+        quoted.append(f"> {line}" if line else ">")
+    return "\n".join(quoted)
+
+
+def _inert(line: str) -> str:
+    """One line with every character that could start Markdown or HTML escaped."""
+    line = _BACKSLASH.sub(r"\\\\", line)
+    line = _PUNCTUATION.sub(r"\\\1", line)
+    line = _REFERENCE.sub("&amp;", line)
+    line = _TAG.sub("&lt;", line)
+    line = _MARKER.sub(r"\\", line)
+    return _NUMBERED.sub(r"\1\\", line)
 
 
 def as_text(

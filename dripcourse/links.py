@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
 
+from dripcourse.models import MAX_ID
+
 REFLECT = "reflect"
 JOURNAL = "journal"
 PAUSE = "pause"
@@ -34,7 +36,7 @@ EXPIRING = (REFLECT, JOURNAL, LESSON)
 
 
 class BadToken(Exception):
-    """A forged, tampered, truncated or expired token."""
+    """A forged, tampered, truncated or expired token, or one naming no possible row."""
 
 
 class _IssuedAtSigner(TimestampSigner):
@@ -85,7 +87,10 @@ class Links:
         return self.load_issued(purpose, token)[0]
 
     def load_issued(self, purpose: str, token: str) -> tuple[list[int], dt.datetime]:
-        """The ids inside a token made for ``purpose`` and when it was issued."""
+        """The ids inside a token made for ``purpose`` and when it was issued.
+
+        Every id (enrollment or day) is a positive number a database column can hold.
+        """
         max_age = None
         if purpose in EXPIRING and self.reflect_max_age_days:
             max_age = self.reflect_max_age_days * 86400
@@ -96,8 +101,9 @@ class Links:
         except BadData:
             raise BadToken(purpose) from None
         if not isinstance(payload, list) or not all(
-            isinstance(x, int) and not isinstance(x, bool) for x in payload
+            isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_ID for x in payload
         ):
+            # Only we can sign ids out of range, but one must still never reach a query.
             raise BadToken(purpose)
         return payload, issued_at
 

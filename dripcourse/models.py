@@ -44,6 +44,11 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
+# The largest id (or day) the Integer columns hold on every backend: 32 bits on PostgreSQL, 64 on
+# SQLite. A value past a column's range fails the whole query there, not just finds nothing.
+MAX_ID = 2**31 - 1
+
+
 class Base(DeclarativeBase):
     pass
 

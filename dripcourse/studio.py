@@ -5,20 +5,23 @@ listens on 127.0.0.1 unless told otherwise, and answers only to local host names
 files are read again whenever any of them changes (a fingerprint of their sizes and
 modification times), so a saved edit shows on the next request; the open page polls the
 fingerprint and reloads itself. A lesson with an error shows the error, file and line, in
-place of the lesson.
+place of the lesson. An address with no lesson behind it (a day or course there are no files
+for) is a 404 page saying which courses and days there are.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
-from flask import Flask, Response, abort, render_template, request
+from flask import Flask, Response, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import NotFound
 
 from dripcourse.checks import CourseReport, check_course, counts, layout_and_renderer
 from dripcourse.clock import utcnow
@@ -30,6 +33,7 @@ from dripcourse.runtime import Runtime
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 POLL_MILLISECONDS = 1000
+_DAY = re.compile(r"[0-9]{1,9}")  # a day as a URL gives it: no sign, no space, no 40 digits
 
 
 def check_host(host: str, allow_remote: bool) -> None:
@@ -90,6 +94,18 @@ class Courses:
             return self._snapshot
 
 
+class NoSuchLesson(Exception):
+    """An address naming a course or day there are no files for; the 404 page says what there is.
+
+    ``day`` is the address's text, a number or not.
+    """
+
+    def __init__(self, slug: str, day: str) -> None:
+        super().__init__(slug, day)
+        self.slug = slug
+        self.day = day
+
+
 @dataclass
 class LessonView:
     """What the lesson page shows: the parts of the message, or the errors instead."""
@@ -121,10 +137,7 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
             problem = "the database is not ready (dripcourse init); showing the sample reader"
             return sample_reader(), problem
 
-    def view(snapshot: Snapshot, slug: str, day: int, reader: Reader) -> LessonView:
-        report = snapshot.reports.get(slug)
-        if report is None:
-            abort(404)
+    def view(snapshot: Snapshot, report: CourseReport, day: int, reader: Reader) -> LessonView:
         errors = [f for f in report.findings if f.severity == "error" and f.day in (day, None)]
         errors += [f for f in snapshot.layout if f.severity == "error"]
         course = report.course
@@ -150,12 +163,12 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
             poll=POLL_MILLISECONDS,
         )
 
-    @app.get("/course/<slug>/<int:day>")
-    def lesson(slug: str, day: int) -> str:
+    @app.get("/course/<slug>/<day_text>")
+    def lesson(slug: str, day_text: str) -> str:
         snapshot = courses.current()
+        report, day = _find(snapshot, slug, day_text)
         reader, problem = reader_for(slug)
-        shown = view(snapshot, slug, day, reader)
-        report = snapshot.reports[slug]
+        shown = view(snapshot, report, day, reader)
         course = report.course
         return render_template(
             "studio_lesson.html",
@@ -169,15 +182,16 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
             view=shown,
             warnings=[f for f in report.for_day(day) if f.severity == "warning"],
             as_email=request.args.get("as", ""),
-            days=sorted({*report.lessons, *(f.day for f in report.findings if f.day)}),
+            days=_days(report),
             poll=POLL_MILLISECONDS,
         )
 
-    @app.get("/course/<slug>/<int:day>/html")
-    def lesson_html(slug: str, day: int) -> Response:
+    @app.get("/course/<slug>/<day_text>/html")
+    def lesson_html(slug: str, day_text: str) -> Response:
         snapshot = courses.current()
+        report, day = _find(snapshot, slug, day_text)
         reader, _problem = reader_for(slug)
-        shown = view(snapshot, slug, day, reader)
+        shown = view(snapshot, report, day, reader)
         if shown.errors:
             text = "\n".join(str(f) for f in shown.errors)
             return Response(text, status=422, mimetype="text/plain")
@@ -187,7 +201,55 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
     def current_fingerprint() -> dict[str, str]:
         return {"fingerprint": fingerprint(courses.emails_dir)}
 
+    @app.errorhandler(NoSuchLesson)
+    @app.errorhandler(NotFound)
+    def missing(exc: NoSuchLesson | NotFound) -> tuple[str, int]:
+        """No lesson here: say which courses and days there are; the page reloads, so a day
+        asked for before its file is saved shows once it is."""
+        snapshot = courses.current()
+        asked = exc if isinstance(exc, NoSuchLesson) else None
+        return render_template(
+            "studio_missing.html",
+            snapshot=snapshot,
+            asked=asked,
+            report=snapshot.reports.get(asked.slug) if asked else None,
+            days_of=_days,
+            span=_span,
+            poll=POLL_MILLISECONDS,
+        ), 404
+
     return app
+
+
+def _find(snapshot: Snapshot, slug: str, day_text: str) -> tuple[CourseReport, int]:
+    """The course report and day an address names; NoSuchLesson if there are no files for it.
+
+    While a course's course.toml cannot be read its lessons are not known, so any day shows
+    the page with that error in place, as a broken lesson does.
+    """
+    report = snapshot.reports.get(slug)
+    if report is None or not _DAY.fullmatch(day_text):
+        raise NoSuchLesson(slug, day_text)
+    day = int(day_text)
+    if report.course is not None and day not in _days(report):
+        raise NoSuchLesson(slug, day_text)
+    return report, day
+
+
+def _days(report: CourseReport) -> list[int]:
+    """Every lesson day there is a file for, loaded or not (one that does not shows its errors)."""
+    return sorted({*report.lessons, *(f.day for f in report.findings if f.day)})
+
+
+def _span(days: list[int]) -> str:
+    """days 1 to 7, or days 1, 2 and 5 when some are missing."""
+    if not days:
+        return "no lessons"
+    if len(days) == 1:
+        return f"day {days[0]}"
+    if days == list(range(days[0], days[-1] + 1)):
+        return f"days {days[0]} to {days[-1]}"
+    return f"days {', '.join(map(str, days[:-1]))} and {days[-1]}"
 
 
 def _lesson_or_none(report: CourseReport, day: int):  # type: ignore[no-untyped-def]
@@ -201,8 +263,7 @@ def _lesson_or_none(report: CourseReport, day: int):  # type: ignore[no-untyped-
 
 def _rows(report: CourseReport) -> list[tuple[int, object, list[Finding]]]:
     """One row per lesson day found, loaded or not, with its findings."""
-    days = sorted({*report.lessons, *(f.day for f in report.findings if f.day)})
-    return [(day, report.lessons.get(day), report.for_day(day)) for day in days]
+    return [(day, report.lessons.get(day), report.for_day(day)) for day in _days(report)]
 
 
 def _part(msg: Message, subtype: str) -> str:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from flask.testing import FlaskClient
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from markdown_it import MarkdownIt
 from sqlalchemy import update
 
-from dripcourse import links
+from dripcourse import journal, links, reflections
 from dripcourse.db import transaction
 from dripcourse.models import Delivery
 from dripcourse.runtime import Runtime
@@ -166,7 +171,7 @@ def test_the_journal_downloads_as_markdown_text_and_a_page_to_print(
     course = rt.catalog.course("white-coat")
     assert md.startswith(f"# {course.title}: my journal\n\n{COMPLETED}\n")
     assert md.index("## Day 1:") < md.index("## Day 7:")  # oldest first, as a diary
-    assert "> # Not a heading\n> Line two." in md  # their words stay quoted, never markup
+    assert "> \\# Not a heading  \n> Line two." in md  # their words stay quoted, never markup
     assert "*Sent Monday 3 March 2025 at 07:00 (Asia/Kathmandu)*" in md
     assert "*Written Sunday 9 March 2025 at 20:45 (Asia/Kathmandu)*" in md
     assert f"**{course.lesson(4).prompt}**" in md and "*Nothing written for this day.*" in md
@@ -200,3 +205,92 @@ def test_the_reflect_page_asks_the_question_as_it_was_sent(
     assert old_prompt in shown and "A question asked later?" not in shown
     assert "Day 1: Noticing the Weight" in shown and "Read the lesson again" in shown
     later.close()
+
+
+# A Markdown viewer at its most eager: raw HTML on, GitHub's tables and strikethrough.
+VIEWER = MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+ATTACK = (
+    '<script>alert("x")</script> <img src=x onerror=alert(1)>\n'
+    "[my notes](https://evil.example) ![](https://evil.example/pixel.png) <https://evil.example>\n"
+    "*so* tired, __really__, `code`, ~~struck~~, &amp; a | table\n"
+    "# not a heading\n"
+    "- not a list\n"
+    "1. nor this\n"
+    "    nor code\n"
+    "---\n"
+    "\n"
+    "> not a quote\n"
+    "C:\\Users\\me\\ <3, a < b"
+)
+
+
+def shown(markdown: str) -> str:
+    """What a viewer shows of a quoted reflection: its text, line breaks and paragraphs; an
+    assertion error if it made anything else of it (a link, HTML, emphasis, a heading)."""
+    paragraphs: list[str] = []
+    for token in VIEWER.parse(markdown):
+        if token.type == "inline":
+            parts = []
+            for child in token.children or []:
+                assert child.type in ("text", "softbreak", "hardbreak"), (child.type, markdown)
+                parts.append({"softbreak": " ", "hardbreak": "\n"}.get(child.type, child.content))
+            paragraphs.append("".join(parts))
+        else:
+            assert token.type.startswith(("blockquote_", "paragraph_")), (token.type, markdown)
+    return "\n\n".join(paragraphs)
+
+
+def as_written(text: str) -> str:
+    """The text as one reads it: its lines and paragraphs, spaces within and around them aside."""
+    lines = [" ".join(line.split()) for line in text.split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n")
+
+
+def quote_in(markdown: str) -> str:
+    """The quoted lines of a journal download: what the subscriber wrote."""
+    return "\n".join(line for line in markdown.split("\n") if line.startswith(">"))
+
+
+def quoted(text: str) -> str:
+    """The block quote the journal download makes of a reflection."""
+    written = reflections.WrittenReflection(
+        id=1,
+        enrollment_id=1,
+        day=1,
+        prompt="Q?",
+        body=text,
+        created_at=AFTER_THE_COURSE,
+        updated_at=AFTER_THE_COURSE,
+    )
+    entry = reflections.JournalEntry(1, "Title", "Q?", (), written)
+    return quote_in(journal.as_markdown("Course", [entry], ZoneInfo("UTC"), None))
+
+
+# Reflections heavy in what Markdown and HTML are made of, and any text at all.
+MARKDOWNISH = st.text(alphabet=st.sampled_from(list("ab1 \t\n.)#>-+=*_`[]()!<>&;/\\~|:")))
+REFLECTIONS = (MARKDOWNISH | st.text()).map(reflections.clean_text).filter(str.strip)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=REFLECTIONS)
+@example(text=ATTACK)
+def test_a_markdown_viewer_shows_any_reflection_as_written(text: str) -> None:
+    assert as_written(shown(quoted(text))) == as_written(text)
+
+
+def test_the_markdown_download_keeps_html_and_markdown_in_a_reflection_inert_and_readable(
+    rt: Runtime, kiran: int
+) -> None:
+    client = client_for(rt)
+    post_form(client, path(rt, links.REFLECT, kiran, 2), reflection=ATTACK)
+    base = path(rt, links.JOURNAL, kiran)
+    md = client.get(base + "/journal.md").get_data(as_text=True)
+    quote = quote_in(md)
+    rendered = VIEWER.render(quote)
+    for markup in ("<script", "<img", "<a ", "<em>", "<strong>", "<code>", "<s>", "<h1>", "<li>"):
+        assert markup not in rendered, markup
+    assert as_written(shown(quote)) == as_written(ATTACK)
+    assert '&lt;script>alert("x")&lt;/script>' in md  # readable still, in any text editor
+    assert "\\[my notes\\](https://evil.example)" in md and "\\*so\\* tired" in md
+    assert "> \\# not a heading  \n> \\- not a list  \n> 1\\. nor this  \n> nor code" in md
+    assert ATTACK in client.get(base + "/journal.txt").get_data(as_text=True)  # the text as typed

@@ -149,3 +149,64 @@ def test_preview_serve_refuses_a_public_interface_in_one_line(studio_rt: Runtime
     )
     assert result.exit_code == 1
     assert result.output.startswith("Error: --host 0.0.0.0: the studio")
+
+
+# A lesson address with no lesson behind it, and what the 404 page must say.
+MISSING = {
+    "a day past the course": ("/course/white-coat/999", "There is no day 999"),
+    "day zero": ("/course/white-coat/0", "There is no day 0"),
+    "a negative day": ("/course/white-coat/-1", "There is no day -1"),
+    "not a number": ("/course/white-coat/three", "There is no day three"),
+    "markup": ("/course/white-coat/%3Cb%3Ethree", "There is no day &lt;b&gt;three in"),
+    "a number past any integer": ("/course/white-coat/" + "9" * 40, "There is no day 999"),
+    "the frame of a missing day": ("/course/white-coat/999/html", "There is no day 999"),
+}
+DAYS_OF_WHITE_COAT = "The White Coat Reset has days 1 to 7"
+
+
+@pytest.mark.parametrize(("url", "says"), MISSING.values(), ids=MISSING.keys())
+def test_a_day_the_course_does_not_have_is_a_404_naming_the_days_it_has(
+    client: FlaskClient, url: str, says: str
+) -> None:
+    response = client.get(url)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 404
+    assert says in html and DAYS_OF_WHITE_COAT in html
+    for day in range(1, 8):
+        assert f'href="/course/white-coat/{day}"' in html
+    assert 'fetch("/_fingerprint"' in html  # reloads when the lesson file is saved
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/course/nope/1",
+        "/course/nope/1/html",
+        "/course/_layout/1",  # a folder under emails/, but not a course
+        "/course/../1",
+        "/course/%2e%2e/1",
+        "/course/..%2F..%2Fetc%2Fpasswd/1",
+        "/course/white-coat",
+        "/nothing-here",
+    ],
+)
+def test_an_address_with_no_course_behind_it_is_a_404_listing_the_courses(
+    client: FlaskClient, url: str
+) -> None:
+    response = client.get(url)
+    html = response.get_data(as_text=True)
+    assert response.status_code == 404
+    assert "There is no course" in html or "There is no page" in html
+    assert 'href="/course/white-coat/1">The White Coat Reset</a>' in html
+    assert "days 1 to 7" in html and "root:" not in html
+
+
+def test_while_course_toml_is_broken_any_day_shows_its_error_in_place(
+    client: FlaskClient, emails: Path
+) -> None:
+    """Which days there are is not known then; the page says what to fix, as before."""
+    (emails / "white-coat" / "course.toml").write_text("title = \n")
+    for day in (1, 999):
+        html = page(client, f"/course/white-coat/{day}")
+        assert "This lesson does not render" in html and "course.toml:1: not valid TOML" in html
+    assert client.get("/course/white-coat/three").status_code == 404

@@ -26,11 +26,11 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from dripcourse import delivery, links, reflections, sending, web
+from dripcourse import delivery, links, reflections, sending
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
-from dripcourse.web import RedactingRequestHandler, create_app, redact
+from dripcourse.web import RedactingRequestHandler, create_app, leaving, redact, reflecting
 from tests.conftest import make_settings
 from tests.smtp_sink import SMTPSink
 from tests.test_web_support import (
@@ -218,7 +218,7 @@ def test_a_post_is_read_in_full_before_a_database_connection_is_taken(
     data = {"form_token": form_token(client.get(url).get_data(as_text=True)), **fields}
     body = io.BytesIO(urllib.parse.urlencode({k: v for k, v in data.items() if v}).encode())
     read_when_opened: list[int] = []
-    real_transaction = web.transaction
+    real_transaction = transaction
 
     @contextlib.contextmanager
     def watched(sessions):  # type: ignore[no-untyped-def]
@@ -226,7 +226,8 @@ def test_a_post_is_read_in_full_before_a_database_connection_is_taken(
         with real_transaction(sessions) as session:
             yield session
 
-    monkeypatch.setattr(web, "transaction", watched)
+    for pages in (reflecting, leaving):
+        monkeypatch.setattr(pages, "transaction", watched)
     response = client.post(
         url,
         input_stream=body,
