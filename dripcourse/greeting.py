@@ -36,6 +36,14 @@ MAX_GREETING_CHARS = 100
 
 
 @functools.lru_cache(maxsize=4096)  # pure, and asked again for every lesson sent
+def _parts(name: str) -> tuple[str, str, str, str]:
+    """``name`` parsed once for both uses below: its title, first, middle and last parts."""
+    parsed = HumanName(" ".join(name.split()))
+    parsed.capitalize(force=False)  # "amara okafor" -> "Amara Okafor"; "McDonald" is kept
+    return parsed.title, parsed.first.strip(), parsed.middle, parsed.last.strip()
+
+
+@functools.lru_cache(maxsize=4096)
 def derive_greeting(name: str, fallback: str) -> str:
     """The greeting for someone who gave ``name``, or ``fallback`` when it holds no name.
 
@@ -45,31 +53,26 @@ def derive_greeting(name: str, fallback: str) -> str:
       the whole name is used ("A. Okafor");
     - nothing usable (empty, only a title or punctuation): ``fallback``.
     """
-    parsed = HumanName(" ".join(name.split()))
-    parsed.capitalize(force=False)  # "amara okafor" -> "Amara Okafor"; "McDonald" is kept
-    title = _title(parsed.title)
-    first, last = parsed.first.strip(), parsed.last.strip()
+    raw_title, first, middle, last = _parts(name)
+    title = _title(raw_title)
     if title and title.lower() in _GIVEN_NAME_TITLES and first:
         return f"{title} {first}"
     if title and (last or first):
         return f"{title} {last or first}"
     if first and not _INITIAL.match(first):
         return first
-    whole = " ".join(p for p in (first, parsed.middle, last) if p).strip()
+    whole = " ".join(p for p in (first, middle, last) if p).strip()
     if any(ch.isalnum() for ch in whole):
         return whole
     return fallback
 
 
-@functools.lru_cache(maxsize=4096)
 def given_name(name: str) -> str:
     """The given name in ``name`` ("Dr. Amara Okafor" and "Okafor, Amara" -> "Amara"), or "".
 
     What ``{{ first_name }}`` shows; lessons should prefer the greeting.
     """
-    parsed = HumanName(" ".join(name.split()))
-    parsed.capitalize(force=False)
-    first = parsed.first.strip()
+    first = _parts(name)[1]
     return "" if _INITIAL.match(first) else first
 
 

@@ -100,8 +100,10 @@ class Personal:
     journal: str
     pause: str
     unsubscribe: str
-    # How the lesson addresses them (see greeting.greeting_for); "" derives it from the name.
+    # How the lesson addresses them (see greeting.greeting_for); "" derives it from the name
+    # when a lesson shows it, with greeting_fallback for a name that gives none.
     greeting: str = ""
+    greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
@@ -115,7 +117,7 @@ class Personal:
 
     def value(self, field: str) -> str:
         if field == "greeting" and not self.greeting:
-            return derive_greeting(self.name, DEFAULT_GREETING_FALLBACK)
+            return derive_greeting(self.name, self.greeting_fallback)
         return str(getattr(self, field))
 
 

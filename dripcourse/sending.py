@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import functools
 import logging
 import random
 import time
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, exists, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, exists, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dripcourse import breaker, schedule
@@ -36,7 +37,6 @@ from dripcourse.course import Course
 from dripcourse.db import retry_outages, transaction
 from dripcourse.enrollment import stop_enrollment, suppress
 from dripcourse.errors import CourseError
-from dripcourse.greeting import greeting_for
 from dripcourse.lessons_sent import digest, record_version
 from dripcourse.mail import PermanentMailError, RelayError, TransientMailError
 from dripcourse.models import (
@@ -505,7 +505,9 @@ def _message(rt: Runtime, item: _Ready, now: dt.datetime):  # type: ignore[no-un
     who = Personal(
         email=item.email,
         name=item.name,
-        greeting=greeting_for(item.name, item.greeting, item.course.greeting_fallback),
+        # Worked out only if the lesson shows it: deriving one parses the name.
+        greeting=(item.greeting or "").strip(),
+        greeting_fallback=item.course.greeting_fallback,
         **links,
         **reply_addresses(rt.links, rt.settings.reply_domain, job.enrollment_id, job.day),
     )
@@ -653,6 +655,50 @@ def _move_on(job: _Job, values: dict[str, object]):  # type: ignore[no-untyped-d
     )
 
 
+@functools.cache
+def _one_statement_record():  # type: ignore[no-untyped-def]
+    """_record_sent's two UPDATEs as one statement, built once (its compiled form is cached):
+    the enrollment moves on under the same guard, and the delivery is marked sent only if it
+    did."""
+    e, d = Enrollment.__table__.c, Delivery.__table__.c
+
+    def param(name: str, column):  # type: ignore[no-untyped-def]
+        return bindparam(name, type_=column.type)
+
+    moved = (
+        update(Enrollment.__table__)
+        .where(
+            e.id == param("p_enrollment", e.id),
+            e.status == EnrollmentStatus.ACTIVE,
+            e.day < param("p_day", e.day),
+            e.next_send_at.is_(None),
+            e.paused_until.is_not_distinct_from(param("p_seen_paused", e.paused_until)),
+        )
+        .values(
+            day=param("p_day", e.day),
+            updated_at=param("p_now", e.updated_at),
+            paused_until=param("p_paused_until", e.paused_until),
+            next_send_at=param("p_next_send_at", e.next_send_at),
+            status=param("p_status", e.status),
+        )
+        .returning(e.id)
+        .cte("moved")
+    )
+    return (
+        update(Delivery.__table__)
+        .where(d.id == param("p_delivery", d.id), exists(select(moved.c.id)))
+        .values(
+            status=DeliveryStatus.SENT,
+            next_attempt_at=None,
+            updated_at=param("p_now", d.updated_at),
+            sent_at=param("p_now", d.sent_at),
+            message_id=param("p_message_id", d.message_id),
+            lesson_version_id=param("p_version", d.lesson_version_id),
+        )
+        .returning(d.id)
+    )
+
+
 class _Recorder:
     """Records the messages of one batch that the server accepted.
 
@@ -677,24 +723,23 @@ class _Recorder:
         if version_id is None:
             return _record_sent(self.rt, item, now, msg_id)
         job = item.job
-        moved = _move_on(job, _moved_on(item, now)).returning(Enrollment.id).cte("moved")
-        statement = (
-            update(Delivery)
-            .where(Delivery.id == job.delivery_id, exists(select(moved.c.id)))
-            .values(
-                status=DeliveryStatus.SENT,
-                next_attempt_at=None,
-                updated_at=now,
-                sent_at=now,
-                message_id=msg_id,
-                lesson_version_id=version_id,
-            )
-            .returning(Delivery.id)
-        )
+        values = _moved_on(item, now)
+        params = {
+            "p_delivery": job.delivery_id,
+            "p_enrollment": job.enrollment_id,
+            "p_day": job.day,
+            "p_seen_paused": job.paused_until,
+            "p_paused_until": values["paused_until"],
+            "p_next_send_at": values["next_send_at"],
+            "p_status": values.get("status", EnrollmentStatus.ACTIVE),
+            "p_now": now,
+            "p_message_id": msg_id,
+            "p_version": version_id,
+        }
         try:
             if self.conn is None:
                 self.conn = self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            done = self.conn.execute(statement).first()
+            done = self.conn.execute(_one_statement_record(), params).first()
         except Exception:
             self.close()  # a broken connection is not used again; the caller tries again
             raise

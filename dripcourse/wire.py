@@ -15,6 +15,7 @@ encoder the email package uses.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import random
 import re
 import sys
@@ -114,6 +115,13 @@ class EncodedBody:
             self.chunks.append(tuple(line))
         if static:
             self.chunks.append(CRLF.join(static))
+        self.fields = frozenset(
+            p
+            for chunk in self.chunks
+            if not isinstance(chunk, str)
+            for p in chunk
+            if isinstance(p, int)
+        )
 
     def encode(self, values: tuple[str, ...]) -> str:
         """The body with ``values`` (indexed as PERSONAL_FIELDS) in place."""
@@ -142,6 +150,13 @@ class EncodedLesson:
     text: EncodedBody
     html: EncodedBody
 
+    @functools.cached_property
+    def fields(self) -> tuple[bool, ...]:
+        """For each of PERSONAL_FIELDS, whether either part shows it: only those are worked
+        out per recipient (a greeting parses the name)."""
+        used = self.text.fields | self.html.fields
+        return tuple(i in used for i in range(len(PERSONAL_FIELDS)))
+
 
 def encode_lesson(rendered: RenderedLesson) -> EncodedLesson:
     """Encode what every recipient of ``rendered`` shares; costs about one build_message."""
@@ -164,7 +179,10 @@ def personalise(
     lesson = rendered.encoded
     subject = lesson.rendered.subject.render(who)
     check_header_values(subject, who)
-    plain = tuple(who.value(field) for field in PERSONAL_FIELDS)
+    plain = tuple(
+        who.value(field) if shown else ""
+        for field, shown in zip(PERSONAL_FIELDS, lesson.fields, strict=True)
+    )
     escaped = tuple(str(escape(value)) for value in plain)
     boundary = _boundary()
     head = "".join(

@@ -5,6 +5,8 @@ before the next one is sent."""
 from __future__ import annotations
 
 import datetime as dt
+import email
+import email.policy
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -421,3 +423,38 @@ def test_a_pause_while_the_batch_is_under_way_holds_that_readers_next_lesson(
     assert {v for k, v in moved.items() if k != pausing} == {
         (DeliveryStatus.SENT, 1, tomorrow, None)
     }
+
+
+def test_each_reader_is_greeted_as_set_derived_or_with_the_courses_fallback(
+    rt: Runtime,
+) -> None:
+    course = rt.catalog.course("white-coat")
+    with transaction(rt.sessions) as session:
+        cohort = enrollment.create_cohort(session, "greet", course, "now", NOW)
+        for address, name, greeting in [
+            ("set@example.org", "Amara Okafor", "Dr. Amara"),
+            ("derived@example.org", "Dr. Bo Chen", ""),
+            ("nameless@example.org", "", ""),
+        ]:
+            signup = enrollment.check_signup(address, name, "Europe/Madrid")
+            person = enrollment.enroll(session, cohort, course, signup, NOW)
+            person.subscriber.greeting = greeting
+    ids: list[int] = []
+    delivery.tick(rt, NOW, ids.extend)
+    sent: dict[str, bytes] = {}
+
+    class Keep(Relay):
+        def send(self, msg: WireMessage, deadline: float | None = None) -> None:
+            sent[msg.recipients[0]] = msg.data
+
+    rt._transport = Keep()  # type: ignore[assignment]
+    assert set(sending.send_batch(rt, ids, NOW).values()) == {Outcome.SENT}
+    text = {
+        to: email.message_from_bytes(data, policy=email.policy.default)
+        .get_body(("plain",))
+        .get_content()
+        for to, data in sent.items()
+    }
+    assert "Good morning, Dr. Amara." in text["set@example.org"]
+    assert "Good morning, Dr. Chen." in text["derived@example.org"]
+    assert "Good morning, colleague." in text["nameless@example.org"]
