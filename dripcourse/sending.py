@@ -193,9 +193,10 @@ def send_batch(
     Checked at the take, whatever the claim decided: the enrollment (stopped or suppressed:
     cancelled), the course (broken since the claim: held back without spending an attempt)
     and the relay's pause. Checked again before each message: the subscriber's local window
-    (a delivery whose window closed is put back until it opens, not sent). Put back means
-    ``waiting`` with the attempt given back. Ids another worker holds, or already finished,
-    come back SKIPPED.
+    (a delivery whose window closed is put back until it opens, not sent); and, every
+    RECHECK_SECONDS and after each bounce, whether anyone left or was suppressed since the
+    take. Put back means ``waiting`` with the attempt given back. Ids another worker holds,
+    or already finished, come back SKIPPED.
     """
     outcomes: dict[int, Outcome] = {}
     lease = _Lease(rt.settings.send_lease_seconds, now)
