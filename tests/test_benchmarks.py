@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks import bench, bench_send
-from dripcourse import db
+from dripcourse import db, tasks
 from dripcourse.runtime import Runtime
 from dripcourse.settings import validate
 
@@ -29,3 +31,13 @@ def test_the_inline_send_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
             assert bench_send.bench_inline_send(rt, 20, batch) > 0
     finally:
         rt.close()
+
+
+@pytest.mark.redis
+def test_the_enqueue_benchmark_counts_what_it_queued(tmp_path: Path, redis_url: str) -> None:
+    before = tasks.runtime().settings
+    try:
+        one_by_one, batched = bench.enqueue_rates(tmp_path, redis_url, 250)
+    finally:
+        tasks.configure(before)
+    assert one_by_one > 0 and batched > 0
