@@ -19,7 +19,7 @@ from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.errors import CourseError
 from dripcourse.inbound import Inbound, Limits
 from dripcourse.links import Links
-from dripcourse.mail import TransientMailError, Transport, transport_from_url
+from dripcourse.mail import RelayError, Transport, transport_from_url
 from dripcourse.ratelimit import RateLimiter
 from dripcourse.render import Renderer
 from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
@@ -142,7 +142,7 @@ class Runtime:
         """Wait for a slot under the global send-rate limit, if one is set.
 
         A Redis that blinks (restarted, a dropped connection) is tried again for about ten
-        seconds, each wait logged; only then does this attempt fail as passing trouble.
+        seconds, each wait logged; only then does sending pause (RelayError), as for a relay.
         """
         if self.limiter is None:
             return
@@ -156,7 +156,9 @@ class Runtime:
                 reraise=True,
             )(self.limiter.wait)
         except redis.RedisError as exc:
-            raise TransientMailError(f"send-rate limiter unavailable: {exc}") from exc
+            # The limiter is part of our own set-up: its outage pauses sending, as a relay's
+            # does, and spends no subscriber's attempt.
+            raise RelayError(f"send-rate limiter unavailable: {exc}") from exc
 
     def after_fork(self) -> None:
         """In a forked child: drop, without closing, the connections inherited from the parent.

@@ -25,7 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -230,9 +230,10 @@ class _Batch:
 
     def run(self) -> None:
         try:
-            for n, item in enumerate(self.ready):
-                if self.outcomes.get(item.job.delivery_id) is None:
-                    self._look_again(n)
+            for n in range(len(self.ready)):
+                if self.outcomes.get(self.ready[n].job.delivery_id) is None:
+                    self._look_again(n)  # may cancel it, or give it a new zone
+                item = self.ready[n]
                 if self.outcomes.get(item.job.delivery_id) is None and not self._send(n, item):
                     break
         finally:
@@ -248,14 +249,20 @@ class _Batch:
         return retry_outages(work, what=what, patience=max(0.0, self.lease.left()))
 
     def _look_again(self, n: int) -> None:
-        """Someone may have left since the take (an unsubscribe, a complaint): look again for
-        the rest of the batch, in one statement every few seconds, not per message."""
+        """Someone may have left since the take (an unsubscribe, a complaint) or moved to
+        another time zone: look again at the rest of the batch, in one statement every few
+        seconds, not per message."""
         if time.monotonic() - self.checked <= RECHECK_SECONDS:
             return
         rest = self._unsent(n)
-        self.outcomes.update(
-            self._steadily(lambda: _drop_stopped(self.rt, rest, self.read()), "recheck")
+        dropped, moved = self._steadily(
+            lambda: _look_again_at(self.rt, rest, self.read()), "looking again at the batch"
         )
+        self.outcomes.update(dropped)
+        for i, each in enumerate(self.ready):
+            zone = moved.get(each.job.delivery_id)
+            if zone is not None:  # moved to another zone: its window and its next lesson follow
+                self.ready[i] = replace(each, job=replace(each.job, timezone=zone))
         self.checked = time.monotonic()
 
     def _keep_lease(self, n: int) -> bool:
@@ -274,10 +281,19 @@ class _Batch:
     def _send(self, n: int, item: _Ready) -> bool:
         """Send message ``n`` and record what happened; False when the batch must stop."""
         rt, job, outcomes = self.rt, item.job, self.outcomes
+        try:
+            rt.throttle()  # the send-rate slot: before the last checks, so the rate holds
+        except RelayError as exc:  # the limiter is ours: its outage pauses, like the relay's
+            return self._pause(n, str(exc))
+        # Outside the try below: a database that stays away while the lease runs out is the
+        # task's trouble (it tries again), never a failed attempt of this reader.
+        if not self._keep_lease(n):
+            return True
         now = self.read()
         tz = schedule.zone(job.timezone)
         if not sendable(item.course, tz, now, day=job.day, started_at=job.started_at):
-            # The batch ran into the night of this subscriber (a long queue, a slow relay).
+            # The batch ran into the night of this subscriber (a long queue, a slow relay, a
+            # long wait for a send-rate slot).
             until = schedule.window_start(item.course.cadence, tz, now)
             outcomes[job.delivery_id] = self._steadily(
                 lambda: _put_back(rt, [job], until, now, "window closed"),
@@ -286,9 +302,6 @@ class _Batch:
             return True
         try:
             msg, msg_id = _message(rt, item, now)
-            rt.throttle()  # the send-rate slot: right before the send, so the rate holds
-            if not self._keep_lease(n):
-                return True
             rt.transport.send(msg, deadline=self.lease.ends)
         except PermanentMailError as exc:
             refusal = exc
@@ -300,14 +313,7 @@ class _Batch:
                 self.checked = -RECHECK_SECONDS  # the address may come again in this batch
             return True
         except RelayError as exc:
-            rest, reason = self._unsent(n), str(exc)
-            outcomes.update(
-                self._steadily(
-                    lambda: _record_relay_failure(rt, rest, now, reason),
-                    "sending paused, recording it",
-                )
-            )
-            return False
+            return self._pause(n, str(exc))
         except Exception as exc:
             if isinstance(exc, TransientMailError):
                 error = str(exc)
@@ -334,26 +340,43 @@ class _Batch:
             self.probing = False
         return True
 
+    def _pause(self, n: int, reason: str) -> bool:
+        """Our own set-up failed (relay, login, TLS, the rate limiter): pause all sending and
+        give message ``n`` and the rest of the batch back to the pause, attempts untouched."""
+        rest, now = self._unsent(n), self.read()
+        self.outcomes.update(
+            self._steadily(
+                lambda: _record_relay_failure(self.rt, rest, now, reason),
+                "sending paused, recording it",
+            )
+        )
+        return False
 
-def _drop_stopped(rt: Runtime, jobs: Sequence[_Job], now: dt.datetime) -> dict[int, Outcome]:
+
+def _look_again_at(
+    rt: Runtime, jobs: Sequence[_Job], now: dt.datetime
+) -> tuple[dict[int, Outcome], dict[int, str]]:
     """Cancel those of ``jobs`` whose enrollment stopped or whose address was suppressed
-    since the take (one SELECT; an UPDATE only for each one found)."""
-    if not jobs:
-        return {}
+    since the take, and find those whose reader moved to another time zone (one SELECT; an
+    UPDATE only for each one cancelled). Returns the outcomes and the new zones by id."""
     dropped: dict[int, Outcome] = {}
+    moved: dict[int, str] = {}
+    if not jobs:
+        return dropped, moved
+    by_id = {j.delivery_id: j for j in jobs}
     with transaction(rt.sessions) as session:
-        stopped = session.execute(
-            select(Delivery.id, Enrollment.status, Suppression.reason)
+        found = session.execute(
+            select(Delivery.id, Enrollment.status, Suppression.reason, Subscriber.timezone)
             .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
             .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
             .outerjoin(Suppression, Suppression.email == Subscriber.email)
-            .where(
-                Delivery.id.in_([j.delivery_id for j in jobs]),
-                or_(Enrollment.status != EnrollmentStatus.ACTIVE, Suppression.id.is_not(None)),
-            )
+            .where(Delivery.id.in_(list(by_id)))
         ).all()
-        by_id = {j.delivery_id: j for j in jobs}
-        for row in stopped:
+        for row in found:
+            if row.status == EnrollmentStatus.ACTIVE and row.reason is None:
+                if row.timezone != by_id[row.id].timezone:
+                    moved[row.id] = row.timezone
+                continue
             why = row.reason or str(row.status)
             cancelled = session.execute(
                 update(Delivery)
@@ -368,7 +391,7 @@ def _drop_stopped(rt: Runtime, jobs: Sequence[_Job], now: dt.datetime) -> dict[i
             ).rowcount
             dropped[row.id] = Outcome.CANCELLED if cancelled else Outcome.SKIPPED
             log.info("delivery %s cancelled before it went out: %s", row.id, why)
-    return dropped
+    return dropped, moved
 
 
 def _close_breaker(rt: Runtime, now: dt.datetime) -> None:
@@ -594,13 +617,21 @@ def _still_ours(session: Session, job: _Job, now: dt.datetime) -> bool:
 def _record_sent(rt: Runtime, item: _Ready, now: dt.datetime, msg_id: str) -> Outcome:
     """Mark the delivery sent and schedule the next lesson, in one transaction.
 
-    Every value comes from the take, so this is two UPDATEs. If the enrollment changed while
-    we were sending (a pause, an unsubscribe), the guarded UPDATE matches nothing and the
-    slower path reads the row as it is now.
+    Every value comes from the take, but the reader's time zone, read again here (it decides
+    when the next lesson is due). If the enrollment changed while we were sending (a pause,
+    an unsubscribe), the guarded UPDATE matches nothing and the slower path reads the row as
+    it is now.
     """
-    job, course, rendered = item.job, item.course, item.rendered
-    values = _moved_on(item, now)
     with transaction(rt.sessions) as session:
+        zone = session.scalar(
+            select(Subscriber.timezone)
+            .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+            .where(Enrollment.id == item.job.enrollment_id)
+        )
+        if zone is not None and zone != item.job.timezone:
+            item = replace(item, job=replace(item.job, timezone=zone))
+        job, course, rendered = item.job, item.course, item.rendered
+        values = _moved_on(item, now)
         # The version the subscriber got, for "read in your browser"; a statement only the
         # first time this process sends a version.
         version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
@@ -674,6 +705,14 @@ def _one_statement_record():  # type: ignore[no-untyped-def]
             e.day < param("p_day", e.day),
             e.next_send_at.is_(None),
             e.paused_until.is_not_distinct_from(param("p_seen_paused", e.paused_until)),
+            # The reader still lives where the take saw them: the next lesson's time depends on it.
+            exists(
+                select(Subscriber.__table__.c.id).where(
+                    Subscriber.__table__.c.id == e.subscriber_id,
+                    Subscriber.__table__.c.timezone
+                    == param("p_zone", Subscriber.__table__.c.timezone),
+                )
+            ),
         )
         .values(
             day=param("p_day", e.day),
@@ -730,6 +769,7 @@ class _Recorder:
             "p_enrollment": job.enrollment_id,
             "p_day": job.day,
             "p_seen_paused": job.paused_until,
+            "p_zone": job.timezone,
             "p_paused_until": values["paused_until"],
             "p_next_send_at": values["next_send_at"],
             "p_status": values.get("status", EnrollmentStatus.ACTIVE),

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from dripcourse import runtime
-from dripcourse.mail import TransientMailError
+from dripcourse.mail import RelayError
 from dripcourse.ratelimit import RateLimiter
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings
@@ -115,7 +115,7 @@ def test_three_processes_together_keep_to_one_rate(tmp_path: Path):
     assert achieved >= per_second * 0.6
 
 
-def test_runtime_throttle_turns_a_missing_redis_into_a_transient_failure(
+def test_runtime_throttle_turns_a_missing_redis_into_a_pause_of_our_own_set_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     settings = make_settings(
@@ -126,8 +126,8 @@ def test_runtime_throttle_turns_a_missing_redis_into_a_transient_failure(
     rt = Runtime(settings)
     monkeypatch.setattr(runtime, "RATE_LIMIT_PATIENCE_SECONDS", 0)  # gone for good
 
-    # The delivery is retried later, as for any other passing trouble; nothing is suppressed.
-    with pytest.raises(TransientMailError, match="rate limiter unavailable"):
+    # The limiter is ours: sending pauses, as for a relay that is down; no attempt is spent.
+    with pytest.raises(RelayError, match="rate limiter unavailable"):
         rt.throttle()
 
 

@@ -153,9 +153,9 @@ def test_a_batch_is_one_take_and_each_message_is_recorded_before_the_next(rt: Ru
         assert recorded[-19:] == ["WITH"] * 19
         assert len(recorded) <= 19 + 5
     else:
-        # Two UPDATEs a message (and the lesson version stored once).
+        # A message: its reader's zone read again and two UPDATEs (the lesson version, once).
         assert recorded.count("UPDATE") == 2 * len(ids)
-        assert len(recorded) <= 2 * len(ids) + 2
+        assert len(recorded) <= 3 * len(ids) + 2
 
 
 def test_a_batch_handed_out_twice_sends_each_message_once(rt: Runtime) -> None:
@@ -458,3 +458,160 @@ def test_each_reader_is_greeted_as_set_derived_or_with_the_courses_fallback(
     assert "Good morning, Dr. Amara." in text["set@example.org"]
     assert "Good morning, Dr. Chen." in text["derived@example.org"]
     assert "Good morning, colleague." in text["nameless@example.org"]
+
+
+def _move(rt: Runtime, address: str, zone: str) -> None:
+    from dripcourse import people
+    from dripcourse.models import Subscriber
+
+    course = rt.catalog.course("white-coat")
+    with transaction(rt.sessions) as session:
+        person = session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
+        people.set_timezone(session, person, zone, lambda slug: course, NOW)
+
+
+def test_a_reader_who_moves_to_auckland_mid_batch_is_not_woken_and_gets_one_lesson_a_day(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = cohort_of(rt, madrid(3))  # 13:00 in Madrid is 01:00 tomorrow in Auckland
+    relay = with_relay(rt)
+    mover = email_of(rt, ids[2])
+    monotonic = [1000.0]
+    monkeypatch.setattr(sending.time, "monotonic", lambda: monotonic[0])
+
+    def meanwhile(to: str) -> None:
+        monotonic[0] += 1.5
+        if not relay.sent:
+            _move(rt, mover, "Pacific/Auckland")
+
+    relay.on_send = meanwhile
+    outcomes = sending.send_batch(rt, ids, NOW)
+    auckland = schedule.zone("Pacific/Auckland")
+    seven = schedule.at_local_time(dt.date(2026, 11, 26), dt.time(7), auckland)
+    assert outcomes[ids[2]] == Outcome.HELD and mover not in relay.sent
+    with transaction(rt.sessions) as session:
+        held = session.get(Delivery, ids[2])
+        assert (held.status, held.attempts, held.next_attempt_at) == (
+            DeliveryStatus.WAITING,
+            0,
+            seven,
+        )
+
+
+def test_a_reader_who_moved_just_before_the_record_gets_the_next_lesson_in_the_new_zone(
+    rt: Runtime,
+) -> None:
+    ids = cohort_of(rt, madrid(3))
+    relay = with_relay(rt)
+    mover = email_of(rt, ids[2])
+    relay.on_send = lambda to: _move(rt, mover, "America/New_York") if to == mover else None
+    assert set(sending.send_batch(rt, ids, NOW).values()) == {Outcome.SENT}
+    new_york_7am = schedule.at_local_time(
+        dt.date(2026, 11, 26), dt.time(7), schedule.zone("America/New_York")
+    )
+    with transaction(rt.sessions) as session:
+        assert session.get(Delivery, ids[2]).enrollment.next_send_at == new_york_7am
+
+
+def test_a_long_wait_for_a_send_rate_slot_does_not_carry_a_lesson_past_the_window(
+    rt: Runtime,
+) -> None:
+    start = utc(2026, 11, 25, 19, 59, 50)  # 20:59:50 in Madrid; the window closes at 21:00
+    ids = cohort_of(rt, madrid(1), start)
+    relay = with_relay(rt)
+    clock = [start]
+
+    def slot() -> None:
+        clock[0] += dt.timedelta(seconds=20)  # the slot comes 20 s later
+
+    rt.throttle = slot  # type: ignore[method-assign]
+    outcomes = sending.send_batch(rt, ids, start, clock=lambda: clock[0])
+    assert outcomes == {ids[0]: Outcome.HELD} and relay.sent == []
+
+
+def test_a_database_outage_at_a_lease_renewal_spends_no_attempt(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    ids = cohort_of(rt, madrid(3))
+    relay = with_relay(rt)
+    lease = rt.settings.send_lease_seconds
+    monotonic = [1000.0]
+    monkeypatch.setattr(sending.time, "monotonic", lambda: monotonic[0])
+
+    def away(self, *args):  # type: ignore[no-untyped-def]
+        monotonic[0] = self.ends  # the database stays away for the rest of the lease
+        raise OperationalError("UPDATE", {}, Exception("could not connect to server"))
+
+    monkeypatch.setattr(sending._Lease, "renew", away)
+    relay.on_send = lambda to: monotonic.__setitem__(0, monotonic[0] + 0.6 * lease)
+    # The outage reaches the task (which tries again), not the reader's record.
+    with pytest.raises(OperationalError):
+        sending.send_batch(rt, ids, NOW)
+    assert len(relay.sent) == 1
+    state = rows(rt)
+    assert sorted(attempts for _, attempts in state.values()) == [1, 1, 1]
+    assert sorted(str(status) for status, _ in state.values()) == ["sending", "sending", "sent"]
+
+
+def test_a_send_rate_limiter_that_stays_away_pauses_sending_and_spends_no_attempt(
+    rt: Runtime,
+) -> None:
+    ids = cohort_of(rt, madrid(4))
+    relay = with_relay(rt)
+    slots = [0]
+
+    def limiter_gone() -> None:
+        slots[0] += 1
+        if slots[0] == 3:
+            raise RelayError("send-rate limiter unavailable: Connection refused")
+
+    rt.throttle = limiter_gone  # type: ignore[method-assign]
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 2 + [Outcome.HELD] * 2
+    with transaction(rt.sessions) as session:
+        assert breaker.current(session) is not None
+    assert sorted(attempts for _, attempts in rows(rt).values()) == [0, 0, 1, 1]
+    assert len(relay.sent) == 2
+
+
+@pytest.mark.postgres
+def test_the_recording_connection_cut_between_messages_is_replaced_and_nothing_is_lost(
+    tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sqlalchemy import text
+
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url))
+    monkeypatch.setattr(db, "_pause", lambda seconds: None)
+    admin = db.make_engine(postgres_url)
+    try:
+        ids = cohort_of(rt, madrid(6))
+        relay = with_relay(rt)
+        cut: list[int] = []
+
+        def cut_every_connection(to: str) -> None:
+            # The server ends every session of ours (a failover, a DBA) while a message goes out.
+            if len(relay.sent) in (2, 4):
+                with admin.connect() as conn:
+                    cut.append(
+                        conn.execute(
+                            text(
+                                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                            )
+                        ).scalar_one()
+                    )
+
+        relay.on_send = cut_every_connection
+        outcomes = sending.send_batch(rt, ids, NOW)
+        assert len(cut) == 2 and all(cut)
+        assert outcomes == dict.fromkeys(ids, Outcome.SENT)
+        assert len(relay.sent) == 6 == len(set(relay.sent))
+        assert {status for status, _ in rows(rt).values()} == {DeliveryStatus.SENT}
+        # The recording connection ran in autocommit; the pool gets none of that back.
+        with rt.engine.connect() as conn:
+            assert not conn.connection.dbapi_connection.autocommit
+    finally:
+        admin.dispose()
+        rt.close()
