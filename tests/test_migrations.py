@@ -10,7 +10,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, insert, inspect, select, update
 
-from dripcourse import db
+from dripcourse import db, enrollment
 from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import MigrationRefused
 from dripcourse.models import (
@@ -25,6 +25,7 @@ from dripcourse.models import (
     Suppression,
     WorkerBeat,
 )
+from dripcourse.runtime import Runtime
 from tests.conftest import REFLECTIONS_KEY
 
 NOW = dt.datetime(2026, 3, 5, 12, tzinfo=dt.UTC)
@@ -103,6 +104,23 @@ def test_down_to_the_first_revision_and_back_keeps_every_row(database_url: str) 
         cfg.attributes["connection"] = conn
         command.check(cfg)  # and the schema is the models' again: no constraint or index lost
     engine.dispose()
+
+
+def test_a_cohort_started_today_still_takes_new_people_after_going_back_and_forth(
+    rt: Runtime,
+) -> None:
+    course = rt.catalog.course("white-coat")
+    with db.transaction(rt.sessions) as session:
+        enrollment.create_cohort(session, "spring", course, "today", NOW)
+    db.downgrade(rt.engine, oldest_first()[0], rt.reflection_cipher)
+    db.upgrade(rt.engine, rt.reflection_cipher)
+    with db.transaction(rt.sessions) as session:
+        cohort = enrollment.get_cohort(session, "spring")
+        assert cohort.start_date == NOW.date()  # the day it was created, where it is UTC
+        signup = enrollment.check_signup("ana@example.org", "Ana", "Europe/Madrid")
+        later = NOW + dt.timedelta(days=2)
+        joined = enrollment.enroll(session, cohort, course, signup, later)
+        assert joined.next_send_at == later  # their own first day, its window open: at once
 
 
 def test_sqlite_migrations_leave_foreign_keys_on_for_the_next_user(sqlite_url: str) -> None:
@@ -307,12 +325,28 @@ def columns(engine: Engine) -> dict[str, set[str]]:
 
 
 def held(tables: Tables, schema: dict[str, set[str]]) -> Tables:
-    """``tables`` with only the tables and columns ``schema`` names."""
+    """``tables`` as ``schema`` can hold them: only its tables and columns, and said the
+    older way where ``schema`` is from before a7c1e0f2b9d4 (see said_before_a7c1)."""
+    old = "start_today" not in schema.get("cohorts", ())
     return {
-        name: [{c: row[c] for c in sorted(schema[name])} for row in rows]
+        name: [
+            {c: row[c] for c in sorted(schema[name])}
+            for row in (said_before_a7c1(name, row) if old else row for row in rows)
+        ]
         for name, rows in tables.items()
         if name in schema
     }
+
+
+def said_before_a7c1(name: str, row: dict[str, object]) -> dict[str, object]:
+    """A row as the downgrade of a7c1e0f2b9d4 writes it for the older code: a cohort started
+    "today" dated by the day it was created (UTC), a delivery waiting for a retry pending."""
+    if name == "cohorts" and row.get("start_today") and row["start_date"] is None:
+        assert isinstance(row["created_at"], dt.datetime)
+        return row | {"start_date": row["created_at"].date()}
+    if name == "deliveries" and row["status"] == "waiting":
+        return row | {"status": "pending"}
+    return row
 
 
 def counts(tables: Tables) -> dict[str, int]:
@@ -321,7 +355,10 @@ def counts(tables: Tables) -> dict[str, int]:
 
 def after_a_round_trip(at_head: Tables) -> Tables:
     expected = {
-        name: [{c: COLUMNS_RESET.get((name, c), value) for c, value in row.items()} for row in rows]
+        name: [
+            {c: COLUMNS_RESET.get((name, c), value) for c, value in said.items()}
+            for said in (said_before_a7c1(name, row) for row in rows)
+        ]
         for name, rows in at_head.items()
     }
     expected.update({name: [] for name in TABLES_EMPTIED})
