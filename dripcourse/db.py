@@ -70,17 +70,40 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def upgrade(engine: Engine, reflections_cipher: object | None = None) -> None:
-    """Create or upgrade the schema to the newest migration.
+def upgrade(
+    engine: Engine, reflections_cipher: object | None = None, *, revision: str = "head"
+) -> None:
+    """Create or upgrade the schema to the newest migration (or to ``revision``).
 
     ``reflections_cipher`` (an encryption.ReflectionCipher) seals reflections stored in plain
     text by versions before sealing; without one, a database holding such rows is refused.
     """
+    _migrate(engine, command.upgrade, revision, reflections_cipher)
+
+
+def downgrade(engine: Engine, revision: str, reflections_cipher: object | None = None) -> None:
+    """Take the schema back to ``revision``, dropping the columns and tables newer ones added.
+
+    Only the newer version's code knows how to undo its migrations, so it runs this, after a
+    backup (docs/production.md says what is kept and what goes). ``reflections_cipher`` opens
+    sealed reflections again for a revision before sealing; without one, they are refused.
+    """
+    _migrate(engine, command.downgrade, revision, reflections_cipher)
+
+
+def _migrate(
+    engine: Engine,
+    step: Callable[[Config, str], None],
+    revision: str,
+    reflections_cipher: object | None,
+) -> None:
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
+    # No transaction yet: migrations/env.py begins it, after turning SQLite's foreign keys off
+    # (which cannot change inside one). One transaction for the whole run, on both databases.
+    with engine.connect() as conn:
         cfg.attributes["connection"] = conn
         cfg.attributes["reflections_cipher"] = reflections_cipher
-        command.upgrade(cfg, "head")
+        step(cfg, revision)
 
 
 def schema_problem(engine: Engine) -> str | None:

@@ -39,3 +39,7 @@ class InputError(DripcourseError):
 
 class NotFound(DripcourseError):
     """A cohort, course or subscriber named by the operator does not exist."""
+
+
+class MigrationRefused(DripcourseError):
+    """A schema migration would leave rows pointing at rows that are gone; nothing changed."""

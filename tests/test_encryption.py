@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alembic import command
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
@@ -150,10 +149,7 @@ def test_export_opens_the_text_and_writes_who_ran_it_in_the_operator_log(
 def test_plain_reflections_from_before_sealing_are_sealed_by_the_upgrade(
     rt: Runtime, ana: int
 ) -> None:
-    cfg = db.alembic_config(rt.settings.database_url)
-    with rt.engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "b41c0faults1")  # the revision before sealing
+    db.downgrade(rt.engine, "b41c0faults1")  # the revision before sealing
     with rt.engine.begin() as conn:
         conn.execute(
             text(

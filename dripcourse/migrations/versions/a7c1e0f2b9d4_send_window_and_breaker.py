@@ -34,7 +34,27 @@ def upgrade() -> None:
     op.execute("INSERT INTO circuit_breakers (name, failures) VALUES ('mail', 0)")
 
 
+cohorts = sa.table(
+    'cohorts',
+    sa.column('start_date', sa.Date()),
+    sa.column('start_today', sa.Boolean()),
+    sa.column('created_at', sa.DateTime()),
+)
+deliveries = sa.table('deliveries', sa.column('status', sa.String(16)))
+
+
 def downgrade() -> None:
+    # Said the older way, so that the older code can read them: a cohort started "today" (no
+    # start date, no start instant) starts on the day it was created (UTC), and a delivery
+    # waiting for a retry is pending until its next_attempt_at, as it was before 'waiting'.
+    op.execute(
+        cohorts.update()
+        .where(cohorts.c.start_today, cohorts.c.start_date.is_(None))
+        .values(start_date=sa.func.date(cohorts.c.created_at))
+    )
+    op.execute(
+        deliveries.update().where(deliveries.c.status == 'waiting').values(status='pending')
+    )
     op.drop_table('circuit_breakers')
     with op.batch_alter_table('cohorts') as batch:
         batch.drop_column('start_today')
