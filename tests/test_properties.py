@@ -167,6 +167,7 @@ def test_any_reflection_is_saved_or_refused_and_always_shown_as_text(
     rt: Runtime, reader: tuple[FlaskClient, str, int], text: str
 ) -> None:
     client, url, enrollment_id = reader
+    before = client.get(url).get_data(as_text=True)
     response = post_form(client, url, reflection=text)
     assert response.status_code in (303, 400), response.status_code
     cleaned = reflections.clean_text(text)
@@ -187,6 +188,6 @@ def test_any_reflection_is_saved_or_refused_and_always_shown_as_text(
         ]
     for page in pages:
         assert str(escape(cleaned)) in page
-        if "<" in cleaned:
+        if "<" in cleaned and cleaned not in before:  # "<" alone is in every page's markup
             assert cleaned not in page
         assert "<script" not in page

@@ -87,7 +87,9 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
                 now=now(),
             )
         except reflections.ReflectionRejected as exc:
-            return render_template("reflect.html", **page, text=posted, error=str(exc)), 400
+            # Shown again as it would be kept: control characters have no place in a page.
+            again = reflections.clean_text(posted)
+            return render_template("reflect.html", **page, text=again, error=str(exc)), 400
     return redirect(url_for(".reflect", token=token, saved=1), code=303)
 
 
