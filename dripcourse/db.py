@@ -85,12 +85,18 @@ def upgrade(engine: Engine, reflections_cipher: object | None = None) -> None:
 
 def schema_problem(engine: Engine) -> str | None:
     """Why this database cannot be used yet (never set up, or set up by an older version),
-    as one line telling the operator what to run; None when it is at the newest migration."""
+    as one line telling the operator what to run; None when it is at the newest migration.
+
+    A database out of reach raises its error (see ``is_outage``) rather than being called
+    "not set up": `dripcourse init` would meet the same closed port.
+    """
     try:
         with engine.connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
-    except Exception:  # noqa: BLE001 - a database we cannot even read has the same remedy
-        current = set()
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        current = set()  # a file that is not a database has the same remedy as none
     where = engine.url.render_as_string(hide_password=True)
     if not current:
         return f"the database {where} is not set up: run `dripcourse init` first"
@@ -98,6 +104,13 @@ def schema_problem(engine: Engine) -> str | None:
     if current != heads:
         return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
     return None
+
+
+def unavailable(engine: Engine, exc: DBAPIError) -> str:
+    """One line saying that the database is out of reach, and the driver's reason."""
+    reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines() or ["?"]
+    where = engine.url.render_as_string(hide_password=True)
+    return f"the database {where} is unavailable: {reason[0]}"
 
 
 def is_outage(exc: BaseException) -> bool:

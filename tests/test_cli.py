@@ -196,3 +196,20 @@ def test_demo_enrolls_the_sample_cohort_once(run) -> None:  # type: ignore[no-un
     assert "cohort 'sample': 6 subscribers enrolled" in first.output
     assert "enrolls nobody" in run("demo").output
     assert len(json.loads(run("status", "--json").output)) == 6
+
+
+def test_an_unreachable_database_is_not_called_a_database_nobody_set_up(
+    settings: Settings,
+) -> None:
+    env = {
+        **settings_env(settings),
+        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "DRIPCOURSE_SECRET_KEY": "k" * 40,
+    }
+    result = CliRunner().invoke(cli, ["status"], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: the database postgresql+psycopg://nobody@127.0.0.1:1/none is unavailable: "
+    ), result.output
+    assert "dripcourse init" not in result.output  # `init` would meet the same closed port
+    assert result.output.count("\n") == 1

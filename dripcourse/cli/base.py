@@ -32,12 +32,21 @@ class Group(click.Group):
                 "a date or a number given is out of range (a start, --days, --until or --at "
                 "beyond the calendar this tool plans in)"
             ) from None
-        except DBAPIError:
-            # Most often a database nobody ran `init` on: a missing table, not a bug to show.
+        except DBAPIError as exc:
+            # Most often a database nobody ran `init` on (a missing table), or one out of
+            # reach: neither is a bug to show as a traceback.
             state = ctx.find_object(State)
-            problem = state and state.has_runtime and db.schema_problem(state.runtime.engine)
+            if state is None or not state.has_runtime:
+                raise
+            engine = state.runtime.engine
+            try:
+                problem = db.schema_problem(engine)
+            except DBAPIError:
+                problem = None  # out of reach: said below
             if problem:
                 raise click.ClickException(problem) from None
+            if db.is_outage(exc):
+                raise click.ClickException(db.unavailable(engine, exc)) from None
             raise
 
 
