@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from dripcourse import db, enrollment, importing, liveness, reflections
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort
 from dripcourse.redact import redact_url
 from dripcourse.runtime import Runtime
@@ -146,6 +147,18 @@ def web(state: State, host: str | None, port: int | None) -> None:
     )
 
 
+# `health`'s exit statuses, for a probe to act on. Only STALLED asks for a worker restart.
+# A mistake in how it was run (an option, as click says with its own status 2; a setting; a
+# database nobody set up) exits MISTAKE, so no mistake can pass for a real condition.
+HEALTHY, STALLED, MISTAKE, UNREACHABLE = 0, 1, 2, 3
+
+
+class ProbeMistake(click.ClickException):
+    """A mistake in running the probe: one `Error:` line and MISTAKE, never STALLED (1)."""
+
+    exit_code = MISTAKE
+
+
 @cli.command()
 @click.option(
     "--stale-after",
@@ -158,18 +171,31 @@ def web(state: State, host: str | None, port: int | None) -> None:
 def health(state: State, stale_after: int | None) -> None:
     """Exit 1 when lessons wait and no worker has taken a task lately: a liveness probe.
 
-    Exit 0 when workers are taking tasks or nothing waits; exit 2 when the database cannot be
-    reached. One line of output either way.
+    One line of output, and an exit status a probe can act on:
+
+    \b
+      0  healthy: workers are taking tasks, or nothing waits
+      1  stalled: lessons wait and no worker took a task lately; restart the worker
+      2  a mistake in running the check (an option, a setting, a database not set up);
+         nothing was checked, and restarting the worker would not mend it
+      3  the database cannot be reached; restarting the worker would not mend it
     """
-    rt = state.runtime
-    limit = dt.timedelta(seconds=stale_after or rt.settings.worker_stale_seconds)
     try:
-        verdict = liveness.check_health(rt, utcnow(), limit)
+        rt = state.runtime
+        limit = dt.timedelta(seconds=stale_after or rt.settings.worker_stale_seconds)
+        # Asked first: a missing table is an outage to the driver (SQLite) but a mistake here.
+        problem = db.schema_problem(rt.engine)
+        if problem is None:
+            verdict = liveness.check_health(rt, utcnow(), limit)
+    except DripcourseError as exc:
+        problem = str(exc)
     except Exception as exc:
         if not db.is_outage(exc):
             raise
         click.echo(f"unknown: database unavailable: {str(exc).splitlines()[0]}")
-        sys.exit(2)
+        sys.exit(UNREACHABLE)
+    if problem is not None:
+        raise ProbeMistake(problem)
     click.echo(verdict.describe())
     if not verdict.healthy:
-        sys.exit(1)
+        sys.exit(STALLED)
