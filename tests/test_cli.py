@@ -213,3 +213,29 @@ def test_an_unreachable_database_is_not_called_a_database_nobody_set_up(
     ), result.output
     assert "dripcourse init" not in result.output  # `init` would meet the same closed port
     assert result.output.count("\n") == 1
+
+
+# Each command line, and the option or argument its error names.
+OUT_OF_RANGE = {
+    "run --concurrency 0": "--concurrency",
+    "web --port 0": "--port",
+    "web --port 70000": "--port",
+    "preview --serve --port 99999": "--port",
+    "preview white-coat 0": "[DAY]",
+    "send-test white-coat 0 --to editor@example.org": "DAY",
+    "pause a@example.org --days -5": "--days",
+    "set-day a@example.org --day 0": "--day",
+    "inbound serve --port -4": "--port",
+    "inbound poll --imap imaps://u:p@imap.example.org/INBOX --every -1": "--every",
+    "health --stale-after -5": "--stale-after",
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_OF_RANGE))
+def test_a_number_out_of_range_is_refused_as_a_usage_error_before_anything_runs(
+    run, command: str
+) -> None:  # type: ignore[no-untyped-def]
+    result = run(*command.split())
+    assert result.exit_code == 2, result.output  # click's usage error, whatever the command
+    assert f"Invalid value for '{OUT_OF_RANGE[command]}'" in result.output
+    assert "Traceback" not in result.output

@@ -77,6 +77,11 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 
+# Numbers with a floor (or a ceiling) that holds whatever the data: refused when the command
+# line is read, as click's usage error (status 2), before anything is opened or started.
+PORT = click.IntRange(1, 65535)
+DAY_NUMBER = click.IntRange(min=1)
+
 
 @click.group(cls=Group)
 @click.option(

@@ -13,7 +13,7 @@ import click
 from aiosmtpd.controller import Controller
 from sqlalchemy.exc import DBAPIError
 
-from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.cli.base import PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import ConfigError
 from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
@@ -91,7 +91,7 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
 
 @inbound.command()
 @click.option("--host", default=None, help="Interface (default: setting inbound_host, 127.0.0.1).")
-@click.option("--port", default=None, type=int, help="Port (default: setting inbound_port, 2525).")
+@click.option("--port", default=None, type=PORT, help="Port (default: setting inbound_port, 2525).")
 @pass_state
 def serve(state: State, host: str | None, port: int | None) -> None:
     """Listen for SMTP on HOST:PORT, taking mail for the reply domain only; Ctrl-C stops."""
@@ -117,7 +117,9 @@ def serve(state: State, host: str | None, port: int | None) -> None:
     help="imaps://user:password@host/FOLDER (or $DRIPCOURSE_INBOUND_IMAP_URL).",
 )
 @click.option("--move-to", default=None, help="Folder for processed messages (default: delete).")
-@click.option("--every", default=0, type=int, help="Poll again every N seconds (0: once).")
+@click.option(
+    "--every", default=0, type=click.IntRange(min=0), help="Poll again every N seconds (0: once)."
+)
 @pass_state
 def poll(state: State, url: str, move_to: str | None, every: int) -> None:
     """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them."""

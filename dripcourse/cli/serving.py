@@ -11,7 +11,7 @@ import click
 from sqlalchemy import func, select
 
 from dripcourse import db, enrollment, importing, liveness, reflections
-from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.cli.base import PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort
@@ -59,7 +59,13 @@ def demo(state: State, csv_path: Path, course: str) -> None:
 
 
 @cli.command()
-@click.option("--concurrency", default=4, show_default=True, help="Worker threads.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Worker threads.",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_state
 def run(state: State, concurrency: int, loglevel: str) -> None:
@@ -128,7 +134,7 @@ def _serve_web_in_background(rt: Runtime) -> None:
 
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default: setting web_host).")
-@click.option("--port", type=int, default=None, help="Port (default: setting web_port).")
+@click.option("--port", type=PORT, default=None, help="Port (default: setting web_port).")
 @pass_state
 def web(state: State, host: str | None, port: int | None) -> None:
     """Serve the reflection, journal, pause and unsubscribe pages for development."""

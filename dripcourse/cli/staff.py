@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.cli.base import DAY_NUMBER, PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.course import Course, Finding
 from dripcourse.mail import wire_bytes
@@ -22,13 +22,13 @@ STUDIO_PORT = 8001
 
 @cli.command()
 @click.argument("slug", required=False)
-@click.argument("day", type=int, required=False)
+@click.argument("day", type=DAY_NUMBER, required=False)
 @click.option("--text", is_flag=True, help="The plain-text part instead of the HTML.")
 @click.option("--eml", is_flag=True, help="The whole message as it would be sent.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file.")
 @click.option("--name", default="Dr. Sample Reader", show_default=True)
 @click.option("--serve", is_flag=True, help="Open the preview studio: every lesson, live.")
-@click.option("--port", type=int, default=STUDIO_PORT, show_default=True, help="Studio port.")
+@click.option("--port", type=PORT, default=STUDIO_PORT, show_default=True, help="Studio port.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Studio interface.")
 @click.option(
     "--allow-remote", is_flag=True, help="Let the studio listen on an interface other hosts reach."
@@ -83,7 +83,7 @@ def preview(
 
 @cli.command("send-test")
 @click.argument("slug")
-@click.argument("day", type=int)
+@click.argument("day", type=DAY_NUMBER)
 @click.option("--to", "to", required=True, help="A staff address (setting staff_emails).")
 @click.option("--as", "as_email", default=None, help="Address a real subscriber's way.")
 @pass_state
