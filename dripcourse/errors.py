@@ -37,5 +37,9 @@ class InputError(DripcourseError):
     """Bad operator input: a CSV row, an address, a time zone, a date."""
 
 
+class NotSetUp(DripcourseError):
+    """The database has not been made yet: `dripcourse init` makes it."""
+
+
 class NotFound(DripcourseError):
     """A cohort, course or subscriber named by the operator does not exist."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from dripcourse.cli import cli
 from dripcourse.settings import Settings
+from tests.conftest import EMAILS, ROOT
 from tests.workers import settings_env
 
 
@@ -239,3 +241,79 @@ def test_a_number_out_of_range_is_refused_as_a_usage_error_before_anything_runs(
     assert result.exit_code == 2, result.output  # click's usage error, whatever the command
     assert f"Invalid value for '{OUT_OF_RANGE[command]}'" in result.output
     assert "Traceback" not in result.output
+
+
+# Commands that need the database, as someone would run them before `dripcourse init`.
+NEEDS_THE_DATABASE = [
+    "status",
+    "cohort list",
+    "cohort create c --course white-coat --start now",
+    "enroll a@example.org --cohort c --timezone UTC",
+    f"import {ROOT / 'config' / 'sample-cohort.csv'} --cohort c",
+    "demo",
+    "tick",
+    "tick --inline",
+    "due",
+    "show a@example.org",
+    "pause a@example.org --days 2",
+    "retry-failed",
+    "suppressions list",
+    "reflections export",
+    "forget a@example.org --yes",
+    "web",
+    "health",
+]
+
+
+@pytest.mark.parametrize("command", NEEDS_THE_DATABASE)
+def test_a_command_before_init_says_so_in_one_line_and_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """In a fresh folder with the embedded defaults, as `make run` would start from."""
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+
+    result = CliRunner().invoke(cli, command.split(), env=env)
+
+    assert result.exit_code == (2 if command == "health" else 1), result.output
+    assert result.output == (
+        "Error: the database sqlite:///var/dripcourse.sqlite3 is not set up: "
+        "run `dripcourse init` first\n"
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # no var/, no empty database
+
+
+def test_check_without_a_database_checks_the_courses_and_makes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff checking lessons on a laptop need no database, and get none made for them."""
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+
+    result = CliRunner().invoke(cli, ["check"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "white-coat: The White Coat Reset, 7 lessons" in result.output
+    assert not (tmp_path / "var" / "dripcourse.sqlite3").exists()
+
+
+def test_inbound_pipe_before_init_asks_the_mail_server_to_try_again_and_makes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+    env["DRIPCOURSE_REPLY_DOMAIN"] = "reply.course.example.org"
+    message = b"From: a@example.org\r\nTo: x@reply.course.example.org\r\nSubject: hi\r\n\r\nhi\r\n"
+
+    result = CliRunner().invoke(cli, ["inbound", "pipe"], input=message, env=env)
+
+    assert result.exit_code == 75, result.output  # EX_TEMPFAIL: the message stays queued
+    assert result.output.endswith("is not set up: run `dripcourse init` first\n")
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "var" / "dripcourse.sqlite3").exists()

@@ -59,6 +59,9 @@ class State:
             # dripcourse.tasks reads its settings when imported; make it read the same file.
             os.environ[CONFIG_ENV] = config
         self._runtime: Runtime | None = None
+        # Only the commands that make the database (init, run) set this, before first use:
+        # any other command run before `init` says so rather than leave an empty file.
+        self.creates_database = False
 
     @property
     def has_runtime(self) -> bool:
@@ -71,7 +74,7 @@ class State:
             # A key file left short or empty is refused here, once, before any command claims
             # or sends: every send would otherwise fail on it and spend a subscriber's attempt.
             check_existing_secret_key(settings)
-            self._runtime = Runtime(settings)
+            self._runtime = Runtime(settings, create_database=self.creates_database)
         return self._runtime
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 
 from dripcourse.cli.base import PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
-from dripcourse.errors import ConfigError
+from dripcourse.errors import ConfigError, NotSetUp
 from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
 from dripcourse.inbound_listener import InboundHandler, is_our_address, listener, receive
 from dripcourse.runtime import Runtime
@@ -83,8 +83,10 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
             sys.exit(EX_NOUSER)
     try:
         decision = receive(rt.sessions, rt.inbound, raw, now=utcnow(), recipients=recipients)
-    except DBAPIError as exc:
-        click.echo(f"Error: cannot record the message now, try again later: {exc}", err=True)
+    except (DBAPIError, NotSetUp) as exc:
+        # Not set up yet is a wait too: the mail server keeps the message until `init` runs.
+        reason = str(exc).splitlines()[0]  # not the statement that met it
+        click.echo(f"Error: cannot record the message now, try again later: {reason}", err=True)
         sys.exit(EX_TEMPFAIL)
     click.echo(decision.kind)
 

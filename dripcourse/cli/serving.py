@@ -26,6 +26,7 @@ SAMPLE_CSV = Path("config/sample-cohort.csv")
 @pass_state
 def init(state: State) -> None:
     """Create or upgrade the database."""
+    state.creates_database = True
     rt = state.runtime
     db.upgrade(rt.engine, rt.reflection_cipher)
     with db.transaction(rt.sessions) as session:
@@ -72,6 +73,7 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
     """Run the scheduler (a Celery worker with embedded beat) and the web pages; Ctrl-C stops."""
     from dripcourse import tasks
 
+    state.creates_database = True
     rt = state.runtime
     db.upgrade(rt.engine, rt.reflection_cipher)
     with db.transaction(rt.sessions) as session:
@@ -141,6 +143,7 @@ def web(state: State, host: str | None, port: int | None) -> None:
     from dripcourse.web import RedactingRequestHandler, create_app
 
     rt = state.runtime
+    db.check_schema(rt.engine)  # at start, not as an error page on every request
     host = host or rt.settings.web_host
     port = port or rt.settings.web_port
     click.echo(f"dripcourse web: http://{host}:{port}/ (for production use gunicorn)")

@@ -165,11 +165,12 @@ def _against_people_in_it(state: State, course: Course) -> list[Finding]:
     from sqlalchemy.exc import DBAPIError
 
     from dripcourse import course_changes, db
+    from dripcourse.errors import NotSetUp
 
     try:
         if db.schema_problem(state.runtime.engine) is not None:
             return []
-    except DBAPIError:
+    except (NotSetUp, DBAPIError):
         return []
     with db.transaction(state.runtime.sessions) as session:
         found = course_changes.problems(session, course)
