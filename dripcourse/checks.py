@@ -23,7 +23,15 @@ import lxml.html
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from dripcourse.course import LAYOUT_DIR, Course, Finding, Lesson, course_slugs, read_course
+from dripcourse.course import (
+    LAYOUT_DIR,
+    Course,
+    Finding,
+    Lesson,
+    check_slug,
+    course_slugs,
+    read_course,
+)
 from dripcourse.errors import CourseError
 from dripcourse.links import Links
 from dripcourse.render import (
@@ -96,6 +104,10 @@ def layout_and_renderer(emails_dir: Path) -> tuple[list[Finding], Renderer | Non
 
 def check_course(emails_dir: Path, slug: str, renderer: Renderer | None) -> CourseReport:
     """Every problem in one course; ``renderer`` None skips rendering (the layout is broken)."""
+    try:
+        check_slug(slug)
+    except CourseError as exc:  # a folder with a course.toml in it, named otherwise
+        return CourseReport(slug, None, [Finding(emails_dir / slug, 1, "error", exc.detail)])
     reading = read_course(emails_dir, slug)
     report = CourseReport(slug=slug, course=reading.course, findings=list(reading.findings))
     course = reading.course

@@ -23,6 +23,10 @@ from dripcourse.schedule import Cadence, parse_send_time
 from dripcourse.validate import check_header_text
 
 LAYOUT_DIR = "_layout"
+# A course's name is its folder's name under emails/, one plain word: never a path ("../x",
+# "/etc", "a/b"), a hidden folder or the layout. It reaches the file system from a command
+# line, a studio URL or a cohort row, so it is checked before any path is made from it.
+COURSE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LESSON_FILE = re.compile(r"^day-(\d{2,3})\.md$")
 # A name meant as a lesson but spelled otherwise ("day-1.md", "Day_02.md"): a mistake, not a note.
 LESSON_LIKE = re.compile(r"^day[-_ ]?\d+\.(md|markdown|txt)$", re.IGNORECASE)
@@ -131,6 +135,16 @@ def course_slugs(emails_dir: Path) -> list[str]:
     return sorted(p.name for p in emails_dir.iterdir() if (p / "course.toml").is_file())
 
 
+def check_slug(slug: str) -> str:
+    """``slug`` unchanged, or CourseError saying what a course name is (no path is made)."""
+    if not COURSE_SLUG.match(slug):
+        raise CourseError(
+            f"{slug!r} is not a course name: a course is a folder in emails/ named with "
+            "letters, digits, - and _ (such as white-coat)"
+        )
+    return slug
+
+
 def load_course(emails_dir: Path, slug: str) -> Course:
     """Read and check one course; the first error raises CourseError naming the file and line."""
     reading = read_course(emails_dir, slug)
@@ -145,7 +159,7 @@ def load_course(emails_dir: Path, slug: str) -> Course:
 
 def read_course(emails_dir: Path, slug: str) -> CourseReading:
     """Read one course folder, collecting every problem instead of stopping at the first."""
-    folder = emails_dir / slug
+    folder = emails_dir / check_slug(slug)
     meta_path = folder / "course.toml"
     if not meta_path.is_file():
         known = ", ".join(course_slugs(emails_dir)) or "none"

@@ -317,3 +317,25 @@ def test_inbound_pipe_before_init_asks_the_mail_server_to_try_again_and_makes_no
     assert result.output.endswith("is not set up: run `dripcourse init` first\n")
     assert result.output.count("\n") == 1
     assert not (tmp_path / "var" / "dripcourse.sqlite3").exists()
+
+
+# A command line naming a course, with the course replaced by {}, and how click names it.
+NAMES_A_COURSE = {
+    "preview {} 1": "[SLUG]",
+    "send-test {} 1 --to editor@example.org": "SLUG",
+    "check white-coat {}": "[SLUGS]...",
+    "cohort create c --course {} --start now": "--course",
+    "demo --course {}": "--course",
+}
+
+
+@pytest.mark.parametrize("name", ["../../etc", "..", "/etc", "_layout"])
+@pytest.mark.parametrize("command", list(NAMES_A_COURSE))
+def test_a_course_argument_must_be_a_plain_slug(run, command: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    result = run(*[name if word == "{}" else word for word in command.split()])
+    assert result.exit_code == 2, result.output  # the command line is wrong: nothing was read
+    assert f"Invalid value for '{NAMES_A_COURSE[command]}': {name!r} is not a course name" in (
+        result.output
+    )
+    assert "course.toml" not in result.output  # no path was made from it
+    assert "Traceback" not in result.output

@@ -8,7 +8,8 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from dripcourse import db
-from dripcourse.errors import DripcourseError
+from dripcourse.course import check_slug
+from dripcourse.errors import CourseError, DripcourseError
 from dripcourse.runtime import Runtime
 from dripcourse.settings import CONFIG_ENV, check_existing_secret_key, load_settings
 
@@ -84,6 +85,24 @@ pass_state = click.make_pass_decorator(State)
 # line is read, as click's usage error (status 2), before anything is opened or started.
 PORT = click.IntRange(1, 65535)
 DAY_NUMBER = click.IntRange(min=1)
+
+
+class CourseSlug(click.ParamType):
+    """A course's folder name under emails/; anything else (a path, "..") is refused as a
+    usage error naming the argument, before a path is made from it."""
+
+    name = "slug"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        try:
+            return check_slug(str(value))
+        except CourseError as exc:
+            self.fail(exc.detail, param, ctx)
+
+
+COURSE = CourseSlug()
 
 
 @click.group(cls=Group)

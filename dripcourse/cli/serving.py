@@ -11,7 +11,7 @@ import click
 from sqlalchemy import func, select
 
 from dripcourse import db, enrollment, importing, liveness, reflections
-from dripcourse.cli.base import PORT, State, cli, pass_state
+from dripcourse.cli.base import COURSE, PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort
@@ -42,7 +42,7 @@ def init(state: State) -> None:
     default=SAMPLE_CSV,
     show_default=True,
 )
-@click.option("--course", default="white-coat", show_default=True)
+@click.option("--course", type=COURSE, default="white-coat", show_default=True)
 @pass_state
 def demo(state: State, csv_path: Path, course: str) -> None:
     """Enroll the sample cohort (Day 1 at once), unless the database has a cohort already."""

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from dripcourse.cli.base import DAY_NUMBER, PORT, State, cli, pass_state
+from dripcourse.cli.base import COURSE, DAY_NUMBER, PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.course import Course, Finding
 from dripcourse.mail import wire_bytes
@@ -21,7 +21,7 @@ STUDIO_PORT = 8001
 
 
 @cli.command()
-@click.argument("slug", required=False)
+@click.argument("slug", type=COURSE, required=False)
 @click.argument("day", type=DAY_NUMBER, required=False)
 @click.option("--text", is_flag=True, help="The plain-text part instead of the HTML.")
 @click.option("--eml", is_flag=True, help="The whole message as it would be sent.")
@@ -82,7 +82,7 @@ def preview(
 
 
 @cli.command("send-test")
-@click.argument("slug")
+@click.argument("slug", type=COURSE)
 @click.argument("day", type=DAY_NUMBER)
 @click.option("--to", "to", required=True, help="A staff address (setting staff_emails).")
 @click.option("--as", "as_email", default=None, help="Address a real subscriber's way.")
@@ -96,7 +96,7 @@ def send_test(state: State, slug: str, day: int, to: str, as_email: str | None) 
 
 
 @cli.command()
-@click.argument("slugs", nargs=-1)
+@click.argument("slugs", type=COURSE, nargs=-1)
 @click.option("--strict", is_flag=True, help="Count warnings as errors.")
 @click.option("--json", "as_json", is_flag=True, help="Every finding as JSON, for CI.")
 @pass_state
