@@ -86,39 +86,54 @@ def read_csv(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text (save the file as UTF-8)") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    records = _records(path, text)
+    _start, first = next(records, (1, []))
+    header = [h.strip().lower() for h in first]
     if "email" not in header:
         raise InputError(f"{path}:1: the header needs an email column ({','.join(CSV_COLUMNS)})")
-    reader.fieldnames = header
     out = CsvFile(path, [], [], [h for h in header if h not in CSV_COLUMNS])
     seen: dict[str, int] = {}
-    try:
-        for count, values in enumerate(reader, start=1):
-            line = reader.line_num
-            if progress and count % CHUNK == 0:
-                progress(CHUNK)
-            if None in values:
-                out.errors.append(f"{path}:{line}: more fields than the header has columns")
-                continue
-            if not any((v or "").strip() for v in values.values()):
-                continue
-            row = _check_row(path, line, values, default_timezone, out.errors)
-            if row is None:
-                continue
-            if row.signup.email in seen:
-                out.errors.append(
-                    f"{path}:{line}: email: {row.signup.email} is also on line "
-                    f"{seen[row.signup.email]}"
-                )
-                continue
-            seen[row.signup.email] = line
-            out.rows.append(row)
-    except csv.Error as exc:
-        raise InputError(f"{path}:{reader.line_num}: {exc}") from None
+    for count, (line, fields) in enumerate(records, start=1):
+        if progress and count % CHUNK == 0:
+            progress(CHUNK)
+        if len(fields) > len(header):
+            out.errors.append(f"{path}:{line}: more fields than the header has columns")
+            continue
+        if not any(v.strip() for v in fields):
+            continue  # a blank line, or one of only commas
+        values = dict(zip(header, fields, strict=False))
+        row = _check_row(path, line, values, default_timezone, out.errors)
+        if row is None:
+            continue
+        if row.signup.email in seen:
+            out.errors.append(
+                f"{path}:{line}: email: {row.signup.email} is also on line {seen[row.signup.email]}"
+            )
+            continue
+        seen[row.signup.email] = line
+        out.rows.append(row)
     if not out.rows and not out.errors:
         raise InputError(f"{path}: no rows to import")
     return out
+
+
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV record with the line it starts on, counted from 1 as an editor shows it.
+
+    A quoted field may hold line breaks, so a record can span lines; the csv module counts
+    the lines read so far, which is where a record ends. Every line belongs to exactly one
+    record (a blank line is an empty one), so the next record starts on the line after. A
+    record the csv module cannot read (a quote never closed, swallowing the rest of the file
+    into one field) is an InputError at the line it starts on.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for fields in reader:
+            yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{path}:{start}: {exc}") from None
 
 
 def _check_row(

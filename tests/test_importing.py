@@ -75,6 +75,49 @@ def test_canonical_zones_are_accepted(name: str) -> None:
     assert check_zone(name) == name
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'email,name,timezone\nana@example.org,"Ana\nPerez",UTC\nbad-address,Bo,UTC\n',
+            ["people.csv:2: name: U+000A", "people.csv:4: email: 'bad-address'"],
+        ),
+        (
+            "email,name,timezone,notes\n"
+            'ana@example.org,Ana,UTC,"called twice;\r\nprefers mornings\r\n"\n'
+            "ANA@example.org,Ana,UTC,\n",
+            ["people.csv:5: email: ana@example.org is also on line 2"],
+        ),
+        (
+            'email,name,timezone\n\n\n"ana@example.org\n",Ana,UTC\n',
+            ["people.csv:4: email: "],
+        ),
+    ],
+    ids=["a name with a line break", "a note over three lines", "after blank lines"],
+)
+def test_a_row_over_several_lines_is_reported_at_the_line_it_starts_on(
+    run, cohort: str, tmp_path: Path, text: str, expected: list[str]
+) -> None:  # type: ignore[no-untyped-def]
+    result = run("import", str(write(tmp_path, text)), "--cohort", cohort)
+    assert result.exit_code == 1
+    reported = [line.removeprefix("Error: ") for line in result.output.splitlines()]
+    for start in expected:
+        assert any(line.startswith(f"{tmp_path / start}") for line in reported), result.output
+
+
+def test_a_quote_never_closed_is_reported_at_the_line_it_opens_on(
+    run, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    rows = "".join(f"p{n}@example.org,Person {n},UTC\n" for n in range(5000))
+    text = f'email,name,timezone\nana@example.org,"Ana,UTC\n{rows}'  # swallows the rest
+    result = run("import", str(write(tmp_path, text)), "--cohort", cohort)
+    assert result.exit_code == 1
+    assert (
+        result.output
+        == f"Error: {tmp_path / 'people.csv'}:2: field larger than field limit (131072)\n"
+    )
+
+
 def test_every_bad_row_is_reported_with_line_and_column_and_nothing_is_written(
     run, cohort: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
