@@ -29,7 +29,7 @@ from dripcourse.enrollment import (
     differences,
     suppressed_reason,
 )
-from dripcourse.errors import InputError
+from dripcourse.errors import FieldErrors, InputError
 from dripcourse.models import Cohort, Enrollment, EnrollmentStatus, Subscriber, Suppression
 
 CSV_COLUMNS = ("email", "name", "timezone", "greeting")  # greeting is optional
@@ -50,7 +50,7 @@ class Row:
 class CsvFile:
     path: Path
     rows: list[Row]
-    errors: list[str]
+    errors: list[tuple[int, str]]  # (line, "column: reason"): a line may have several
     ignored_columns: list[str]
 
 
@@ -74,8 +74,8 @@ def read_csv(
 ) -> CsvFile:
     """Read and check every line of a CSV file (UTF-8, with or without BOM, any line endings).
 
-    A problem with the file as a whole (unreadable, no email column) raises InputError; a
-    problem with a line is collected in ``errors`` as ``FILE:LINE: COLUMN: reason``.
+    A problem with the file as a whole (unreadable, no email column) raises InputError; each
+    problem with a line is collected in ``errors`` as (line, "column: reason").
     """
     try:
         raw = path.read_bytes()
@@ -97,17 +97,17 @@ def read_csv(
         if progress and count % CHUNK == 0:
             progress(CHUNK)
         if len(fields) > len(header):
-            out.errors.append(f"{path}:{line}: more fields than the header has columns")
+            out.errors.append((line, "more fields than the header has columns"))
             continue
         if not any(v.strip() for v in fields):
             continue  # a blank line, or one of only commas
         values = dict(zip(header, fields, strict=False))
-        row = _check_row(path, line, values, default_timezone, out.errors)
+        row = _check_row(line, values, default_timezone, out.errors)
         if row is None:
             continue
         if row.signup.email in seen:
             out.errors.append(
-                f"{path}:{line}: email: {row.signup.email} is also on line {seen[row.signup.email]}"
+                (line, f"email: {row.signup.email} is also on line {seen[row.signup.email]}")
             )
             continue
         seen[row.signup.email] = line
@@ -137,7 +137,7 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _check_row(
-    path: Path, line: int, values: dict[str, str], default: str | None, errors: list[str]
+    line: int, values: dict[str, str], default: str | None, errors: list[tuple[int, str]]
 ) -> Row | None:
     zone = (values.get("timezone") or "").strip() or default or ""
     try:
@@ -146,8 +146,8 @@ def _check_row(
         signup = check_signup(
             values.get("email") or "", values.get("name"), zone or "UTC", values.get("greeting")
         )
-    except InputError as exc:
-        errors.append(f"{path}:{line}: {exc}")
+    except FieldErrors as exc:
+        errors.extend((line, problem) for problem in exc.problems)
         return None
     return Row(
         line,
@@ -206,13 +206,15 @@ def import_rows(
             )
         )
         for row in chunk:
-            where = f"{path}:{row.line}: "
             email = row.signup.email
             if email in suppressed:
                 s = suppressed[email]
                 errors.append(
-                    f"{where}email: {email} is suppressed: "
-                    f"{suppressed_reason(s.reason, s.created_at)}"
+                    (
+                        row.line,
+                        f"email: {email} is suppressed: "
+                        f"{suppressed_reason(s.reason, s.created_at)}",
+                    )
                 )
                 continue
             person = on_record.get(email)
@@ -221,13 +223,16 @@ def import_rows(
                     report.skipped += 1
                 else:
                     errors.append(
-                        f"{where}email: {email} is already in cohort {cohort.name!r} "
-                        "(--skip-existing leaves such people alone)"
+                        (
+                            row.line,
+                            f"email: {email} is already in cohort {cohort.name!r} "
+                            "(--skip-existing leaves such people alone)",
+                        )
                     )
                 continue
             if person is None:
                 if not row.signup.timezone:
-                    errors.append(f"{where}timezone: {MISSING_ZONE}")
+                    errors.append((row.line, f"timezone: {MISSING_ZONE}"))
                 else:
                     new_people.append(row)
                 continue
@@ -236,14 +241,19 @@ def import_rows(
                 signup = Signup(signup.email, signup.name, person.timezone, signup.greeting)
             if changes := differences(person, signup):
                 errors.append(
-                    f"{where}email: {email} is already on record with other details "
-                    f"({', '.join(changes)}); fix the line, or change the person first "
-                    "(dripcourse set-timezone, enroll --update)"
+                    (
+                        row.line,
+                        f"email: {email} is already on record with other details "
+                        f"({', '.join(changes)}); fix the line, or change the person first "
+                        "(dripcourse set-timezone, enroll --update)",
+                    )
                 )
                 continue
             known_people.append((Row(row.line, signup), person.id))
     if errors:
-        raise ImportRefused("\n".join(errors) + f"\n{len(errors)} bad row(s): nothing was imported")
+        listed = "\n".join(f"{path}:{line}: {problem}" for line, problem in errors)
+        rows = len({line for line, _problem in errors})  # a row may have several problems
+        raise ImportRefused(f"{listed}\n{rows} bad row(s): nothing was imported")
     for row in new_people:
         report.by_zone[row.signup.timezone] += 1
     for row, _ in known_people:

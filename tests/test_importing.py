@@ -75,6 +75,33 @@ def test_canonical_zones_are_accepted(name: str) -> None:
     assert check_zone(name) == name
 
 
+def test_every_bad_field_of_a_row_is_reported_and_the_row_counted_once(
+    run, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    csv = write(
+        tmp_path,
+        "email,name,timezone,greeting\n"
+        "ok@example.org,Ok,UTC,\n"
+        'not-an-address,"Ana\tPerez",EST,"Dr. <Perez>"\n',
+    )
+    result = run("import", str(csv), "--cohort", cohort)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1:] == [
+        f"{csv}:3: name: U+0009, a control character, at character 4; remove it",
+        f"{csv}:3: timezone: 'EST' is an abbreviation, not a place (did you mean "
+        "America/New_York?)",
+        f"{csv}:3: greeting: 'Dr. <Perez>' may not hold <, > or quotes",
+        "1 bad row(s): nothing was imported",
+    ]
+    assert result.output.startswith(f"Error: {csv}:3: email: 'not-an-address' is not an email")
+    enrolled = run("enroll", "not-an-address", "--cohort", cohort, "--timezone", "EST")
+    assert enrolled.exit_code == 1
+    assert enrolled.output.startswith("Error: email: 'not-an-address' is not an email address")
+    assert "; timezone: 'EST' is an abbreviation" in enrolled.output
+    assert enrolled.output.count("\n") == 1
+    assert people(run) == {}
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
