@@ -145,8 +145,9 @@ def poll(state: State, url: str, move_to: str | None, every: int) -> None:
             click.echo(f"Error: IMAP {box.host}: {exc}", err=True)
             if not every:
                 sys.exit(EX_TEMPFAIL)
-        except DBAPIError as exc:
-            click.echo(f"Error: cannot record messages now, left unseen: {exc}", err=True)
+        except (DBAPIError, NotSetUp) as exc:
+            reason = str(exc).splitlines()[0]
+            click.echo(f"Error: cannot record messages now, left unseen: {reason}", err=True)
             if not every:
                 sys.exit(EX_TEMPFAIL)
         else:
