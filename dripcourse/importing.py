@@ -50,8 +50,13 @@ class Row:
 class CsvFile:
     path: Path
     rows: list[Row]
-    errors: list[tuple[int, str]]  # (line, "column: reason"): a line may have several
+    problems: list[tuple[int, str]]  # (line, "column: reason"): a line may have several
     ignored_columns: list[str]
+
+    @property
+    def errors(self) -> list[str]:
+        """Each problem as ``FILE:LINE: COLUMN: reason``."""
+        return [f"{self.path}:{line}: {problem}" for line, problem in self.problems]
 
 
 @dataclass
@@ -75,7 +80,7 @@ def read_csv(
     """Read and check every line of a CSV file (UTF-8, with or without BOM, any line endings).
 
     A problem with the file as a whole (unreadable, no email column) raises InputError; each
-    problem with a line is collected in ``errors`` as (line, "column: reason").
+    problem with a line is collected in ``problems`` as (line, "column: reason").
     """
     try:
         raw = path.read_bytes()
@@ -97,22 +102,22 @@ def read_csv(
         if progress and count % CHUNK == 0:
             progress(CHUNK)
         if len(fields) > len(header):
-            out.errors.append((line, "more fields than the header has columns"))
+            out.problems.append((line, "more fields than the header has columns"))
             continue
         if not any(v.strip() for v in fields):
             continue  # a blank line, or one of only commas
         values = dict(zip(header, fields, strict=False))
-        row = _check_row(line, values, default_timezone, out.errors)
+        row = _check_row(line, values, default_timezone, out.problems)
         if row is None:
             continue
         if row.signup.email in seen:
-            out.errors.append(
+            out.problems.append(
                 (line, f"email: {row.signup.email} is also on line {seen[row.signup.email]}")
             )
             continue
         seen[row.signup.email] = line
         out.rows.append(row)
-    if not out.rows and not out.errors:
+    if not out.rows and not out.problems:
         raise InputError(f"{path}: no rows to import")
     return out
 
@@ -137,7 +142,7 @@ def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
 
 
 def _check_row(
-    line: int, values: dict[str, str], default: str | None, errors: list[tuple[int, str]]
+    line: int, values: dict[str, str], default: str | None, problems: list[tuple[int, str]]
 ) -> Row | None:
     zone = (values.get("timezone") or "").strip() or default or ""
     try:
@@ -147,7 +152,7 @@ def _check_row(
             values.get("email") or "", values.get("name"), zone or "UTC", values.get("greeting")
         )
     except FieldErrors as exc:
-        errors.extend((line, problem) for problem in exc.problems)
+        problems.extend((line, problem) for problem in exc.problems)
         return None
     return Row(
         line,
@@ -183,7 +188,7 @@ def import_rows(
     ImportRefused. With ``dry_run`` everything is checked and reported, nothing written.
     """
     path = csv_file.path
-    errors = list(csv_file.errors)
+    errors = list(csv_file.problems)
     report = ImportReport(cohort.name, dry_run=dry_run, ignored_columns=csv_file.ignored_columns)
     new_people: list[Row] = []
     known_people: list[tuple[Row, int]] = []
