@@ -3,7 +3,9 @@
 Reading a course (course.py) finds what makes it unusable: a gap in the days, front matter that
 is not valid, a missing subject. The rules here look at what the lessons say and how they
 render: unknown variables, links, images, headings, size and length. Every rule runs on every
-lesson, so one run lists every problem.
+lesson it can, so one run lists every problem: a lesson whose front matter is broken still has
+its text checked, text that does not render has its Markdown checked as written, and a
+course.toml or layout with an error does not hide the lessons' own problems.
 """
 
 from __future__ import annotations
@@ -23,7 +25,15 @@ import lxml.html
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from dripcourse.course import LAYOUT_DIR, Course, Finding, Lesson, course_slugs, read_course
+from dripcourse.course import (
+    LAYOUT_DIR,
+    Course,
+    Finding,
+    Lesson,
+    check_slug,
+    course_slugs,
+    read_course,
+)
 from dripcourse.errors import CourseError
 from dripcourse.links import Links
 from dripcourse.render import (
@@ -40,8 +50,11 @@ from dripcourse.render import (
 MAX_SUBJECT_CHARS = 70  # longer subjects are cut off in most inboxes
 WORDS_PER_MINUTE = 200
 READING_TIME_FACTOR = 2  # a lesson over twice the course's median reading time is flagged
+LAYOUT_FILE_MISSING = "layout file missing"
 SAMPLE_LINKS = Links(secret_key="check", base_url="https://course.example.org")
 _ABSOLUTE = re.compile(r"^(https?://[^\s/]+|mailto:\S+@\S+)", re.IGNORECASE)
+# A Jinja tag in an address, as written or as Markdown percent-encodes it.
+_TEMPLATED = re.compile(r"\{\{|\{%|%7B%7B|%7B%25", re.IGNORECASE)
 
 
 @dataclass
@@ -84,9 +97,11 @@ def check_all(
 
 
 def layout_and_renderer(emails_dir: Path) -> tuple[list[Finding], Renderer | None]:
-    """The layout's findings, and a renderer unless the layout has errors."""
+    """The layout's findings, and a renderer unless the layout cannot render (a file missing
+    or not a template). A relative link in it is an error but renders: the lessons are still
+    rendered and measured, so their problems show in the same run."""
     layout = check_layout(emails_dir)
-    if any(f.severity == "error" for f in layout):
+    if any(f.message == LAYOUT_FILE_MISSING for f in layout):
         return layout, None
     try:
         return layout, Renderer(emails_dir)
@@ -96,34 +111,43 @@ def layout_and_renderer(emails_dir: Path) -> tuple[list[Finding], Renderer | Non
 
 def check_course(emails_dir: Path, slug: str, renderer: Renderer | None) -> CourseReport:
     """Every problem in one course; ``renderer`` None skips rendering (the layout is broken)."""
+    try:
+        check_slug(slug)
+    except CourseError as exc:  # a folder with a course.toml in it, named otherwise
+        return CourseReport(slug, None, [Finding(emails_dir / slug, 1, "error", exc.detail)])
     reading = read_course(emails_dir, slug)
     report = CourseReport(slug=slug, course=reading.course, findings=list(reading.findings))
-    course = reading.course
-    if course is None:
-        report.findings.sort(key=lambda f: (str(f.path), f.line))
-        return report
-    for lesson in course.lessons:
+    for lesson in reading.lessons:
         facts = LessonFacts(day=lesson.day, subject=lesson.subject, prompt=lesson.prompt)
         report.lessons[lesson.day] = facts
-        report.findings.extend(_check_lesson(course, lesson, renderer, facts))
-    report.findings.extend(_reading_time_outliers(course, report.lessons))
+        report.findings.extend(_check_lesson(reading.course, lesson, renderer, facts))
+    for lesson in reading.unloaded:
+        # Its front matter has errors, so it cannot be sent or rendered whole; its text can
+        # still be checked. Its facts stay out of the report: it has no subject to show.
+        facts = LessonFacts(day=lesson.day, subject=lesson.subject, prompt=lesson.prompt)
+        report.findings.extend(_check_lesson(None, lesson, None, facts))
+    report.findings.extend(_reading_time_outliers(reading.lessons, report.lessons))
     report.findings.sort(key=lambda f: (str(f.path), f.line))
     return report
 
 
 def _check_lesson(
-    course: Course, lesson: Lesson, renderer: Renderer | None, facts: LessonFacts
+    course: Course | None, lesson: Lesson, renderer: Renderer | None, facts: LessonFacts
 ) -> list[Finding]:
+    """Every problem in what one lesson says; the whole message is rendered (to measure it)
+    when there is a course and a renderer and the subject and text render on their own."""
     found: list[Finding] = []
 
     def add(line: int, severity: str, message: str) -> None:
         found.append(Finding(lesson.path, line, severity, message, lesson.day))  # type: ignore[arg-type]
 
     subject_line = lesson.line_of("subject")
-    parts = ((lesson.subject, subject_line), (lesson.body, lesson.body_line))
-    for source, first_line in parts:
-        for line, message in _template_problems(source):
-            add(first_line + line - 1, "error", message)
+    subject_problems = _template_problems(lesson.subject)
+    for line, message in subject_problems:
+        add(subject_line + line - 1, "error", message)
+    text_problems = _template_problems(lesson.body)
+    for line, message in text_problems:
+        add(lesson.body_line + line - 1, "error", message)
     if len(lesson.subject) > MAX_SUBJECT_CHARS:
         add(
             subject_line,
@@ -131,27 +155,23 @@ def _check_lesson(
             f"the subject is {len(lesson.subject)} characters; inboxes cut it off past about "
             f"{MAX_SUBJECT_CHARS}",
         )
-    if any(f.severity == "error" for f in found):
-        return found  # the text does not render; the rules below need it rendered
-    try:
-        body = _sample_body(lesson)
-    except Exception as exc:  # noqa: BLE001 - whatever the lesson's text raises is its error
-        _where, line = template_place(exc, "<template>")
-        found.append(
-            Finding(
-                lesson.path,
-                lesson.body_line + (line or 1) - 1,
-                "error",
-                describe_error(exc),
-                lesson.day,
-            )
-        )
+    body = None
+    if not text_problems:
+        try:
+            body = _sample_body(lesson)
+        except Exception as exc:  # noqa: BLE001 - whatever the lesson's text raises is its error
+            _where, line = template_place(exc, "<template>")
+            add(lesson.body_line + (line or 1) - 1, "error", describe_error(exc))
+    if body is None:
+        # The text does not render: its Markdown is checked as written (Jinja keeps the lines
+        # where they were either way), so its links and headings are not left for next time.
+        found.extend(_markdown_problems(lesson, lesson.body, as_written=True))
         return found
     words = len(re.findall(r"\w+", " ".join([body, lesson.prompt, *lesson.questions])))
     facts.reading_minutes = round(words / WORDS_PER_MINUTE, 1)
     found.extend(_markdown_problems(lesson, body))
-    if renderer is None:
-        return found
+    if course is None or renderer is None or subject_problems:
+        return found  # (a subject that does not render would only be reported again)
     try:
         msg = _sample_message(renderer, course, lesson.day)
     except CourseError as exc:
@@ -198,7 +218,9 @@ def _sample_body(lesson: Lesson) -> str:
     return _ENV.from_string(lesson.body).render(**values, day=lesson.day)
 
 
-def _markdown_problems(lesson: Lesson, body: str) -> list[Finding]:
+def _markdown_problems(lesson: Lesson, body: str, *, as_written: bool = False) -> list[Finding]:
+    """Links, images and headings; ``as_written``: ``body`` is the text before Jinja filled it,
+    so an address made by a template tag is left alone (it is not known yet)."""
     found = []
 
     def add(line: int, severity: str, message: str) -> None:
@@ -216,12 +238,16 @@ def _markdown_problems(lesson: Lesson, body: str) -> list[Finding]:
             for child, offset in _inline_children(token):
                 if child.type == "link_open":
                     href = str(child.attrs.get("href", ""))
+                    if as_written and _TEMPLATED.search(href):
+                        continue
                     if not _ABSOLUTE.match(href):
                         add(line + offset, "error", _link_message(href))
                 elif child.type == "image":
                     src = str(child.attrs.get("src", ""))
                     if not child.content.strip():
                         add(line + offset, "warning", f"image {src!r} has no alt text")
+                    if as_written and _TEMPLATED.search(src):
+                        continue
                     if not re.match(r"^https?://\S", src, re.IGNORECASE):
                         add(line + offset, "error", _link_message(src, "image"))
     return found
@@ -246,17 +272,20 @@ def _link_message(href: str, what: str = "link") -> str:
     )
 
 
-def _reading_time_outliers(course: Course, lessons: dict[int, LessonFacts]) -> list[Finding]:
-    times = [f.reading_minutes for f in lessons.values() if f.reading_minutes]
+def _reading_time_outliers(
+    lessons: tuple[Lesson, ...], facts_by_day: dict[int, LessonFacts]
+) -> list[Finding]:
+    times = [f.reading_minutes for f in facts_by_day.values() if f.reading_minutes]
     if len(times) < 3:
         return []
     median = statistics.median(times)
+    paths = {lesson.day: lesson.path for lesson in lessons}
     found = []
-    for day, facts in lessons.items():
+    for day, facts in facts_by_day.items():
         if facts.reading_minutes > READING_TIME_FACTOR * median:
             found.append(
                 Finding(
-                    course.lesson(day).path,
+                    paths[day],
                     1,
                     "warning",
                     f"reading time {facts.reading_minutes:g} min is more than twice the "
@@ -300,10 +329,10 @@ def check_layout(emails_dir: Path) -> list[Finding]:
     found = []
     for name in ("base.html", "base.txt", "style.css"):
         if not (layout / name).is_file():
-            found.append(Finding(layout / name, 1, "error", "layout file missing"))
-    if found:
-        return found
+            found.append(Finding(layout / name, 1, "error", LAYOUT_FILE_MISSING))
     path = layout / "base.html"
+    if not path.is_file():
+        return found
     source = path.read_text(encoding="utf-8")
     doc = lxml.html.document_fromstring(source)
     root = doc.getroottree().getroot()

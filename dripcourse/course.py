@@ -23,6 +23,10 @@ from dripcourse.schedule import Cadence, parse_send_time
 from dripcourse.validate import check_header_text
 
 LAYOUT_DIR = "_layout"
+# A course's name is its folder's name under emails/, one plain word: never a path ("../x",
+# "/etc", "a/b"), a hidden folder or the layout. It reaches the file system from a command
+# line, a studio URL or a cohort row, so it is checked before any path is made from it.
+COURSE_SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 LESSON_FILE = re.compile(r"^day-(\d{2,3})\.md$")
 # A name meant as a lesson but spelled otherwise ("day-1.md", "Day_02.md"): a mistake, not a note.
 LESSON_LIKE = re.compile(r"^day[-_ ]?\d+\.(md|markdown|txt)$", re.IGNORECASE)
@@ -112,12 +116,20 @@ class Course:
 
 @dataclass
 class CourseReading:
-    """What reading a course folder found: the course (None if course.toml is unusable), and
-    every problem. Lessons with errors are left out of ``course.lessons``."""
+    """What reading a course folder found: the course (None if course.toml is unusable), its
+    lessons, and every problem.
+
+    Lessons with errors are left out of ``course.lessons``. ``lessons`` holds the ones without
+    errors of their own even when course.toml is unusable, and ``unloaded`` the ones whose
+    front matter has errors, with what could be read of them: ``check`` still looks at what
+    both say, so one run reports every problem rather than the first in each file.
+    """
 
     slug: str
     course: Course | None
     findings: list[Finding] = field(default_factory=list)
+    lessons: tuple[Lesson, ...] = ()
+    unloaded: tuple[Lesson, ...] = ()
 
     @property
     def errors(self) -> list[Finding]:
@@ -129,6 +141,16 @@ def course_slugs(emails_dir: Path) -> list[str]:
     if not emails_dir.is_dir():
         raise CourseError(f"{emails_dir}: course folder not found (setting emails_dir)")
     return sorted(p.name for p in emails_dir.iterdir() if (p / "course.toml").is_file())
+
+
+def check_slug(slug: str) -> str:
+    """``slug`` unchanged, or CourseError saying what a course name is (no path is made)."""
+    if not COURSE_SLUG.match(slug):
+        raise CourseError(
+            f"{slug!r} is not a course name: a course is a folder in emails/ named with "
+            "letters, digits, - and _ (such as white-coat)"
+        )
+    return slug
 
 
 def load_course(emails_dir: Path, slug: str) -> Course:
@@ -145,18 +167,18 @@ def load_course(emails_dir: Path, slug: str) -> Course:
 
 def read_course(emails_dir: Path, slug: str) -> CourseReading:
     """Read one course folder, collecting every problem instead of stopping at the first."""
-    folder = emails_dir / slug
+    folder = emails_dir / check_slug(slug)
     meta_path = folder / "course.toml"
     if not meta_path.is_file():
         known = ", ".join(course_slugs(emails_dir)) or "none"
         raise CourseError(f"{meta_path}: no such course {slug!r} (courses: {known})")
     findings: list[Finding] = []
     settings = _read_course_toml(meta_path, findings)
-    lessons = _read_lessons(folder, findings)
+    lessons, unloaded = _read_lessons(folder, findings)
     course = None
     if settings is not None:
         course = Course(slug=slug, lessons=lessons, path=folder, **settings)  # type: ignore[arg-type]
-    return CourseReading(slug=slug, course=course, findings=findings)
+    return CourseReading(slug, course, findings, lessons, unloaded)
 
 
 def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] | None:
@@ -248,7 +270,11 @@ def _is_sender(sender: str) -> bool:
     return "@" in addr
 
 
-def _read_lessons(folder: Path, findings: list[Finding]) -> tuple[Lesson, ...]:
+def _read_lessons(
+    folder: Path, findings: list[Finding]
+) -> tuple[tuple[Lesson, ...], tuple[Lesson, ...]]:
+    """The lessons without errors of their own, and those read despite errors (see
+    CourseReading); the problems go to ``findings``."""
     found: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
         if path.name == "course.toml" or path.name.startswith("."):
@@ -270,22 +296,29 @@ def _read_lessons(folder: Path, findings: list[Finding]) -> tuple[Lesson, ...]:
         found[day] = path
     if not found:
         findings.append(Finding(folder, 1, "error", "no lessons (day-01.md, day-02.md, ...)"))
-        return ()
+        return (), ()
     days = sorted(found)
     for missing in sorted(set(range(1, days[-1] + 1)) - set(days)):
         after = next(d for d in days if d > missing)
         message = f"day {missing} is missing; lessons must run 1, 2, 3 ... without gaps"
         findings.append(Finding(found[after], 1, "error", message, after))
-    lessons = []
+    lessons: list[Lesson] = []
+    unloaded: list[Lesson] = []
     for day in days:
-        lesson = _read_lesson(day, found[day], findings)
+        lesson, whole = _read_lesson(day, found[day], findings)
         if lesson is not None:
-            lessons.append(lesson)
+            (lessons if whole else unloaded).append(lesson)
     # Possibly incomplete: still useful to ``check``; ``load_course`` refuses it.
-    return tuple(lessons)
+    return tuple(lessons), tuple(unloaded)
 
 
-def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None:
+def _read_lesson(day: int, path: Path, findings: list[Finding]) -> tuple[Lesson | None, bool]:
+    """The lesson in ``path``, and whether it has no errors of its own.
+
+    A lesson whose front matter has errors is still returned, with what could be read of it
+    (its text above all), so ``check`` can report the text's problems in the same run; only
+    a file that cannot be read as text gives None.
+    """
     before = len(findings)
 
     def error(line: int, message: str) -> None:
@@ -295,7 +328,7 @@ def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError:
         error(1, "not UTF-8 text")
-        return None
+        return None, False
     split = _FRONT_MATTER.match(text)
     if split is None:
         error(
@@ -303,12 +336,17 @@ def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None
             "no front matter: a lesson starts with a --- line, then title, subject and "
             "prompt, then another --- line",
         )
-        return None
+        return Lesson(day=day, title="", subject="", prompt="", body=text, path=path), False
     source = split.group(1)
     body_line = text.count("\n", 0, split.end()) + 1
+    body = text[split.end() :]
     meta, key_lines = _parse_front_matter(source, path, day, findings)
     if meta is None:
-        return None
+        if not body.strip():
+            error(body_line, "the lesson has no body")
+        return Lesson(
+            day=day, title="", subject="", prompt="", body=body, path=path, body_line=body_line
+        ), False
     for key in REQUIRED_LESSON_KEYS:
         value = meta.get(key)
         if not isinstance(value, str) or not value.strip():
@@ -319,7 +357,7 @@ def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None
             key_lines.get(key, 1),
             f"unknown front matter key {key!r} (known: {', '.join(sorted(KNOWN_LESSON_KEYS))})",
         )
-    subject = str(meta.get("subject", ""))
+    subject = str(meta.get("subject") or "")
     if "\n" in subject.strip() or "\r" in subject:
         error(key_lines.get("subject", 1), "subject must be one line")
     elif _header_problem(subject.strip()):
@@ -330,16 +368,13 @@ def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None
     ):
         error(key_lines.get("questions", 1), "questions must be a list of text lines")
         questions = []
-    body = text[split.end() :]
     if not body.strip():
         error(body_line, "the lesson has no body")
-    if len(findings) > before:
-        return None
-    return Lesson(
+    lesson = Lesson(
         day=day,
-        title=str(meta["title"]).strip(),
+        title=str(meta.get("title") or "").strip(),
         subject=subject.strip(),
-        prompt=str(meta["prompt"]).strip(),
+        prompt=str(meta.get("prompt") or "").strip(),
         preheader=str(meta.get("preheader") or "").strip(),
         questions=tuple(q.strip() for q in questions),
         body=body,
@@ -347,6 +382,7 @@ def _read_lesson(day: int, path: Path, findings: list[Finding]) -> Lesson | None
         body_line=body_line,
         key_lines=tuple(sorted(key_lines.items())),
     )
+    return lesson, len(findings) == before
 
 
 def _parse_front_matter(

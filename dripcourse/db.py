@@ -19,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from dripcourse.errors import NotSetUp
 from dripcourse.files import private_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,17 +28,24 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def make_engine(url: str, *, lock_timeout: float = 30.0) -> Engine:
+def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys on.
 
     Statement parameters are kept out of error messages: they can hold a subscriber's
     reflection, and error messages end up in logs. ``lock_timeout`` is how long one SQLite
     statement waits for another writer's lock before it fails.
+
+    ``create=False`` refuses a SQLite file that does not exist (NotSetUp) rather than let
+    SQLite make an empty one on first connect: a command run before `dripcourse init` would
+    otherwise leave a database behind that looks set up and is not.
     """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            private_sqlite_file(Path(parsed.database).expanduser())
+            path = Path(parsed.database).expanduser()
+            if not create and not path.exists():
+                raise NotSetUp(not_set_up(parsed.render_as_string(hide_password=True)))
+            private_sqlite_file(path)
         engine = create_engine(url, connect_args={"timeout": lock_timeout}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
@@ -108,19 +116,48 @@ def _migrate(
 
 def schema_problem(engine: Engine) -> str | None:
     """Why this database cannot be used yet (never set up, or set up by an older version),
-    as one line telling the operator what to run; None when it is at the newest migration."""
+    as one line telling the operator what to run; None when it is at the newest migration.
+
+    A database out of reach raises its error (see ``is_outage``) rather than being called
+    "not set up": `dripcourse init` would meet the same closed port.
+    """
     try:
         with engine.connect() as conn:
             current = set(MigrationContext.configure(conn).get_current_heads())
-    except Exception:  # noqa: BLE001 - a database we cannot even read has the same remedy
-        current = set()
+    except Exception as exc:
+        if is_outage(exc):
+            raise
+        current = set()  # a file that is not a database has the same remedy as none
     where = engine.url.render_as_string(hide_password=True)
     if not current:
-        return f"the database {where} is not set up: run `dripcourse init` first"
+        return not_set_up(where)
     heads = set(ScriptDirectory.from_config(alembic_config(str(engine.url))).get_heads())
     if current != heads:
         return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
     return None
+
+
+def check_schema(engine: Engine) -> None:
+    """Raise NotSetUp, saying what to run, unless the database is at the newest migration.
+
+    For a command that would otherwise start something before its first query (a web
+    server, the broker's own file) and only then find out.
+    """
+    problem = schema_problem(engine)
+    if problem is not None:
+        raise NotSetUp(problem)
+
+
+def not_set_up(where: str) -> str:
+    """One line telling the operator to make the database ``where`` names."""
+    return f"the database {where} is not set up: run `dripcourse init` first"
+
+
+def unavailable(engine: Engine, exc: DBAPIError) -> str:
+    """One line saying that the database is out of reach, and the driver's reason."""
+    reason = str(exc.orig if exc.orig is not None else exc).strip().splitlines() or ["?"]
+    where = engine.url.render_as_string(hide_password=True)
+    return f"the database {where} is unavailable: {reason[0]}"
 
 
 def is_outage(exc: BaseException) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule, validate, zones
 from dripcourse.course import Course
-from dripcourse.errors import InputError, NotFound
+from dripcourse.errors import FieldErrors, InputError, NotFound
 from dripcourse.greeting import check_greeting
 from dripcourse.models import (
     Cohort,
@@ -138,28 +138,33 @@ class Signup:
 def check_signup(
     email: str, name: str | None, timezone: str | None, greeting: str | None = None
 ) -> Signup:
-    """Normalise one person's details or raise InputError naming the field."""
+    """Normalise one person's details, or raise FieldErrors naming every field that is wrong
+    (so a CSV line is fixed once, not once per field)."""
+    problems: list[str] = []
+    address = clean_name = zone_name = clean_greeting = ""
     try:
         address = check_address(email)
     except ValueError as exc:
-        raise InputError(f"email: {exc}") from None
+        problems.append(f"email: {exc}")
     try:
         clean_name = validate.check_name(name)
     except ValueError as exc:
-        raise InputError(f"name: {exc}") from None
+        problems.append(f"name: {exc}")
     # A missing zone is refused: UTC by default would mean 02:00 lessons in New York.
     if not (timezone or "").strip():
-        raise InputError(f"timezone: {MISSING_ZONE}")
+        problems.append(f"timezone: {MISSING_ZONE}")
+    else:
+        try:
+            zone_name = zones.check_zone(timezone or "")
+        except InputError as exc:
+            problems.append(f"timezone: {exc}")
     try:
-        zone_name = zones.check_zone(timezone or "")
+        clean_greeting = check_greeting(greeting or "")
     except InputError as exc:
-        raise InputError(f"timezone: {exc}") from None
-    return Signup(
-        email=address,
-        name=clean_name,
-        timezone=zone_name,
-        greeting=check_greeting(greeting or ""),
-    )
+        problems.append(str(exc))  # it names its field already
+    if problems:
+        raise FieldErrors(problems)
+    return Signup(email=address, name=clean_name, timezone=zone_name, greeting=clean_greeting)
 
 
 def suppressed_reason(reason: str, when: dt.datetime) -> str:

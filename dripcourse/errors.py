@@ -37,6 +37,19 @@ class InputError(DripcourseError):
     """Bad operator input: a CSV row, an address, a time zone, a date."""
 
 
+class FieldErrors(InputError):
+    """Several of one person's details are wrong: ``problems`` holds each as "field: reason",
+    so a CSV line lists them all; shown in one line they are joined by "; "."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class NotSetUp(DripcourseError):
+    """The database has not been made yet: `dripcourse init` makes it."""
+
+
 class NotFound(DripcourseError):
     """A cohort, course or subscriber named by the operator does not exist."""
 

@@ -29,7 +29,7 @@ from dripcourse.enrollment import (
     differences,
     suppressed_reason,
 )
-from dripcourse.errors import InputError
+from dripcourse.errors import FieldErrors, InputError
 from dripcourse.models import Cohort, Enrollment, EnrollmentStatus, Subscriber, Suppression
 
 CSV_COLUMNS = ("email", "name", "timezone", "greeting")  # greeting is optional
@@ -50,8 +50,13 @@ class Row:
 class CsvFile:
     path: Path
     rows: list[Row]
-    errors: list[str]
+    problems: list[tuple[int, str]]  # (line, "column: reason"): a line may have several
     ignored_columns: list[str]
+
+    @property
+    def errors(self) -> list[str]:
+        """Each problem as ``FILE:LINE: COLUMN: reason``."""
+        return [f"{self.path}:{line}: {problem}" for line, problem in self.problems]
 
 
 @dataclass
@@ -74,8 +79,8 @@ def read_csv(
 ) -> CsvFile:
     """Read and check every line of a CSV file (UTF-8, with or without BOM, any line endings).
 
-    A problem with the file as a whole (unreadable, no email column) raises InputError; a
-    problem with a line is collected in ``errors`` as ``FILE:LINE: COLUMN: reason``.
+    A problem with the file as a whole (unreadable, no email column) raises InputError; each
+    problem with a line is collected in ``problems`` as (line, "column: reason").
     """
     try:
         raw = path.read_bytes()
@@ -86,43 +91,58 @@ def read_csv(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise InputError(f"{path}:{line}: not UTF-8 text (save the file as UTF-8)") from None
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [(h or "").strip().lower() for h in (reader.fieldnames or [])]
+    records = _records(path, text)
+    _start, first = next(records, (1, []))
+    header = [h.strip().lower() for h in first]
     if "email" not in header:
         raise InputError(f"{path}:1: the header needs an email column ({','.join(CSV_COLUMNS)})")
-    reader.fieldnames = header
     out = CsvFile(path, [], [], [h for h in header if h not in CSV_COLUMNS])
     seen: dict[str, int] = {}
-    try:
-        for count, values in enumerate(reader, start=1):
-            line = reader.line_num
-            if progress and count % CHUNK == 0:
-                progress(CHUNK)
-            if None in values:
-                out.errors.append(f"{path}:{line}: more fields than the header has columns")
-                continue
-            if not any((v or "").strip() for v in values.values()):
-                continue
-            row = _check_row(path, line, values, default_timezone, out.errors)
-            if row is None:
-                continue
-            if row.signup.email in seen:
-                out.errors.append(
-                    f"{path}:{line}: email: {row.signup.email} is also on line "
-                    f"{seen[row.signup.email]}"
-                )
-                continue
-            seen[row.signup.email] = line
-            out.rows.append(row)
-    except csv.Error as exc:
-        raise InputError(f"{path}:{reader.line_num}: {exc}") from None
-    if not out.rows and not out.errors:
+    for count, (line, fields) in enumerate(records, start=1):
+        if progress and count % CHUNK == 0:
+            progress(CHUNK)
+        if len(fields) > len(header):
+            out.problems.append((line, "more fields than the header has columns"))
+            continue
+        if not any(v.strip() for v in fields):
+            continue  # a blank line, or one of only commas
+        values = dict(zip(header, fields, strict=False))
+        row = _check_row(line, values, default_timezone, out.problems)
+        if row is None:
+            continue
+        if row.signup.email in seen:
+            out.problems.append(
+                (line, f"email: {row.signup.email} is also on line {seen[row.signup.email]}")
+            )
+            continue
+        seen[row.signup.email] = line
+        out.rows.append(row)
+    if not out.rows and not out.problems:
         raise InputError(f"{path}: no rows to import")
     return out
 
 
+def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
+    """Each CSV record with the line it starts on, counted from 1 as an editor shows it.
+
+    A quoted field may hold line breaks, so a record can span lines; the csv module counts
+    the lines read so far, which is where a record ends. Every line belongs to exactly one
+    record (a blank line is an empty one), so the next record starts on the line after. A
+    record the csv module cannot read (a quote never closed, swallowing the rest of the file
+    into one field) is an InputError at the line it starts on.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start = 1
+    try:
+        for fields in reader:
+            yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        raise InputError(f"{path}:{start}: {exc}") from None
+
+
 def _check_row(
-    path: Path, line: int, values: dict[str, str], default: str | None, errors: list[str]
+    line: int, values: dict[str, str], default: str | None, problems: list[tuple[int, str]]
 ) -> Row | None:
     zone = (values.get("timezone") or "").strip() or default or ""
     try:
@@ -131,8 +151,8 @@ def _check_row(
         signup = check_signup(
             values.get("email") or "", values.get("name"), zone or "UTC", values.get("greeting")
         )
-    except InputError as exc:
-        errors.append(f"{path}:{line}: {exc}")
+    except FieldErrors as exc:
+        problems.extend((line, problem) for problem in exc.problems)
         return None
     return Row(
         line,
@@ -168,7 +188,7 @@ def import_rows(
     ImportRefused. With ``dry_run`` everything is checked and reported, nothing written.
     """
     path = csv_file.path
-    errors = list(csv_file.errors)
+    errors = list(csv_file.problems)
     report = ImportReport(cohort.name, dry_run=dry_run, ignored_columns=csv_file.ignored_columns)
     new_people: list[Row] = []
     known_people: list[tuple[Row, int]] = []
@@ -191,13 +211,15 @@ def import_rows(
             )
         )
         for row in chunk:
-            where = f"{path}:{row.line}: "
             email = row.signup.email
             if email in suppressed:
                 s = suppressed[email]
                 errors.append(
-                    f"{where}email: {email} is suppressed: "
-                    f"{suppressed_reason(s.reason, s.created_at)}"
+                    (
+                        row.line,
+                        f"email: {email} is suppressed: "
+                        f"{suppressed_reason(s.reason, s.created_at)}",
+                    )
                 )
                 continue
             person = on_record.get(email)
@@ -206,13 +228,16 @@ def import_rows(
                     report.skipped += 1
                 else:
                     errors.append(
-                        f"{where}email: {email} is already in cohort {cohort.name!r} "
-                        "(--skip-existing leaves such people alone)"
+                        (
+                            row.line,
+                            f"email: {email} is already in cohort {cohort.name!r} "
+                            "(--skip-existing leaves such people alone)",
+                        )
                     )
                 continue
             if person is None:
                 if not row.signup.timezone:
-                    errors.append(f"{where}timezone: {MISSING_ZONE}")
+                    errors.append((row.line, f"timezone: {MISSING_ZONE}"))
                 else:
                     new_people.append(row)
                 continue
@@ -221,14 +246,19 @@ def import_rows(
                 signup = Signup(signup.email, signup.name, person.timezone, signup.greeting)
             if changes := differences(person, signup):
                 errors.append(
-                    f"{where}email: {email} is already on record with other details "
-                    f"({', '.join(changes)}); fix the line, or change the person first "
-                    "(dripcourse set-timezone, enroll --update)"
+                    (
+                        row.line,
+                        f"email: {email} is already on record with other details "
+                        f"({', '.join(changes)}); fix the line, or change the person first "
+                        "(dripcourse set-timezone, enroll --update)",
+                    )
                 )
                 continue
             known_people.append((Row(row.line, signup), person.id))
     if errors:
-        raise ImportRefused("\n".join(errors) + f"\n{len(errors)} bad row(s): nothing was imported")
+        listed = "\n".join(f"{path}:{line}: {problem}" for line, problem in errors)
+        rows = len({line for line, _problem in errors})  # a row may have several problems
+        raise ImportRefused(f"{listed}\n{rows} bad row(s): nothing was imported")
     for row in new_people:
         report.by_zone[row.signup.timezone] += 1
     for row, _ in known_people:

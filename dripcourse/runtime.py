@@ -66,10 +66,12 @@ class Catalog:
 class Runtime:
     settings: Settings
     _transport: Transport | None = field(default=None, repr=False)
+    # False for a command that needs a database made already (see db.make_engine).
+    create_database: bool = True
 
     @cached_property
     def engine(self) -> Engine:
-        return db.make_engine(self.settings.database_url)
+        return db.make_engine(self.settings.database_url, create=self.create_database)
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:

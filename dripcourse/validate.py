@@ -1,10 +1,10 @@
 """Checks for text that people type and that ends up in a mail header: names and addresses.
 
 Each check returns the value as it will be stored, or raises ValueError with a message that
-says what to fix (the caller adds the place: file, line, field). A control or format
-character in a name can split the To header on the wire, make every send of that lesson
-fail, or be refused by PostgreSQL (NUL): so they are refused on the way in, not handled
-later. Addresses are checked by email-validator (syntax only: no DNS) rather than by hand.
+says what to fix, all of it at once (the caller adds the place: file, line, field). A control
+or format character in a name can split the To header on the wire, make every send of that
+lesson fail, or be refused by PostgreSQL (NUL): so they are refused on the way in, not
+handled later. Addresses are checked by email-validator (syntax only: no DNS) rather than by hand.
 """
 
 from __future__ import annotations
@@ -26,25 +26,44 @@ REFUSED_CATEGORIES = {
 }
 # Characters that mean something inside an address header.
 _NAME_SPECIALS = '<>"'
+# How many bad characters one message names before it only counts the rest.
+MAX_NAMED = 3
 
 
 def check_header_text(value: str) -> str:
-    """``value`` unchanged, or ValueError naming the first character that may not be in it."""
+    """``value`` unchanged, or ValueError naming every character that may not be in it."""
+    found = []
     for position, char in enumerate(value, start=1):
         kind = REFUSED_CATEGORIES.get(unicodedata.category(char))
         if kind is not None:
-            raise ValueError(f"{_describe(char)}, a {kind}, at character {position}; remove it")
+            found.append(f"{_describe(char)}, a {kind}, at character {position}")
+    if found:
+        raise ValueError(f"{_listing(found)}; remove {'it' if len(found) == 1 else 'them'}")
     return value
 
 
 def check_name(value: str | None) -> str:
-    """A person's name as it will be stored (outer spaces removed); may be empty."""
-    name = check_header_text(value or "").strip(" ")
+    """A person's name as it will be stored (outer spaces removed); may be empty.
+
+    Every problem is named in one message, so the name is fixed once, not once per problem.
+    """
+    problems = []
+    try:
+        check_header_text(value or "")
+    except ValueError as exc:
+        problems.append(str(exc))
+    name = (value or "").strip(" ")
     if len(name) > MAX_NAME_CHARS:
-        raise ValueError(f"{len(name)} characters; at most {MAX_NAME_CHARS}")
-    for position, char in enumerate(name, start=1):
-        if char in _NAME_SPECIALS:
-            raise ValueError(f'{char!r} at character {position}; names may not hold <, > or "')
+        problems.append(f"{len(name)} characters; at most {MAX_NAME_CHARS}")
+    specials = [
+        f"{char!r} at character {position}"
+        for position, char in enumerate(name, start=1)
+        if char in _NAME_SPECIALS
+    ]
+    if specials:
+        problems.append(f'{_listing(specials)}; names may not hold <, > or "')
+    if problems:
+        raise ValueError("; ".join(problems))
     return name
 
 
@@ -65,6 +84,15 @@ def check_address(value: str) -> str:
     except email_validator.EmailNotValidError as exc:
         raise ValueError(f"{address!r} is not an email address ({exc})") from None
     return (valid.ascii_email or valid.normalized).lower()
+
+
+def _listing(items: list[str]) -> str:
+    """ "a", "a, and b", "a, b, and c", then "a, b, c, and 4 more"."""
+    if len(items) == 1:
+        return items[0]
+    if len(items) > MAX_NAMED:
+        return f"{', '.join(items[:MAX_NAMED])}, and {len(items) - MAX_NAMED} more"
+    return f"{', '.join(items[:-1])}, and {items[-1]}"
 
 
 def _describe(char: str) -> str:

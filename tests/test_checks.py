@@ -310,3 +310,107 @@ def test_the_scheduler_refuses_the_course_naming_the_line(emails: Path, rule: st
     with pytest.raises(CourseError) as caught:
         Catalog(emails).course("white-coat")
     assert f"{name}:{line}: " in str(caught.value)
+
+
+def _body_link_and_variable(day: int) -> Breakage:
+    return lambda e: add_to_body(lesson(e, day), "Write to {{ email }} or see [it](/journal).")
+
+
+def _both(*breakages: Breakage) -> Breakage:
+    def apply(e: Path) -> None:
+        for breakage in breakages:
+            breakage(e)
+
+    return apply
+
+
+LINK = "link '/journal' is not an absolute"
+EMAIL = "unknown variable 'email'"
+
+# Several problems in one file (or one that used to hide another's): each must be reported.
+# (breakage, [(file, line, severity, words), ...])
+TOGETHER: dict[str, tuple[Breakage, list[tuple[str, int, str, str]]]] = {
+    "a variable and a link on one line": (
+        _body_link_and_variable(1),
+        [("day-01.md", 13, "error", EMAIL), ("day-01.md", 13, "error", LINK)],
+    ),
+    "a syntax error and a link below it": (
+        lambda e: add_to_body(lesson(e, 6), "Hello {{ greeting }\n\nSee [it](/journal)."),
+        [("day-06.md", 13, "error", "template syntax error"), ("day-06.md", 15, "error", LINK)],
+    ),
+    "text that does not render and a skipped heading": (
+        lambda e: add_to_body(lesson(e, 1), "One {{ 1 // 0 }} thing.\n\n## A\n\n#### B"),
+        [
+            ("day-01.md", 13, "error", "does not render"),
+            ("day-01.md", 17, "warning", "heading level 4 follows level 2"),
+        ],
+    ),
+    "a missing subject and the lesson's text": (
+        _both(RULES["missing-subject"][0], _body_link_and_variable(2)),
+        [
+            ("day-02.md", 1, "error", "subject is missing"),
+            ("day-02.md", 3, "error", "unknown front matter key 'subjekt'"),
+            ("day-02.md", 13, "error", EMAIL),
+            ("day-02.md", 13, "error", LINK),
+        ],
+    ),
+    "front matter that is not YAML and the lesson's text": (
+        _both(RULES["front-matter-colon"][0], _body_link_and_variable(7)),
+        [
+            ("day-07.md", 4, "error", "put the whole value in double quotes"),
+            ("day-07.md", 13, "error", EMAIL),
+            ("day-07.md", 13, "error", LINK),
+        ],
+    ),
+    "no front matter and the lesson's text": (
+        lambda e: lesson(e, 3).write_text("Hello {{ email }}.\n\nSee [it](/journal).\n"),
+        [
+            ("day-03.md", 1, "error", "no front matter"),
+            ("day-03.md", 1, "error", EMAIL),
+            ("day-03.md", 3, "error", LINK),
+        ],
+    ),
+    "a broken course.toml and the lessons": (
+        _both(RULES["course-bad-send-time"][0], _body_link_and_variable(5)),
+        [
+            ("course.toml", 4, "error", "send_time must be local"),
+            ("day-05.md", 13, "error", EMAIL),
+            ("day-05.md", 13, "error", LINK),
+        ],
+    ),
+    "a relative link in the layout and a lesson too big": (
+        _both(RULES["layout-relative-link"][0], RULES["html-over-100kb"][0]),
+        [
+            ("base.html", 32, "error", "link 'journal' is not an absolute"),
+            ("day-04.md", 1, "warning", "Gmail clips"),
+        ],
+    ),
+    "a missing layout file and the rest of the layout": (
+        _both(
+            lambda e: (e / "_layout" / "style.css").unlink(),
+            RULES["layout-without-lang"][0],
+        ),
+        [
+            ("style.css", 1, "error", "layout file missing"),
+            ("base.html", 2, "warning", "no lang attribute"),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(TOGETHER))
+def test_every_problem_in_a_file_is_reported_not_only_the_first(emails: Path, case: str) -> None:
+    breakage, expected = TOGETHER[case]
+    breakage(emails)
+    found = findings(emails)
+    for name, line, severity, words in expected:
+        hits = [f for f in found if f.path.name == name and words in f.message]
+        assert [(f.line, f.severity) for f in hits] == [(line, severity)], (words, found)
+
+
+def test_a_lesson_with_a_bad_link_is_still_rendered_and_measured(emails: Path) -> None:
+    RULES["html-over-100kb"][0](emails)  # day 4
+    edit(lesson(emails, 4), "Good morning", "See [it](/journal). Good morning")
+    found = [f.message for f in findings(emails) if f.path.name == "day-04.md"]
+    assert any(m.startswith("link '/journal'") for m in found), found
+    assert any("Gmail clips" in m for m in found), found

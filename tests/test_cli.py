@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from click.testing import CliRunner, Result
 
 from dripcourse.cli import cli
 from dripcourse.settings import Settings
+from tests.conftest import EMAILS, ROOT
 from tests.workers import settings_env
 
 
@@ -196,3 +198,144 @@ def test_demo_enrolls_the_sample_cohort_once(run) -> None:  # type: ignore[no-un
     assert "cohort 'sample': 6 subscribers enrolled" in first.output
     assert "enrolls nobody" in run("demo").output
     assert len(json.loads(run("status", "--json").output)) == 6
+
+
+def test_an_unreachable_database_is_not_called_a_database_nobody_set_up(
+    settings: Settings,
+) -> None:
+    env = {
+        **settings_env(settings),
+        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "DRIPCOURSE_SECRET_KEY": "k" * 40,
+    }
+    result = CliRunner().invoke(cli, ["status"], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith(
+        "Error: the database postgresql+psycopg://nobody@127.0.0.1:1/none is unavailable: "
+    ), result.output
+    assert "dripcourse init" not in result.output  # `init` would meet the same closed port
+    assert result.output.count("\n") == 1
+
+
+# Each command line, and the option or argument its error names.
+OUT_OF_RANGE = {
+    "run --concurrency 0": "--concurrency",
+    "web --port 0": "--port",
+    "web --port 70000": "--port",
+    "preview --serve --port 99999": "--port",
+    "preview white-coat 0": "[DAY]",
+    "send-test white-coat 0 --to editor@example.org": "DAY",
+    "pause a@example.org --days -5": "--days",
+    "set-day a@example.org --day 0": "--day",
+    "inbound serve --port -4": "--port",
+    "inbound poll --imap imaps://u:p@imap.example.org/INBOX --every -1": "--every",
+    "health --stale-after -5": "--stale-after",
+}
+
+
+@pytest.mark.parametrize("command", list(OUT_OF_RANGE))
+def test_a_number_out_of_range_is_refused_as_a_usage_error_before_anything_runs(
+    run, command: str
+) -> None:  # type: ignore[no-untyped-def]
+    result = run(*command.split())
+    assert result.exit_code == 2, result.output  # click's usage error, whatever the command
+    assert f"Invalid value for '{OUT_OF_RANGE[command]}'" in result.output
+    assert "Traceback" not in result.output
+
+
+# Commands that need the database, as someone would run them before `dripcourse init`.
+NEEDS_THE_DATABASE = [
+    "status",
+    "cohort list",
+    "cohort create c --course white-coat --start now",
+    "enroll a@example.org --cohort c --timezone UTC",
+    f"import {ROOT / 'config' / 'sample-cohort.csv'} --cohort c",
+    "demo",
+    "tick",
+    "tick --inline",
+    "due",
+    "show a@example.org",
+    "pause a@example.org --days 2",
+    "retry-failed",
+    "suppressions list",
+    "reflections export",
+    "forget a@example.org --yes",
+    "web",
+    "health",
+]
+
+
+@pytest.mark.parametrize("command", NEEDS_THE_DATABASE)
+def test_a_command_before_init_says_so_in_one_line_and_leaves_no_file_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """In a fresh folder with the embedded defaults, as `make run` would start from."""
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+
+    result = CliRunner().invoke(cli, command.split(), env=env)
+
+    assert result.exit_code == (2 if command == "health" else 1), result.output
+    assert result.output == (
+        "Error: the database sqlite:///var/dripcourse.sqlite3 is not set up: "
+        "run `dripcourse init` first\n"
+    )
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []  # no var/, no empty database
+
+
+def test_check_without_a_database_checks_the_courses_and_makes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff checking lessons on a laptop need no database, and get none made for them."""
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+
+    result = CliRunner().invoke(cli, ["check"], env=env)
+
+    assert result.exit_code == 0, result.output
+    assert "white-coat: The White Coat Reset, 7 lessons" in result.output
+    assert not (tmp_path / "var" / "dripcourse.sqlite3").exists()
+
+
+def test_inbound_pipe_before_init_asks_the_mail_server_to_try_again_and_makes_no_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+    env["DRIPCOURSE_REPLY_DOMAIN"] = "reply.course.example.org"
+    message = b"From: a@example.org\r\nTo: x@reply.course.example.org\r\nSubject: hi\r\n\r\nhi\r\n"
+
+    result = CliRunner().invoke(cli, ["inbound", "pipe"], input=message, env=env)
+
+    assert result.exit_code == 75, result.output  # EX_TEMPFAIL: the message stays queued
+    assert result.output.endswith("is not set up: run `dripcourse init` first\n")
+    assert result.output.count("\n") == 1
+    assert not (tmp_path / "var" / "dripcourse.sqlite3").exists()
+
+
+# A command line naming a course, with the course replaced by {}, and how click names it.
+NAMES_A_COURSE = {
+    "preview {} 1": "[SLUG]",
+    "send-test {} 1 --to editor@example.org": "SLUG",
+    "check white-coat {}": "[SLUGS]...",
+    "cohort create c --course {} --start now": "--course",
+    "demo --course {}": "--course",
+}
+
+
+@pytest.mark.parametrize("name", ["../../etc", "..", "/etc", "_layout"])
+@pytest.mark.parametrize("command", list(NAMES_A_COURSE))
+def test_a_course_argument_must_be_a_plain_slug(run, command: str, name: str) -> None:  # type: ignore[no-untyped-def]
+    result = run(*[name if word == "{}" else word for word in command.split()])
+    assert result.exit_code == 2, result.output  # the command line is wrong: nothing was read
+    assert f"Invalid value for '{NAMES_A_COURSE[command]}': {name!r} is not a course name" in (
+        result.output
+    )
+    assert "course.toml" not in result.output  # no path was made from it
+    assert "Traceback" not in result.output

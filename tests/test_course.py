@@ -100,3 +100,31 @@ def test_broken_course_is_rejected_naming_the_file(
 def test_unknown_course_lists_the_ones_there_are() -> None:
     with pytest.raises(CourseError, match="white-coat"):
         Catalog(EMAILS).course("no-such-course")
+
+
+NOT_COURSE_NAMES = ["../../etc", "..", ".", "/etc", "white-coat/../white-coat", "_layout", ".git"]
+
+
+class Untouchable:
+    """An emails/ folder that fails the test when a path is made in it."""
+
+    def __truediv__(self, other: object) -> Path:
+        raise AssertionError(f"a path was made from {other!r}")
+
+
+@pytest.mark.parametrize("name", [*NOT_COURSE_NAMES, "white coat", ""])
+def test_a_name_that_is_not_a_course_slug_is_refused_before_any_path_is_made(name: str) -> None:
+    with pytest.raises(CourseError, match=r"is not a course name"):
+        load_course(Untouchable(), name)  # type: ignore[arg-type]
+
+
+def test_a_course_folder_named_otherwise_is_reported_by_check(emails: Path) -> None:
+    from dripcourse.checks import check_all
+
+    shutil.copytree(emails / "white-coat", emails / "white coat")
+    _layout, reports = check_all(emails)
+    by_slug = {r.slug: r for r in reports}
+    assert by_slug["white-coat"].findings == []
+    [finding] = by_slug["white coat"].findings
+    assert (finding.path, finding.line, finding.severity) == (emails / "white coat", 1, "error")
+    assert "is not a course name" in finding.message

@@ -75,6 +75,76 @@ def test_canonical_zones_are_accepted(name: str) -> None:
     assert check_zone(name) == name
 
 
+def test_every_bad_field_of_a_row_is_reported_and_the_row_counted_once(
+    run, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    csv = write(
+        tmp_path,
+        "email,name,timezone,greeting\n"
+        "ok@example.org,Ok,UTC,\n"
+        'not-an-address,"Ana\tPerez",EST,"Dr. <Perez>"\n',
+    )
+    result = run("import", str(csv), "--cohort", cohort)
+    assert result.exit_code == 1
+    assert result.output.splitlines()[1:] == [
+        f"{csv}:3: name: U+0009, a control character, at character 4; remove it",
+        f"{csv}:3: timezone: 'EST' is an abbreviation, not a place (did you mean "
+        "America/New_York?)",
+        f"{csv}:3: greeting: 'Dr. <Perez>' may not hold <, > or quotes",
+        "1 bad row(s): nothing was imported",
+    ]
+    assert result.output.startswith(f"Error: {csv}:3: email: 'not-an-address' is not an email")
+    enrolled = run("enroll", "not-an-address", "--cohort", cohort, "--timezone", "EST")
+    assert enrolled.exit_code == 1
+    assert enrolled.output.startswith("Error: email: 'not-an-address' is not an email address")
+    assert "; timezone: 'EST' is an abbreviation" in enrolled.output
+    assert enrolled.output.count("\n") == 1
+    assert people(run) == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            'email,name,timezone\nana@example.org,"Ana\nPerez",UTC\nbad-address,Bo,UTC\n',
+            ["people.csv:2: name: U+000A", "people.csv:4: email: 'bad-address'"],
+        ),
+        (
+            "email,name,timezone,notes\n"
+            'ana@example.org,Ana,UTC,"called twice;\r\nprefers mornings\r\n"\n'
+            "ANA@example.org,Ana,UTC,\n",
+            ["people.csv:5: email: ana@example.org is also on line 2"],
+        ),
+        (
+            'email,name,timezone\n\n\n"ana@example.org\n",Ana,UTC\n',
+            ["people.csv:4: email: "],
+        ),
+    ],
+    ids=["a name with a line break", "a note over three lines", "after blank lines"],
+)
+def test_a_row_over_several_lines_is_reported_at_the_line_it_starts_on(
+    run, cohort: str, tmp_path: Path, text: str, expected: list[str]
+) -> None:  # type: ignore[no-untyped-def]
+    result = run("import", str(write(tmp_path, text)), "--cohort", cohort)
+    assert result.exit_code == 1
+    reported = [line.removeprefix("Error: ") for line in result.output.splitlines()]
+    for start in expected:
+        assert any(line.startswith(f"{tmp_path / start}") for line in reported), result.output
+
+
+def test_a_quote_never_closed_is_reported_at_the_line_it_opens_on(
+    run, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    rows = "".join(f"p{n}@example.org,Person {n},UTC\n" for n in range(5000))
+    text = f'email,name,timezone\nana@example.org,"Ana,UTC\n{rows}'  # swallows the rest
+    result = run("import", str(write(tmp_path, text)), "--cohort", cohort)
+    assert result.exit_code == 1
+    assert (
+        result.output
+        == f"Error: {tmp_path / 'people.csv'}:2: field larger than field limit (131072)\n"
+    )
+
+
 def test_every_bad_row_is_reported_with_line_and_column_and_nothing_is_written(
     run, cohort: str, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -109,6 +110,44 @@ def test_health_says_so_in_one_line_when_the_database_is_unreachable(
         "DRIPCOURSE_SECRET_KEY": "k" * 40,
     }
     result = CliRunner().invoke(cli, ["health"], env=env)
-    assert result.exit_code == 2
+    assert result.exit_code == 3
     assert result.output.startswith("unknown: database unavailable: ")
+    assert result.output.count("\n") == 1
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "soon"])
+def test_a_mistaken_option_never_exits_with_the_status_of_an_unreachable_database(
+    settings: Settings, value: str
+) -> None:
+    unreachable = {
+        **settings_env(settings),
+        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "DRIPCOURSE_SECRET_KEY": "k" * 40,
+    }
+    runner = CliRunner()
+    mistaken = runner.invoke(cli, ["health", "--stale-after", value], env=settings_env(settings))
+    assert mistaken.exit_code == 2, mistaken.output  # click's usage error: nothing was checked
+    assert "Invalid value for '--stale-after'" in mistaken.output
+    assert runner.invoke(cli, ["health"], env=unreachable).exit_code not in (1, 2)
+
+
+@pytest.mark.parametrize("mistake", ["bad-setting", "no-database-file", "empty-database-file"])
+def test_a_mistake_in_the_set_up_is_never_reported_as_stalled_workers(
+    settings: Settings, tmp_path: Path, mistake: str
+) -> None:
+    env = settings_env(settings)
+    if mistake == "bad-setting":
+        env["DRIPCOURSE_TICK_SECONDS"] = "soon"
+        words = "setting tick_seconds"
+    else:
+        path = tmp_path / "fresh.sqlite3"
+        if mistake == "empty-database-file":
+            path.touch()
+        env["DRIPCOURSE_DATABASE_URL"] = f"sqlite:///{path}"
+        words = "is not set up: run `dripcourse init` first"
+
+    result = CliRunner().invoke(cli, ["health"], env=env)
+
+    assert result.exit_code == 2, result.output  # 1 would make a probe restart the worker
+    assert result.output.startswith("Error: ") and words in result.output
     assert result.output.count("\n") == 1

@@ -84,8 +84,8 @@ def test_a_name_with_a_control_or_format_character_is_refused_naming_line_and_fi
         errors="surrogatepass",
     )
     output = one_line_error(run("import", str(csv), "--cohort", "c"))
-    # A quoted line break ends the row on line 4; every other row is on line 3.
-    assert f"cohort.csv:{4 if chr(10) in name else 3}: name: {expected}" in output
+    # The row starts on line 3, also when a quoted line break carries it on to line 4.
+    assert f"cohort.csv:3: name: {expected}" in output
     assert enrolled(run) == []
     output = one_line_error(run("enroll", "ana@example.org", "--cohort", "c", "--name", name))
     assert f"Error: name: {expected}" in output
@@ -172,3 +172,50 @@ def test_a_lesson_subject_with_a_control_character_is_one_line_in_check(
     finding = one_finding(CliRunner().invoke(cli, ["check"], env=env))
     assert finding.startswith(f"{lesson}:")
     assert expected in finding
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (
+            "Ana\tPerez\u200b",
+            "name: U+0009, a control character, at character 4, and "
+            "U+200B (ZERO WIDTH SPACE), a format character, at character 10; remove them",
+        ),
+        (
+            "<Ana>\x0c" + "x" * 100,
+            "name: U+000C, a control character, at character 6; remove it; "
+            "106 characters; at most 100; "
+            "'<' at character 1, and '>' at character 5; names may not hold <, > or \"",
+        ),
+    ],
+    ids=["two invisible characters", "one of each problem"],
+)
+def test_every_problem_in_a_name_is_named_at_once(name: str, expected: str) -> None:
+    with pytest.raises(InputError) as caught:
+        check_signup("ana@example.org", name, "UTC")
+    assert str(caught.value) == expected
+
+
+def test_many_bad_characters_are_counted_not_listed_without_end() -> None:
+    with pytest.raises(InputError) as caught:
+        check_signup("ana@example.org", "A" + "\x00" * 40, "UTC")
+    assert str(caught.value) == (
+        "name: U+0000, a control character, at character 2, U+0000, a control character, at "
+        "character 3, U+0000, a control character, at character 4, and 37 more; remove them"
+    )
+
+
+def test_a_subject_with_two_bad_characters_names_both_in_check(
+    tmp_path: Path, settings: Settings
+) -> None:
+    import shutil
+
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    lesson = emails / "white-coat" / "day-02.md"
+    text = lesson.read_text()
+    lesson.write_text(text.replace('subject: "Day 2:', 'subject: "Day\\f2:\\u202e', 1))
+    env = {**settings_env(settings), "DRIPCOURSE_EMAILS_DIR": str(emails)}
+    finding = one_finding(CliRunner().invoke(cli, ["check"], env=env))
+    assert "U+000C, a control character, at character 4, and U+202E" in finding, finding

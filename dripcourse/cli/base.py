@@ -8,7 +8,8 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from dripcourse import db
-from dripcourse.errors import DripcourseError
+from dripcourse.course import check_slug
+from dripcourse.errors import CourseError, DripcourseError
 from dripcourse.runtime import Runtime
 from dripcourse.settings import CONFIG_ENV, check_existing_secret_key, load_settings
 
@@ -32,12 +33,21 @@ class Group(click.Group):
                 "a date or a number given is out of range (a start, --days, --until or --at "
                 "beyond the calendar this tool plans in)"
             ) from None
-        except DBAPIError:
-            # Most often a database nobody ran `init` on: a missing table, not a bug to show.
+        except DBAPIError as exc:
+            # Most often a database nobody ran `init` on (a missing table), or one out of
+            # reach: neither is a bug to show as a traceback.
             state = ctx.find_object(State)
-            problem = state and state.has_runtime and db.schema_problem(state.runtime.engine)
+            if state is None or not state.has_runtime:
+                raise
+            engine = state.runtime.engine
+            try:
+                problem = db.schema_problem(engine)
+            except DBAPIError:
+                problem = None  # out of reach: said below
             if problem:
                 raise click.ClickException(problem) from None
+            if db.is_outage(exc):
+                raise click.ClickException(db.unavailable(engine, exc)) from None
             raise
 
 
@@ -50,6 +60,9 @@ class State:
             # dripcourse.tasks reads its settings when imported; make it read the same file.
             os.environ[CONFIG_ENV] = config
         self._runtime: Runtime | None = None
+        # Only the commands that make the database (init, run) set this, before first use:
+        # any other command run before `init` says so rather than leave an empty file.
+        self.creates_database = False
 
     @property
     def has_runtime(self) -> bool:
@@ -62,11 +75,34 @@ class State:
             # A key file left short or empty is refused here, once, before any command claims
             # or sends: every send would otherwise fail on it and spend a subscriber's attempt.
             check_existing_secret_key(settings)
-            self._runtime = Runtime(settings)
+            self._runtime = Runtime(settings, create_database=self.creates_database)
         return self._runtime
 
 
 pass_state = click.make_pass_decorator(State)
+
+# Numbers with a floor (or a ceiling) that holds whatever the data: refused when the command
+# line is read, as click's usage error (status 2), before anything is opened or started.
+PORT = click.IntRange(1, 65535)
+DAY_NUMBER = click.IntRange(min=1)
+
+
+class CourseSlug(click.ParamType):
+    """A course's folder name under emails/; anything else (a path, "..") is refused as a
+    usage error naming the argument, before a path is made from it."""
+
+    name = "slug"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        try:
+            return check_slug(str(value))
+        except CourseError as exc:
+            self.fail(exc.detail, param, ctx)
+
+
+COURSE = CourseSlug()
 
 
 @click.group(cls=Group)

@@ -11,7 +11,7 @@ import click
 from sqlalchemy import func, select
 
 from dripcourse import db, enrollment, importing, people, zones
-from dripcourse.cli.base import Group, State, cli, pass_state
+from dripcourse.cli.base import COURSE, Group, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort, Enrollment, Subscriber
@@ -24,7 +24,9 @@ def cohort() -> None:
 
 @cohort.command("create")
 @click.argument("name")
-@click.option("--course", "course_slug", required=True, help="Course folder name under emails/.")
+@click.option(
+    "--course", "course_slug", type=COURSE, required=True, help="Course folder name under emails/."
+)
 @click.option(
     "--start",
     required=True,

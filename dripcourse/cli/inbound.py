@@ -13,9 +13,9 @@ import click
 from aiosmtpd.controller import Controller
 from sqlalchemy.exc import DBAPIError
 
-from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.cli.base import PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
-from dripcourse.errors import ConfigError
+from dripcourse.errors import ConfigError, NotSetUp
 from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
 from dripcourse.inbound_listener import InboundHandler, is_our_address, listener, receive
 from dripcourse.runtime import Runtime
@@ -83,15 +83,17 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
             sys.exit(EX_NOUSER)
     try:
         decision = receive(rt.sessions, rt.inbound, raw, now=utcnow(), recipients=recipients)
-    except DBAPIError as exc:
-        click.echo(f"Error: cannot record the message now, try again later: {exc}", err=True)
+    except (DBAPIError, NotSetUp) as exc:
+        # Not set up yet is a wait too: the mail server keeps the message until `init` runs.
+        reason = str(exc).splitlines()[0]  # not the statement that met it
+        click.echo(f"Error: cannot record the message now, try again later: {reason}", err=True)
         sys.exit(EX_TEMPFAIL)
     click.echo(decision.kind)
 
 
 @inbound.command()
 @click.option("--host", default=None, help="Interface (default: setting inbound_host, 127.0.0.1).")
-@click.option("--port", default=None, type=int, help="Port (default: setting inbound_port, 2525).")
+@click.option("--port", default=None, type=PORT, help="Port (default: setting inbound_port, 2525).")
 @pass_state
 def serve(state: State, host: str | None, port: int | None) -> None:
     """Listen for SMTP on HOST:PORT, taking mail for the reply domain only; Ctrl-C stops."""
@@ -117,7 +119,9 @@ def serve(state: State, host: str | None, port: int | None) -> None:
     help="imaps://user:password@host/FOLDER (or $DRIPCOURSE_INBOUND_IMAP_URL).",
 )
 @click.option("--move-to", default=None, help="Folder for processed messages (default: delete).")
-@click.option("--every", default=0, type=int, help="Poll again every N seconds (0: once).")
+@click.option(
+    "--every", default=0, type=click.IntRange(min=0), help="Poll again every N seconds (0: once)."
+)
 @pass_state
 def poll(state: State, url: str, move_to: str | None, every: int) -> None:
     """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them."""
@@ -141,8 +145,9 @@ def poll(state: State, url: str, move_to: str | None, every: int) -> None:
             click.echo(f"Error: IMAP {box.host}: {exc}", err=True)
             if not every:
                 sys.exit(EX_TEMPFAIL)
-        except DBAPIError as exc:
-            click.echo(f"Error: cannot record messages now, left unseen: {exc}", err=True)
+        except (DBAPIError, NotSetUp) as exc:
+            reason = str(exc).splitlines()[0]
+            click.echo(f"Error: cannot record messages now, left unseen: {reason}", err=True)
             if not every:
                 sys.exit(EX_TEMPFAIL)
         else:

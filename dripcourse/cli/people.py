@@ -11,7 +11,7 @@ import click
 from sqlalchemy.orm import Session
 
 from dripcourse import db, enrollment, people
-from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.cli.base import DAY_NUMBER, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.course import Course
 from dripcourse.models import Enrollment, Subscriber
@@ -68,7 +68,7 @@ def show(state: State, email: str) -> None:
 @cli.command()
 @click.argument("email")
 @cohort_option
-@click.option("--days", type=int, default=None, help="Pause for N days from now.")
+@click.option("--days", type=click.IntRange(min=1), default=None, help="Pause for N days from now.")
 @click.option(
     "--until",
     type=click.DateTime(formats=["%Y-%m-%d"]),
@@ -126,7 +126,7 @@ def move(state: State, email: str, cohort_name: str | None, target: str) -> None
 @cli.command("set-day")
 @click.argument("email")
 @cohort_option
-@click.option("--day", type=int, required=True, help="The next lesson they should get.")
+@click.option("--day", type=DAY_NUMBER, required=True, help="The next lesson they should get.")
 @pass_state
 def set_day(state: State, email: str, cohort_name: str | None, day: int) -> None:
     """Make Day N the next lesson a person gets (to correct a mistake)."""

@@ -31,6 +31,8 @@ def tick(state: State, inline: bool) -> None:
     if inline:
         result, outcomes = delivery.tick_inline(rt, utcnow)
     else:
+        # Before the broker, which makes a file of its own (dripcourse.tasks, when imported).
+        db.check_schema(rt.engine)
         from dripcourse import tasks
 
         tasks.configure(rt.settings)

@@ -11,8 +11,9 @@ import click
 from sqlalchemy import func, select
 
 from dripcourse import db, enrollment, importing, liveness, reflections
-from dripcourse.cli.base import State, cli, pass_state
+from dripcourse.cli.base import COURSE, PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort
 from dripcourse.redact import redact_url
 from dripcourse.runtime import Runtime
@@ -25,6 +26,7 @@ SAMPLE_CSV = Path("config/sample-cohort.csv")
 @pass_state
 def init(state: State) -> None:
     """Create or upgrade the database."""
+    state.creates_database = True
     rt = state.runtime
     db.upgrade(rt.engine, rt.reflection_cipher)
     with db.transaction(rt.sessions) as session:
@@ -40,7 +42,7 @@ def init(state: State) -> None:
     default=SAMPLE_CSV,
     show_default=True,
 )
-@click.option("--course", default="white-coat", show_default=True)
+@click.option("--course", type=COURSE, default="white-coat", show_default=True)
 @pass_state
 def demo(state: State, csv_path: Path, course: str) -> None:
     """Enroll the sample cohort (Day 1 at once), unless the database has a cohort already."""
@@ -58,13 +60,20 @@ def demo(state: State, csv_path: Path, course: str) -> None:
 
 
 @cli.command()
-@click.option("--concurrency", default=4, show_default=True, help="Worker threads.")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Worker threads.",
+)
 @click.option("--loglevel", default="INFO", show_default=True)
 @pass_state
 def run(state: State, concurrency: int, loglevel: str) -> None:
     """Run the scheduler (a Celery worker with embedded beat) and the web pages; Ctrl-C stops."""
     from dripcourse import tasks
 
+    state.creates_database = True
     rt = state.runtime
     db.upgrade(rt.engine, rt.reflection_cipher)
     with db.transaction(rt.sessions) as session:
@@ -127,13 +136,14 @@ def _serve_web_in_background(rt: Runtime) -> None:
 
 @cli.command()
 @click.option("--host", default=None, help="Interface to listen on (default: setting web_host).")
-@click.option("--port", type=int, default=None, help="Port (default: setting web_port).")
+@click.option("--port", type=PORT, default=None, help="Port (default: setting web_port).")
 @pass_state
 def web(state: State, host: str | None, port: int | None) -> None:
     """Serve the reflection, journal, pause and unsubscribe pages for development."""
     from dripcourse.web import RedactingRequestHandler, create_app
 
     rt = state.runtime
+    db.check_schema(rt.engine)  # at start, not as an error page on every request
     host = host or rt.settings.web_host
     port = port or rt.settings.web_port
     click.echo(f"dripcourse web: http://{host}:{port}/ (for production use gunicorn)")
@@ -144,6 +154,18 @@ def web(state: State, host: str | None, port: int | None) -> None:
         use_reloader=False,
         request_handler=RedactingRequestHandler,
     )
+
+
+# `health`'s exit statuses, for a probe to act on. Only STALLED asks for a worker restart.
+# A mistake in how it was run (an option, as click says with its own status 2; a setting; a
+# database nobody set up) exits MISTAKE, so no mistake can pass for a real condition.
+HEALTHY, STALLED, MISTAKE, UNREACHABLE = 0, 1, 2, 3
+
+
+class ProbeMistake(click.ClickException):
+    """A mistake in running the probe: one `Error:` line and MISTAKE, never STALLED (1)."""
+
+    exit_code = MISTAKE
 
 
 @cli.command()
@@ -158,18 +180,31 @@ def web(state: State, host: str | None, port: int | None) -> None:
 def health(state: State, stale_after: int | None) -> None:
     """Exit 1 when lessons wait and no worker has taken a task lately: a liveness probe.
 
-    Exit 0 when workers are taking tasks or nothing waits; exit 2 when the database cannot be
-    reached. One line of output either way.
+    One line of output, and an exit status a probe can act on:
+
+    \b
+      0  healthy: workers are taking tasks, or nothing waits
+      1  stalled: lessons wait and no worker took a task lately; restart the worker
+      2  a mistake in running the check (an option, a setting, a database not set up);
+         nothing was checked, and restarting the worker would not mend it
+      3  the database cannot be reached; restarting the worker would not mend it
     """
-    rt = state.runtime
-    limit = dt.timedelta(seconds=stale_after or rt.settings.worker_stale_seconds)
     try:
-        verdict = liveness.check_health(rt, utcnow(), limit)
+        rt = state.runtime
+        limit = dt.timedelta(seconds=stale_after or rt.settings.worker_stale_seconds)
+        # Asked first: a missing table is an outage to the driver (SQLite) but a mistake here.
+        problem = db.schema_problem(rt.engine)
+        if problem is None:
+            verdict = liveness.check_health(rt, utcnow(), limit)
+    except DripcourseError as exc:
+        problem = str(exc)
     except Exception as exc:
         if not db.is_outage(exc):
             raise
         click.echo(f"unknown: database unavailable: {str(exc).splitlines()[0]}")
-        sys.exit(2)
+        sys.exit(UNREACHABLE)
+    if problem is not None:
+        raise ProbeMistake(problem)
     click.echo(verdict.describe())
     if not verdict.healthy:
-        sys.exit(1)
+        sys.exit(STALLED)
