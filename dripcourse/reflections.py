@@ -63,6 +63,15 @@ def clean_text(text: str) -> str:
     return _CONTROL.sub("", text).strip()
 
 
+_CONTROL_IN_A_PAGE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def as_typed(text: str) -> str:
+    """A refused text as the form shows it again: as typed, line breaks and tabs included,
+    without the control characters HTML may not hold."""
+    return _CONTROL_IN_A_PAGE.sub("", text)
+
+
 def check_text(text: str, max_chars: int) -> str:
     """The cleaned text, or ReflectionRejected with a message for the writer.
 

@@ -174,6 +174,7 @@ def test_any_reflection_is_saved_or_refused_and_always_shown_as_text(
     if response.status_code == 400:
         pages = [response.get_data(as_text=True)]
         assert "Your reflection is empty" in pages[0]
+        cleaned = reflections.as_typed(text)  # what the form shows again
     else:
         with transaction(rt.sessions) as session:
             saved = session.scalar(

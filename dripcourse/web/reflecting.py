@@ -87,8 +87,8 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
                 now=now(),
             )
         except reflections.ReflectionRejected as exc:
-            # Shown again as it would be kept: control characters have no place in a page.
-            again = reflections.clean_text(posted)
+            # Shown again as typed, less the control characters a page may not hold.
+            again = reflections.as_typed(posted)
             return render_template("reflect.html", **page, text=again, error=str(exc)), 400
     return redirect(url_for(".reflect", token=token, saved=1), code=303)
 
