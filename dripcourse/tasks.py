@@ -1,4 +1,4 @@
-"""Celery app and beat schedule: thin adapters over dripcourse.delivery.
+"""Celery app and beat schedule: thin adapters over dripcourse.delivery and dripcourse.sending.
 
 Beat only ticks; the schedule itself lives in the database. Tasks carry ids (JSON), are queued
 after the claim commits, and are acknowledged late so a killed worker's task is redelivered.
