@@ -13,9 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import OperationalError
 
-from dripcourse import breaker, db, delivery, enrollment, schedule, sending
+from dripcourse import breaker, db, delivery, enrollment, people, schedule, sending
 from dripcourse.db import transaction
 from dripcourse.mail import (
     PermanentMailError,
@@ -23,7 +24,7 @@ from dripcourse.mail import (
     TransientMailError,
     WireMessage,
 )
-from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.runtime import Runtime
 from dripcourse.sending import Outcome
 from tests.conftest import make_settings, utc
@@ -81,8 +82,6 @@ def madrid(n: int) -> dict[str, str]:
 
 
 def rows(rt: Runtime) -> dict[str, tuple[DeliveryStatus, int]]:
-    from dripcourse.models import Subscriber
-
     with transaction(rt.sessions) as session:
         return {
             email: (status, attempts)
@@ -95,8 +94,6 @@ def rows(rt: Runtime) -> dict[str, tuple[DeliveryStatus, int]]:
 
 
 def email_of(rt: Runtime, delivery_id: int) -> str:
-    from dripcourse.models import Subscriber
-
     with transaction(rt.sessions) as session:
         return session.scalars(
             select(Subscriber.email)
@@ -461,9 +458,6 @@ def test_each_reader_is_greeted_as_set_derived_or_with_the_courses_fallback(
 
 
 def _move(rt: Runtime, address: str, zone: str) -> None:
-    from dripcourse import people
-    from dripcourse.models import Subscriber
-
     course = rt.catalog.course("white-coat")
     with transaction(rt.sessions) as session:
         person = session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
@@ -532,8 +526,6 @@ def test_a_long_wait_for_a_send_rate_slot_does_not_carry_a_lesson_past_the_windo
 def test_a_database_outage_at_a_lease_renewal_spends_no_attempt(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqlalchemy.exc import OperationalError
-
     ids = cohort_of(rt, madrid(3))
     relay = with_relay(rt)
     lease = rt.settings.send_lease_seconds
@@ -580,8 +572,6 @@ def test_a_send_rate_limiter_that_stays_away_pauses_sending_and_spends_no_attemp
 def test_the_recording_connection_cut_between_messages_is_replaced_and_nothing_is_lost(
     tmp_path: Path, postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from sqlalchemy import text
-
     rt = Runtime(make_settings(tmp_path, database_url=postgres_url))
     monkeypatch.setattr(db, "_pause", lambda seconds: None)
     admin = db.make_engine(postgres_url)
