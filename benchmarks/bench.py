@@ -42,13 +42,12 @@ sys.path.insert(0, str(ROOT))
 
 import redis  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
-from sqlalchemy import create_engine, text, update  # noqa: E402
+from sqlalchemy import create_engine, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from dripcourse import db, delivery, encryption, tasks  # noqa: E402
 from dripcourse.clock import utcnow  # noqa: E402
 from dripcourse.mail import wire_bytes  # noqa: E402
-from dripcourse.models import Enrollment, EnrollmentStatus  # noqa: E402
 from dripcourse.render import Personal, Renderer, build_message, message_id  # noqa: E402
 from dripcourse.runtime import Runtime  # noqa: E402
 from dripcourse.settings import Settings  # noqa: E402
@@ -385,25 +384,12 @@ def explain(session, statement) -> str:  # type: ignore[no-untyped-def]
     return "\n".join(rows)
 
 
-def claim_statement(rt: Runtime, session, now: dt.datetime):  # type: ignore[no-untyped-def]
-    """The claim's compare-and-set as delivery._claim_batch issues it (kept in step by hand)."""
-    pick = delivery.picked(delivery.due_enrollments(now, rt.settings.batch_size), session)
-    return (
-        update(Enrollment)
-        .where(
-            Enrollment.id.in_(pick),
-            Enrollment.next_send_at <= now,
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-        )
-        .values(next_send_at=None, updated_at=now)
-        .returning(Enrollment.id, Enrollment.day, Enrollment.paused_until)
-    )
-
-
 def plans(rt: Runtime, now: dt.datetime) -> dict[str, str]:
     """The plans of the pass's statements, run and rolled back."""
     statements = {
-        "claim (UPDATE ... RETURNING of one batch)": lambda s: claim_statement(rt, s, now),
+        "claim (UPDATE ... RETURNING of one batch)": lambda s: delivery.claim_statement(
+            s, now, rt.settings.batch_size
+        ),
         "sweep (deliveries to queue again)": lambda s: delivery.open_deliveries(
             now, rt.settings.batch_size
         ),

@@ -108,6 +108,21 @@ def open_deliveries(now: dt.datetime, limit: int) -> Select[tuple[int]]:
     )
 
 
+def claim_statement(session: Session, now: dt.datetime, size: int):  # type: ignore[no-untyped-def]
+    """The claim's compare-and-set: up to ``size`` due enrollments marked in flight
+    (next_send_at NULL), returning what the claim needs of each."""
+    return (
+        update(Enrollment)
+        .where(
+            Enrollment.id.in_(picked(due_enrollments(now, size), session)),
+            Enrollment.next_send_at <= now,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+        )
+        .values(next_send_at=None, updated_at=now)
+        .returning(Enrollment.id, Enrollment.day, Enrollment.paused_until)
+    )
+
+
 def _claim_batch(rt: Runtime, session: Session, now: dt.datetime, size: int) -> list[int] | None:
     """Claim one batch with one UPDATE ... RETURNING, then insert its deliveries in bulk.
 
@@ -119,17 +134,8 @@ def _claim_batch(rt: Runtime, session: Session, now: dt.datetime, size: int) -> 
     time, the next time its window opens, and no delivery: after downtime nobody is woken at
     01:35. A course that cannot be loaded holds back only its own enrollments.
     """
-    pick = picked(due_enrollments(now, size), session)
     claimed = session.execute(
-        update(Enrollment)
-        .where(
-            Enrollment.id.in_(pick),
-            Enrollment.next_send_at <= now,
-            Enrollment.status == EnrollmentStatus.ACTIVE,
-        )
-        .values(next_send_at=None, updated_at=now)
-        .returning(Enrollment.id, Enrollment.day, Enrollment.paused_until)
-        .execution_options(synchronize_session=False)
+        claim_statement(session, now, size).execution_options(synchronize_session=False)
     ).all()
     if not claimed:
         # Nothing due, or all of it taken by another tick as we looked: either way, done.

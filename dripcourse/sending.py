@@ -550,12 +550,7 @@ def _put_back(
         back = session.execute(
             update(Delivery)
             .where(_ours(jobs))
-            .values(
-                status=DeliveryStatus.WAITING,
-                attempts=Delivery.attempts - 1,
-                next_attempt_at=until,
-                updated_at=now,
-            )
+            .values(**_waiting_again(until, now))
             .execution_options(synchronize_session=False)
         ).rowcount
     for job in jobs:
@@ -568,16 +563,21 @@ def _hold(session: Session, job: _Job, until: dt.datetime, now: dt.datetime) -> 
     session.execute(
         update(Delivery)
         .where(Delivery.id == job.delivery_id)
-        .values(
-            status=DeliveryStatus.WAITING,
-            attempts=Delivery.attempts - 1,
-            next_attempt_at=until,
-            updated_at=now,
-        )
+        .values(**_waiting_again(until, now))
         .execution_options(synchronize_session=False)
     )
     log.info("delivery %s put back until %s", job.delivery_id, until.isoformat())
     return Outcome.HELD
+
+
+def _waiting_again(until: dt.datetime, now: dt.datetime) -> dict[str, object]:
+    """A taken delivery put back unsent: waiting until ``until``, its attempt given back."""
+    return {
+        "status": DeliveryStatus.WAITING,
+        "attempts": Delivery.attempts - 1,
+        "next_attempt_at": until,
+        "updated_at": now,
+    }
 
 
 def _set_delivery(
@@ -878,11 +878,7 @@ def _record_relay_failure(
                 update(Delivery)
                 .where(_ours(jobs))
                 .values(
-                    status=DeliveryStatus.WAITING,
-                    attempts=Delivery.attempts - 1,
-                    next_attempt_at=pause.retry_at,
-                    updated_at=now,
-                    last_error=f"sending paused: {error}",
+                    **_waiting_again(pause.retry_at, now), last_error=f"sending paused: {error}"
                 )
                 .returning(Delivery.id)
                 .execution_options(synchronize_session=False)
