@@ -18,11 +18,14 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import sessionmaker
 
-from dripcourse.db import transaction
+from dripcourse.db import retry_outages, transaction
 from dripcourse.inbound import Decision, Inbound, Kind, process
 from dripcourse.links import ADDRESS_PREFIX, BadToken
 
 log = logging.getLogger(__name__)
+
+# How long a message waits for a database that is briefly away before the answer is 451.
+OUTAGE_PATIENCE_SECONDS = 10.0
 
 
 def receive(
@@ -82,14 +85,16 @@ class InboundHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
+        now, recipients = self.clock(), list(envelope.rcpt_tos)
         try:
+            # A database that blinks (SQLite busy with the worker's write in `dripcourse run`,
+            # a PostgreSQL restart) is waited out for a few seconds before the sender is asked
+            # to try again later.
             await asyncio.to_thread(
-                receive,
-                self.sessions,
-                self.inbound,
-                raw,
-                now=self.clock(),
-                recipients=list(envelope.rcpt_tos),
+                retry_outages,
+                lambda: receive(self.sessions, self.inbound, raw, now=now, recipients=recipients),
+                what="inbound message",
+                patience=OUTAGE_PATIENCE_SECONDS,
             )
         except DBAPIError as exc:
             log.error("inbound: cannot record a message now, the sender will retry: %s", exc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import email
@@ -11,6 +12,7 @@ import os
 import signal
 import smtplib
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,12 +21,14 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
+from aiosmtpd.smtp import Envelope
 from click.testing import CliRunner
 
-from dripcourse import links
+from dripcourse import db, inbound_listener, links
 from dripcourse.cli import cli
-from dripcourse.db import transaction
+from dripcourse.db import make_engine, transaction
 from dripcourse.inbound import counts
+from dripcourse.inbound_listener import InboundHandler
 from dripcourse.links import REPLY
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
@@ -289,3 +293,61 @@ def test_dripcourse_run_on_one_machine_listens_for_replies_too(
         rt.close()
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(60) == 0, log.read_text(errors="replace")
+
+
+def _deliver(handler: InboundHandler, raw: bytes, to: str) -> str:
+    envelope = Envelope()
+    envelope.content = envelope.original_content = raw
+    envelope.rcpt_tos = [to]
+    return asyncio.run(handler.handle_DATA(None, None, envelope))  # type: ignore[arg-type]
+
+
+def test_serve_waits_out_a_database_locked_for_a_moment_instead_of_answering_451(
+    settings: Settings, rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In `dripcourse run` the worker writes to the same SQLite file: a reply arriving while
+    # it holds the lock must not be turned away for that.
+    rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
+    holder = sqlite3.connect(
+        settings.database_url.removeprefix("sqlite:///"),
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    holder.execute("BEGIN IMMEDIATE")
+    waits: list[float] = []
+
+    def wait(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 2:
+            holder.execute("ROLLBACK")  # the worker's write commits
+
+    monkeypatch.setattr(db, "_pause", wait)
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    try:
+        assert _deliver(handler, fixture(rt, "gmail", ana), to) == "250 OK"
+    finally:
+        holder.close()
+    assert len(waits) == 2
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def test_serve_answers_451_when_the_database_stays_away(
+    settings: Settings, rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
+    holder = sqlite3.connect(
+        settings.database_url.removeprefix("sqlite:///"),
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    holder.execute("BEGIN IMMEDIATE")
+    monkeypatch.setattr(inbound_listener, "OUTAGE_PATIENCE_SECONDS", 0.5)
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    try:
+        assert _deliver(handler, fixture(rt, "gmail", ana), to).startswith("451 ")
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert saved(rt, ana) is None
