@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -126,7 +127,15 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("subscriber_id", "cohort_id", name="uq_enrollment_subscriber_cohort"),
-        Index("ix_enrollments_next_send_at", "next_send_at"),
+        # Only enrollments with a lesson due: one without (in flight, completed, stopped) is
+        # never looked up by its due time, and such entries misled PostgreSQL's planner into
+        # this index for the record's "next_send_at IS NULL" guard (send01_partial_due_index).
+        Index(
+            "ix_enrollments_next_send_at",
+            "next_send_at",
+            postgresql_where=text("next_send_at IS NOT NULL"),
+            sqlite_where=text("next_send_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
