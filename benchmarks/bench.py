@@ -21,6 +21,7 @@ The sink runs in a process of its own, so no sender shares its CPU (or GIL) with
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import multiprocessing
 import os
@@ -61,9 +62,11 @@ SENDER = "lessons@dripcourse.example"
 # ---------------------------------------------------------------------------- the SMTP sink
 
 
-def _sink_main(port: int, count, ready, stop) -> None:  # type: ignore[no-untyped-def]
+def _sink_main(port: int, count, ready, stop, delay: float) -> None:  # type: ignore[no-untyped-def]
     class Counting:
         async def handle_DATA(self, server, session, envelope):  # type: ignore[no-untyped-def]
+            if delay:  # a relay that takes its time over each message (queueing, scanning)
+                await asyncio.sleep(delay)
             with count.get_lock():
                 count.value += 1
             return "250 OK"
@@ -76,9 +79,10 @@ def _sink_main(port: int, count, ready, stop) -> None:  # type: ignore[no-untype
 
 
 class Sink:
-    """aiosmtpd counting what it accepts, in a process of its own."""
+    """aiosmtpd counting what it accepts, in a process of its own; ``delay`` seconds before
+    each message's 250."""
 
-    def __init__(self) -> None:
+    def __init__(self, delay: float = 0.0) -> None:
         from tests.smtp_sink import _free_port
 
         ctx = multiprocessing.get_context("fork")
@@ -86,7 +90,7 @@ class Sink:
         self.count = ctx.Value("q", 0)
         ready, self._stop = ctx.Event(), ctx.Event()
         self.proc = ctx.Process(
-            target=_sink_main, args=(self.port, self.count, ready, self._stop), daemon=True
+            target=_sink_main, args=(self.port, self.count, ready, self._stop, delay), daemon=True
         )
         self.proc.start()
         if not ready.wait(30):
@@ -275,12 +279,20 @@ def _peak_rss_mib(pid: int) -> tuple[float, float]:
 
 
 def end_to_end(
-    sink: Sink, tmp: Path, admin_url: str, redis_url: str, n: int
+    sink: Sink,
+    tmp: Path,
+    admin_url: str,
+    redis_url: str,
+    n: int,
+    *,
+    threads: int = 0,
 ) -> tuple[float, float, float]:
-    """One tick claims a cohort's Day 1 and queues it; 2 Celery workers send it.
+    """One tick claims a cohort's Day 1 and queues it; 2 Celery workers send it: one worker
+    with 2 prefork pool processes, or with ``threads``, two worker processes of that many
+    threads each (each sending thread on an SMTP connection of its own).
 
     Returns messages/s from the start of the tick to the sink's last acceptance, and the
-    peak RSS of the worker's parent and of its largest pool process.
+    peak RSS of the worker's parent and of its largest pool process (prefork only).
     """
     with scratch_postgres(admin_url) as url:
         settings = settings_for(
@@ -289,12 +301,26 @@ def end_to_end(
         redis.Redis.from_url(redis_url).flushdb()
         now = utcnow()
         seed(url, n, n, now)
-        log = tmp / f"worker-{n}.log"
-        worker = CeleryProcess.worker(
-            settings, log, pool="prefork", concurrency=2, name=f"bench{n}"
-        )
+        if threads:
+            workers = [
+                CeleryProcess.worker(
+                    settings,
+                    tmp / f"worker-{n}-{i}.log",
+                    pool="threads",
+                    concurrency=threads,
+                    name=f"bench{n}t{i}",
+                )
+                for i in (1, 2)
+            ]
+        else:
+            log = tmp / f"worker-{n}.log"
+            workers = [
+                CeleryProcess.worker(settings, log, pool="prefork", concurrency=2, name=f"bench{n}")
+            ]
+        worker = workers[0]
         try:
-            wait_until(lambda: "ready." in worker.output(), 120, "the worker", worker.output)
+            for each in workers:
+                wait_until(lambda w=each: "ready." in w.output(), 120, "the worker", each.output)
             rt = Runtime(settings)
             tasks.configure(settings)
             sink.reset()
@@ -306,7 +332,8 @@ def end_to_end(
             parent, child = _peak_rss_mib(worker.proc.pid)
             rt.close()
         finally:
-            worker.stop()
+            for each in workers:
+                each.stop()
     return n / elapsed, parent, child
 
 
@@ -448,27 +475,86 @@ class Rows(list[tuple[str, str]]):
 
 
 def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
-    """Raw, naive and end to end into one sink, one after the other."""
+    """Raw, naive and end to end into one sink, one after the other.
+
+    The raw rate moves by a fifth from one minute to the next on this machine (where the two
+    processes of a loopback exchange land on its two cores), so it is measured before the
+    first end-to-end run and after each, and the ratios use the median.
+    """
     sink = Sink()
     try:
-        raw = raw_rate(sink, lesson_messages(probe, min(max(args.subscribers), 3000)))
+        messages = lesson_messages(probe, min(max(args.subscribers), 3000))
+        raws = [raw_rate(sink, messages)]
         naive = naive_rate(sink, probe, args.naive)
-        rows.append(("raw smtplib, pre-built messages, one connection", f"{raw:,.0f}/s"))
-        rows.append(("naive: premailer + EmailMessage + connection each", f"{naive:,.0f}/s"))
+        layouts = [("2 workers (prefork, one connection each)", 0)]
+        if args.threads:
+            layouts.append(
+                (f"2 workers of {args.threads} threads (a connection each)", args.threads)
+            )
+        measured = []
         for n in args.subscribers:
-            rate, parent, child = end_to_end(sink, tmp, args.postgres, args.redis, n)
+            for layout, threads in layouts:
+                rate, parent, child = end_to_end(
+                    sink, tmp, args.postgres, args.redis, n, threads=threads
+                )
+                print(f"  ({n:,}, {layout}: {rate:,.0f}/s)", file=sys.stderr, flush=True)
+                measured.append((n, layout, threads, rate, parent, child))
+                raws.append(raw_rate(sink, messages))
+        raw = statistics.median(raws)
+        spread = f"{min(raws):,.0f} to {max(raws):,.0f}"
+        rows.append(
+            (
+                "raw smtplib, pre-built messages, one connection",
+                f"{raw:,.0f}/s (median of {len(raws)} runs through the part: {spread})",
+            )
+        )
+        rows.append(("naive: premailer + EmailMessage + connection each", f"{naive:,.0f}/s"))
+        for n, layout, threads, rate, parent, child in measured:
             rows.append(
                 (
-                    f"dripcourse end to end, {n:,} subscribers, 2 workers, PostgreSQL + Redis",
+                    f"dripcourse end to end, {n:,} subscribers, {layout}, PostgreSQL + Redis",
                     f"{rate:,.0f}/s = {rate / raw:.2f} x raw, {rate / naive:.1f} x naive",
                 )
             )
-            rows.append(
-                (
-                    f"worker peak RSS, {n:,} subscribers",
-                    f"pool process {child:.0f} MiB, parent {parent:.0f} MiB",
+            if not threads:
+                rows.append(
+                    (
+                        f"worker peak RSS, {n:,} subscribers",
+                        f"pool process {child:.0f} MiB, parent {parent:.0f} MiB",
+                    )
                 )
+    finally:
+        sink.stop()
+
+
+def measure_slow_relay(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
+    """A relay that answers each message after ``--relay-delay`` ms: one connection per
+    sending process against one per sending thread."""
+    delay = args.relay_delay / 1000
+    n = min(args.subscribers)
+    sink = Sink(delay=delay)
+    try:
+        raw = raw_rate(sink, lesson_messages(probe, min(n, 500)))
+        rows.append(
+            (f"relay answering after {args.relay_delay:g} ms: raw, one connection", f"{raw:,.0f}/s")
+        )
+        prefork, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
+        rows.append(
+            (
+                f"the same relay: dripcourse, {n:,} subscribers, 2 prefork processes",
+                f"{prefork:,.0f}/s = {prefork / raw:.2f} x raw",
             )
+        )
+        threaded, _, _ = end_to_end(
+            sink, tmp, args.postgres, args.redis, n, threads=args.relay_threads
+        )
+        rows.append(
+            (
+                f"the same relay: dripcourse, {n:,} subscribers, 2 workers of "
+                f"{args.relay_threads} threads",
+                f"{threaded:,.0f}/s = {threaded / raw:.2f} x raw",
+            )
+        )
     finally:
         sink.stop()
 
@@ -505,9 +591,21 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["send", "personalise", "enqueue", "pass"],
-        default=["send", "personalise", "enqueue", "pass"],
+        choices=["send", "slow-relay", "personalise", "enqueue", "pass"],
+        default=["send", "slow-relay", "personalise", "enqueue", "pass"],
         help="what to measure (all by default)",
+    )
+    parser.add_argument(
+        "--relay-delay", type=float, default=20, help="slow-relay part: ms before each 250"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=4,
+        help="send part: also run 2 thread-pool workers of this many threads (0: not)",
+    )
+    parser.add_argument(
+        "--relay-threads", type=int, default=8, help="slow-relay part: threads per worker"
     )
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
@@ -524,6 +622,8 @@ def main() -> None:
         probe = Runtime(settings_for(tmp))
         if "send" in args.parts:
             measure_sending(rows, probe, tmp, args)
+        if "slow-relay" in args.parts:
+            measure_slow_relay(rows, probe, tmp, args)
         if "personalise" in args.parts:
             old, new, links = personalisation_rates(probe, 2000)
             rows.append(("personalise into wire bytes: build_message (old)", f"{old:,.0f}/s"))

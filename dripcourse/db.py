@@ -57,7 +57,13 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # No cap on the connections in use: a thread-pool worker's sending thread holds one for its
+    # batch's records and takes a second for a moment, so a cap below twice the threads could
+    # leave every thread waiting for another's. The worker's concurrency bounds them (keep
+    # 2 x threads x workers under the server's max_connections); ten stay open when idle.
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=-1, hide_parameters=True
+    )
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

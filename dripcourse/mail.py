@@ -142,7 +142,13 @@ class ConsoleTransport:
 
 
 class SMTPTransport:
-    """One SMTP connection, reused across messages, reopened when it drops."""
+    """SMTP connections kept open and reused across messages, reopened when they drop.
+
+    A send takes an idle connection, or opens one when every other is busy, and puts it back
+    when done: a prefork pool process sends on one connection, a thread-pool worker on as
+    many as it has threads sending at once (for a relay slow to answer, where waiting on its
+    replies, not our CPU, is the limit).
+    """
 
     def __init__(
         self,
@@ -167,8 +173,9 @@ class SMTPTransport:
         self.worst_case_seconds = (
             smtp_steps(tls=implicit_tls or starttls, login=bool(username)) * timeout
         )
-        self._conn: smtplib.SMTP | None = None
-        self._lock = threading.Lock()  # a thread-pool worker shares one transport
+        self._idle: list[smtplib.SMTP] = []
+        self._generation = 0  # close() moves it on: a connection busy meanwhile is not kept
+        self._lock = threading.Lock()  # guards the two above, never held while talking
 
     def _connect(self) -> smtplib.SMTP:
         context = ssl.create_default_context()
@@ -195,8 +202,11 @@ class SMTPTransport:
         """Send one message; ``deadline`` (time.monotonic) is when the caller's lease ends."""
         wire = as_wire(msg)
         with self._lock:
+            conn = self._idle.pop() if self._idle else None
+            generation = self._generation
+        try:
             for attempt in (1, 2):
-                reused = self._conn is not None
+                reused = conn is not None
                 if attempt == 2 and deadline is not None:
                     left = deadline - time.monotonic()
                     if left < self.worst_case_seconds:
@@ -205,54 +215,69 @@ class SMTPTransport:
                             "lease is too little for a new connection"
                         )
                 try:
-                    if self._conn is None:
-                        self._conn = self._connect()
+                    if conn is None:
+                        conn = self._connect()
                     # Our own CRLF bytes: send_message would mangle "From " lines in the text.
-                    self._conn.sendmail(wire.sender, list(wire.recipients), wire.data)
+                    conn.sendmail(wire.sender, list(wire.recipients), wire.data)
                     return
                 except smtplib.SMTPServerDisconnected as exc:
-                    self._drop()
+                    conn = _drop(conn)
                     # An idle connection the server closed meanwhile: reopen once and go on.
                     if reused and attempt == 1:
                         continue
                     raise RelayError(f"{self.host}:{self.port} disconnected: {exc}") from exc
                 except smtplib.SMTPException as exc:
                     if getattr(exc, "smtp_code", None) == 421:
-                        self._drop()  # 421: the server is closing the channel
+                        conn = _drop(conn)  # 421: the server is closing the channel
                         # A server that timed out an idle connection answers our MAIL FROM with
                         # its parting "421 timeout". Nothing of the message went out: reopen once.
                         if isinstance(exc, smtplib.SMTPSenderRefused) and reused and attempt == 1:
                             continue
                     else:
-                        self._reset()
+                        conn = _reset(conn)
                     raise _classify(exc) from exc
                 except OSError as exc:  # refused, reset, timed out, TLS failure
-                    self._drop()
+                    conn = _drop(conn)
                     # A reset on a reused connection is a hang-up we noticed late: reopen once.
                     if isinstance(exc, ConnectionResetError | BrokenPipeError) and (
                         reused and attempt == 1
                     ):
                         continue
                     raise RelayError(f"cannot reach {self.host}:{self.port}: {exc}") from exc
-
-    def _reset(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.rset()
-            except (smtplib.SMTPException, OSError):
-                self._drop()
-
-    def _drop(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            try:
-                conn.quit()
-            except (smtplib.SMTPException, OSError):
-                conn.close()
+        finally:
+            if conn is not None:
+                with self._lock:
+                    keep = generation == self._generation
+                    if keep:
+                        self._idle.append(conn)
+                if not keep:
+                    _drop(conn)
 
     def close(self) -> None:
+        """Close the idle connections; one busy now is closed when its send ends."""
         with self._lock:
-            self._drop()
+            idle, self._idle = self._idle, []
+            self._generation += 1
+        for conn in idle:
+            _drop(conn)
+
+
+def _reset(conn: smtplib.SMTP | None) -> smtplib.SMTP | None:
+    """RSET after a refused message, so the connection can carry the next; None if it broke."""
+    if conn is not None:
+        try:
+            conn.rset()
+        except (smtplib.SMTPException, OSError):
+            return _drop(conn)
+    return conn
+
+
+def _drop(conn: smtplib.SMTP | None) -> None:
+    if conn is not None:
+        try:
+            conn.quit()
+        except (smtplib.SMTPException, OSError):
+            conn.close()
 
 
 def smtp_steps(*, tls: bool, login: bool) -> int:

@@ -62,3 +62,24 @@ def test_a_second_engine_in_one_process_never_hides_the_first_ones_writes(tmp_pa
     held.close()
     first.dispose()
     assert seen == "2"
+
+
+@pytest.mark.postgres
+def test_many_threads_sending_at_once_never_wait_for_a_pooled_connection(
+    postgres_url: str,
+) -> None:
+    """A thread-pool worker's sending thread holds a connection for its batch's records and
+    takes a second one for a moment (a lease renewal, a careful record): with the pool's
+    default 5 + 10, sixteen threads could hold all fifteen and wait for each other until the
+    pool's timeout. The pool now grows with the threads that use it."""
+    engine = db.make_engine(postgres_url)
+    try:
+        held = [engine.connect() for _ in range(24)]  # blocked at the 16th before
+        for conn in held:
+            assert conn.exec_driver_sql("SELECT 1").scalar_one() == 1
+        for conn in held:
+            conn.close()
+        # What the pool keeps once they are given back stays bounded.
+        assert engine.pool.checkedin() <= 10
+    finally:
+        engine.dispose()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from email.message import EmailMessage
@@ -81,6 +82,39 @@ def test_reopens_the_connection_after_the_server_timed_it_out():
     finally:
         smtp.close()
         sink.stop()
+
+
+def test_threads_send_side_by_side_each_on_a_connection_of_its_own(smtp_sink: SMTPSink):
+    """A thread-pool worker sends on as many connections as it has threads sending: with a
+    relay slow to answer, threads that took turns on one connection gained nothing."""
+    smtp_sink.handler.delay = 1.0  # every 250 after DATA comes a second late
+    smtp = SMTPTransport("127.0.0.1", smtp_sink.port, timeout=5)
+    start = threading.Barrier(3)
+
+    def send(n: int) -> None:
+        start.wait()
+        smtp.send(lesson_to(f"reader{n}@example.org", n))
+
+    try:
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(3)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        got = smtp_sink.handler.messages()
+        assert len(got) == 3
+        assert len({m.peer for m in got}) == 3  # three connections
+        # All three were with the server at once, not one after another.
+        assert max(m.started for m in got) < min(m.finished for m in got)
+
+        smtp_sink.handler.delay = 0
+        for n in range(3, 6):  # one thread again: an open connection is reused, none opened
+            smtp.send(lesson_to(f"reader{n}@example.org", n))
+        assert smtp_sink.handler.connections == 3
+    finally:
+        smtp.close()
+    # Closing the transport closes every connection it kept.
+    wait_until(lambda: not smtp_sink.handler.live, 10, "the connections to close")
 
 
 @pytest.mark.parametrize(
