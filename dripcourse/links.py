@@ -146,9 +146,13 @@ class Links:
         if not hmac.compare_digest(mac.encode(), expected.encode()):
             raise BadToken(purpose)
         try:
-            return int(enrollment, 36), int(day, 36)
+            ids = int(enrollment, 36), int(day, 36)
         except ValueError:
             raise BadToken(purpose) from None
+        if not all(1 <= x <= MAX_ID for x in ids):
+            # Only we can sign ids out of range, but one must still never reach a query.
+            raise BadToken(purpose)
+        return ids
 
     def _address_mac(self, purpose: str, payload: str) -> str:
         secret = self.address_key or self.secret_key

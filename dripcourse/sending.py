@@ -1,5 +1,6 @@
 """The send path, with no Celery in it: take a batch of claimed deliveries, send each over the
-worker's one SMTP connection, and record each outcome before the next message goes out.
+SMTP connection of the process (or thread) that sends, and record each outcome before the next
+message goes out.
 
 A worker takes a batch (``send_batch_size`` deliveries, one task) in one statement and one
 transaction, so a cohort's morning costs one Celery task and one claim per batch instead of

@@ -12,6 +12,7 @@ from dripcourse.course import load_course
 from dripcourse.errors import ConfigError
 from dripcourse.links import BOUNCE, MAX_LOCAL_PART, REPLY, BadToken, Links
 from dripcourse.mail import SMTPTransport, envelope, wire_bytes
+from dripcourse.models import MAX_ID
 from dripcourse.render import Personal, Renderer, build_message, reply_addresses
 from dripcourse.settings import load_settings
 from tests.conftest import EMAILS, utc
@@ -20,7 +21,7 @@ from tests.smtp_sink import SMTPSink
 LINKS = Links(secret_key="k" * 32, base_url="https://course.example.org")
 DOMAIN = "reply.course.example.org"
 NOW = utc(2026, 11, 25, 7)
-BIGGEST_ID = 2**63 - 1  # the largest id PostgreSQL's bigint gives out
+BIGGEST_ID = MAX_ID  # the largest id the tables hold (32 bits on PostgreSQL)
 
 
 def lesson(domain: str, enrollment_id: int = 42, day: int = 3) -> email.message.EmailMessage:
@@ -74,6 +75,15 @@ def test_the_longest_address_still_fits_a_local_part(purpose: str, enrollment_id
     local = LINKS.address(purpose, enrollment_id, day, DOMAIN).partition("@")[0]
     assert len(local) <= MAX_LOCAL_PART
     assert LINKS.load_address(purpose, local) == (enrollment_id, day)
+
+
+@pytest.mark.parametrize(("enrollment_id", "day"), [(MAX_ID + 1, 3), (42, MAX_ID + 1), (0, 3)])
+def test_an_address_naming_an_id_no_table_can_hold_is_not_valid(enrollment_id: int, day: int):
+    """Only we can sign such an address, but its ids must never reach a query: past 32 bits
+    PostgreSQL fails the whole statement, where a missing row is just not found."""
+    local = LINKS.address(REPLY, enrollment_id, day, DOMAIN).partition("@")[0]
+    with pytest.raises(BadToken):
+        LINKS.load_address(REPLY, local)
 
 
 def test_a_server_that_folds_case_does_not_break_the_address() -> None:
