@@ -14,12 +14,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dripcourse.errors import NotSetUp
+from dripcourse.errors import MigrationRefused, NotSetUp
 from dripcourse.files import private_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -115,6 +115,10 @@ def _migrate(
     # No transaction yet: migrations/env.py begins it, after turning SQLite's foreign keys off
     # (which cannot change inside one). One transaction for the whole run, on both databases.
     with engine.connect() as conn:
+        newer = _newer_release(conn, ScriptDirectory.from_config(cfg), engine)
+        conn.rollback()
+        if newer is not None:
+            raise MigrationRefused(newer)
         cfg.attributes["connection"] = conn
         cfg.attributes["reflections_cipher"] = reflections_cipher
         step(cfg, revision)
@@ -137,10 +141,42 @@ def schema_problem(engine: Engine) -> str | None:
     where = engine.url.render_as_string(hide_password=True)
     if not current:
         return not_set_up(where)
-    heads = set(ScriptDirectory.from_config(alembic_config(str(engine.url))).get_heads())
-    if current != heads:
-        return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
-    return None
+    scripts = ScriptDirectory.from_config(alembic_config(str(engine.url)))
+    if current == set(scripts.get_heads()):
+        return None
+    unknown = _unknown(scripts, current)
+    if unknown:
+        return _newer(where, unknown)
+    return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
+
+
+def _newer_release(conn: Connection, scripts: ScriptDirectory, engine: Engine) -> str | None:
+    """Why a migration cannot start: the database is at a revision this release does not have."""
+    unknown = _unknown(scripts, set(MigrationContext.configure(conn).get_current_heads()))
+    if not unknown:
+        return None
+    return _newer(engine.url.render_as_string(hide_password=True), unknown)
+
+
+def _newer(where: str, unknown: list[str]) -> str:
+    return (
+        f"the database {where} was upgraded by a newer version of dripcourse (revision "
+        f"{', '.join(unknown)}): run that version, or go back with it as docs/production.md "
+        'says ("Going back to an older release")'
+    )
+
+
+def _unknown(scripts: ScriptDirectory, revisions: set[str]) -> list[str]:
+    """The revisions that no migration of this release has."""
+    unknown = []
+    for revision in sorted(revisions):
+        try:
+            known = scripts.get_revision(revision) is not None
+        except Exception:  # noqa: BLE001 - alembic raises its own errors for an unknown revision
+            known = False
+        if not known:
+            unknown.append(revision)
+    return unknown
 
 
 def check_schema(engine: Engine) -> None:

@@ -55,4 +55,5 @@ class NotFound(DripcourseError):
 
 
 class MigrationRefused(DripcourseError):
-    """A schema migration would leave rows pointing at rows that are gone; nothing changed."""
+    """A schema migration would leave rows pointing at rows that are gone, or the database is
+    at a revision of a newer release; nothing changed."""

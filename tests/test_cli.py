@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from sqlalchemy import create_engine
 
 from dripcourse.cli import cli
 from dripcourse.settings import Settings
@@ -339,3 +340,23 @@ def test_a_course_argument_must_be_a_plain_slug(run, command: str, name: str) ->
     )
     assert "course.toml" not in result.output  # no path was made from it
     assert "Traceback" not in result.output
+
+
+def test_init_on_a_database_a_newer_release_upgraded_says_so_and_changes_nothing(
+    run, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    """It ended in alembic's traceback ("Can't locate revision")."""
+    assert run("init").exit_code == 0
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'zz_from_the_future'")
+    result = CliRunner().invoke(cli, ["init"], env=settings_env(settings))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the database "), result.output
+    assert "newer version of dripcourse (revision zz_from_the_future)" in result.output
+    assert result.output.count("\n") == 1
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar_one() == (
+            "zz_from_the_future"
+        )
+    engine.dispose()

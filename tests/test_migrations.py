@@ -33,7 +33,7 @@ Tables = dict[str, list[dict[str, object]]]
 
 # What a downgrade to the first revision drops, as it comes back on the way up again: the
 # columns newer versions added (with their defaults) and the tables they added (empty). Keep
-# this and "Going back to an older version" in docs/production.md saying the same thing.
+# this and "Going back to an older release" in docs/production.md saying the same thing.
 COLUMNS_RESET = {
     ("cohorts", "start_today"): False,
     ("cohorts", "timezone"): None,
@@ -364,3 +364,26 @@ def after_a_round_trip(at_head: Tables) -> Tables:
     expected.update({name: [] for name in TABLES_EMPTIED})
     expected["circuit_breakers"] = [BREAKER_CLOSED]
     return expected
+
+
+def test_a_database_older_or_newer_than_this_version_says_which(sqlite_url: str) -> None:
+    """A database a newer release upgraded was called "from an older version", and the
+    remedy given (`dripcourse init`) cannot work: this version has no such migration."""
+    engine = db.make_engine(sqlite_url)
+    heads = ScriptDirectory.from_config(db.alembic_config(sqlite_url)).get_heads()
+    older = ScriptDirectory.from_config(db.alembic_config(sqlite_url)).get_revision(heads[0])
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                f"UPDATE alembic_version SET version_num = '{older.down_revision}'"
+            )
+        problem = db.schema_problem(engine)
+        assert problem is not None and "older version" in problem and "dripcourse init" in problem
+        with engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'zz_from_the_future'")
+        problem = db.schema_problem(engine)
+        assert problem is not None
+        assert "newer version" in problem and "zz_from_the_future" in problem
+        assert "dripcourse init" not in problem
+    finally:
+        engine.dispose()
