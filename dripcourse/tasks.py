@@ -24,11 +24,12 @@ from celery import Celery, Task, signals
 from celery.beat import PersistentScheduler
 from kombu.exceptions import BatchPublishError
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
-from dripcourse import delivery, outages, privacy, queue_loss, sending
+from dripcourse import db, delivery, outages, privacy, queue_loss, sending
 from dripcourse.clock import utcnow
 from dripcourse.db import is_outage, transaction
-from dripcourse.errors import ConfigError
+from dripcourse.errors import ConfigError, NotSetUp
 from dripcourse.files import FILE_MODE, private_dir, private_sqlite_file
 from dripcourse.liveness import Heartbeat
 from dripcourse.runtime import Runtime
@@ -51,7 +52,9 @@ def configure(settings: Settings) -> Celery:
     global _runtime, _marker, _heartbeat
     if _runtime is not None:
         _runtime.close()
-    _runtime = Runtime(settings)
+    # A worker never makes the database: one started before `dripcourse init` would leave an
+    # empty SQLite file that looks set up to every other command.
+    _runtime = Runtime(settings, create_database=False)
     _marker = queue_loss.marker_for(settings.broker_url)
     _heartbeat = Heartbeat(every=settings.worker_stale_seconds / 10)
     var = settings.path(settings.var_dir)
@@ -131,8 +134,20 @@ def _refuse_a_weak_signing_key(**_: object) -> None:
     # rather than fail every send.
     try:
         runtime().links  # noqa: B018
-    except ConfigError as exc:
+        _check_database(runtime())
+    except (ConfigError, NotSetUp) as exc:
         raise SystemExit(f"dripcourse: {exc}") from None
+
+
+def _check_database(rt: Runtime) -> None:
+    """Not set up, or left at an older release's schema: say what to run, and do not start. A
+    database out of reach for now is the worker's to wait for, as it is at any other time."""
+    try:
+        db.check_schema(rt.engine)
+    except DBAPIError as exc:
+        if not is_outage(exc):
+            raise
+        log.warning("database not checked at start: %s", db.unavailable(rt.engine, exc))
 
 
 @signals.worker_process_init.connect

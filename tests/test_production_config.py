@@ -139,3 +139,30 @@ def test_celery_is_configured_for_at_least_once_delivery(
     # Redis hands an unacknowledged task to another worker after this: never mid-send.
     assert conf.broker_transport_options["visibility_timeout"] > production.send_lease_seconds
     assert conf.beat_schedule["tick"]["schedule"] == production.tick_seconds
+
+
+def test_a_worker_started_before_init_refuses_to_start_and_makes_no_database(
+    tmp_path: Path,
+) -> None:
+    """A worker started before `dripcourse init` made an empty SQLite file, which then looked
+    set up to every other command, and failed each task on missing tables."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, make_settings
+    from tests.workers import settings_env
+
+    settings = make_settings(tmp_path)
+    database = tmp_path / "dripcourse.sqlite3"
+    done = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "dripcourse.tasks", "worker", "--pool", "solo"],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "is not set up: run `dripcourse init` first" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
+    assert not database.exists()
