@@ -796,3 +796,18 @@ def test_web_command_serves_where_it_is_told(
     assert result.exit_code == 0, result.output
     assert served == [where]
     assert f"http://{where[0]}:{where[1]}/" in result.output
+
+
+def test_the_web_app_started_before_init_makes_no_database_and_says_it_is_not_ready(
+    tmp_path: Path,
+) -> None:
+    """gunicorn started before `dripcourse init` made an empty SQLite file, and every page
+    then failed on missing tables (a 500), while other commands took the file for set up."""
+    settings = make_settings(tmp_path)
+    app = create_app(settings)
+    rt = Runtime(settings)
+    token = rt.links.token(links.REFLECT, 1, 1)
+    response = app.test_client().get(f"/r/{token}")
+    assert response.status_code == 503
+    assert "Please try again in a few minutes" in response.get_data(as_text=True)
+    assert not (tmp_path / "dripcourse.sqlite3").exists()

@@ -26,7 +26,7 @@ from dripcourse import journal as journals
 from dripcourse import reflections, schedule
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
-from dripcourse.errors import CourseError
+from dripcourse.errors import CourseError, NotSetUp
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 from dripcourse.web import leaving, reflecting  # noqa: F401 - their pages join access.bp
@@ -84,7 +84,8 @@ def create_app(
     if isinstance(settings_or_runtime, Runtime):
         rt = settings_or_runtime
     else:
-        rt = Runtime(settings_or_runtime or load_settings())
+        # Never makes the database: `dripcourse init` does (pages say "try again" until then).
+        rt = Runtime(settings_or_runtime or load_settings(), create_database=False)
     rt.links  # noqa: B018 - a missing or weak signing key stops us here, not at the first page
     # The templates and static files are dripcourse's, beside this package.
     app = WebApp(__name__, root_path=str(Path(__file__).resolve().parent.parent))
@@ -105,6 +106,7 @@ def create_app(
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CourseError, _course_error)
+    app.register_error_handler(NotSetUp, _not_set_up)
     app.add_template_filter(_when, "when")
     app.add_template_filter(journals.long_date, "long_date")
     app.add_template_filter(journals.completion_sentence, "completion")
@@ -123,6 +125,8 @@ def _check_reflections_key(rt: Runtime) -> None:
                 reflections.check_key(session, rt.reflection_cipher)
     except DBAPIError as exc:
         log.warning("reflections key not checked at start: database unavailable (%s)", exc)
+    except NotSetUp as exc:
+        log.warning("reflections key not checked at start: %s", exc)
 
 
 # -- every response ----------------------------------------------------------------------
@@ -152,6 +156,13 @@ def _http_error(exc: HTTPException) -> tuple[str, int, dict[str, str]] | HTTPExc
 
 def _course_error(exc: CourseError) -> tuple[str, int]:
     log.error("course could not be loaded for a web page: %s", exc)
+    return render_template(
+        "message.html", title="Temporarily unavailable", message=ERROR_TEXT[503]
+    ), 503
+
+
+def _not_set_up(exc: NotSetUp) -> tuple[str, int]:
+    log.error("a page was asked for before the database was set up: %s", exc)
     return render_template(
         "message.html", title="Temporarily unavailable", message=ERROR_TEXT[503]
     ), 503
