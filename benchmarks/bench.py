@@ -8,7 +8,9 @@ its speed changes from minute to minute: only figures taken together compare.
 - naive: what most tutorials do per recipient (Jinja, Markdown and premailer, a new
   EmailMessage, a new SMTP connection);
 - dripcourse end to end: one scheduler pass claims a cohort's Day 1 and queues it on Redis;
-  two Celery worker processes (prefork) send it through PostgreSQL into the same sink;
+  two Celery worker processes (prefork) send it through PostgreSQL into the same sink, warm
+  (a first 200 sent before the clock starts, as workers up since before the morning are);
+  then the same with two thread-pool workers; and all that into a relay slow to answer;
 - personalisation: one rendered lesson into wire bytes per recipient, old path and new, in
   CPU time of one process (one core);
 - enqueue: queueing 10,000 delivery ids on Redis, one publish per id and in batches;
@@ -56,6 +58,7 @@ from dripcourse.wire import personalise  # noqa: E402
 from tests.workers import CeleryProcess, wait_until  # noqa: E402
 
 COURSE = "white-coat"
+WARM_UP = 200  # subscribers sent before the measured cohort: see end_to_end
 REFLECTIONS_KEY = encryption.new_key()
 SENDER = "lessons@dripcourse.example"
 
@@ -286,13 +289,20 @@ def end_to_end(
     n: int,
     *,
     threads: int = 0,
-) -> tuple[float, float, float]:
+    warm: int = WARM_UP,
+) -> tuple[float, float, float, float]:
     """One tick claims a cohort's Day 1 and queues it; 2 Celery workers send it: one worker
     with 2 prefork pool processes, or with ``threads``, two worker processes of that many
     threads each (each sending thread on an SMTP connection of its own).
 
-    Returns messages/s from the start of the tick to the sink's last acceptance, and the
-    peak RSS of the worker's parent and of its largest pool process (prefork only).
+    The workers and the scheduler run warm, as they do in production, where they have been up
+    since before the morning: ``warm`` more subscribers are due too, and a first claim sends
+    them (loading the course, opening connections, recording the lesson's version) before
+    the clock starts.
+
+    Returns messages/s from the start of the tick to the sink's last acceptance, the peak RSS
+    of the worker's parent and of its largest pool process (prefork only), and the seconds
+    from the warm-up's claim to its first message (a cold start).
     """
     with scratch_postgres(admin_url) as url:
         settings = settings_for(
@@ -300,7 +310,7 @@ def end_to_end(
         )
         redis.Redis.from_url(redis_url).flushdb()
         now = utcnow()
-        seed(url, n, n, now)
+        seed(url, n + warm, n + warm, now)
         if threads:
             workers = [
                 CeleryProcess.worker(
@@ -325,6 +335,13 @@ def end_to_end(
             tasks.configure(settings)
             sink.reset()
             start = time.perf_counter()
+            if warm:
+                assert delivery.claim_due_lessons(rt, utcnow(), tasks.enqueue, limit=warm) == warm
+                wait_until(lambda: sink.count.value >= 1, 600, "a first message", worker.output)
+            cold = time.perf_counter() - start
+            wait_until(lambda: sink.count.value >= warm, 600, "the warm-up", worker.output)
+            sink.reset()
+            start = time.perf_counter()
             claimed = delivery.tick(rt, utcnow(), tasks.enqueue).claimed
             assert claimed == n, (claimed, n)
             wait_until(lambda: sink.count.value >= n, 3600, f"{n} messages", worker.output)
@@ -334,7 +351,7 @@ def end_to_end(
         finally:
             for each in workers:
                 each.stop()
-    return n / elapsed, parent, child
+    return n / elapsed, parent, child, cold
 
 
 def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
@@ -494,11 +511,11 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
         measured = []
         for n in args.subscribers:
             for layout, threads in layouts:
-                rate, parent, child = end_to_end(
+                rate, parent, child, cold = end_to_end(
                     sink, tmp, args.postgres, args.redis, n, threads=threads
                 )
                 print(f"  ({n:,}, {layout}: {rate:,.0f}/s)", file=sys.stderr, flush=True)
-                measured.append((n, layout, threads, rate, parent, child))
+                measured.append((n, layout, threads, rate, parent, child, cold))
                 raws.append(raw_rate(sink, messages))
         raw = statistics.median(raws)
         spread = f"{min(raws):,.0f} to {max(raws):,.0f}"
@@ -509,7 +526,7 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
             )
         )
         rows.append(("naive: premailer + EmailMessage + connection each", f"{naive:,.0f}/s"))
-        for n, layout, threads, rate, parent, child in measured:
+        for n, layout, threads, rate, parent, child, cold in measured:
             rows.append(
                 (
                     f"dripcourse end to end, {n:,} subscribers, {layout}, PostgreSQL + Redis",
@@ -521,6 +538,13 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
                     (
                         f"worker peak RSS, {n:,} subscribers",
                         f"pool process {child:.0f} MiB, parent {parent:.0f} MiB",
+                    )
+                )
+                rows.append(
+                    (
+                        f"cold start before the {n:,} run: from the first claim to the first "
+                        "message, workers just started",
+                        f"{cold:.2f} s",
                     )
                 )
     finally:
@@ -538,14 +562,14 @@ def measure_slow_relay(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Nam
         rows.append(
             (f"relay answering after {args.relay_delay:g} ms: raw, one connection", f"{raw:,.0f}/s")
         )
-        prefork, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
+        prefork, _, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
         rows.append(
             (
                 f"the same relay: dripcourse, {n:,} subscribers, 2 prefork processes",
                 f"{prefork:,.0f}/s = {prefork / raw:.2f} x raw",
             )
         )
-        threaded, _, _ = end_to_end(
+        threaded, _, _, _ = end_to_end(
             sink, tmp, args.postgres, args.redis, n, threads=args.relay_threads
         )
         rows.append(
