@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -68,6 +69,9 @@ class Runtime:
     _transport: Transport | None = field(default=None, repr=False)
     # False for a command that needs a database made already (see db.make_engine).
     create_database: bool = True
+    # The threads of a thread-pool worker ask for the transport at once when the first tasks
+    # arrive: one must make it, or each makes its own and all but one leak their connections.
+    _transport_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
@@ -127,11 +131,15 @@ class Runtime:
 
     @property
     def transport(self) -> Transport:
-        if self._transport is None:
-            self._transport = transport_from_url(
-                self.settings.mail_url, timeout=self.settings.smtp_timeout_seconds
-            )
-        return self._transport
+        transport = self._transport
+        if transport is None:
+            with self._transport_lock:
+                if self._transport is None:
+                    self._transport = transport_from_url(
+                        self.settings.mail_url, timeout=self.settings.smtp_timeout_seconds
+                    )
+                transport = self._transport
+        return transport
 
     @cached_property
     def limiter(self) -> RateLimiter | None:
@@ -169,6 +177,7 @@ class Runtime:
         connection is ended with a message the server obeys; an SMTP one with QUIT).
         """
         self._transport = None
+        self._transport_lock = threading.Lock()  # a thread of the parent may have held it
         if "engine" in self.__dict__:
             self.engine.dispose(close=False)
 

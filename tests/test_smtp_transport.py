@@ -275,3 +275,38 @@ def test_a_send_does_not_open_a_new_connection_it_could_not_finish_inside_its_le
         assert smtp_sink.handler.recipients() == ["a@example.org", "b@example.org"]
     finally:
         smtp.close()
+
+
+def test_threads_asking_for_the_transport_at_once_share_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first tasks of a thread-pool worker arrive together: each thread made its own
+    transport, and all but the one kept leaked their connections."""
+    from dripcourse import runtime as runtime_module
+    from dripcourse.runtime import Runtime
+    from tests.conftest import make_settings
+
+    made: list[SMTPTransport] = []
+    real = runtime_module.transport_from_url
+
+    def slow_to_make(url: str, **options: object) -> SMTPTransport:
+        time.sleep(0.2)  # widen the window between "is there one?" and "here it is"
+        made.append(real(url, **options))  # type: ignore[arg-type]
+        return made[-1]
+
+    monkeypatch.setattr(runtime_module, "transport_from_url", slow_to_make)
+    rt = Runtime(make_settings(tmp_path, mail_url="smtp://127.0.0.1:2525"))
+    start = threading.Barrier(4)
+    got: list[object] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(rt.transport)
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(made) == 1
+    assert len(got) == 4 and all(each is made[0] for each in got)
