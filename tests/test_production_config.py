@@ -146,22 +146,11 @@ def test_a_worker_started_before_init_refuses_to_start_and_makes_no_database(
 ) -> None:
     """A worker started before `dripcourse init` made an empty SQLite file, which then looked
     set up to every other command, and failed each task on missing tables."""
-    import subprocess
-    import sys
+    from tests.conftest import make_settings
+    from tests.workers import worker_refusing_to_start
 
-    from tests.conftest import ROOT, make_settings
-    from tests.workers import settings_env
-
-    settings = make_settings(tmp_path)
     database = tmp_path / "dripcourse.sqlite3"
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "dripcourse.tasks", "worker", "--pool", "solo"],
-        cwd=ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = worker_refusing_to_start(make_settings(tmp_path))
     assert done.returncode != 0
     assert "is not set up: run `dripcourse init` first" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr + done.stdout

@@ -99,23 +99,12 @@ def test_processes_starting_together_all_get_the_same_full_key(
 
 
 def test_a_celery_worker_refuses_to_start_with_an_empty_key_file(tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
-    from tests.conftest import ROOT
+    from tests.workers import worker_refusing_to_start
 
     var = tmp_path / "var"
     var.mkdir()
     (var / "secret_key").write_text("")
-    settings = make_settings(tmp_path, secret_key="", var_dir=str(var))
-    done = subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "dripcourse.tasks", "worker", "--pool", "solo"],
-        cwd=ROOT,
-        env=settings_env(settings),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = worker_refusing_to_start(make_settings(tmp_path, secret_key="", var_dir=str(var)))
     assert done.returncode != 0
     assert "dripcourse: " in done.stderr and "shorter than 32 bytes" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout

@@ -97,6 +97,18 @@ class CeleryProcess:
         return self.log_path.read_text(errors="replace")
 
 
+def worker_refusing_to_start(settings: Settings) -> subprocess.CompletedProcess[str]:
+    """Run ``celery ... worker`` (solo pool) for a start it is expected to refuse; its exit."""
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "dripcourse.tasks", "worker", "--pool", "solo"],
+        cwd=ROOT,
+        env=settings_env(settings),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def wait_until(
     check: Callable[[], bool], timeout: float, what: str, on_timeout: Callable[[], str] = lambda: ""
 ) -> None:
