@@ -192,10 +192,16 @@ class SMTPTransport:
             conn = smtplib.SMTP(
                 self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
             )
-            if self.starttls:
+        try:
+            if self.starttls and not self.implicit_tls:
                 conn.starttls(context=context)
-        if self.username:
-            conn.login(self.username, self.password or "")
+            if self.username:
+                conn.login(self.username, self.password or "")
+        except BaseException:
+            # Never handed out, so closed here (no QUIT: a failed handshake cannot carry one);
+            # else it stays open at the relay for as long as anything keeps the error.
+            conn.close()
+            raise
         return conn
 
     def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:

@@ -203,6 +203,25 @@ def test_wrong_password_is_our_mistake_not_the_subscribers():
         sink.stop()
 
 
+def test_a_connection_whose_login_fails_is_closed_not_left_open():
+    """A failed login (or STARTTLS) left its connection open at the relay for as long as the
+    error was kept (a log record, a task's retry): a paused worker probing with a wrong
+    password every relay_retry_seconds piled up connections the relay counts against us."""
+    sink = SMTPSink(credentials={"relay-user": "right"}).start()
+    smtp = transport_from_url(f"smtp://relay-user:wrong@127.0.0.1:{sink.port}")
+    try:
+        kept = []
+        for _ in range(3):
+            with pytest.raises(RelayError) as refused:
+                smtp.send(lesson_to("a@example.org"))
+            kept.append(refused.value)
+        assert sink.handler.connections == 3
+        wait_until(lambda: not sink.handler.live, 10, "the refused connections to close")
+    finally:
+        smtp.close()
+        sink.stop()
+
+
 @pytest.fixture(scope="module")
 def loopback_certificate(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A self-signed certificate for 127.0.0.1 (key and certificate in one PEM file)."""
