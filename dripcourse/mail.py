@@ -141,6 +141,21 @@ class ConsoleTransport:
         pass
 
 
+class _Connection(smtplib.SMTP):
+    """smtplib's client, noting when a message's DATA began: a reply that times out after it
+    may be one the server was slow to give for a message it has taken."""
+
+    data_sent = False
+
+    def data(self, msg: bytes | str) -> tuple[int, bytes]:
+        self.data_sent = True
+        return super().data(msg)
+
+
+class _TLSConnection(_Connection, smtplib.SMTP_SSL):
+    pass
+
+
 class SMTPTransport:
     """SMTP connections kept open and reused across messages, reopened when they drop.
 
@@ -173,15 +188,15 @@ class SMTPTransport:
         self.worst_case_seconds = (
             smtp_steps(tls=implicit_tls or starttls, login=bool(username)) * timeout
         )
-        self._idle: list[smtplib.SMTP] = []
+        self._idle: list[_Connection] = []
         self._generation = 0  # close() moves it on: a connection busy meanwhile is not kept
         self._lock = threading.Lock()  # guards the two above, never held while talking
 
-    def _connect(self) -> smtplib.SMTP:
+    def _connect(self) -> _Connection:
         context = ssl.create_default_context()
-        conn: smtplib.SMTP
+        conn: _Connection
         if self.implicit_tls:
-            conn = smtplib.SMTP_SSL(
+            conn = _TLSConnection(
                 self.host,
                 self.port,
                 timeout=self.timeout,
@@ -189,13 +204,19 @@ class SMTPTransport:
                 context=context,
             )
         else:
-            conn = smtplib.SMTP(
+            conn = _Connection(
                 self.host, self.port, timeout=self.timeout, local_hostname=self.local_hostname
             )
-            if self.starttls:
+        try:
+            if self.starttls and not self.implicit_tls:
                 conn.starttls(context=context)
-        if self.username:
-            conn.login(self.username, self.password or "")
+            if self.username:
+                conn.login(self.username, self.password or "")
+        except BaseException:
+            # Never handed out, so closed here (no QUIT: a failed handshake cannot carry one);
+            # else it stays open at the relay for as long as anything keeps the error.
+            conn.close()
+            raise
         return conn
 
     def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
@@ -217,13 +238,18 @@ class SMTPTransport:
                 try:
                     if conn is None:
                         conn = self._connect()
+                    conn.data_sent = False
                     # Our own CRLF bytes: send_message would mangle "From " lines in the text.
                     conn.sendmail(wire.sender, list(wire.recipients), wire.data)
                     return
                 except smtplib.SMTPServerDisconnected as exc:
+                    # smtplib reports a reply that never came as a disconnection. After DATA,
+                    # that is a server slow to answer for a message it may well have taken:
+                    # sending it again at once would only make a second copy.
+                    slow = conn is not None and conn.data_sent and _timed_out(exc)
                     conn = _drop(conn)
                     # An idle connection the server closed meanwhile: reopen once and go on.
-                    if reused and attempt == 1:
+                    if reused and attempt == 1 and not slow:
                         continue
                     raise RelayError(f"{self.host}:{self.port} disconnected: {exc}") from exc
                 except smtplib.SMTPException as exc:
@@ -262,7 +288,12 @@ class SMTPTransport:
             _drop(conn)
 
 
-def _reset(conn: smtplib.SMTP | None) -> smtplib.SMTP | None:
+def _timed_out(exc: BaseException) -> bool:
+    cause = exc.__cause__ or exc.__context__
+    return isinstance(cause, TimeoutError)
+
+
+def _reset(conn: _Connection | None) -> _Connection | None:
     """RSET after a refused message, so the connection can carry the next; None if it broke."""
     if conn is not None:
         try:
@@ -272,7 +303,7 @@ def _reset(conn: smtplib.SMTP | None) -> smtplib.SMTP | None:
     return conn
 
 
-def _drop(conn: smtplib.SMTP | None) -> None:
+def _drop(conn: _Connection | None) -> None:
     if conn is not None:
         try:
             conn.quit()

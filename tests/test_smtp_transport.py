@@ -179,6 +179,29 @@ def test_a_server_that_stops_answering_times_out_as_transient(smtp_sink: SMTPSin
         smtp.close()
 
 
+def test_a_message_the_server_was_slow_to_take_is_not_sent_again_at_once(
+    smtp_sink: SMTPSink,
+):
+    """On a connection used before, a 250 that came later than the timeout was taken for a
+    hang-up of an idle connection, and the message went out again at once on a new one: a
+    relay slow to answer got every message twice (and a third time at the pause's probe)."""
+    smtp = SMTPTransport("127.0.0.1", smtp_sink.port, timeout=0.5)
+    try:
+        smtp.send(lesson_to("first@example.org"))
+        smtp_sink.handler.delay = 1.0  # the server has the message, its 250 comes too late
+        with pytest.raises(RelayError, match="timed out"):
+            smtp.send(lesson_to("second@example.org"))
+        smtp_sink.handler.delay = 0
+        smtp.send(lesson_to("third@example.org"))
+        assert smtp_sink.handler.counts() == {
+            "first@example.org": 1,
+            "second@example.org": 1,
+            "third@example.org": 1,
+        }
+    finally:
+        smtp.close()
+
+
 def test_login_with_the_url_credentials():
     sink = SMTPSink(credentials={"relay-user": "p@ss word"}).start()
     try:
@@ -200,6 +223,25 @@ def test_wrong_password_is_our_mistake_not_the_subscribers():
             smtp.send(lesson_to("a@example.org"))
         smtp.close()
     finally:
+        sink.stop()
+
+
+def test_a_connection_whose_login_fails_is_closed_not_left_open():
+    """A failed login (or STARTTLS) left its connection open at the relay for as long as the
+    error was kept (a log record, a task's retry): a paused worker probing with a wrong
+    password every relay_retry_seconds piled up connections the relay counts against us."""
+    sink = SMTPSink(credentials={"relay-user": "right"}).start()
+    smtp = transport_from_url(f"smtp://relay-user:wrong@127.0.0.1:{sink.port}")
+    try:
+        kept = []
+        for _ in range(3):
+            with pytest.raises(RelayError) as refused:
+                smtp.send(lesson_to("a@example.org"))
+            kept.append(refused.value)
+        assert sink.handler.connections == 3
+        wait_until(lambda: not sink.handler.live, 10, "the refused connections to close")
+    finally:
+        smtp.close()
         sink.stop()
 
 

@@ -26,7 +26,7 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from dripcourse import delivery, links, reflections, sending
+from dripcourse import db, delivery, links, reflections, sending
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Reflection
 from dripcourse.runtime import Runtime
@@ -811,3 +811,32 @@ def test_the_web_app_started_before_init_makes_no_database_and_says_it_is_not_re
     assert response.status_code == 503
     assert "Please try again in a few minutes" in response.get_data(as_text=True)
     assert not (tmp_path / "dripcourse.sqlite3").exists()
+
+
+@pytest.mark.parametrize("revision", ["base", "-1"], ids=["not-set-up", "older"])
+def test_the_web_app_on_a_database_init_has_not_brought_to_this_version_says_it_is_not_ready(
+    tmp_path: Path, database_url: str, revision: str
+) -> None:
+    """A PostgreSQL database is made by its administrator, not by `dripcourse init`: gunicorn
+    started on it before `init` (or before the `init` of a new release) answered every page
+    with a 500 and a traceback in the log ("relation enrollments does not exist", a column
+    missing), not with the "try again" the pages give until `init` has run."""
+    engine = db.make_engine(database_url)
+    db.downgrade(engine, revision)
+    engine.dispose()
+    settings = make_settings(tmp_path, database_url=database_url)
+    app = create_app(settings)
+    rt = Runtime(settings)
+    try:
+        response = app.test_client().get(path(rt, links.REFLECT, 1, 1))
+        assert response.status_code == 503
+        assert "Please try again in a few minutes" in response.get_data(as_text=True)
+        assert app.test_client().get("/static/web.css").status_code == 200
+        # Once `init` has run, the pages work without a restart.
+        engine = db.make_engine(database_url)
+        db.upgrade(engine)
+        engine.dispose()
+        assert app.test_client().get(path(rt, links.REFLECT, 1, 1)).status_code == 410  # no one
+    finally:
+        rt.close()
+        app.extensions["dripcourse"].close()

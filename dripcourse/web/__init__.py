@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -22,8 +22,8 @@ from sqlalchemy.exc import DBAPIError
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import WSGIRequestHandler
 
+from dripcourse import db, reflections, schedule
 from dripcourse import journal as journals
-from dripcourse import reflections, schedule
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError, NotSetUp
@@ -103,6 +103,7 @@ def create_app(
     _check_reflections_key(rt)
     app.extensions["dripcourse"] = rt
     app.register_blueprint(bp)
+    app.before_request(_schema_ready(rt))
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(CourseError, _course_error)
@@ -127,6 +128,26 @@ def _check_reflections_key(rt: Runtime) -> None:
         log.warning("reflections key not checked at start: database unavailable (%s)", exc)
     except NotSetUp as exc:
         log.warning("reflections key not checked at start: %s", exc)
+
+
+def _schema_ready(rt: Runtime) -> Callable[[], None]:
+    """Before a page, until the database has once been found at this version's schema: a
+    database `dripcourse init` has not set up or upgraded yet (on PostgreSQL, the one an
+    administrator made) raises NotSetUp, a 503, not a 500 on a missing table or column. A
+    database out of reach is left for the page to meet, as at any other time."""
+    ready = False
+
+    def check() -> None:
+        nonlocal ready
+        if ready or request.endpoint == "static":
+            return
+        try:
+            db.check_schema(rt.engine)
+        except DBAPIError:
+            return
+        ready = True
+
+    return check
 
 
 # -- every response ----------------------------------------------------------------------
