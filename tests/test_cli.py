@@ -13,7 +13,7 @@ from sqlalchemy import create_engine
 from dripcourse.cli import cli
 from dripcourse.settings import Settings
 from tests.conftest import EMAILS, ROOT
-from tests.workers import settings_env
+from tests.workers import settings_env, unreachable_database_env
 
 
 @pytest.fixture
@@ -204,12 +204,7 @@ def test_demo_enrolls_the_sample_cohort_once(run) -> None:  # type: ignore[no-un
 def test_an_unreachable_database_is_not_called_a_database_nobody_set_up(
     settings: Settings,
 ) -> None:
-    env = {
-        **settings_env(settings),
-        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-        "DRIPCOURSE_SECRET_KEY": "k" * 40,
-    }
-    result = CliRunner().invoke(cli, ["status"], env=env)
+    result = CliRunner().invoke(cli, ["status"], env=unreachable_database_env(settings))
     assert result.exit_code == 1
     assert result.output.startswith(
         "Error: the database postgresql+psycopg://nobody@127.0.0.1:1/none is unavailable: "
@@ -245,6 +240,15 @@ def test_a_number_out_of_range_is_refused_as_a_usage_error_before_anything_runs(
 
 
 # Commands that need the database, as someone would run them before `dripcourse init`.
+def embedded_defaults_env() -> dict[str, str | None]:
+    """The environment of a new user in a fresh folder: no DRIPCOURSE_ variable but the
+    embedded defaults and the sample courses."""
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
+    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
+    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+    return env
+
+
 NEEDS_THE_DATABASE = [
     "status",
     "cohort list",
@@ -272,9 +276,7 @@ def test_a_command_before_init_says_so_in_one_line_and_leaves_no_file_behind(
 ) -> None:
     """In a fresh folder with the embedded defaults, as `make run` would start from."""
     monkeypatch.chdir(tmp_path)
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
-    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
-    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+    env = embedded_defaults_env()
 
     result = CliRunner().invoke(cli, command.split(), env=env)
 
@@ -291,9 +293,7 @@ def test_check_without_a_database_checks_the_courses_and_makes_none(
 ) -> None:
     """Staff checking lessons on a laptop need no database, and get none made for them."""
     monkeypatch.chdir(tmp_path)
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
-    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
-    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+    env = embedded_defaults_env()
 
     result = CliRunner().invoke(cli, ["check"], env=env)
 
@@ -306,9 +306,7 @@ def test_inbound_pipe_before_init_asks_the_mail_server_to_try_again_and_makes_no
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("DRIPCOURSE_")}
-    env["DRIPCOURSE_CONFIG"] = str(ROOT / "config" / "default.toml")
-    env["DRIPCOURSE_EMAILS_DIR"] = str(EMAILS)
+    env = embedded_defaults_env()
     env["DRIPCOURSE_REPLY_DOMAIN"] = "reply.course.example.org"
     message = b"From: a@example.org\r\nTo: x@reply.course.example.org\r\nSubject: hi\r\n\r\nhi\r\n"
 

@@ -295,6 +295,19 @@ def test_dripcourse_run_on_one_machine_listens_for_replies_too(
         assert proc.wait(60) == 0, log.read_text(errors="replace")
 
 
+def _lock_the_database(settings: Settings, rt: Runtime) -> sqlite3.Connection:
+    """Another writer holds the SQLite file (as the worker does in `dripcourse run`), and our
+    statements wait for its lock only 0.2 s before they fail; the caller rolls it back."""
+    rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
+    holder = sqlite3.connect(
+        settings.database_url.removeprefix("sqlite:///"),
+        isolation_level=None,
+        check_same_thread=False,
+    )
+    holder.execute("BEGIN IMMEDIATE")
+    return holder
+
+
 def _deliver(handler: InboundHandler, raw: bytes, to: str) -> str:
     envelope = Envelope()
     envelope.content = envelope.original_content = raw
@@ -307,13 +320,7 @@ def test_serve_waits_out_a_database_locked_for_a_moment_instead_of_answering_451
 ) -> None:
     # In `dripcourse run` the worker writes to the same SQLite file: a reply arriving while
     # it holds the lock must not be turned away for that.
-    rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
-    holder = sqlite3.connect(
-        settings.database_url.removeprefix("sqlite:///"),
-        isolation_level=None,
-        check_same_thread=False,
-    )
-    holder.execute("BEGIN IMMEDIATE")
+    holder = _lock_the_database(settings, rt)
     waits: list[float] = []
 
     def wait(seconds: float) -> None:
@@ -335,13 +342,7 @@ def test_serve_waits_out_a_database_locked_for_a_moment_instead_of_answering_451
 def test_serve_answers_451_when_the_database_stays_away(
     settings: Settings, rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
-    holder = sqlite3.connect(
-        settings.database_url.removeprefix("sqlite:///"),
-        isolation_level=None,
-        check_same_thread=False,
-    )
-    holder.execute("BEGIN IMMEDIATE")
+    holder = _lock_the_database(settings, rt)
     monkeypatch.setattr(inbound_listener, "OUTAGE_PATIENCE_SECONDS", 0.5)
     handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
     to = rt.links.address(REPLY, ana, 3, DOMAIN)

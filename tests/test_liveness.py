@@ -14,7 +14,7 @@ from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import utc
 from tests.test_delivery import PEOPLE, start_cohort
-from tests.workers import settings_env
+from tests.workers import settings_env, unreachable_database_env
 
 NOW = utc(2026, 11, 30, 7)
 LIMIT = dt.timedelta(minutes=5)
@@ -104,12 +104,7 @@ def test_the_health_command_exits_non_zero_for_a_probe(rt: Runtime, settings: Se
 def test_health_says_so_in_one_line_when_the_database_is_unreachable(
     settings: Settings,
 ) -> None:
-    env = {
-        **settings_env(settings),
-        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-        "DRIPCOURSE_SECRET_KEY": "k" * 40,
-    }
-    result = CliRunner().invoke(cli, ["health"], env=env)
+    result = CliRunner().invoke(cli, ["health"], env=unreachable_database_env(settings))
     assert result.exit_code == 3
     assert result.output.startswith("unknown: database unavailable: ")
     assert result.output.count("\n") == 1
@@ -119,11 +114,7 @@ def test_health_says_so_in_one_line_when_the_database_is_unreachable(
 def test_a_mistaken_option_never_exits_with_the_status_of_an_unreachable_database(
     settings: Settings, value: str
 ) -> None:
-    unreachable = {
-        **settings_env(settings),
-        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
-        "DRIPCOURSE_SECRET_KEY": "k" * 40,
-    }
+    unreachable = unreachable_database_env(settings)
     runner = CliRunner()
     mistaken = runner.invoke(cli, ["health", "--stale-after", value], env=settings_env(settings))
     assert mistaken.exit_code == 2, mistaken.output  # click's usage error: nothing was checked

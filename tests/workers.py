@@ -28,6 +28,15 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def unreachable_database_env(settings: Settings) -> dict[str, str]:
+    """``settings``, but with a PostgreSQL database on a port nobody listens on."""
+    return {
+        **settings_env(settings),
+        "DRIPCOURSE_DATABASE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none",
+        "DRIPCOURSE_SECRET_KEY": "k" * 40,
+    }
+
+
 class CeleryProcess:
     """``celery -A dripcourse.tasks worker|beat`` as a child process with its log in a file."""
 
