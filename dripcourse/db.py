@@ -115,7 +115,7 @@ def _migrate(
     # No transaction yet: migrations/env.py begins it, after turning SQLite's foreign keys off
     # (which cannot change inside one). One transaction for the whole run, on both databases.
     with engine.connect() as conn:
-        newer = _newer_release(conn, ScriptDirectory.from_config(cfg), engine)
+        newer = _newer_release(conn, ScriptDirectory.from_config(cfg))
         conn.rollback()
         if newer is not None:
             raise MigrationRefused(newer)
@@ -150,12 +150,12 @@ def schema_problem(engine: Engine) -> str | None:
     return f"the database {where} is from an older version: run `dripcourse init` to upgrade it"
 
 
-def _newer_release(conn: Connection, scripts: ScriptDirectory, engine: Engine) -> str | None:
+def _newer_release(conn: Connection, scripts: ScriptDirectory) -> str | None:
     """Why a migration cannot start: the database is at a revision this release does not have."""
     unknown = _unknown(scripts, set(MigrationContext.configure(conn).get_current_heads()))
     if not unknown:
         return None
-    return _newer(engine.url.render_as_string(hide_password=True), unknown)
+    return _newer(conn.engine.url.render_as_string(hide_password=True), unknown)
 
 
 def _newer(where: str, unknown: list[str]) -> str:

@@ -56,7 +56,7 @@ class CsvFile:
     @property
     def errors(self) -> list[str]:
         """Each problem as ``FILE:LINE: COLUMN: reason``."""
-        return [f"{self.path}:{line}: {problem}" for line, problem in self.problems]
+        return [located(self.path, line, problem) for line, problem in self.problems]
 
 
 @dataclass
@@ -120,6 +120,11 @@ def read_csv(
     if not out.rows and not out.problems:
         raise InputError(f"{path}: no rows to import")
     return out
+
+
+def located(path: Path, line: int, problem: str) -> str:
+    """A problem with the place it is at, as an editor jumps to it: ``FILE:LINE: problem``."""
+    return f"{path}:{line}: {problem}"
 
 
 def _records(path: Path, text: str) -> Iterator[tuple[int, list[str]]]:
@@ -256,7 +261,7 @@ def import_rows(
                 continue
             known_people.append((Row(row.line, signup), person.id))
     if errors:
-        listed = "\n".join(f"{path}:{line}: {problem}" for line, problem in errors)
+        listed = "\n".join(located(path, line, problem) for line, problem in errors)
         rows = len({line for line, _problem in errors})  # a row may have several problems
         raise ImportRefused(f"{listed}\n{rows} bad row(s): nothing was imported")
     for row in new_people:

@@ -81,6 +81,12 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 
+
+def first_line(exc: BaseException) -> str:
+    """An error's first line: its reason, not the SQL statement a driver error goes on with."""
+    return (str(exc).splitlines() or [""])[0]
+
+
 # Numbers with a floor (or a ceiling) that holds whatever the data: refused when the command
 # line is read, as click's usage error (status 2), before anything is opened or started.
 PORT = click.IntRange(1, 65535)

@@ -13,7 +13,7 @@ import click
 from aiosmtpd.controller import Controller
 from sqlalchemy.exc import DBAPIError
 
-from dripcourse.cli.base import PORT, State, cli, pass_state
+from dripcourse.cli.base import PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import ConfigError, NotSetUp
 from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
@@ -85,8 +85,9 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
         decision = receive(rt.sessions, rt.inbound, raw, now=utcnow(), recipients=recipients)
     except (DBAPIError, NotSetUp) as exc:
         # Not set up yet is a wait too: the mail server keeps the message until `init` runs.
-        reason = str(exc).splitlines()[0]  # not the statement that met it
-        click.echo(f"Error: cannot record the message now, try again later: {reason}", err=True)
+        click.echo(
+            f"Error: cannot record the message now, try again later: {first_line(exc)}", err=True
+        )
         sys.exit(EX_TEMPFAIL)
     click.echo(decision.kind)
 
@@ -146,8 +147,9 @@ def poll(state: State, url: str, move_to: str | None, every: int) -> None:
             if not every:
                 sys.exit(EX_TEMPFAIL)
         except (DBAPIError, NotSetUp) as exc:
-            reason = str(exc).splitlines()[0]
-            click.echo(f"Error: cannot record messages now, left unseen: {reason}", err=True)
+            click.echo(
+                f"Error: cannot record messages now, left unseen: {first_line(exc)}", err=True
+            )
             if not every:
                 sys.exit(EX_TEMPFAIL)
         else:

@@ -11,7 +11,7 @@ import click
 from sqlalchemy import func, select
 
 from dripcourse import db, enrollment, importing, liveness, reflections
-from dripcourse.cli.base import COURSE, PORT, State, cli, pass_state
+from dripcourse.cli.base import COURSE, PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort
@@ -201,7 +201,7 @@ def health(state: State, stale_after: int | None) -> None:
     except Exception as exc:
         if not db.is_outage(exc):
             raise
-        click.echo(f"unknown: database unavailable: {str(exc).splitlines()[0]}")
+        click.echo(f"unknown: database unavailable: {first_line(exc)}")
         sys.exit(UNREACHABLE)
     if problem is not None:
         raise ProbeMistake(problem)

@@ -177,13 +177,15 @@ def _http_error(exc: HTTPException) -> tuple[str, int, dict[str, str]] | HTTPExc
 
 def _course_error(exc: CourseError) -> tuple[str, int]:
     log.error("course could not be loaded for a web page: %s", exc)
-    return render_template(
-        "message.html", title="Temporarily unavailable", message=ERROR_TEXT[503]
-    ), 503
+    return _unavailable()
 
 
 def _not_set_up(exc: NotSetUp) -> tuple[str, int]:
     log.error("a page was asked for before the database was set up: %s", exc)
+    return _unavailable()
+
+
+def _unavailable() -> tuple[str, int]:
     return render_template(
         "message.html", title="Temporarily unavailable", message=ERROR_TEXT[503]
     ), 503
