@@ -43,19 +43,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import redis  # noqa: E402
-from aiosmtpd.controller import Controller  # noqa: E402
-from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.engine import make_url  # noqa: E402
+import redis
+from aiosmtpd.controller import Controller
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
-from dripcourse import db, delivery, encryption, tasks  # noqa: E402
-from dripcourse.clock import utcnow  # noqa: E402
-from dripcourse.mail import wire_bytes  # noqa: E402
-from dripcourse.render import Personal, Renderer, build_message, message_id  # noqa: E402
-from dripcourse.runtime import Runtime  # noqa: E402
-from dripcourse.settings import Settings  # noqa: E402
-from dripcourse.wire import personalise  # noqa: E402
-from tests.workers import CeleryProcess, wait_until  # noqa: E402
+from dripcourse import db, encryption, tasks
+from dripcourse.clock import utcnow
+from dripcourse.courses.render import Personal, Renderer, build_message, message_id
+from dripcourse.courses.wire import (
+    personalise,
+    wire_bytes,
+)
+from dripcourse.runtime import Runtime
+from dripcourse.sending import claim as delivery
+from dripcourse.settings import Settings
+from tests.workers import CeleryProcess, wait_until
 
 COURSE = "white-coat"
 WARM_UP = 200  # subscribers sent before the measured cohort: see end_to_end

@@ -22,13 +22,16 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dripcourse import db, delivery, encryption, enrollment, sending  # noqa: E402
-from dripcourse.db import transaction  # noqa: E402
-from dripcourse.mail import as_wire, wire_bytes  # noqa: E402
-from dripcourse.models import Enrollment, EnrollmentStatus, Subscriber  # noqa: E402
-from dripcourse.render import Personal, build_message, message_id  # noqa: E402
-from dripcourse.runtime import Runtime  # noqa: E402
-from dripcourse.settings import Settings  # noqa: E402
+from dripcourse import db, encryption
+from dripcourse.courses.render import Personal, build_message, message_id
+from dripcourse.courses.wire import as_wire, wire_bytes
+from dripcourse.db import transaction
+from dripcourse.models import Enrollment, EnrollmentStatus, Subscriber
+from dripcourse.people import enrollment
+from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.settings import Settings
 
 NOW = dt.datetime(2027, 3, 10, 12, tzinfo=dt.UTC)
 REFLECTIONS_KEY = encryption.new_key()

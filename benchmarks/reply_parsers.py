@@ -20,8 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dripcourse.reply_text import REPLY_LANGUAGES, html_to_text, strip_reply  # noqa: E402
-from tests.test_inbound import MAIL, REPLIES  # noqa: E402
+from dripcourse.inbound.reply_text import REPLY_LANGUAGES, html_to_text, strip_reply
+from tests.test_inbound import MAIL, REPLIES
 
 
 def body(name: str) -> str:

@@ -272,6 +272,20 @@ class Reflection(Base):
     enrollment: Mapped[Enrollment] = relationship()
 
 
+class InboundKind(enum.StrEnum):
+    """What an inbound message turned out to be (``InboundMessage.kind``)."""
+
+    REPLY = "reply"  # saved as the day's reflection
+    HELD = "held"  # a reply from another address: not saved, counted
+    LIMITED = "limited"  # a reply over the rate limits: not saved, counted
+    AUTO_REPLY = "auto-reply"  # out-of-office and the like: dropped, counted
+    BOUNCE = "bounce"  # a permanent delivery failure: the address is suppressed
+    DELAY = "delay"  # a transient delivery failure: recorded on the delivery
+    COMPLAINT = "complaint"  # marked as spam: suppressed, enrollments stopped
+    JUNK = "junk"  # anything else, or a bad token: dropped
+    DUPLICATE = "duplicate"  # this Message-ID was processed already
+
+
 class InboundMessage(Base):
     """One inbound message as processed: what it was, never what it said.
 
@@ -285,7 +299,7 @@ class InboundMessage(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     # sha256 of the Message-ID (of the bytes when there is none): no address in clear.
     digest: Mapped[str] = mapped_column(String(64), unique=True)
-    kind: Mapped[str] = mapped_column(String(16))  # see inbound.Kind
+    kind: Mapped[str] = mapped_column(String(16))  # an InboundKind
     enrollment_id: Mapped[int | None] = mapped_column(
         ForeignKey("enrollments.id", ondelete="CASCADE"), default=None
     )
@@ -301,6 +315,7 @@ __all__ = [
     "DeliveryStatus",
     "Enrollment",
     "EnrollmentStatus",
+    "InboundKind",
     "InboundMessage",
     "LessonVersion",
     "Reflection",

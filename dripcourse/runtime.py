@@ -15,14 +15,14 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dripcourse import db
-from dripcourse.course import Course, course_slugs, load_course
+from dripcourse.courses.course import Course, course_slugs, load_course
+from dripcourse.courses.render import Renderer
 from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.errors import CourseError
-from dripcourse.inbound import Inbound, Limits
+from dripcourse.inbound.route import Inbound, Limits
 from dripcourse.links import Links
-from dripcourse.mail import RelayError, Transport, transport_from_url
-from dripcourse.ratelimit import RateLimiter
-from dripcourse.render import Renderer
+from dripcourse.sending.ratelimit import RateLimiter
+from dripcourse.sending.transport import RelayError, Transport, transport_from_url
 from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from urllib.parse import urlsplit
 from dripcourse.encryption import parse_keys
 from dripcourse.errors import ConfigError
 from dripcourse.files import private_dir, write_new
-from dripcourse.mail import check_mail_url, worst_case_send_seconds
+from dripcourse.mail_url import parse_mail_url, worst_case_send_seconds
 from dripcourse.redact import redact_url
+from dripcourse.validate import check_address
 
 CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
@@ -195,7 +196,7 @@ def validate(settings: Settings) -> None:
         raise ConfigError(
             f"setting broker_url: unsupported broker {redact_url(settings.broker_url)!r}"
         )
-    check_mail_url(settings.mail_url)
+    parse_mail_url(settings.mail_url)
     base = urlsplit(settings.base_url)
     if base.scheme not in {"http", "https"} or not base.netloc:
         raise ConfigError(
@@ -250,7 +251,6 @@ def validate(settings: Settings) -> None:
             "setting secret_key: required with PostgreSQL, where workers and the web app run "
             "on several machines and must sign links with one key; set DRIPCOURSE_SECRET_KEY"
         )
-    from dripcourse.render import check_address
 
     for address in settings.staff_addresses:
         try:

@@ -26,13 +26,17 @@ from kombu.exceptions import BatchPublishError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
-from dripcourse import db, delivery, outages, privacy, queue_loss, sending
+from dripcourse import db
 from dripcourse.clock import utcnow
 from dripcourse.db import is_outage, transaction
 from dripcourse.errors import ConfigError, NotSetUp
 from dripcourse.files import FILE_MODE, private_dir, private_sqlite_file
-from dripcourse.liveness import Heartbeat
+from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending import outages, queue_loss
+from dripcourse.sending.liveness import Heartbeat
 from dripcourse.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.course import load_course
+from dripcourse.courses.course import load_course
+from dripcourse.courses.preview import lesson_message, sample_reader
+from dripcourse.courses.render import Renderer
+from dripcourse.courses.studio import create_studio
 from dripcourse.links import Links
-from dripcourse.preview import lesson_message, sample_reader
-from dripcourse.render import Renderer
 from dripcourse.runtime import Runtime
-from dripcourse.studio import create_studio
 from tests import browser
 from tests.conftest import EMAILS, service_missing, utc
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from dripcourse.checks import check_all
 from dripcourse.cli import cli
-from dripcourse.course import Finding
+from dripcourse.courses.checks import check_all
+from dripcourse.courses.course import Finding
 from dripcourse.errors import CourseError
 from dripcourse.runtime import Catalog
 from tests.conftest import EMAILS, make_settings

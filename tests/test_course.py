@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.course import load_course
+from dripcourse.courses.course import load_course
 from dripcourse.errors import CourseError
 from dripcourse.runtime import Catalog
 from tests.conftest import EMAILS
@@ -119,7 +119,7 @@ def test_a_name_that_is_not_a_course_slug_is_refused_before_any_path_is_made(nam
 
 
 def test_a_course_folder_named_otherwise_is_reported_by_check(emails: Path) -> None:
-    from dripcourse.checks import check_all
+    from dripcourse.courses.checks import check_all
 
     shutil.copytree(emails / "white-coat", emails / "white coat")
     _layout, reports = check_all(emails)

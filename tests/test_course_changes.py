@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dripcourse import reflections
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.models import Enrollment, EnrollmentStatus
+from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import EMAILS, make_settings, utc
@@ -152,14 +152,14 @@ def test_moving_to_a_cohort_of_another_course_starts_it_at_day_1(
 ) -> None:
     from sqlalchemy import select
 
-    from dripcourse import people
+    from dripcourse.people import changes as people
 
     shutil.copytree(lessons, lessons.parent / "night-shift")
     rt = fresh(rt)
     moved_id = enroll(rt, "ana@example.org", start=MONDAY)
     send_mornings(rt, MONDAY, dt.date(2025, 3, 4))
     with transaction(rt.sessions) as session:
-        from dripcourse import enrollment as enrollments
+        from dripcourse.people import enrollment as enrollments
 
         course = rt.catalog.course("night-shift")
         target = enrollments.create_cohort(session, "nights", course, "2025-03-10", utc(2025, 3, 4))

@@ -12,10 +12,13 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from dripcourse import db, delivery, outages, sending
+from dripcourse import db
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending import outages
+from dripcourse.sending.take import Outcome
 from dripcourse.settings import Settings
 from tests.test_delivery import NOW, claim, start_cohort
 

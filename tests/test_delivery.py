@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment, sending
 from dripcourse.db import transaction
 from dripcourse.models import (
     Delivery,
@@ -20,8 +19,11 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending.take import Outcome
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
 

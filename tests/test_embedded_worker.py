@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse import enrollment, importing
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
+from dripcourse.people import enrollment, importing
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import make_settings

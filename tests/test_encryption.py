@@ -15,11 +15,12 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from dripcourse import db, links, reflections
+from dripcourse import db, links
 from dripcourse.db import transaction
 from dripcourse.encryption import KEY_FILE, WrongReflectionsKey, key_from_var, new_key
 from dripcourse.errors import ConfigError
 from dripcourse.models import Reflection
+from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, load_settings
 from dripcourse.web import create_app

@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from dripcourse import liveness
 from dripcourse.clock import utcnow
 from dripcourse.runtime import Runtime
+from dripcourse.sending import liveness
 from dripcourse.settings import Settings
 from tests.conftest import make_settings
 from tests.smtp_sink import SMTPSink

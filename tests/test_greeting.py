@@ -12,10 +12,10 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from dripcourse.cli import cli
+from dripcourse.courses.greeting import check_greeting, derive_greeting, given_name, greeting_for
+from dripcourse.courses.render import Personal
 from dripcourse.errors import InputError
-from dripcourse.greeting import check_greeting, derive_greeting, given_name, greeting_for
 from dripcourse.models import Subscriber
-from dripcourse.render import Personal
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.workers import settings_env

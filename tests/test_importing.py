@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from dripcourse import importing
 from dripcourse.cli import cli
 from dripcourse.errors import InputError
+from dripcourse.people import importing
 from dripcourse.settings import Settings
 from dripcourse.zones import check_zone
 from tests.workers import settings_env
@@ -298,9 +298,9 @@ def test_enroll_of_someone_on_record_refuses_the_difference_unless_update(run, c
 
 
 def test_an_unsubscribed_person_is_refused_with_the_real_reason(run, rt, cohort: str) -> None:  # type: ignore[no-untyped-def]
-    from dripcourse import enrollment as enrollments
     from dripcourse.db import transaction
     from dripcourse.models import Enrollment
+    from dripcourse.people import enrollment as enrollments
 
     run("enroll", "a@example.org", "--cohort", cohort, "--timezone", "UTC")
     with transaction(rt.sessions) as session:
@@ -362,9 +362,9 @@ def test_every_command_on_an_uninitialised_database_says_run_init_first(
 
 
 def test_a_hundred_thousand_rows_import_in_well_under_a_minute(rt, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    from dripcourse import enrollment as enrollments
     from dripcourse.db import transaction
     from dripcourse.models import Enrollment
+    from dripcourse.people import enrollment as enrollments
 
     zones = ["America/New_York", "Europe/London", "Asia/Kolkata", "Australia/Sydney"]
     lines = ["email,name,timezone"] + [
@@ -392,9 +392,9 @@ def test_imported_people_can_be_paused_on_either_database(
 ) -> None:
     """The bulk insert writes the schedule exactly as the ORM would: the compare-and-set in
     pause matches it (on SQLite these columns compare as text)."""
-    from dripcourse import enrollment as enrollments
-    from dripcourse import people as persons
     from dripcourse.db import transaction
+    from dripcourse.people import changes as persons
+    from dripcourse.people import enrollment as enrollments
     from dripcourse.runtime import Runtime
     from tests.conftest import make_settings
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import inbound, reflections
 from dripcourse.db import transaction
-from dripcourse.inbound import Decision, Kind
+from dripcourse.inbound import route as inbound
+from dripcourse.inbound.route import Decision
 from dripcourse.links import BOUNCE, REPLY
 from dripcourse.models import (
     Delivery,
@@ -22,6 +22,9 @@ from dripcourse.models import (
     Reflection,
     Suppression,
 )
+from dripcourse.models import InboundKind as Kind
+from dripcourse.people.status import inbound_counts
+from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings, utc
 from tests.test_web_support import enroll, send_days
@@ -151,7 +154,7 @@ def test_a_reply_from_another_address_is_held_and_not_saved(rt: Runtime, ana: in
     assert decision.kind == Kind.HELD
     assert saved(rt, ana) is None
     with transaction(rt.sessions) as session:
-        assert inbound.counts(session) == {"held": 1}
+        assert inbound_counts(session) == {"held": 1}
 
 
 def test_the_senders_address_matches_whatever_its_case(rt: Runtime, ana: int) -> None:
@@ -237,7 +240,7 @@ def test_a_bad_token_is_dropped_with_one_log_line_naming_no_token(
         decision = receive(rt, change(fixture(rt, "gmail", ana), local))
     assert decision.kind == Kind.JUNK
     assert saved(rt, ana) is None
-    lines = [r.getMessage() for r in caplog.records if r.name == "dripcourse.inbound"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "dripcourse.inbound.route"]
     assert len(lines) == 1 and "junk" in lines[0]
     assert "+" not in lines[0] and "@" not in lines[0]
 
@@ -333,7 +336,7 @@ def test_a_message_that_breaks_the_reading_halfway_is_junk_and_leaves_nothing_be
     assert receive(rt, fixture(rt, "complaint", ana)).kind == Kind.JUNK
     with transaction(rt.sessions) as session:
         assert session.scalar(select(Suppression)) is None
-        assert inbound.counts(session) == {"junk": 1}
+        assert inbound_counts(session) == {"junk": 1}
 
 
 def test_a_reply_in_an_unknown_charset_is_still_saved(rt: Runtime, ana: int) -> None:

@@ -24,12 +24,13 @@ import pytest
 from aiosmtpd.smtp import Envelope
 from click.testing import CliRunner
 
-from dripcourse import db, inbound_listener, links
+from dripcourse import db, links
 from dripcourse.cli import cli
 from dripcourse.db import make_engine, transaction
-from dripcourse.inbound import counts
-from dripcourse.inbound_listener import InboundHandler
+from dripcourse.inbound import listener as inbound_listener
+from dripcourse.inbound.listener import InboundHandler
 from dripcourse.links import REPLY
+from dripcourse.people.status import inbound_counts as counts
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import make_settings

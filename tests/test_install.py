@@ -67,6 +67,20 @@ def test_a_plain_install_ticks_and_sends_through_a_redis_broker(
         where = run([str(fresh_venv / "python"), "-c", show], cwd=work, env=env)
         assert where.startswith(str(fresh_venv.parent))
         run([dripcourse, "init"], cwd=work, env=env)
+        # The package data came along: the subscriber's pages render from their templates and
+        # serve their style sheet, and the studio finds its own.
+        pages = (
+            "from dripcourse.web import create_app\n"
+            "from dripcourse.courses.studio import create_studio\n"
+            "from dripcourse.runtime import Runtime\n"
+            "from dripcourse.settings import load_settings\n"
+            "web = create_app().test_client()\n"
+            "studio = create_studio(Runtime(load_settings())).test_client()\n"
+            "print(web.get('/privacy').status_code, web.get('/static/web.css').status_code,"
+            " studio.get('/').status_code)\n"
+        )
+        got = run([str(fresh_venv / "python"), "-c", pages], cwd=work, env=env)
+        assert got.split() == ["200", "200", "200"], got
         run([dripcourse, "cohort", "create", "c1", "--course", "white-coat", "--start", "now"],
             cwd=work, env=env)  # fmt: skip
         run([dripcourse, "enroll", "ada@example.org", "--cohort", "c1", "--timezone", "UTC"],

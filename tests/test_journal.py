@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from markdown_it import MarkdownIt
 from sqlalchemy import update
 
-from dripcourse import journal, links, reflections
+from dripcourse import links
 from dripcourse.db import transaction
 from dripcourse.models import Delivery
+from dripcourse.reader import journal, reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import EMAILS, make_settings, utc
 from tests.test_web_support import Clock, enroll, load, make_app, path, post_form, send_days

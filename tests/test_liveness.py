@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from dripcourse import delivery, liveness
 from dripcourse.cli import cli
 from dripcourse.runtime import Runtime
+from dripcourse.sending import claim as delivery
+from dripcourse.sending import liveness
 from dripcourse.settings import Settings
 from tests.conftest import utc
 from tests.test_delivery import PEOPLE, start_cohort

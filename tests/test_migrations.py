@@ -10,7 +10,7 @@ from alembic import command
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, insert, inspect, select, update
 
-from dripcourse import db, enrollment
+from dripcourse import db
 from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import MigrationRefused
 from dripcourse.models import (
@@ -25,6 +25,7 @@ from dripcourse.models import (
     Suppression,
     WorkerBeat,
 )
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
 from tests.conftest import REFLECTIONS_KEY
 

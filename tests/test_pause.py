@@ -14,11 +14,14 @@ import pytest
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
 
-from dripcourse import delivery, enrollment, links, sending
+from dripcourse import links
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.models import Enrollment
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
 from tests.conftest import make_settings, utc
 from tests.test_web_support import Clock, enroll, load, make_app, path, post_form, tick
 

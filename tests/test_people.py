@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
-from dripcourse import people
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
+from dripcourse.people import changes as people
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import utc

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
-from dripcourse import delivery, enrollment, links, privacy, reflections, sending
+from dripcourse import links
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
@@ -26,7 +26,11 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
+from dripcourse.people import enrollment
+from dripcourse.reader import privacy, reflections
 from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
 from tests.conftest import make_settings
 from tests.test_web_support import (
     DAY,

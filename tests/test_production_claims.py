@@ -16,16 +16,19 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select, text, update
 
-from dripcourse import delivery, enrollment, queue_loss, sending
+from dripcourse.courses.wire import WireMessage, as_wire
 from dripcourse.db import transaction
-from dripcourse.mail import WireMessage, as_wire
 from dripcourse.models import (
     Delivery,
     Enrollment,
     EnrollmentStatus,
 )
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending import queue_loss, record, take
+from dripcourse.sending.take import Outcome
 from tests.conftest import make_settings, utc
 
 START = utc(2026, 3, 2, 5)  # a Monday; the course's 07:00 is still ahead everywhere below
@@ -341,15 +344,15 @@ def test_recording_a_sent_lesson_finds_its_enrollment_by_key_during_a_claimed_mo
             job = conn.execute(
                 text("SELECT max(id) AS id, max(subscriber_id) FROM enrollments WHERE id % 4 = 1")
             ).one()
-        item = sending._Ready(  # noqa: SLF001 - the statements the worker runs, as it runs them
-            sending._Job(job.id, job.id, 2, 1, "UTC", None, None, START),  # noqa: SLF001
+        item = take.Ready(  # the statements the worker runs, as it runs them
+            take.Job(job.id, job.id, 2, 1, "UTC", None, None, START),
             "s@example.org",
             "",
             "",
             rt.catalog.course("white-coat"),
             None,  # type: ignore[arg-type]
         )
-        values = sending._moved_on(item, START)  # noqa: SLF001
+        values = record.moved_on(item, START)
         one_statement = {
             "p_delivery": job.id,
             "p_enrollment": job.id,
@@ -364,8 +367,8 @@ def test_recording_a_sent_lesson_finds_its_enrollment_by_key_during_a_claimed_mo
             "p_version": None,
         }
         statements = [
-            (sending._one_statement_record(), one_statement),  # noqa: SLF001
-            (sending._move_on(item.job, values), {}),  # noqa: SLF001 - the careful path
+            (record.one_statement_record(), one_statement),
+            (record.move_on(item.job, values), {}),  # the careful path
         ]
         for statement, params in statements:
             with rt.engine.connect() as conn, conn.begin():

@@ -13,7 +13,7 @@ from celery import Celery
 from dripcourse import tasks
 from dripcourse.db import make_engine
 from dripcourse.errors import ConfigError
-from dripcourse.mail import SMTPTransport, transport_from_url
+from dripcourse.sending.transport import SMTPTransport, transport_from_url
 from dripcourse.settings import Settings, load_settings
 from tests.conftest import REFLECTIONS_KEY, ROOT
 

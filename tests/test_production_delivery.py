@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from dripcourse import delivery, enrollment, sending
+from dripcourse.courses.wire import WireMessage, as_wire
 from dripcourse.db import transaction
-from dripcourse.mail import PermanentMailError, TransientMailError, WireMessage, as_wire
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending.take import Outcome
+from dripcourse.sending.transport import PermanentMailError, TransientMailError
 from tests.conftest import make_settings, utc
 
 NOW = utc(2026, 11, 25, 12)

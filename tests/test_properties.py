@@ -22,13 +22,15 @@ from hypothesis import strategies as st
 from markupsafe import escape
 from sqlalchemy import select
 
-from dripcourse import enrollment, importing, links, reflections
+from dripcourse import links
+from dripcourse.courses.render import Personal, build_message, message_id
+from dripcourse.courses.wire import wire_bytes
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.links import Links
-from dripcourse.mail import wire_bytes
 from dripcourse.models import Reflection, Subscriber
-from dripcourse.render import Personal, build_message, message_id
+from dripcourse.people import enrollment, importing
+from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import EMAILS, make_settings, utc
 from tests.test_web_support import DAY_1_UTC, Clock, make_app, path, post_form, send_days

@@ -14,11 +14,13 @@ import pytest
 import redis
 from sqlalchemy import select
 
-from dripcourse import delivery, queue_loss, sending
 from dripcourse.db import transaction
 from dripcourse.models import Delivery
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending import queue_loss
+from dripcourse.sending.take import Outcome
 from dripcourse.settings import Settings
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink

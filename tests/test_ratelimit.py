@@ -10,9 +10,9 @@ import pytest
 import redis
 
 from dripcourse import runtime
-from dripcourse.mail import RelayError
-from dripcourse.ratelimit import RateLimiter
 from dripcourse.runtime import Runtime
+from dripcourse.sending.ratelimit import RateLimiter
+from dripcourse.sending.transport import RelayError
 from tests.conftest import make_settings
 from tests.smtp_sink import _free_port
 from tests.workers import private_redis_server

@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from dripcourse import reflections, status
-from dripcourse.course import Lesson
+from dripcourse.courses.course import Lesson
 from dripcourse.db import transaction
 from dripcourse.models import Enrollment, Reflection
+from dripcourse.people import status
+from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings, utc
 from tests.test_web_support import DAY, DAY_1_UTC, enroll, run_cli, send_days

@@ -12,11 +12,14 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from dripcourse import breaker, delivery, enrollment, sending
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import breaker
+from dripcourse.sending import claim as delivery
+from dripcourse.sending.take import Outcome
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
 

@@ -11,10 +11,10 @@ import re
 import premailer
 import pytest
 
-from dripcourse.course import course_slugs, load_course
+from dripcourse.courses.course import course_slugs, load_course
+from dripcourse.courses.render import Personal, Renderer, build_message, message_id
+from dripcourse.courses.wire import wire_bytes
 from dripcourse.links import Links
-from dripcourse.mail import wire_bytes
-from dripcourse.render import Personal, Renderer, build_message, message_id
 from tests.conftest import EMAILS, utc
 
 LINKS = Links(secret_key="k", base_url="https://course.example.org")

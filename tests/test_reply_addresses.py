@@ -8,12 +8,13 @@ import re
 
 import pytest
 
-from dripcourse.course import load_course
+from dripcourse.courses.course import load_course
+from dripcourse.courses.render import Personal, Renderer, build_message, reply_addresses
+from dripcourse.courses.wire import envelope, wire_bytes
 from dripcourse.errors import ConfigError
 from dripcourse.links import BOUNCE, MAX_LOCAL_PART, REPLY, BadToken, Links
-from dripcourse.mail import SMTPTransport, envelope, wire_bytes
 from dripcourse.models import MAX_ID
-from dripcourse.render import Personal, Renderer, build_message, reply_addresses
+from dripcourse.sending.transport import SMTPTransport
 from dripcourse.settings import load_settings
 from tests.conftest import EMAILS, utc
 from tests.smtp_sink import SMTPSink
@@ -170,7 +171,7 @@ def test_reply_domain_comes_from_the_environment(tmp_path) -> None:  # type: ign
 def test_the_privacy_page_says_what_a_reply_by_email_keeps_only_when_replies_are_read(
     tmp_path, domain: str
 ) -> None:  # type: ignore[no-untyped-def]
-    from dripcourse.privacy_notice import privacy_notice
+    from dripcourse.reader.privacy_notice import privacy_notice
     from tests.conftest import make_settings
 
     text = " ".join(

@@ -9,12 +9,14 @@ from click.testing import CliRunner
 from freezegun import freeze_time
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment, sending
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending.take import Outcome
 from tests.conftest import make_settings, utc
 from tests.smtp_sink import SMTPSink
 

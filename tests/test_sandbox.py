@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 
 from dripcourse.cli import cli
-from dripcourse.course import load_course
+from dripcourse.courses.course import load_course
+from dripcourse.courses.render import LAYOUT_VARIABLES, LESSON_VARIABLES, Renderer
 from dripcourse.errors import CourseError
-from dripcourse.render import LAYOUT_VARIABLES, LESSON_VARIABLES, Renderer
 from tests.conftest import EMAILS, ROOT, make_settings
 from tests.workers import settings_env
 

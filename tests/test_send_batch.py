@@ -16,17 +16,18 @@ import pytest
 from sqlalchemy import event, select, text
 from sqlalchemy.exc import OperationalError
 
-from dripcourse import breaker, db, delivery, enrollment, people, schedule, sending
+from dripcourse import db, schedule
+from dripcourse.courses.wire import WireMessage
 from dripcourse.db import transaction
-from dripcourse.mail import (
-    PermanentMailError,
-    RelayError,
-    TransientMailError,
-    WireMessage,
-)
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
+from dripcourse.people import changes as people
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import breaker
+from dripcourse.sending import claim as delivery
+from dripcourse.sending.take import Outcome
+from dripcourse.sending.transport import PermanentMailError, RelayError, TransientMailError
 from tests.conftest import make_settings, utc
 
 NOW = utc(2026, 11, 25, 12)  # 13:00 in Madrid, 07:00 in New York, 01:00 in Auckland (+1 day)

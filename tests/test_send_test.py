@@ -8,9 +8,10 @@ import pytest
 from click.testing import CliRunner, Result
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment
+from dripcourse import db
 from dripcourse.cli import cli
 from dripcourse.models import Delivery, Enrollment
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import make_settings, utc

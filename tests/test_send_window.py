@@ -15,11 +15,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment, schedule, sending
+from dripcourse import schedule
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.sending import Outcome
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.sending.take import Outcome
 from tests.conftest import EMAILS, make_settings, utc
 from tests.smtp_sink import SMTPSink
 
@@ -221,7 +224,7 @@ def test_a_course_may_set_its_own_latest_send_time(tmp_path: Path, sqlite_url: s
 def test_a_bad_latest_send_time_is_refused_naming_the_file(
     tmp_path: Path, line: str, message: str
 ) -> None:
-    from dripcourse.course import load_course
+    from dripcourse.courses.course import load_course
     from dripcourse.errors import CourseError
 
     key, value = line.split(" = ")

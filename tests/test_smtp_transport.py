@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.mail import (
+from dripcourse.sending.transport import (
     PermanentMailError,
     RelayError,
     SMTPTransport,

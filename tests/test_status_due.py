@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from dripcourse import due, people
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
+from dripcourse.people import changes as people
 from dripcourse.runtime import Runtime
+from dripcourse.sending import due
 from tests.conftest import EMAILS, make_settings, utc
 from tests.smtp_sink import SMTPSink
 from tests.test_web_support import enroll, tick
@@ -52,7 +53,7 @@ def test_a_retrying_delivery_shows_its_reason_in_status_and_json(
 
 
 def test_status_counts_who_is_at_each_day_and_who_is_paused(rt: Runtime) -> None:
-    from dripcourse import status
+    from dripcourse.people import status
 
     first = enroll(rt, "a@example.org", timezone="UTC")
     enroll(rt, "b@example.org", timezone="UTC")
@@ -149,7 +150,7 @@ def test_tick_says_how_many_it_queued_for_the_workers(rt: Runtime) -> None:
 
 
 def test_tick_warns_of_a_worker_last_seen_long_ago_and_not_of_a_recent_one(rt: Runtime) -> None:
-    from dripcourse import liveness
+    from dripcourse.sending import liveness
 
     now = dt.datetime.now(dt.UTC)
     env = settings_env(rt.settings)

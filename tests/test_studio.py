@@ -10,11 +10,12 @@ import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 
-from dripcourse import db, enrollment
+from dripcourse import db
 from dripcourse.cli import cli
+from dripcourse.courses.studio import check_host, create_studio
 from dripcourse.errors import ConfigError
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
-from dripcourse.studio import check_host, create_studio
 from tests.conftest import EMAILS, make_settings, utc
 from tests.workers import settings_env
 

@@ -8,9 +8,9 @@ import json
 import pytest
 from click.testing import CliRunner, Result
 
-from dripcourse import enrollment
 from dripcourse.cli import cli
 from dripcourse.db import transaction
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.workers import settings_env

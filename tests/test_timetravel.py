@@ -15,10 +15,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from dripcourse import delivery, enrollment, schedule, sending
+from dripcourse import schedule
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
 from tests.conftest import EMAILS, make_settings, utc
 
 ZONES = {

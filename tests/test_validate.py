@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from dripcourse.cli import cli
-from dripcourse.enrollment import check_signup
 from dripcourse.errors import InputError
+from dripcourse.people.enrollment import check_signup
 from dripcourse.settings import Settings
 from tests.conftest import EMAILS
 from tests.workers import settings_env

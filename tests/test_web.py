@@ -26,11 +26,15 @@ from itsdangerous import URLSafeTimedSerializer
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from dripcourse import db, delivery, links, reflections, sending
+from dripcourse import db, links
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Reflection
+from dripcourse.reader import reflections
+from dripcourse.reader.pages import leaving, reflecting
 from dripcourse.runtime import Runtime
-from dripcourse.web import RedactingRequestHandler, create_app, leaving, redact, reflecting
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
+from dripcourse.web import RedactingRequestHandler, create_app, redact
 from tests.conftest import make_settings
 from tests.smtp_sink import SMTPSink
 from tests.test_web_support import (

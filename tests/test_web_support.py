@@ -14,12 +14,15 @@ from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
 
-from dripcourse import delivery, enrollment, links, sending
+from dripcourse import links
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import NotFound
 from dripcourse.models import Enrollment
+from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import claim as delivery
 from dripcourse.settings import Settings
 from dripcourse.web import create_app
 from tests.conftest import utc

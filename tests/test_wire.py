@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.course import load_course
-from dripcourse.mail import FileTransport, SMTPTransport, WireMessage, as_wire, wire_bytes
-from dripcourse.render import (
+from dripcourse.courses.course import load_course
+from dripcourse.courses.render import (
     _QP_UTF8,
     _TOKEN,
     PERSONAL_FIELDS,
@@ -21,7 +20,15 @@ from dripcourse.render import (
     build_message,
     message_id,
 )
-from dripcourse.wire import EncodedBody, _fold, personalise
+from dripcourse.courses.wire import (
+    EncodedBody,
+    WireMessage,
+    _fold,
+    as_wire,
+    personalise,
+    wire_bytes,
+)
+from dripcourse.sending.transport import FileTransport, SMTPTransport
 from tests.conftest import EMAILS, utc
 from tests.smtp_sink import SMTPSink
 from tests.test_render import ALL_LESSONS, LINKS
@@ -87,8 +94,8 @@ def test_with_a_reply_domain_both_paths_carry_reply_to_and_the_bounce_envelope(
 ) -> None:
     from dataclasses import replace
 
-    from dripcourse.mail import as_wire
-    from dripcourse.render import reply_addresses
+    from dripcourse.courses.render import reply_addresses
+    from dripcourse.courses.wire import as_wire
 
     who = replace(
         reader("Dr. Amara Okafor", day), **reply_addresses(LINKS, "reply.example.org", 42, day)

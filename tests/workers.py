@@ -211,8 +211,9 @@ def start_cohort(
     settings: Settings, size: int, *, name: str = "fault", now: dt.datetime | None = None
 ) -> list[str]:
     """Enroll ``size`` subscribers in a cohort with Day 1 due at once; return their addresses."""
-    from dripcourse import db, enrollment
+    from dripcourse import db
     from dripcourse.clock import utcnow
+    from dripcourse.people import enrollment
     from dripcourse.runtime import Runtime
 
     rt = Runtime(settings)

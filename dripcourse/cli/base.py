@@ -8,7 +8,7 @@ import click
 from sqlalchemy.exc import DBAPIError
 
 from dripcourse import db
-from dripcourse.course import check_slug
+from dripcourse.courses.course import check_slug
 from dripcourse.errors import CourseError, DripcourseError
 from dripcourse.runtime import Runtime
 from dripcourse.settings import CONFIG_ENV, check_existing_secret_key, load_settings

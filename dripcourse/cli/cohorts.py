@@ -10,11 +10,13 @@ from pathlib import Path
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment, importing, people, zones
+from dripcourse import db, zones
 from dripcourse.cli.base import COURSE, Group, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort, Enrollment, Subscriber
+from dripcourse.people import changes as people
+from dripcourse.people import enrollment, importing
 
 
 @cli.group(cls=Group)
@@ -194,8 +196,8 @@ def _progress(label: str, length: int) -> Iterator[Callable[[int], None] | None]
 @pass_state
 def set_greeting(state: State, email: str, text: str) -> None:
     """Set how lessons address a subscriber ("Dr. Okafor"); "" derives it from their name."""
-    from dripcourse.greeting import greeting_for
-    from dripcourse.greeting import set_greeting as set_it
+    from dripcourse.courses.greeting import greeting_for
+    from dripcourse.courses.greeting import set_greeting as set_it
 
     with db.transaction(state.runtime.sessions) as session:
         subscriber = set_it(session, email, text)

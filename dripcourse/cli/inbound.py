@@ -16,8 +16,8 @@ from sqlalchemy.exc import DBAPIError
 from dripcourse.cli.base import PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import ConfigError, NotSetUp
-from dripcourse.inbound_imap import connect, parse_imap_url, poll_once
-from dripcourse.inbound_listener import InboundHandler, is_our_address, listener, receive
+from dripcourse.inbound.imap import connect, parse_imap_url, poll_once
+from dripcourse.inbound.listener import InboundHandler, is_our_address, listener, receive
 from dripcourse.runtime import Runtime
 
 # sysexits.h, which MTAs read: 75 asks them to try again later, the others bounce.

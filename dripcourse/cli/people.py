@@ -10,11 +10,13 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.orm import Session
 
-from dripcourse import db, enrollment, people
+from dripcourse import db
 from dripcourse.cli.base import DAY_NUMBER, State, cli, pass_state
 from dripcourse.clock import utcnow
-from dripcourse.course import Course
+from dripcourse.courses.course import Course
 from dripcourse.models import Enrollment, Subscriber
+from dripcourse.people import changes as people
+from dripcourse.people import enrollment
 
 cohort_option = click.option(
     "--cohort", "cohort_name", default=None, help="Which cohort (when they are in several)."

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
-from dripcourse import db, oplog, privacy
+from dripcourse import db, oplog
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.reader import privacy
 
 
 @cli.command()

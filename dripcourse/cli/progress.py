@@ -11,11 +11,13 @@ from pathlib import Path
 
 import click
 
-from dripcourse import breaker, db, enrollment, status
+from dripcourse import db
 from dripcourse.cli.base import Group, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
+from dripcourse.people import enrollment, status
 from dripcourse.runtime import Runtime
+from dripcourse.sending import breaker
 
 
 @cli.command()
@@ -25,7 +27,7 @@ from dripcourse.runtime import Runtime
 @pass_state
 def tick(state: State, inline: bool) -> None:
     """Run one scheduler pass now."""
-    from dripcourse import delivery
+    from dripcourse.sending import claim as delivery
 
     rt = state.runtime
     if inline:
@@ -55,7 +57,7 @@ def tick(state: State, inline: bool) -> None:
 
 def _warn_without_workers(rt: Runtime) -> None:
     """Say so when the queued lessons may sit there: no worker has taken a task lately."""
-    from dripcourse import liveness
+    from dripcourse.sending import liveness
 
     seen = liveness.last_worker_seen(rt)
     limit = dt.timedelta(seconds=rt.settings.worker_stale_seconds)
@@ -158,7 +160,7 @@ def _rich_table(rows: list[list[int]]) -> None:
 @pass_state
 def due(state: State, at_text: str | None, cohort_name: str | None, as_json: bool) -> None:
     """Dry run: who would get which lesson at that instant, and why the others would not."""
-    from dripcourse import due as dry_run
+    from dripcourse.sending import due as dry_run
 
     rt = state.runtime
     at = dry_run.parse_at(at_text, utcnow())
@@ -196,7 +198,7 @@ def reflections() -> None:
 def reflections_export(state: State, cohort_name: str | None, fmt: str, out: Path | None) -> None:
     """Export every reflection: email, cohort, day, prompt, text, created and updated times."""
     from dripcourse import oplog
-    from dripcourse import reflections as reflection_store
+    from dripcourse.reader import reflections as reflection_store
 
     rt = state.runtime
     with db.transaction(rt.sessions) as session:
@@ -236,7 +238,7 @@ def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | Non
     Each gets the lesson that failed again at their next local send window, never at night.
     Fix what made them fail first (see `dripcourse status`).
     """
-    from dripcourse.recovery import retry_failed as put_back
+    from dripcourse.sending.recovery import retry_failed as put_back
 
     rt = state.runtime
     with db.transaction(rt.sessions) as session:
@@ -258,7 +260,7 @@ def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | Non
 @pass_state
 def reflections_rekey(state: State) -> None:
     """Seal every reflection again under the first key of reflections_key."""
-    from dripcourse import reflections as reflection_store
+    from dripcourse.reader import reflections as reflection_store
 
     rt = state.runtime
     with db.transaction(rt.sessions) as session:

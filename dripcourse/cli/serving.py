@@ -10,13 +10,16 @@ import celery.signals
 import click
 from sqlalchemy import func, select
 
-from dripcourse import db, enrollment, importing, liveness, reflections
+from dripcourse import db
 from dripcourse.cli.base import COURSE, PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort
+from dripcourse.people import enrollment, importing
+from dripcourse.reader import reflections
 from dripcourse.redact import redact_url
 from dripcourse.runtime import Runtime
+from dripcourse.sending import liveness
 
 SAMPLE_COHORT = "sample"
 SAMPLE_CSV = Path("config/sample-cohort.csv")

@@ -14,8 +14,8 @@ import click
 
 from dripcourse.cli.base import COURSE, DAY_NUMBER, PORT, State, cli, pass_state
 from dripcourse.clock import utcnow
-from dripcourse.course import Course, Finding
-from dripcourse.mail import wire_bytes
+from dripcourse.courses.course import Course, Finding
+from dripcourse.courses.wire import wire_bytes
 
 STUDIO_PORT = 8001
 
@@ -49,7 +49,7 @@ def preview(
 ) -> None:
     """Render one lesson for a sample subscriber, or (--serve) open the preview studio."""
     if serve:
-        from dripcourse.studio import check_host, create_studio
+        from dripcourse.courses.studio import check_host, create_studio
 
         check_host(host, allow_remote)
         click.echo(f"preview studio: http://{host}:{port}/ (Ctrl-C stops it)")
@@ -59,7 +59,7 @@ def preview(
         return
     if slug is None or day is None:
         raise click.UsageError("give SLUG and DAY, or --serve for the studio")
-    from dripcourse.preview import lesson_message, sample_reader
+    from dripcourse.courses.preview import lesson_message, sample_reader
 
     rt = state.runtime
     course = rt.catalog.course(slug)
@@ -89,7 +89,7 @@ def preview(
 @pass_state
 def send_test(state: State, slug: str, day: int, to: str, as_email: str | None) -> None:
     """Send one lesson to a staff address, "[TEST]" in the subject; no enrollment changes."""
-    from dripcourse.preview import send_test as send
+    from dripcourse.courses.preview import send_test as send
 
     msg = send(state.runtime, slug, day, to, as_email, now=utcnow())
     click.echo(f"sent {slug} day {day} to {msg['To']}: {msg['Subject']}")
@@ -105,7 +105,7 @@ def check(state: State, slugs: tuple[str, ...], strict: bool, as_json: bool) -> 
 
     Exits with status 1 when there is an error (or, with --strict, a warning).
     """
-    from dripcourse.checks import check_all, counts
+    from dripcourse.courses.checks import check_all, counts
 
     settings = state.runtime.settings
     layout, reports = check_all(settings.path(settings.emails_dir), list(slugs) or None)
@@ -164,7 +164,8 @@ def _against_people_in_it(state: State, course: Course) -> list[Finding]:
     database to ask; staff previewing on a laptop may have none, or none in reach)."""
     from sqlalchemy.exc import DBAPIError
 
-    from dripcourse import course_changes, db
+    from dripcourse import db
+    from dripcourse.courses import changes as course_changes
     from dripcourse.errors import NotSetUp
 
     try:

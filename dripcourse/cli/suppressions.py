@@ -7,9 +7,10 @@ import sys
 
 import click
 
-from dripcourse import db, suppressions
+from dripcourse import db
 from dripcourse.cli.base import Group, State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.people import suppressions
 
 
 @cli.group("suppressions", cls=Group)

@@ -1,0 +1,120 @@
+"""Inbound mail from a hosted mailbox over IMAP: fetch what is unseen, process, move or delete.
+
+For a reply domain whose mail lands in a mailbox at a provider (Google Workspace, Microsoft
+365) rather than on a machine we run. Only a handful of IMAP commands are used (LOGIN,
+SELECT, UID SEARCH, UID FETCH with BODY.PEEK, UID COPY, UID STORE, EXPUNGE), so any server
+will do. A message is fetched without marking it seen, and moved or deleted only after it was
+processed: when the database is out of reach it stays unseen for the next run.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
+
+from dripcourse.errors import ConfigError
+from dripcourse.inbound.route import Decision
+from dripcourse.redact import redact_url
+
+_LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    host: str
+    port: int
+    tls: bool
+    username: str
+    password: str
+    folder: str
+
+
+def parse_imap_url(url: str) -> Mailbox:
+    """``imaps://user:password@host[:993]/FOLDER`` (folder INBOX when left out).
+
+    ``imap://`` (no TLS) is accepted only for this machine: a password must never cross a
+    network in clear.
+    """
+    parts = urlsplit(url)
+    where = redact_url(url)
+    if parts.scheme not in ("imaps", "imap"):
+        raise ConfigError(f"--imap: expected imaps://user:password@host/FOLDER, got {where!r}")
+    if not parts.hostname or parts.username is None:
+        raise ConfigError(f"--imap: a user and a host are needed in {where!r}")
+    if parts.scheme == "imap" and parts.hostname not in _LOCAL_HOSTS:
+        raise ConfigError(
+            f"--imap: use imaps:// (TLS) for {parts.hostname}; imap:// is for localhost"
+        )
+    try:
+        port = parts.port or (993 if parts.scheme == "imaps" else 143)
+    except ValueError:
+        raise ConfigError(f"--imap: the port is not a number in {where!r}") from None
+    return Mailbox(
+        host=parts.hostname,
+        port=port,
+        tls=parts.scheme == "imaps",
+        username=unquote(parts.username),
+        password=unquote(parts.password or ""),
+        folder=unquote(parts.path.lstrip("/")) or "INBOX",
+    )
+
+
+def connect(box: Mailbox, timeout: float = 30.0) -> imaplib.IMAP4:
+    if box.tls:
+        client: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+            box.host, box.port, ssl_context=ssl.create_default_context(), timeout=timeout
+        )
+    else:
+        client = imaplib.IMAP4(box.host, box.port, timeout=timeout)
+    client.login(box.username, box.password)
+    return client
+
+
+def poll_once(
+    client: imaplib.IMAP4,
+    folder: str,
+    handle: Callable[[bytes], Decision],
+    *,
+    move_to: str | None = None,
+) -> list[Decision]:
+    """Process every unseen message in ``folder``; then move each to ``move_to`` or delete it.
+
+    ``handle`` raising (the database out of reach) stops the run with that message and the
+    rest left unseen and in place.
+    """
+    _ok(client.select(_quote(folder)), f"select {folder}")
+    typ, data = client.uid("SEARCH", "UNSEEN")
+    _ok((typ, data), "search")
+    uids = data[0].split() if data and data[0] else []
+    done: list[Decision] = []
+    for uid in uids:
+        typ, fetched = client.uid("FETCH", uid, "(BODY.PEEK[])")
+        _ok((typ, fetched), "fetch")
+        raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
+        if raw is None:
+            continue
+        done.append(handle(raw))
+        if move_to:
+            _ok(client.uid("COPY", uid, _quote(move_to)), f"copy to {move_to}")
+        _ok(client.uid("STORE", uid, "+FLAGS", "(\\Deleted)"), "delete")
+    if uids:
+        client.expunge()
+    return done
+
+
+def _quote(folder: str) -> str:
+    return (
+        folder
+        if re.fullmatch(r"[A-Za-z0-9._/-]+", folder)
+        else '"' + folder.replace('"', r"\"") + '"'
+    )
+
+
+def _ok(reply: tuple[str, object], what: str) -> None:
+    typ, data = reply
+    if typ != "OK":
+        raise imaplib.IMAP4.error(f"IMAP {what}: {typ} {data!r}")

@@ -1,0 +1,115 @@
+"""The ways inbound mail arrives, each handing raw bytes to ``inbound.process``.
+
+``receive`` wraps the core in its own transaction; the SMTP listener (aiosmtpd) refuses any
+recipient that is not one of our reply or bounce addresses at RCPT time, so it can never
+relay, and refuses messages over ``inbound_max_bytes``. The stdin pipe is in cli/inbound.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.orm import Session as DBSession
+from sqlalchemy.orm import sessionmaker
+
+from dripcourse.db import retry_outages, transaction
+from dripcourse.inbound.route import Decision, Inbound, process
+from dripcourse.links import ADDRESS_PREFIX, BadToken
+from dripcourse.models import InboundKind
+
+log = logging.getLogger(__name__)
+
+# How long a message waits for a database that is briefly away before the answer is 451.
+OUTAGE_PATIENCE_SECONDS = 10.0
+
+
+def receive(
+    sessions: sessionmaker[DBSession],
+    inbound: Inbound,
+    raw: bytes,
+    *,
+    now: dt.datetime,
+    recipients: Iterable[str] = (),
+) -> Decision:
+    """Process one message in a transaction of its own.
+
+    Two copies of one message processed at once (an MTA retrying while the first is still
+    running) meet the unique Message-ID: the loser is a duplicate, not an error. A database
+    that cannot be reached raises DBAPIError: the caller asks the sender to try later.
+    """
+    try:
+        with transaction(sessions) as session:
+            return process(session, raw, inbound, now=now, recipients=recipients)
+    except IntegrityError:
+        return Decision(InboundKind.DUPLICATE)
+
+
+def is_our_address(inbound: Inbound, address: str) -> bool:
+    """Whether ``address`` is a reply or bounce address we made (checked at RCPT time)."""
+    local, _, domain = address.strip().strip("<>").rpartition("@")
+    if not inbound.reply_domain or domain.lower() != inbound.reply_domain.lower():
+        return False
+    for purpose in ADDRESS_PREFIX:
+        try:
+            inbound.links.load_address(purpose, local)
+            return True
+        except BadToken:
+            continue
+    return False
+
+
+class InboundHandler:
+    """aiosmtpd handler: our addresses only, then ``receive`` for each message."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[DBSession],
+        inbound: Inbound,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.sessions, self.inbound, self.clock = sessions, inbound, clock
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        if not is_our_address(self.inbound, address):
+            return "550 5.1.1 No such recipient here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        raw = envelope.original_content or envelope.content
+        assert isinstance(raw, bytes)
+        now, recipients = self.clock(), list(envelope.rcpt_tos)
+        try:
+            # A database that blinks (SQLite busy with the worker's write in `dripcourse run`,
+            # a PostgreSQL restart) is waited out for a few seconds before the sender is asked
+            # to try again later.
+            await asyncio.to_thread(
+                retry_outages,
+                lambda: receive(self.sessions, self.inbound, raw, now=now, recipients=recipients),
+                what="inbound message",
+                patience=OUTAGE_PATIENCE_SECONDS,
+            )
+        except DBAPIError as exc:
+            log.error("inbound: cannot record a message now, the sender will retry: %s", exc)
+            return "451 4.3.0 Temporary failure, please try again later"
+        return "250 OK"
+
+
+def listener(handler: InboundHandler, host: str, port: int, *, max_bytes: int) -> Controller:
+    """An SMTP listener (not started) taking messages up to ``max_bytes``."""
+    return Controller(
+        handler,
+        hostname=host,
+        port=port,
+        data_size_limit=max_bytes,
+        server_hostname="dripcourse-inbound",
+        ident="dripcourse inbound",
+    )

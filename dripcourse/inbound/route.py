@@ -1,0 +1,449 @@
+"""Inbound mail: one function from the raw bytes of one message to a decision and its effect.
+
+Replies to a lesson's ``reflect+TOKEN`` address become that day's reflection; delivery
+reports (RFC 3464) to a ``bounce+TOKEN`` address and complaints (RFC 5965 ARF) suppress the
+address; auto-replies and everything else are dropped with one log line. The SMTP listener,
+the stdin pipe and the IMAP poll (cli/inbound.py) are thin adapters that hand bytes to
+``process``. The raw message is never stored: a row in ``inbound_messages`` keeps only what
+kind it was, for the Message-ID check, the rate limits and ``status``.
+
+It stays whole (about 450 lines) while replies, delivery reports and complaints are each a
+few short functions sharing the token and the sender checks.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email
+import email.policy
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+from email.parser import HeaderParser
+from email.utils import getaddresses, parseaddr
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
+
+from dripcourse.courses.course import Course
+from dripcourse.encryption import ReflectionCipher
+from dripcourse.inbound.reply_text import reply_text
+from dripcourse.links import BOUNCE, REPLY, BadToken, Links
+from dripcourse.models import (
+    Cohort,
+    Delivery,
+    Enrollment,
+    EnrollmentStatus,
+    InboundKind,
+    InboundMessage,
+    Subscriber,
+)
+from dripcourse.people.enrollment import stop_enrollment, suppress
+from dripcourse.reader.reflections import ReflectionRejected, append_from_email, lesson_or_none
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Limits:
+    per_subscriber_per_day: int = 20
+    per_hour: int = 500
+    max_chars: int = 20000
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """What ``process`` needs besides the session and the message."""
+
+    links: Links
+    cipher: ReflectionCipher
+    reply_domain: str
+    course: Callable[[str], Course | None]  # a course by slug, None when it is gone
+    limits: Limits = Limits()
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: InboundKind
+    detail: str = ""  # for the log line: never a token, an address or the text
+    enrollment_id: int | None = None
+    day: int | None = None
+
+    def describe(self) -> str:
+        where = f" (enrollment {self.enrollment_id}, day {self.day})" if self.enrollment_id else ""
+        return f"{self.kind}{where}" + (f": {self.detail}" if self.detail else "")
+
+
+def process(
+    session: Session,
+    raw: bytes,
+    inbound: Inbound,
+    *,
+    now: dt.datetime,
+    recipients: Iterable[str] = (),
+) -> Decision:
+    """Decide what one inbound message is and act on it, in the caller's transaction.
+
+    ``recipients`` are the envelope recipients when the adapter knows them (SMTP RCPT TO,
+    the MTA's ``$recipient``); otherwise the message's own headers name our address. Logs
+    one line. A message whose Message-ID was seen before does nothing.
+    """
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        decision = _decide(session, raw, msg, inbound, now, list(recipients))
+    except DuplicateMessage:
+        decision = Decision(InboundKind.DUPLICATE)
+    log.info("inbound: %s", decision.describe())
+    return decision
+
+
+class DuplicateMessage(Exception):
+    """This Message-ID was processed before."""
+
+
+def _decide(
+    session: Session,
+    raw: bytes,
+    msg: EmailMessage,
+    inbound: Inbound,
+    now: dt.datetime,
+    recipients: list[str],
+) -> Decision:
+    digest = _digest(msg, raw)
+    if session.scalar(select(InboundMessage.id).where(InboundMessage.digest == digest)):
+        raise DuplicateMessage
+    try:
+        # A savepoint: a message that breaks the parsing halfway leaves nothing half-done.
+        with session.begin_nested():
+            decision = _classify(session, msg, inbound, now, recipients)
+    except DBAPIError:
+        raise  # the database, not the message: the adapter asks the sender to retry
+    except Exception as exc:  # noqa: BLE001 - a message we cannot read is junk, never a crash
+        decision = Decision(InboundKind.JUNK, f"unreadable ({type(exc).__name__})")
+    session.add(
+        InboundMessage(
+            digest=digest,
+            kind=str(decision.kind),
+            enrollment_id=decision.enrollment_id,
+            day=decision.day,
+            received_at=now,
+        )
+    )
+    session.flush()  # a second process with the same Message-ID stops here
+    return decision
+
+
+def _digest(msg: Message, raw: bytes) -> str:
+    message_id = str(msg.get("Message-ID", "") or "").strip()
+    key = message_id.encode("utf-8", "surrogateescape") if message_id else raw
+    return hashlib.sha256(key).hexdigest()
+
+
+def _classify(
+    session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, recipients: list[str]
+) -> Decision:
+    addressed = recipients or _header_recipients(msg)
+    report = msg.get_param("report-type", "", header="content-type")
+    if msg.get_content_type() == "multipart/report" and isinstance(report, str):
+        if report.lower() == "delivery-status":
+            return _bounce(session, msg, inbound, now, addressed)
+        if report.lower() == "feedback-report":
+            return _complaint(session, msg, inbound, now, addressed)
+    if is_auto_reply(msg):
+        return Decision(InboundKind.AUTO_REPLY)
+    found = _token(inbound, addressed, (REPLY,))
+    if found is None:
+        return Decision(InboundKind.JUNK, "not addressed to a valid reply address")
+    enrollment_id, day = found
+    if is_forward(msg):
+        return Decision(InboundKind.JUNK, "a forwarded message, not a reply", enrollment_id, day)
+    return _reply(session, msg, inbound, now, enrollment_id, day)
+
+
+# Replies
+
+
+def _reply(
+    session: Session,
+    msg: EmailMessage,
+    inbound: Inbound,
+    now: dt.datetime,
+    enrollment_id: int,
+    day: int,
+) -> Decision:
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        return Decision(InboundKind.JUNK, "the enrollment is gone")
+    subscriber = enrollment.subscriber
+    sender = parseaddr(str(msg.get("From", "")))[1]
+    if sender.casefold() != subscriber.email.casefold():
+        return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
+    over = _over_limit(session, inbound.limits, subscriber.id, now)
+    if over:
+        return Decision(InboundKind.LIMITED, over, enrollment_id, day)
+    text = reply_text(msg)
+    prompt = _prompt(session, enrollment, day, inbound)
+    if prompt is None:
+        return Decision(InboundKind.JUNK, "the course no longer has that day", enrollment_id, day)
+    try:
+        append_from_email(
+            session,
+            enrollment,
+            day,
+            prompt,
+            text,
+            cipher=inbound.cipher,
+            max_chars=inbound.limits.max_chars,
+            now=now,
+            local_day=now.astimezone(ZoneInfo(subscriber.timezone)).date(),
+        )
+    except ReflectionRejected as exc:
+        why = "empty" if "empty" in str(exc) else "too long"
+        return Decision(InboundKind.JUNK, f"reply {why}, not saved", enrollment_id, day)
+    return Decision(InboundKind.REPLY, "", enrollment_id, day)
+
+
+def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.datetime) -> str:
+    """Why another reply may not be saved now ("" when it may): a loop between two
+    autoresponders, or a flood, must not fill the database."""
+    mine = session.scalar(
+        select(func.count())
+        .select_from(InboundMessage)
+        .join(Enrollment, InboundMessage.enrollment_id == Enrollment.id)
+        .where(
+            Enrollment.subscriber_id == subscriber_id,
+            InboundMessage.kind == InboundKind.REPLY,
+            InboundMessage.received_at > now - dt.timedelta(days=1),
+        )
+    )
+    if (mine or 0) >= limits.per_subscriber_per_day:
+        return f"more than {limits.per_subscriber_per_day} replies from one subscriber in a day"
+    everyone = session.scalar(
+        select(func.count())
+        .select_from(InboundMessage)
+        .where(
+            InboundMessage.kind == InboundKind.REPLY,
+            InboundMessage.received_at > now - dt.timedelta(hours=1),
+        )
+    )
+    if (everyone or 0) >= limits.per_hour:
+        return f"more than {limits.per_hour} replies in an hour"
+    return ""
+
+
+def _prompt(session: Session, enrollment: Enrollment, day: int, inbound: Inbound) -> str | None:
+    """The question as this subscriber was asked it (the version sent, else the lesson)."""
+    delivery = session.scalar(
+        select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.day == day)
+    )
+    if delivery is not None and delivery.lesson_version is not None:
+        return delivery.lesson_version.prompt
+    slug = session.scalar(select(Cohort.course_slug).where(Cohort.id == enrollment.cohort_id))
+    course = inbound.course(slug) if slug else None
+    lesson = lesson_or_none(course, day) if course else None
+    return lesson.prompt if lesson else None
+
+
+# Auto-replies and forwards
+
+_AUTO_SUBJECT = re.compile(
+    r"^\s*(out of (the )?office|automatic reply|auto(matic)?[- ]?reply|autoreply|away from"
+    r"|abwesenheit|automatische antwort|respuesta autom[aá]tica|fuera de la oficina"
+    r"|r[ée]ponse automatique|absence)",
+    re.IGNORECASE,
+)
+_FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|wg|rv|tr|enc|i)\s*:", re.IGNORECASE)
+_FORWARD_BODY = re.compile(
+    r"^-{2,}\s*(forwarded message|weitergeleitete nachricht|mensaje reenviado|original message)"
+    r"|^begin forwarded message:",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def is_auto_reply(msg: Message) -> bool:
+    """An out-of-office or other message a program sent: it must never be answered or saved."""
+    auto = str(msg.get("Auto-Submitted", "")).strip().lower()
+    if auto and auto != "no":
+        return True
+    if msg.get("X-Autoreply") or msg.get("X-Autorespond"):
+        return True
+    if str(msg.get("Precedence", "")).strip().lower() in ("auto_reply", "bulk", "junk", "list"):
+        return True
+    return bool(_AUTO_SUBJECT.match(str(msg.get("Subject", ""))))
+
+
+def is_forward(msg: EmailMessage) -> bool:
+    """A lesson forwarded to our address rather than answered."""
+    if not _FORWARD_SUBJECT.match(str(msg.get("Subject", ""))):
+        return False
+    part = msg.get_body(preferencelist=("plain", "html"))
+    try:
+        body = part.get_content() if part is not None else ""  # type: ignore[union-attr]
+    except (LookupError, ValueError):
+        body = ""
+    return bool(_FORWARD_BODY.search(body))
+
+
+# Delivery reports and complaints
+
+
+def _bounce(
+    session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
+) -> Decision:
+    found = _token(inbound, addressed, (BOUNCE, REPLY))
+    if found is None:
+        return Decision(InboundKind.JUNK, "a delivery report not addressed to a bounce address")
+    enrollment_id, day = found
+    status, diagnostic = _delivery_status(msg)
+    if not status:
+        return Decision(InboundKind.JUNK, "a delivery report without a status", enrollment_id, day)
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        return Decision(InboundKind.JUNK, "the enrollment is gone")
+    detail = f"{status} {diagnostic}".strip()
+    if status.startswith("4"):
+        _note_delivery(session, enrollment_id, day, f"delayed after sending: {detail}", now)
+        return Decision(InboundKind.DELAY, status, enrollment_id, day)
+    if not status.startswith("5"):
+        return Decision(
+            InboundKind.JUNK, f"a delivery report with status {status}", enrollment_id, day
+        )
+    _note_delivery(session, enrollment_id, day, f"bounced after sending: {detail}", now)
+    if status.split(".")[1:2] not in (["1"], ["2"]):
+        # A policy refusal (5.7.x, spam, DMARC) may be our own set-up's fault: as at send
+        # time, it stops this enrollment but does not condemn the address.
+        if enrollment.status == EnrollmentStatus.ACTIVE:
+            stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
+        return Decision(InboundKind.BOUNCE, f"{status}, address kept", enrollment_id, day)
+    subscriber = enrollment.subscriber
+    suppress(session, subscriber.email, f"bounced: {detail}", now)
+    _stop_all(session, subscriber, EnrollmentStatus.BOUNCED, now)
+    return Decision(InboundKind.BOUNCE, status, enrollment_id, day)
+
+
+def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
+    """The first recipient's Status and Diagnostic-Code from a delivery report."""
+    for part in msg.walk():
+        if part.get_content_type() != "message/delivery-status":
+            continue
+        blocks = part.get_payload()
+        if not isinstance(blocks, list):
+            blocks = _field_blocks(str(blocks))
+        for block in blocks[1:] or blocks:
+            status = str(block.get("Status", "")).strip()
+            match = re.match(r"[245]\.\d{1,3}\.\d{1,3}", status)
+            if match:
+                diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+                return match.group(0), diagnostic[:300]
+    return "", ""
+
+
+def _field_blocks(text: str) -> list[Message]:
+    return [HeaderParser().parsestr(block) for block in re.split(r"\n\s*\n", text) if block]
+
+
+def _note_delivery(
+    session: Session, enrollment_id: int, day: int, error: str, now: dt.datetime
+) -> None:
+    session.execute(
+        update(Delivery)
+        .where(Delivery.enrollment_id == enrollment_id, Delivery.day == day)
+        .values(last_error=error, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _complaint(
+    session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
+) -> Decision:
+    fields, enclosed = _feedback(msg)
+    if str(fields.get("Feedback-Type", "")).strip().lower() not in ("abuse", "fraud"):
+        return Decision(InboundKind.JUNK, "a feedback report that is not a complaint")
+    # Providers send reports to the address registered with them, so the token is looked
+    # for in the report's own fields and the enclosed original's headers too.
+    candidates = list(addressed)
+    candidates += [
+        str(fields.get("Original-Mail-From", "")),
+        str(fields.get("Original-Rcpt-To", "")),
+    ]
+    for name in ("Return-Path", "Reply-To", "To"):
+        candidates += [str(value) for value in enclosed.get_all(name, [])]
+    found = _token(inbound, candidates, (BOUNCE, REPLY))
+    if found is None:
+        return Decision(InboundKind.JUNK, "a complaint about no message of ours")
+    enrollment_id, day = found
+    enrollment = session.get(Enrollment, enrollment_id)
+    if enrollment is None:
+        return Decision(InboundKind.JUNK, "the enrollment is gone")
+    subscriber = enrollment.subscriber
+    suppress(session, subscriber.email, "complained", now)
+    _stop_all(session, subscriber, EnrollmentStatus.UNSUBSCRIBED, now)
+    return Decision(InboundKind.COMPLAINT, "", enrollment_id, day)
+
+
+def _feedback(msg: EmailMessage) -> tuple[Message, Message]:
+    """The feedback report's fields and the enclosed original's headers."""
+    fields, enclosed = Message(), Message()
+    for part in msg.walk():
+        kind = part.get_content_type()
+        if kind == "message/feedback-report":
+            payload = part.get_payload()
+            if isinstance(payload, list):
+                fields = payload[0] if payload else Message()
+            else:
+                fields = HeaderParser().parsestr(str(payload))
+        elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
+            enclosed = HeaderParser().parsestr(_text_of(part))
+        elif kind == "message/rfc822":
+            inner = part.get_payload()
+            if isinstance(inner, list) and inner:
+                enclosed = inner[0]
+    return fields, enclosed
+
+
+def _text_of(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if isinstance(payload, bytes):
+        return payload.decode("utf-8", "replace")
+    return str(part.get_payload())
+
+
+def _stop_all(
+    session: Session, subscriber: Subscriber, status: EnrollmentStatus, now: dt.datetime
+) -> None:
+    for each in subscriber.enrollments:
+        if each.status == EnrollmentStatus.ACTIVE:
+            stop_enrollment(session, each, status, now)
+
+
+# Addresses
+
+
+def _header_recipients(msg: Message) -> list[str]:
+    values: list[str] = []
+    for name in ("Delivered-To", "X-Original-To", "To", "Cc"):
+        values += [str(v) for v in msg.get_all(name, [])]
+    return values
+
+
+def _token(
+    inbound: Inbound, values: Iterable[str], purposes: tuple[str, ...]
+) -> tuple[int, int] | None:
+    """(enrollment, day) from the first of ``values`` that is a valid address of ours."""
+    domain = inbound.reply_domain.lower()
+    for _name, address in getaddresses([v for v in values if v]):
+        local, _, host = address.strip().rpartition("@")
+        if not domain or host.lower() != domain:
+            continue
+        for purpose in purposes:
+            try:
+                return inbound.links.load_address(purpose, local)
+            except BadToken:
+                continue
+    return None

@@ -1,0 +1,7 @@
+"""The operator's model of who is in which cohort: enrolling (one person or a CSV), changing one
+person (pause, move, set the day or the zone), the do-not-mail list and the status report.
+
+Other packages use ``enrollment`` (enroll, stop_enrollment, suppress): sending and inbound stop
+an enrollment or suppress an address through it. ``changes``, ``importing``, ``suppressions``
+and ``status`` serve the CLI. It uses courses and the foundation.
+"""

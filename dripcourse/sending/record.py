@@ -1,0 +1,359 @@
+"""The record: what became of each message of a batch, written before the next one is sent.
+
+A message the server accepted is recorded at once (the delivery sent, the enrollment moved on
+to its next lesson), so a worker killed at any moment can have sent and not recorded at most
+the one message it was talking to the server about. A passing failure waits for a retry inside
+the subscriber's window, a 5xx fails the delivery (and suppresses the address when it is about
+the mailbox), and a failure of our own set-up pauses all sending without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection, bindparam, exists, select, update
+from sqlalchemy.orm import Session
+
+from dripcourse import schedule
+from dripcourse.courses.course import Course
+from dripcourse.courses.lessons_sent import digest, record_version
+from dripcourse.courses.render import RenderedLesson
+from dripcourse.db import transaction
+from dripcourse.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+)
+from dripcourse.people.enrollment import stop_enrollment, suppress
+from dripcourse.sending import breaker
+from dripcourse.sending.take import (
+    Job,
+    Outcome,
+    Ready,
+    ours,
+    seconds,
+    set_delivery,
+    still_ours,
+    waiting_again,
+)
+from dripcourse.sending.transport import PermanentMailError
+
+if TYPE_CHECKING:
+    from dripcourse.runtime import Runtime  # passed in; the adapters build it
+
+log = logging.getLogger(__name__)
+
+
+def record_sent(rt: Runtime, item: Ready, now: dt.datetime, msg_id: str) -> Outcome:
+    """Mark the delivery sent and schedule the next lesson, in one transaction.
+
+    Every value comes from the take, but the reader's time zone, read again here (it decides
+    when the next lesson is due). If the enrollment changed while we were sending (a pause,
+    an unsubscribe), the guarded UPDATE matches nothing and the slower path reads the row as
+    it is now.
+    """
+    with transaction(rt.sessions) as session:
+        zone = session.scalar(
+            select(Subscriber.timezone)
+            .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+            .where(Enrollment.id == item.job.enrollment_id)
+        )
+        if zone is not None and zone != item.job.timezone:
+            item = replace(item, job=replace(item.job, timezone=zone))
+        job, course, rendered = item.job, item.course, item.rendered
+        values = moved_on(item, now)
+        # The version the subscriber got, for "read in your browser"; a statement only the
+        # first time this process sends a version.
+        version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
+        # Keep last_error: an operator asking "why was this late?" needs earlier failures.
+        set_delivery(
+            session,
+            job.delivery_id,
+            DeliveryStatus.SENT,
+            now,
+            sent_at=now,
+            message_id=msg_id,
+            lesson_version_id=version_id,
+        )
+        updated = session.execute(
+            move_on(job, values).execution_options(synchronize_session=False)
+        ).rowcount
+        if updated != 1:
+            _record_sent_to_changed_enrollment(session, job, now, course)
+    rt.catalog.lesson_versions[digest(rendered)] = version_id
+    return Outcome.SENT
+
+
+def moved_on(item: Ready, now: dt.datetime) -> dict[str, object]:
+    """The enrollment's values once lesson ``job.day`` went out at ``now``: the day, the
+    next lesson's due time (after a pause, if one is set), or completed."""
+    job, course = item.job, item.course
+    tz = schedule.zone(job.timezone)
+    paused_until = job.paused_until if job.paused_until and job.paused_until > now else None
+    values: dict[str, object] = {"day": job.day, "updated_at": now, "paused_until": paused_until}
+    if job.day >= course.length:
+        values.update(status=EnrollmentStatus.COMPLETED, next_send_at=None)
+    else:
+        due = schedule.next_due(course.cadence, tz, last_sent_at=now)
+        if paused_until is not None:
+            due = schedule.resume_due(course.cadence, tz, due=due, paused_until=paused_until)
+        values["next_send_at"] = due
+    return values
+
+
+def move_on(job: Job, values: dict[str, object]):  # type: ignore[no-untyped-def]
+    """The enrollment moves on to ``values``, only if it is as the take saw it: still active,
+    still on the day before, nothing scheduled meanwhile, no pause set or lifted since."""
+    return (
+        update(Enrollment)
+        .where(
+            Enrollment.id == job.enrollment_id,
+            Enrollment.status == EnrollmentStatus.ACTIVE,
+            Enrollment.day < job.day,
+            Enrollment.next_send_at.is_(None),
+            Enrollment.paused_until.is_not_distinct_from(job.paused_until),
+        )
+        .values(**values)
+    )
+
+
+@functools.cache
+def one_statement_record():  # type: ignore[no-untyped-def]
+    """record_sent's two UPDATEs as one statement, built once (its compiled form is cached):
+    the enrollment moves on under the same guard, and the delivery is marked sent only if it
+    did."""
+    e, d = Enrollment.__table__.c, Delivery.__table__.c
+
+    def param(name: str, column):  # type: ignore[no-untyped-def]
+        return bindparam(name, type_=column.type)
+
+    moved = (
+        update(Enrollment.__table__)
+        .where(
+            e.id == param("p_enrollment", e.id),
+            e.status == EnrollmentStatus.ACTIVE,
+            e.day < param("p_day", e.day),
+            e.next_send_at.is_(None),
+            e.paused_until.is_not_distinct_from(param("p_seen_paused", e.paused_until)),
+            # The reader still lives where the take saw them: the next lesson's time depends on it.
+            exists(
+                select(Subscriber.__table__.c.id).where(
+                    Subscriber.__table__.c.id == e.subscriber_id,
+                    Subscriber.__table__.c.timezone
+                    == param("p_zone", Subscriber.__table__.c.timezone),
+                )
+            ),
+        )
+        .values(
+            day=param("p_day", e.day),
+            updated_at=param("p_now", e.updated_at),
+            paused_until=param("p_paused_until", e.paused_until),
+            next_send_at=param("p_next_send_at", e.next_send_at),
+            status=param("p_status", e.status),
+        )
+        .returning(e.id)
+        .cte("moved")
+    )
+    return (
+        update(Delivery.__table__)
+        .where(d.id == param("p_delivery", d.id), exists(select(moved.c.id)))
+        .values(
+            status=DeliveryStatus.SENT,
+            next_attempt_at=None,
+            updated_at=param("p_now", d.updated_at),
+            sent_at=param("p_now", d.sent_at),
+            message_id=param("p_message_id", d.message_id),
+            lesson_version_id=param("p_version", d.lesson_version_id),
+        )
+        .returning(d.id)
+    )
+
+
+class Recorder:
+    """Records the messages of one batch that the server accepted.
+
+    On PostgreSQL it holds one connection for the batch, in autocommit, and records each
+    message in one statement (a CTE moves the enrollment on and marks the delivery sent, the
+    latter only if the former matched), so a message costs one round trip to the database
+    instead of five (a pool check-out, BEGIN, two UPDATEs, COMMIT). When that statement
+    changes nothing (the enrollment changed while we sent; the first message of a lesson
+    version in this process), the careful path (record_sent) does it in a transaction.
+    Either way the record is atomic: a crash in between leaves the delivery ``sending``, as a
+    crash before the record would.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.fast = rt.engine.dialect.name == "postgresql"
+        self.conn: Connection | None = None
+        self.versions: dict[int, int | None] = {}  # id(rendered) -> its stored version
+
+    def sent(self, item: Ready, now: dt.datetime, msg_id: str) -> Outcome:
+        version_id = self._version(item.rendered) if self.fast else None
+        if version_id is None:
+            return record_sent(self.rt, item, now, msg_id)
+        job = item.job
+        values = moved_on(item, now)
+        params = {
+            "p_delivery": job.delivery_id,
+            "p_enrollment": job.enrollment_id,
+            "p_day": job.day,
+            "p_seen_paused": job.paused_until,
+            "p_zone": job.timezone,
+            "p_paused_until": values["paused_until"],
+            "p_next_send_at": values["next_send_at"],
+            "p_status": values.get("status", EnrollmentStatus.ACTIVE),
+            "p_now": now,
+            "p_message_id": msg_id,
+            "p_version": version_id,
+        }
+        try:
+            if self.conn is None:
+                self.conn = self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            done = self.conn.execute(one_statement_record(), params).first()
+        except Exception:
+            self.close()  # a broken connection is not used again; the caller tries again
+            raise
+        if done is None:
+            return record_sent(self.rt, item, now, msg_id)
+        return Outcome.SENT
+
+    def _version(self, rendered: RenderedLesson) -> int | None:
+        key = id(rendered)
+        if self.versions.get(key) is None:
+            self.versions[key] = self.rt.catalog.lesson_versions.get(digest(rendered))
+        return self.versions[key]
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a connection already broken
+                conn.invalidate()
+
+
+def _record_sent_to_changed_enrollment(
+    session: Session, job: Job, now: dt.datetime, course: Course
+) -> None:
+    enrollment = session.get(Enrollment, job.enrollment_id, with_for_update=True)
+    assert enrollment is not None
+    enrollment.day = max(enrollment.day, job.day)
+    enrollment.updated_at = now
+    if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.next_send_at is not None:
+        return
+    if enrollment.day >= course.length:
+        enrollment.status = EnrollmentStatus.COMPLETED
+        return
+    tz = schedule.zone(job.timezone)
+    due = schedule.next_due(course.cadence, tz, last_sent_at=now)
+    if enrollment.paused_until is not None and enrollment.paused_until > now:
+        due = schedule.resume_due(course.cadence, tz, due=due, paused_until=enrollment.paused_until)
+    enrollment.next_send_at = due
+
+
+def record_retry(rt: Runtime, job: Job, now: dt.datetime, error: str, course: Course) -> Outcome:
+    """A passing failure about this message: try again later, inside the subscriber's window,
+    until the attempts or the hours of the retry budget run out."""
+    settings = rt.settings
+    with transaction(rt.sessions) as session:
+        if not still_ours(session, job, now):
+            return Outcome.SKIPPED
+        spent = now - job.created_at >= dt.timedelta(hours=settings.retry_hours)
+        if job.attempts >= settings.max_attempts or spent:
+            log.warning(
+                "delivery %s failed after %d attempts over %s: %s",
+                job.delivery_id,
+                job.attempts,
+                now - job.created_at,
+                error,
+            )
+            set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=error)
+            delivery = session.get(Delivery, job.delivery_id)
+            assert delivery is not None
+            if delivery.enrollment.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, delivery.enrollment, EnrollmentStatus.FAILED, now)
+            return Outcome.FAILED
+        delay = backoff(job.attempts, settings.retry_base_seconds, settings.retry_max_seconds)
+        retry_at = now + seconds(delay)
+        if not schedule.at_once(job.day, job.started_at):
+            retry_at = schedule.window_start(course.cadence, schedule.zone(job.timezone), retry_at)
+        session.execute(
+            update(Delivery)
+            .where(Delivery.id == job.delivery_id)
+            .values(
+                status=DeliveryStatus.WAITING,
+                next_attempt_at=retry_at,
+                updated_at=now,
+                last_error=error,
+            )
+        )
+    log.info("delivery %s will retry at %s: %s", job.delivery_id, retry_at.isoformat(), error)
+    return Outcome.RETRY
+
+
+def record_relay_failure(
+    rt: Runtime, jobs: Sequence[Job], now: dt.datetime, error: str
+) -> dict[int, Outcome]:
+    """A failure of our own set-up or of the relay: pause all sending, spend no attempt.
+
+    The first of ``jobs`` met the failure; the rest of its batch was not sent. All of them
+    wait for the end of the pause; the breaker's probe, or the sweep after the breaker
+    closed, queues them again. Any no longer ours (a lease that ran out) are left alone.
+    """
+    with transaction(rt.sessions) as session:
+        pause = breaker.trip(session, now, error, first_pause=rt.settings.relay_retry_seconds)
+        held = set(
+            session.scalars(
+                update(Delivery)
+                .where(ours(jobs))
+                .values(**waiting_again(pause.retry_at, now), last_error=f"sending paused: {error}")
+                .returning(Delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )
+    log.error(
+        "delivery %s: %s (%d more of its batch wait for it)",
+        jobs[0].delivery_id,
+        pause.describe(),
+        len(held - {jobs[0].delivery_id}),
+    )
+    return {j.delivery_id: Outcome.HELD if j.delivery_id in held else Outcome.SKIPPED for j in jobs}
+
+
+def record_bounce(rt: Runtime, job: Job, now: dt.datetime, error: PermanentMailError) -> Outcome:
+    """A 5xx: the delivery fails with the server's words. Only a reply about the mailbox itself
+    (no such user, mailbox gone) suppresses the address; a refusal on policy grounds (5.7.x:
+    relay denied, DMARC) may be our own set-up's fault and stops this enrollment only."""
+    with transaction(rt.sessions) as session:
+        if not still_ours(session, job, now):
+            return Outcome.SKIPPED
+        set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=str(error))
+        delivery = session.get(Delivery, job.delivery_id)
+        assert delivery is not None
+        enrollment = delivery.enrollment
+        if not error.suppress:
+            if enrollment.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
+            log.warning("delivery %s refused (address kept): %s", job.delivery_id, error)
+            return Outcome.FAILED
+        suppress(session, enrollment.subscriber.email, f"bounced: {error}", now)
+        for each in enrollment.subscriber.enrollments:
+            if each.status == EnrollmentStatus.ACTIVE:
+                stop_enrollment(session, each, EnrollmentStatus.BOUNCED, now)
+    log.warning("delivery %s bounced, address suppressed: %s", job.delivery_id, error)
+    return Outcome.BOUNCED
+
+
+def backoff(attempts: int, base: float, cap: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: about base, 2*base, 4*base ... up to cap."""
+    delay = min(cap, base * 2 ** max(0, attempts - 1))
+    return delay * (rng or random).uniform(0.5, 1.0)

@@ -1,0 +1,332 @@
+"""The take: a batch of claimed deliveries becomes this worker's, and what each needs is read.
+
+One UPDATE ... RETURNING takes the deliveries that are free (pending, or sending with a lease
+run out) and one joined SELECT reads what their messages need. Those that must not go out now
+are settled at once: a stopped enrollment or a suppressed address is cancelled, a broken course,
+a paused relay or a closed local window puts the delivery back unsent with its attempt given
+back. Every later step holds a delivery only through ``ours``: a compare-and-set on its status
+and the attempt count this take set, so a batch handed out twice sends each message once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from dripcourse import schedule
+from dripcourse.courses.course import Course
+from dripcourse.courses.render import Personal, RenderedLesson, message_id, reply_addresses
+from dripcourse.courses.wire import personalise
+from dripcourse.db import transaction
+from dripcourse.errors import CourseError
+from dripcourse.models import (
+    Cohort,
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Suppression,
+)
+from dripcourse.sending import breaker
+
+if TYPE_CHECKING:
+    from dripcourse.runtime import Runtime  # passed in; the adapters build it
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], dt.datetime]
+
+
+class Outcome(enum.StrEnum):
+    SENT = "sent"
+    RETRY = "retry"
+    FAILED = "failed"
+    BOUNCED = "bounced"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"  # another worker has it, or it is already finished
+    HELD = "held"  # put back unsent: outside the local window, relay paused, course broken
+
+
+def seconds(n: float) -> dt.timedelta:
+    return dt.timedelta(seconds=n)
+
+
+def course_or_none(rt: Runtime, slug: str) -> Course | None:
+    """The course, or None (with the reason in the log) when it cannot be loaded or rendered.
+
+    Any error counts, not only a CourseError: a TypeError from a template, a file that is not
+    UTF-8. One course's mistake must never stop another course.
+    """
+    try:
+        return rt.catalog.course(slug)
+    except CourseError as exc:
+        log.error("course %s is held back: %s", slug, exc)
+    except Exception:
+        log.exception("course %s is held back: unexpected error loading it", slug)
+    return None
+
+
+def sendable(
+    course: Course, tz: ZoneInfo, now: dt.datetime, *, day: int, started_at: dt.datetime | None
+) -> bool:
+    """Whether lesson ``day`` may go out at ``now``: inside the subscriber's local window, or
+    Day 1 of a cohort the operator started "now" (at once, whatever the hour)."""
+    return schedule.at_once(day, started_at) or schedule.in_window(course.cadence, tz, now)
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one attempt needs to know after its claim has committed."""
+
+    delivery_id: int
+    enrollment_id: int
+    day: int
+    attempts: int
+    timezone: str
+    paused_until: dt.datetime | None
+    started_at: dt.datetime | None
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A taken delivery that passed every check at the take: what its message needs."""
+
+    job: Job
+    email: str
+    name: str | None
+    greeting: str | None
+    course: Course
+    rendered: RenderedLesson
+
+
+def ours(jobs: Sequence[Job]):  # type: ignore[no-untyped-def]
+    """Rows still held by these attempts: sending, with the attempt count each attempt set."""
+    return and_(
+        Delivery.status == DeliveryStatus.SENDING,
+        tuple_(Delivery.id, Delivery.attempts).in_([(j.delivery_id, j.attempts) for j in jobs]),
+    )
+
+
+def take(
+    rt: Runtime,
+    session: Session,
+    delivery_ids: Sequence[int],
+    now: dt.datetime,
+    lease_until: dt.datetime,
+    outcomes: dict[int, Outcome],
+) -> tuple[list[Ready], dt.datetime | None]:
+    """Take the batch's deliveries that are free (one UPDATE ... RETURNING), read what sending
+    them needs (one joined SELECT), and settle those that must not be sent now.
+
+    Returns the ones to send, in the order given, and the relay's pause (its end) if the
+    breaker is open. Every settled one gets its outcome in ``outcomes``; so do ids not taken
+    (SKIPPED).
+    """
+    wanted = list(dict.fromkeys(delivery_ids))
+    taken = {
+        row.id: row
+        for row in session.execute(
+            update(Delivery)
+            .where(
+                Delivery.id.in_(wanted),
+                # Never "waiting": a second task for a delivery waiting out its retry delay or
+                # the night must not send it early. The sweep turns it "pending" when its time
+                # has come.
+                or_(
+                    Delivery.status == DeliveryStatus.PENDING,
+                    and_(
+                        Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now
+                    ),
+                ),
+            )
+            .values(
+                status=DeliveryStatus.SENDING,
+                attempts=Delivery.attempts + 1,
+                updated_at=now,
+                next_attempt_at=lease_until,
+                queued_at=None,  # its task is taken: nothing of it is left in the broker
+            )
+            .returning(
+                Delivery.id,
+                Delivery.enrollment_id,
+                Delivery.day,
+                Delivery.attempts,
+                Delivery.created_at,
+            )
+            .execution_options(synchronize_session=False)
+        )
+    }
+    for delivery_id in wanted:
+        if delivery_id not in taken:
+            outcomes[delivery_id] = Outcome.SKIPPED
+    if not taken:
+        return [], None
+    details = {
+        row.id: row
+        for row in session.execute(
+            select(
+                Enrollment.id,
+                Enrollment.status,
+                Enrollment.paused_until,
+                Subscriber.email,
+                Subscriber.name,
+                Subscriber.greeting,
+                Subscriber.timezone,
+                Cohort.course_slug,
+                Cohort.started_at,
+                Suppression.reason,
+                breaker.gate_column().label("relay_paused_until"),
+            )
+            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+            .join(Cohort, Enrollment.cohort_id == Cohort.id)
+            .outerjoin(Suppression, Suppression.email == Subscriber.email)
+            .where(Enrollment.id.in_({row.enrollment_id for row in taken.values()}))
+        )
+    }
+    ready: list[Ready] = []
+    relay_paused_until = None
+    for delivery_id in wanted:
+        row = taken.get(delivery_id)
+        if row is None:
+            continue
+        info = details[row.enrollment_id]
+        relay_paused_until = info.relay_paused_until
+        job = Job(
+            delivery_id,
+            row.enrollment_id,
+            row.day,
+            row.attempts,
+            info.timezone,
+            info.paused_until,
+            info.started_at,
+            row.created_at,
+        )
+        if info.status != EnrollmentStatus.ACTIVE or info.reason is not None:
+            why = info.reason or str(info.status)
+            set_delivery(session, delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
+            outcomes[delivery_id] = Outcome.CANCELLED
+            continue
+        later = now + seconds(rt.settings.requeue_after_seconds)
+        course = course_or_none(rt, info.course_slug)
+        if course is None:
+            outcomes[delivery_id] = hold(session, job, later, now)
+            continue
+        try:
+            rendered = rt.catalog.renderer.lesson(course, row.day)
+        except Exception as exc:  # a lesson that stopped rendering: never the subscriber's fault
+            log.error("course %s day %s is held back: %s", course.slug, row.day, exc)
+            outcomes[delivery_id] = hold(session, job, later, now)
+            continue
+        if relay_paused_until is not None and relay_paused_until > now:
+            outcomes[delivery_id] = hold(session, job, relay_paused_until, now)
+            continue
+        tz = schedule.zone(info.timezone)
+        if not sendable(course, tz, now, day=row.day, started_at=info.started_at):
+            # Picked up outside the subscriber's window (a long queue, a retry, a late worker).
+            until = schedule.window_start(course.cadence, tz, now)
+            outcomes[delivery_id] = hold(session, job, until, now)
+            continue
+        ready.append(Ready(job, info.email, info.name, info.greeting, course, rendered))
+    return ready, relay_paused_until
+
+
+def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-untyped-def]
+    """The personalised message for one delivery, in wire form, and its Message-ID."""
+    job = item.job
+    links = rt.links.for_lesson(job.enrollment_id, job.day)
+    who = Personal(
+        email=item.email,
+        name=item.name,
+        # Worked out only if the lesson shows it: deriving one parses the name.
+        greeting=(item.greeting or "").strip(),
+        greeting_fallback=item.course.greeting_fallback,
+        **links,
+        **reply_addresses(rt.links, rt.settings.reply_domain, job.enrollment_id, job.day),
+    )
+    msg_id = message_id(rt.settings.message_id_domain, job.delivery_id, rt.links.secret_key)
+    # Straight into wire bytes: the same bytes build_message gives (tests/test_wire.py), at a
+    # tenth of the cost per recipient.
+    return personalise(item.rendered, who, now=now, msg_id=msg_id), msg_id
+
+
+def put_back(
+    rt: Runtime, jobs: Sequence[Job], until: dt.datetime, now: dt.datetime, why: str
+) -> Outcome:
+    """Put deliveries back unsent until ``until``, without spending their attempts; those no
+    longer ours (taken over after a lease ran out) are left as they are."""
+    with transaction(rt.sessions) as session:
+        back = session.execute(
+            update(Delivery)
+            .where(ours(jobs))
+            .values(**waiting_again(until, now))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    for job in jobs:
+        log.info("delivery %s put back until %s: %s", job.delivery_id, until.isoformat(), why)
+    return Outcome.HELD if back else Outcome.SKIPPED
+
+
+def hold(session: Session, job: Job, until: dt.datetime, now: dt.datetime) -> Outcome:
+    """Put a delivery just taken back unsent until ``until``, giving its attempt back."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == job.delivery_id)
+        .values(**waiting_again(until, now))
+        .execution_options(synchronize_session=False)
+    )
+    log.info("delivery %s put back until %s", job.delivery_id, until.isoformat())
+    return Outcome.HELD
+
+
+def waiting_again(until: dt.datetime, now: dt.datetime) -> dict[str, object]:
+    """A taken delivery put back unsent: waiting until ``until``, its attempt given back."""
+    return {
+        "status": DeliveryStatus.WAITING,
+        "attempts": Delivery.attempts - 1,
+        "next_attempt_at": until,
+        "updated_at": now,
+    }
+
+
+def set_delivery(
+    session: Session, delivery_id: int, status: DeliveryStatus, now: dt.datetime, **values: object
+) -> None:
+    """Finish a delivery: it leaves the sweep's index range (next_attempt_at NULL)."""
+    session.execute(
+        update(Delivery)
+        .where(Delivery.id == delivery_id)
+        .values(status=status, next_attempt_at=None, updated_at=now, **values)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def still_ours(session: Session, job: Job, now: dt.datetime) -> bool:
+    """Whether this attempt still holds the delivery; from here on, this transaction does.
+
+    A worker whose lease ran out (a send slower than ``send_lease_seconds``) may hear back
+    after another worker took the delivery over and perhaps sent it: its failure must not
+    undo that. The compare-and-set also locks the row (PostgreSQL) or the file (SQLite).
+    """
+    held = session.execute(
+        update(Delivery)
+        .where(ours([job]))
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if held != 1:
+        log.warning(
+            "delivery %s: attempt %d outlived its lease; left as it is",
+            job.delivery_id,
+            job.attempts,
+        )
+    return held == 1
