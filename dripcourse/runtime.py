@@ -38,9 +38,12 @@ def _pause(seconds: float) -> None:
 class Catalog:
     """The courses under one emails/ folder, each loaded and checked once per process."""
 
-    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
+    def __init__(
+        self, emails_dir: Path, *, reply_by_email: bool = False, feedback_id: str = ""
+    ) -> None:
         self.emails_dir = emails_dir
         self.reply_by_email = reply_by_email
+        self.feedback_id = feedback_id
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
         # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
@@ -49,7 +52,9 @@ class Catalog:
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
-            self._renderer = Renderer(self.emails_dir, reply_by_email=self.reply_by_email)
+            self._renderer = Renderer(
+                self.emails_dir, reply_by_email=self.reply_by_email, feedback_id=self.feedback_id
+            )
         return self._renderer
 
     def course(self, slug: str) -> Course:
@@ -86,6 +91,7 @@ class Runtime:
         return Catalog(
             self.settings.path(self.settings.emails_dir),
             reply_by_email=bool(self.settings.reply_domain),
+            feedback_id=self.settings.feedback_id,
         )
 
     @cached_property

@@ -23,6 +23,7 @@ CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
 # A key shorter than this can be guessed, and every link it signs forged.
 MIN_SECRET_KEY_BYTES = 32
+_FEEDBACK_ID = re.compile(r"[A-Za-z0-9._:-]{1,120}")
 _DOMAIN = re.compile(
     r"(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z][a-z0-9-]{0,61}", re.I
 )
@@ -40,6 +41,9 @@ class Settings:
     emails_dir: str = "emails"
     var_dir: str = "var"
     message_id_domain: str = "dripcourse.localhost"
+    # A Feedback-ID header on every lesson (for providers' complaint reports), e.g.
+    # "lessons:programme:dripcourse"; empty: none.
+    feedback_id: str = ""
     # Scheduler
     tick_seconds: float = 60.0
     batch_size: int = 500
@@ -252,6 +256,11 @@ def validate(settings: Settings) -> None:
             "on several machines and must sign links with one key; set DRIPCOURSE_SECRET_KEY"
         )
 
+    if settings.feedback_id and not _FEEDBACK_ID.fullmatch(settings.feedback_id):
+        raise ConfigError(
+            "setting feedback_id: use up to 120 letters, digits and . _ - : (for example "
+            f"'lessons:programme:dripcourse'), not {settings.feedback_id!r}"
+        )
     for address in settings.staff_addresses:
         try:
             check_address(address)

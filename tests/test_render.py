@@ -64,6 +64,8 @@ def test_lesson_message_follows_the_rules(renderer: Renderer, slug: str, day: in
     assert re.fullmatch(r"<[^@<>]+@course\.example\.org>", msg["Message-ID"])
     assert msg["List-Unsubscribe"].strip() == f"<{who.unsubscribe}>"  # may be folded
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["List-Id"] == "The White Coat Reset <white-coat.dripcourse.example>"
+    assert msg["Feedback-ID"] is None  # only when the programme sets one
 
     text = msg.get_body(("plain",)).get_content()
     html = msg.get_body(("html",)).get_content()

@@ -46,6 +46,7 @@ def test_environment_overrides_the_file() -> None:
         ("tick_seconds = \n", {}, "Invalid value"),
         ("", {"DRIPCOURSE_REFLECT_MAX_AGE_DAYS": "-1"}, "reflect_max_age_days: must be 0"),
         ("", {"DRIPCOURSE_WEB_PORT": "80000"}, "web_port: 80000 is not a TCP port"),
+        ("", {"DRIPCOURSE_FEEDBACK_ID": "a b\r\nBcc: x@y"}, "setting feedback_id: use up to"),
     ],
 )
 def test_wrong_settings_are_named(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 import shutil
 from pathlib import Path
@@ -231,3 +233,24 @@ def test_a_mime_message_becomes_wire_bytes_with_its_envelope(renderer: Renderer)
     assert as_wire(msg) == WireMessage(
         "lessons@dripcourse.example", ("amara.okafor@example.org",), wire_bytes(msg)
     )
+
+
+@pytest.mark.parametrize("title", ["The White Coat Reset", "Renouveau de la blouse — été"])
+def test_both_paths_carry_the_list_id_and_a_feedback_id_when_one_is_set(
+    tmp_path: Path, title: str
+) -> None:
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    toml = emails / "white-coat" / "course.toml"
+    toml.write_text(
+        toml.read_text(encoding="utf-8").replace(
+            'title = "The White Coat Reset"', f'title = "{title}"'
+        ),
+        encoding="utf-8",
+    )
+    renderer = Renderer(emails, feedback_id="lessons:programme:dripcourse")
+    reference, fast = both_paths(renderer, "white-coat", 1, reader("Amara Okafor", 1))
+    assert fast == reference
+    msg = email.message_from_bytes(fast, policy=email.policy.default)
+    assert msg["List-Id"] == f"{title} <white-coat.dripcourse.example>"
+    assert msg["Feedback-ID"] == "lessons:programme:dripcourse"

@@ -167,6 +167,10 @@ class RenderedLesson:
     html: Template
     # The lesson's body alone as HTML, names still placeholders: kept as the version sent.
     body_html: str = ""
+    # Bulk-sender headers, the same for every reader of the course: List-Id (RFC 2919) and,
+    # when the programme sets one, Feedback-ID (read by some providers' complaint reports).
+    list_id: str = ""
+    feedback_id: str = ""
     # What modules built on this one derive from the lesson once and keep with it, for as
     # long as the renderer caches it (the wire module's encoded parts): this module never
     # needs to know them.
@@ -176,9 +180,12 @@ class RenderedLesson:
 class Renderer:
     """Renders the lessons of courses under one emails/ folder, caching each lesson."""
 
-    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
+    def __init__(
+        self, emails_dir: Path, *, reply_by_email: bool = False, feedback_id: str = ""
+    ) -> None:
         self.emails_dir = emails_dir
         self.reply_by_email = reply_by_email
+        self.feedback_id = feedback_id
         layout = emails_dir / LAYOUT_DIR
         for name in ("base.html", "base.txt", "style.css"):
             if not (layout / name).is_file():
@@ -252,6 +259,8 @@ class Renderer:
             text=Template(text, html=False),
             html=Template(inlined, html=True),
             body_html=body_html,
+            list_id=list_id(course),
+            feedback_id=self.feedback_id,
         )
 
     def _lesson_string(
@@ -403,9 +412,12 @@ def build_message(
         "Subject": subject_header(subject),
         "Date": format_datetime(now.astimezone(dt.UTC)),
         "Message-ID": msg_id,
+        "List-Id": rendered.list_id,
         "List-Unsubscribe": f"<{who.unsubscribe}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
     }
+    if rendered.feedback_id:
+        headers["Feedback-ID"] = rendered.feedback_id
     if who.reply_to:
         headers["Reply-To"] = who.reply_to
     if who.bounce_to:
@@ -439,6 +451,13 @@ def subject_header(subject: str) -> str | Header:
 def sender_header(sender: str) -> str:
     """The From value for a course's ``sender`` ("Name <address>")."""
     return _address(*parseaddr(sender))
+
+
+def list_id(course: Course) -> str:
+    """The course's List-Id (RFC 2919): its title and ``<slug.sender-domain>``, one per course,
+    so a reader's mail program can sort or filter a course's lessons as one list."""
+    domain = parseaddr(course.sender)[1].rpartition("@")[2] or "localhost"
+    return _address(course.title, f"{course.slug}.{domain}")
 
 
 def to_header(who: Personal) -> str:

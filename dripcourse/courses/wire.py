@@ -247,8 +247,12 @@ def personalise(
             _fold("Subject", subject_header(subject)),
             _fold("Date", format_datetime(now.astimezone(dt.UTC))),
             _fold("Message-ID", msg_id),
+            _fold("List-Id", lesson.rendered.list_id),
             _fold("List-Unsubscribe", f"<{who.unsubscribe}>"),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+            _fold("Feedback-ID", lesson.rendered.feedback_id)
+            if lesson.rendered.feedback_id
+            else "",
             _fold("Reply-To", who.reply_to) if who.reply_to else "",
             CRLF,
         )
