@@ -51,6 +51,7 @@ EXPECTED_HEADERS = {
     "subject",
     "date",
     "message-id",
+    "list-id",
     "list-unsubscribe",
     "list-unsubscribe-post",
 }

@@ -35,6 +35,7 @@ from markupsafe import Markup, escape
 from dripcourse import validate
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.courses.greeting import derive_greeting, given_name
+from dripcourse.courses.plaintext import markdown_to_text, reflow
 from dripcourse.errors import CourseError
 from dripcourse.links import BOUNCE, REPLY, Links
 
@@ -241,9 +242,9 @@ class Renderer:
             html = self._html_env.get_template("base.html").render(
                 _variables(LAYOUT_VARIABLES, facts)
             )
-            facts["body"] = body_source.strip()
-            text = self._text_env.get_template("base.txt").render(
-                _variables(LAYOUT_VARIABLES, facts)
+            facts["body"] = markdown_to_text(body_source)
+            text = reflow(
+                self._text_env.get_template("base.txt").render(_variables(LAYOUT_VARIABLES, facts))
             )
         except Exception as exc:  # noqa: BLE001 - a TypeError in the layout is the layout's error
             layout = self.emails_dir / LAYOUT_DIR
