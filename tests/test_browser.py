@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import re
+import shutil
+import struct
+import zlib
 from pathlib import Path
 
 import pytest
@@ -48,6 +53,53 @@ def test_every_sample_lesson_fits_without_scrolling_sideways(tmp_path: Path) -> 
     assert wide == []
     hidden = [(m.name, m.width, m.button) for m in measured if not m.button_visible]
     assert hidden == []
+
+
+def png(path: Path, width: int, height: int) -> Path:
+    """A plain grey PNG of ``width`` x ``height`` pixels, made without an imaging library."""
+    row = b"\x00" + b"\x99\x99\x99" * width
+    raw = zlib.compress(row * height)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def test_a_lesson_image_3000_pixels_wide_fits_the_column(tmp_path: Path) -> None:
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    # Written into the lesson, so the page needs no server (markdown-it refuses file: links).
+    data = base64.b64encode(png(tmp_path / "ward.png", 3000, 40).read_bytes()).decode("ascii")
+    picture = f"data:image/png;base64,{data}"
+    day = emails / "white-coat" / "day-02.md"
+    day.write_text(
+        day.read_text(encoding="utf-8").replace(
+            "Good morning, {{ greeting }}.\n",
+            f"Good morning, {{{{ greeting }}}}.\n\n![A quiet ward at night]({picture})\n",
+        ),
+        encoding="utf-8",
+    )
+    course = load_course(emails, "white-coat")
+    links = Links(secret_key="k", base_url="https://course.example.org")
+    msg = lesson_message(
+        Renderer(emails), course, 2, links, sample_reader(), now=utc(2026, 11, 25, 7)
+    )
+    (part,) = [p for p in msg.walk() if p.get_content_type() == "text/html"]
+    body = part.get_payload(decode=True).decode("utf-8")  # type: ignore[union-attr]
+    # Outlook on Windows ignores max-width: the width attribute holds it to the column there.
+    (img,) = re.findall(r"<img [^>]+>", body)
+    assert 'width="536"' in img and "max-width:100%" in img
+    measured = browser.measure([browser.Page("image", body, BUTTON)], WIDTHS, tmp_path)
+    assert [(m.width, m.scrolls_sideways, m.button_visible) for m in measured] == [
+        (375, False, True),
+        (600, False, True),
+    ]
 
 
 def test_the_studio_index_fits_a_phone_and_a_desktop(rt: Runtime, tmp_path: Path) -> None:

@@ -19,6 +19,11 @@ from tests.conftest import EMAILS, make_settings
 from tests.workers import settings_env
 
 LONG_TEXT = "The night shift ends and the work does not. " * 400  # about 3,600 words
+SMALL_DATA_IMAGE = (
+    "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk"
+    "+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+LARGE_DATA_IMAGE = "data:image/png;base64," + "QUJD" * 50_000  # 200 KB on one line
 
 
 @pytest.fixture
@@ -139,6 +144,34 @@ RULES: dict[str, tuple[Breakage, str, int, str, str]] = {
         13,
         "warning",
         "has no alt text",
+    ),
+    "image-over-plain-http": (
+        lambda e: add_to_body(lesson(e, 3), "![A quiet ward](http://cdn.example.org/a.png)"),
+        "day-03.md",
+        13,
+        "warning",
+        "is not https://",
+    ),
+    "image-written-into-the-lesson": (
+        lambda e: add_to_body(lesson(e, 3), f"![A dot]({SMALL_DATA_IMAGE})"),
+        "day-03.md",
+        13,
+        "warning",
+        "Gmail does not show such images",
+    ),
+    "large-image-written-into-the-lesson": (
+        lambda e: add_to_body(lesson(e, 5), f"![A chart]({LARGE_DATA_IMAGE})"),
+        "day-05.md",
+        13,
+        "error",
+        "KB in every message",
+    ),
+    "level-one-heading-in-a-lesson": (
+        lambda e: add_to_body(lesson(e, 3), "# Part one\n\nText."),
+        "day-03.md",
+        13,
+        "warning",
+        "start the lesson's headings at ##",
     ),
     "html-over-100kb": (
         lambda e: add_to_body(lesson(e, 4), "\n\n".join([LONG_TEXT] * 7)),
@@ -414,3 +447,14 @@ def test_a_lesson_with_a_bad_link_is_still_rendered_and_measured(emails: Path) -
     found = [f.message for f in findings(emails) if f.path.name == "day-04.md"]
     assert any(m.startswith("link '/journal'") for m in found), found
     assert any("Gmail clips" in m for m in found), found
+
+
+def test_a_large_image_written_into_a_lesson_is_shown_short_and_not_read_as_words(
+    emails: Path,
+) -> None:
+    add_to_body(lesson(emails, 5), f"![A chart]({LARGE_DATA_IMAGE})")
+    found = findings(emails)
+    assert found, "the data: image is refused"
+    assert max(len(f.message) for f in found) < 300, "the 200 KB address is not printed whole"
+    assert "(200,022 characters)" in " ".join(f.message for f in found)
+    assert not [f for f in found if "reading time" in f.message], found

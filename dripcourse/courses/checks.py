@@ -49,6 +49,7 @@ from dripcourse.links import Links
 
 MAX_SUBJECT_CHARS = 70  # longer subjects are cut off in most inboxes
 WORDS_PER_MINUTE = 200
+_ADDRESS = re.compile(r"\((?:data:|https?://)[^)\s]*\)|<(?:https?://)[^>\s]*>|data:\S+")
 READING_TIME_FACTOR = 2  # a lesson over twice the course's median reading time is flagged
 LAYOUT_FILE_MISSING = "layout file missing"
 SAMPLE_LINKS = Links(secret_key="check", base_url="https://course.example.org")
@@ -167,7 +168,9 @@ def _check_lesson(
         # where they were either way), so its links and headings are not left for next time.
         found.extend(_markdown_problems(lesson, lesson.body, as_written=True))
         return found
-    words = len(re.findall(r"\w+", " ".join([body, lesson.prompt, *lesson.questions])))
+    # Addresses are not read: a data: URI would count as thousands of words.
+    prose = _ADDRESS.sub(" ", " ".join([body, lesson.prompt, *lesson.questions]))
+    words = len(re.findall(r"\w+", prose))
     facts.reading_minutes = round(words / WORDS_PER_MINUTE, 1)
     found.extend(_markdown_problems(lesson, body))
     if course is None or renderer is None or subject_problems:
@@ -231,7 +234,14 @@ def _markdown_problems(lesson: Lesson, body: str, *, as_written: bool = False) -
         line = lesson.body_line + (token.map[0] if token.map else 0)
         if token.type == "heading_open":
             new = int(token.tag[1])
-            if new > level + 1:
+            if new == 1:
+                add(
+                    line,
+                    "warning",
+                    "a # heading in a lesson competes with the layout's "
+                    "'Day N: Title'; start the lesson's headings at ##",
+                )
+            elif new > level + 1:
                 add(line, "warning", f"heading level {new} follows level {level}; use {level + 1}")
             level = new
         if token.type == "inline":
@@ -244,13 +254,67 @@ def _markdown_problems(lesson: Lesson, body: str, *, as_written: bool = False) -
                         add(line + offset, "error", _link_message(href))
                 elif child.type == "image":
                     src = str(child.attrs.get("src", ""))
-                    if not child.content.strip():
-                        add(line + offset, "warning", f"image {src!r} has no alt text")
-                    if as_written and _TEMPLATED.search(src):
-                        continue
-                    if not re.match(r"^https?://\S", src, re.IGNORECASE):
-                        add(line + offset, "error", _link_message(src, "image"))
+                    for severity, message in _image_problems(src, child.content, as_written):
+                        add(line + offset, severity, message)
     return found
+
+
+# An image written into the lesson (a data: URI) goes into every message; Gmail shows none of
+# them, and past this size it is refused rather than warned about.
+MAX_DATA_IMAGE_BYTES = 16 * 1024
+
+
+def _image_problems(src: str, alt: str, as_written: bool) -> list[tuple[str, str]]:
+    """What ``check`` says about one lesson image: no alt text, not https, written in."""
+    shown = _shown(src)
+    found = []
+    if not alt.strip():
+        found.append(
+            (
+                "warning",
+                f"image {shown} has no alt text; a reader who cannot see it "
+                "(images off, a screen reader) gets nothing",
+            )
+        )
+    if as_written and _TEMPLATED.search(src):
+        return found
+    if src[:5].lower() == "data:":
+        size = len(src)
+        if size > MAX_DATA_IMAGE_BYTES:
+            found.append(
+                (
+                    "error",
+                    f"image {shown} is written into the lesson ({size // 1024} KB "
+                    "in every message); put it on an https:// address",
+                )
+            )
+        else:
+            found.append(
+                (
+                    "warning",
+                    f"image {shown} is written into the lesson; Gmail does not "
+                    "show such images: put it on an https:// address",
+                )
+            )
+    elif re.match(r"^http://\S", src, re.IGNORECASE):
+        found.append(
+            (
+                "warning",
+                f"image {shown} is not https://; many mail apps block or warn "
+                "about images over plain http",
+            )
+        )
+    elif not re.match(r"^https://\S", src, re.IGNORECASE):
+        found.append(("error", _link_message(src, "image")))
+    return found
+
+
+def _shown(src: str) -> str:
+    """An address as a finding shows it: whole when short, else its start and its length (a
+    data: URI can be 200 KB on one line)."""
+    if len(src) <= 80:
+        return repr(src)
+    return f"{src[:60]!r}... ({len(src):,} characters)"
 
 
 def _inline_children(token: Token) -> list[tuple[Token, int]]:
@@ -265,7 +329,7 @@ def _inline_children(token: Token) -> list[tuple[Token, int]]:
 
 def _link_message(href: str, what: str = "link") -> str:
     if what == "image":
-        return f"image {href!r} is not an absolute http(s):// address; mail has no folder"
+        return f"image {_shown(href)} is not an absolute https:// address; mail has no folder"
     return (
         f"link {href!r} is not an absolute http(s):// address; a relative link leads "
         "nowhere in an email"

@@ -198,6 +198,7 @@ class Renderer:
         self._text_env = _sandbox(loader=loader, autoescape=False, keep_trailing_newline=True)
         self._css = (layout / "style.css").read_text(encoding="utf-8")
         self._markdown = MarkdownIt("commonmark", {"html": False, "typographer": False})
+        self._markdown.add_render_rule("image", _column_wide_image)
         self._cache: dict[tuple[str, int], RenderedLesson] = {}
 
     def lesson(self, course: Course, day: int) -> RenderedLesson:
@@ -275,6 +276,18 @@ class Renderer:
             _where, line = template_place(exc, "<template>")
             in_file = first_line + line - 1 if line else first_line
             raise CourseError.at(path, in_file, describe_error(exc)) from None
+
+
+# The lesson column's width in the layout (600 less 32 px padding each side).
+IMAGE_WIDTH = 536
+
+
+def _column_wide_image(self, tokens, idx, options, env):  # type: ignore[no-untyped-def]
+    """An image as wide as the lesson's column, never wider: the stylesheet's ``max-width:
+    100%`` holds it to a phone's width, and the ``width`` attribute to the column in Outlook
+    on Windows, which ignores max-width and would show a large image at its own size."""
+    tokens[idx].attrSet("width", str(IMAGE_WIDTH))
+    return self.image(tokens, idx, options, env)
 
 
 def template_place(exc: Exception, filename: str) -> tuple[str | None, int | None]:
