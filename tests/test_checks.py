@@ -222,7 +222,7 @@ RULES: dict[str, tuple[Breakage, str, int, str, str]] = {
     "layout-relative-link": (
         lambda e: edit(e / "_layout" / "base.html", 'href="{{ links.journal }}"', 'href="journal"'),
         "base.html",
-        32,
+        35,
         "error",
         "link 'journal' is not an absolute",
     ),
@@ -414,7 +414,7 @@ TOGETHER: dict[str, tuple[Breakage, list[tuple[str, int, str, str]]]] = {
     "a relative link in the layout and a lesson too big": (
         _both(RULES["layout-relative-link"][0], RULES["html-over-100kb"][0]),
         [
-            ("base.html", 32, "error", "link 'journal' is not an absolute"),
+            ("base.html", 35, "error", "link 'journal' is not an absolute"),
             ("day-04.md", 1, "warning", "Gmail clips"),
         ],
     ),

@@ -8,6 +8,7 @@ import email
 import email.policy
 import re
 
+import lxml.html
 import premailer
 import pytest
 
@@ -199,3 +200,26 @@ def test_a_paragraph_starting_with_from_is_not_mangled() -> None:
     )
     assert b"\r\n>From " not in wire_bytes(msg)
     assert b"From the first night" in wire_bytes(msg).replace(b"=\r\n", b"")
+
+
+@pytest.mark.parametrize(("slug", "day"), ALL_LESSONS)
+def test_every_box_outlook_on_windows_pads_is_a_table_cell(
+    renderer: Renderer, slug: str, day: int
+) -> None:
+    """Outlook on Windows (Word's renderer) keeps padding only on table cells: on a link, a
+    paragraph or a div it is dropped, and the button shrinks to its text (the support tables
+    of email clients list padding as table-cell-only there)."""
+    msg = email.message_from_bytes(render(renderer, slug, day), policy=email.policy.default)
+    doc = lxml.html.fromstring(msg.get_body(("html",)).get_content())
+    padded = [
+        (el.tag, el.get("class"))
+        for el in doc.iter("a", "div", "p", "span")
+        if "padding" in (el.get("style") or "")
+    ]
+    assert padded == []
+    (button,) = doc.find_class("button")
+    cell = button.getparent()
+    assert cell.tag == "td" and "padding:12px 22px" in cell.get("style")
+    assert cell.get("bgcolor") == "#2f6f61"  # the colour Outlook shows behind the text
+    (box,) = doc.find_class("reflection-cell")
+    assert box.tag == "td" and "padding:16px 20px" in box.get("style")
