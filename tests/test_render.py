@@ -7,6 +7,8 @@ import datetime as dt
 import email
 import email.policy
 import re
+import shutil
+from pathlib import Path
 
 import lxml.html
 import premailer
@@ -223,3 +225,37 @@ def test_every_box_outlook_on_windows_pads_is_a_table_cell(
     assert cell.get("bgcolor") == "#2f6f61"  # the colour Outlook shows behind the text
     (box,) = doc.find_class("reflection-cell")
     assert box.tag == "td" and "padding:16px 20px" in box.get("style")
+
+
+@pytest.mark.parametrize(
+    ("toml_lines", "says"),
+    [
+        (
+            "",
+            "You are receiving this because you enrolled in The White Coat Reset. "
+            "One lesson a day, 7 in all.",
+        ),
+        (
+            'reason = "Your hospital\'s wellbeing programme enrolled you in this course."\n',
+            "Your hospital's wellbeing programme enrolled you in this course. One lesson a day,",
+        ),
+        ("skip_weekends = true\n", "One lesson each weekday (Monday to Friday), 7 in all."),
+    ],
+    ids=["default", "enrolled-by-a-programme", "weekdays-only"],
+)
+def test_the_footer_says_why_and_how_often_truly(
+    tmp_path: Path, toml_lines: str, says: str
+) -> None:
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    toml = emails / "white-coat" / "course.toml"
+    text = toml.read_text(encoding="utf-8").replace("skip_weekends = false\n", "")
+    toml.write_text(text + toml_lines, encoding="utf-8")
+    course = load_course(emails, "white-coat")
+    msg = build_message(
+        Renderer(emails).lesson(course, 1), reader(), now=NOW, msg_id="<x@course.example.org>"
+    )
+    parsed = email.message_from_bytes(wire_bytes(msg), policy=email.policy.default)
+    html = " ".join(parsed.get_body(("html",)).get_content().split())
+    text_part = " ".join(parsed.get_body(("plain",)).get_content().split())
+    assert says in html.replace("&#39;", "'") and says in text_part

@@ -43,8 +43,12 @@ KNOWN_COURSE_KEYS = {
     "latest_send_time",
     "skip_weekends",
     "greeting_fallback",
+    "reason",
 }
 DEFAULT_GREETING_FALLBACK = "there"
+# Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
+# their programme says so in course.toml's ``reason``.
+DEFAULT_REASON = "You are receiving this because you enrolled in {title}."
 _FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n(.*?)^---[ \t]*(?:\r?\n|\Z)", re.S | re.M)
 
 Severity = Literal["error", "warning", "ignored"]
@@ -104,10 +108,22 @@ class Course:
     path: Path
     description: str = ""
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
+    reason: str = ""
 
     @property
     def length(self) -> int:
         return len(self.lessons)
+
+    @property
+    def why_you_get_it(self) -> str:
+        """The footer's sentence on why this reader gets the course."""
+        return self.reason or DEFAULT_REASON.format(title=self.title)
+
+    @property
+    def rhythm(self) -> str:
+        """How often lessons come, said truly: "One lesson a day, 7 in all." """
+        every = "each weekday (Monday to Friday)" if self.cadence.skip_weekends else "a day"
+        return f"One lesson {every}, {self.length} in all."
 
     def lesson(self, day: int) -> Lesson:
         # By day, not position: a course read for ``check`` may lack the lessons with errors.
@@ -236,6 +252,13 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
     fallback = meta.get("greeting_fallback", DEFAULT_GREETING_FALLBACK)
     if not isinstance(fallback, str) or not fallback.strip() or "\n" in fallback:
         error("greeting_fallback", 'greeting_fallback must be one line of text, e.g. "colleague"')
+    reason = meta.get("reason", "")
+    if not isinstance(reason, str) or "\n" in reason.strip() or len(reason) > 300:
+        error(
+            "reason",
+            'reason must be one sentence, e.g. "Your residency programme enrolled '
+            'you in this course."',
+        )
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -244,6 +267,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "cadence": cadence,
         "description": str(meta.get("description", "")),
         "greeting_fallback": str(fallback).strip(),
+        "reason": str(reason).strip(),
     }
 
 

@@ -52,9 +52,11 @@ LESSON_VARIABLES: dict[str, str] = {
 LAYOUT_VARIABLES: dict[str, str] = {
     **LESSON_VARIABLES,
     "subject": "the lesson's subject line, rendered",
-    "body": "the lesson text: HTML in base.html, the Markdown source in base.txt",
+    "body": "the lesson text: HTML in base.html, plain prose in base.txt",
     "css": "the contents of style.css",
     "course.title": "the course's title",
+    "course.reason": "why the reader gets the course (course.toml's reason, or 'you enrolled')",
+    "course.rhythm": "how often lessons come: 'One lesson a day, 7 in all.'",
     "lesson.day": "the lesson's day number",
     "lesson.title": "the lesson's title",
     "lesson.prompt": "the reflection question",
@@ -217,6 +219,8 @@ class Renderer:
         facts: dict[str, object] = {
             "day": lesson.day,
             "course.title": course.title,
+            "course.reason": course.why_you_get_it,
+            "course.rhythm": course.rhythm,
             "lesson.day": lesson.day,
             "lesson.title": lesson.title,
             "lesson.prompt": lesson.prompt,
