@@ -104,7 +104,7 @@ def test_tick_inline_sends_due_lessons_and_status_counts_them(run, settings: Set
             "email,name,timezone\na@example.org,A,UTC\nA@example.org,B,UTC\n",
             "cohort.csv:3: email: a@example.org is also on line 2",
         ),
-        ("mail,name\nx@example.org,X\n", "cohort.csv:1: the header needs an email column"),
+        ("who,name\nX,X\n", "cohort.csv:1: the header needs an email column"),
         (
             "email,name,timezone\na@example.org,A,UTC,extra\n",
             "cohort.csv:2: more fields than the header has columns",

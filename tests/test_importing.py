@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from dripcourse.cli import cli
 from dripcourse.errors import InputError
@@ -87,11 +89,11 @@ def test_every_bad_field_of_a_row_is_reported_and_the_row_counted_once(
     result = run("import", str(csv), "--cohort", cohort)
     assert result.exit_code == 1
     assert result.output.splitlines()[1:] == [
-        f"{csv}:3: name: U+0009, a control character, at character 4; remove it",
-        f"{csv}:3: timezone: 'EST' is an abbreviation, not a place (did you mean "
+        f"Error: {csv}:3: name: U+0009, a control character, at character 4; remove it",
+        f"Error: {csv}:3: timezone: 'EST' is an abbreviation, not a place (did you mean "
         "America/New_York?)",
-        f"{csv}:3: greeting: 'Dr. <Perez>' may not hold <, > or quotes",
-        "1 bad row(s): nothing was imported",
+        f"Error: {csv}:3: greeting: 'Dr. <Perez>' may not hold <, > or quotes",
+        "Error: 1 bad row(s): nothing was imported",
     ]
     assert result.output.startswith(f"Error: {csv}:3: email: 'not-an-address' is not an email")
     enrolled = run("enroll", "not-an-address", "--cohort", cohort, "--timezone", "EST")
@@ -413,3 +415,105 @@ def test_imported_people_can_be_paused_on_either_database(
         persons.pause(session, found, course, now, days=3)
         assert found.next_send_at == dt.datetime(2025, 3, 4, 13, tzinfo=dt.UTC)
     rt.close()
+
+
+SPREADSHEET_FILES = {
+    "semicolons (Excel in much of Europe)": (
+        "E-Mail;Full name;Time Zone\r\nana@example.org;Ana Pérez;Europe/Madrid\r\n".encode(),
+        [],
+    ),
+    "tabs in UTF-16 (Unicode text)": (
+        "Email\tName\tTimezone\r\nana@example.org\tAna Pérez\tEurope/Madrid\r\n".encode("utf-16"),
+        [],
+    ),
+    "commas and quoted semicolons": (
+        'email,name,timezone\nana@example.org,"Pérez; Ana",Europe/Madrid\n'.encode(),
+        [],
+    ),
+    "semicolons chosen by hand": (
+        "email;name;timezone\nana@example.org;Ana Pérez;Europe/Madrid\n".encode(),
+        ["--delimiter", "semicolon"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SPREADSHEET_FILES)
+def test_files_as_spreadsheets_save_them_are_read(
+    run, cohort: str, tmp_path: Path, name: str
+) -> None:  # type: ignore[no-untyped-def]
+    data, options = SPREADSHEET_FILES[name]
+    csv = tmp_path / "people.csv"
+    csv.write_bytes(data)
+    result = run("import", str(csv), "--cohort", cohort, *options)
+    assert result.exit_code == 0, result.output
+    assert people(run) == {"ana@example.org": "Europe/Madrid"}
+
+
+def test_a_header_without_email_names_the_column_that_holds_addresses(
+    run, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    csv = write(tmp_path, "Correo;Nombre\nana@example.org;Ana\n")
+    result = run("import", str(csv), "--cohort", cohort)
+    assert result.exit_code == 1
+    assert "column 'Correo' holds addresses: name it email" in result.output
+
+
+def test_a_file_not_in_utf8_says_how_to_save_it_so(run, cohort: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "people.csv"
+    csv.write_bytes("email,name,timezone\nana@example.org,Ana Pérez,UTC\n".encode("cp1252"))
+    result = run("import", str(csv), "--cohort", cohort)
+    assert result.exit_code == 1
+    assert f"{csv}:2: not UTF-8 text" in result.output
+    assert "CSV UTF-8 (Comma delimited)" in result.output
+
+
+def test_errors_come_in_line_order_each_on_an_error_line_of_its_own(
+    run, rt, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    run("suppressions", "add", "late@example.org", "--reason", "asked")
+    csv = write(
+        tmp_path,
+        "email,name,timezone\n"
+        "bad-address,A,UTC\n"
+        "late@example.org,L,UTC\n"  # refused in the second pass, against the database
+        "b@example.org,B,Mars/Olympus\n",
+    )
+    result = run("import", str(csv), "--cohort", cohort)
+    assert result.exit_code == 1
+    lines = result.output.splitlines()
+    assert all(line.startswith("Error: ") for line in lines), result.output
+    assert [line.split(":")[2] for line in lines[:-1]] == ["2", "3", "4"]
+
+
+def test_an_exact_repeat_of_a_row_is_a_warning_and_imported_once(
+    run, cohort: str, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    csv = write(
+        tmp_path,
+        "email,name,timezone\nana@example.org,Ana,UTC\nbo@example.org,Bo,UTC\n"
+        "ana@example.org,Ana,UTC\n",
+    )
+    result = run("import", str(csv), "--cohort", cohort)
+    assert result.exit_code == 0, result.output
+    assert f"{csv}:4: warning: repeats line 2 exactly; imported once" in result.output
+    assert people(run) == {"ana@example.org": "UTC", "bo@example.org": "UTC"}
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    data=st.binary(max_size=400)
+    | st.lists(st.text(st.sampled_from(list('ab@.;,\t"\r\n é\x00')), max_size=12), max_size=12).map(
+        lambda cells: ("email;name\n" + ",".join(cells)).encode("utf-8")
+    )
+)
+def test_any_file_is_read_or_refused_with_a_named_place(tmp_path: Path, data: bytes) -> None:
+    csv = tmp_path / "any.csv"
+    csv.write_bytes(data)
+    try:
+        parsed = importing.read_csv(csv, "UTC")
+    except InputError as exc:
+        assert str(exc).startswith(str(csv)), exc
+    else:
+        assert all(line >= 2 for line, _problem in parsed.problems)

@@ -21,7 +21,11 @@ class Group(click.Group):
         try:
             return super().invoke(ctx)
         except DripcourseError as exc:
-            raise click.ClickException(str(exc)) from None
+            # Several problems (every bad row of an import): each on an Error: line of its own.
+            *first, last = str(exc).splitlines() or [""]
+            for line in first:
+                click.echo(f"Error: {line}", err=True)
+            raise click.ClickException(last) from None
         except OSError as exc:
             if exc.filename is None:
                 raise

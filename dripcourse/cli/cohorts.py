@@ -129,6 +129,12 @@ def enroll(
 @click.option("--timezone", default=None, help="IANA zone for rows without one.")
 @click.option("--dry-run", is_flag=True, help="Check and report only; enroll nobody.")
 @click.option("--skip-existing", is_flag=True, help="Leave people already in the cohort alone.")
+@click.option(
+    "--delimiter",
+    type=click.Choice(["comma", "semicolon", "tab"]),
+    default=None,
+    help="What separates the fields (default: found from the header line).",
+)
 @pass_state
 def import_csv(
     state: State,
@@ -137,8 +143,12 @@ def import_csv(
     timezone: str | None,
     dry_run: bool,
     skip_existing: bool,
+    delimiter: str | None,
 ) -> None:
-    """Enroll everyone in a CSV (header: email,name,timezone[,greeting]), all or nothing."""
+    """Enroll everyone in a CSV (header: email,name,timezone[,greeting]), all or nothing.
+
+    Commas, semicolons or tabs; UTF-8 (or a spreadsheet's UTF-16 "Unicode text").
+    """
     rt = state.runtime
     now = utcnow()
     if timezone is not None:
@@ -150,7 +160,17 @@ def import_csv(
         the_cohort = enrollment.get_cohort(session, cohort_name)
         course = rt.catalog.course(the_cohort.course_slug)
         with _progress("checking", _lines(csv_path)) as advance:
-            parsed = importing.read_csv(csv_path, timezone or the_cohort.timezone, advance)
+            parsed = importing.read_csv(
+                csv_path,
+                timezone or the_cohort.timezone,
+                advance,
+                delimiter={"comma": ",", "semicolon": ";", "tab": "\t"}.get(delimiter or ""),
+            )
+        for line, first in parsed.repeated:
+            click.echo(
+                f"{csv_path}:{line}: warning: repeats line {first} exactly; imported once",
+                err=True,
+            )
         if parsed.ignored_columns:
             click.echo(
                 f"{csv_path}:1: ignored column(s) {', '.join(parsed.ignored_columns)} "
