@@ -50,6 +50,10 @@ FALLBACK = "colleague"
         ("王小明", "王小明"),
         ("A. Okafor", "A. Okafor"),
         ("Sir Tomas Lindqvist", "Sir Tomas"),
+        ("Sister Mary Ellen", "Sister Mary Ellen"),
+        ("Sr. Anne Marie", "Sr. Anne Marie"),
+        ("Father John Okafor", "Father John Okafor"),
+        ("Dr. Ramesh K.C.", "Dr. K.C."),
         ("", FALLBACK),
         ("   ", FALLBACK),
         ("Dr.", FALLBACK),
@@ -201,3 +205,64 @@ def test_first_name_in_a_lesson_is_never_a_title(name: str, greeting: str, first
     links = dict.fromkeys(("reflect", "journal", "pause", "unsubscribe"), "https://x.example/")
     who = Personal(email="a@example.org", name=name, greeting=greeting, **links)
     assert who.value("first_name") == first_name
+
+
+def test_a_greeting_ending_in_a_full_stop_gets_no_second_one(
+    run, tmp_path: Path, outbox: Path
+) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "email,name,timezone,greeting\nramesh@example.org,Dr. Ramesh K.C.,UTC,\n"
+        "ana@example.org,Ana,UTC,Dr. A.\n",
+        encoding="utf-8",
+    )
+    assert run("import", str(csv), "--cohort", "c").exit_code == 0
+    assert "2 sent" in run("tick", "--inline").output
+    for text in _sent_texts(outbox).values():
+        opening = re.search(r"Good morning, [^\r\n]*", text).group()  # type: ignore[union-attr]
+        assert opening in ("Good morning, Dr. K.C.", "Good morning, Dr. A."), opening
+
+
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "import"])
+def test_the_import_summary_lists_every_unusual_greeting_before_anyone_is_mailed(
+    run, tmp_path: Path, dry_run: bool
+) -> None:  # type: ignore[no-untyped-def]
+    csv = tmp_path / "people.csv"
+    csv.write_text(
+        "email,name,timezone,greeting\n"
+        "amara@example.org,Dr. Amara Okafor,UTC,\n"
+        "ramesh@example.org,Dr. Ramesh K.C.,UTC,\n"
+        "mary@example.org,Sister Mary Ellen,UTC,\n"
+        "nobody@example.org,,UTC,\n"
+        "set@example.org,Dr. X. Y.,UTC,Dr. Yates\n",
+        encoding="utf-8",
+    )
+    result = run("import", str(csv), "--cohort", "c", *(["--dry-run"] if dry_run else []))
+    assert result.exit_code == 0, result.output
+    listed = result.output.split("greeting(s) to look at before Day 1", 1)[1].splitlines()[1:]
+    assert listed == [
+        "  line 3: ramesh@example.org  'Dr. K.C.' from 'Dr. Ramesh K.C.': it holds initials",
+        "  line 4: mary@example.org  'Sister Mary Ellen' from 'Sister Mary Ellen': the title "
+        "'Sister' is kept as typed",
+        "  line 5: nobody@example.org  'colleague' from '': the name gives no greeting: the "
+        "course's fallback",
+    ]
+    assert "3 greeting(s) to look at" in result.output
+
+
+def test_show_says_how_the_person_is_greeted(run) -> None:  # type: ignore[no-untyped-def]
+    run(
+        "enroll",
+        "ramesh@example.org",
+        "--cohort",
+        "c",
+        "--name",
+        "Dr. Ramesh K.C.",
+        "--timezone",
+        "UTC",
+    )
+    shown = run("show", "ramesh@example.org").output
+    assert "  greeted as: 'Dr. K.C.' (from the name; look at it: it holds initials)" in shown
+    run("set-greeting", "ramesh@example.org", "Dr. KC")
+    shown = run("show", "ramesh@example.org").output
+    assert "  greeted as: 'Dr. KC' (set by hand;" in shown

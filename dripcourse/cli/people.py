@@ -14,6 +14,7 @@ from dripcourse import db
 from dripcourse.cli.base import DAY_NUMBER, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.courses.course import Course
+from dripcourse.courses.greeting import greeting_for, unusual
 from dripcourse.models import Enrollment, Subscriber
 from dripcourse.people import changes as people
 from dripcourse.people import enrollment
@@ -50,8 +51,10 @@ def show(state: State, email: str) -> None:
     """Show a person: each enrollment, its next lesson, every delivery and its last error."""
     with _person(state, email) as (session, person, now):
         view = people.describe(session, person, state.runtime.catalog.course, now)
+        person_greeting = person.greeting or ""
     click.echo(f"{view.email}  {view.name or '(no name)'}  {view.timezone}")
     click.echo(f"  on record since {view.since:%Y-%m-%d %H:%M} UTC")
+    click.echo(f"  greeted as: {_greeting_line(state, person_greeting, view)}")
     if view.suppressed:
         click.echo(f"  suppressed: {view.suppressed}")
     for each in view.enrollments:
@@ -145,3 +148,15 @@ def set_timezone(state: State, email: str, zone: str) -> None:
         changes = people.set_timezone(session, person, zone, state.runtime.catalog.course, now)
     for change in changes:
         click.echo(f"{person.email}: {change}")
+
+
+def _greeting_line(state: State, set_by_hand: str, view: people.PersonView) -> str:
+    """How lessons greet the person, where that comes from, and why to look at it if odd."""
+    if set_by_hand:
+        return f"{set_by_hand!r} (set by hand; set-greeting EMAIL '' derives it from the name)"
+    slug = view.enrollments[0].course if view.enrollments else None
+    fallback = state.runtime.catalog.course(slug).greeting_fallback if slug else "there"
+    greeting = greeting_for(view.name, "", fallback)
+    why = unusual(view.name, greeting, fallback)
+    line = f"{greeting!r} (from the name"
+    return line + (f"; look at it: {why})" if why else ")")

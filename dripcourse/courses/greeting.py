@@ -31,6 +31,9 @@ _TITLES = {
 }
 # Titles that go with the given name: "Sir Tomas Lindqvist" is Sir Tomas.
 _GIVEN_NAME_TITLES = {"sir", "dame"}
+# Religious titles go with the whole name after them: "Sister Mary Ellen" is Sister Mary Ellen
+# (a religious name has no family name to pick out), never "Sister Ellen".
+_WHOLE_NAME_TITLES = {"sister", "sr", "brother", "br", "father", "fr", "mother", "rev"}
 _INITIAL = re.compile(r"^\w\.?$")
 MAX_GREETING_CHARS = 100
 
@@ -57,6 +60,8 @@ def derive_greeting(name: str, fallback: str) -> str:
     title = _title(raw_title)
     if title and title.lower() in _GIVEN_NAME_TITLES and first:
         return f"{title} {first}"
+    if title and title.rstrip(".").lower() in _WHOLE_NAME_TITLES and (first or last):
+        return " ".join(p for p in (title, first, middle, last) if p)
     if title and (last or first):
         return f"{title} {last or first}"
     if first and not _INITIAL.match(first):
@@ -65,6 +70,24 @@ def derive_greeting(name: str, fallback: str) -> str:
     if any(ch.isalnum() for ch in whole):
         return whole
     return fallback
+
+
+def unusual(name: str, greeting: str, fallback: str) -> str | None:
+    """Why an operator should look at the greeting derived from ``name`` before anyone is
+    mailed, or None when it has the usual shape ("Dr. Okafor", "Amara")."""
+    raw_title = _parts(name)[0]
+    title = raw_title.split()[0] if raw_title else ""
+    known = title.rstrip(".").lower() in _TITLES.keys() | _GIVEN_NAME_TITLES
+    words = [w for w in greeting.split() if w != _title(raw_title)]
+    if greeting == fallback:
+        return "the name gives no greeting: the course's fallback"
+    if any(_INITIAL.match(w) or w.count(".") > 1 for w in words):
+        return "it holds initials"
+    if title and not known:
+        return f"the title {title!r} is kept as typed"
+    if any(ch.isdigit() for ch in greeting):
+        return "it holds a digit"
+    return None
 
 
 def given_name(name: str) -> str:

@@ -86,7 +86,13 @@ PERSONAL_FIELDS = (
     "greeting",
     "lesson",
     "privacy",
+    # A name at the end of a sentence ("Good morning, {{ greeting }}."): the value and the
+    # full stop together, so a name that ends in one ("Dr. K.C.") does not get a second.
+    "name.",
+    "first_name.",
+    "greeting.",
 )
+_SENTENCE_END = {"name", "first_name", "greeting"}
 _TOKEN = "Zq{}xDRIPx{}Zq"
 _TOKEN_RE = re.compile(r"Zq(\w+?)xDRIPx(\d+)Zq")
 MAX_HTML_BYTES = 100_000  # Gmail clips an HTML body past about 102 KB.
@@ -118,6 +124,9 @@ class Personal:
         return given_name(self.name) or self.value("greeting")
 
     def value(self, field: str) -> str:
+        if field.endswith("."):
+            value = self.value(field[:-1])
+            return value if value.endswith(".") else value + "."
         if field == "greeting" and not self.greeting:
             return derive_greeting(self.name, self.greeting_fallback)
         return str(getattr(self, field))
@@ -143,8 +152,11 @@ class Template:
         pos = 0
         for match in _TOKEN_RE.finditer(text):
             self.parts.append(text[pos : match.start()])
-            self.parts.append(int(match.group(2)))
+            field = PERSONAL_FIELDS[int(match.group(2))]
             pos = match.end()
+            if field in _SENTENCE_END and text.startswith(".", pos):
+                field, pos = f"{field}.", pos + 1
+            self.parts.append(PERSONAL_FIELDS.index(field))
         self.parts.append(text[pos:])
         self.html = html
 

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
+from dripcourse.courses.greeting import greeting_for, unusual
 from dripcourse.errors import FieldErrors, InputError
 from dripcourse.models import Cohort, Enrollment, EnrollmentStatus, Subscriber, Suppression
 from dripcourse.people.enrollment import (
@@ -91,6 +92,8 @@ class ImportReport:
     ignored_columns: list[str] = field(default_factory=list)
     by_zone: Counter[str] = field(default_factory=Counter)
     day_one: dict[str, dt.datetime] = field(default_factory=dict)  # zone -> UTC instant
+    # Greetings an operator should look at before Day 1: (line, email, name, greeting, why).
+    odd_greetings: list[tuple[int, str, str, str, str]] = field(default_factory=list)
 
 
 class ImportRefused(InputError):
@@ -281,6 +284,7 @@ def import_rows(
     report = ImportReport(cohort.name, dry_run=dry_run, ignored_columns=csv_file.ignored_columns)
     new_people: list[Row] = []
     known_people: list[tuple[Row, int]] = []
+    greetings: dict[int, str] = {}  # line -> the greeting on record for someone known
     for chunk in _chunks(csv_file.rows):
         emails = [row.signup.email for row in chunk]
         suppressed = {
@@ -344,11 +348,18 @@ def import_rows(
                 )
                 continue
             known_people.append((Row(row.line, signup), person.id))
+            greetings[row.line] = person.greeting or ""
     if errors:
         errors.sort(key=lambda error: error[0])  # in the order of the file, whichever pass
         listed = "\n".join(located(path, line, problem) for line, problem in errors)
         rows = len({line for line, _problem in errors})  # a row may have several problems
         raise ImportRefused(f"{listed}\n{rows} bad row(s): nothing was imported")
+    for row in sorted([*new_people, *(row for row, _ in known_people)], key=lambda r: r.line):
+        name, set_by_hand = row.signup.name or "", row.signup.greeting or greetings.get(row.line)
+        greeting = greeting_for(name, set_by_hand, course.greeting_fallback)
+        why = None if set_by_hand else unusual(name, greeting, course.greeting_fallback)
+        if why:
+            report.odd_greetings.append((row.line, row.signup.email, name, greeting, why))
     for row in new_people:
         report.by_zone[row.signup.timezone] += 1
     for row, _ in known_people:
@@ -474,4 +485,11 @@ def summary(report: ImportReport, course: Course) -> list[str]:
         f"Day 1 of {course.title!r}: earliest {report.day_one[first]:%Y-%m-%d %H:%M} UTC "
         f"({first}), latest {report.day_one[last]:%Y-%m-%d %H:%M} UTC ({last})"
     )
+    if report.odd_greetings:
+        lines.append(
+            f"{len(report.odd_greetings)} greeting(s) to look at before Day 1 "
+            "(change one with: dripcourse set-greeting EMAIL TEXT):"
+        )
+        for line, email, name, greeting, why in report.odd_greetings:
+            lines.append(f"  line {line}: {email}  {greeting!r} from {name!r}: {why}")
     return lines
