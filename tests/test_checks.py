@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -458,3 +459,19 @@ def test_a_large_image_written_into_a_lesson_is_shown_short_and_not_read_as_word
     assert max(len(f.message) for f in found) < 300, "the 200 KB address is not printed whole"
     assert "(200,022 characters)" in " ".join(f.message for f in found)
     assert not [f for f in found if "reading time" in f.message], found
+
+
+def test_run_refusing_a_broken_course_counts_the_errors_check_counts(
+    emails: Path, tmp_path: Path
+) -> None:
+    for rule in ("missing-subject", "unknown-variable", "relative-link", "does-not-render"):
+        RULES[rule][0](emails)
+    settings = make_settings(tmp_path, emails_dir=str(emails))
+    checked = CliRunner().invoke(cli, ["check"], env=settings_env(settings))
+    count = re.search(r"(\d+) errors, \d+ warnings", checked.output).group(1)  # type: ignore[union-attr]
+    assert int(count) >= 4, checked.output
+    result = CliRunner().invoke(cli, ["run"], env=settings_env(settings))
+    assert result.exit_code == 1
+    assert f"course 'white-coat' cannot be sent: {count} error(s), the first: " in result.output
+    assert "(dripcourse check white-coat lists them all)" in result.output
+    assert "more:" not in result.output and "Traceback" not in result.output

@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from dripcourse import db
 from dripcourse.cli.base import COURSE, PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
-from dripcourse.errors import DripcourseError
+from dripcourse.errors import CourseError, DripcourseError
 from dripcourse.models import Cohort
 from dripcourse.people import enrollment, importing
 from dripcourse.reader import reflections
@@ -82,7 +82,7 @@ def run(state: State, concurrency: int, loglevel: str) -> None:
     with db.transaction(rt.sessions) as session:
         reflections.check_key(session, rt.reflection_cipher)
     for slug in rt.catalog.slugs():
-        rt.catalog.course(slug)  # a broken lesson stops us here, not at 07:00
+        _course_or_stop(rt, slug)  # a broken lesson stops us here, not at 07:00
     app = tasks.configure(rt.settings)
     click.echo(
         f"dripcourse: database {redact_url(rt.settings.database_url)}, "
@@ -211,3 +211,19 @@ def health(state: State, stale_after: int | None) -> None:
     click.echo(verdict.describe())
     if not verdict.healthy:
         sys.exit(STALLED)
+
+
+def _course_or_stop(rt: Runtime, slug: str) -> None:
+    """Load a course, or stop with its first problem and the number `check` counts."""
+    from dripcourse.courses.checks import check_all, counts
+
+    try:
+        rt.catalog.course(slug)
+    except CourseError as exc:
+        layout, reports = check_all(rt.catalog.emails_dir, [slug])
+        errors = counts(layout + [f for r in reports for f in r.findings])[0] or 1
+        raise CourseError(
+            f"course {slug!r} cannot be sent: {errors} error(s), the first: "
+            f"{str(exc).replace(f' (dripcourse check {slug} lists every problem)', '')} "
+            f"(dripcourse check {slug} lists them all)"
+        ) from None

@@ -177,8 +177,8 @@ def load_course(emails_dir: Path, slug: str) -> Course:
     reading = read_course(emails_dir, slug)
     if reading.errors:
         first = reading.errors[0]
-        more = len(reading.errors) - 1
-        detail = first.message + (f" (and {more} more: dripcourse check {slug})" if more else "")
+        more = len(reading.errors) > 1
+        detail = first.message + (f" (dripcourse check {slug} lists every problem)" if more else "")
         raise CourseError.at(first.path, first.line, detail)
     assert reading.course is not None
     return reading.course
