@@ -305,3 +305,9 @@ def test_out_of_range_values_and_unwritable_files_are_one_line(
     assert result.exit_code == 1, result.output
     assert result.output.startswith("Error: ") and message in result.output
     assert "Traceback" not in result.output
+
+
+def test_unenrolling_before_the_first_lesson_says_before_day_1(rt: Runtime) -> None:
+    early = enroll(rt, "early@example.org", timezone="Europe/London")
+    done = change(rt, early, people.unenroll, utc(2025, 2, 20, 9))
+    assert done.after == "removed before Day 1 of 7"

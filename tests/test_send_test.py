@@ -14,7 +14,7 @@ from dripcourse.models import Delivery, Enrollment
 from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
-from tests.conftest import make_settings, utc
+from tests.conftest import EMAILS, make_settings, utc
 from tests.smtp_sink import SMTPSink
 from tests.workers import settings_env
 
@@ -100,3 +100,24 @@ def test_staff_emails_takes_a_toml_list(tmp_path: Path) -> None:
     config.write_text('[staff]\nstaff_emails = ["a@example.org", "b@example.org"]\n')
     settings = load_settings(config, environ={})
     assert settings.staff_addresses == ("a@example.org", "b@example.org")
+
+
+def test_without_staff_addresses_the_error_says_where_to_set_them(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SMTPSink
+) -> None:
+    config = tmp_path / "settings.toml"
+    config.write_text(
+        f'database_url = "{sqlite_url}"\nmail_url = "{smtp_sink.url}"\n'
+        f'var_dir = "{tmp_path / "var"}"\nemails_dir = "{EMAILS}"\n'
+    )
+    result = CliRunner().invoke(
+        cli,
+        ["send-test", "white-coat", "1", "--to", "editor@example.org"],
+        env={"DRIPCOURSE_CONFIG": str(config)},
+    )
+    assert result.exit_code == 1
+    assert (
+        'add yours as staff_emails = ["editor@example.org"] under [staff] in '
+        f"{config}, or set DRIPCOURSE_STAFF_EMAILS=editor@example.org"
+    ) in " ".join(result.output.split())
+    assert smtp_sink.handler.messages() == []

@@ -91,15 +91,22 @@ def lesson_message(
     return build_message(rendered, who, now=now, msg_id=msg_id)
 
 
-def allowed_staff_address(to: str, staff_emails: tuple[str, ...]) -> str:
-    """``to`` normalised, if it is on the staff allow-list; InputError otherwise."""
+def allowed_staff_address(to: str, staff_emails: tuple[str, ...], config_file: str = "") -> str:
+    """``to`` normalised, if it is on the staff allow-list; InputError otherwise.
+
+    ``config_file`` is the settings file in use, if any: an empty list names it.
+    """
     try:
         address = check_address(to)
     except ValueError as exc:
         raise InputError(f"--to: {exc}") from None
     allowed = {check_address(a) for a in staff_emails}
     if not allowed:
-        raise InputError("--to: no staff addresses are set; add yours to the setting staff_emails")
+        where = f"in {config_file}" if config_file else "in a settings file (--config)"
+        raise InputError(
+            f'--to: no staff addresses are set; add yours as staff_emails = ["{address}"] '
+            f"under [staff] {where}, or set DRIPCOURSE_STAFF_EMAILS={address}"
+        )
     if address not in allowed:
         raise InputError(
             f"--to: {address} is not in the staff allow-list (setting staff_emails); "
@@ -116,7 +123,9 @@ def trial_message(
     Its links are a sample reader's even when ``reader`` is a real subscriber: a test message
     is read by staff and may be forwarded, and must not open anyone's private journal.
     """
-    address = allowed_staff_address(to, rt.settings.staff_addresses)
+    first_source = rt.settings.source.split(", ")[0]
+    config_file = "" if first_source.startswith(("DRIPCOURSE_", "built-in")) else first_source
+    address = allowed_staff_address(to, rt.settings.staff_addresses, config_file)
     sample_links = Reader(reader.email, reader.name, reader.greeting, reader.timezone, 0)
     course = rt.catalog.course(slug)
     msg_id = message_id(rt.settings.message_id_domain, None, "")

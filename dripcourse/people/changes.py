@@ -87,6 +87,8 @@ def state(enrollment: Enrollment, course: Course, now: dt.datetime) -> str:
     """Where an enrollment stands, in one line."""
     tz_name = enrollment.subscriber.timezone
     if enrollment.status != EnrollmentStatus.ACTIVE:
+        if enrollment.day == 0:
+            return f"{enrollment.status} before Day 1 of {course.length}"
         return f"{enrollment.status} after Day {enrollment.day} of {course.length}"
     parts = ["active"]
     if enrollment.paused_until is not None and enrollment.paused_until > now:
