@@ -174,6 +174,20 @@ RULES: dict[str, tuple[Breakage, str, int, str, str]] = {
         "warning",
         "start the lesson's headings at ##",
     ),
+    "subject-names-another-day": (
+        lambda e: edit(lesson(e, 2), 'subject: "Day 2:', 'subject: "Day 3:'),
+        "day-02.md",
+        3,
+        "warning",
+        "the subject says Day 3 but this is Day 2",
+    ),
+    "a-day-added-after-the-last": (
+        lambda e: shutil.copy(lesson(e, 7), e / "white-coat" / "day-08.md"),
+        "day-07.md",
+        13,
+        "warning",
+        "reads as the last lesson ('the final lesson') but Day 8 follows",
+    ),
     "html-over-100kb": (
         lambda e: add_to_body(lesson(e, 4), "\n\n".join([LONG_TEXT] * 7)),
         "day-04.md",

@@ -57,6 +57,10 @@ def test_the_index_lists_every_lesson_with_its_facts_and_findings(
     for day in range(1, 8):
         assert f'href="/course/white-coat/{day}"' in html
     assert "Day 1: Noticing the weight you carry" in html
+    shown = re.sub(r"<[^>]+>", "", " ".join(html.split()))
+    assert "keep each course as they loaded it when they started" in shown
+    assert "then restart the workers" in shown
+    assert "Day 1: Day 1:" not in shown, "a subject naming its day is not labelled twice"
     assert "When did you last finish a shift feeling that the work mattered?" in html
     assert re.search(r"\d+(\.\d)? min read &middot; \d+\.\d KB after inlining", html)
     assert "day-02.md:3: warning: the subject is 78 characters" in html

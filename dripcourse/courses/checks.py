@@ -128,6 +128,7 @@ def check_course(emails_dir: Path, slug: str, renderer: Renderer | None) -> Cour
         facts = LessonFacts(day=lesson.day, subject=lesson.subject, prompt=lesson.prompt)
         report.findings.extend(_check_lesson(None, lesson, None, facts))
     report.findings.extend(_reading_time_outliers(reading.lessons, report.lessons))
+    report.findings.extend(_sequence_problems(reading.lessons))
     report.findings.sort(key=lambda f: (str(f.path), f.line))
     return report
 
@@ -334,6 +335,47 @@ def _link_message(href: str, what: str = "link") -> str:
         f"link {href!r} is not an absolute http(s):// address; a relative link leads "
         "nowhere in an email"
     )
+
+
+_DAY_NAMED = re.compile(r"\bday\s+(\d{1,3})\b", re.IGNORECASE)
+_READS_AS_LAST = re.compile(
+    r"\b(?:the\s+)?(?:final|last)\s+(?:lesson|day|email)\b|\bend of (?:the|this) course\b",
+    re.IGNORECASE,
+)
+
+
+def _sequence_problems(lessons: list[Lesson]) -> list[Finding]:
+    """A lesson whose title or subject names another day than its own, and one that reads as
+    the last while later lessons follow (a day added after the course was written)."""
+    found = []
+    last = max((lesson.day for lesson in lessons), default=0)
+    for lesson in lessons:
+        for key, text in (("title", lesson.title), ("subject", lesson.subject)):
+            named = _DAY_NAMED.search(text)
+            if named and int(named.group(1)) != lesson.day:
+                found.append(
+                    Finding(
+                        lesson.path,
+                        lesson.line_of(key),
+                        "warning",
+                        f"the {key} says Day {named.group(1)} but this is Day {lesson.day}",
+                        lesson.day,
+                    )  # fmt: skip
+                )
+        ending = _READS_AS_LAST.search(lesson.body)
+        if ending and lesson.day < last:
+            line = lesson.body_line + lesson.body.count("\n", 0, ending.start())
+            found.append(
+                Finding(
+                    lesson.path,
+                    line,
+                    "warning",
+                    f"reads as the last lesson ({ending.group(0)!r}) but Day {lesson.day + 1} "
+                    f"follows; the course now ends with Day {last}",
+                    lesson.day,
+                )  # fmt: skip
+            )
+    return found
 
 
 def _reading_time_outliers(
