@@ -291,7 +291,10 @@ def test_the_markdown_download_keeps_html_and_markdown_in_a_reflection_inert_and
     for markup in ("<script", "<img", "<a ", "<em>", "<strong>", "<code>", "<s>", "<h1>", "<li>"):
         assert markup not in rendered, markup
     assert as_written(shown(quote)) == as_written(ATTACK)
-    assert '&lt;script>alert("x")&lt;/script>' in md  # readable still, in any text editor
+    # Readable still, in any text editor: the physician's own < and & are not turned into
+    # entities (&lt;), only marked as text with a backslash.
+    assert '\\<script>alert("x")\\</script>' in md and "\\&amp; a" in md
+    assert "&lt;" not in md
     assert "\\[my notes\\](https://evil.example)" in md and "\\*so\\* tired" in md
     assert "> \\# not a heading  \n> \\- not a list  \n> 1\\. nor this  \n> nor code" in md
     assert ATTACK in client.get(base + "/journal.txt").get_data(as_text=True)  # the text as typed

@@ -392,3 +392,14 @@ def test_someone_with_no_reflections_is_told_there_is_nothing_to_delete(
     send_days(rt, 1)
     page = client.get(path(rt, links.JOURNAL, eli) + "/delete/reflections").get_data(as_text=True)
     assert "No reflections to delete" in page and "<form" not in page
+
+
+def test_the_delete_page_speaks_of_one_reflection_in_the_singular(
+    rt: Runtime, client: FlaskClient
+) -> None:
+    eli = enroll(rt, "eli@example.org")
+    send_days(rt, 1)
+    write(rt, eli, 1, "Only one.")
+    page = client.get(path(rt, links.JOURNAL, eli) + "/delete/reflections").get_data(as_text=True)
+    text = " ".join(page.split())
+    assert "the one reflection you have written. It cannot be brought back." in text

@@ -143,7 +143,8 @@ def test_writing_again_edits_the_same_reflection(
     assert (saved.created_at, saved.updated_at) == (NOW, NOW + dt.timedelta(hours=3))
     page = client.get(url).get_data(as_text=True)
     assert "Saved Wednesday 5 March 2025 at 15:00 (UTC)" in page
-    assert "(first written Wednesday 5 March 2025 at 12:00 (UTC))" in page
+    assert "; first written Wednesday 5 March 2025 at 12:00 (UTC)." in page
+    assert "(UTC))" not in page, "no brackets inside brackets"
     assert "First thoughts." not in page
 
 

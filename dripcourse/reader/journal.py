@@ -85,9 +85,10 @@ def as_markdown(
 
 # What a Markdown viewer would make something of, escaped so that it shows the character: a
 # backslash before punctuation (or at a line's end: a line break), emphasis, code, links and
-# images, strikethrough and table cells anywhere; HTML tags, comments and <autolinks> and
-# character references (&amp;) as entities, which every flavour of Markdown shows as text;
-# and at a line's start, headings, quotes, lists, rules and setext underlines.
+# images, strikethrough and table cells anywhere; the < of an HTML tag, comment or <autolink>
+# and the & of a character reference (&amp;) with a backslash too, so the file still reads as
+# typed in a text editor (an entity would show "&lt;" there); and at a line's start,
+# headings, quotes, lists, rules and setext underlines.
 _BACKSLASH = re.compile(r"\\(?=[!-/:-@\[-`{-~]|$)")
 _PUNCTUATION = re.compile(r"([*_`\[\]~|])")
 _REFERENCE = re.compile(r"&(?=#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9]*;)")
@@ -116,8 +117,8 @@ def _inert(line: str) -> str:
     """One line with every character that could start Markdown or HTML escaped."""
     line = _BACKSLASH.sub(r"\\\\", line)
     line = _PUNCTUATION.sub(r"\\\1", line)
-    line = _REFERENCE.sub("&amp;", line)
-    line = _TAG.sub("&lt;", line)
+    line = _REFERENCE.sub(r"\\&", line)
+    line = _TAG.sub(r"\\<", line)
     line = _MARKER.sub(r"\\", line)
     return _NUMBERED.sub(r"\1\\", line)
 
