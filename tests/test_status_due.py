@@ -163,3 +163,20 @@ def test_tick_warns_of_a_worker_last_seen_long_ago_and_not_of_a_recent_one(rt: R
     fresh = CliRunner().invoke(cli, ["tick"], env=env, catch_exceptions=False)
     assert fresh.stdout.startswith("queued 1 for the workers")
     assert fresh.stderr == ""
+
+
+def test_status_of_one_cohort_counts_only_that_cohorts_reflections(rt: Runtime) -> None:
+    from tests.test_privacy import write
+
+    mine = enroll(rt, "a@example.org", timezone="UTC")
+    other = enroll(rt, "b@example.org", timezone="UTC", cohort="autumn")
+    tick(rt, utc(2025, 3, 3, 7))
+    write(rt, mine, 1, "Mine.")
+    write(rt, other, 1, "Theirs.")
+    write(rt, other, 2, "Theirs again.")
+    env = settings_env(rt.settings)
+    spring = CliRunner().invoke(cli, ["status", "--cohort", "spring"], env=env)
+    assert spring.exit_code == 0, spring.output
+    assert "reflections (cohort spring): 1 from the web, 0 from email" in spring.output
+    everyone = CliRunner().invoke(cli, ["status"], env=env).output
+    assert "reflections: 3 from the web, 0 from email" in everyone
