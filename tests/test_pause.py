@@ -72,13 +72,15 @@ def test_pausing_on_day_2_brings_day_3_a_week_later_at_local_send_time(
 ) -> None:
     assert act(rt, dana, "pause", DAY_2_NOON)
     paused = load(rt, dana)
-    assert paused.paused_until == DAY_2_NOON + dt.timedelta(days=7)
-    # Day 3 was due Wednesday 07:00 EST; it now comes the Wednesday after, 07:00 EDT.
-    assert paused.next_send_at == utc(2025, 3, 12, 11)
-    assert ticks_sent(rt, DAY_2_NOON, utc(2025, 3, 12, 10)) == []
-    assert ticks_sent(rt, utc(2025, 3, 12, 11), utc(2025, 3, 13, 11)) == [
-        utc(2025, 3, 12, 11),  # Day 3
-        utc(2025, 3, 13, 11),  # Day 4, the next morning: the course carries on
+    # A week from Tuesday noon is back on the morning seven days later: the pause ends at the
+    # start of Tuesday 11 March, local (EDT by then), not at noon, which would lose a day.
+    assert paused.paused_until == utc(2025, 3, 11, 4)
+    # Day 3 was due Wednesday 07:00 EST; it now comes on Tuesday 11 March, 07:00 EDT.
+    assert paused.next_send_at == utc(2025, 3, 11, 11)
+    assert ticks_sent(rt, DAY_2_NOON, utc(2025, 3, 11, 10)) == []
+    assert ticks_sent(rt, utc(2025, 3, 11, 11), utc(2025, 3, 12, 11)) == [
+        utc(2025, 3, 11, 11),  # Day 3
+        utc(2025, 3, 12, 11),  # Day 4, the next morning: the course carries on
     ]
     assert load(rt, dana).day == 4
 
@@ -112,17 +114,18 @@ def test_a_pause_that_has_run_out_is_not_resumed(rt: Runtime, dana: int) -> None
     act(rt, dana, "pause", DAY_2_NOON)
     paused = load(rt, dana)
     assert paused.paused_until is not None
-    after_the_week = paused.paused_until + HOUR  # Tuesday 11 March, 14:00 local
+    after_the_week = paused.paused_until + HOUR  # Tuesday 11 March, 01:00 local
     assert not act(rt, dana, "resume", after_the_week)
     after = load(rt, dana)
-    assert after.next_send_at == paused.next_send_at == utc(2025, 3, 12, 11)  # Wednesday 07:00
-    assert ticks_sent(rt, after_the_week, utc(2025, 3, 12, 10)) == []
+    assert after.next_send_at == paused.next_send_at == utc(2025, 3, 11, 11)  # Tuesday 07:00
+    assert ticks_sent(rt, after_the_week, utc(2025, 3, 11, 10)) == []
 
 
 def test_pause_before_day_1_and_resume(rt: Runtime) -> None:
     enrollment_id = enroll(rt, "eli@example.org", timezone=NEW_YORK, now=utc(2025, 3, 1))
     act(rt, enrollment_id, "pause", utc(2025, 3, 2))
-    assert load(rt, enrollment_id).next_send_at == utc(2025, 3, 9, 11)  # Sunday 07:00 EDT
+    # Paused on Saturday evening local: back on the morning a week later, Saturday 07:00 EST.
+    assert load(rt, enrollment_id).next_send_at == utc(2025, 3, 8, 12)
     act(rt, enrollment_id, "resume", utc(2025, 3, 2, 1))
     assert load(rt, enrollment_id).next_send_at == DAY_1  # the cohort's start, as planned
 
@@ -135,7 +138,7 @@ def test_pausing_while_a_lesson_is_on_its_way_holds_the_one_after(rt: Runtime, d
     assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SENT
     after = load(rt, dana)
     assert after.day == 3
-    assert after.next_send_at == utc(2025, 3, 13, 11)  # after the week, at 07:00 EDT
+    assert after.next_send_at == utc(2025, 3, 12, 11)  # the morning a week later, 07:00 EDT
 
 
 def test_pause_does_not_undo_a_claim_made_meanwhile(rt: Runtime, dana: int) -> None:
@@ -151,7 +154,7 @@ def test_pause_does_not_undo_a_claim_made_meanwhile(rt: Runtime, dana: int) -> N
         assert enrollment.pause(session, stale, course, wednesday)
     after = load(rt, dana)
     assert after.next_send_at is None  # still in flight, not rescheduled for a second claim
-    assert after.paused_until == wednesday + dt.timedelta(days=7)
+    assert after.paused_until == utc(2025, 3, 12, 4)  # the start of that Wednesday, local
     assert delivery.tick(rt, utc(2025, 3, 20), lambda ids: None).claimed == 0
 
 
@@ -194,13 +197,13 @@ def test_pause_and_resume_from_the_page(rt: Runtime, client: FlaskClient, dana: 
     assert response.status_code == 303
     page = client.get(url).get_data(as_text=True)
     assert "Your lessons are paused" in page
-    assert "Paused until Tuesday 11 March, 13:00 (America/New_York)" in page
-    assert "Day 3 will come on Wednesday 12 March at 07:00" in page
+    assert "Paused until Tuesday 11 March (America/New_York)" in page
+    assert "Day 3 will come on Tuesday 11 March at 07:00" in page
     assert (
         "Resuming brings Day 3 back to when it was due before the pause. If that has passed, "
         "it comes at 07:00 today, or at once if 07:00 has passed today." in page
     )
-    assert load(rt, dana).next_send_at == utc(2025, 3, 12, 11)
+    assert load(rt, dana).next_send_at == utc(2025, 3, 11, 11)
 
     assert post_form(client, url, action="resume").status_code == 303
     assert "Pause your lessons?" in client.get(url).get_data(as_text=True)
@@ -245,10 +248,11 @@ def test_the_pause_page_of_someone_who_left_offers_nothing(
 @pytest.mark.parametrize(
     ("days", "paused_until", "day_7", "shown"),
     [
-        # Paused on Saturday 8 March at 13:00 EST; US clocks go forward on Sunday 9 March.
-        ("1", utc(2025, 3, 9, 18), utc(2025, 3, 10, 11), "Monday 10 March at 07:00"),
-        ("7", utc(2025, 3, 15, 18), utc(2025, 3, 16, 11), "Sunday 16 March at 07:00"),
-        ("14", utc(2025, 3, 22, 18), utc(2025, 3, 23, 11), "Sunday 23 March at 07:00"),
+        # Paused on Saturday 8 March at 13:00 EST, after that morning's lesson; US clocks go
+        # forward on Sunday 9 March. N days brings the next lesson on the morning N days later.
+        ("1", utc(2025, 3, 9, 5), utc(2025, 3, 9, 11), "Sunday 9 March at 07:00"),
+        ("7", utc(2025, 3, 15, 4), utc(2025, 3, 15, 11), "Saturday 15 March at 07:00"),
+        ("14", utc(2025, 3, 22, 4), utc(2025, 3, 22, 11), "Saturday 22 March at 07:00"),
     ],
     ids=["1-day", "1-week", "2-weeks"],
 )
@@ -274,7 +278,7 @@ def test_each_pause_length_brings_the_next_lesson_at_local_send_time_across_dst(
 
 def test_the_core_pause_defaults_to_a_week_and_refuses_no_length(rt: Runtime, dana: int) -> None:
     assert act(rt, dana, "pause", DAY_2_NOON)
-    assert load(rt, dana).paused_until == DAY_2_NOON + dt.timedelta(days=7)
+    assert load(rt, dana).paused_until == utc(2025, 3, 11, 4)  # Tuesday, a week on, 00:00 EDT
     with transaction(rt.sessions) as session:
         found = session.get(Enrollment, dana)
         assert found is not None
@@ -290,4 +294,4 @@ def test_a_shorter_pause_never_cuts_a_longer_one_short(rt: Runtime, dana: int) -
         course = rt.catalog.course(found.cohort.course_slug)
         enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=14))
         enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=1))
-    assert load(rt, dana).paused_until == DAY_2_NOON + dt.timedelta(days=14)
+    assert load(rt, dana).paused_until == utc(2025, 3, 18, 4)  # two weeks on, 00:00 EDT

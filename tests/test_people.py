@@ -119,7 +119,9 @@ def test_pause_for_days_holds_the_next_lesson_and_resume_brings_it_back(
     now = utc(2025, 3, 3, 9)
     paused = change(rt, lena, lambda s, e, c, n: people.pause(s, e, c, n, days=3), now)
     assert "paused until" in paused.after and "paused" not in paused.before
-    assert load(rt, lena).next_send_at == utc(2025, 3, 7, 7)  # first 07:00 after the 3 days
+    # Back on the morning three days later: Thursday 07:00, not Friday (the pause ends at the
+    # start of Thursday, local, whatever the hour it began at).
+    assert load(rt, lena).next_send_at == utc(2025, 3, 6, 7)
     assert tick(rt, TUESDAY_07_LONDON) == []
     resumed = change(rt, lena, people.resume, utc(2025, 3, 4, 9))
     assert "paused" not in resumed.after

@@ -346,7 +346,10 @@ def pause(
     for _ in range(3):
         if enrollment.status != EnrollmentStatus.ACTIVE:
             return False
-        paused_until = max(now + length, enrollment.paused_until or now)
+        paused_until = max(
+            _start_of_local_day(now + length, enrollment.subscriber.timezone),
+            enrollment.paused_until or now,
+        )
         seen = due = enrollment.next_send_at
         if due is not None and due < paused_until:
             due = schedule.resume_due(
@@ -360,6 +363,14 @@ def pause(
         ):
             return True
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being paused")
+
+
+def _start_of_local_day(moment: dt.datetime, timezone: str) -> dt.datetime:
+    """The start of the subscriber's local day that ``moment`` falls in. A pause of N days
+    ends there, so a reader is back on the morning N days later whatever the hour they paused
+    at: a week from Monday 07:38 brings the next lesson on Monday morning, not Tuesday."""
+    tz = schedule.zone(timezone)
+    return schedule.at_local_time(moment.astimezone(tz).date(), dt.time(0, 0), tz)
 
 
 def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
