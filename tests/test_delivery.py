@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import re
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,14 @@ def test_file_transport_writes_complete_crlf_messages(rt: Runtime, outbox: Path)
         data = path.read_bytes()
         assert b"\r\n" in data and b"\n" not in data.replace(b"\r\n", b"")
         msg = email.message_from_bytes(data, policy=email.policy.default)
-        assert msg["To"].addresses[0].addr_spec in {p[0] for p in PEOPLE}
+        address = msg["To"].addresses[0].addr_spec
+        assert address in {p[0] for p in PEOPLE}
+        # The name says when, which course and day, and to whom.
+        sent = msg["Date"].datetime.astimezone(dt.UTC)
+        assert re.fullmatch(
+            rf"{sent:%Y%m%d-%H%M%S}-white-coat-day01-{re.escape(address)}-[0-9a-f]{{8}}\.eml",
+            path.name,
+        ), path.name
 
 
 def test_unsubscribed_before_the_worker_got_to_it_is_cancelled(rt: Runtime, outbox: Path) -> None:

@@ -254,3 +254,37 @@ def test_both_paths_carry_the_list_id_and_a_feedback_id_when_one_is_set(
     msg = email.message_from_bytes(fast, policy=email.policy.default)
     assert msg["List-Id"] == f"{title} <white-coat.dripcourse.example>"
     assert msg["Feedback-ID"] == "lessons:programme:dripcourse"
+
+
+@pytest.mark.parametrize(
+    ("data", "label", "to", "name"),
+    [
+        (
+            b"Date: Mon, 24 Nov 2025 07:00:00 -0500\r\nTo: x\r\n\r\nbody",
+            "white-coat-day03",
+            "ana@example.org",
+            r"20251124-120000-white-coat-day03-ana@example.org-[0-9a-f]{8}\.eml",
+        ),
+        (
+            b"To: x\r\n\r\nno date",
+            "",
+            "b@example.org",
+            r"undated-message-b@example.org-[0-9a-f]{8}\.eml",
+        ),
+        (
+            b"Date: not a date\r\n\r\n",
+            "c",
+            "../../etc/passwd",
+            r"undated-c-.._.._etc_passwd-[0-9a-f]{8}\.eml",
+        ),
+    ],
+    ids=["a lesson", "no date or label", "nothing unsafe in a name"],
+)
+def test_an_outbox_file_is_named_by_date_course_day_and_address(
+    data: bytes, label: str, to: str, name: str
+) -> None:
+    from dripcourse.sending.transport import outbox_name
+
+    got = outbox_name(WireMessage(sender="s@example.org", recipients=(to,), data=data, label=label))
+    assert re.fullmatch(name, got), got
+    assert "/" not in got

@@ -53,6 +53,8 @@ class WireMessage:
     sender: str
     recipients: tuple[str, ...]
     data: bytes
+    # What the message is, for people looking at a folder of them: "white-coat-day03".
+    label: str = ""
 
 
 def as_wire(msg: Message | WireMessage) -> WireMessage:
@@ -272,4 +274,9 @@ def personalise(
     # A per-delivery bounce address is the envelope sender only (build_message's Return-Path,
     # which mail.envelope takes off the bytes).
     sender = who.bounce_to or lesson.sender
-    return WireMessage(sender=sender, recipients=(who.email,), data=data.encode("ascii"))
+    return WireMessage(
+        sender=sender,
+        recipients=(who.email,),
+        data=data.encode("ascii"),
+        label=f"{rendered.course.slug}-day{rendered.lesson.day:02d}",
+    )

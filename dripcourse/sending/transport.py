@@ -9,6 +9,7 @@ recipient: it will never succeed for this address).
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import smtplib
 import ssl
@@ -17,6 +18,7 @@ import threading
 import time
 import uuid
 from email.message import Message
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -72,10 +74,33 @@ class FileTransport:
 
     def send(self, msg: Message | WireMessage, deadline: float | None = None) -> None:
         # 0600 and renamed last: the links in it work, and a reader never sees half a message.
-        write_replacing(self.folder / f"{uuid.uuid4().hex}.eml", as_wire(msg).data)
+        wire = as_wire(msg)
+        write_replacing(self.folder / outbox_name(wire), wire.data)
 
     def close(self) -> None:
         pass
+
+
+_UNSAFE_IN_NAME = re.compile(r"[^A-Za-z0-9@._+-]+")
+
+
+def outbox_name(wire: WireMessage) -> str:
+    """A file name that says what the message is: its date (from its Date header), what it is
+    (course and day), and to whom, then a random part so that none is ever overwritten:
+    ``20251124-070000-white-coat-day03-ana@example.org-1f2e3d4c.eml``."""
+    head = wire.data.split(b"\r\n\r\n", 1)[0].decode("ascii", "replace")
+    found = re.search(r"^Date:[ \t]*(.+)$", head, re.MULTILINE | re.IGNORECASE)
+    try:
+        when = parsedate_to_datetime(found.group(1)).astimezone(dt.UTC) if found else None
+    except (TypeError, ValueError):
+        when = None
+    parts = [
+        f"{when:%Y%m%d-%H%M%S}" if when else "undated",
+        wire.label or "message",
+        wire.recipients[0] if wire.recipients else "nobody",
+        uuid.uuid4().hex[:8],
+    ]
+    return _UNSAFE_IN_NAME.sub("_", "-".join(parts))[:200] + ".eml"
 
 
 class ConsoleTransport:
