@@ -403,3 +403,18 @@ def test_the_delete_page_speaks_of_one_reflection_in_the_singular(
     page = client.get(path(rt, links.JOURNAL, eli) + "/delete/reflections").get_data(as_text=True)
     text = " ".join(page.split())
     assert "the one reflection you have written. It cannot be brought back." in text
+
+
+def test_forget_without_an_answer_says_to_add_yes_and_deletes_nothing(
+    rt: Runtime, ana: int
+) -> None:
+    """Run from a script with no terminal, it printed only "Aborted!"."""
+    result = CliRunner().invoke(
+        cli, ["forget", "ana@example.org"], input="", env=settings_env(rt.settings)
+    )
+    assert result.exit_code == 1
+    assert result.output.splitlines()[-1] == (
+        "Error: forget asks before it deletes everything about ana@example.org, and no answer "
+        "came (no terminal?): nothing was deleted; add --yes to forget without asking"
+    )
+    assert counts(rt, "ana@example.org")["subscribers"] == 1

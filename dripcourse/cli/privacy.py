@@ -7,6 +7,7 @@ import click
 from dripcourse import db, oplog
 from dripcourse.cli.base import State, cli, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.errors import InputError
 from dripcourse.reader import privacy
 
 
@@ -22,11 +23,19 @@ def forget(state: State, email: str, yes: bool) -> None:
         address = subscriber.email
         if not yes:
             written = privacy.reflections_of(session, subscriber)
-            click.confirm(
-                f"Delete everything about {address} ({len(subscriber.enrollments)} "
-                f"enrollment(s), {written} reflection(s))? Only a do-not-mail entry is kept",
-                abort=True,
-            )
+            try:
+                agreed = click.confirm(
+                    f"Delete everything about {address} ({len(subscriber.enrollments)} "
+                    f"enrollment(s), {written} reflection(s))? Only a do-not-mail entry is kept"
+                )
+            except click.Abort:  # no answer came: no terminal (a script, cron), or Ctrl-D
+                click.echo()  # end the question's line
+                raise InputError(
+                    f"forget asks before it deletes everything about {address}, and no answer "
+                    "came (no terminal?): nothing was deleted; add --yes to forget without asking"
+                ) from None
+            if not agreed:
+                raise click.Abort()
         forgotten = privacy.forget_subscriber(session, subscriber, utcnow())
     oplog.record(
         rt.settings.path(rt.settings.var_dir),
