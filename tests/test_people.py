@@ -313,3 +313,16 @@ def test_unenrolling_before_the_first_lesson_says_before_day_1(rt: Runtime) -> N
     early = enroll(rt, "early@example.org", timezone="Europe/London")
     done = change(rt, early, people.unenroll, utc(2025, 2, 20, 9))
     assert done.after == "removed before Day 1 of 7"
+
+
+def test_a_pause_shorter_than_the_current_one_is_refused_saying_so(rt: Runtime, lena: int) -> None:
+    now = utc(2025, 3, 3, 9)
+    change(rt, lena, lambda s, e, c, n: people.pause(s, e, c, n, days=10), now)
+    before = load(rt, lena).paused_until
+    with pytest.raises(
+        DripcourseError, match=r"already paused until 2025-03-13 00:00 .*nothing changed"
+    ):
+        change(
+            rt, lena, lambda s, e, c, n: people.pause(s, e, c, n, until=dt.date(2025, 3, 6)), now
+        )
+    assert load(rt, lena).paused_until == before

@@ -168,6 +168,13 @@ def pause(
             f"a pause of at most {LONGEST_PAUSE.days} days; to stop someone's lessons for longer, "
             "use unenroll (or suppressions add)"
         )
+    current = enrollment.paused_until
+    if current is not None and current > now and current >= now + length:
+        raise InputError(
+            f"{enrollment.subscriber.email} is already paused until "
+            f"{when(current, enrollment.subscriber.timezone)}, longer than asked: nothing "
+            "changed (resume, then pause again, to make it shorter)"
+        )
     if not enrollments.pause(session, enrollment, course, now, length=length):
         raise InputError(
             f"{enrollment.subscriber.email} is {enrollment.status}, not active: nothing to pause"
