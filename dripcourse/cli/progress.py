@@ -92,7 +92,7 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             return
         summaries = status.cohort_summaries(session, cohort_name, utcnow(), _length(rt))
         paused = breaker.current(session)
-        inbound = status.inbound_line(session, rt.settings)
+        inbound = status.inbound_line(session, rt.settings, cohort_name)
     if paused is not None:
         click.echo(paused.describe())
     if not summaries:

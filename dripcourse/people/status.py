@@ -220,15 +220,21 @@ def retention(settings: Settings) -> str:
     )
 
 
-def inbound_line(session: Session, settings: Settings) -> str | None:
-    """What came back by email, and reflections by where they were written; None when reply
-    by email is off and nothing ever came in."""
-    came = inbound_counts(session)
-    if not settings.reply_domain and not came:
+def inbound_line(session: Session, settings: Settings, cohort: str | None = None) -> str | None:
+    """What came back by email, and reflections by where they were written, for every cohort
+    or for ``cohort`` alone; without reply by email, the reflections alone; None when there is
+    nothing to say.
+
+    Messages that were never tied to a subscriber (junk, an unknown address) belong to no
+    cohort, so a cohort's line counts only what came from its own people.
+    """
+    came = inbound_counts(session, cohort)
+    sources = select(Reflection.source, func.count()).group_by(Reflection.source)
+    if cohort is not None:
+        sources = sources.where(Reflection.enrollment_id.in_(_enrollments_of(cohort)))
+    by_source = dict(session.execute(sources).all())
+    if not settings.reply_domain and not came and not by_source:
         return None
-    by_source = dict(
-        session.execute(select(Reflection.source, func.count()).group_by(Reflection.source)).all()
-    )
     labels = {
         InboundKind.REPLY: "replies saved",
         InboundKind.HELD: "held (from another address)",
@@ -240,13 +246,26 @@ def inbound_line(session: Session, settings: Settings) -> str | None:
         InboundKind.JUNK: "dropped",
     }
     parts = [f"{came.get(str(kind), 0)} {label}" for kind, label in labels.items()]
-    sources = f"{by_source.get('web', 0)} from the web, {by_source.get('email', 0)} from email"
-    return f"inbound: {', '.join(parts)}; reflections: {sources}"
+    written = f"{by_source.get('web', 0)} from the web, {by_source.get('email', 0)} from email"
+    scope = "" if cohort is None else f" (cohort {cohort})"
+    if not settings.reply_domain and not came:
+        return f"reflections{scope}: {written}"
+    return f"inbound{scope}: {', '.join(parts)}; reflections: {written}"
 
 
-def inbound_counts(session: Session) -> dict[str, int]:
-    """How many inbound messages of each kind were processed (for ``status``)."""
-    rows = session.execute(
-        select(InboundMessage.kind, func.count()).group_by(InboundMessage.kind)
-    ).all()
-    return {str(kind): n for kind, n in rows}
+def inbound_counts(session: Session, cohort: str | None = None) -> dict[str, int]:
+    """How many inbound messages of each kind were processed (for ``status``), in all or
+    from the people of ``cohort``."""
+    query = select(InboundMessage.kind, func.count()).group_by(InboundMessage.kind)
+    if cohort is not None:
+        query = query.where(InboundMessage.enrollment_id.in_(_enrollments_of(cohort)))
+    return {str(kind): n for kind, n in session.execute(query).all()}
+
+
+def _enrollments_of(cohort: str):  # type: ignore[no-untyped-def]
+    return (
+        select(Enrollment.id)
+        .join(Cohort, Enrollment.cohort_id == Cohort.id)
+        .where(Cohort.name == cohort)
+        .scalar_subquery()
+    )
