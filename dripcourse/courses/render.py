@@ -366,13 +366,16 @@ def _inline(html: str) -> str:
     ).transform()
 
 
-def reply_addresses(links: Links, domain: str, enrollment_id: int, day: int) -> dict[str, str]:
-    """Reply-To and envelope sender of one delivery; none without a ``reply_domain``."""
+def reply_addresses(
+    links: Links, domain: str, enrollment_id: int, day: int, key: str
+) -> dict[str, str]:
+    """Reply-To and envelope sender of one delivery, bound to the enrollment's ``link_key``;
+    none without a ``reply_domain``."""
     if not domain:
         return {}
     return {
-        "reply_to": links.address(REPLY, enrollment_id, day, domain),
-        "bounce_to": links.address(BOUNCE, enrollment_id, day, domain),
+        "reply_to": links.address(REPLY, enrollment_id, day, domain, key),
+        "bounce_to": links.address(BOUNCE, enrollment_id, day, domain, key),
     }
 
 

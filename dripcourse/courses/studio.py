@@ -135,7 +135,7 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
             return sample_reader(), ""
         try:
             with rt.sessions() as session:
-                return find_reader(session, wanted, slug), ""
+                return find_reader(session, wanted), ""
         except DripcourseError as exc:
             return sample_reader(), f"{exc}; showing the sample reader"
         except SQLAlchemyError:
