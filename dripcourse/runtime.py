@@ -21,6 +21,7 @@ from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.errors import CourseError
 from dripcourse.inbound.route import Inbound, Limits
 from dripcourse.links import Links
+from dripcourse.mail_url import parse_mail_url
 from dripcourse.sending.ratelimit import RateLimiter
 from dripcourse.sending.transport import RelayError, Transport, transport_from_url
 from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
@@ -128,6 +129,12 @@ class Runtime:
             self.settings.path(self.settings.var_dir)
         )
         return ReflectionCipher.from_setting(value)
+
+    @property
+    def outbox(self) -> Path | None:
+        """The folder the file transport writes lessons into; None for any other transport."""
+        mail = parse_mail_url(self.settings.mail_url)
+        return mail.folder if mail.scheme == "file" else None
 
     @property
     def transport(self) -> Transport:

@@ -28,6 +28,8 @@ def forget(state: State, email: str, yes: bool) -> None:
                 abort=True,
             )
         forgotten = privacy.forget_subscriber(session, subscriber, utcnow())
+    privacy.remove_outbox_files(rt.outbox, address)
+    db.write_back_deletions(rt.engine)
     oplog.record(
         rt.settings.path(rt.settings.var_dir),
         f"forget: one subscriber ({forgotten.enrollments} enrollment(s), "

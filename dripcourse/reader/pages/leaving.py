@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from flask import Response, abort, redirect, render_template, request, url_for
 
 from dripcourse import links, schedule
-from dripcourse.db import transaction
+from dripcourse.db import transaction, write_back_deletions
 from dripcourse.models import EnrollmentStatus
 from dripcourse.people import enrollment as enrollments
 from dripcourse.reader import privacy
@@ -150,7 +150,10 @@ def delete(token: str, what: str) -> str:
             return render_template(
                 "deleted.html", course=course, what=what, deleted=deleted, token=token
             )
+        address = subscriber.email
         privacy.forget_subscriber(session, subscriber, now())
+    privacy.remove_outbox_files(runtime().outbox, address)
+    write_back_deletions(runtime().engine)
     return render_template("deleted.html", course=None, what=what, token=token)
 
 
