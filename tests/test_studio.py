@@ -137,9 +137,23 @@ def test_a_broken_lesson_shows_its_error_in_place(client: FlaskClient, emails: P
     assert "Good morning" in page(client, "/course/white-coat/4")  # the others still show
 
 
-def test_the_studio_answers_only_to_local_host_names(client: FlaskClient) -> None:
-    assert client.get("/", headers={"Host": "127.0.0.1:8001"}).status_code == 200
-    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:8001", 200),
+        ("localhost:8001", 200),
+        ("[::1]:8001", 200),  # what a browser sends for --host ::1; refused before
+        ("[::1]", 200),
+        ("attacker.example", 400),
+        ("attacker.example:8001", 400),
+        ("[::2]:8001", 400),
+        ("127.0.0.1.attacker.example", 400),
+    ],
+)
+def test_the_studio_answers_only_to_local_host_names(
+    client: FlaskClient, host: str, status: int
+) -> None:
+    assert client.get("/", headers={"Host": host}).status_code == status
 
 
 @pytest.mark.parametrize(("host", "allowed"), [("127.0.0.1", True), ("0.0.0.0", False)])
