@@ -343,3 +343,22 @@ def test_a_reply_in_an_unknown_charset_is_still_saved(rt: Runtime, ana: int) -> 
     raw = fixture(rt, "phone", ana).replace(b"charset=utf-8", b"charset=x-no-such-charset")
     assert receive(rt, raw).kind == Kind.REPLY
     assert saved(rt, ana) == REPLIES["phone"]
+
+
+def test_a_bounces_diagnostic_is_stored_without_control_characters(rt: Runtime, ana: int) -> None:
+    """An OSC sequence in a fake bounce was stored as it came and later printed to the
+    operator's terminal by `suppressions list`."""
+    raw = fixture(rt, "bounce_hard", ana).replace(
+        b"Recipient address rejected", b"\x1b]0;pwned\x07 rejected\x1b[2J"
+    )
+    assert receive(rt, raw).kind == Kind.BOUNCE
+    with transaction(rt.sessions) as session:
+        stored = [
+            session.scalar(select(Suppression.reason).where(Suppression.email == ANA)),
+            session.scalar(
+                select(Delivery.last_error).where(Delivery.enrollment_id == ana, Delivery.day == 3)
+            ),
+        ]
+    for text in stored:
+        assert text is not None and "]0;pwned rejected[2J" in text
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)

@@ -45,6 +45,7 @@ from dripcourse.models import (
 )
 from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.reader.reflections import ReflectionRejected, append_from_email, lesson_or_none
+from dripcourse.validate import without_controls
 
 log = logging.getLogger(__name__)
 
@@ -339,7 +340,9 @@ def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
             status = str(block.get("Status", "")).strip()
             match = re.match(r"[245]\.\d{1,3}\.\d{1,3}", status)
             if match:
-                diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+                diagnostic = " ".join(
+                    without_controls(str(block.get("Diagnostic-Code", ""))).split()
+                )
                 return match.group(0), diagnostic[:300]
     return "", ""
 
