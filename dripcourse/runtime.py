@@ -39,9 +39,16 @@ def _pause(seconds: float) -> None:
 class Catalog:
     """The courses under one emails/ folder, each loaded and checked once per process."""
 
-    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
+    def __init__(
+        self,
+        emails_dir: Path,
+        *,
+        reply_by_email: bool = False,
+        team: tuple[str, str] = ("the course team", ""),
+    ) -> None:
         self.emails_dir = emails_dir
         self.reply_by_email = reply_by_email
+        self.team = team  # name and contact address, for every lesson's footer
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
         # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
@@ -50,7 +57,12 @@ class Catalog:
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
-            self._renderer = Renderer(self.emails_dir, reply_by_email=self.reply_by_email)
+            self._renderer = Renderer(
+                self.emails_dir,
+                reply_by_email=self.reply_by_email,
+                team_name=self.team[0],
+                team_contact=self.team[1],
+            )
         return self._renderer
 
     def course(self, slug: str) -> Course:
@@ -87,6 +99,7 @@ class Runtime:
         return Catalog(
             self.settings.path(self.settings.emails_dir),
             reply_by_email=bool(self.settings.reply_domain),
+            team=(self.settings.team_name, self.settings.team_contact),
         )
 
     @cached_property

@@ -66,6 +66,8 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.lesson": "the subscriber's link to read this lesson in a browser",
     "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
+    "team.name": "who runs the course (setting team_name)",
+    "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
     "subscriber.name": "the same as name",
     "subscriber.first_name": "the same as first_name",
     "subscriber.greeting": "the same as greeting",
@@ -176,9 +178,17 @@ class RenderedLesson:
 class Renderer:
     """Renders the lessons of courses under one emails/ folder, caching each lesson."""
 
-    def __init__(self, emails_dir: Path, *, reply_by_email: bool = False) -> None:
+    def __init__(
+        self,
+        emails_dir: Path,
+        *,
+        reply_by_email: bool = False,
+        team_name: str = "the course team",
+        team_contact: str = "",
+    ) -> None:
         self.emails_dir = emails_dir
         self.reply_by_email = reply_by_email
+        self.team_name, self.team_contact = team_name, team_contact
         layout = emails_dir / LAYOUT_DIR
         for name in ("base.html", "base.txt", "style.css"):
             if not (layout / name).is_file():
@@ -215,6 +225,8 @@ class Renderer:
             "lesson.preheader": lesson.preheader,
             "css": Markup(self._css),
             "reply_by_email": self.reply_by_email,
+            "team.name": self.team_name,
+            "team.contact": self.team_contact,
         }
         for name in ("name", "first_name", "greeting"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)

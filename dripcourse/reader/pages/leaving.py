@@ -161,3 +161,14 @@ def delete(token: str, what: str) -> str:
 def privacy_page() -> str:
     """What is stored, who can read it, how long it is kept and how to delete it."""
     return render_template("privacy.html", course=None, sections=privacy_notice(runtime().settings))
+
+
+@bp.get("/j/<token>/privacy", **ROUTE)
+def journal_privacy_page(token: str) -> str:
+    """The privacy page as the journal opens it: the course's header and a way back."""
+    (enrollment_id,) = load(links.JOURNAL, token, 1)
+    with transaction(runtime().sessions) as session:
+        course = course_of(enrollment_of(session, enrollment_id))
+    return render_template(
+        "privacy.html", course=course, sections=privacy_notice(runtime().settings), token=token
+    )
