@@ -177,7 +177,7 @@ class Links:
 
         The web tokens are too long (about 60 characters before the address prefix) and mix
         upper and lower case, which a mail server on the way may fold. This one is lower-case
-        base 36 and base 32: ``<enrollment>-<day>-<key>-<mac>``, at most 52 characters for
+        base 36 and base 32: ``<enrollment>-<day>-<key>-<mac>``, at most 51 characters for
         any id a database gives out. No issue time: a reply may come weeks later, and a bounce
         even after the reflection links expired.
         """
