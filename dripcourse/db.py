@@ -53,6 +53,8 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            # Deleted rows are overwritten, not left in free pages: forget means gone from the file.
+            cur.execute("PRAGMA secure_delete=ON")
             cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cur.close()
 
@@ -64,6 +66,20 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
     return create_engine(
         url, pool_pre_ping=True, pool_size=10, max_overflow=-1, hide_parameters=True
     )
+
+
+def write_back_deletions(engine: Engine) -> None:
+    """On SQLite, copy what the write-ahead log holds into the database file and empty the log.
+
+    After a forget, the log still holds copies of the pages as they were written, the person's
+    rows in them, until a checkpoint resets it. A reader holding an old snapshot can keep part
+    of it; the next checkpoint (SQLite makes one every 1000 pages) finishes the job.
+    PostgreSQL: deleted rows stay in the table's pages until VACUUM (autovacuum) reuses them.
+    """
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.connect() as conn:
+        conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

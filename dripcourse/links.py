@@ -2,6 +2,13 @@
 
 A token names an enrollment (and, for reflections, a day) by id only: no address or name in
 clear. Each purpose has its own salt, so an unsubscribe token can never open a journal.
+
+Every token is also bound to its enrollment's ``link_key``, a random value kept in the row
+(see ``Token.opens``): an id that comes to mean another row (SQLite handing out a deleted
+highest id again, a database restored from a backup, people imported into a fresh database)
+has another key, so an old link or address can never open or act on the new person. Tokens
+made before keys existed carry none; they are accepted only for rows made before keys existed
+too, and (web links) only when issued after the row was made. docs/security.md says why.
 """
 
 from __future__ import annotations
@@ -11,10 +18,12 @@ import datetime as dt
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Protocol
 
 from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from sqlalchemy.orm import Session
 
-from dripcourse.models import MAX_ID
+from dripcourse.models import MAX_ID, Enrollment
 
 REFLECT = "reflect"
 JOURNAL = "journal"
@@ -27,6 +36,7 @@ BOUNCE = "bounce"
 ADDRESS_PREFIX = {REPLY: "reflect", BOUNCE: "bounce"}
 MAX_LOCAL_PART = 64  # RFC 5321: a longer local part may be refused by any server on the way
 _MAC_CHARS = 24  # 120 bits of base32
+SAMPLE_KEY = "sample"  # the key of the sample links in previews: no row has it, no id is 0
 PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l"}
 PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # The links to private writing; with ``reflect_max_age_days`` set, they expire. Pause and
@@ -37,6 +47,53 @@ EXPIRING = (REFLECT, JOURNAL, LESSON)
 
 class BadToken(Exception):
     """A forged, tampered, truncated or expired token, or one naming no possible row."""
+
+
+class Bindable(Protocol):
+    """What ``Token.opens`` reads of an enrollment row."""
+
+    link_key: str
+    legacy_links: bool
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class Token:
+    """What a valid signature vouches for: the ids, when it was issued, and the row's key.
+
+    ``issued_at`` is None for reply and bounce addresses (they carry no time); ``key`` is None
+    for a token made before tokens were bound to their row.
+    """
+
+    ids: list[int]
+    issued_at: dt.datetime | None
+    key: str | None
+
+    def opens(self, row: Bindable) -> bool:
+        """Whether this token was made for ``row`` rather than an earlier row of the same id.
+
+        A bound token must carry the row's own key. An unbound one (made by a release before
+        keys) only for a row made before keys too (``legacy_links``), and, when it says when it
+        was issued, not before the row was made: a link older than its row was someone else's.
+        """
+        if self.key is not None:
+            return hmac.compare_digest(self.key.encode(), row.link_key.encode())
+        if not row.legacy_links:
+            return False
+        if self.issued_at is None:
+            return True
+        made = row.created_at.replace(microsecond=0)
+        return self.issued_at >= made
+
+
+def enrollment_of(session: Session, token: Token) -> Enrollment | None:
+    """The enrollment a valid token was made for; None when that row is gone.
+
+    A row with the token's id but not its key is a later one (see ``Token.opens``): for this
+    token, it is as gone as the row it was made for.
+    """
+    found = session.get(Enrollment, token.ids[0])
+    return found if found is not None and token.opens(found) else None
 
 
 class _IssuedAtSigner(TimestampSigner):
@@ -71,25 +128,28 @@ class Links:
             signer_kwargs={"issued_at": issued_at},
         )
 
-    def token(self, purpose: str, *payload: int, issued_at: dt.datetime | None = None) -> str:
-        """A token for ``purpose``; ``issued_at`` backdates it, so it expires no later.
+    def token(self, purpose: str, *ids: int, key: str, issued_at: dt.datetime | None = None) -> str:
+        """A token for ``purpose`` bound to the row whose ``link_key`` is ``key``.
 
-        A page reached by one link and offering another gives the second the first one's issue
-        time: following links never makes a fresh one out of an old one.
+        ``issued_at`` backdates it, so it expires no later: a page reached by one link and
+        offering another gives the second the first one's issue time, so following links never
+        makes a fresh one out of an old one.
         """
-        return self._serializer(purpose, issued_at).dumps(list(payload))
+        return self._serializer(purpose, issued_at).dumps([*ids, key])
 
-    def url(self, purpose: str, *payload: int) -> str:
-        return f"{self.base_url.rstrip('/')}/{PATHS[purpose]}/{self.token(purpose, *payload)}"
+    def url(self, purpose: str, *ids: int, key: str) -> str:
+        token = self.token(purpose, *ids, key=key)
+        return f"{self.base_url.rstrip('/')}/{PATHS[purpose]}/{token}"
 
     def load(self, purpose: str, token: str) -> list[int]:
         """The ids inside a token made for ``purpose``; BadToken for anything else."""
-        return self.load_issued(purpose, token)[0]
+        return self.load_token(purpose, token).ids
 
-    def load_issued(self, purpose: str, token: str) -> tuple[list[int], dt.datetime]:
-        """The ids inside a token made for ``purpose`` and when it was issued.
+    def load_token(self, purpose: str, token: str) -> Token:
+        """The ids inside a token made for ``purpose``, when it was issued, and its key.
 
-        Every id (enrollment or day) is a positive number a database column can hold.
+        Every id (enrollment or day) is a positive number a database column can hold. Whether
+        the token is for the row now holding the id is ``Token.opens``'s to say.
         """
         max_age = None
         if purpose in EXPIRING and self.reflect_max_age_days:
@@ -100,59 +160,74 @@ class Links:
             )
         except BadData:
             raise BadToken(purpose) from None
-        if not isinstance(payload, list) or not all(
+        if not isinstance(payload, list):
+            raise BadToken(purpose)
+        key = None
+        if payload and isinstance(payload[-1], str):
+            *payload, key = payload
+        if not all(
             isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_ID for x in payload
         ):
             # Only we can sign ids out of range, but one must still never reach a query.
             raise BadToken(purpose)
-        return payload, issued_at
+        return Token(payload, issued_at, key)
 
-    def address_token(self, purpose: str, enrollment_id: int, day: int) -> str:
+    def address_token(self, purpose: str, enrollment_id: int, day: int, key: str) -> str:
         """A token for (enrollment, day) that fits in an email address's local part.
 
-        The web tokens are too long (about 50 characters before the address prefix) and mix
+        The web tokens are too long (about 60 characters before the address prefix) and mix
         upper and lower case, which a mail server on the way may fold. This one is lower-case
-        base 36 and base 32: ``<enrollment>-<day>-<mac>``, at most 40 characters for any id a
-        database gives out. No issue time: a reply may come weeks later, and a bounce even
-        after the reflection links expired.
+        base 36 and base 32: ``<enrollment>-<day>-<key>-<mac>``, at most 51 characters for
+        any id a database gives out. No issue time: a reply may come weeks later, and a bounce
+        even after the reflection links expired.
         """
         if purpose not in ADDRESS_PREFIX or enrollment_id < 0 or day < 0:
             raise ValueError(f"no address token for {purpose} {enrollment_id} {day}")
-        payload = f"{_b36(enrollment_id)}-{_b36(day)}"
+        if not key.isalnum() or not key.islower():
+            raise ValueError("a link key is lower-case letters and digits")
+        payload = f"{_b36(enrollment_id)}-{_b36(day)}-{key}"
         return f"{payload}-{self._address_mac(purpose, payload)}"
 
-    def address(self, purpose: str, enrollment_id: int, day: int, domain: str) -> str:
+    def address(self, purpose: str, enrollment_id: int, day: int, domain: str, key: str) -> str:
         """``reflect+TOKEN@domain`` or ``bounce+TOKEN@domain``; ValueError past 64 characters."""
-        local = f"{ADDRESS_PREFIX[purpose]}+{self.address_token(purpose, enrollment_id, day)}"
+        token = self.address_token(purpose, enrollment_id, day, key)
+        local = f"{ADDRESS_PREFIX[purpose]}+{token}"
         if len(local) > MAX_LOCAL_PART:
             raise ValueError(f"local part {len(local)} characters long")
         return f"{local}@{domain}"
 
     def load_address(self, purpose: str, local_part: str) -> tuple[int, int]:
-        """(enrollment id, day) from the local part of an address made by ``address``.
+        """(enrollment id, day) from the local part of an address made by ``address``."""
+        return tuple(self.load_address_token(purpose, local_part).ids)  # type: ignore[return-value]
 
-        Accepts the token alone or with its ``reflect+``/``bounce+`` prefix, in any case.
-        BadToken for anything else.
+    def load_address_token(self, purpose: str, local_part: str) -> Token:
+        """The (enrollment id, day) and key of an address made by ``address``.
+
+        Accepts the token alone or with its ``reflect+``/``bounce+`` prefix, in any case, and
+        the unbound form (``<enrollment>-<day>-<mac>``) of releases before keys. BadToken for
+        anything else.
         """
         local = local_part.strip().lower()
         prefix = ADDRESS_PREFIX[purpose] + "+"
         if local.startswith(prefix):
             local = local[len(prefix) :]
         parts = local.split("-")
-        if len(parts) != 3 or len(local) > MAX_LOCAL_PART:
+        if len(parts) not in (3, 4) or len(local) > MAX_LOCAL_PART:
             raise BadToken(purpose)
-        enrollment, day, mac = parts
-        expected = self._address_mac(purpose, f"{enrollment}-{day}")
+        *signed, mac = parts
+        expected = self._address_mac(purpose, "-".join(signed))
         if not hmac.compare_digest(mac.encode(), expected.encode()):
             raise BadToken(purpose)
+        enrollment, day = signed[:2]
+        key = signed[2] if len(signed) == 3 else None
         try:
-            ids = int(enrollment, 36), int(day, 36)
+            ids = [int(enrollment, 36), int(day, 36)]
         except ValueError:
             raise BadToken(purpose) from None
         if not all(1 <= x <= MAX_ID for x in ids):
             # Only we can sign ids out of range, but one must still never reach a query.
             raise BadToken(purpose)
-        return ids
+        return Token(ids, None, key)
 
     def _address_mac(self, purpose: str, payload: str) -> str:
         secret = self.address_key or self.secret_key
@@ -160,16 +235,20 @@ class Links:
         digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
         return base64.b32encode(digest).decode().lower()[:_MAC_CHARS]
 
-    def for_lesson(self, enrollment_id: int, day: int) -> dict[str, str]:
-        """Every link one lesson email carries."""
+    def for_lesson(self, enrollment_id: int, day: int, key: str) -> dict[str, str]:
+        """Every link one lesson email carries, bound to the enrollment's ``link_key``."""
         return {
-            REFLECT: self.url(REFLECT, enrollment_id, day),
-            JOURNAL: self.url(JOURNAL, enrollment_id),
-            PAUSE: self.url(PAUSE, enrollment_id),
-            UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id),
-            LESSON: self.url(LESSON, enrollment_id, day),
+            REFLECT: self.url(REFLECT, enrollment_id, day, key=key),
+            JOURNAL: self.url(JOURNAL, enrollment_id, key=key),
+            PAUSE: self.url(PAUSE, enrollment_id, key=key),
+            UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id, key=key),
+            LESSON: self.url(LESSON, enrollment_id, day, key=key),
             "privacy": self.base_url.rstrip("/") + PRIVACY_PATH,
         }
+
+    def samples(self, day: int) -> dict[str, str]:
+        """Links of the same shape that open nothing (enrollment 0): for staff previews."""
+        return self.for_lesson(0, day, SAMPLE_KEY)
 
 
 def _b36(n: int) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import enum
+import secrets
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
@@ -19,7 +21,9 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import FunctionElement
 
 
 class UTCDateTime(TypeDecorator[dt.datetime]):
@@ -48,6 +52,32 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
 # The largest id (or day) the Integer columns hold on every backend: 32 bits on PostgreSQL, 64 on
 # SQLite. A value past a column's range fails the whole query there, not just finds nothing.
 MAX_ID = 2**31 - 1
+
+
+LINK_KEY_CHARS = 12  # 60 random bits of lower-case base32: fits a reply address's local part
+
+
+def new_link_key() -> str:
+    """A fresh random ``Enrollment.link_key`` (see links.py)."""
+    return base64.b32encode(secrets.token_bytes(8)).decode().lower()[:LINK_KEY_CHARS]
+
+
+class random_link_key(FunctionElement[str]):  # noqa: N801 - reads as the SQL function it is
+    """The database's own random key, for rows added without one (raw SQL, a release from
+    before keys still running during the upgrade): never the same for two rows."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(random_link_key, "sqlite")
+def _random_link_key_sqlite(element: random_link_key, compiler: object, **kw: object) -> str:
+    return "lower(hex(randomblob(6)))"
+
+
+@compiles(random_link_key, "postgresql")
+def _random_link_key_postgresql(element: random_link_key, compiler: object, **kw: object) -> str:
+    return "substr(md5(random()::text || clock_timestamp()::text), 1, 12)"
 
 
 class Base(DeclarativeBase):
@@ -136,9 +166,19 @@ class Enrollment(Base):
             postgresql_where=text("next_send_at IS NOT NULL"),
             sqlite_where=text("next_send_at IS NOT NULL"),
         ),
+        # Its id is in every link and reply address: SQLite must never hand a deleted one
+        # out again (links01_bound_links).
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
+    # Every link and reply address of this enrollment carries it (links.py): a token made for
+    # an earlier row with the same id (reused, restored, imported) opens nothing.
+    link_key: Mapped[str] = mapped_column(
+        String(16), default=new_link_key, server_default=random_link_key()
+    )
+    # Made before tokens carried a key: its unbound tokens are still accepted (links.py).
+    legacy_links: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     subscriber_id: Mapped[int] = mapped_column(ForeignKey("subscribers.id", ondelete="CASCADE"))
     cohort_id: Mapped[int] = mapped_column(ForeignKey("cohorts.id", ondelete="CASCADE"))
     status: Mapped[EnrollmentStatus] = mapped_column(
@@ -164,6 +204,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "day", name="uq_delivery_enrollment_day"),
         Index("ix_deliveries_open", "status", "next_attempt_at"),
+        # Its id makes the lesson's Message-ID, which replies quote: never handed out twice.
+        {"sqlite_autoincrement": True},
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -323,4 +365,5 @@ __all__ = [
     "Suppression",
     "UTCDateTime",
     "WorkerBeat",
+    "new_link_key",
 ]

@@ -15,6 +15,22 @@ HIDDEN = "***"
 _SECRET_PARAMS = {"password", "passwd", "pass", "secret", "token", "access_token"}
 
 
+def _unencoded_password_hidden(url: str) -> str:
+    """``url`` with a password holding an unencoded ``/``, ``?`` or ``#`` hidden.
+
+    Such a password ends the authority early for a URL parser (``imaps://u:Hunter2/xyz@host``
+    reads as host ``u``, port ``Hunter2``), which then finds no password at all. Everything
+    from the first ``:`` after the user up to the last ``@`` is taken for the password: a
+    stray ``@`` further on hides more than needed, never less.
+    """
+    scheme, sep, rest = url.partition("://")
+    user, colon, _ = rest.partition(":")
+    at = rest.rfind("@")
+    if not sep or not colon or at < len(user) or any(c in user for c in "/?#@"):
+        return url
+    return f"{scheme}://{user}:{HIDDEN}{rest[at:]}"
+
+
 def redact_url(url: str) -> str:
     """``url`` with the password of its user part and of any secret parameter hidden."""
     try:
@@ -29,6 +45,8 @@ def redact_url(url: str) -> str:
         userinfo, _, hostport = parts.netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
         out = out.replace(f"//{parts.netloc}", f"//{user}:{HIDDEN}@{hostport}", 1)
+    else:
+        out = _unencoded_password_hidden(out)
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     if any(k.lower() in _SECRET_PARAMS for k, _ in pairs):
         query = urlencode(

@@ -21,6 +21,7 @@ from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.errors import CourseError
 from dripcourse.inbound.route import Inbound, Limits
 from dripcourse.links import Links
+from dripcourse.mail_url import parse_mail_url
 from dripcourse.sending.ratelimit import RateLimiter
 from dripcourse.sending.transport import RelayError, Transport, transport_from_url
 from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
@@ -39,11 +40,17 @@ class Catalog:
     """The courses under one emails/ folder, each loaded and checked once per process."""
 
     def __init__(
-        self, emails_dir: Path, *, reply_by_email: bool = False, feedback_id: str = ""
+        self,
+        emails_dir: Path,
+        *,
+        reply_by_email: bool = False,
+        feedback_id: str = "",
+        team: tuple[str, str] = ("the course team", ""),
     ) -> None:
         self.emails_dir = emails_dir
         self.reply_by_email = reply_by_email
         self.feedback_id = feedback_id
+        self.team = team  # name and contact address, for every lesson's footer
         self._courses: dict[str, Course] = {}
         self._renderer: Renderer | None = None
         # Lesson versions this process knows are stored: digest -> id (see lessons_sent).
@@ -53,7 +60,11 @@ class Catalog:
     def renderer(self) -> Renderer:
         if self._renderer is None:
             self._renderer = Renderer(
-                self.emails_dir, reply_by_email=self.reply_by_email, feedback_id=self.feedback_id
+                self.emails_dir,
+                reply_by_email=self.reply_by_email,
+                feedback_id=self.feedback_id,
+                team_name=self.team[0],
+                team_contact=self.team[1],
             )
         return self._renderer
 
@@ -92,6 +103,7 @@ class Runtime:
             self.settings.path(self.settings.emails_dir),
             reply_by_email=bool(self.settings.reply_domain),
             feedback_id=self.settings.feedback_id,
+            team=(self.settings.team_name, self.settings.team_contact),
         )
 
     @cached_property
@@ -134,6 +146,12 @@ class Runtime:
             self.settings.path(self.settings.var_dir)
         )
         return ReflectionCipher.from_setting(value)
+
+    @property
+    def outbox(self) -> Path | None:
+        """The folder the file transport writes lessons into; None for any other transport."""
+        mail = parse_mail_url(self.settings.mail_url)
+        return mail.folder if mail.scheme == "file" else None
 
     @property
     def transport(self) -> Transport:

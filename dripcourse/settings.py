@@ -74,6 +74,9 @@ class Settings:
     reflection_max_chars: int = 20000
     # Staff: the only addresses ``send-test`` may mail (a TOML list or comma-separated text).
     staff_emails: str = ""
+    # The people running the course, as the privacy page and every lesson's footer name them.
+    team_name: str = "the course team"
+    team_contact: str = ""  # their address for questions about a subscriber's data
     # Reflections: sealed under their own key(s), comma-separated (the first seals, all open);
     # empty on the embedded set-up: made once and kept in var/reflections_key.
     reflections_key: str = ""
@@ -266,6 +269,13 @@ def validate(settings: Settings) -> None:
             check_address(address)
         except ValueError as exc:
             raise ConfigError(f"setting staff_emails: {exc}") from None
+    if settings.team_contact:
+        try:
+            check_address(settings.team_contact)
+        except ValueError as exc:
+            raise ConfigError(f"setting team_contact: {exc}") from None
+    if not settings.team_name.strip() or any(c in settings.team_name for c in "\r\n"):
+        raise ConfigError("setting team_name: one line naming the people running the course")
     if settings.worker_stale_seconds <= settings.tick_seconds:
         # A working worker takes a tick every tick_seconds; a shorter limit would cry wolf.
         raise ConfigError(

@@ -83,7 +83,7 @@ def configure(settings: Settings) -> Celery:
                 # A tick queued while workers were down is stale by the next one.
                 "options": {"expires": settings.tick_seconds},
             },
-            # Retention (reflections_retention_days): a no-op when the setting is 0.
+            # Retention (reflections_retention_days; inbound records after the duplicate window).
             "delete-old-reflections": {
                 "task": "dripcourse.delete_old_reflections",
                 "schedule": RETENTION_EVERY_SECONDS,
@@ -271,12 +271,14 @@ def _describe(delivery_ids: Sequence[int]) -> str:
 
 @app.task(name="dripcourse.delete_old_reflections", ignore_result=True)
 def delete_old_reflections() -> int:
-    """Delete reflections past reflections_retention_days; returns how many."""
+    """Delete reflections past reflections_retention_days, and the records of inbound mail
+    past theirs (privacy.expire_inbound_records); returns how many reflections."""
     rt = runtime()
     with transaction(rt.sessions) as session:
         deleted = privacy.delete_old_reflections(
             session, rt.settings.reflections_retention_days, utcnow()
         )
+        privacy.expire_inbound_records(session, utcnow())
     if deleted:
         log.info(
             "retention: %d reflections older than %d days deleted",

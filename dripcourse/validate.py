@@ -98,3 +98,21 @@ def _listing(items: list[str]) -> str:
 def _describe(char: str) -> str:
     name = unicodedata.name(char, "")
     return f"U+{ord(char):04X}" + (f" ({name})" if name else "")
+
+
+def without_controls(text: str) -> str:
+    """Text from outside (a bounce's diagnostic, a relay's reply) safe to store and print.
+
+    C0 and C1 control characters (escape sequences that retitle or rewrite an operator's
+    terminal among them) and DEL are removed; a tab or line break becomes a space.
+    """
+    out = []
+    for char in text:
+        code = ord(char)
+        if char in "\t\n\r":
+            out.append(" ")
+        elif code < 0x20 or 0x7F <= code <= 0x9F:
+            continue
+        else:
+            out.append(char)
+    return "".join(out)

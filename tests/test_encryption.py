@@ -240,3 +240,41 @@ def test_rekey_with_keys_that_cannot_open_the_rows_changes_nothing(rt: Runtime, 
     with transaction(rt.sessions) as session:
         assert list(session.scalars(select(Reflection.sealed_body))) == before
     stranger.close()
+
+
+def test_rekey_on_postgresql_keeps_an_edit_made_while_it_runs(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """rekey read a batch, resealed it and wrote it back by id: a reflection saved on its page
+    in between (PostgreSQL lets that commit while rekey's transaction runs) got its old text
+    back."""
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url))
+    ana = enroll(rt, "ana@example.org")
+    send_days(rt, 3)
+    write_through_the_page(rt, ana, 1, "Before the edit.")
+    write_through_the_page(rt, ana, 2, "Day 2, left alone.")
+    fresh = new_key()
+    both = runtime_with(rt, reflections_key=f"{fresh},{REFLECTIONS_KEY}")
+
+    class EditedMeanwhile:
+        """The key, with the subscriber saving an edit just after rekey read the rows."""
+
+        edited = False
+
+        def reseal(self, sealed: str) -> str:
+            if not self.edited:
+                self.edited = True
+                write_through_the_page(rt, ana, 1, "Edited while rekey ran.")
+            return both.reflection_cipher.reseal(sealed)
+
+    with transaction(both.sessions) as session:
+        assert reflections.rekey(session, EditedMeanwhile()) == 2  # type: ignore[arg-type]
+    only_new = runtime_with(rt, reflections_key=fresh)
+    with only_new.sessions() as session:
+        texts = [
+            only_new.reflection_cipher.open(sealed)
+            for sealed in session.scalars(select(Reflection.sealed_body).order_by(Reflection.day))
+        ]
+    assert texts == ["Edited while rekey ran.", "Day 2, left alone."]
+    for each in (only_new, both, rt):
+        each.close()

@@ -27,7 +27,7 @@ from dripcourse.people.status import inbound_counts
 from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings, utc
-from tests.test_web_support import enroll, send_days
+from tests.test_web_support import address, enroll, send_days
 
 MAIL = Path(__file__).parent / "inbound_mail"
 DOMAIN = "reply.course.example.org"
@@ -54,8 +54,8 @@ def fixture(rt: Runtime, name: str, enrollment_id: int, day: int = 3, sender: st
     """A fixture message addressed to this enrollment's reply or bounce address for ``day``."""
     raw = (MAIL / f"{name}.eml").read_bytes()
     for marker, value in (
-        (b"@@REPLY@@", rt.links.address(REPLY, enrollment_id, day, DOMAIN)),
-        (b"@@BOUNCE@@", rt.links.address(BOUNCE, enrollment_id, day, DOMAIN)),
+        (b"@@REPLY@@", address(rt, REPLY, enrollment_id, day, DOMAIN)),
+        (b"@@BOUNCE@@", address(rt, BOUNCE, enrollment_id, day, DOMAIN)),
         (b"@@FROM@@", sender),
     ):
         raw = raw.replace(marker, value.encode())
@@ -219,7 +219,7 @@ def test_a_complaint_suppresses_with_reason_complained_and_stops_every_enrollmen
 
 def test_a_complaint_found_through_the_enclosed_headers_alone(rt: Runtime, ana: int) -> None:
     raw = fixture(rt, "complaint", ana).replace(
-        b"To: <" + rt.links.address(BOUNCE, ana, 3, DOMAIN).encode(), b"To: <fbl@course.example.org"
+        b"To: <" + address(rt, BOUNCE, ana, 3, DOMAIN).encode(), b"To: <fbl@course.example.org"
     )
     assert receive(rt, raw).kind == Kind.COMPLAINT
 
@@ -235,7 +235,7 @@ def test_a_complaint_found_through_the_enclosed_headers_alone(rt: Runtime, ana: 
 def test_a_bad_token_is_dropped_with_one_log_line_naming_no_token(
     rt: Runtime, ana: int, change, caplog: pytest.LogCaptureFixture
 ) -> None:  # type: ignore[no-untyped-def]
-    local = rt.links.address(REPLY, ana, 3, DOMAIN).partition("@")[0].encode()
+    local = address(rt, REPLY, ana, 3, DOMAIN).partition("@")[0].encode()
     with caplog.at_level(logging.INFO, logger="dripcourse.inbound"):
         decision = receive(rt, change(fixture(rt, "gmail", ana), local))
     assert decision.kind == Kind.JUNK
@@ -293,11 +293,11 @@ def test_replies_past_the_global_hourly_limit_are_not_saved(rt: Runtime, ana: in
 
 def test_envelope_recipients_are_used_before_the_headers(rt: Runtime, ana: int) -> None:
     raw = fixture(rt, "gmail", ana).replace(
-        rt.links.address(REPLY, ana, 3, DOMAIN).encode(), b"lessons@course.example.org"
+        address(rt, REPLY, ana, 3, DOMAIN).encode(), b"lessons@course.example.org"
     )
     assert receive(rt, raw).kind == Kind.JUNK
     again = raw.replace(b"CAF3xq1gmail01", b"second")
-    decision = receive(rt, again, recipients=[rt.links.address(REPLY, ana, 3, DOMAIN)])
+    decision = receive(rt, again, recipients=[address(rt, REPLY, ana, 3, DOMAIN)])
     assert decision.kind == Kind.REPLY
 
 
@@ -343,3 +343,22 @@ def test_a_reply_in_an_unknown_charset_is_still_saved(rt: Runtime, ana: int) -> 
     raw = fixture(rt, "phone", ana).replace(b"charset=utf-8", b"charset=x-no-such-charset")
     assert receive(rt, raw).kind == Kind.REPLY
     assert saved(rt, ana) == REPLIES["phone"]
+
+
+def test_a_bounces_diagnostic_is_stored_without_control_characters(rt: Runtime, ana: int) -> None:
+    """An OSC sequence in a fake bounce was stored as it came and later printed to the
+    operator's terminal by `suppressions list`."""
+    raw = fixture(rt, "bounce_hard", ana).replace(
+        b"Recipient address rejected", b"\x1b]0;pwned\x07 rejected\x1b[2J"
+    )
+    assert receive(rt, raw).kind == Kind.BOUNCE
+    with transaction(rt.sessions) as session:
+        stored = [
+            session.scalar(select(Suppression.reason).where(Suppression.email == ANA)),
+            session.scalar(
+                select(Delivery.last_error).where(Delivery.enrollment_id == ana, Delivery.day == 3)
+            ),
+        ]
+    for text in stored:
+        assert text is not None and "]0;pwned rejected[2J" in text
+        assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)

@@ -39,6 +39,7 @@ from tests.test_inbound import ANA, DOMAIN, REPLIES, fixture, saved
 from tests.test_web_support import (
     DAY_1_UTC,
     Clock,
+    address,
     enroll,
     make_app,
     path,
@@ -209,7 +210,7 @@ def test_serve_refuses_a_message_over_the_size_limit(
             smtplib.SMTP("127.0.0.1", port, timeout=10) as smtp,
             pytest.raises(smtplib.SMTPException) as refused,
         ):
-            smtp.sendmail(ANA, [rt.links.address(REPLY, ana, 3, DOMAIN)], big)
+            smtp.sendmail(ANA, [address(rt, REPLY, ana, 3, DOMAIN)], big)
         assert "552" in str(refused.value) or "too" in str(refused.value).lower()
         assert saved(rt, ana) is None
         with transaction(rt.sessions) as session:
@@ -331,7 +332,7 @@ def test_serve_waits_out_a_database_locked_for_a_moment_instead_of_answering_451
 
     monkeypatch.setattr(db, "_pause", wait)
     handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
-    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    to = address(rt, REPLY, ana, 3, DOMAIN)
     try:
         assert _deliver(handler, fixture(rt, "gmail", ana), to) == "250 OK"
     finally:
@@ -346,7 +347,7 @@ def test_serve_answers_451_when_the_database_stays_away(
     holder = _lock_the_database(settings, rt)
     monkeypatch.setattr(inbound_listener, "OUTAGE_PATIENCE_SECONDS", 0.5)
     handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
-    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    to = address(rt, REPLY, ana, 3, DOMAIN)
     try:
         assert _deliver(handler, fixture(rt, "gmail", ana), to).startswith("451 ")
     finally:

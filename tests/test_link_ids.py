@@ -17,7 +17,7 @@ from dripcourse import links
 from dripcourse.models import MAX_ID, EnrollmentStatus
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings
-from tests.test_web_support import DAY, DAY_1_UTC, Clock, enroll, load, make_app, send_days
+from tests.test_web_support import DAY, DAY_1_UTC, Clock, enroll, load, make_app, send_days, token
 
 # Past PostgreSQL's integer, past SQLite's, and below both; 0 and -1 are no row's id either.
 OUT_OF_RANGE = [MAX_ID + 1, 2**63 - 1, 2**63, 10**30, -(2**31) - 1, -(2**63) - 1, 0, -1]
@@ -53,7 +53,7 @@ def client(rt: Runtime) -> FlaskClient:
 
 
 def url(rt: Runtime, purpose: str, ids: tuple[int, ...], suffix: str) -> str:
-    return f"/{links.PATHS[purpose]}/{rt.links.token(purpose, *ids)}{suffix}"
+    return f"/{links.PATHS[purpose]}/{token(rt, purpose, *ids)}{suffix}"
 
 
 @pytest.mark.parametrize(

@@ -351,6 +351,7 @@ def test_recording_a_sent_lesson_finds_its_enrollment_by_key_during_a_claimed_mo
             "",
             rt.catalog.course("white-coat"),
             None,  # type: ignore[arg-type]
+            "abcdefghij23",
         )
         values = record.moved_on(item, START)
         one_statement = {

@@ -43,6 +43,7 @@ EXAMPLES = settings(
 )
 NOW = utc(2026, 3, 2, 7)
 LINKS = Links(secret_key="property-test-key-of-at-least-32-bytes", base_url="https://x.example")
+KEY = "abcdefghij23"  # an enrollment's link key
 EXPECTED_HEADERS = {
     "content-type",
     "mime-version",
@@ -135,7 +136,7 @@ def test_any_name_and_address_is_refused_in_one_line_or_delivered_as_meant(
             stored = session.scalar(select(Subscriber).where(Subscriber.email == signup.email))
             assert stored is not None and stored.name == signup.name
 
-    who = Personal(email=signup.email, name=signup.name, **LINKS.for_lesson(1, 1))
+    who = Personal(email=signup.email, name=signup.name, **LINKS.for_lesson(1, 1, KEY))
     rendered = rt.catalog.renderer.lesson(course, 1)
     msg = build_message(rendered, who, now=NOW, msg_id=message_id("x.example", 1, "k"))
     parsed = email.message_from_bytes(wire_bytes(msg), policy=email.policy.default)

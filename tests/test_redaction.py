@@ -35,6 +35,10 @@ from tests.workers import settings_env, wait_until
         ("sqla+sqlite:///var/broker.sqlite3", "sqla+sqlite:///var/broker.sqlite3"),
         ("file://var/outbox", "file://var/outbox"),
         ("console://", "console://"),
+        # A password holding an unencoded /, ? or #: the parser ends the host early.
+        ("imaps://u:Hunter2/xyz@host/INBOX", "imaps://u:***@host/INBOX"),
+        ("smtp://relay:a?b#c@relay.example.org:587", "smtp://relay:***@relay.example.org:587"),
+        ("redis://:p/q@cache:6379/0", "redis://:***@cache:6379/0"),
     ],
 )  # fmt: skip
 def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
@@ -48,6 +52,8 @@ def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
         ("DRIPCOURSE_BROKER_URL", "amqp://app:s3cret@rabbit//"),
         ("DRIPCOURSE_MAIL_URL", "pigeon://app:s3cret@loft"),
         ("DRIPCOURSE_BASE_URL", "ftp://app:s3cret@example.org"),
+        ("DRIPCOURSE_MAIL_URL", "pigeon://app:s3cret/x@loft"),
+        ("DRIPCOURSE_DATABASE_URL", "mysql://app:s3cret?x@db/dripcourse"),
     ],
 )
 def test_a_wrong_setting_is_named_without_its_password(name: str, url: str) -> None:

@@ -279,3 +279,25 @@ def test_status_counts_who_reflected_each_day(rt: Runtime, two_cohorts: None) ->
     ]
     assert lines[2].split() == ["1", "0", "1", "0", "0", "0", "0", "1"]
     assert lines[3].split() == ["2", "0", "1", "0", "0", "0", "0", "0"]
+
+
+FORMULAS = ['=HYPERLINK("http://x.example","open")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+
+
+@pytest.mark.parametrize("written", FORMULAS)
+def test_export_csv_neutralises_a_cell_a_spreadsheet_would_run_as_a_formula(written: str) -> None:
+    """A reflection can arrive by email from anyone with the reply address: as a CSV cell it
+    became a live formula in the operator's spreadsheet."""
+    row = dict.fromkeys(reflections.EXPORT_FIELDS, "plain") | {"text": written, "day": 1}
+    (exported,) = csv.DictReader(io.StringIO(reflections.export_text([row], "csv")))
+    assert exported["text"] == "'" + written
+    assert exported["prompt"] == "plain" and exported["day"] == "1"
+    assert json.loads(reflections.export_text([row], "json"))[0]["text"] == written
+
+
+def test_export_csv_of_a_formula_reflection_shows_it_as_text(rt: Runtime) -> None:
+    ana = enroll(rt, "ana@example.org")
+    send_days(rt, 1)
+    write(rt, ana, 1, FORMULAS[0])
+    exported = run_cli(rt.settings, "reflections", "export").output
+    assert next(csv.DictReader(io.StringIO(exported)))["text"] == "'" + FORMULAS[0]

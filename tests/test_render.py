@@ -21,6 +21,7 @@ from dripcourse.links import Links
 from tests.conftest import EMAILS, utc
 
 LINKS = Links(secret_key="k", base_url="https://course.example.org")
+KEY = "abcdefghij23"  # an enrollment's link key
 NOW = utc(2026, 11, 25, 7)
 ALL_LESSONS = [
     (slug, lesson.day)
@@ -30,7 +31,9 @@ ALL_LESSONS = [
 
 
 def reader(name: str = "Amara Okafor", enrollment_id: int = 42, day: int = 1) -> Personal:
-    return Personal(email="amara@example.org", name=name, **LINKS.for_lesson(enrollment_id, day))
+    return Personal(
+        email="amara@example.org", name=name, **LINKS.for_lesson(enrollment_id, day, KEY)
+    )
 
 
 @pytest.fixture(scope="module")

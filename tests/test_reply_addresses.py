@@ -21,6 +21,7 @@ from tests.smtp_sink import SMTPSink
 
 LINKS = Links(secret_key="k" * 32, base_url="https://course.example.org")
 DOMAIN = "reply.course.example.org"
+KEY = "abcdefghij23"  # an enrollment's link key
 NOW = utc(2026, 11, 25, 7)
 BIGGEST_ID = MAX_ID  # the largest id the tables hold (32 bits on PostgreSQL)
 
@@ -31,8 +32,8 @@ def lesson(domain: str, enrollment_id: int = 42, day: int = 3) -> email.message.
     who = Personal(
         email="amara@example.org",
         name="Amara Okafor",
-        **LINKS.for_lesson(enrollment_id, day),
-        **reply_addresses(LINKS, domain, enrollment_id, day),
+        **LINKS.for_lesson(enrollment_id, day, KEY),
+        **reply_addresses(LINKS, domain, enrollment_id, day, KEY),
     )
     msg = build_message(renderer.lesson(course, day), who, now=NOW, msg_id="<x@example.org>")
     return email.message_from_bytes(wire_bytes(msg), policy=email.policy.default)  # type: ignore[return-value]
@@ -41,7 +42,7 @@ def lesson(domain: str, enrollment_id: int = 42, day: int = 3) -> email.message.
 def test_a_lesson_carries_reply_to_and_return_path_naming_its_enrollment_and_day() -> None:
     msg = lesson(DOMAIN)
     reply_local, _, reply_domain = msg["Reply-To"].addresses[0].addr_spec.partition("@")
-    bounce = msg["Return-Path"].strip("<>")
+    bounce = msg["Return-Path"].strip().strip("<>")
     assert reply_domain == DOMAIN and reply_local.startswith("reflect+")
     assert LINKS.load_address(REPLY, reply_local) == (42, 3)
     assert bounce.startswith("bounce+") and bounce.endswith("@" + DOMAIN)
@@ -73,7 +74,7 @@ def _text(msg: email.message.EmailMessage, kind: str) -> str:
     ("purpose", "enrollment_id", "day"), [(REPLY, BIGGEST_ID, 999), (BOUNCE, BIGGEST_ID, 999)]
 )
 def test_the_longest_address_still_fits_a_local_part(purpose: str, enrollment_id: int, day: int):
-    local = LINKS.address(purpose, enrollment_id, day, DOMAIN).partition("@")[0]
+    local = LINKS.address(purpose, enrollment_id, day, DOMAIN, KEY).partition("@")[0]
     assert len(local) <= MAX_LOCAL_PART
     assert LINKS.load_address(purpose, local) == (enrollment_id, day)
 
@@ -82,13 +83,13 @@ def test_the_longest_address_still_fits_a_local_part(purpose: str, enrollment_id
 def test_an_address_naming_an_id_no_table_can_hold_is_not_valid(enrollment_id: int, day: int):
     """Only we can sign such an address, but its ids must never reach a query: past 32 bits
     PostgreSQL fails the whole statement, where a missing row is just not found."""
-    local = LINKS.address(REPLY, enrollment_id, day, DOMAIN).partition("@")[0]
+    local = LINKS.address(REPLY, enrollment_id, day, DOMAIN, KEY).partition("@")[0]
     with pytest.raises(BadToken):
         LINKS.load_address(REPLY, local)
 
 
 def test_a_server_that_folds_case_does_not_break_the_address() -> None:
-    local = LINKS.address(REPLY, 42, 3, DOMAIN).partition("@")[0]
+    local = LINKS.address(REPLY, 42, 3, DOMAIN, KEY).partition("@")[0]
     assert LINKS.load_address(REPLY, local.upper()) == (42, 3)
 
 
@@ -99,21 +100,21 @@ def test_a_server_that_folds_case_does_not_break_the_address() -> None:
         lambda local: local[:-1] + ("a" if local[-1] != "a" else "b"),  # the mac changed
         lambda local: local.rsplit("-", 1)[0],  # no mac
         lambda local: "reflect+",
-        lambda local: LINKS.address(BOUNCE, 42, 3, DOMAIN).partition("@")[0],  # wrong purpose
+        lambda local: LINKS.address(BOUNCE, 42, 3, DOMAIN, KEY).partition("@")[0],  # wrong purpose
         lambda local: Links(secret_key="x" * 32, base_url="https://x").address(
-            REPLY, 42, 3, DOMAIN
+            REPLY, 42, 3, DOMAIN, KEY
         ),  # another key
     ],
 )
 def test_a_forged_or_tampered_reply_address_is_refused(tamper) -> None:  # type: ignore[no-untyped-def]
-    local = LINKS.address(REPLY, 42, 3, DOMAIN).partition("@")[0]
+    local = LINKS.address(REPLY, 42, 3, DOMAIN, KEY).partition("@")[0]
     with pytest.raises(BadToken):
         LINKS.load_address(REPLY, tamper(local).partition("@")[0])
 
 
 def test_inbound_secret_signs_the_addresses_instead_of_the_secret_key() -> None:
     own = Links(secret_key="k" * 32, base_url="https://x", address_key="s" * 32)
-    local = own.address(REPLY, 42, 3, DOMAIN).partition("@")[0]
+    local = own.address(REPLY, 42, 3, DOMAIN, KEY).partition("@")[0]
     assert own.load_address(REPLY, local) == (42, 3)
     with pytest.raises(BadToken):
         LINKS.load_address(REPLY, local)
@@ -126,8 +127,8 @@ def test_smtp_envelope_sender_is_the_bounce_address_and_the_header_is_not_sent(
     who = Personal(
         email="amara@example.org",
         name="Amara Okafor",
-        **LINKS.for_lesson(42, 3),
-        **reply_addresses(LINKS, DOMAIN, 42, 3),
+        **LINKS.for_lesson(42, 3, KEY),
+        **reply_addresses(LINKS, DOMAIN, 42, 3, KEY),
     )
     msg = build_message(
         Renderer(EMAILS, reply_by_email=True).lesson(course, 3), who, now=NOW, msg_id="<x@y.org>"

@@ -14,8 +14,10 @@ from dripcourse import db
 from dripcourse.cli import cli
 from dripcourse.courses.studio import check_host, create_studio
 from dripcourse.errors import ConfigError
+from dripcourse.links import PATHS, BadToken
 from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
+from dripcourse.web import create_app
 from tests.conftest import EMAILS, make_settings, utc
 from tests.workers import settings_env
 
@@ -81,22 +83,28 @@ def test_a_lesson_shows_both_widths_dark_mode_text_and_headers(client: FlaskClie
     assert "Write your reflection" in frame.get_data(as_text=True)
 
 
-def test_as_email_shows_a_real_subscriber_with_working_links(
+def test_as_email_shows_a_real_subscriber_with_sample_links_only(
     client: FlaskClient, studio_rt: Runtime
 ) -> None:
+    """ "Preview as" rendered working journal, reflect, pause and unsubscribe links for the
+    person: whoever could reach the studio could open their reflections."""
     course = studio_rt.catalog.course("white-coat")
     with db.transaction(studio_rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, "now", NOW)
         signup = enrollment.check_signup("amara@example.org", "Okafor, Amara", "Asia/Kolkata")
-        enrolled_id = enrollment.enroll(session, cohort, course, signup, NOW).id
+        enrollment.enroll(session, cohort, course, signup, NOW)
 
     html = page(client, "/course/white-coat/2?as=Amara@example.org")
     assert "<dt>To</dt><dd>Okafor, Amara &lt;amara@example.org&gt;</dd>" in html
     assert "Asia/Kolkata" in html
     assert "Good morning, Amara." in html
-    token = re.search(r"https://course\.example\.org/r/([\w.\-]+)", html)
-    assert token is not None
-    assert studio_rt.links.load("reflect", token.group(1)) == [enrolled_id, 2]
+    found = re.findall(r"https://course\.example\.org/([rjpul])/([\w.\-]+)", html)
+    assert {kind for kind, _ in found} == {"r", "j", "p", "u", "l"}
+    web = create_app(studio_rt, {"TESTING": True}).test_client()
+    for kind, token in found:
+        assert web.get(f"/{kind}/{token}").status_code == 404, kind  # a sample link: nobody's
+        with pytest.raises(BadToken):
+            studio_rt.links.load(next(p for p, k in PATHS.items() if k == kind), token)
 
 
 def test_an_unknown_as_email_shows_the_sample_reader_and_says_so(client: FlaskClient) -> None:
@@ -133,9 +141,23 @@ def test_a_broken_lesson_shows_its_error_in_place(client: FlaskClient, emails: P
     assert "Good morning" in page(client, "/course/white-coat/4")  # the others still show
 
 
-def test_the_studio_answers_only_to_local_host_names(client: FlaskClient) -> None:
-    assert client.get("/", headers={"Host": "127.0.0.1:8001"}).status_code == 200
-    assert client.get("/", headers={"Host": "attacker.example"}).status_code == 400
+@pytest.mark.parametrize(
+    ("host", "status"),
+    [
+        ("127.0.0.1:8001", 200),
+        ("localhost:8001", 200),
+        ("[::1]:8001", 200),  # what a browser sends for --host ::1; refused before
+        ("[::1]", 200),
+        ("attacker.example", 400),
+        ("attacker.example:8001", 400),
+        ("[::2]:8001", 400),
+        ("127.0.0.1.attacker.example", 400),
+    ],
+)
+def test_the_studio_answers_only_to_local_host_names(
+    client: FlaskClient, host: str, status: int
+) -> None:
+    assert client.get("/", headers={"Host": host}).status_code == status
 
 
 @pytest.mark.parametrize(("host", "allowed"), [("127.0.0.1", True), ("0.0.0.0", False)])

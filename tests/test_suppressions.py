@@ -105,3 +105,52 @@ def test_bad_input_to_the_list_is_one_line(run, args: list[str], expected: str) 
     result = run(*args)
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert expected in result.output
+
+
+def forgotten(rt: Runtime, run) -> None:  # type: ignore[no-untyped-def]
+    run("cohort", "create", "c", "--course", "white-coat", "--start", "now")
+    run("enroll", "ann@example.org", "--cohort", "c", "--timezone", "UTC")
+    assert run("forget", "ann@example.org", "--yes").exit_code == 0
+
+
+def test_lifting_a_forgotten_persons_entry_needs_yes_and_says_what_it_means(
+    rt: Runtime, run
+) -> None:  # type: ignore[no-untyped-def]
+    """It was lifted without a question, leaving no trace that the person asked to be erased."""
+    forgotten(rt, run)
+    today = dt.datetime.now(dt.UTC).date()
+    assert f"ann@example.org\tforgotten\t{today:%Y-%m-%d}" in run("suppressions", "list").output
+    refused = run("suppressions", "remove", "ann@example.org")
+    assert refused.exit_code == 1
+    assert refused.output == (
+        f"Error: ann@example.org was forgotten on {today:%Y-%m-%d} at their request: this "
+        "entry is all that is left of them and what keeps them from being mailed again; "
+        "lifting it leaves no trace that they asked to be erased: add --yes to lift it\n"
+    )
+    assert "ann@example.org" in run("suppressions", "list").output
+    lifted = run("suppressions", "remove", "ann@example.org", "--yes")
+    assert lifted.exit_code == 0 and "was forgotten since" in lifted.output
+
+
+def test_show_on_a_forgotten_address_says_when_they_were_forgotten(rt: Runtime, run) -> None:  # type: ignore[no-untyped-def]
+    forgotten(rt, run)
+    today = dt.datetime.now(dt.UTC).date()
+    shown = run("show", "Ann@example.org")
+    assert shown.exit_code == 1
+    assert shown.output == (
+        f"Error: ann@example.org: forgotten on {today:%Y-%m-%d} at their request "
+        "(only a do-not-mail entry is kept)\n"
+    )
+    assert "no subscriber" in run("show", "nobody@example.org").output
+
+
+def test_outside_text_reaches_the_terminal_without_control_characters(rt: Runtime, run) -> None:  # type: ignore[no-untyped-def]
+    """An OSC sequence in a fake bounce's Diagnostic-Code reached the operator's terminal."""
+    with transaction(rt.sessions) as session:
+        enrollment.suppress(
+            session, "gone@example.org", "bounced: 550 \x1b]0;pwned\x07 gone\x9b2J", WHEN
+        )
+    for args in (["suppressions", "list"], ["suppressions", "list", "--json"]):
+        output = run(*args).output
+        assert "550 ]0;pwned gone2J" in output
+        assert not any(ord(c) < 0x20 and c not in "\t\n" or 0x7F <= ord(c) <= 0x9F for c in output)

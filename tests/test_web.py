@@ -51,6 +51,7 @@ from tests.test_web_support import (
     run_cli,
     send_days,
     tick,
+    token,
 )
 from tests.workers import settings_env
 
@@ -338,23 +339,23 @@ BAD_LINKS = {
     "forged with another key": lambda rt: (
         "/j/" + URLSafeTimedSerializer("not-our-key", salt="dripcourse.journal").dumps([2])
     ),
-    "tampered ids": lambda rt: "/j/" + _with_ids(rt.links.token(links.JOURNAL, 1), [2]),
-    "tampered signature": lambda rt: "/j/" + _flip_signature(rt.links.token(links.JOURNAL, 2)),
-    "truncated": lambda rt: "/r/" + rt.links.token(links.REFLECT, 2, 1)[:-6],
-    "only the payload": lambda rt: "/r/" + rt.links.token(links.REFLECT, 2, 1).split(".")[0],
+    "tampered ids": lambda rt: "/j/" + _with_ids(token(rt, links.JOURNAL, 1), [2]),
+    "tampered signature": lambda rt: "/j/" + _flip_signature(token(rt, links.JOURNAL, 2)),
+    "truncated": lambda rt: "/r/" + token(rt, links.REFLECT, 2, 1)[:-6],
+    "only the payload": lambda rt: "/r/" + token(rt, links.REFLECT, 2, 1).split(".")[0],
     "garbage": lambda rt: "/r/%00%ff..%3Cscript%3E",
     "very long": lambda rt: "/j/" + "A" * 5000,
-    "unsubscribe token on the journal": lambda rt: "/j/" + rt.links.token(links.UNSUBSCRIBE, 2),
-    "journal token on reflect": lambda rt: "/r/" + rt.links.token(links.JOURNAL, 2),
-    "reflect token on unsubscribe": lambda rt: "/u/" + rt.links.token(links.REFLECT, 2, 1),
-    "pause token on unsubscribe": lambda rt: "/u/" + rt.links.token(links.PAUSE, 2),
-    "journal token on pause": lambda rt: "/p/" + rt.links.token(links.JOURNAL, 2),
-    "wrong number of ids": lambda rt: "/r/" + rt.links.token(links.REFLECT, 2),
+    "unsubscribe token on the journal": lambda rt: "/j/" + token(rt, links.UNSUBSCRIBE, 2),
+    "journal token on reflect": lambda rt: "/r/" + token(rt, links.JOURNAL, 2),
+    "reflect token on unsubscribe": lambda rt: "/u/" + token(rt, links.REFLECT, 2, 1),
+    "pause token on unsubscribe": lambda rt: "/u/" + token(rt, links.PAUSE, 2),
+    "journal token on pause": lambda rt: "/p/" + token(rt, links.JOURNAL, 2),
+    "wrong number of ids": lambda rt: "/r/" + token(rt, links.REFLECT, 2),
     # (A genuine token for an enrollment no longer there is a deleted person's link: it gets
     # "no longer available", 410; see test_privacy.py.)
-    "a day not sent yet": lambda rt: "/r/" + rt.links.token(links.REFLECT, 1, 5),
-    "day zero": lambda rt: "/r/" + rt.links.token(links.REFLECT, 1, 0),
-    "a day past the course": lambda rt: "/r/" + rt.links.token(links.REFLECT, 1, 99),
+    "a day not sent yet": lambda rt: "/r/" + token(rt, links.REFLECT, 1, 5),
+    "day zero": lambda rt: "/r/" + token(rt, links.REFLECT, 1, 0),
+    "a day past the course": lambda rt: "/r/" + token(rt, links.REFLECT, 1, 99),
 }
 
 
@@ -419,9 +420,7 @@ FORGED_POSTS = {
     "form token signed with another key": lambda rt, page: {
         "form_token": URLSafeTimedSerializer("x", salt="dripcourse.form").dumps(["reflect", 1, 1])
     },
-    "the link token as form token": lambda rt, page: {
-        "form_token": rt.links.token(links.REFLECT, 1, 1)
-    },
+    "the link token as form token": lambda rt, page: {"form_token": token(rt, links.REFLECT, 1, 1)},
 }
 
 
@@ -811,8 +810,7 @@ def test_the_web_app_started_before_init_makes_no_database_and_says_it_is_not_re
     settings = make_settings(tmp_path)
     app = create_app(settings)
     rt = Runtime(settings)
-    token = rt.links.token(links.REFLECT, 1, 1)
-    response = app.test_client().get(f"/r/{token}")
+    response = app.test_client().get(f"/r/{rt.links.token(links.REFLECT, 1, 1, key='k')}")
     assert response.status_code == 503
     assert "Please try again in a few minutes" in response.get_data(as_text=True)
     assert not (tmp_path / "dripcourse.sqlite3").exists()

@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from click.testing import CliRunner, Result
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy.exc import SQLAlchemyError
 
 from dripcourse import links
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import NotFound
-from dripcourse.models import Enrollment
+from dripcourse.models import MAX_ID, Enrollment
 from dripcourse.people import enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
@@ -106,9 +107,29 @@ def linked(rt: Runtime, page: str, purpose: str) -> list[list[int]]:
     return [rt.links.load(purpose, token) for token in found]
 
 
+def key_of(rt: Runtime, enrollment_id: int) -> str:
+    """The enrollment's link key; a made-up one for an id no row has (or no table yet)."""
+    try:
+        with rt.sessions() as session:
+            found = session.get(Enrollment, enrollment_id) if 1 <= enrollment_id <= MAX_ID else None
+    except SQLAlchemyError:
+        found = None
+    return found.link_key if found is not None else "nobodyskey"
+
+
+def token(rt: Runtime, purpose: str, *ids: int) -> str:
+    """A token for a subscriber's link, as in their lesson email (bound to their row)."""
+    return rt.links.token(purpose, *ids, key=key_of(rt, ids[0]) if ids else "")
+
+
 def path(rt: Runtime, purpose: str, *ids: int) -> str:
     """The path of a subscriber's link, as in their lesson email."""
-    return f"/{links.PATHS[purpose]}/{rt.links.token(purpose, *ids)}"
+    return f"/{links.PATHS[purpose]}/{token(rt, purpose, *ids)}"
+
+
+def address(rt: Runtime, purpose: str, enrollment_id: int, day: int, domain: str) -> str:
+    """A subscriber's reply or bounce address, as in their lesson email."""
+    return rt.links.address(purpose, enrollment_id, day, domain, key_of(rt, enrollment_id))
 
 
 def form_token(page: str) -> str:

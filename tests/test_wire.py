@@ -33,7 +33,7 @@ from dripcourse.courses.wire import (
 from dripcourse.sending.transport import FileTransport, SMTPTransport
 from tests.conftest import EMAILS, utc
 from tests.smtp_sink import SMTPSink
-from tests.test_render import ALL_LESSONS, LINKS
+from tests.test_render import ALL_LESSONS, KEY, LINKS
 
 NOW = utc(2026, 11, 25, 7, 0)
 
@@ -54,7 +54,7 @@ HARD_NAMES = {
 
 
 def reader(name: str, day: int, email: str = "amara.okafor@example.org") -> Personal:
-    return Personal(email=email, name=name, **LINKS.for_lesson(42, day))
+    return Personal(email=email, name=name, **LINKS.for_lesson(42, day, KEY))
 
 
 def same_boundary(reference: bytes, ours: bytes) -> bytes:
@@ -100,7 +100,7 @@ def test_with_a_reply_domain_both_paths_carry_reply_to_and_the_bounce_envelope(
     from dripcourse.courses.wire import as_wire
 
     who = replace(
-        reader("Dr. Amara Okafor", day), **reply_addresses(LINKS, "reply.example.org", 42, day)
+        reader("Dr. Amara Okafor", day), **reply_addresses(LINKS, "reply.example.org", 42, day, KEY)
     )
     rendered = renderer.lesson(load_course(renderer.emails_dir, slug), day)
     msg_id = message_id("course.example.org", 7, "secret")

@@ -77,11 +77,12 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
     if len(raw) > limit:
         click.echo(f"Error: message larger than inbound_max_bytes ({limit})", err=True)
         sys.exit(EX_DATAERR)
-    for address in recipients:
-        if not is_our_address(rt.inbound, address):
+    try:
+        with rt.sessions() as session:
+            ours = all(is_our_address(rt.inbound, address, session) for address in recipients)
+        if not ours:
             click.echo("Error: --recipient is not one of our reply or bounce addresses", err=True)
             sys.exit(EX_NOUSER)
-    try:
         decision = receive(rt.sessions, rt.inbound, raw, now=utcnow(), recipients=recipients)
     except (DBAPIError, NotSetUp) as exc:
         # Not set up yet is a wait too: the mail server keeps the message until `init` runs.

@@ -15,9 +15,11 @@ from dripcourse.cli.base import DAY_NUMBER, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.courses.course import Course
 from dripcourse.courses.greeting import greeting_for, unusual
+from dripcourse.errors import NotFound
 from dripcourse.models import Enrollment, Subscriber
 from dripcourse.people import changes as people
-from dripcourse.people import enrollment
+from dripcourse.people import enrollment, suppressions
+from dripcourse.validate import without_controls
 
 cohort_option = click.option(
     "--cohort", "cohort_name", default=None, help="Which cohort (when they are in several)."
@@ -49,14 +51,24 @@ def _one(
 @pass_state
 def show(state: State, email: str) -> None:
     """Show a person: each enrollment, its next lesson, every delivery and its last error."""
-    with _person(state, email) as (session, person, now):
-        view = people.describe(session, person, state.runtime.catalog.course, now)
-        person_greeting = person.greeting or ""
+    try:
+        with _person(state, email) as (session, person, now):
+            view = people.describe(session, person, state.runtime.catalog.course, now)
+            person_greeting = person.greeting or ""
+    except NotFound:
+        with state.runtime.sessions() as session:
+            when = suppressions.forgotten_on(session, email)
+        if when is None:
+            raise
+        raise NotFound(
+            f"{email.strip().lower()}: forgotten on {when:%Y-%m-%d} at their request "
+            "(only a do-not-mail entry is kept)"
+        ) from None
     click.echo(f"{view.email}  {view.name or '(no name)'}  {view.timezone}")
     click.echo(f"  on record since {view.since:%Y-%m-%d %H:%M} UTC")
     click.echo(f"  greeted as: {_greeting_line(state, person_greeting, view)}")
     if view.suppressed:
-        click.echo(f"  suppressed: {view.suppressed}")
+        click.echo(f"  suppressed: {without_controls(view.suppressed)}")
     for each in view.enrollments:
         click.echo(f"cohort {each.cohort} ({each.course}): {each.state}")
         click.echo(f"  reflections written: {each.reflections}")
@@ -64,7 +76,7 @@ def show(state: State, email: str) -> None:
             at = f"{d.at:%Y-%m-%d %H:%M} UTC" if d.at else "-"
             line = f"  day {d.day:>3}  {d.status:<9}  {at}  attempts {d.attempts}"
             if d.last_error:
-                line += f"  last error: {d.last_error}"
+                line += f"  last error: {without_controls(d.last_error)}"
             click.echo(line)
     if not view.enrollments:
         click.echo("  in no cohort")

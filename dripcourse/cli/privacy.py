@@ -37,6 +37,8 @@ def forget(state: State, email: str, yes: bool) -> None:
             if not agreed:
                 raise click.Abort()
         forgotten = privacy.forget_subscriber(session, subscriber, utcnow())
+    privacy.remove_outbox_files(rt.outbox, address)
+    db.write_back_deletions(rt.engine)
     oplog.record(
         rt.settings.path(rt.settings.var_dir),
         f"forget: one subscriber ({forgotten.enrollments} enrollment(s), "

@@ -48,7 +48,11 @@ def add_cmd(state: State, email: str, reason: str) -> None:
 
 @suppressions_group.command("remove")
 @click.argument("email")
-@click.option("--yes", is_flag=True, help="Lift it even if the address bounced or complained.")
+@click.option(
+    "--yes",
+    is_flag=True,
+    help="Lift it even if the address bounced, complained or was forgotten at their request.",
+)
 @pass_state
 def remove_cmd(state: State, email: str, yes: bool) -> None:
     """Lift a suppression so the address can be enrolled again."""

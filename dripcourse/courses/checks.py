@@ -407,7 +407,7 @@ def _sample_message(renderer: Renderer, course: Course, day: int) -> Message:
         email="reader@example.org",
         name="Dr. Amara Okafor",
         greeting="Dr. Okafor",
-        **SAMPLE_LINKS.for_lesson(1, day),
+        **SAMPLE_LINKS.samples(day),
     )
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return build_message(

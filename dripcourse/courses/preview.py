@@ -1,7 +1,9 @@
 """A lesson as someone would receive it, for staff: a sample reader, a real subscriber, a test send.
 
 Nothing here records a delivery or touches an enrollment. A test send goes to a staff address
-from the allow-list only, so it cannot become a way to mail anyone.
+from the allow-list only, so it cannot become a way to mail anyone. Every preview, of a real
+subscriber too, carries sample links that open nothing: staff see how a lesson reads for that
+person (name, greeting, zone, day), never a key to their journal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dripcourse.courses.greeting import greeting_for
 from dripcourse.courses.render import Personal, Renderer, build_message, check_address, message_id
 from dripcourse.errors import InputError, NotFound
 from dripcourse.links import Links
-from dripcourse.models import Cohort, Enrollment, Subscriber
+from dripcourse.models import Subscriber
 
 if TYPE_CHECKING:
     from dripcourse.runtime import Runtime  # passed in; the adapters build it
@@ -34,21 +36,21 @@ TEST_PREFIX = "[TEST] "
 
 @dataclass(frozen=True)
 class Reader:
-    """Whom a preview is for. ``enrollment_id`` 0 is nobody: its links lead to a 'not found'."""
+    """Whom a preview is for: how the lesson addresses them. No enrollment, so no link of
+    theirs can be made from it."""
 
     email: str
     name: str
     greeting: str = ""  # set by hand; "" derives it from the name
     timezone: str = SAMPLE_TIMEZONE
-    enrollment_id: int = 0
 
 
 def sample_reader(name: str = SAMPLE_NAME) -> Reader:
     return Reader(email=SAMPLE_EMAIL, name=name)
 
 
-def find_reader(session: Session, email: str, course_slug: str | None = None) -> Reader:
-    """A real subscriber, with their enrollment in ``course_slug`` (latest) if they have one."""
+def find_reader(session: Session, email: str) -> Reader:
+    """A real subscriber as a lesson addresses them."""
     try:
         address = check_address(email)
     except ValueError as exc:
@@ -56,16 +58,11 @@ def find_reader(session: Session, email: str, course_slug: str | None = None) ->
     subscriber = session.scalar(select(Subscriber).where(Subscriber.email == address))
     if subscriber is None:
         raise NotFound(f"--as: no subscriber with the address {address}")
-    query = select(Enrollment.id).where(Enrollment.subscriber_id == subscriber.id)
-    if course_slug is not None:
-        query = query.join(Cohort).where(Cohort.course_slug == course_slug)
-    enrollment_id = session.scalar(query.order_by(Enrollment.id.desc()).limit(1))
     return Reader(
         email=subscriber.email,
         name=subscriber.name,
         greeting=subscriber.greeting,
         timezone=subscriber.timezone,
-        enrollment_id=enrollment_id or 0,
     )
 
 
@@ -79,13 +76,13 @@ def lesson_message(
     now: dt.datetime,
     msg_id: str | None = None,
 ) -> Message:
-    """Lesson ``day`` of ``course`` built exactly as ``reader`` would get it."""
+    """Lesson ``day`` of ``course`` as ``reader`` would get it, with sample links."""
     rendered = renderer.lesson(course, day)
     who = Personal(
         email=reader.email,
         name=reader.name,
         greeting=greeting_for(reader.name, reader.greeting, course.greeting_fallback),
-        **links.for_lesson(reader.enrollment_id, day),
+        **links.samples(day),
     )
     msg_id = msg_id or message_id("preview.invalid", None, "")
     return build_message(rendered, who, now=now, msg_id=msg_id)
@@ -120,18 +117,15 @@ def trial_message(
 ) -> Message:
     """The lesson as ``reader`` would get it, addressed to ``to`` with "[TEST]" in the subject.
 
-    Its links are a sample reader's even when ``reader`` is a real subscriber: a test message
+    Its links are sample links even when ``reader`` is a real subscriber: a test message
     is read by staff and may be forwarded, and must not open anyone's private journal.
     """
     first_source = rt.settings.source.split(", ")[0]
     config_file = "" if first_source.startswith(("DRIPCOURSE_", "built-in")) else first_source
     address = allowed_staff_address(to, rt.settings.staff_addresses, config_file)
-    sample_links = Reader(reader.email, reader.name, reader.greeting, reader.timezone, 0)
     course = rt.catalog.course(slug)
     msg_id = message_id(rt.settings.message_id_domain, None, "")
-    msg = lesson_message(
-        rt.catalog.renderer, course, day, rt.links, sample_links, now=now, msg_id=msg_id
-    )
+    msg = lesson_message(rt.catalog.renderer, course, day, rt.links, reader, now=now, msg_id=msg_id)
     subject = TEST_PREFIX + str(msg["Subject"])  # str() of a Header is its unencoded text
     del msg["Subject"], msg["To"]
     msg["To"] = address

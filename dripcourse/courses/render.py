@@ -69,6 +69,8 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.lesson": "the subscriber's link to read this lesson in a browser",
     "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
+    "team.name": "who runs the course (setting team_name)",
+    "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
     "subscriber.name": "the same as name",
     "subscriber.first_name": "the same as first_name",
     "subscriber.greeting": "the same as greeting",
@@ -196,11 +198,18 @@ class Renderer:
     """Renders the lessons of courses under one emails/ folder, caching each lesson."""
 
     def __init__(
-        self, emails_dir: Path, *, reply_by_email: bool = False, feedback_id: str = ""
+        self,
+        emails_dir: Path,
+        *,
+        reply_by_email: bool = False,
+        feedback_id: str = "",
+        team_name: str = "the course team",
+        team_contact: str = "",
     ) -> None:
         self.emails_dir = emails_dir
         self.reply_by_email = reply_by_email
         self.feedback_id = feedback_id
+        self.team_name, self.team_contact = team_name, team_contact
         layout = emails_dir / LAYOUT_DIR
         for name in ("base.html", "base.txt", "style.css"):
             if not (layout / name).is_file():
@@ -240,6 +249,8 @@ class Renderer:
             "lesson.preheader": lesson.preheader,
             "css": Markup(self._css),
             "reply_by_email": self.reply_by_email,
+            "team.name": self.team_name,
+            "team.contact": self.team_contact,
         }
         for name in ("name", "first_name", "greeting"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)
@@ -405,13 +416,16 @@ def _inline(html: str) -> str:
     ).transform()
 
 
-def reply_addresses(links: Links, domain: str, enrollment_id: int, day: int) -> dict[str, str]:
-    """Reply-To and envelope sender of one delivery; none without a ``reply_domain``."""
+def reply_addresses(
+    links: Links, domain: str, enrollment_id: int, day: int, key: str
+) -> dict[str, str]:
+    """Reply-To and envelope sender of one delivery, bound to the enrollment's ``link_key``;
+    none without a ``reply_domain``."""
     if not domain:
         return {}
     return {
-        "reply_to": links.address(REPLY, enrollment_id, day, domain),
-        "bounce_to": links.address(BOUNCE, enrollment_id, day, domain),
+        "reply_to": links.address(REPLY, enrollment_id, day, domain, key),
+        "bounce_to": links.address(BOUNCE, enrollment_id, day, domain, key),
     }
 
 

@@ -20,7 +20,7 @@ from email.message import Message
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from flask import Flask, Response, render_template, request
+from flask import Flask, Response, abort, render_template, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import NotFound
 
@@ -38,6 +38,13 @@ if TYPE_CHECKING:
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 POLL_MILLISECONDS = 1000
 _DAY = re.compile(r"[0-9]{1,9}")  # a day as a URL gives it: no sign, no space, no 40 digits
+
+
+def host_name(host_header: str) -> str:
+    """The host of a ``Host`` header, without its port or an IPv6 address's brackets."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.partition(":")[0]
 
 
 def check_host(host: str, allow_remote: bool) -> None:
@@ -124,9 +131,15 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
     """The studio app over the courses in the ``emails_dir`` setting."""
     # The templates are dripcourse's, shared with the subscriber's pages.
     app = Flask(__name__, root_path=str(Path(__file__).resolve().parent.parent))
-    # Answer only to local names: a web page elsewhere cannot reach in by rebinding its DNS.
-    app.config["TRUSTED_HOSTS"] = None if allow_remote else list(LOCAL_HOSTS)
     courses = Courses(rt.settings.path(rt.settings.emails_dir))
+
+    @app.before_request
+    def local_names_only() -> None:
+        """Answer only to local names: a web page elsewhere cannot reach in by rebinding its
+        DNS. (Werkzeug's TRUSTED_HOSTS cannot name an IPv6 address: browsers send
+        ``Host: [::1]:PORT``, which it never matched.)"""
+        if not allow_remote and host_name(request.host) not in LOCAL_HOSTS:
+            abort(400)
 
     def reader_for(slug: str) -> tuple[Reader, str]:
         """The sample reader, or the subscriber named by ``?as=``; and a problem to show."""
@@ -135,7 +148,7 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
             return sample_reader(), ""
         try:
             with rt.sessions() as session:
-                return find_reader(session, wanted, slug), ""
+                return find_reader(session, wanted), ""
         except DripcourseError as exc:
             return sample_reader(), f"{exc}; showing the sample reader"
         except SQLAlchemyError:

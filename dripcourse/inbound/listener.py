@@ -20,7 +20,7 @@ from sqlalchemy.orm import sessionmaker
 
 from dripcourse.db import retry_outages, transaction
 from dripcourse.inbound.route import Decision, Inbound, process
-from dripcourse.links import ADDRESS_PREFIX, BadToken
+from dripcourse.links import ADDRESS_PREFIX, BadToken, enrollment_of
 from dripcourse.models import InboundKind
 
 log = logging.getLogger(__name__)
@@ -50,17 +50,18 @@ def receive(
         return Decision(InboundKind.DUPLICATE)
 
 
-def is_our_address(inbound: Inbound, address: str) -> bool:
-    """Whether ``address`` is a reply or bounce address we made (checked at RCPT time)."""
+def is_our_address(inbound: Inbound, address: str, session: DBSession) -> bool:
+    """Whether ``address`` is a reply or bounce address we made for an enrollment that is
+    still there (checked at RCPT time): an old one of a forgotten person is nobody's."""
     local, _, domain = address.strip().strip("<>").rpartition("@")
     if not inbound.reply_domain or domain.lower() != inbound.reply_domain.lower():
         return False
     for purpose in ADDRESS_PREFIX:
         try:
-            inbound.links.load_address(purpose, local)
-            return True
+            token = inbound.links.load_address_token(purpose, local)
         except BadToken:
             continue
+        return enrollment_of(session, token) is not None
     return False
 
 
@@ -78,10 +79,19 @@ class InboundHandler:
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
-        if not is_our_address(self.inbound, address):
+        try:
+            ours = await asyncio.to_thread(self._is_ours, address)
+        except DBAPIError as exc:
+            log.error("inbound: cannot check a recipient now, the sender will retry: %s", exc)
+            return "451 4.3.0 Temporary failure, please try again later"
+        if not ours:
             return "550 5.1.1 No such recipient here"
         envelope.rcpt_tos.append(address)
         return "250 OK"
+
+    def _is_ours(self, address: str) -> bool:
+        with self.sessions() as session:
+            return is_our_address(self.inbound, address, session)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or envelope.content

@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from dripcourse.courses.course import Course
 from dripcourse.encryption import ReflectionCipher
 from dripcourse.inbound.reply_text import reply_text
-from dripcourse.links import BOUNCE, REPLY, BadToken, Links
+from dripcourse.links import BOUNCE, REPLY, BadToken, Links, enrollment_of
 from dripcourse.models import (
     Cohort,
     Delivery,
@@ -45,6 +45,7 @@ from dripcourse.models import (
 )
 from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.reader.reflections import ReflectionRejected, append_from_email, lesson_or_none
+from dripcourse.validate import without_controls
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _classify(
             return _complaint(session, msg, inbound, now, addressed)
     if is_auto_reply(msg):
         return Decision(InboundKind.AUTO_REPLY)
-    found = _token(inbound, addressed, (REPLY,))
+    found = _token(session, inbound, addressed, (REPLY,))
     if found is None:
         return Decision(InboundKind.JUNK, "not addressed to a valid reply address")
     enrollment_id, day = found
@@ -296,7 +297,7 @@ def is_forward(msg: EmailMessage) -> bool:
 def _bounce(
     session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
 ) -> Decision:
-    found = _token(inbound, addressed, (BOUNCE, REPLY))
+    found = _token(session, inbound, addressed, (BOUNCE, REPLY))
     if found is None:
         return Decision(InboundKind.JUNK, "a delivery report not addressed to a bounce address")
     enrollment_id, day = found
@@ -339,7 +340,9 @@ def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
             status = str(block.get("Status", "")).strip()
             match = re.match(r"[245]\.\d{1,3}\.\d{1,3}", status)
             if match:
-                diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
+                diagnostic = " ".join(
+                    without_controls(str(block.get("Diagnostic-Code", ""))).split()
+                )
                 return match.group(0), diagnostic[:300]
     return "", ""
 
@@ -374,7 +377,7 @@ def _complaint(
     ]
     for name in ("Return-Path", "Reply-To", "To"):
         candidates += [str(value) for value in enclosed.get_all(name, [])]
-    found = _token(inbound, candidates, (BOUNCE, REPLY))
+    found = _token(session, inbound, candidates, (BOUNCE, REPLY))
     if found is None:
         return Decision(InboundKind.JUNK, "a complaint about no message of ours")
     enrollment_id, day = found
@@ -433,9 +436,10 @@ def _header_recipients(msg: Message) -> list[str]:
 
 
 def _token(
-    inbound: Inbound, values: Iterable[str], purposes: tuple[str, ...]
+    session: Session, inbound: Inbound, values: Iterable[str], purposes: tuple[str, ...]
 ) -> tuple[int, int] | None:
-    """(enrollment, day) from the first of ``values`` that is a valid address of ours."""
+    """(enrollment, day) from the first of ``values`` that is a valid address of ours, made
+    for an enrollment that is still there (an old address never reaches a later row)."""
     domain = inbound.reply_domain.lower()
     for _name, address in getaddresses([v for v in values if v]):
         local, _, host = address.strip().rpartition("@")
@@ -443,7 +447,9 @@ def _token(
             continue
         for purpose in purposes:
             try:
-                return inbound.links.load_address(purpose, local)
+                token = inbound.links.load_address_token(purpose, local)
             except BadToken:
                 continue
+            if enrollment_of(session, token) is not None:
+                return token.ids[0], token.ids[1]
     return None

@@ -177,6 +177,8 @@ def suppressed_reason(reason: str, when: dt.datetime) -> str:
     day = f"{when:%Y-%m-%d}"
     if kind == "unsubscribed":
         return f"unsubscribed on {day}"
+    if kind == "forgotten":
+        return f"forgotten on {day} at their request"
     if kind in ("bounced", "complained"):
         return f"{kind} on {day}" + (f" ({detail.strip()})" if detail.strip() else "")
     return f"suppressed by an operator on {day}: {detail.strip() or reason}"

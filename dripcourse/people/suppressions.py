@@ -1,7 +1,9 @@
 """The suppression list, as operators see and change it: addresses that are never mailed.
 
 An entry's ``reason`` starts with its kind: ``bounced: <server reply>``, ``complained``,
-``unsubscribed``, or ``operator: <their words>`` for entries added by hand.
+``unsubscribed``, ``forgotten: ...`` (all that is left of a person erased at their request),
+or ``operator: <their words>`` for entries added by hand. Reasons hold text from outside (a
+server's reply): control characters are taken out before it is shown.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from sqlalchemy.orm import Session
 from dripcourse.errors import InputError, NotFound
 from dripcourse.models import EnrollmentStatus, Subscriber, Suppression
 from dripcourse.people.enrollment import check_signup, stop_enrollment, suppress
+from dripcourse.validate import without_controls
 
-KINDS = ("bounced", "complained", "unsubscribed", "operator")
+KINDS = ("bounced", "complained", "unsubscribed", "forgotten", "operator")
 
 
 class NeedsConfirmation(InputError):
@@ -44,7 +47,15 @@ def entry(row: Suppression) -> Entry:
     if kind not in KINDS:
         # Entries written before kinds were spelled out: treat them as an operator's.
         kind, detail = "operator", row.reason
-    return Entry(row.email, kind, detail.strip(), row.created_at)
+    return Entry(row.email, kind, without_controls(detail).strip(), row.created_at)
+
+
+def forgotten_on(session: Session, email: str) -> dt.datetime | None:
+    """When the person with this address was forgotten at their request; None if not."""
+    row = session.scalar(select(Suppression).where(Suppression.email == email.strip().lower()))
+    if row is None or entry(row).kind != "forgotten":
+        return None
+    return row.created_at
 
 
 def list_entries(session: Session) -> list[Entry]:
@@ -82,6 +93,12 @@ def remove(session: Session, email: str, *, confirmed: bool = False) -> Entry:
     if row is None:
         raise NotFound(f"{address} is not on the suppression list")
     lifted = entry(row)
+    if lifted.kind == "forgotten" and not confirmed:
+        raise NeedsConfirmation(
+            f"{address} was forgotten on {lifted.since:%Y-%m-%d} at their request: this entry "
+            "is all that is left of them and what keeps them from being mailed again; lifting "
+            "it leaves no trace that they asked to be erased: add --yes to lift it"
+        )
     if lifted.kind in ("bounced", "complained") and not confirmed:
         raise NeedsConfirmation(
             f"{address} {lifted.kind} on {lifted.since:%Y-%m-%d}"

@@ -8,17 +8,39 @@ subscriber's "delete everything about me" does exactly what an operator's ``forg
 from __future__ import annotations
 
 import datetime as dt
+import email.parser
+import email.policy
+import logging
+import re
 from dataclasses import dataclass
+from email.utils import getaddresses
+from pathlib import Path
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.render import check_address
 from dripcourse.errors import NotFound
-from dripcourse.models import Delivery, Enrollment, Reflection, Subscriber
-from dripcourse.people.enrollment import suppress
+from dripcourse.models import (
+    CircuitBreaker,
+    Delivery,
+    Enrollment,
+    InboundKind,
+    InboundMessage,
+    Reflection,
+    Subscriber,
+    Suppression,
+)
+
+log = logging.getLogger(__name__)
 
 FORGOTTEN = "forgotten: everything else about this person was deleted at their request"
+# How long the record of a message that saved nothing (junk, held, an auto-reply, a report) is
+# kept: long enough that a mail server delivering it again (they retry for up to five days) is
+# still recognised as a duplicate, no longer.
+DUPLICATE_WINDOW = dt.timedelta(days=7)
+# What is written instead of a forgotten address in the texts that are kept (a relay's error).
+ERASED = "(address erased)"
 
 
 @dataclass(frozen=True)
@@ -56,6 +78,13 @@ def delete_reflections(session: Session, subscriber: Subscriber) -> int:
     ids = _enrollment_ids(session, subscriber)
     if not ids:
         return 0
+    # The record of each reply says which day they wrote back and when: it goes with the text.
+    _delete(
+        session,
+        delete(InboundMessage).where(
+            InboundMessage.enrollment_id.in_(ids), InboundMessage.kind == InboundKind.REPLY
+        ),
+    )
     return session.execute(
         delete(Reflection)
         .where(Reflection.enrollment_id.in_(ids))
@@ -68,20 +97,90 @@ def forget_subscriber(session: Session, subscriber: Subscriber, now: dt.datetime
 
     The suppression is what stops any later import or enrollment from mailing them again
     (and cancels a lesson already queued, which finds its delivery gone or the address
-    suppressed). Their name, time zone, enrollments, delivery records and reflections go.
+    suppressed); it says only that they were forgotten, and when (an earlier bounce's text,
+    which may quote the address, goes). Their name, time zone, enrollments, delivery records,
+    reflections and the records of their inbound mail go, and their address is erased from
+    the error texts kept elsewhere. Their lesson files in the outbox are the caller's to remove
+    (``remove_outbox_files``): they are not in the database.
     """
     email = subscriber.email
     ids = _enrollment_ids(session, subscriber)
-    suppress(session, email, FORGOTTEN, now)
+    _suppress_as_forgotten(session, email, now)
+    _delete(session, delete(InboundMessage).where(InboundMessage.enrollment_id.in_(ids)))
     counts = Forgotten(
         enrollments=len(ids),
         deliveries=_delete(session, delete(Delivery).where(Delivery.enrollment_id.in_(ids))),
         reflections=_delete(session, delete(Reflection).where(Reflection.enrollment_id.in_(ids))),
     )
+    _erase_address(session, email)
     _delete(session, delete(Enrollment).where(Enrollment.id.in_(ids)))
     _delete(session, delete(Subscriber).where(Subscriber.id == subscriber.id))
     session.expunge_all()
     return counts
+
+
+def _suppress_as_forgotten(session: Session, email: str, now: dt.datetime) -> None:
+    """The one entry kept: "forgotten on DATE at their request", whatever it said before."""
+    found = session.scalar(select(Suppression).where(Suppression.email == email))
+    if found is None:
+        session.add(Suppression(email=email, reason=FORGOTTEN, created_at=now))
+    else:
+        found.reason, found.created_at = FORGOTTEN, now
+
+
+def _erase_address(session: Session, email: str) -> None:
+    """Erase the address, in any case, from the error texts kept beyond the person's own rows
+    (another delivery's error, the relay pause's reason): a relay's refusal may quote it."""
+    pattern = f"%{_like_escape(email)}%"
+    for model, key, column in (
+        (Delivery, Delivery.id, Delivery.last_error),
+        (CircuitBreaker, CircuitBreaker.name, CircuitBreaker.reason),
+    ):
+        found = session.execute(select(key, column).where(column.ilike(pattern, escape="\\")))
+        for row_key, text in found.all():
+            session.execute(
+                update(model)
+                .where(key == row_key)
+                .values({column.key: _replace_folded(text, email)})
+                .execution_options(synchronize_session=False)
+            )
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _replace_folded(text: str, email: str) -> str:
+    return re.sub(re.escape(email), ERASED, text, flags=re.IGNORECASE)
+
+
+def remove_outbox_files(folder: Path | None, email: str) -> int:
+    """Delete the lessons to ``email`` that the file transport left in ``folder``; how many.
+
+    They hold the person's name and working links. A file that cannot be read is left, with
+    a warning naming it (never the address).
+    """
+    if folder is None or not folder.is_dir():
+        return 0
+    wanted = email.casefold()
+    parser = email_parser()
+    removed = 0
+    for path in sorted(folder.glob("*.eml")):
+        try:
+            with path.open("rb") as fh:
+                headers = parser.parse(fh, headersonly=True)
+            to = [addr.casefold() for _, addr in getaddresses(headers.get_all("To", []))]
+        except (OSError, ValueError, TypeError) as exc:
+            log.warning("forget: could not read %s: %s", path.name, type(exc).__name__)
+            continue
+        if wanted in to:
+            path.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def email_parser() -> email.parser.BytesParser:
+    return email.parser.BytesParser(policy=email.policy.compat32)
 
 
 def _delete(session: Session, statement) -> int:  # type: ignore[no-untyped-def]
@@ -89,11 +188,30 @@ def _delete(session: Session, statement) -> int:  # type: ignore[no-untyped-def]
 
 
 def delete_old_reflections(session: Session, retention_days: int, now: dt.datetime) -> int:
-    """Delete reflections last written more than ``retention_days`` ago (0 keeps them all)."""
+    """Delete reflections last written more than ``retention_days`` ago (0 keeps them all),
+    and the records of the replies received as long ago."""
     if retention_days <= 0:
         return 0
     cutoff = now - dt.timedelta(days=retention_days)
+    _delete(
+        session,
+        delete(InboundMessage).where(
+            InboundMessage.kind == InboundKind.REPLY, InboundMessage.received_at < cutoff
+        ),
+    )
     return _delete(session, delete(Reflection).where(Reflection.updated_at < cutoff))
+
+
+def expire_inbound_records(session: Session, now: dt.datetime) -> int:
+    """Delete the records of inbound messages that saved nothing once ``DUPLICATE_WINDOW`` has
+    passed (a reply's record goes with its reflection instead); returns how many."""
+    return _delete(
+        session,
+        delete(InboundMessage).where(
+            InboundMessage.kind != InboundKind.REPLY,
+            InboundMessage.received_at < now - DUPLICATE_WINDOW,
+        ),
+    )
 
 
 def reflections_of(session: Session, subscriber: Subscriber) -> int:

@@ -22,17 +22,19 @@ def _days(n: int) -> str:
 
 
 def privacy_notice(settings: Settings) -> list[Section]:
-    """What is stored, who can read it, how long it is kept and how to delete it."""
+    """What is stored, what is encrypted, who sees what, how long each thing is kept, how to
+    delete it and whom to ask. Each sentence names its test in docs/security.md."""
     retention = settings.reflections_retention_days
     if retention:
         kept = (
             f"Each reflection is deleted automatically {_days(retention)} after you last "
-            "saved it. You can delete it sooner yourself."
+            "saved it, with the note of any reply that saved it. You can delete it sooner "
+            "yourself."
         )
     else:
         kept = (
             "Reflections are kept until you delete them, or until you ask us to delete "
-            "everything about you."
+            "everything about you; the note of a reply goes with the reflection it saved."
         )
     max_age = settings.reflect_max_age_days
     link_life = (
@@ -51,6 +53,14 @@ def privacy_notice(settings: Settings) -> list[Section]:
         if settings.reply_domain
         else ()
     )
+    team = settings.team_name
+    contact = (
+        f"To ask about your data, or to have it deleted for you, write to {team} at "
+        f"{settings.team_contact}."
+        if settings.team_contact
+        else f"To ask about your data, or to have it deleted for you, ask {team}, who "
+        "enrolled you in this course."
+    )
     return [
         Section(
             "What we store",
@@ -59,31 +69,49 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "reaches you at your own morning.",
                 "Which course you take, which day you are on, whether you paused, and when "
                 "each lesson was sent to you, with the version of the lesson you received.",
-                "The reflections you write. They are encrypted before they are stored, with a "
-                "key kept apart from the database, so a copy of the database alone does not "
-                "show them.",
+                "The reflections you write.",
                 *by_email,
                 "Nothing else: the emails and these pages have no tracking pixels, no "
                 "click-tracking and no scripts, and the pages set no cookies.",
             ),
         ),
         Section(
-            "Who can read it",
+            "What is encrypted, and with which key",
             (
-                "Anyone who has the links in your lesson emails can open your reflections and "
-                "your journal. There is no password: the link is the key. Please don't "
-                "forward the emails. " + link_life,
+                "Your reflections are encrypted before they are stored, with a key of their "
+                "own (the reflections key), kept apart from the database and apart from the "
+                "key that signs your links. A copy of the database alone shows none of them.",
+                "Your address, name, time zone and the record of lessons sent are not "
+                "encrypted: they are needed to send each lesson. They are readable only by "
+                "the program and the people who run its servers.",
+            ),
+        ),
+        Section(
+            "Who can see what",
+            (
+                "You: everything of yours, through the links in your lesson emails. There is "
+                "no password: the link is the key, so anyone who has your links can open your "
+                "reflections and your journal. Please don't forward the emails. " + link_life,
                 "The course's operators see counts (how many people wrote a reflection on "
                 "each day), not what you wrote. Reading the text takes a deliberate export, "
                 "and each export is written in an operator log with who ran it and when.",
+                "The staff who write the lessons may preview a lesson as you would receive it: "
+                "they see your name and how the lesson greets you, never your reflections, "
+                "and the preview's links do not open anything of yours.",
+                "Nobody else. No link or reply address of yours can come to open someone "
+                "else's journal, nor theirs yours.",
             ),
         ),
         Section(
             "How long we keep it",
             (
                 kept,
+                "The note that an email arrived which saved nothing (an automatic reply, a "
+                "message we could not use) is deleted after 7 days.",
                 "Everything else is kept while you take the course, and afterwards so that "
                 "your journal stays available, until you delete it.",
+                "After you delete everything, only your email address stays, on a do-not-mail "
+                "list, for good, so that nothing is ever sent to it again.",
             ),
         ),
         Section(
@@ -91,13 +119,16 @@ def privacy_notice(settings: Settings) -> list[Section]:
             (
                 "Your journal has two links: \u201cDelete my reflections\u201d deletes every "
                 "reflection you have written; \u201cDelete everything about me\u201d deletes "
-                "your name, time zone, courses, the record of lessons sent to you and your "
-                "reflections. Both ask you to confirm first.",
+                "your name, time zone, courses, the record of lessons sent to you and of your "
+                "replies, any lesson to you still waiting to be sent, and your reflections. "
+                "Both ask you to confirm first.",
                 "After \u201cDelete everything about me\u201d we keep only your email address, "
-                "on a do-not-mail list, so that nothing is ever sent to it again. You can also "
-                "ask the course team to do this for you.",
+                "on a do-not-mail list, so that nothing is ever sent to it again, and your old "
+                "links and reply address stop working. You can also ask the course team to do "
+                "this for you.",
                 "Unsubscribing stops the lessons but deletes nothing; your journal stays "
                 "available through your links.",
             ),
         ),
+        Section(f"Who runs this course: {team}", (contact,)),
     ]

@@ -337,14 +337,32 @@ def export_rows(
     ]
 
 
+# A cell starting with one of these is a formula to a spreadsheet (tab and CR too, as some
+# spreadsheets skip them before looking for one).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value: object) -> object:
+    """A text cell a spreadsheet will show as text: a formula-like one gets a leading ``'``."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def export_text(rows: list[dict[str, object]], fmt: str) -> str:
-    """The export as CSV (with a header row) or JSON text, exactly as written."""
+    """The export as CSV (with a header row) or JSON text.
+
+    JSON holds every text exactly as written. CSV is opened in spreadsheets, and a reflection
+    can arrive by email from anyone who has the reply address: a cell starting with ``=``,
+    ``+``, ``-``, ``@``, a tab or a carriage return gets a leading ``'``, so it is shown, not
+    run as a formula.
+    """
     if fmt == "json":
         return json.dumps(rows, indent=2, ensure_ascii=False) + "\n"
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=EXPORT_FIELDS)
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: spreadsheet_safe(v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
 
 
@@ -364,7 +382,10 @@ def check_key(session: Session, cipher: ReflectionCipher) -> None:
 def rekey(session: Session, cipher: ReflectionCipher, batch: int = 500) -> int:
     """Seal every reflection again under the first key; returns how many rows.
 
-    The whole run is one transaction: a wrong key stops it before anything is written.
+    The whole run is one transaction: a wrong key stops it before anything is written. Each
+    row is written back only if it still holds what was read (a compare-and-set on the sealed
+    value): a reflection edited meanwhile (on PostgreSQL other transactions commit while this
+    one runs) is read again and resealed as edited, never overwritten with its old text.
     """
     total = 0
     last_id = 0
@@ -378,13 +399,26 @@ def rekey(session: Session, cipher: ReflectionCipher, batch: int = 500) -> int:
         if not rows:
             return total
         for row in rows:
-            session.execute(
-                Reflection.__table__.update()
-                .where(Reflection.id == row.id)
-                .values(sealed_body=cipher.reseal(row.sealed_body))
-            )
-        total += len(rows)
+            total += _reseal(session, cipher, row.id, row.sealed_body)
         last_id = rows[-1].id
+
+
+def _reseal(session: Session, cipher: ReflectionCipher, reflection_id: int, sealed: str) -> int:
+    """Reseal one reflection if it still holds ``sealed``, else as it is now; 0 if gone."""
+    while True:
+        written = session.execute(
+            Reflection.__table__.update()
+            .where(Reflection.id == reflection_id, Reflection.sealed_body == sealed)
+            .values(sealed_body=cipher.reseal(sealed))
+        ).rowcount
+        if written:
+            return 1
+        now_sealed = session.scalar(
+            select(Reflection.sealed_body).where(Reflection.id == reflection_id)
+        )
+        if now_sealed is None:
+            return 0  # deleted meanwhile
+        sealed = now_sealed
 
 
 def count(session: Session) -> int:

@@ -107,6 +107,7 @@ class Ready:
     greeting: str | None
     course: Course
     rendered: RenderedLesson
+    link_key: str  # the enrollment's: binds its links and reply address to it
 
 
 def ours(jobs: Sequence[Job]):  # type: ignore[no-untyped-def]
@@ -178,6 +179,7 @@ def take(
                 Enrollment.id,
                 Enrollment.status,
                 Enrollment.paused_until,
+                Enrollment.link_key,
                 Subscriber.email,
                 Subscriber.name,
                 Subscriber.greeting,
@@ -236,14 +238,16 @@ def take(
             until = schedule.window_start(course.cadence, tz, now)
             outcomes[delivery_id] = hold(session, job, until, now)
             continue
-        ready.append(Ready(job, info.email, info.name, info.greeting, course, rendered))
+        ready.append(
+            Ready(job, info.email, info.name, info.greeting, course, rendered, info.link_key)
+        )
     return ready, relay_paused_until
 
 
 def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-untyped-def]
     """The personalised message for one delivery, in wire form, and its Message-ID."""
     job = item.job
-    links = rt.links.for_lesson(job.enrollment_id, job.day)
+    links = rt.links.for_lesson(job.enrollment_id, job.day, item.link_key)
     who = Personal(
         email=item.email,
         name=item.name,
@@ -251,7 +255,9 @@ def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-unty
         greeting=(item.greeting or "").strip(),
         greeting_fallback=item.course.greeting_fallback,
         **links,
-        **reply_addresses(rt.links, rt.settings.reply_domain, job.enrollment_id, job.day),
+        **reply_addresses(
+            rt.links, rt.settings.reply_domain, job.enrollment_id, job.day, item.link_key
+        ),
     )
     msg_id = message_id(rt.settings.message_id_domain, job.delivery_id, rt.links.secret_key)
     # Straight into wire bytes: the same bytes build_message gives (tests/test_wire.py), at a

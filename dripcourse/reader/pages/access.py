@@ -56,18 +56,18 @@ def now() -> dt.datetime:
 def load(purpose: str, token: str, size: int) -> list[int]:
     """The ids in a link token made for ``purpose``; 404 for anything else.
 
-    Remembers when the token was issued: links this page offers are dated the same (see
-    ``link``).
+    Remembers the token: ``enrollment_of`` checks it was made for the row it finds, and links
+    this page offers are dated the same (see ``link``).
     """
     if len(token) > MAX_TOKEN_CHARS:
         abort(404)
     try:
-        payload, g.link_issued_at = runtime().links.load_issued(purpose, token)
+        g.link_token = runtime().links.load_token(purpose, token)
     except links.BadToken:
         abort(404)
-    if len(payload) != size:
+    if len(g.link_token.ids) != size:
         abort(404)
-    return payload
+    return list(g.link_token.ids)
 
 
 def link(purpose: str, *ids: int) -> str:
@@ -78,15 +78,22 @@ def link(purpose: str, *ids: int) -> str:
     ``reflect_max_age_days``. Which pages link to which is the other half of the rule: pages
     opened by a link that never expires (pause, unsubscribe) offer no link to private writing.
     """
-    return runtime().links.token(purpose, *ids, issued_at=g.link_issued_at)
+    token: links.Token = g.link_token
+    return runtime().links.token(purpose, *ids, key=g.link_key, issued_at=token.issued_at)
 
 
 def enrollment_of(session: Session, enrollment_id: int) -> Enrollment:
+    """The enrollment the page's link was made for; 410 when it is gone.
+
+    The token's signature held, so we made it for an enrollment that existed. No row with its
+    id means it was deleted (the subscriber's "delete everything", an operator's forget); a row
+    with another key is a later one that came to have the same id (reused, restored, imported):
+    that row is someone else's, and the link is as gone as its own row.
+    """
     found = session.get(Enrollment, enrollment_id)
-    if found is None:
-        # The token's signature held, so we made it for an enrollment that existed: it was
-        # deleted (the subscriber's "delete everything", or an operator's forget).
+    if found is None or not g.link_token.opens(found):
         abort(410)
+    g.link_key = found.link_key
     return found
 
 

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from flask import Response, abort, redirect, render_template, request, url_for
 
 from dripcourse import links, schedule
-from dripcourse.db import transaction
+from dripcourse.db import transaction, write_back_deletions
 from dripcourse.models import EnrollmentStatus
 from dripcourse.people import enrollment as enrollments
 from dripcourse.reader import privacy
@@ -150,7 +150,10 @@ def delete(token: str, what: str) -> str:
             return render_template(
                 "deleted.html", course=course, what=what, deleted=deleted, token=token
             )
+        address = subscriber.email
         privacy.forget_subscriber(session, subscriber, now())
+    privacy.remove_outbox_files(runtime().outbox, address)
+    write_back_deletions(runtime().engine)
     return render_template("deleted.html", course=None, what=what, token=token)
 
 
@@ -158,3 +161,14 @@ def delete(token: str, what: str) -> str:
 def privacy_page() -> str:
     """What is stored, who can read it, how long it is kept and how to delete it."""
     return render_template("privacy.html", course=None, sections=privacy_notice(runtime().settings))
+
+
+@bp.get("/j/<token>/privacy", **ROUTE)
+def journal_privacy_page(token: str) -> str:
+    """The privacy page as the journal opens it: the course's header and a way back."""
+    (enrollment_id,) = load(links.JOURNAL, token, 1)
+    with transaction(runtime().sessions) as session:
+        course = course_of(enrollment_of(session, enrollment_id))
+    return render_template(
+        "privacy.html", course=course, sections=privacy_notice(runtime().settings), token=token
+    )
