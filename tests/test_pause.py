@@ -127,15 +127,24 @@ def test_pause_before_day_1_and_resume(rt: Runtime) -> None:
     assert load(rt, enrollment_id).next_send_at == DAY_1  # the cohort's start, as planned
 
 
-def test_pausing_while_a_lesson_is_on_its_way_holds_the_one_after(rt: Runtime, dana: int) -> None:
+def test_pausing_while_a_lesson_is_on_its_way_holds_it_until_the_pause_ends(
+    rt: Runtime, dana: int
+) -> None:
     wednesday = utc(2025, 3, 5, 12)
     claimed: list[int] = []
-    delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed, not yet sent
+    delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed and queued, not yet sent
     assert act(rt, dana, "pause", wednesday)
-    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SENT
-    after = load(rt, dana)
-    assert after.day == 3
-    assert after.next_send_at == utc(2025, 3, 13, 11)  # after the week, at 07:00 EDT
+    # Its task comes and finds it waiting for the pause: not sent, no attempt spent.
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SKIPPED
+    assert load(rt, dana).day == 2
+    after_the_week = utc(2025, 3, 13, 11)  # the first 07:00 EDT after the week
+    again: list[int] = []
+    delivery.tick(rt, after_the_week - dt.timedelta(minutes=1), again.extend)
+    assert again == []
+    delivery.tick(rt, after_the_week, again.extend)
+    assert again == claimed
+    assert sending.send_delivery(rt, claimed[0], after_the_week) == sending.Outcome.SENT
+    assert load(rt, dana).day == 3
 
 
 def test_pause_does_not_undo_a_claim_made_meanwhile(rt: Runtime, dana: int) -> None:

@@ -133,22 +133,30 @@ def take(
     (SKIPPED).
     """
     wanted = list(dict.fromkeys(delivery_ids))
+    free = (
+        Delivery.id.in_(wanted),
+        # Never "waiting": a second task for a delivery waiting out its retry delay or
+        # the night must not send it early. The sweep turns it "pending" when its time
+        # has come.
+        or_(
+            Delivery.status == DeliveryStatus.PENDING,
+            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now),
+        ),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # A row locked now is being sent (its sender's last look holds it, lease run out or
+        # not) or changed by a person's request: skip it rather than wait, so no one else's
+        # lesson waits for it. The sweep finds it again if it is still free later.
+        free = (
+            Delivery.id.in_(
+                select(Delivery.id).where(*free).with_for_update(skip_locked=True).scalar_subquery()
+            ),
+        )
     taken = {
         row.id: row
         for row in session.execute(
             update(Delivery)
-            .where(
-                Delivery.id.in_(wanted),
-                # Never "waiting": a second task for a delivery waiting out its retry delay or
-                # the night must not send it early. The sweep turns it "pending" when its time
-                # has come.
-                or_(
-                    Delivery.status == DeliveryStatus.PENDING,
-                    and_(
-                        Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now
-                    ),
-                ),
-            )
+            .where(*free)
             .values(
                 status=DeliveryStatus.SENDING,
                 attempts=Delivery.attempts + 1,
@@ -199,7 +207,10 @@ def take(
         row = taken.get(delivery_id)
         if row is None:
             continue
-        info = details[row.enrollment_id]
+        info = details.get(row.enrollment_id)
+        if info is None:  # its reader was deleted (forget) since the claim
+            outcomes[delivery_id] = Outcome.CANCELLED
+            continue
         relay_paused_until = info.relay_paused_until
         job = Job(
             delivery_id,
