@@ -217,6 +217,27 @@ def test_pause_and_resume_from_the_page(rt: Runtime, client: FlaskClient, dana: 
     assert (resumed.paused_until, resumed.next_send_at) == (None, utc(2025, 3, 5, 12))
 
 
+def test_pausing_from_the_page_while_a_lesson_is_queued_holds_it_and_says_when(
+    rt: Runtime, dana: int
+) -> None:
+    wednesday = utc(2025, 3, 5, 12)
+    claimed: list[int] = []
+    delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed and queued
+    client = make_app(rt, Clock(wednesday)).test_client()
+    url = path(rt, links.PAUSE, dana)
+    assert post_form(client, url, action="pause").status_code == 303
+    page = client.get(url).get_data(as_text=True)
+    assert "Day 3 will come on Thursday 13 March at 07:00" in page
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SKIPPED
+    # Resuming brings it back at once (the window is open), and it goes out once.
+    assert post_form(client, url, action="resume").status_code == 303
+    again: list[int] = []
+    delivery.tick(rt, wednesday, again.extend)
+    assert again == claimed
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SENT
+    assert load(rt, dana).day == 3
+
+
 @pytest.mark.parametrize(
     ("data", "status"),
     [

@@ -371,6 +371,18 @@ def pause(
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being paused")
 
 
+def next_lesson_at(session: Session, enrollment: Enrollment) -> dt.datetime | None:
+    """When the next lesson is due to go out: its planned time, or, for one already claimed
+    and waiting (for a pause's end, a retry, the morning), the time it waits for."""
+    if enrollment.next_send_at is not None:
+        return enrollment.next_send_at
+    return session.scalar(
+        select(Delivery.next_attempt_at).where(
+            Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.WAITING
+        )
+    )
+
+
 def _hold_on_its_way(
     session: Session,
     enrollment: Enrollment,

@@ -69,7 +69,7 @@ def pause(token: str) -> Response | str:
                 active=enrollment.status == EnrollmentStatus.ACTIVE,
                 paused=paused,
                 paused_until=_local(enrollment.paused_until, tz),
-                next_lesson=_local(enrollment.next_send_at, tz),
+                next_lesson=_local(enrollments.next_lesson_at(session, enrollment), tz),
                 next_day=enrollment.day + 1,
                 more_lessons=enrollment.day < course.length,
                 zone=tz.key,
