@@ -10,13 +10,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import changes as people
-from dripcourse.people import enrollment
+from dripcourse.people import enrollment, importing
 from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
@@ -268,3 +268,70 @@ def test_move_and_set_day_while_the_lesson_is_on_its_way_are_refused_with_the_re
     with transaction(rt.sessions) as session:
         kept = _enrollment_of(session, "reader01@example.org")
         assert (kept.cohort.name, kept.day, kept.status) == ("batch", 1, EnrollmentStatus.ACTIVE)
+
+
+# -- 3. two imports at once ------------------------------------------------------------
+
+
+def _csv(tmp_path: Path, name: str, numbers: range) -> Path:
+    path = tmp_path / f"{name}.csv"
+    rows = [f"doc{i:02d}@example.org,Dr. {i},Europe/Madrid" for i in numbers]
+    path.write_text("email,name,timezone\n" + "\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("skip_existing", [False, True], ids=["refused", "skip-existing"])
+@pytest.mark.parametrize("into", ["one cohort", "two cohorts"])
+def test_two_imports_at_once_with_overlapping_rows_end_in_one_clear_answer(
+    tmp_path: Path, postgres_url: str, into: str, skip_existing: bool
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url))
+    course = rt.catalog.course("white-coat")
+    with transaction(rt.sessions) as session:
+        for name in ("spring", "summer"):
+            enrollment.create_cohort(session, name, course, "2026-12-01", NOW)
+    first = importing.read_csv(_csv(tmp_path, "first", range(0, 10)), None)
+    second = importing.read_csv(_csv(tmp_path, "second", range(5, 15)), None)
+    second_cohort = "spring" if into == "one cohort" else "summer"
+    outcome: list[object] = []
+
+    def second_import() -> None:
+        try:
+            with transaction(rt.sessions) as session:
+                target = enrollment.get_cohort(session, second_cohort)
+                outcome.append(
+                    importing.import_rows(
+                        session, target, course, second, NOW, skip_existing=skip_existing
+                    )
+                )
+        except Exception as exc:  # noqa: BLE001 - what the operator would see is the point
+            outcome.append(exc)
+
+    try:
+        with transaction(rt.sessions) as session:
+            importing.import_rows(
+                session, enrollment.get_cohort(session, "spring"), course, first, NOW
+            )
+            other = threading.Thread(target=second_import)
+            other.start()
+            # The second one reads, or waits, while the first has not committed yet.
+            wait_until(lambda: _waiting_for_a_lock(rt), 10, "the second import to wait")
+        other.join(30)
+        (answer,) = outcome
+        if into == "one cohort" and skip_existing:
+            # It waited for the first and then skipped the five people already in the cohort.
+            assert isinstance(answer, importing.ImportReport)
+            assert (answer.enrolled, answer.skipped) == (5, 5)
+        else:
+            assert isinstance(answer, importing.ImportRefused), repr(answer)
+            message = str(answer)
+            assert "Traceback" not in message and "IntegrityError" not in message
+            for line in range(2, 7):  # doc05 .. doc09: lines 2 to 6 of the second file
+                assert f"second.csv:{line}: email: doc{line + 3:02d}@example.org" in message
+            assert message.endswith("nothing was imported") or "run it again" in message
+        with transaction(rt.sessions) as session:
+            enrolled = session.scalar(select(func.count()).select_from(Enrollment))
+        assert enrolled == (15 if into == "one cohort" and skip_existing else 10)
+    finally:
+        rt.close()
