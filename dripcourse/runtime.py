@@ -69,13 +69,19 @@ class Runtime:
     _transport: Transport | None = field(default=None, repr=False)
     # False for a command that needs a database made already (see db.make_engine).
     create_database: bool = True
+    # True for the CLI: a database a newer release upgraded is refused before the first
+    # statement, so a command can neither write rows that release does not expect nor send.
+    refuse_newer: bool = False
     # The threads of a thread-pool worker ask for the transport at once when the first tasks
     # arrive: one must make it, or each makes its own and all but one leak their connections.
     _transport_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
-        return db.make_engine(self.settings.database_url, create=self.create_database)
+        engine = db.make_engine(self.settings.database_url, create=self.create_database)
+        if self.refuse_newer:
+            db.refuse_newer(engine)
+        return engine
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
