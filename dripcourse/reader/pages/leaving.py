@@ -154,7 +154,7 @@ def delete(token: str, what: str) -> str:
     return render_template("deleted.html", course=None, what=what, token=token)
 
 
-@bp.get("/privacy")
+@bp.get("/privacy", **ROUTE)
 def privacy_page() -> str:
     """What is stored, who can read it, how long it is kept and how to delete it."""
     return render_template("privacy.html", course=None, sections=privacy_notice(runtime().settings))
