@@ -170,6 +170,7 @@ def take(
                 Delivery.day,
                 Delivery.attempts,
                 Delivery.created_at,
+                Delivery.last_error,
             )
             .execution_options(synchronize_session=False)
         )
@@ -222,6 +223,12 @@ def take(
             info.started_at,
             row.created_at,
         )
+        budget = dt.timedelta(hours=rt.settings.retry_hours)
+        if row.attempts > 1 and now - row.created_at >= budget:
+            # A retry whose time came past the budget (sending paused, workers down): the
+            # budget is checked before trying, not after.
+            outcomes[delivery_id] = give_up(session, job, row.last_error, budget, now)
+            continue
         if info.status != EnrollmentStatus.ACTIVE or info.reason is not None:
             why = info.reason or str(info.status)
             set_delivery(session, delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
@@ -249,6 +256,23 @@ def take(
             continue
         ready.append(Ready(job, info.email, info.name, info.greeting, course, rendered))
     return ready, relay_paused_until
+
+
+def give_up(
+    session: Session, job: Job, error: str | None, budget: dt.timedelta, now: dt.datetime
+) -> Outcome:
+    """Fail a retry whose budget ran out before its next try; its enrollment stops."""
+    hours = f"{budget.total_seconds() / 3600:g} h"
+    why = f"{error or 'not sent'} (the retry budget of {hours} ran out before the next try)"
+    set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=why)
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == job.enrollment_id, Enrollment.status == EnrollmentStatus.ACTIVE)
+        .values(status=EnrollmentStatus.FAILED, next_send_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    log.warning("delivery %s failed: %s", job.delivery_id, why)
+    return Outcome.FAILED
 
 
 def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-untyped-def]
