@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import secrets
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -111,6 +113,27 @@ _ENV_FIELDS = {
 }
 
 
+# DRIPCOURSE_* variables that are not settings: the settings file, a command's own option
+# (inbound poll's URL), and the tests' and benchmarks' own (by prefix).
+OTHER_VARIABLES = {CONFIG_ENV, "DRIPCOURSE_INBOUND_IMAP_URL", "DRIPCOURSE_SCREENSHOTS"}
+OTHER_PREFIXES = ("DRIPCOURSE_TEST_", "DRIPCOURSE_BENCH_")
+
+
+def _check_variables(env: Mapping[str, str]) -> None:
+    """Refuse a DRIPCOURSE_* variable that names no setting, as a TOML key that names none is
+    refused: a misspelt one (DRIPCOURSE_TICK_SECOND) would otherwise be ignored without a word."""
+    known = set(_ENV_FIELDS.values()) | OTHER_VARIABLES
+    for var in sorted(env):
+        if (
+            var.startswith("DRIPCOURSE_")
+            and var not in known
+            and not var.startswith(OTHER_PREFIXES)
+        ):
+            close = difflib.get_close_matches(var, sorted(_ENV_FIELDS.values()), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"environment: unknown setting {var}{hint}")
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -121,6 +144,7 @@ def load_settings(
     program at start, with the setting's name, and never mid-send.
     """
     env = os.environ if environ is None else environ
+    _check_variables(env)
     values: dict[str, object] = {}
     sources = []
     path = config_path or env.get(CONFIG_ENV)

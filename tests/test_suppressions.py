@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.people import enrollment
+from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.workers import settings_env
@@ -105,3 +106,15 @@ def test_bad_input_to_the_list_is_one_line(run, args: list[str], expected: str) 
     result = run(*args)
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert expected in result.output
+
+
+def test_a_forgotten_persons_entry_is_listed_as_forgotten(rt: Runtime, run) -> None:  # type: ignore[no-untyped-def]
+    """It was listed with reason `operator`; the docs say `forgotten`."""
+    with transaction(rt.sessions) as session:
+        enrollment.suppress(session, "asked@example.org", privacy.FORGOTTEN, WHEN)
+    (row,) = json.loads(run("suppressions", "list", "--json").output)
+    assert (row["reason"], row["detail"]) == (
+        "forgotten",
+        "everything else about this person was deleted at their request",
+    )
+    assert "forgotten" in run("suppressions", "list").output

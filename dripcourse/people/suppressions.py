@@ -1,7 +1,8 @@
 """The suppression list, as operators see and change it: addresses that are never mailed.
 
 An entry's ``reason`` starts with its kind: ``bounced: <server reply>``, ``complained``,
-``unsubscribed``, or ``operator: <their words>`` for entries added by hand.
+``unsubscribed``, ``forgotten: ...`` (dripcourse forget), or ``operator: <their words>`` for
+entries added by hand.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dripcourse.errors import InputError, NotFound
 from dripcourse.models import EnrollmentStatus, Subscriber, Suppression
 from dripcourse.people.enrollment import check_signup, stop_enrollment, suppress
 
-KINDS = ("bounced", "complained", "unsubscribed", "operator")
+KINDS = ("bounced", "complained", "unsubscribed", "forgotten", "operator")
 
 
 class NeedsConfirmation(InputError):
