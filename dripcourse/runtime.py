@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,12 @@ from dripcourse.inbound.route import Inbound, Limits
 from dripcourse.links import Links
 from dripcourse.sending.ratelimit import RateLimiter
 from dripcourse.sending.transport import RelayError, Transport, transport_from_url
-from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
+from dripcourse.settings import (
+    Settings,
+    kept_secret_key,
+    redis_url_for_rate_limit,
+    secret_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +98,18 @@ class Runtime:
         return Catalog(
             self.settings.path(self.settings.emails_dir),
             reply_by_email=bool(self.settings.reply_domain),
+        )
+
+    @cached_property
+    def sample_links(self) -> Links:
+        """Links for staff previews, whose sample reader's links lead nowhere: signed with the
+        key when there is one, else with a throwaway one, so a preview made before `init`
+        (or on a laptop without a database) leaves no var/secret_key behind."""
+        return Links(
+            secret_key=kept_secret_key(self.settings) or secrets.token_urlsafe(48),
+            base_url=self.settings.base_url,
+            reflect_max_age_days=self.settings.reflect_max_age_days,
+            address_key=self.settings.inbound_secret,
         )
 
     @cached_property

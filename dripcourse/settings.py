@@ -350,6 +350,14 @@ def secret_key(settings: Settings, *, wait_seconds: float = 1.0) -> str:
         time.sleep(0.05)
 
 
+def kept_secret_key(settings: Settings) -> str | None:
+    """The signing key when one is set or already kept in var/; None otherwise. Makes nothing."""
+    if settings.secret_key:
+        return settings.secret_key
+    key_file = settings.path(settings.var_dir) / "secret_key"
+    return key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else None
+
+
 def check_existing_secret_key(settings: Settings) -> None:
     """Refuse a signing key that is set or kept in var/ but too short; make nothing.
 

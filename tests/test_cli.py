@@ -288,6 +288,25 @@ def test_a_command_before_init_says_so_in_one_line_and_leaves_no_file_behind(
     assert sorted(p.name for p in tmp_path.rglob("*")) == []  # no var/, no empty database
 
 
+@pytest.mark.parametrize(
+    "command",
+    ["preview white-coat 1", "send-test white-coat 1 --to editor@example.org"],
+)
+def test_preview_and_send_test_before_init_make_no_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """They need no database, and made var/secret_key all the same (their links are a
+    sample reader's, which lead nowhere)."""
+    monkeypatch.chdir(tmp_path)
+    env = embedded_defaults_env()
+    env["DRIPCOURSE_STAFF_EMAILS"] = "editor@example.org"
+    env["DRIPCOURSE_MAIL_URL"] = "console://"
+    result = CliRunner().invoke(cli, command.split(), env=env)
+    assert result.exit_code == 0, result.output
+    assert "Day 1" in result.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []
+
+
 def test_check_without_a_database_checks_the_courses_and_makes_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

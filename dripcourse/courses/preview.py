@@ -121,7 +121,7 @@ def trial_message(
     course = rt.catalog.course(slug)
     msg_id = message_id(rt.settings.message_id_domain, None, "")
     msg = lesson_message(
-        rt.catalog.renderer, course, day, rt.links, sample_links, now=now, msg_id=msg_id
+        rt.catalog.renderer, course, day, rt.sample_links, sample_links, now=now, msg_id=msg_id
     )
     subject = TEST_PREFIX + str(msg["Subject"])  # str() of a Header is its unencoded text
     del msg["Subject"], msg["To"]
