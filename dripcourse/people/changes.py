@@ -88,10 +88,12 @@ def state(enrollment: Enrollment, course: Course, now: dt.datetime) -> str:
     if enrollment.status != EnrollmentStatus.ACTIVE:
         return f"{enrollment.status} after Day {enrollment.day} of {course.length}"
     parts = ["active"]
-    if enrollment.paused_until is not None and enrollment.paused_until > now:
+    paused = enrollment.paused_until is not None and enrollment.paused_until > now
+    if paused:
         parts.append(f"paused until {when(enrollment.paused_until, tz_name)}")
     lesson = f"Day {enrollment.day + 1} of {course.length}"
-    if enrollment.next_send_at is None and len(parts) > 1:
+    if enrollment.next_send_at is None and paused:
+        # Claimed already: it waits for the pause's end (enrollment.pause holds it there).
         parts.append(f"{lesson} held until the pause ends")
     elif enrollment.next_send_at is None:
         parts.append(f"{lesson} on its way")

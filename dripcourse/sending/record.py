@@ -40,6 +40,7 @@ from dripcourse.sending.take import (
     Job,
     Outcome,
     Ready,
+    budget_start,
     ours,
     seconds,
     set_delivery,
@@ -333,7 +334,7 @@ def record_retry(rt: Runtime, job: Job, now: dt.datetime, error: str, course: Co
     with transaction(rt.sessions) as session:
         if not still_ours(session, job, now):
             return Outcome.SKIPPED
-        spent = now - job.created_at >= dt.timedelta(hours=settings.retry_hours)
+        spent = now - budget_start(job) >= dt.timedelta(hours=settings.retry_hours)
         if job.attempts >= settings.max_attempts or spent:
             log.warning(
                 "delivery %s failed after %d attempts over %s: %s",

@@ -224,7 +224,7 @@ def take(
             row.created_at,
         )
         budget = dt.timedelta(hours=rt.settings.retry_hours)
-        if row.attempts > 1 and now - row.created_at >= budget:
+        if row.attempts > 1 and now - budget_start(job) >= budget:
             # A retry whose time came past the budget (sending paused, workers down): the
             # budget is checked before trying, not after.
             outcomes[delivery_id] = give_up(session, job, row.last_error, budget, now)
@@ -256,6 +256,14 @@ def take(
             continue
         ready.append(Ready(job, info.email, info.name, info.greeting, course, rendered))
     return ready, relay_paused_until
+
+
+def budget_start(job: Job) -> dt.datetime:
+    """Since when a delivery's retry budget runs: its claim, or the end of a pause the reader
+    took after it (the days they chose to wait are not the relay's trouble)."""
+    if job.paused_until is not None and job.paused_until > job.created_at:
+        return job.paused_until
+    return job.created_at
 
 
 def give_up(
