@@ -195,6 +195,24 @@ def _unknown(scripts: ScriptDirectory, revisions: set[str]) -> list[str]:
     return unknown
 
 
+def refuse_newer(engine: Engine) -> None:
+    """Raise MigrationRefused when a newer release upgraded this database.
+
+    Anything else (not set up yet, out of reach) is left to the first real statement, which
+    says so in its own words.
+    """
+    try:
+        with engine.connect() as conn:
+            newer = _newer_release(
+                conn, ScriptDirectory.from_config(alembic_config(str(engine.url)))
+            )
+    except DBAPIError:
+        return
+    if newer is not None:
+        engine.dispose()
+        raise MigrationRefused(newer)
+
+
 def check_schema(engine: Engine) -> None:
     """Raise NotSetUp, saying what to run, unless the database is at the newest migration.
 

@@ -65,7 +65,10 @@ def parse_mail_url(url: str) -> MailURL:
         try:
             port = parts.port
         except ValueError:
-            raise ConfigError("setting mail_url: the port is not a number") from None
+            # urlsplit says "out of range" for 99999, which is a number all the same.
+            given = parts.netloc.rpartition(":")[2]
+            what = "not a TCP port (1-65535)" if given.isdigit() else "not a number"
+            raise ConfigError(f"setting mail_url: the port {given} is {what}") from None
         implicit = parts.scheme == "smtps"
         return MailURL(
             parts.scheme,

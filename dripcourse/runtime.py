@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,12 @@ from dripcourse.links import Links
 from dripcourse.mail_url import parse_mail_url
 from dripcourse.sending.ratelimit import RateLimiter
 from dripcourse.sending.transport import RelayError, Transport, transport_from_url
-from dripcourse.settings import Settings, redis_url_for_rate_limit, secret_key
+from dripcourse.settings import (
+    Settings,
+    kept_secret_key,
+    redis_url_for_rate_limit,
+    secret_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +91,19 @@ class Runtime:
     _transport: Transport | None = field(default=None, repr=False)
     # False for a command that needs a database made already (see db.make_engine).
     create_database: bool = True
+    # True for the CLI: a database a newer release upgraded is refused before the first
+    # statement, so a command can neither write rows that release does not expect nor send.
+    refuse_newer: bool = False
     # The threads of a thread-pool worker ask for the transport at once when the first tasks
     # arrive: one must make it, or each makes its own and all but one leak their connections.
     _transport_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @cached_property
     def engine(self) -> Engine:
-        return db.make_engine(self.settings.database_url, create=self.create_database)
+        engine = db.make_engine(self.settings.database_url, create=self.create_database)
+        if self.refuse_newer:
+            db.refuse_newer(engine)
+        return engine
 
     @cached_property
     def sessions(self) -> sessionmaker[Session]:
@@ -104,6 +116,18 @@ class Runtime:
             reply_by_email=bool(self.settings.reply_domain),
             feedback_id=self.settings.feedback_id,
             team=(self.settings.team_name, self.settings.team_contact),
+        )
+
+    @cached_property
+    def sample_links(self) -> Links:
+        """Links for staff previews, whose sample reader's links lead nowhere: signed with the
+        key when there is one, else with a throwaway one, so a preview made before `init`
+        (or on a laptop without a database) leaves no var/secret_key behind."""
+        return Links(
+            secret_key=kept_secret_key(self.settings) or secrets.token_urlsafe(48),
+            base_url=self.settings.base_url,
+            reflect_max_age_days=self.settings.reflect_max_age_days,
+            address_key=self.settings.inbound_secret,
         )
 
     @cached_property

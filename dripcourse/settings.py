@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import secrets
 import time
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -118,6 +120,27 @@ _ENV_FIELDS = {
 }
 
 
+# DRIPCOURSE_* variables that are not settings: the settings file, a command's own option
+# (inbound poll's URL), and the tests' and benchmarks' own (by prefix).
+OTHER_VARIABLES = {CONFIG_ENV, "DRIPCOURSE_INBOUND_IMAP_URL", "DRIPCOURSE_SCREENSHOTS"}
+OTHER_PREFIXES = ("DRIPCOURSE_TEST_", "DRIPCOURSE_BENCH_")
+
+
+def _check_variables(env: Mapping[str, str]) -> None:
+    """Refuse a DRIPCOURSE_* variable that names no setting, as a TOML key that names none is
+    refused: a misspelt one (DRIPCOURSE_TICK_SECOND) would otherwise be ignored without a word."""
+    known = set(_ENV_FIELDS.values()) | OTHER_VARIABLES
+    for var in sorted(env):
+        if (
+            var.startswith("DRIPCOURSE_")
+            and var not in known
+            and not var.startswith(OTHER_PREFIXES)
+        ):
+            close = difflib.get_close_matches(var, sorted(_ENV_FIELDS.values()), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"environment: unknown setting {var}{hint}")
+
+
 def load_settings(
     config_path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None
 ) -> Settings:
@@ -128,6 +151,7 @@ def load_settings(
     program at start, with the setting's name, and never mid-send.
     """
     env = os.environ if environ is None else environ
+    _check_variables(env)
     values: dict[str, object] = {}
     sources = []
     path = config_path or env.get(CONFIG_ENV)
@@ -343,6 +367,14 @@ def secret_key(settings: Settings, *, wait_seconds: float = 1.0) -> str:
                 "one (links in emails already sent then stop working), or set secret_key"
             )
         time.sleep(0.05)
+
+
+def kept_secret_key(settings: Settings) -> str | None:
+    """The signing key when one is set or already kept in var/; None otherwise. Makes nothing."""
+    if settings.secret_key:
+        return settings.secret_key
+    key_file = settings.path(settings.var_dir) / "secret_key"
+    return key_file.read_text(encoding="utf-8").strip() if key_file.is_file() else None
 
 
 def check_existing_secret_key(settings: Settings) -> None:

@@ -37,7 +37,7 @@ from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
 from dripcourse.sending import outages, queue_loss
 from dripcourse.sending.liveness import Heartbeat
-from dripcourse.settings import Settings, load_settings
+from dripcourse.settings import Settings, check_existing_secret_key, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +51,13 @@ _marker: queue_loss.BrokerMarker = queue_loss.DurableBroker()
 _heartbeat: Heartbeat | None = None
 
 
-def configure(settings: Settings) -> Celery:
-    """Point the Celery app and this process's Runtime at ``settings``."""
+def configure(settings: Settings, *, make_files: bool = True) -> Celery:
+    """Point the Celery app and this process's Runtime at ``settings``.
+
+    ``make_files`` makes var/ and the embedded broker's file (private) now; a worker or beat
+    started by celery makes them only once it found the database set up (``_make_files``),
+    so one started before `dripcourse init` leaves nothing behind.
+    """
     global _runtime, _marker, _heartbeat
     if _runtime is not None:
         _runtime.close()
@@ -93,13 +98,18 @@ def configure(settings: Settings) -> Celery:
         beat_schedule_filename=str(var / "celerybeat-schedule"),
         beat_scheduler=f"{__name__}:PrivateScheduler",
     )
-    private_dir(var)
+    if make_files:
+        _make_files(settings)
+    return app
+
+
+def _make_files(settings: Settings) -> None:
+    private_dir(settings.path(settings.var_dir))
     if settings.broker_url.startswith("sqla+sqlite:///"):
         # kombu's SQLite file: made private before kombu opens it (SQLite keeps the mode).
         broker_file = make_url(settings.broker_url.removeprefix("sqla+")).database
         if broker_file and broker_file != ":memory:":
             private_sqlite_file(Path(broker_file).expanduser())
-    return app
 
 
 class PrivateScheduler(PersistentScheduler):
@@ -127,7 +137,7 @@ def _transport_options(broker_url: str) -> dict[str, object]:
 
 def runtime() -> Runtime:
     if _runtime is None:
-        configure(load_settings())
+        configure(load_settings(), make_files=False)
     assert _runtime is not None
     return _runtime
 
@@ -136,11 +146,21 @@ def runtime() -> Runtime:
 def _refuse_a_weak_signing_key(**_: object) -> None:
     # Links are signed in the worker: with a missing or short key it must not start at all,
     # rather than fail every send.
+    # In this order: a weak key file is refused first, then a database not set up, and only
+    # then is anything made (the signing key, var/, the embedded broker's file).
     try:
-        runtime().links  # noqa: B018
-        _check_database(runtime())
+        rt = runtime()
+        check_existing_secret_key(rt.settings)
+        _check_database(rt)
+        rt.links  # noqa: B018
     except (ConfigError, NotSetUp) as exc:
         raise SystemExit(f"dripcourse: {exc}") from None
+    _make_files(rt.settings)
+
+
+@signals.beat_init.connect
+def _beat_files(**_: object) -> None:
+    _make_files(runtime().settings)
 
 
 def _check_database(rt: Runtime) -> None:
@@ -289,7 +309,7 @@ def delete_old_reflections() -> int:
 
 
 try:
-    configure(load_settings())
+    configure(load_settings(), make_files=False)  # the worker or beat makes them at start
 except ConfigError as exc:
     # `celery -A dripcourse.tasks ...` with a wrong setting: one line, not a traceback.
     raise SystemExit(f"dripcourse: {exc}") from None

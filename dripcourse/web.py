@@ -31,7 +31,7 @@ from dripcourse.reader import reflections
 from dripcourse.reader.pages import leaving, reflecting  # noqa: F401 - their pages join access.bp
 from dripcourse.reader.pages.access import FORM_MAX_AGE_SECONDS, bp
 from dripcourse.runtime import Runtime
-from dripcourse.settings import Settings, load_settings
+from dripcourse.settings import Settings, check_existing_secret_key, load_settings
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,12 @@ def create_app(
     else:
         # Never makes the database: `dripcourse init` does (pages say "try again" until then).
         rt = Runtime(settings_or_runtime or load_settings(), create_database=False)
-    rt.links  # noqa: B018 - a missing or weak signing key stops us here, not at the first page
+    if _set_up(rt):
+        rt.links  # noqa: B018 - a missing or weak signing key stops us here, not at the first page
+    else:
+        # Before `dripcourse init` nothing is made, the embedded key file neither (the first
+        # page after init makes it); a weak key already there is refused all the same.
+        check_existing_secret_key(rt.settings)
     # The templates and static files are dripcourse's, beside this module.
     app = WebApp(__name__, root_path=str(Path(__file__).resolve().parent))
     # Room for the longest allowed reflection even if every character is 4 UTF-8 bytes, each
@@ -115,6 +120,16 @@ def create_app(
     app.add_template_filter(_day, "day")
     app.add_template_filter(_time, "time")
     return app
+
+
+def _set_up(rt: Runtime) -> bool:
+    """Whether `dripcourse init` has made this database (one out of reach counts as made)."""
+    try:
+        return db.schema_problem(rt.engine) is None
+    except NotSetUp:
+        return False
+    except DBAPIError:
+        return True
 
 
 def _check_reflections_key(rt: Runtime) -> None:

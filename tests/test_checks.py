@@ -393,6 +393,10 @@ TOGETHER: dict[str, tuple[Breakage, list[tuple[str, int, str, str]]]] = {
             ("day-01.md", 17, "warning", "heading level 4 follows level 2"),
         ],
     ),
+    "a huge repetition and a link on one line": (
+        lambda e: add_to_body(lesson(e, 3), 'Long {{ "ab" * 100000000000 }} and [it](/journal).'),
+        [("day-03.md", 13, "error", "not allowed in a template"), ("day-03.md", 13, "error", LINK)],
+    ),
     "a missing subject and the lesson's text": (
         _both(RULES["missing-subject"][0], _body_link_and_variable(2)),
         [

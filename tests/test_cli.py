@@ -288,6 +288,25 @@ def test_a_command_before_init_says_so_in_one_line_and_leaves_no_file_behind(
     assert sorted(p.name for p in tmp_path.rglob("*")) == []  # no var/, no empty database
 
 
+@pytest.mark.parametrize(
+    "command",
+    ["preview white-coat 1", "send-test white-coat 1 --to editor@example.org"],
+)
+def test_preview_and_send_test_before_init_make_no_key_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    """They need no database, and made var/secret_key all the same (their links are a
+    sample reader's, which lead nowhere)."""
+    monkeypatch.chdir(tmp_path)
+    env = embedded_defaults_env()
+    env["DRIPCOURSE_STAFF_EMAILS"] = "editor@example.org"
+    env["DRIPCOURSE_MAIL_URL"] = "console://"
+    result = CliRunner().invoke(cli, command.split(), env=env)
+    assert result.exit_code == 0, result.output
+    assert "Day 1" in result.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == []
+
+
 def test_check_without_a_database_checks_the_courses_and_makes_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -358,3 +377,51 @@ def test_init_on_a_database_a_newer_release_upgraded_says_so_and_changes_nothing
             "zz_from_the_future"
         )
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        "status",
+        "cohort create later --course white-coat --start now",
+        "enroll b@example.org --cohort now-cohort --timezone Europe/Paris",
+        "tick --inline",
+        "suppressions add c@example.org --reason asked",
+        "show a@example.org",
+    ],
+)
+def test_every_command_on_a_database_a_newer_release_upgraded_refuses_in_one_line(
+    run, settings: Settings, command: str
+) -> None:  # type: ignore[no-untyped-def]
+    """They ran and wrote (and tick --inline sent) on it."""
+    assert run("init").exit_code == 0
+    run("cohort", "create", "now-cohort", "--course", "white-coat", "--start", "now")
+    run("enroll", "a@example.org", "--cohort", "now-cohort", "--timezone", "Europe/Paris")
+    engine = create_engine(settings.database_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = 'zz_from_the_future'")
+        before = [
+            conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+            for table in ("cohorts", "enrollments", "deliveries", "suppressions", "subscribers")
+        ]
+    result = CliRunner().invoke(cli, command.split(), env=settings_env(settings))
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("Error: the database "), result.output
+    assert "newer version of dripcourse (revision zz_from_the_future)" in result.output
+    assert result.output.count("\n") == 1
+    with engine.connect() as conn:
+        after = [
+            conn.exec_driver_sql(f"SELECT count(*) FROM {table}").scalar_one()
+            for table in ("cohorts", "enrollments", "deliveries", "suppressions", "subscribers")
+        ]
+    engine.dispose()
+    assert after == before
+
+
+@pytest.mark.parametrize("days", ["0", "366", "3000000"])
+def test_a_pause_length_out_of_range_prints_the_usage_and_exits_2(run, days: str) -> None:  # type: ignore[no-untyped-def]
+    """366 exited 1 after opening the database; the README says out of range is usage, 2."""
+    result = run("pause", "a@example.org", "--days", days)
+    assert result.exit_code == 2, result.output
+    assert "Usage: " in result.output
+    assert f"Invalid value for '--days': {days} is not in the range 1<=x<=365" in result.output

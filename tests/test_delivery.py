@@ -187,6 +187,29 @@ def test_gives_up_when_the_retry_hours_run_out_before_the_attempts(
     rt.close()
 
 
+def test_the_retry_budget_is_checked_before_an_attempt_not_after_it(
+    tmp_path: Path, sqlite_url: str, smtp_sink: SMTPSink
+) -> None:
+    """A retry that came 37 h after the claim (sending paused for a day and a half) went out
+    with a 24 h budget, and only then was the budget found spent."""
+    smtp_sink.handler.busy_for = 2
+    smtp_sink.handler.busy_reply = "451 4.3.0 Try again later"
+    rt = Runtime(
+        make_settings(tmp_path, database_url=sqlite_url, mail_url=smtp_sink.url, retry_hours=24.0)
+    )
+    start_cohort(rt)
+    assert [sending.send_delivery(rt, i, NOW) for i in claim(rt)] == [Outcome.RETRY] * 2
+    later = NOW + dt.timedelta(hours=37)
+    assert [sending.send_delivery(rt, i, later) for i in claim(rt, later)] == [Outcome.FAILED] * 2
+    assert smtp_sink.handler.received == []  # no attempt past the budget
+    with transaction(rt.sessions) as session:
+        assert set(session.scalars(select(Enrollment.status))) == {EnrollmentStatus.FAILED}
+        assert set(session.scalars(select(Delivery.last_error))) == {
+            "451 4.3.0 Try again later (the retry budget of 24 h ran out before the next try)"
+        }
+    rt.close()
+
+
 def test_file_transport_writes_complete_crlf_messages(rt: Runtime, outbox: Path) -> None:
     start_cohort(rt)
     for i in claim(rt):

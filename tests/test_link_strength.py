@@ -119,6 +119,7 @@ PAGES = {
     links.JOURNAL: (lambda rt, ana: link_path(rt, links.JOURNAL, ana), "GET, HEAD"),
     links.PAUSE: (lambda rt, ana: link_path(rt, links.PAUSE, ana), "GET, HEAD, POST"),
     links.UNSUBSCRIBE: (lambda rt, ana: link_path(rt, links.UNSUBSCRIBE, ana), "GET, HEAD, POST"),
+    "privacy": (lambda rt, ana: "/privacy", "GET, HEAD"),  # no link, the same rule
 }
 
 

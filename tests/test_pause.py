@@ -130,15 +130,24 @@ def test_pause_before_day_1_and_resume(rt: Runtime) -> None:
     assert load(rt, enrollment_id).next_send_at == DAY_1  # the cohort's start, as planned
 
 
-def test_pausing_while_a_lesson_is_on_its_way_holds_the_one_after(rt: Runtime, dana: int) -> None:
+def test_pausing_while_a_lesson_is_on_its_way_holds_it_until_the_pause_ends(
+    rt: Runtime, dana: int
+) -> None:
     wednesday = utc(2025, 3, 5, 12)
     claimed: list[int] = []
-    delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed, not yet sent
+    delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed and queued, not yet sent
     assert act(rt, dana, "pause", wednesday)
-    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SENT
-    after = load(rt, dana)
-    assert after.day == 3
-    assert after.next_send_at == utc(2025, 3, 12, 11)  # the morning a week later, 07:00 EDT
+    # Its task comes and finds it waiting for the pause: not sent, no attempt spent.
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SKIPPED
+    assert load(rt, dana).day == 2
+    after_the_week = utc(2025, 3, 12, 11)  # the morning a week later, 07:00 EDT
+    again: list[int] = []
+    delivery.tick(rt, after_the_week - dt.timedelta(minutes=1), again.extend)
+    assert again == []
+    delivery.tick(rt, after_the_week, again.extend)
+    assert again == claimed
+    assert sending.send_delivery(rt, claimed[0], after_the_week) == sending.Outcome.SENT
+    assert load(rt, dana).day == 3
 
 
 def test_pause_does_not_undo_a_claim_made_meanwhile(rt: Runtime, dana: int) -> None:
@@ -209,6 +218,27 @@ def test_pause_and_resume_from_the_page(rt: Runtime, client: FlaskClient, dana: 
     assert "Pause your lessons?" in client.get(url).get_data(as_text=True)
     resumed = load(rt, dana)
     assert (resumed.paused_until, resumed.next_send_at) == (None, utc(2025, 3, 5, 12))
+
+
+def test_pausing_from_the_page_while_a_lesson_is_queued_holds_it_and_says_when(
+    rt: Runtime, dana: int
+) -> None:
+    wednesday = utc(2025, 3, 5, 12)
+    claimed: list[int] = []
+    delivery.tick(rt, wednesday, claimed.extend)  # Day 3 claimed and queued
+    client = make_app(rt, Clock(wednesday)).test_client()
+    url = path(rt, links.PAUSE, dana)
+    assert post_form(client, url, action="pause").status_code == 303
+    page = client.get(url).get_data(as_text=True)
+    assert "Day 3 will come on Thursday 13 March at 07:00" in page
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SKIPPED
+    # Resuming brings it back at once (the window is open), and it goes out once.
+    assert post_form(client, url, action="resume").status_code == 303
+    again: list[int] = []
+    delivery.tick(rt, wednesday, again.extend)
+    assert again == claimed
+    assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SENT
+    assert load(rt, dana).day == 3
 
 
 @pytest.mark.parametrize(

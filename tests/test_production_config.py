@@ -150,8 +150,15 @@ def test_a_worker_started_before_init_refuses_to_start_and_makes_no_database(
     from tests.workers import worker_refusing_to_start
 
     database = tmp_path / "dripcourse.sqlite3"
-    done = worker_refusing_to_start(make_settings(tmp_path))
+    var = tmp_path / "var"
+    # The embedded defaults: the key kept in var/, the broker a SQLite file there.
+    settings = make_settings(
+        tmp_path, secret_key="", broker_url=f"sqla+sqlite:///{var / 'broker.sqlite3'}"
+    )
+    done = worker_refusing_to_start(settings)
     assert done.returncode != 0
     assert "is not set up: run `dripcourse init` first" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr + done.stdout
     assert not database.exists()
+    # It left var/broker.sqlite3 and var/secret_key behind.
+    assert not var.exists(), sorted(p.name for p in var.iterdir())

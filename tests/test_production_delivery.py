@@ -93,6 +93,15 @@ def test_a_late_failure_after_the_lease_ran_out_does_not_undo_the_takeover(
 
     outcome = sending.send_delivery(slow, delivery_id, NOW)
 
+    if other.engine.dialect.name == "postgresql":
+        # There the sender's last look keeps the row locked until its answer is recorded: no
+        # one takes over a delivery while its sender still talks to the server, and its late
+        # answer counts as its own attempt.
+        assert slow._transport.taken_over == Outcome.SKIPPED
+        assert other.transport.sent == []  # type: ignore[attr-defined]
+        assert outcome in (Outcome.RETRY, Outcome.BOUNCED)
+        slow.close()
+        return
     assert slow._transport.taken_over == Outcome.SENT
     assert outcome == Outcome.SKIPPED
     assert other.transport.sent == ["slow@example.org"]  # type: ignore[attr-defined]

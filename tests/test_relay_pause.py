@@ -186,3 +186,23 @@ def test_status_and_tick_say_that_sending_is_paused_and_why(
     assert result.exit_code == 0, result.output
     assert "sending paused since" in result.output
     assert "535 5.7.8 Authentication credentials invalid" in result.output
+
+
+def test_tick_inline_whose_probe_went_through_says_sending_resumed_and_nothing_else(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """It printed "sending resumed" and then the pause it had just ended."""
+    from dripcourse.cli import cli
+    from tests.workers import settings_env
+
+    settings = make_settings(tmp_path, database_url=sqlite_url)
+    rt = Runtime(settings)
+    start(rt)
+    with transaction(rt.sessions) as session:
+        breaker.trip(session, NOW, "535 5.7.8 Authentication credentials invalid")
+    rt.close()
+    result = CliRunner().invoke(cli, ["tick", "--inline"], env=settings_env(settings))
+    assert result.exit_code == 0, result.output
+    assert "1 sent" in result.output
+    assert "sending resumed" in result.output
+    assert "sending paused since" not in result.output

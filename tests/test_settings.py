@@ -38,7 +38,22 @@ def test_environment_overrides_the_file() -> None:
         ("", {"DRIPCOURSE_DATABASE_URL": "mysql://x"}, "setting database_url: unsupported"),
         ("", {"DRIPCOURSE_BROKER_URL": "amqp://x"}, "setting broker_url: unsupported"),
         ("", {"DRIPCOURSE_MAIL_URL": "smtp://relay:587?tls=on"}, "mail_url: unknown option"),
-        ("", {"DRIPCOURSE_MAIL_URL": "smtp://relay:submission"}, "mail_url: the port is not"),
+        (
+            "",
+            {"DRIPCOURSE_MAIL_URL": "smtp://relay:submission"},
+            "mail_url: the port submission is not a number",
+        ),
+        (
+            "",
+            {"DRIPCOURSE_MAIL_URL": "smtp://relay:99999"},
+            r"the port 99999 is not a TCP port \(1-65535\)",
+        ),
+        (
+            "",
+            {"DRIPCOURSE_TICK_SECOND": "5"},
+            r"environment: unknown setting DRIPCOURSE_TICK_SECOND "
+            r"\(did you mean DRIPCOURSE_TICK_SECONDS\?\)",
+        ),
         ("", {"DRIPCOURSE_MAIL_URL": "smtp://:587"}, "mail_url: no host"),
         ("", {"DRIPCOURSE_BASE_URL": "course.example.org"}, "setting base_url"),
         ("", {"DRIPCOURSE_BATCH_SIZE": "0"}, "setting batch_size: must be greater than 0"),

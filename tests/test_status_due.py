@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +15,7 @@ from click.testing import CliRunner, Result
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
+from dripcourse.models import Delivery, DeliveryStatus
 from dripcourse.people import changes as people
 from dripcourse.runtime import Runtime
 from dripcourse.sending import due
@@ -180,3 +182,44 @@ def test_status_of_one_cohort_counts_only_that_cohorts_reflections(rt: Runtime) 
     assert "reflections (cohort spring): 1 from the web, 0 from email" in spring.output
     everyone = CliRunner().invoke(cli, ["status"], env=env).output
     assert "reflections: 3 from the web, 0 from email" in everyone
+
+
+def _documented_due_reasons() -> set[str]:
+    text = (EMAILS.parent / "docs" / "operators.md").read_text()
+    start = text.index("`dripcourse due --at")
+    paragraph = " ".join(text[start : text.index("\n\n", start)].split())
+    return set(re.findall(r"`([a-z][a-z ]+)`", paragraph)) - {"dripcourse due --at"}
+
+
+def test_every_reason_due_gives_is_in_its_documented_list(rt: Runtime, tmp_path: Path) -> None:
+    """It said "outside the sending window" and "due", which the list lacked, and showed a
+    retry as "on its way"."""
+    documented = _documented_due_reasons()
+    enroll(rt, "late@example.org", timezone="Asia/Tokyo")  # 21:30 there at 12:30 UTC
+    enroll(rt, "retry@example.org", timezone="Europe/Paris")
+    morning = utc(2025, 3, 3, 12, 30)
+    reasons = {v[0] for v in verdicts(rt, morning).values()}
+    with transaction(rt.sessions) as session:
+        found = people.find_person(session, "retry@example.org").enrollments[0]
+        found.next_send_at = None  # claimed; its delivery waits for a retry
+        found.deliveries.append(
+            Delivery(
+                day=1,
+                status=DeliveryStatus.WAITING,
+                attempts=1,
+                next_attempt_at=morning + dt.timedelta(minutes=5),
+                last_error="451 4.3.0 Try again later",
+                created_at=morning,
+                updated_at=morning,
+            )
+        )
+    seen = verdicts(rt, morning)
+    assert seen["retry@example.org"] == (
+        "waiting",
+        "Day 1 at 2025-03-03 13:35 local (last error: 451 4.3.0 Try again later)",
+    )
+    reasons |= {v[0] for v in seen.values()}
+    assert seen["late@example.org"][0] == "outside the sending window"
+    assert "due" in {v[0] for v in verdicts(rt, utc(2025, 3, 3, 6, 30)).values()}  # 07:30 Paris
+    reasons.add("due")
+    assert reasons <= documented, reasons - documented

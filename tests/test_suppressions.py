@@ -11,6 +11,7 @@ from click.testing import CliRunner, Result
 from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.people import enrollment
+from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.workers import settings_env
@@ -154,3 +155,15 @@ def test_outside_text_reaches_the_terminal_without_control_characters(rt: Runtim
         output = run(*args).output
         assert "550 ]0;pwned gone2J" in output
         assert not any(ord(c) < 0x20 and c not in "\t\n" or 0x7F <= ord(c) <= 0x9F for c in output)
+
+
+def test_a_forgotten_persons_entry_is_listed_as_forgotten(rt: Runtime, run) -> None:  # type: ignore[no-untyped-def]
+    """It was listed with reason `operator`; the docs say `forgotten`."""
+    with transaction(rt.sessions) as session:
+        enrollment.suppress(session, "asked@example.org", privacy.FORGOTTEN, WHEN)
+    (row,) = json.loads(run("suppressions", "list", "--json").output)
+    assert (row["reason"], row["detail"]) == (
+        "forgotten",
+        "everything else about this person was deleted at their request",
+    )
+    assert "forgotten" in run("suppressions", "list").output

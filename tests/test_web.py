@@ -816,6 +816,14 @@ def test_the_web_app_started_before_init_makes_no_database_and_says_it_is_not_re
     assert not (tmp_path / "dripcourse.sqlite3").exists()
 
 
+def test_the_web_app_started_before_init_makes_no_key_file_either(tmp_path: Path) -> None:
+    """With the embedded key (kept in var/), it made var/secret_key before answering 503."""
+    settings = make_settings(tmp_path, secret_key="")
+    response = create_app(settings).test_client().get("/privacy")
+    assert response.status_code == 503
+    assert not (tmp_path / "var").exists()
+
+
 @pytest.mark.parametrize("revision", ["base", "-1"], ids=["not-set-up", "older"])
 def test_the_web_app_on_a_database_init_has_not_brought_to_this_version_says_it_is_not_ready(
     tmp_path: Path, database_url: str, revision: str

@@ -79,7 +79,9 @@ class State:
             # A key file left short or empty is refused here, once, before any command claims
             # or sends: every send would otherwise fail on it and spend a subscriber's attempt.
             check_existing_secret_key(settings)
-            self._runtime = Runtime(settings, create_database=self.creates_database)
+            self._runtime = Runtime(
+                settings, create_database=self.creates_database, refuse_newer=True
+            )
         return self._runtime
 
 

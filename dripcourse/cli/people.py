@@ -85,7 +85,12 @@ def show(state: State, email: str) -> None:
 @cli.command()
 @click.argument("email")
 @cohort_option
-@click.option("--days", type=click.IntRange(min=1), default=None, help="Pause for N days from now.")
+@click.option(
+    "--days",
+    type=click.IntRange(1, people.LONGEST_PAUSE.days),
+    default=None,
+    help=f"Pause for N days from now (at most {people.LONGEST_PAUSE.days}).",
+)
 @click.option(
     "--until",
     type=click.DateTime(formats=["%Y-%m-%d"]),

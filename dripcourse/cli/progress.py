@@ -50,7 +50,10 @@ def tick(state: State, inline: bool) -> None:
         line += "; " + ", ".join(f"{n} {k}" for k, n in sorted(outcomes.items()))
     click.echo(line)
     if result.paused is not None:
-        click.echo(result.paused.describe())
+        # The pause as the pass found it; its probe may have ended it since.
+        with db.transaction(rt.sessions) as session:
+            still = breaker.current(session)
+        click.echo(still.describe() if still else "sending resumed: the relay took the probe")
     if not inline and result.claimed + result.requeued:
         _warn_without_workers(rt)
 

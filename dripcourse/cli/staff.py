@@ -64,7 +64,7 @@ def preview(
     rt = state.runtime
     course = rt.catalog.course(slug)
     msg = lesson_message(
-        rt.catalog.renderer, course, day, rt.links, sample_reader(name), now=utcnow()
+        rt.catalog.renderer, course, day, rt.sample_links, sample_reader(name), now=utcnow()
     )
     if eml:
         data = wire_bytes(msg)

@@ -39,6 +39,7 @@ from dripcourse.courses.render import (
     MAX_HTML_BYTES,
     Personal,
     Renderer,
+    _Sandbox,
     build_message,
     describe_error,
     message_id,
@@ -193,9 +194,11 @@ def _check_lesson(
     return found
 
 
-_ENV = jinja2.sandbox.SandboxedEnvironment(
-    undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-)
+# The renderer's sandbox and its bounds (Jinja's globals kept: an escape through them is
+# reported as the sandbox's refusal): Jinja's plain one let `check` try to build a
+# value as big as a huge repetition asked for, and report the MemoryError it met (if the
+# machine did not give up first) instead of the rule the lesson broke.
+_ENV = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def _template_problems(source: str) -> list[tuple[int, str]]:

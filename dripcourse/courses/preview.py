@@ -125,7 +125,9 @@ def trial_message(
     address = allowed_staff_address(to, rt.settings.staff_addresses, config_file)
     course = rt.catalog.course(slug)
     msg_id = message_id(rt.settings.message_id_domain, None, "")
-    msg = lesson_message(rt.catalog.renderer, course, day, rt.links, reader, now=now, msg_id=msg_id)
+    msg = lesson_message(
+        rt.catalog.renderer, course, day, rt.sample_links, reader, now=now, msg_id=msg_id
+    )
     subject = TEST_PREFIX + str(msg["Subject"])  # str() of a Header is its unencoded text
     del msg["Subject"], msg["To"]
     msg["To"] = address

@@ -101,12 +101,24 @@ class InboundHandler:
             # A database that blinks (SQLite busy with the worker's write in `dripcourse run`,
             # a PostgreSQL restart) is waited out for a few seconds before the sender is asked
             # to try again later.
-            await asyncio.to_thread(
-                retry_outages,
-                lambda: receive(self.sessions, self.inbound, raw, now=now, recipients=recipients),
-                what="inbound message",
-                patience=OUTAGE_PATIENCE_SECONDS,
+            # The patience bounds the answer, not only the waits between tries: one try can
+            # itself wait (SQLite's lock, a connection being opened) long past it. A try that
+            # still commits after the 451 is harmless: the sender's retry carries the same
+            # Message-ID, which is processed once.
+            await asyncio.wait_for(
+                asyncio.to_thread(
+                    retry_outages,
+                    lambda: receive(
+                        self.sessions, self.inbound, raw, now=now, recipients=recipients
+                    ),
+                    what="inbound message",
+                    patience=OUTAGE_PATIENCE_SECONDS,
+                ),
+                timeout=OUTAGE_PATIENCE_SECONDS,
             )
+        except TimeoutError:
+            log.error("inbound: the database did not answer in time, the sender will retry")
+            return "451 4.3.0 Temporary failure, please try again later"
         except DBAPIError as exc:
             log.error("inbound: cannot record a message now, the sender will retry: %s", exc)
             return "451 4.3.0 Temporary failure, please try again later"

@@ -34,7 +34,6 @@ from dripcourse.people import enrollment as enrollments
 
 CourseFor = Callable[[str], Course]
 LONGEST_PAUSE = dt.timedelta(days=365)
-IN_FLIGHT = "a lesson is on its way to them right now; try again in a minute"
 
 
 @dataclass(frozen=True)
@@ -91,10 +90,14 @@ def state(enrollment: Enrollment, course: Course, now: dt.datetime) -> str:
             return f"{enrollment.status} before Day 1 of {course.length}"
         return f"{enrollment.status} after Day {enrollment.day} of {course.length}"
     parts = ["active"]
-    if enrollment.paused_until is not None and enrollment.paused_until > now:
+    paused = enrollment.paused_until is not None and enrollment.paused_until > now
+    if paused:
         parts.append(f"paused until {when(enrollment.paused_until, tz_name)}")
     lesson = f"Day {enrollment.day + 1} of {course.length}"
-    if enrollment.next_send_at is None:
+    if enrollment.next_send_at is None and paused:
+        # Claimed already: it waits for the pause's end (enrollment.pause holds it there).
+        parts.append(f"{lesson} held until the pause ends")
+    elif enrollment.next_send_at is None:
         parts.append(f"{lesson} on its way")
     else:
         parts.append(f"{lesson} due {when(enrollment.next_send_at, tz_name)}")
@@ -128,14 +131,50 @@ def replan(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being re-planned")
 
 
-def _ready_to_change(enrollment: Enrollment) -> None:
+def _ready_to_change(session: Session, enrollment: Enrollment, what: str) -> None:
     if enrollment.status != EnrollmentStatus.ACTIVE:
         raise InputError(
             f"{enrollment.subscriber.email} is {enrollment.status} in cohort "
             f"{enrollment.cohort.name!r}; nothing to change"
         )
     if enrollment.next_send_at is None:
-        raise InputError(f"{enrollment.subscriber.email}: {IN_FLIGHT}")
+        raise _in_flight(session, enrollment, what)
+
+
+def _in_flight(session: Session, enrollment: Enrollment, what: str) -> InputError:
+    """Why ``what`` is refused now: the lesson on its way, where it stands, and when to try.
+
+    A lesson claimed for the person is theirs for that day whatever happens to the
+    enrollment: moving them or changing their day under it would send it to the wrong
+    cohort's plan or skip it. Pause and unenroll hold or cancel it instead.
+    """
+    email = enrollment.subscriber.email
+    on_way = session.scalars(
+        select(Delivery)
+        .where(
+            Delivery.enrollment_id == enrollment.id,
+            Delivery.status.in_(
+                (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.WAITING)
+            ),
+        )
+        .order_by(Delivery.day.desc())
+        .limit(1)
+    ).first()
+    if on_way is None or on_way.status == DeliveryStatus.PENDING:
+        lesson = on_way.day if on_way is not None else enrollment.day + 1
+        where, after = f"Day {lesson} is queued to go out to them now", "in a minute"
+    elif on_way.status == DeliveryStatus.SENDING:
+        where, after = f"Day {on_way.day} is being sent to them right now", "in a minute"
+    else:
+        moment = when(on_way.next_attempt_at, enrollment.subscriber.timezone)
+        where = f"Day {on_way.day} waits to go out at {moment}"
+        if on_way.last_error:
+            where += f" (last error: {on_way.last_error})"
+        after = "after that"
+    return InputError(
+        f"{email}: {what} is refused while a lesson is on its way: {where}; try again {after} "
+        f"(see: dripcourse show {email})"
+    )
 
 
 def pause(
@@ -220,14 +259,14 @@ def move(
         raise InputError(f"{person.email} is in cohort {target.name!r} already")
     if any(e.cohort_id == target.id for e in person.enrollments):
         raise InputError(f"{person.email} has an enrollment in cohort {target.name!r} already")
-    _ready_to_change(enrollment)
+    _ready_to_change(session, enrollment, "move")
     course = course_for(old.course_slug)
     before = f"{old.name}: {state(enrollment, course, now)}"
     if target.course_slug == old.course_slug:
         if not enrollments._reschedule(
             session, enrollment, enrollment.next_send_at, cohort_id=target.id, updated_at=now
         ):
-            raise InputError(f"{person.email}: {IN_FLIGHT}")
+            raise _in_flight(session, enrollment, "move")
         replan(session, enrollment, course, now)
         return Change("cohort", before, f"{target.name}: {state(enrollment, course, now)}")
     new_course = course_for(target.course_slug)
@@ -252,7 +291,7 @@ def set_day(
         enrollment.status = EnrollmentStatus.ACTIVE
         # Finished people have no next lesson; give them one so replan can place it.
         enrollment.next_send_at = now
-    _ready_to_change(enrollment)
+    _ready_to_change(session, enrollment, "set-day")
     last = session.scalar(
         select(func.max(Delivery.day)).where(Delivery.enrollment_id == enrollment.id)
     )
@@ -265,7 +304,7 @@ def set_day(
     if not enrollments._reschedule(
         session, enrollment, enrollment.next_send_at, day=day - 1, updated_at=now
     ):
-        raise InputError(f"{email}: {IN_FLIGHT}")
+        raise _in_flight(session, enrollment, "set-day")
     replan(session, enrollment, course, now)
     return Change("next lesson", before, state(enrollment, course, now))
 

@@ -280,7 +280,12 @@ def stop_enrollment(
     enrollment.updated_at = now
     session.execute(
         update(Delivery)
-        .where(Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.PENDING)
+        .where(
+            Delivery.enrollment_id == enrollment.id,
+            # Queued, or waiting for a retry or a pause's end; one being sent is cancelled by
+            # the sender's last look (sending.last_look).
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.WAITING)),
+        )
         .values(
             status=DeliveryStatus.CANCELLED,
             next_attempt_at=None,
@@ -340,7 +345,10 @@ def pause(
     not active.
 
     The lesson that was next stays next: it moves to the first send time after the pause, and
-    the course carries on from there. A lesson already on its way is not recalled. Pausing
+    the course carries on from there. A lesson already on its way (queued, or waiting for a
+    retry) waits for that time too; one a worker has taken is held by the sender's last look,
+    its attempt given back (sending.last_look). Only the one message being handed to the mail
+    server at this very moment is not recalled: on PostgreSQL the pause waits for it. Pausing
     again while paused runs the new length from ``now``, but never shortens a longer pause.
     """
     if length <= dt.timedelta(0):
@@ -363,6 +371,7 @@ def pause(
         if _reschedule(
             session, enrollment, seen, paused_until=paused_until, next_send_at=due, updated_at=now
         ):
+            _hold_on_its_way(session, enrollment, course, paused_until, now)
             return True
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being paused")
 
@@ -373,6 +382,48 @@ def _start_of_local_day(moment: dt.datetime, timezone: str) -> dt.datetime:
     at: a week from Monday 07:38 brings the next lesson on Monday morning, not Tuesday."""
     tz = schedule.zone(timezone)
     return schedule.at_local_time(moment.astimezone(tz).date(), dt.time(0, 0), tz)
+
+
+def next_lesson_at(session: Session, enrollment: Enrollment) -> dt.datetime | None:
+    """When the next lesson is due to go out: its planned time, or, for one already claimed
+    and waiting (for a pause's end, a retry, the morning), the time it waits for."""
+    if enrollment.next_send_at is not None:
+        return enrollment.next_send_at
+    return session.scalar(
+        select(Delivery.next_attempt_at).where(
+            Delivery.enrollment_id == enrollment.id, Delivery.status == DeliveryStatus.WAITING
+        )
+    )
+
+
+def _hold_on_its_way(
+    session: Session,
+    enrollment: Enrollment,
+    course: Course,
+    paused_until: dt.datetime,
+    now: dt.datetime,
+) -> None:
+    """The lesson on its way (queued, or waiting for a retry) waits for the pause's end: the
+    first send time after it. Its queued task, when it comes, finds it not free and leaves
+    it; the sweep queues it again then. No attempt is spent."""
+    until = schedule.resume_due(
+        course.cadence,
+        schedule.zone(enrollment.subscriber.timezone),
+        due=now,
+        paused_until=paused_until,
+    )
+    session.execute(
+        update(Delivery)
+        .where(
+            Delivery.enrollment_id == enrollment.id,
+            Delivery.status.in_((DeliveryStatus.PENDING, DeliveryStatus.WAITING)),
+            Delivery.next_attempt_at < until,
+        )
+        .values(
+            status=DeliveryStatus.WAITING, next_attempt_at=until, queued_at=None, updated_at=now
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> bool:
@@ -388,6 +439,7 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
         paused = enrollment.paused_until is not None and enrollment.paused_until > now
         if enrollment.status != EnrollmentStatus.ACTIVE or not paused:
             return False
+        was_paused_until = enrollment.paused_until
         seen = due = enrollment.next_send_at
         # None: a lesson is in flight; recording it schedules the next, now without the pause.
         if due is not None:
@@ -400,6 +452,18 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
         if _reschedule(
             session, enrollment, seen, paused_until=None, next_send_at=due, updated_at=now
         ):
+            # A lesson held for the pause comes back now (in the window) instead of at its end.
+            tz = schedule.zone(enrollment.subscriber.timezone)
+            session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.enrollment_id == enrollment.id,
+                    Delivery.status == DeliveryStatus.WAITING,
+                    Delivery.next_attempt_at >= was_paused_until,
+                )
+                .values(next_attempt_at=schedule.window_start(course.cadence, tz, now))
+                .execution_options(synchronize_session=False)
+            )
             return True
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being resumed")
 

@@ -233,9 +233,20 @@ class _Batch:
                 f"delivery {job.delivery_id} put back",
             )
             return True
+        # The last look: a reader forgotten, paused or gone since the take is not mailed.
+        settled = self._steadily(
+            lambda: self.recorder.look(item, now), f"delivery {job.delivery_id}, last look"
+        )
+        if settled is not None:
+            outcomes[job.delivery_id] = settled
+            return True
         try:
-            msg, msg_id = message(rt, item, now)
-            rt.transport.send(msg, deadline=self.lease.ends)
+            try:
+                msg, msg_id = message(rt, item, now)
+                rt.transport.send(msg, deadline=self.lease.ends)
+            except BaseException:
+                self.recorder.release()  # nothing to record in the look's transaction
+                raise
         except PermanentMailError as exc:
             refusal = exc
             outcomes[job.delivery_id] = self._steadily(
@@ -305,6 +316,10 @@ def _look_again_at(
             .outerjoin(Suppression, Suppression.email == Subscriber.email)
             .where(Delivery.id.in_(list(by_id)))
         ).all()
+        for gone in by_id.keys() - {row.id for row in found}:
+            # Deleted since the take: its reader was forgotten. Nothing is left to update.
+            dropped[gone] = Outcome.CANCELLED
+            log.info("delivery %s not sent: its reader was deleted", gone)
         for row in found:
             if row.status == EnrollmentStatus.ACTIVE and row.reason is None:
                 if row.timezone != by_id[row.id].timezone:

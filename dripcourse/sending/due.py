@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -17,7 +18,14 @@ from sqlalchemy.orm import Session
 from dripcourse import schedule
 from dripcourse.courses.course import Course
 from dripcourse.errors import InputError
-from dripcourse.models import Cohort, Enrollment, EnrollmentStatus, Subscriber, Suppression
+from dripcourse.models import (
+    Cohort,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Suppression,
+)
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,18 @@ def due_at(
     return verdicts
 
 
+def _claimed(enrollment: Enrollment, tz: ZoneInfo, following: int) -> tuple[str, str, None]:
+    """A lesson already claimed: on its way (queued or being sent), or waiting (for a retry,
+    the morning, the relay, the end of a pause) until the time the detail gives."""
+    waiting = next((d for d in enrollment.deliveries if d.status == DeliveryStatus.WAITING), None)
+    if waiting is None or waiting.next_attempt_at is None:
+        return "on its way", f"Day {following} is queued or being sent", None
+    detail = f"Day {following} at {waiting.next_attempt_at.astimezone(tz):%Y-%m-%d %H:%M} local"
+    if waiting.last_error:
+        detail += f" (last error: {waiting.last_error})"
+    return "waiting", detail, None
+
+
 def _why(
     enrollment: Enrollment, zone: str, course: Course, suppressed: str | None, at: dt.datetime
 ) -> tuple[str, str, int | None]:
@@ -98,7 +118,7 @@ def _why(
         return "finished", f"had all {course.length} lessons", None
     due = enrollment.next_send_at
     if due is None:
-        return "on its way", f"Day {following} is being sent", None
+        return _claimed(enrollment, tz, following)
     if enrollment.paused_until is not None and enrollment.paused_until > at:
         until = enrollment.paused_until.astimezone(tz)
         return "paused", f"until {until:%Y-%m-%d %H:%M} local", None

@@ -9,6 +9,7 @@ the mailbox), and a failure of our own set-up pauses all sending without spendin
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import logging
@@ -34,10 +35,12 @@ from dripcourse.models import (
 )
 from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.sending import breaker
+from dripcourse.sending.last_look import last_look
 from dripcourse.sending.take import (
     Job,
     Outcome,
     Ready,
+    budget_start,
     ours,
     seconds,
     set_delivery,
@@ -58,38 +61,46 @@ def record_sent(rt: Runtime, item: Ready, now: dt.datetime, msg_id: str) -> Outc
     Every value comes from the take, but the reader's time zone, read again here (it decides
     when the next lesson is due). If the enrollment changed while we were sending (a pause,
     an unsubscribe), the guarded UPDATE matches nothing and the slower path reads the row as
-    it is now.
+    it is now; if the reader was forgotten meanwhile, there is nothing left to record.
     """
     with transaction(rt.sessions) as session:
-        zone = session.scalar(
-            select(Subscriber.timezone)
-            .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
-            .where(Enrollment.id == item.job.enrollment_id)
-        )
-        if zone is not None and zone != item.job.timezone:
-            item = replace(item, job=replace(item.job, timezone=zone))
-        job, course, rendered = item.job, item.course, item.rendered
-        values = moved_on(item, now)
-        # The version the subscriber got, for "read in your browser"; a statement only the
-        # first time this process sends a version.
-        version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
-        # Keep last_error: an operator asking "why was this late?" needs earlier failures.
-        set_delivery(
-            session,
-            job.delivery_id,
-            DeliveryStatus.SENT,
-            now,
-            sent_at=now,
-            message_id=msg_id,
-            lesson_version_id=version_id,
-        )
-        updated = session.execute(
-            move_on(job, values).execution_options(synchronize_session=False)
-        ).rowcount
-        if updated != 1:
-            _record_sent_to_changed_enrollment(session, job, now, course)
-    rt.catalog.lesson_versions[digest(rendered)] = version_id
+        version_id = _record_sent_in(rt, session, item, now, msg_id)
+    rt.catalog.lesson_versions[digest(item.rendered)] = version_id
     return Outcome.SENT
+
+
+def _record_sent_in(
+    rt: Runtime, session: Session, item: Ready, now: dt.datetime, msg_id: str
+) -> int:
+    """record_sent's work inside the caller's transaction; returns the lesson version's id."""
+    zone = session.scalar(
+        select(Subscriber.timezone)
+        .join(Enrollment, Enrollment.subscriber_id == Subscriber.id)
+        .where(Enrollment.id == item.job.enrollment_id)
+    )
+    if zone is not None and zone != item.job.timezone:
+        item = replace(item, job=replace(item.job, timezone=zone))
+    job, course, rendered = item.job, item.course, item.rendered
+    values = moved_on(item, now)
+    # The version the subscriber got, for "read in your browser"; a statement only the
+    # first time this process sends a version.
+    version_id = record_version(session, rendered, now, rt.catalog.lesson_versions)
+    # Keep last_error: an operator asking "why was this late?" needs earlier failures.
+    set_delivery(
+        session,
+        job.delivery_id,
+        DeliveryStatus.SENT,
+        now,
+        sent_at=now,
+        message_id=msg_id,
+        lesson_version_id=version_id,
+    )
+    updated = session.execute(
+        move_on(job, values).execution_options(synchronize_session=False)
+    ).rowcount
+    if updated != 1:
+        _record_sent_to_changed_enrollment(session, job, now, course)
+    return version_id
 
 
 def moved_on(item: Ready, now: dt.datetime) -> dict[str, object]:
@@ -178,31 +189,91 @@ def one_statement_record():  # type: ignore[no-untyped-def]
 
 
 class Recorder:
-    """Records the messages of one batch that the server accepted.
+    """Takes the last look before each message of one batch and records those the server
+    accepted.
 
-    On PostgreSQL it holds one connection for the batch, in autocommit, and records each
-    message in one statement (a CTE moves the enrollment on and marks the delivery sent, the
-    latter only if the former matched), so a message costs one round trip to the database
-    instead of five (a pool check-out, BEGIN, two UPDATEs, COMMIT). When that statement
-    changes nothing (the enrollment changed while we sent; the first message of a lesson
-    version in this process), the careful path (record_sent) does it in a transaction.
-    Either way the record is atomic: a crash in between leaves the delivery ``sending``, as a
-    crash before the record would.
+    On PostgreSQL it holds one connection for the batch. The last look (``last_look``) locks
+    the reader's rows in a transaction that stays open through the SMTP exchange and ends
+    with the record, so a person changed or forgotten meanwhile waits for that one message
+    and never gets one after the change returned. The record is one statement (a CTE moves
+    the enrollment on and marks the delivery sent, the latter only if the former matched).
+    When that statement changes nothing (the enrollment changed; the first message of a
+    lesson version in this process), the careful path (record_sent's) does it in the same
+    transaction. On SQLite the last look commits before the send and the record is a
+    transaction of its own. Either way the record is atomic: a crash in between leaves the
+    delivery ``sending``, as a crash before the record would.
     """
 
     def __init__(self, rt: Runtime) -> None:
         self.rt = rt
         self.fast = rt.engine.dialect.name == "postgresql"
         self.conn: Connection | None = None
+        self.held: Session | None = None  # the last look's transaction, until the record
         self.versions: dict[int, int | None] = {}  # id(rendered) -> its stored version
 
+    def look(self, item: Ready, now: dt.datetime) -> Outcome | None:
+        """The last look before ``item`` is sent: None to send it, else its settled outcome."""
+        self.release()
+        if not self.fast:
+            with transaction(self.rt.sessions) as session:
+                return last_look(session, item.job, item.course, now)
+        if self.conn is None:
+            self.conn = self.rt.engine.connect()
+        session = Session(bind=self.conn, expire_on_commit=False)
+        try:
+            session.begin()
+            settled = last_look(session, item.job, item.course, now)
+            if settled is not None:
+                session.commit()
+        except Exception:
+            session.close()
+            self.close()  # a broken connection is not used again; the caller tries again
+            raise
+        if settled is None:
+            self.held = session  # its locks last until the record (or release)
+        else:
+            session.close()
+        return settled
+
+    def release(self) -> None:
+        """Give up the last look's locks without recording anything (the send failed)."""
+        held, self.held = self.held, None
+        if held is not None:
+            try:
+                held.rollback()
+                held.close()
+            except Exception:  # noqa: BLE001 - a connection already broken
+                self.close()
+
     def sent(self, item: Ready, now: dt.datetime, msg_id: str) -> Outcome:
-        version_id = self._version(item.rendered) if self.fast else None
-        if version_id is None:
+        held, self.held = self.held, None
+        if held is None:  # SQLite, or the look's transaction was lost: a new one
             return record_sent(self.rt, item, now, msg_id)
+        try:
+            version_id = self._version(item.rendered)
+            done = None
+            if version_id is not None:
+                done = (
+                    held.connection()
+                    .execute(one_statement_record(), self._params(item, now, msg_id, version_id))
+                    .first()
+                )
+            if done is None:
+                version_id = _record_sent_in(self.rt, held, item, now, msg_id)
+            held.commit()
+        except Exception:
+            held.close()
+            self.close()  # a broken connection is not used again; the caller tries again
+            raise
+        held.close()
+        self.rt.catalog.lesson_versions[digest(item.rendered)] = version_id
+        return Outcome.SENT
+
+    @staticmethod
+    def _params(item: Ready, now: dt.datetime, msg_id: str, version_id: int) -> dict[str, object]:
         job = item.job
         values = moved_on(item, now)
-        params = {
+        return {
             "p_delivery": job.delivery_id,
             "p_enrollment": job.enrollment_id,
             "p_day": job.day,
@@ -215,16 +286,6 @@ class Recorder:
             "p_message_id": msg_id,
             "p_version": version_id,
         }
-        try:
-            if self.conn is None:
-                self.conn = self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-            done = self.conn.execute(one_statement_record(), params).first()
-        except Exception:
-            self.close()  # a broken connection is not used again; the caller tries again
-            raise
-        if done is None:
-            return record_sent(self.rt, item, now, msg_id)
-        return Outcome.SENT
 
     def _version(self, rendered: RenderedLesson) -> int | None:
         key = id(rendered)
@@ -233,6 +294,10 @@ class Recorder:
         return self.versions[key]
 
     def close(self) -> None:
+        held, self.held = self.held, None
+        if held is not None:
+            with contextlib.suppress(Exception):  # a connection already broken
+                held.close()
         conn, self.conn = self.conn, None
         if conn is not None:
             try:
@@ -245,7 +310,9 @@ def _record_sent_to_changed_enrollment(
     session: Session, job: Job, now: dt.datetime, course: Course
 ) -> None:
     enrollment = session.get(Enrollment, job.enrollment_id, with_for_update=True)
-    assert enrollment is not None
+    if enrollment is None:  # forgotten while the message was on its way: nothing to move on
+        log.info("delivery %s sent; its reader was deleted meanwhile", job.delivery_id)
+        return
     enrollment.day = max(enrollment.day, job.day)
     enrollment.updated_at = now
     if enrollment.status != EnrollmentStatus.ACTIVE or enrollment.next_send_at is not None:
@@ -267,7 +334,7 @@ def record_retry(rt: Runtime, job: Job, now: dt.datetime, error: str, course: Co
     with transaction(rt.sessions) as session:
         if not still_ours(session, job, now):
             return Outcome.SKIPPED
-        spent = now - job.created_at >= dt.timedelta(hours=settings.retry_hours)
+        spent = now - budget_start(job) >= dt.timedelta(hours=settings.retry_hours)
         if job.attempts >= settings.max_attempts or spent:
             log.warning(
                 "delivery %s failed after %d attempts over %s: %s",

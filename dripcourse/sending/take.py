@@ -134,22 +134,30 @@ def take(
     (SKIPPED).
     """
     wanted = list(dict.fromkeys(delivery_ids))
+    free = (
+        Delivery.id.in_(wanted),
+        # Never "waiting": a second task for a delivery waiting out its retry delay or
+        # the night must not send it early. The sweep turns it "pending" when its time
+        # has come.
+        or_(
+            Delivery.status == DeliveryStatus.PENDING,
+            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now),
+        ),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        # A row locked now is being sent (its sender's last look holds it, lease run out or
+        # not) or changed by a person's request: skip it rather than wait, so no one else's
+        # lesson waits for it. The sweep finds it again if it is still free later.
+        free = (
+            Delivery.id.in_(
+                select(Delivery.id).where(*free).with_for_update(skip_locked=True).scalar_subquery()
+            ),
+        )
     taken = {
         row.id: row
         for row in session.execute(
             update(Delivery)
-            .where(
-                Delivery.id.in_(wanted),
-                # Never "waiting": a second task for a delivery waiting out its retry delay or
-                # the night must not send it early. The sweep turns it "pending" when its time
-                # has come.
-                or_(
-                    Delivery.status == DeliveryStatus.PENDING,
-                    and_(
-                        Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now
-                    ),
-                ),
-            )
+            .where(*free)
             .values(
                 status=DeliveryStatus.SENDING,
                 attempts=Delivery.attempts + 1,
@@ -163,6 +171,7 @@ def take(
                 Delivery.day,
                 Delivery.attempts,
                 Delivery.created_at,
+                Delivery.last_error,
             )
             .execution_options(synchronize_session=False)
         )
@@ -201,7 +210,10 @@ def take(
         row = taken.get(delivery_id)
         if row is None:
             continue
-        info = details[row.enrollment_id]
+        info = details.get(row.enrollment_id)
+        if info is None:  # its reader was deleted (forget) since the claim
+            outcomes[delivery_id] = Outcome.CANCELLED
+            continue
         relay_paused_until = info.relay_paused_until
         job = Job(
             delivery_id,
@@ -213,6 +225,12 @@ def take(
             info.started_at,
             row.created_at,
         )
+        budget = dt.timedelta(hours=rt.settings.retry_hours)
+        if row.attempts > 1 and now - budget_start(job) >= budget:
+            # A retry whose time came past the budget (sending paused, workers down): the
+            # budget is checked before trying, not after.
+            outcomes[delivery_id] = give_up(session, job, row.last_error, budget, now)
+            continue
         if info.status != EnrollmentStatus.ACTIVE or info.reason is not None:
             why = info.reason or str(info.status)
             set_delivery(session, delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
@@ -242,6 +260,31 @@ def take(
             Ready(job, info.email, info.name, info.greeting, course, rendered, info.link_key)
         )
     return ready, relay_paused_until
+
+
+def budget_start(job: Job) -> dt.datetime:
+    """Since when a delivery's retry budget runs: its claim, or the end of a pause the reader
+    took after it (the days they chose to wait are not the relay's trouble)."""
+    if job.paused_until is not None and job.paused_until > job.created_at:
+        return job.paused_until
+    return job.created_at
+
+
+def give_up(
+    session: Session, job: Job, error: str | None, budget: dt.timedelta, now: dt.datetime
+) -> Outcome:
+    """Fail a retry whose budget ran out before its next try; its enrollment stops."""
+    hours = f"{budget.total_seconds() / 3600:g} h"
+    why = f"{error or 'not sent'} (the retry budget of {hours} ran out before the next try)"
+    set_delivery(session, job.delivery_id, DeliveryStatus.FAILED, now, last_error=why)
+    session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == job.enrollment_id, Enrollment.status == EnrollmentStatus.ACTIVE)
+        .values(status=EnrollmentStatus.FAILED, next_send_at=None, updated_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    log.warning("delivery %s failed: %s", job.delivery_id, why)
+    return Outcome.FAILED
 
 
 def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-untyped-def]

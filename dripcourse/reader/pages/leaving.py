@@ -69,7 +69,7 @@ def pause(token: str) -> Response | str:
                 active=enrollment.status == EnrollmentStatus.ACTIVE,
                 paused=paused,
                 paused_until=_local(enrollment.paused_until, tz),
-                next_lesson=_local(enrollment.next_send_at, tz),
+                next_lesson=_local(enrollments.next_lesson_at(session, enrollment), tz),
                 next_day=enrollment.day + 1,
                 more_lessons=enrollment.day < course.length,
                 zone=tz.key,
@@ -157,7 +157,7 @@ def delete(token: str, what: str) -> str:
     return render_template("deleted.html", course=None, what=what, token=token)
 
 
-@bp.get("/privacy")
+@bp.get("/privacy", **ROUTE)
 def privacy_page() -> str:
     """What is stored, who can read it, how long it is kept and how to delete it."""
     return render_template("privacy.html", course=None, sections=privacy_notice(runtime().settings))

@@ -1,0 +1,119 @@
+"""The last look before a message goes out: is the delivery still ours, its reader still there,
+still in the course, not paused, their address still mailable?
+
+The batch looks again at its readers every few seconds (``batch._look_again``), which is cheap
+but leaves a gap: a reader who asks to be forgotten or paused one second before their lesson
+would still get it after the page said "done". This look closes the gap, one compare-and-set
+per message. On PostgreSQL it first locks the reader's enrollment row and keeps both rows
+locked until the message is recorded (``record.Recorder``), so a forget, pause or unenroll of
+that reader waits out the one SMTP exchange under way and then finds the lesson sent; one
+that came first finds the lesson not sent, and the look settles it. Every change to a person
+locks the enrollment before its deliveries, and so does this look: the two can never wait for
+each other in a circle. SQLite has one writer at a time and no row locks: holding its write
+lock through an SMTP exchange would stop every other writer, so there the look commits right
+before the message is handed to the transport.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from sqlalchemy import exists, or_, select, update
+from sqlalchemy.orm import Session
+
+from dripcourse import schedule
+from dripcourse.courses.course import Course
+from dripcourse.models import (
+    Delivery,
+    DeliveryStatus,
+    Enrollment,
+    EnrollmentStatus,
+    Subscriber,
+    Suppression,
+)
+from dripcourse.sending.take import Job, Outcome, ours, set_delivery, waiting_again
+
+log = logging.getLogger(__name__)
+
+# Said in the delivery's record when a forgotten person's lesson was stopped: the row itself is
+# gone by then, so this reaches only the log.
+FORGOTTEN = "its reader was deleted (forget) before it went out"
+
+
+def pause_end(
+    course: Course, zone: str, paused_until: dt.datetime, now: dt.datetime
+) -> dt.datetime:
+    """When a lesson held by a pause may go out: the first send time at or after its end."""
+    return schedule.resume_due(
+        course.cadence, schedule.zone(zone), due=now, paused_until=paused_until
+    )
+
+
+def last_look(session: Session, job: Job, course: Course, now: dt.datetime) -> Outcome | None:
+    """None when the message may go out now (on PostgreSQL its rows stay locked until this
+    transaction ends); otherwise the delivery is settled here and its outcome returned:
+    CANCELLED (the reader was forgotten, left or was suppressed), HELD (paused: it waits for
+    the pause's end, its attempt given back) or SKIPPED (another worker holds it)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            select(Enrollment.id).where(Enrollment.id == job.enrollment_id).with_for_update()
+        )
+    free = session.execute(
+        update(Delivery)
+        .where(
+            ours([job]),
+            exists(
+                select(Enrollment.id)
+                .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+                .where(
+                    Enrollment.id == Delivery.enrollment_id,
+                    Enrollment.status == EnrollmentStatus.ACTIVE,
+                    or_(Enrollment.paused_until.is_(None), Enrollment.paused_until <= now),
+                    ~exists(select(Suppression.id).where(Suppression.email == Subscriber.email)),
+                )
+            ),
+        )
+        .values(updated_at=now)
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if free == 1:
+        return None
+    return _settle(session, job, course, now)
+
+
+def _settle(session: Session, job: Job, course: Course, now: dt.datetime) -> Outcome:
+    """Why the look said no, and the delivery set accordingly."""
+    row = session.execute(
+        select(
+            Delivery.status,
+            Delivery.attempts,
+            Enrollment.status.label("enrollment"),
+            Enrollment.paused_until,
+            Subscriber.timezone,
+            Suppression.reason,
+        )
+        .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+        .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+        .outerjoin(Suppression, Suppression.email == Subscriber.email)
+        .where(Delivery.id == job.delivery_id)
+    ).first()
+    if row is None:
+        log.info("delivery %s not sent: %s", job.delivery_id, FORGOTTEN)
+        return Outcome.CANCELLED
+    if (row.status, row.attempts) != (DeliveryStatus.SENDING, job.attempts):
+        return Outcome.SKIPPED
+    if row.enrollment != EnrollmentStatus.ACTIVE or row.reason is not None:
+        why = row.reason or str(row.enrollment)
+        set_delivery(session, job.delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
+        log.info("delivery %s cancelled before it went out: %s", job.delivery_id, why)
+        return Outcome.CANCELLED
+    until = pause_end(course, row.timezone, row.paused_until, now)
+    session.execute(
+        update(Delivery)
+        .where(ours([job]))
+        .values(**waiting_again(until, now))
+        .execution_options(synchronize_session=False)
+    )
+    log.info("delivery %s held for its reader's pause, until %s", job.delivery_id, until)
+    return Outcome.HELD
