@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -343,3 +344,55 @@ def test_a_reply_in_an_unknown_charset_is_still_saved(rt: Runtime, ana: int) -> 
     raw = fixture(rt, "phone", ana).replace(b"charset=utf-8", b"charset=x-no-such-charset")
     assert receive(rt, raw).kind == Kind.REPLY
     assert saved(rt, ana) == REPLIES["phone"]
+
+
+@pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>", b"", b"no brackets"])
+def test_a_reply_with_a_broken_message_id_is_saved_once_by_the_digest_of_its_bytes(
+    rt: Runtime, ana: int, message_id: bytes
+) -> None:
+    raw = fixture(rt, "gmail", ana).replace(b"<CAF3xq1gmail01@mail.gmail.com>", message_id)
+    assert receive(rt, raw) == Decision(Kind.REPLY, "", ana, 3)
+    assert receive(rt, raw).kind == Kind.DUPLICATE
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def nested_multipart(depth: int, to: str) -> bytes:
+    """A message ``depth`` multiparts deep, a text part at the bottom."""
+    head = [f"To: {to}\r\nFrom: {ANA}\r\nMessage-ID: <nested@example.org>\r\n".encode()]
+    tail = []
+    for level in range(depth):
+        head.append(
+            f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode()
+        )
+        tail.insert(0, f"\r\n--b{level}--\r\n".encode())
+    return b"".join(head) + b"Content-Type: text/plain\r\n\r\nDeep down." + b"".join(tail)
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+def test_a_message_nested_deeper_than_any_real_one_is_junk_at_once_and_recorded(
+    rt: Runtime, ana: int, depth: int
+) -> None:
+    raw = nested_multipart(depth, rt.links.address(REPLY, ana, 3, DOMAIN))
+    started = time.monotonic()
+    assert receive(rt, raw).kind == Kind.JUNK
+    assert time.monotonic() - started < 1.0
+    assert receive(rt, raw).kind == Kind.DUPLICATE
+    with transaction(rt.sessions) as session:
+        assert inbound_counts(session) == {"junk": 1}
+
+
+def test_a_wrong_reflections_key_during_a_reply_is_temporary_and_records_nothing(
+    rt: Runtime, ana: int
+) -> None:
+    from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey, new_key
+
+    receive(rt, fixture(rt, "phone", ana))  # something sealed under the right key
+    wrong = inbound.Inbound(**{**rt.inbound.__dict__, "cipher": ReflectionCipher([new_key()])})
+    raw = fixture(rt, "gmail", ana)
+    with pytest.raises(WrongReflectionsKey), transaction(rt.sessions) as session:
+        inbound.process(session, raw, wrong, now=NOW)
+    with transaction(rt.sessions) as session:
+        assert inbound_counts(session) == {"reply": 1}  # the gmail reply left no row
+    # With the right key back, the same message is saved, not taken for a duplicate.
+    assert receive(rt, raw).kind == Kind.REPLY
+    assert REPLIES["gmail"] in (saved(rt, ana) or "")

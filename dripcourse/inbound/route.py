@@ -31,7 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
-from dripcourse.encryption import ReflectionCipher
+from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey
 from dripcourse.inbound.reply_text import reply_text
 from dripcourse.links import BOUNCE, REPLY, BadToken, Links
 from dripcourse.models import (
@@ -92,38 +92,55 @@ def process(
     ``recipients`` are the envelope recipients when the adapter knows them (SMTP RCPT TO,
     the MTA's ``$recipient``); otherwise the message's own headers name our address. Logs
     one line. A message whose Message-ID was seen before does nothing.
+
+    Whatever the bytes, a message becomes a decision: only what is not the message's fault
+    escapes (``TEMPORARY``: the database, a wrong reflections key), so that the adapter asks
+    the sender to try again later and nothing is recorded.
     """
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        decision = _decide(session, raw, msg, inbound, now, list(recipients))
+        decision = _decide(session, raw, inbound, now, list(recipients))
     except DuplicateMessage:
         decision = Decision(InboundKind.DUPLICATE)
     log.info("inbound: %s", decision.describe())
     return decision
 
 
+# Not the message's fault: the same message may succeed later, so nothing is recorded for it.
+TEMPORARY: tuple[type[Exception], ...] = (DBAPIError, WrongReflectionsKey)
+
+# Containers (multipart/*, message/*) one message may hold. Python's parser recurses once per
+# level and raises past about 300; a real reply or report holds a handful. The cap keeps the
+# parse and every walk over the tree short whatever the input.
+MAX_CONTAINERS = 50
+_CONTAINER = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)*(?:multipart|message)/", re.I | re.M)
+
+
 class DuplicateMessage(Exception):
     """This Message-ID was processed before."""
+
+
+class Unreadable(Exception):
+    """A message the parser cannot be trusted with (too deeply nested)."""
 
 
 def _decide(
     session: Session,
     raw: bytes,
-    msg: EmailMessage,
     inbound: Inbound,
     now: dt.datetime,
     recipients: list[str],
 ) -> Decision:
-    digest = _digest(msg, raw)
+    msg, digest = _read(raw)
     if session.scalar(select(InboundMessage.id).where(InboundMessage.digest == digest)):
         raise DuplicateMessage
     try:
+        if msg is None:
+            raise Unreadable
         # A savepoint: a message that breaks the parsing halfway leaves nothing half-done.
         with session.begin_nested():
             decision = _classify(session, msg, inbound, now, recipients)
-    except DBAPIError:
-        raise  # the database, not the message: the adapter asks the sender to retry
+    except TEMPORARY:
+        raise  # not the message's fault: the adapter asks the sender to retry
     except Exception as exc:  # noqa: BLE001 - a message we cannot read is junk, never a crash
         decision = Decision(InboundKind.JUNK, f"unreadable ({type(exc).__name__})")
     session.add(
@@ -139,10 +156,30 @@ def _decide(
     return decision
 
 
-def _digest(msg: Message, raw: bytes) -> str:
-    message_id = str(msg.get("Message-ID", "") or "").strip()
-    key = message_id.encode("utf-8", "surrogateescape") if message_id else raw
-    return hashlib.sha256(key).hexdigest()
+def _read(raw: bytes) -> tuple[EmailMessage | None, str]:
+    """The parsed message (None when it cannot be read) and the digest it is recorded by.
+
+    The digest is of the Message-ID when it has the shape of one, else of the raw bytes: an
+    empty or broken Message-ID (``<>``, ``<@>``, ``<a@[b``, on which the header parser
+    raises) would otherwise make every such message a duplicate of the first, or a crash.
+    """
+    raw_digest = hashlib.sha256(raw).hexdigest()
+    if len(_CONTAINER.findall(raw)) > MAX_CONTAINERS:
+        return None, raw_digest
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        # The raw value: parsing it is what raises on the broken ones.
+        ids = [value for name, value in msg.raw_items() if name.lower() == "message-id"]
+    except Exception:  # noqa: BLE001 - whatever the parser raises, the bytes are junk
+        return None, raw_digest
+    message_id = " ".join(str(ids[0]).split()) if ids else ""
+    if not _MESSAGE_ID.fullmatch(message_id):
+        return msg, raw_digest
+    return msg, hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
 
 def _classify(
