@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -396,3 +398,78 @@ def test_a_wrong_reflections_key_during_a_reply_is_temporary_and_records_nothing
     # With the right key back, the same message is saved, not taken for a duplicate.
     assert receive(rt, raw).kind == Kind.REPLY
     assert REPLIES["gmail"] in (saved(rt, ana) or "")
+
+
+@pytest.mark.parametrize("name", ["gmail", "bounce_hard", "complaint"])
+def test_a_callers_rollback_after_processing_leaves_nothing(
+    rt: Runtime, ana: int, name: str
+) -> None:
+    with rt.sessions() as session:
+        session.begin()
+        decision = inbound.process(session, fixture(rt, name, ana), rt.inbound, now=NOW)
+        assert decision.kind in (Kind.REPLY, Kind.BOUNCE, Kind.COMPLAINT)
+        session.rollback()
+    assert saved(rt, ana) is None
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        assert inbound_counts(session) == {}
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE
+
+
+def _replies_at_once(rt: Runtime, enrollment_id: int, n: int, limits: object = None) -> list[Kind]:
+    """``n`` different replies to Day 3, each processed in its own thread and transaction,
+    all let go at the same moment."""
+    from dripcourse.inbound.listener import receive as receive_in_own_transaction
+
+    config = (
+        rt.inbound
+        if limits is None
+        else inbound.Inbound(**{**rt.inbound.__dict__, "limits": limits})
+    )
+    start = threading.Barrier(n)
+
+    def one(i: int) -> Kind:
+        raw = (
+            fixture(rt, "phone", enrollment_id)
+            .replace(b"<phone01@", f"<phone-{i}@".encode())
+            .replace(b"On call tonight.", f"Reply number {i}.".encode())
+        )
+        start.wait()
+        return receive_in_own_transaction(rt.sessions, config, raw, now=NOW).kind
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.postgres
+def test_replies_to_one_day_at_once_on_postgresql_all_keep_their_text(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, reply_domain=DOMAIN))
+    try:
+        enrollment_id = enroll(rt, ANA)
+        send_days(rt, 3)
+        kinds = _replies_at_once(rt, enrollment_id, 6)
+        assert kinds == [Kind.REPLY] * 6
+        text = saved(rt, enrollment_id) or ""
+        assert sorted(n for n in range(6) if f"Reply number {n}." in text) == list(range(6))
+    finally:
+        rt.close()
+
+
+@pytest.mark.postgres
+def test_the_per_subscriber_limit_holds_for_replies_at_once_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, reply_domain=DOMAIN))
+    try:
+        enrollment_id = enroll(rt, ANA)
+        send_days(rt, 3)
+        limits = inbound.Limits(per_subscriber_per_day=5, max_chars=100_000)
+        kinds = _replies_at_once(rt, enrollment_id, 10, limits)
+        assert sorted(kinds) == sorted([Kind.REPLY] * 5 + [Kind.LIMITED] * 5)
+        with transaction(rt.sessions) as session:
+            assert inbound_counts(session) == {"reply": 5, "limited": 5}
+    finally:
+        rt.close()

@@ -221,6 +221,10 @@ def _reply(
     sender = parseaddr(str(msg.get("From", "")))[1]
     if sender.casefold() != subscriber.email.casefold():
         return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
+    # One reply of this subscriber at a time (PostgreSQL; SQLite has one writer anyway): the
+    # limit is counted and the day's text appended under this lock, so two replies at once
+    # can neither both pass the limit nor each write the day's text without the other's.
+    session.execute(select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update())
     over = _over_limit(session, inbound.limits, subscriber.id, now)
     if over:
         return Decision(InboundKind.LIMITED, over, enrollment_id, day)
