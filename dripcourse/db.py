@@ -23,6 +23,9 @@ from dripcourse.errors import MigrationRefused, NotSetUp
 from dripcourse.files import private_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# An execution option: this SQLite connection says BEGIN itself, when it is ready to (the
+# migrations turn foreign keys off first, which SQLite ignores inside a transaction).
+BEGINS_ITSELF = "dripcourse_begins_itself"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -55,6 +58,17 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cur.close()
+            # SQLAlchemy's documented set-up for SQLite transactions (with the "begin" hook
+            # below): pysqlite's own handling begins a transaction only before a write, so
+            # session.begin_nested() opened one of its own and releasing the savepoint
+            # committed it, behind the caller's back and past its rollback.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
+            options = conn.get_execution_options()
+            if options.get("isolation_level") != "AUTOCOMMIT" and not options.get(BEGINS_ITSELF):
+                conn.exec_driver_sql("BEGIN")
 
         return engine
     # No cap on the connections in use: a thread-pool worker's sending thread holds one for its

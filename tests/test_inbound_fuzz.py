@@ -231,6 +231,7 @@ def messages(draw: st.DrawFn) -> tuple[bytes, str]:
     )
 
 
+@pytest.mark.timeout(300 + EXAMPLES // 10)  # a long run by hand is not cut off
 @settings(
     max_examples=EXAMPLES,
     deadline=None,  # timed below, per message, without Hypothesis's own overhead
