@@ -220,11 +220,83 @@ def test_a_complaint_suppresses_with_reason_complained_and_stops_every_enrollmen
             assert enrollment is not None and enrollment.status != EnrollmentStatus.ACTIVE
 
 
-def test_a_complaint_found_through_the_enclosed_headers_alone(rt: Runtime, ana: int) -> None:
+def test_a_complaint_is_never_found_through_the_headers_its_sender_wrote(
+    rt: Runtime, ana: int
+) -> None:
+    # The report's Original-Mail-From and the enclosed Return-Path still name the bounce
+    # address: anyone can write those.
     raw = fixture(rt, "complaint", ana).replace(
         b"To: <" + rt.links.address(BOUNCE, ana, 3, DOMAIN).encode(), b"To: <fbl@course.example.org"
     )
-    assert receive(rt, raw).kind == Kind.COMPLAINT
+    assert receive(rt, raw) == Decision(Kind.JUNK, "a complaint not sent to a bounce address")
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+
+
+@pytest.mark.parametrize("name", ["bounce_hard", "complaint"])
+def test_a_report_sent_to_the_reply_address_suppresses_no_one(
+    rt: Runtime, ana: int, name: str
+) -> None:
+    # The reply address is in every lesson a subscriber can forward; the bounce address is
+    # only in the envelope.
+    reply_address = rt.links.address(REPLY, ana, 3, DOMAIN).encode()
+    raw = fixture(rt, name, ana).replace(
+        rt.links.address(BOUNCE, ana, 3, DOMAIN).encode(), reply_address
+    )
+    assert receive(rt, raw).kind == Kind.JUNK
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE
+
+
+@pytest.mark.parametrize("recipient", [b"someone.else@example.org", b""])
+def test_a_delivery_report_about_another_recipient_suppresses_no_one(
+    rt: Runtime, ana: int, recipient: bytes
+) -> None:
+    raw = fixture(rt, "bounce_hard", ana).replace(
+        b"Final-Recipient: rfc822; " + ANA.encode(), b"Final-Recipient: rfc822; " + recipient
+    )
+    assert receive(rt, raw).kind == Kind.JUNK
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+
+
+def test_a_delivery_reports_recipient_matches_whatever_its_case_and_brackets(
+    rt: Runtime, ana: int
+) -> None:
+    raw = fixture(rt, "bounce_hard", ana).replace(
+        b"Final-Recipient: rfc822; " + ANA.encode(), b"Final-Recipient: RFC822;<Ana@Example.ORG>"
+    )
+    assert receive(rt, raw).kind == Kind.BOUNCE
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        f"{ANA} <evil@example.net>",
+        f"<{ANA}>@evil.example.net",
+        f"{ANA}, evil@example.net",
+        f"evil@example.net, {ANA}",
+        f'"{ANA}" <evil@example.net>',
+        "=?utf-8?q?ana=40example=2Eorg?= <evil@example.net>",
+        "=?utf-8?q?ana@example.org?=",
+        f"{ANA} <>",
+    ],
+)
+def test_a_from_header_that_only_looks_like_the_subscribers_is_never_saved(
+    rt: Runtime, ana: int, sender: str
+) -> None:
+    raw = fixture(rt, "gmail", ana, sender="@@SENDER@@")
+    raw = raw.replace(b"From: Amara Okafor <@@SENDER@@>", b"From: " + sender.encode())
+    assert receive(rt, raw).kind in (Kind.JUNK, Kind.HELD)
+    assert saved(rt, ana) is None
+
+
+def test_a_message_with_two_from_headers_is_never_saved(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "gmail", ana).replace(b"From: ", b"From: evil@example.net\r\nFrom: ", 1)
+    assert receive(rt, raw).kind == Kind.JUNK
+    assert saved(rt, ana) is None
 
 
 @pytest.mark.parametrize(

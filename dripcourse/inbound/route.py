@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.parser import HeaderParser
-from email.utils import getaddresses, parseaddr
+from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
@@ -218,7 +218,11 @@ def _reply(
     if enrollment is None:
         return Decision(InboundKind.JUNK, "the enrollment is gone")
     subscriber = enrollment.subscriber
-    sender = parseaddr(str(msg.get("From", "")))[1]
+    sender = _sender(msg)
+    if sender is None:
+        return Decision(
+            InboundKind.JUNK, "a From that is not one plain address", enrollment_id, day
+        )
     if sender.casefold() != subscriber.email.casefold():
         return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
     # One reply of this subscriber at a time (PostgreSQL; SQLite has one writer anyway): the
@@ -248,6 +252,21 @@ def _reply(
         why = "empty" if "empty" in str(exc) else "too long"
         return Decision(InboundKind.JUNK, f"reply {why}, not saved", enrollment_id, day)
     return Decision(InboundKind.REPLY, "", enrollment_id, day)
+
+
+def _sender(msg: EmailMessage) -> str | None:
+    """The one address of the From header; None when there are several, none, or the parser
+    found defects in it: a header such as ``ana@x <evil@y>`` or ``<ana@x>@evil`` must never
+    be read as ana's."""
+    headers = msg.get_all("From", [])
+    if len(headers) != 1:
+        return None
+    header = headers[0]
+    addresses = getattr(header, "addresses", ())
+    if len(addresses) != 1 or getattr(header, "defects", ()) or not addresses[0].addr_spec:
+        return None
+    address = addresses[0].addr_spec
+    return address if "@" in address and not address.startswith('"') else None
 
 
 def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.datetime) -> str:
@@ -337,17 +356,24 @@ def is_forward(msg: EmailMessage) -> bool:
 def _bounce(
     session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
 ) -> Decision:
-    found = _token(inbound, addressed, (BOUNCE, REPLY))
+    # Only on the bounce address: it is in no message a subscriber can forward (it is the
+    # envelope sender alone), while the reply address is in every lesson's Reply-To.
+    found = _token(inbound, addressed, (BOUNCE,))
     if found is None:
         return Decision(InboundKind.JUNK, "a delivery report not addressed to a bounce address")
     enrollment_id, day = found
-    status, diagnostic = _delivery_status(msg)
-    if not status:
+    report = read_delivery_report(msg)
+    if not report.status:
         return Decision(InboundKind.JUNK, "a delivery report without a status", enrollment_id, day)
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
         return Decision(InboundKind.JUNK, "the enrollment is gone")
-    detail = f"{status} {diagnostic}".strip()
+    if report.recipient != enrollment.subscriber.email.casefold():
+        return Decision(
+            InboundKind.JUNK, "a delivery report about another recipient", enrollment_id, day
+        )
+    status = report.status
+    detail = f"{status} {report.diagnostic}".strip()
     if status.startswith("4"):
         _note_delivery(session, enrollment_id, day, f"delayed after sending: {detail}", now)
         return Decision(InboundKind.DELAY, status, enrollment_id, day)
@@ -368,8 +394,22 @@ def _bounce(
     return Decision(InboundKind.BOUNCE, status, enrollment_id, day)
 
 
-def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
-    """The first recipient's Status and Diagnostic-Code from a delivery report."""
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a delivery report says of the recipient it is about ("" for what it lacks)."""
+
+    status: str = ""  # the enhanced status code, "5.1.1"
+    action: str = ""  # "failed", "delayed", ... lower case
+    recipient: str = ""  # the Final-Recipient's address, case-folded
+    diagnostic: str = ""  # the Diagnostic-Code, on one line, at most 300 characters
+
+
+def read_delivery_report(msg: EmailMessage) -> DeliveryReport:
+    """The first recipient with a status in an RFC 3464 report.
+
+    The one place a report is read: ``_bounce`` decides only from what this returns, so a
+    classifier that reads more formats can take its place.
+    """
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
@@ -381,8 +421,14 @@ def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
             match = re.match(r"[245]\.\d{1,3}\.\d{1,3}", status)
             if match:
                 diagnostic = " ".join(str(block.get("Diagnostic-Code", "")).split())
-                return match.group(0), diagnostic[:300]
-    return "", ""
+                recipient = str(block.get("Final-Recipient", "")).partition(";")[2]
+                return DeliveryReport(
+                    status=match.group(0),
+                    action=str(block.get("Action", "")).strip().lower(),
+                    recipient=recipient.strip().strip("<>").strip().casefold(),
+                    diagnostic=diagnostic[:300],
+                )
+    return DeliveryReport()
 
 
 def _field_blocks(text: str) -> list[Message]:
@@ -403,21 +449,15 @@ def _note_delivery(
 def _complaint(
     session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
 ) -> Decision:
-    fields, enclosed = _feedback(msg)
+    fields = _feedback(msg)
     if str(fields.get("Feedback-Type", "")).strip().lower() not in ("abuse", "fraud"):
         return Decision(InboundKind.JUNK, "a feedback report that is not a complaint")
-    # Providers send reports to the address registered with them, so the token is looked
-    # for in the report's own fields and the enclosed original's headers too.
-    candidates = list(addressed)
-    candidates += [
-        str(fields.get("Original-Mail-From", "")),
-        str(fields.get("Original-Rcpt-To", "")),
-    ]
-    for name in ("Return-Path", "Reply-To", "To"):
-        candidates += [str(value) for value in enclosed.get_all(name, [])]
-    found = _token(inbound, candidates, (BOUNCE, REPLY))
+    # Only on the bounce address, as bounces: the report's fields and the enclosed original's
+    # headers are written by whoever sends the report, and would let anyone who saw one
+    # lesson's addresses suppress its reader.
+    found = _token(inbound, addressed, (BOUNCE,))
     if found is None:
-        return Decision(InboundKind.JUNK, "a complaint about no message of ours")
+        return Decision(InboundKind.JUNK, "a complaint not sent to a bounce address")
     enrollment_id, day = found
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
@@ -428,31 +468,15 @@ def _complaint(
     return Decision(InboundKind.COMPLAINT, "", enrollment_id, day)
 
 
-def _feedback(msg: EmailMessage) -> tuple[Message, Message]:
-    """The feedback report's fields and the enclosed original's headers."""
-    fields, enclosed = Message(), Message()
+def _feedback(msg: EmailMessage) -> Message:
+    """The feedback report's fields."""
     for part in msg.walk():
-        kind = part.get_content_type()
-        if kind == "message/feedback-report":
+        if part.get_content_type() == "message/feedback-report":
             payload = part.get_payload()
             if isinstance(payload, list):
-                fields = payload[0] if payload else Message()
-            else:
-                fields = HeaderParser().parsestr(str(payload))
-        elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
-            enclosed = HeaderParser().parsestr(_text_of(part))
-        elif kind == "message/rfc822":
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner:
-                enclosed = inner[0]
-    return fields, enclosed
-
-
-def _text_of(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        return payload.decode("utf-8", "replace")
-    return str(part.get_payload())
+                return payload[0] if payload else Message()
+            return HeaderParser().parsestr(str(payload))
+    return Message()
 
 
 def _stop_all(
