@@ -447,9 +447,9 @@ def test_a_message_nested_deeper_than_any_real_one_is_junk_at_once_and_recorded(
     rt: Runtime, ana: int, depth: int
 ) -> None:
     raw = nested_multipart(depth, rt.links.address(REPLY, ana, 3, DOMAIN))
-    started = time.monotonic()
+    started = time.thread_time()  # this thread's work, not the shared machine's load
     assert receive(rt, raw).kind == Kind.JUNK
-    assert time.monotonic() - started < 1.0
+    assert time.thread_time() - started < 1.0
     assert receive(rt, raw).kind == Kind.DUPLICATE
     with transaction(rt.sessions) as session:
         assert inbound_counts(session) == {"junk": 1}
@@ -545,3 +545,47 @@ def test_the_per_subscriber_limit_holds_for_replies_at_once_on_postgresql(
             assert inbound_counts(session) == {"reply": 5, "limited": 5}
     finally:
         rt.close()
+
+
+MTA = "mx.course.example.org"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind"),
+    [
+        ([f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+        ([f"{MTA}; spf=fail smtp.mailfrom=x@y; dkim=pass header.d=example.org"], Kind.REPLY),
+        ([f"{MTA}; spf=pass smtp.mailfrom=ana@example.org"], Kind.REPLY),
+        ([f"{MTA.upper()} 1; dmarc=pass (p=reject) header.from=example.org"], Kind.REPLY),
+        ([], Kind.JUNK),
+        ([f"{MTA}; dmarc=fail header.from=example.org"], Kind.JUNK),
+        ([f"{MTA}; none"], Kind.JUNK),
+        ([f"{MTA}; dkim=pass header.d=evil.example.net"], Kind.JUNK),
+        ([f"{MTA}; dmarc=pass header.from=evil.example.net"], Kind.JUNK),
+        ([f"{MTA}; dkim=pass header.d=org"], Kind.JUNK),  # a parent aligns, but not a TLD
+        (["mx.evil.example.net; dmarc=pass header.from=example.org"], Kind.JUNK),
+        # The MTA's own header comes first; one the sender wrote below it is not read.
+        (
+            [
+                f"{MTA}; dmarc=fail header.from=example.org",
+                f"{MTA}; dmarc=pass header.from=example.org",
+            ],
+            Kind.JUNK,
+        ),
+        ([f"{MTA}; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+    ],
+)
+def test_with_a_trusted_mta_a_reply_is_saved_only_when_the_from_domain_authenticates(
+    rt: Runtime, ana: int, headers: list[str], kind: Kind
+) -> None:
+    trusting = inbound.Inbound(**{**rt.inbound.__dict__, "trusted_authserv_id": MTA})
+    added = b"".join(f"Authentication-Results: {h}\r\n".encode() for h in headers)
+    raw = added + fixture(rt, "gmail", ana)
+    with transaction(rt.sessions) as session:
+        assert inbound.process(session, raw, trusting, now=NOW).kind == kind
+    assert (saved(rt, ana) is not None) == (kind == Kind.REPLY)
+
+
+def test_without_a_trusted_mta_authentication_results_are_not_read(rt: Runtime, ana: int) -> None:
+    raw = f"Authentication-Results: {MTA}; dmarc=fail\r\n".encode() + fixture(rt, "gmail", ana)
+    assert receive(rt, raw).kind == Kind.REPLY

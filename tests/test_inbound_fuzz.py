@@ -3,7 +3,8 @@
 Hypothesis builds messages byte by byte (headers that break the parser, MIME trees of every
 shape, charsets and transfer encodings that lie, bodies of text, bytes, quotes and delivery
 reports) and sends each to the reply, bounce or no address of an enrolled subscriber through
-``inbound.process``. No exception may escape and each message must take under a second.
+``inbound.process``. No exception may escape and each message must take under a second of
+CPU time.
 
 CI runs ``DRIPCOURSE_FUZZ_EXAMPLES`` examples (2,000 by default); for a longer hunt:
 
@@ -252,9 +253,11 @@ def test_no_message_escapes_the_inbound_core_and_each_takes_under_a_second(
         "none": [],
     }[to]
     with rt.sessions() as session:
-        started = time.monotonic()
+        # The time this thread spent working: the message's cost, not the machine's load
+        # (several test runs share two cores here, and a stall there is no slow message).
+        started = time.thread_time()
         decision = inbound.process(session, raw, rt.inbound, now=NOW, recipients=recipients)
-        took = time.monotonic() - started
+        took = time.thread_time() - started
         session.rollback()  # every example meets the same database
     assert decision.kind in set(InboundKind)
     assert took < SECONDS_PER_MESSAGE, f"{took:.2f}s for one message"

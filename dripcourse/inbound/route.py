@@ -26,6 +26,7 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
+import authres
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -65,6 +66,8 @@ class Inbound:
     reply_domain: str
     course: Callable[[str], Course | None]  # a course by slug, None when it is gone
     limits: Limits = Limits()
+    # The MTA in front whose Authentication-Results are believed; "" reads none.
+    trusted_authserv_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,10 @@ def _reply(
         )
     if sender.casefold() != subscriber.email.casefold():
         return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
+    if inbound.trusted_authserv_id and not authenticated(msg, inbound.trusted_authserv_id):
+        return Decision(
+            InboundKind.JUNK, "the sender's domain did not authenticate", enrollment_id, day
+        )
     # One reply of this subscriber at a time (PostgreSQL; SQLite has one writer anyway): the
     # limit is counted and the day's text appended under this lock, so two replies at once
     # can neither both pass the limit nor each write the day's text without the other's.
@@ -267,6 +274,50 @@ def _sender(msg: EmailMessage) -> str | None:
         return None
     address = addresses[0].addr_spec
     return address if "@" in address and not address.startswith('"') else None
+
+
+def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
+    """Whether the MTA named ``authserv_id`` found the From domain authentic.
+
+    Only the topmost Authentication-Results header carrying that id is read: the MTA in
+    front adds its own above everything the sender wrote (and should remove any older one
+    with its id). It must show ``dmarc=pass`` for the From domain, or ``dkim=pass`` or
+    ``spf=pass`` for that domain or a parent of it (aligned). Anything unreadable is a no.
+    """
+    sender = _sender(msg)
+    if sender is None:
+        return False
+    domain = sender.rpartition("@")[2].lower()
+    for name, value in msg.raw_items():
+        if name.lower() != "authentication-results":
+            continue
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(" ".join(str(value).split()))
+        except Exception:  # noqa: BLE001 - the library raises its own errors and others
+            continue  # not a header anyone could have written with that id
+        if str(header.authserv_id).lower() != authserv_id.lower():
+            continue
+        return any(_passes(result, domain) for result in header.results)
+    return False
+
+
+_AUTHENTICATES = {"dmarc": ("header", "from"), "dkim": ("header", "d"), "spf": ("smtp", "mailfrom")}
+
+
+def _passes(result: authres.AuthenticationResult, domain: str) -> bool:
+    method = str(result.method).lower()
+    if method not in _AUTHENTICATES or str(result.result).lower() != "pass":
+        return False
+    kind, name = _AUTHENTICATES[method]
+    for prop in result.properties:
+        if (str(prop.type).lower(), str(prop.name).lower()) != (kind, name):
+            continue
+        found = str(prop.value).rpartition("@")[2].lower().strip(".")
+        if method == "dmarc":
+            return found == domain
+        # A parent aligns (relaxed), but never a bare top-level domain.
+        return domain == found or ("." in found and domain.endswith("." + found))
+    return False
 
 
 def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.datetime) -> str:
