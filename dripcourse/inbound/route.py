@@ -7,8 +7,8 @@ the stdin pipe and the IMAP poll (cli/inbound.py) are thin adapters that hand by
 ``process``. The raw message is never stored: a row in ``inbound_messages`` keeps only what
 kind it was, for the Message-ID check, the rate limits and ``status``.
 
-It stays whole (about 450 lines) while replies, delivery reports and complaints are each a
-few short functions sharing the token and the sender checks.
+It stays whole (about 500 lines) while replies, delivery reports and complaints are each a
+few short functions sharing the token check; who sent a reply is ``sender``'s question.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from email.parser import HeaderParser
 from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
-import authres
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
@@ -34,6 +33,7 @@ from sqlalchemy.orm import Session
 from dripcourse.courses.course import Course
 from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey
 from dripcourse.inbound.reply_text import reply_text
+from dripcourse.inbound.sender import authenticated, from_address
 from dripcourse.links import BOUNCE, REPLY, BadToken, Links
 from dripcourse.models import (
     Cohort,
@@ -221,7 +221,7 @@ def _reply(
     if enrollment is None:
         return Decision(InboundKind.JUNK, "the enrollment is gone")
     subscriber = enrollment.subscriber
-    sender = _sender(msg)
+    sender = from_address(msg)
     if sender is None:
         return Decision(
             InboundKind.JUNK, "a From that is not one plain address", enrollment_id, day
@@ -259,65 +259,6 @@ def _reply(
         why = "empty" if "empty" in str(exc) else "too long"
         return Decision(InboundKind.JUNK, f"reply {why}, not saved", enrollment_id, day)
     return Decision(InboundKind.REPLY, "", enrollment_id, day)
-
-
-def _sender(msg: EmailMessage) -> str | None:
-    """The one address of the From header; None when there are several, none, or the parser
-    found defects in it: a header such as ``ana@x <evil@y>`` or ``<ana@x>@evil`` must never
-    be read as ana's."""
-    headers = msg.get_all("From", [])
-    if len(headers) != 1:
-        return None
-    header = headers[0]
-    addresses = getattr(header, "addresses", ())
-    if len(addresses) != 1 or getattr(header, "defects", ()) or not addresses[0].addr_spec:
-        return None
-    address = addresses[0].addr_spec
-    return address if "@" in address and not address.startswith('"') else None
-
-
-def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
-    """Whether the MTA named ``authserv_id`` found the From domain authentic.
-
-    Only the topmost Authentication-Results header carrying that id is read: the MTA in
-    front adds its own above everything the sender wrote (and should remove any older one
-    with its id). It must show ``dmarc=pass`` for the From domain, or ``dkim=pass`` or
-    ``spf=pass`` for that domain or a parent of it (aligned). Anything unreadable is a no.
-    """
-    sender = _sender(msg)
-    if sender is None:
-        return False
-    domain = sender.rpartition("@")[2].lower()
-    for name, value in msg.raw_items():
-        if name.lower() != "authentication-results":
-            continue
-        try:
-            header = authres.AuthenticationResultsHeader.parse_value(" ".join(str(value).split()))
-        except Exception:  # noqa: BLE001 - the library raises its own errors and others
-            continue  # not a header anyone could have written with that id
-        if str(header.authserv_id).lower() != authserv_id.lower():
-            continue
-        return any(_passes(result, domain) for result in header.results)
-    return False
-
-
-_AUTHENTICATES = {"dmarc": ("header", "from"), "dkim": ("header", "d"), "spf": ("smtp", "mailfrom")}
-
-
-def _passes(result: authres.AuthenticationResult, domain: str) -> bool:
-    method = str(result.method).lower()
-    if method not in _AUTHENTICATES or str(result.result).lower() != "pass":
-        return False
-    kind, name = _AUTHENTICATES[method]
-    for prop in result.properties:
-        if (str(prop.type).lower(), str(prop.name).lower()) != (kind, name):
-            continue
-        found = str(prop.value).rpartition("@")[2].lower().strip(".")
-        if method == "dmarc":
-            return found == domain
-        # A parent aligns (relaxed), but never a bare top-level domain.
-        return domain == found or ("." in found and domain.endswith("." + found))
-    return False
 
 
 def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.datetime) -> str:
