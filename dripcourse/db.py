@@ -23,9 +23,6 @@ from dripcourse.errors import MigrationRefused, NotSetUp
 from dripcourse.files import private_sqlite_file
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-# An execution option: this SQLite connection says BEGIN itself, when it is ready to (the
-# migrations turn foreign keys off first, which SQLite ignores inside a transaction).
-BEGINS_ITSELF = "dripcourse_begins_itself"
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -58,17 +55,6 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(lock_timeout * 1000)}")
             cur.close()
-            # SQLAlchemy's documented set-up for SQLite transactions (with the "begin" hook
-            # below): pysqlite's own handling begins a transaction only before a write, so
-            # session.begin_nested() opened one of its own and releasing the savepoint
-            # committed it, behind the caller's back and past its rollback.
-            dbapi_conn.isolation_level = None
-
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):  # type: ignore[no-untyped-def]
-            options = conn.get_execution_options()
-            if options.get("isolation_level") != "AUTOCOMMIT" and not options.get(BEGINS_ITSELF):
-                conn.exec_driver_sql("BEGIN")
 
         return engine
     # No cap on the connections in use: a thread-pool worker's sending thread holds one for its
@@ -82,6 +68,29 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """``session.begin_nested()``, which on SQLite never commits the caller's transaction.
+
+    pysqlite's own transaction handling begins a transaction only before a write, so a
+    savepoint taken before any write opens one of its own and releasing it commits,
+    behind the caller's back and past its rollback. SQLAlchemy's documented remedy is to say
+    BEGIN ourselves; this says it for the caller's transaction, when none is open yet, as
+    BEGIN IMMEDIATE: it waits (busy_timeout) for another writer, then holds the write lock,
+    so the reads and writes after it see one state of the file. The whole engine does not
+    take this on: the compare-and-set steps elsewhere read before they write and expect
+    their write to see what others committed meanwhile, which a snapshot from an earlier
+    BEGIN would refuse ("database is locked").
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.driver_connection
+        if raw is not None and not raw.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    with session.begin_nested():
+        yield
 
 
 @contextmanager

@@ -368,6 +368,7 @@ def _lock_the_database(settings: Settings, rt: Runtime) -> sqlite3.Connection:
     """Another writer holds the SQLite file (as the worker does in `dripcourse run`), and our
     statements wait for its lock only 0.2 s before they fail; the caller rolls it back."""
     rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
+    rt.__dict__.pop("sessions", None)  # made again, on that engine
     holder = sqlite3.connect(
         settings.database_url.removeprefix("sqlite:///"),
         isolation_level=None,

@@ -138,7 +138,7 @@ def test_a_sqlite_migration_that_finds_a_broken_reference_is_refused_and_rolled_
     sqlite_url: str,
 ) -> None:
     engine = db.make_engine(sqlite_url)
-    with engine.connect().execution_options(**{db.BEGINS_ITSELF: True}) as conn:
+    with engine.connect() as conn:
         conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # only outside a transaction
         conn.commit()
         conn.execute(

@@ -31,6 +31,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
+from dripcourse.db import savepoint
 from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey
 from dripcourse.inbound.reply_text import reply_text
 from dripcourse.inbound.sender import authenticated, from_address
@@ -140,7 +141,7 @@ def _decide(
         if msg is None:
             raise Unreadable
         # A savepoint: a message that breaks the parsing halfway leaves nothing half-done.
-        with session.begin_nested():
+        with savepoint(session):
             decision = _classify(session, msg, inbound, now, recipients)
     except TEMPORARY:
         raise  # not the message's fault: the adapter asks the sender to retry

@@ -18,7 +18,6 @@ from contextlib import contextmanager
 from alembic import context
 from sqlalchemy import Connection, create_engine
 
-from dripcourse.db import BEGINS_ITSELF
 from dripcourse.errors import MigrationRefused
 from dripcourse.models import Base
 
@@ -50,12 +49,9 @@ def _run_on(connection: Connection) -> None:
         with context.begin_transaction():
             context.run_migrations()
         return
-    # No BEGIN from dripcourse.db's hook when the first statement runs: the one below comes
-    # after foreign keys are off.
-    connection.execution_options(**{BEGINS_ITSELF: True})
     with _foreign_keys_off(connection), context.begin_transaction():
-        # Neither pysqlite nor (on this connection) dripcourse.db begins one here; without this
-        # BEGIN the CREATE and DROP would be committed one by one, out of a rollback's reach.
+        # pysqlite begins a transaction only at the first row written; without this BEGIN the
+        # CREATE and DROP before it would be committed one by one, out of a rollback's reach.
         connection.exec_driver_sql("BEGIN")
         before = context.get_context().get_current_heads()
         context.run_migrations()
