@@ -87,6 +87,29 @@ def session_factory(engine: Engine) -> sessionmaker[Session]:
 
 
 @contextmanager
+def savepoint(session: Session) -> Iterator[None]:
+    """``session.begin_nested()``, which on SQLite never commits the caller's transaction.
+
+    pysqlite's own transaction handling begins a transaction only before a write, so a
+    savepoint taken before any write opens one of its own and releasing it commits,
+    behind the caller's back and past its rollback. SQLAlchemy's documented remedy is to say
+    BEGIN ourselves; this says it for the caller's transaction, when none is open yet, as
+    BEGIN IMMEDIATE: it waits (busy_timeout) for another writer, then holds the write lock,
+    so the reads and writes after it see one state of the file. The whole engine does not
+    take this on: the compare-and-set steps elsewhere read before they write and expect
+    their write to see what others committed meanwhile, which a snapshot from an earlier
+    BEGIN would refuse ("database is locked").
+    """
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.driver_connection
+        if raw is not None and not raw.in_transaction:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+    with session.begin_nested():
+        yield
+
+
+@contextmanager
 def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session whose work commits on success and rolls back on any error."""
     with factory() as session, session.begin():

@@ -156,6 +156,7 @@ class Runtime:
             cipher=self.reflection_cipher,
             reply_domain=s.reply_domain,
             course=course,
+            trusted_authserv_id=s.inbound_trusted_authserv_id,
             limits=Limits(
                 per_subscriber_per_day=s.inbound_max_per_subscriber_per_day,
                 per_hour=s.inbound_max_per_hour,

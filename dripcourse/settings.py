@@ -94,6 +94,10 @@ class Settings:
     inbound_max_per_hour: int = 500
     # The largest inbound message taken, in bytes (the listener refuses bigger ones).
     inbound_max_bytes: int = 1_000_000
+    # The authserv-id the MTA in front writes in its Authentication-Results header; when set,
+    # a reply is saved only if that header shows DMARC (or aligned DKIM or SPF) passing for
+    # the From domain. Empty: the header is not read (docs/inbound.md says what that means).
+    inbound_trusted_authserv_id: str = ""
     # Where `dripcourse run` (with reply_domain set) and `inbound serve` listen for SMTP.
     inbound_host: str = "127.0.0.1"
     inbound_port: int = 2525

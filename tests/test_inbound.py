@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -217,11 +220,83 @@ def test_a_complaint_suppresses_with_reason_complained_and_stops_every_enrollmen
             assert enrollment is not None and enrollment.status != EnrollmentStatus.ACTIVE
 
 
-def test_a_complaint_found_through_the_enclosed_headers_alone(rt: Runtime, ana: int) -> None:
+def test_a_complaint_is_never_found_through_the_headers_its_sender_wrote(
+    rt: Runtime, ana: int
+) -> None:
+    # The report's Original-Mail-From and the enclosed Return-Path still name the bounce
+    # address: anyone can write those.
     raw = fixture(rt, "complaint", ana).replace(
         b"To: <" + address(rt, BOUNCE, ana, 3, DOMAIN).encode(), b"To: <fbl@course.example.org"
     )
-    assert receive(rt, raw).kind == Kind.COMPLAINT
+    assert receive(rt, raw) == Decision(Kind.JUNK, "a complaint not sent to a bounce address")
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+
+
+@pytest.mark.parametrize("name", ["bounce_hard", "complaint"])
+def test_a_report_sent_to_the_reply_address_suppresses_no_one(
+    rt: Runtime, ana: int, name: str
+) -> None:
+    # The reply address is in every lesson a subscriber can forward; the bounce address is
+    # only in the envelope.
+    reply_address = rt.links.address(REPLY, ana, 3, DOMAIN).encode()
+    raw = fixture(rt, name, ana).replace(
+        rt.links.address(BOUNCE, ana, 3, DOMAIN).encode(), reply_address
+    )
+    assert receive(rt, raw).kind == Kind.JUNK
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE
+
+
+@pytest.mark.parametrize("recipient", [b"someone.else@example.org", b""])
+def test_a_delivery_report_about_another_recipient_suppresses_no_one(
+    rt: Runtime, ana: int, recipient: bytes
+) -> None:
+    raw = fixture(rt, "bounce_hard", ana).replace(
+        b"Final-Recipient: rfc822; " + ANA.encode(), b"Final-Recipient: rfc822; " + recipient
+    )
+    assert receive(rt, raw).kind == Kind.JUNK
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+
+
+def test_a_delivery_reports_recipient_matches_whatever_its_case_and_brackets(
+    rt: Runtime, ana: int
+) -> None:
+    raw = fixture(rt, "bounce_hard", ana).replace(
+        b"Final-Recipient: rfc822; " + ANA.encode(), b"Final-Recipient: RFC822;<Ana@Example.ORG>"
+    )
+    assert receive(rt, raw).kind == Kind.BOUNCE
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        f"{ANA} <evil@example.net>",
+        f"<{ANA}>@evil.example.net",
+        f"{ANA}, evil@example.net",
+        f"evil@example.net, {ANA}",
+        f'"{ANA}" <evil@example.net>',
+        "=?utf-8?q?ana=40example=2Eorg?= <evil@example.net>",
+        "=?utf-8?q?ana@example.org?=",
+        f"{ANA} <>",
+    ],
+)
+def test_a_from_header_that_only_looks_like_the_subscribers_is_never_saved(
+    rt: Runtime, ana: int, sender: str
+) -> None:
+    raw = fixture(rt, "gmail", ana, sender="@@SENDER@@")
+    raw = raw.replace(b"From: Amara Okafor <@@SENDER@@>", b"From: " + sender.encode())
+    assert receive(rt, raw).kind in (Kind.JUNK, Kind.HELD)
+    assert saved(rt, ana) is None
+
+
+def test_a_message_with_two_from_headers_is_never_saved(rt: Runtime, ana: int) -> None:
+    raw = fixture(rt, "gmail", ana).replace(b"From: ", b"From: evil@example.net\r\nFrom: ", 1)
+    assert receive(rt, raw).kind == Kind.JUNK
+    assert saved(rt, ana) is None
 
 
 @pytest.mark.parametrize(
@@ -362,3 +437,174 @@ def test_a_bounces_diagnostic_is_stored_without_control_characters(rt: Runtime, 
     for text in stored:
         assert text is not None and "]0;pwned rejected[2J" in text
         assert not any(ord(c) < 0x20 or 0x7F <= ord(c) <= 0x9F for c in text)
+
+
+@pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>", b"", b"no brackets"])
+def test_a_reply_with_a_broken_message_id_is_saved_once_by_the_digest_of_its_bytes(
+    rt: Runtime, ana: int, message_id: bytes
+) -> None:
+    raw = fixture(rt, "gmail", ana).replace(b"<CAF3xq1gmail01@mail.gmail.com>", message_id)
+    assert receive(rt, raw) == Decision(Kind.REPLY, "", ana, 3)
+    assert receive(rt, raw).kind == Kind.DUPLICATE
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def nested_multipart(depth: int, to: str) -> bytes:
+    """A message ``depth`` multiparts deep, a text part at the bottom."""
+    head = [f"To: {to}\r\nFrom: {ANA}\r\nMessage-ID: <nested@example.org>\r\n".encode()]
+    tail = []
+    for level in range(depth):
+        head.append(
+            f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode()
+        )
+        tail.insert(0, f"\r\n--b{level}--\r\n".encode())
+    return b"".join(head) + b"Content-Type: text/plain\r\n\r\nDeep down." + b"".join(tail)
+
+
+@pytest.mark.parametrize("depth", [300, 1000])
+def test_a_message_nested_deeper_than_any_real_one_is_junk_at_once_and_recorded(
+    rt: Runtime, ana: int, depth: int
+) -> None:
+    raw = nested_multipart(depth, rt.links.address(REPLY, ana, 3, DOMAIN))
+    started = time.thread_time()  # this thread's work, not the shared machine's load
+    assert receive(rt, raw).kind == Kind.JUNK
+    assert time.thread_time() - started < 1.0
+    assert receive(rt, raw).kind == Kind.DUPLICATE
+    with transaction(rt.sessions) as session:
+        assert inbound_counts(session) == {"junk": 1}
+
+
+def test_a_wrong_reflections_key_during_a_reply_is_temporary_and_records_nothing(
+    rt: Runtime, ana: int
+) -> None:
+    from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey, new_key
+
+    receive(rt, fixture(rt, "phone", ana))  # something sealed under the right key
+    wrong = inbound.Inbound(**{**rt.inbound.__dict__, "cipher": ReflectionCipher([new_key()])})
+    raw = fixture(rt, "gmail", ana)
+    with pytest.raises(WrongReflectionsKey), transaction(rt.sessions) as session:
+        inbound.process(session, raw, wrong, now=NOW)
+    with transaction(rt.sessions) as session:
+        assert inbound_counts(session) == {"reply": 1}  # the gmail reply left no row
+    # With the right key back, the same message is saved, not taken for a duplicate.
+    assert receive(rt, raw).kind == Kind.REPLY
+    assert REPLIES["gmail"] in (saved(rt, ana) or "")
+
+
+@pytest.mark.parametrize("name", ["gmail", "bounce_hard", "complaint"])
+def test_a_callers_rollback_after_processing_leaves_nothing(
+    rt: Runtime, ana: int, name: str
+) -> None:
+    with rt.sessions() as session:
+        session.begin()
+        decision = inbound.process(session, fixture(rt, name, ana), rt.inbound, now=NOW)
+        assert decision.kind in (Kind.REPLY, Kind.BOUNCE, Kind.COMPLAINT)
+        session.rollback()
+    assert saved(rt, ana) is None
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Suppression)) is None
+        assert inbound_counts(session) == {}
+        enrollment = session.get(Enrollment, ana)
+        assert enrollment is not None and enrollment.status == EnrollmentStatus.ACTIVE
+
+
+def _replies_at_once(rt: Runtime, enrollment_id: int, n: int, limits: object = None) -> list[Kind]:
+    """``n`` different replies to Day 3, each processed in its own thread and transaction,
+    all let go at the same moment."""
+    from dripcourse.inbound.listener import receive as receive_in_own_transaction
+
+    config = (
+        rt.inbound
+        if limits is None
+        else inbound.Inbound(**{**rt.inbound.__dict__, "limits": limits})
+    )
+    start = threading.Barrier(n)
+
+    def one(i: int) -> Kind:
+        raw = (
+            fixture(rt, "phone", enrollment_id)
+            .replace(b"<phone01@", f"<phone-{i}@".encode())
+            .replace(b"On call tonight.", f"Reply number {i}.".encode())
+        )
+        start.wait()
+        return receive_in_own_transaction(rt.sessions, config, raw, now=NOW).kind
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(one, range(n)))
+
+
+@pytest.mark.postgres
+def test_replies_to_one_day_at_once_on_postgresql_all_keep_their_text(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, reply_domain=DOMAIN))
+    try:
+        enrollment_id = enroll(rt, ANA)
+        send_days(rt, 3)
+        kinds = _replies_at_once(rt, enrollment_id, 6)
+        assert kinds == [Kind.REPLY] * 6
+        text = saved(rt, enrollment_id) or ""
+        assert sorted(n for n in range(6) if f"Reply number {n}." in text) == list(range(6))
+    finally:
+        rt.close()
+
+
+@pytest.mark.postgres
+def test_the_per_subscriber_limit_holds_for_replies_at_once_on_postgresql(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, reply_domain=DOMAIN))
+    try:
+        enrollment_id = enroll(rt, ANA)
+        send_days(rt, 3)
+        limits = inbound.Limits(per_subscriber_per_day=5, max_chars=100_000)
+        kinds = _replies_at_once(rt, enrollment_id, 10, limits)
+        assert sorted(kinds) == sorted([Kind.REPLY] * 5 + [Kind.LIMITED] * 5)
+        with transaction(rt.sessions) as session:
+            assert inbound_counts(session) == {"reply": 5, "limited": 5}
+    finally:
+        rt.close()
+
+
+MTA = "mx.course.example.org"
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind"),
+    [
+        ([f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+        ([f"{MTA}; spf=fail smtp.mailfrom=x@y; dkim=pass header.d=example.org"], Kind.REPLY),
+        ([f"{MTA}; spf=pass smtp.mailfrom=ana@example.org"], Kind.REPLY),
+        ([f"{MTA.upper()} 1; dmarc=pass (p=reject) header.from=example.org"], Kind.REPLY),
+        ([], Kind.JUNK),
+        ([f"{MTA}; dmarc=fail header.from=example.org"], Kind.JUNK),
+        ([f"{MTA}; none"], Kind.JUNK),
+        ([f"{MTA}; dkim=pass header.d=evil.example.net"], Kind.JUNK),
+        ([f"{MTA}; dmarc=pass header.from=evil.example.net"], Kind.JUNK),
+        ([f"{MTA}; dkim=pass header.d=org"], Kind.JUNK),  # a parent aligns, but not a TLD
+        (["mx.evil.example.net; dmarc=pass header.from=example.org"], Kind.JUNK),
+        # The MTA's own header comes first; one the sender wrote below it is not read.
+        (
+            [
+                f"{MTA}; dmarc=fail header.from=example.org",
+                f"{MTA}; dmarc=pass header.from=example.org",
+            ],
+            Kind.JUNK,
+        ),
+        ([f"{MTA}; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+    ],
+)
+def test_with_a_trusted_mta_a_reply_is_saved_only_when_the_from_domain_authenticates(
+    rt: Runtime, ana: int, headers: list[str], kind: Kind
+) -> None:
+    trusting = inbound.Inbound(**{**rt.inbound.__dict__, "trusted_authserv_id": MTA})
+    added = b"".join(f"Authentication-Results: {h}\r\n".encode() for h in headers)
+    raw = added + fixture(rt, "gmail", ana)
+    with transaction(rt.sessions) as session:
+        assert inbound.process(session, raw, trusting, now=NOW).kind == kind
+    assert (saved(rt, ana) is not None) == (kind == Kind.REPLY)
+
+
+def test_without_a_trusted_mta_authentication_results_are_not_read(rt: Runtime, ana: int) -> None:
+    raw = f"Authentication-Results: {MTA}; dmarc=fail\r\n".encode() + fixture(rt, "gmail", ana)
+    assert receive(rt, raw).kind == Kind.REPLY

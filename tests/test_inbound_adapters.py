@@ -24,8 +24,9 @@ import pytest
 from aiosmtpd.smtp import Envelope
 from click.testing import CliRunner
 
-from dripcourse import db, links
+from dripcourse import db, encryption, links
 from dripcourse.cli import cli
+from dripcourse.cli import inbound as inbound_cli
 from dripcourse.db import make_engine, transaction
 from dripcourse.inbound import listener as inbound_listener
 from dripcourse.inbound.listener import InboundHandler
@@ -117,9 +118,76 @@ def test_pipe_exits_67_for_a_recipient_that_is_not_ours(
 
 
 def test_inbound_without_reply_domain_is_one_error_line(tmp_path: Path, sqlite_url: str) -> None:
-    result = pipe(make_settings(tmp_path, database_url=sqlite_url), b"Subject: x\r\n\r\n")
+    settings = make_settings(tmp_path, database_url=sqlite_url)
+    result = run_cli(settings, "inbound", "serve")
     assert result.exit_code == 1
     assert result.output.strip().startswith("Error: setting reply_domain: not set")
+
+
+def test_pipe_exits_75_for_a_mistake_in_the_settings_so_the_mta_keeps_the_mail(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    result = pipe(make_settings(tmp_path, database_url=sqlite_url), b"Subject: x\r\n\r\n")
+    assert result.exit_code == 75
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("Error: setting reply_domain: not set")
+    assert line.endswith("(the mail server keeps the message)")
+
+
+def test_pipe_exits_75_for_an_unreadable_settings_file(settings: Settings, tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text("this is = = not toml\n")
+    env = {**settings_env(settings), "DRIPCOURSE_CONFIG": str(broken)}
+    result = CliRunner().invoke(cli, ["inbound", "pipe"], input=b"Subject: x\r\n\r\n", env=env)
+    assert result.exit_code == 75, result.output
+    assert "Traceback" not in result.output
+
+
+def test_pipe_exits_75_for_an_unexpected_error_of_ours(
+    settings: Settings, rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(inbound_cli, "receive", broken)
+    result = pipe(settings, fixture(rt, "gmail", ana))
+    assert result.exit_code == 75
+    assert result.output.strip().splitlines()[-1].startswith("Error: unexpected error")
+
+
+def _wrong_key(settings: Settings, rt: Runtime, ana: int) -> Settings:
+    """``settings`` with a reflections key that does not open the reflection now stored."""
+    assert pipe(settings, fixture(rt, "phone", ana)).output.strip() == "reply"
+    return dataclasses.replace(settings, reflections_key=encryption.new_key())
+
+
+def test_pipe_with_a_wrong_reflections_key_exits_75_and_the_reply_is_not_lost(
+    settings: Settings, rt: Runtime, ana: int
+) -> None:
+    wrong = _wrong_key(settings, rt, ana)
+    result = pipe(wrong, fixture(rt, "gmail", ana))
+    assert result.exit_code == 75
+    assert "setting reflections_key" in result.output
+    # The MTA tries again once the key is put right: the reply is saved, not a duplicate.
+    assert pipe(settings, fixture(rt, "gmail", ana)).output.strip() == "reply"
+
+
+@pytest.mark.parametrize("command", [["serve"], ["poll", "--imap", "imap://u:p@127.0.0.1:1/"]])
+def test_serve_and_poll_refuse_to_start_with_a_wrong_reflections_key(
+    settings: Settings, rt: Runtime, ana: int, command: list[str]
+) -> None:
+    result = run_cli(_wrong_key(settings, rt, ana), "inbound", *command)
+    assert result.exit_code == 1
+    assert result.output.strip().startswith("Error: setting reflections_key")
+
+
+@pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>"])
+def test_pipe_saves_a_reply_with_a_message_id_the_parser_chokes_on(
+    settings: Settings, rt: Runtime, ana: int, message_id: bytes
+) -> None:
+    raw = fixture(rt, "gmail", ana).replace(b"<CAF3xq1gmail01@mail.gmail.com>", message_id)
+    result = pipe(settings, raw)
+    assert (result.exit_code, result.output.strip()) == (0, "reply")
 
 
 @contextlib.contextmanager
@@ -301,6 +369,7 @@ def _lock_the_database(settings: Settings, rt: Runtime) -> sqlite3.Connection:
     """Another writer holds the SQLite file (as the worker does in `dripcourse run`), and our
     statements wait for its lock only 0.2 s before they fail; the caller rolls it back."""
     rt.__dict__["engine"] = make_engine(settings.database_url, lock_timeout=0.2)
+    rt.__dict__.pop("sessions", None)  # made again, on that engine
     holder = sqlite3.connect(
         settings.database_url.removeprefix("sqlite:///"),
         isolation_level=None,
@@ -308,6 +377,46 @@ def _lock_the_database(settings: Settings, rt: Runtime) -> sqlite3.Connection:
     )
     holder.execute("BEGIN IMMEDIATE")
     return holder
+
+
+def test_serve_answers_451_never_500_for_an_error_of_ours_or_a_wrong_key(
+    settings: Settings, rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    assert _deliver(handler, fixture(rt, "phone", ana), to) == "250 OK"
+    wrong = dataclasses.replace(
+        rt.inbound, cipher=encryption.ReflectionCipher([encryption.new_key()])
+    )
+    keyless = InboundHandler(rt.sessions, wrong, lambda: DAY_1_UTC)
+    assert _deliver(keyless, fixture(rt, "gmail", ana), to).startswith("451 ")
+
+    def broken(*args: object, **kw: object) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(inbound_listener, "receive", broken)
+    assert _deliver(handler, fixture(rt, "gmail", ana), to).startswith("451 ")
+    monkeypatch.setattr(inbound_listener, "is_our_address", broken)
+    assert asyncio.run(
+        handler.handle_RCPT(None, None, Envelope(), to, [])  # type: ignore[arg-type]
+    ).startswith("451 ")
+    assert saved(rt, ana) == REPLIES["phone"]  # the gmail reply waits for its next try
+
+
+def test_serve_logs_one_line_per_message_naming_no_token_or_address(
+    settings: Settings, rt: Runtime, ana: int, tmp_path: Path
+) -> None:
+    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    log = tmp_path / "serve.log"
+    with inbound_serve(settings, log) as port, smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.sendmail(ANA, [to], fixture(rt, "gmail", ana))
+        smtp.sendmail(ANA, [to], fixture(rt, "out_of_office", ana))
+    lines = [line for line in log.read_text().splitlines() if "inbound: " in line]
+    assert [line.split("inbound: ", 1)[1] for line in lines[1:]] == [
+        f"reply (enrollment {ana}, day 3)",
+        "auto-reply",
+    ]
+    assert "+" not in "".join(lines[1:]) and "@" not in "".join(lines[1:])
 
 
 def _deliver(handler: InboundHandler, raw: bytes, to: str) -> str:

@@ -111,3 +111,38 @@ def test_a_refused_login_is_one_error_line(settings: Settings, imap: IMAPServer)
     assert result.exit_code == 75
     [line] = result.output.strip().splitlines()
     assert line.startswith("Error: IMAP 127.0.0.1:") or line.startswith("Error: IMAP 127.0.0.1")
+
+
+def test_poll_moves_a_message_it_cannot_process_to_quarantine_and_goes_on(
+    settings: Settings, rt: Runtime, ana: int, imap: IMAPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dripcourse.cli import inbound as inbound_cli
+
+    real = inbound_cli.receive
+
+    def receive(sessions, inbound, raw, **kw):  # type: ignore[no-untyped-def]
+        if b"poison" in raw:
+            raise RuntimeError("an error of ours on this one message")
+        return real(sessions, inbound, raw, **kw)
+
+    monkeypatch.setattr(inbound_cli, "receive", receive)
+    poison = imap.store.deliver(b"Subject: poison\r\nMessage-ID: <>\r\n\r\npoison\r\n")
+    imap.store.deliver(fixture(rt, "gmail", ana))
+    result = poll(settings, "--imap", imap.url(), "--move-to", "Done")
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("inbound poll: 2 messages: 1 quarantined, 1 reply")
+    assert [m.uid for m in imap.store.folders["dripcourse-quarantine"]] == [poison]
+    assert imap.store.folders["INBOX"] == [] and len(imap.store.folders["Done"]) == 1
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+@pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>"])
+def test_poll_reads_past_a_message_id_the_parser_chokes_on(
+    settings: Settings, rt: Runtime, ana: int, imap: IMAPServer, message_id: bytes
+) -> None:
+    imap.store.deliver(b"Subject: x\r\nMessage-ID: " + message_id + b"\r\n\r\nhello\r\n")
+    imap.store.deliver(fixture(rt, "gmail", ana))
+    result = poll(settings, "--imap", imap.url())
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "inbound poll: 2 messages: 1 junk, 1 reply"
+    assert saved(rt, ana) == REPLIES["gmail"]

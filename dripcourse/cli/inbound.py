@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import imaplib
+import logging
 import signal
 import sys
 import threading
@@ -11,14 +12,20 @@ from collections import Counter
 
 import click
 from aiosmtpd.controller import Controller
+from sqlalchemy import inspect
 from sqlalchemy.exc import DBAPIError
 
+from dripcourse import db
 from dripcourse.cli.base import PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
-from dripcourse.errors import ConfigError, NotSetUp
-from dripcourse.inbound.imap import connect, parse_imap_url, poll_once
+from dripcourse.errors import ConfigError, DripcourseError, NotSetUp
+from dripcourse.inbound.imap import QUARANTINE, connect, parse_imap_url, poll_once
 from dripcourse.inbound.listener import InboundHandler, is_our_address, listener, receive
+from dripcourse.inbound.route import TEMPORARY
+from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 # sysexits.h, which MTAs read: 75 asks them to try again later, the others bounce.
 EX_DATAERR = 65
@@ -47,12 +54,36 @@ def start_listener(rt: Runtime, host: str | None = None, port: int | None = None
     return controller
 
 
-def _ready(state: State) -> None:
-    if not state.runtime.settings.reply_domain:
+def _ready(state: State) -> Runtime:
+    """The runtime, once the settings allow receiving and the reflections key opens what is
+    stored (as `run` and the web app check it): a wrong key found only at the first reply
+    would turn every reply away. A database out of reach or not set up yet is left for the
+    first message to meet, as the web app leaves it for the first page."""
+    rt = state.runtime
+    if not rt.settings.reply_domain:
         raise ConfigError(
             "setting reply_domain: not set, so lessons carry no reply address and there is "
             "nothing to receive (see docs/inbound.md)"
         )
+    try:
+        with db.transaction(rt.sessions) as session:
+            if inspect(session.connection()).has_table("reflections"):
+                reflections.check_key(session, rt.reflection_cipher)
+    except (DBAPIError, NotSetUp) as exc:
+        log.warning("inbound: reflections key not checked at start: %s", first_line(exc))
+    _log_each_message()
+    return rt
+
+
+def _log_each_message() -> None:
+    """The core's one INFO line per message (kind, enrollment, day) to standard error, unless
+    logging was set up already (by `run`'s worker, or a test)."""
+    if logging.getLogger().handlers:
+        return
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("dripcourse.inbound").setLevel(logging.INFO)
 
 
 @inbound.command()
@@ -66,18 +97,19 @@ def _ready(state: State) -> None:
 def pipe(state: State, recipients: tuple[str, ...]) -> None:
     """Process one message read from standard input (Postfix pipe, procmail, .forward).
 
-    Exit status 0 when it was processed (whatever it was), 75 when the database cannot be
-    reached (the MTA tries again), 65 for a message over inbound_max_bytes and 67 for a
-    recipient that is not ours (the MTA bounces both).
+    Exit status 0 when it was processed (whatever it was), 65 for a message over
+    inbound_max_bytes and 67 for a recipient that is not ours (the MTA bounces both), and 75
+    for anything that is not the message's fault: the database out of reach or not set up, a
+    mistake in the settings, a wrong reflections key, an error of ours (the MTA keeps the
+    message and tries again).
     """
-    _ready(state)
-    rt = state.runtime
-    limit = rt.settings.inbound_max_bytes
-    raw = sys.stdin.buffer.read(limit + 1)
-    if len(raw) > limit:
-        click.echo(f"Error: message larger than inbound_max_bytes ({limit})", err=True)
-        sys.exit(EX_DATAERR)
     try:
+        rt = _ready(state)
+        limit = rt.settings.inbound_max_bytes
+        raw = sys.stdin.buffer.read(limit + 1)
+        if len(raw) > limit:
+            click.echo(f"Error: message larger than inbound_max_bytes ({limit})", err=True)
+            sys.exit(EX_DATAERR)
         with rt.sessions() as session:
             ours = all(is_our_address(rt.inbound, address, session) for address in recipients)
         if not ours:
@@ -90,6 +122,13 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
             f"Error: cannot record the message now, try again later: {first_line(exc)}", err=True
         )
         sys.exit(EX_TEMPFAIL)
+    except DripcourseError as exc:
+        click.echo(f"Error: {first_line(exc)} (the mail server keeps the message)", err=True)
+        sys.exit(EX_TEMPFAIL)
+    except Exception:  # noqa: BLE001 - an error of ours must not bounce a subscriber's reply
+        log.exception("inbound pipe: unexpected error, the mail server keeps the message")
+        click.echo("Error: unexpected error, try again later (see the log above)", err=True)
+        sys.exit(EX_TEMPFAIL)
     click.echo(decision.kind)
 
 
@@ -99,8 +138,7 @@ def pipe(state: State, recipients: tuple[str, ...]) -> None:
 @pass_state
 def serve(state: State, host: str | None, port: int | None) -> None:
     """Listen for SMTP on HOST:PORT, taking mail for the reply domain only; Ctrl-C stops."""
-    _ready(state)
-    controller = start_listener(state.runtime, host, port)
+    controller = start_listener(_ready(state), host, port)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -122,13 +160,22 @@ def serve(state: State, host: str | None, port: int | None) -> None:
 )
 @click.option("--move-to", default=None, help="Folder for processed messages (default: delete).")
 @click.option(
+    "--quarantine",
+    default=QUARANTINE,
+    show_default=True,
+    help="Folder for messages that could not be processed (made when missing).",
+)
+@click.option(
     "--every", default=0, type=click.IntRange(min=0), help="Poll again every N seconds (0: once)."
 )
 @pass_state
-def poll(state: State, url: str, move_to: str | None, every: int) -> None:
-    """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them."""
-    _ready(state)
-    rt = state.runtime
+def poll(state: State, url: str, move_to: str | None, quarantine: str, every: int) -> None:
+    """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them.
+
+    A message that cannot be processed (an error of ours) is moved to --quarantine and the
+    run goes on.
+    """
+    rt = _ready(state)
     box = parse_imap_url(url)
 
     def handle(raw: bytes):  # type: ignore[no-untyped-def]
@@ -140,21 +187,21 @@ def poll(state: State, url: str, move_to: str | None, every: int) -> None:
         try:
             client = connect(box)
             try:
-                done = poll_once(client, box.folder, handle, move_to=move_to)
+                done = poll_once(client, box.folder, handle, move_to=move_to, quarantine=quarantine)
             finally:
                 client.logout()
         except (imaplib.IMAP4.error, OSError) as exc:
             click.echo(f"Error: IMAP {box.host}: {exc}", err=True)
             if not every:
                 sys.exit(EX_TEMPFAIL)
-        except (DBAPIError, NotSetUp) as exc:
+        except (*TEMPORARY, NotSetUp) as exc:
             click.echo(
                 f"Error: cannot record messages now, left unseen: {first_line(exc)}", err=True
             )
             if not every:
                 sys.exit(EX_TEMPFAIL)
         else:
-            kinds = Counter(str(d.kind) for d in done)
+            kinds = Counter("quarantined" if d is None else str(d.kind) for d in done)
             click.echo(
                 f"inbound poll: {len(done)} messages"
                 + (": " + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) if kinds else "")

@@ -3,7 +3,7 @@ journal, a bounce, a complaint, an auto-reply, junk).
 
 ``route`` is the one routing step; ``listener`` (an SMTP server), the pipe command and ``imap``
 (a mailbox polled) are the ways mail arrives, each handing raw bytes to it. ``reply_text``
-finds what a reader wrote above the quoted lesson.
+finds what a reader wrote above the quoted lesson; ``sender`` who sent a reply.
 
 Other packages use nothing from here; the adapters use ``route`` (process, Inbound, Limits,
 Decision), ``listener`` and ``imap``. It uses reader (to save a reflection), people (to

@@ -10,15 +10,21 @@ processed: when the database is out of reach it stays unseen for the next run.
 from __future__ import annotations
 
 import imaplib
+import logging
 import re
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
-from dripcourse.errors import ConfigError
-from dripcourse.inbound.route import Decision
+from dripcourse.errors import ConfigError, NotSetUp
+from dripcourse.inbound.route import TEMPORARY, Decision
 from dripcourse.redact import redact_url
+
+log = logging.getLogger(__name__)
+
+# Where `inbound poll` puts a message it could not process, for a person to look at.
+QUARANTINE = "dripcourse-quarantine"
 
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
@@ -80,30 +86,50 @@ def poll_once(
     handle: Callable[[bytes], Decision],
     *,
     move_to: str | None = None,
-) -> list[Decision]:
+    quarantine: str = QUARANTINE,
+) -> list[Decision | None]:
     """Process every unseen message in ``folder``; then move each to ``move_to`` or delete it.
 
-    ``handle`` raising (the database out of reach) stops the run with that message and the
-    rest left unseen and in place.
+    ``handle`` raising what is not the message's fault (``TEMPORARY``: the database out of
+    reach, a wrong reflections key; or the database not set up) stops the run with that
+    message and the rest left unseen and in place. Anything else it raises (an error of ours
+    on that one message) moves the message to ``quarantine`` (None in the result) and the
+    run goes on: one message must never stop every later reply, bounce and complaint.
     """
     _ok(client.select(_quote(folder)), f"select {folder}")
     typ, data = client.uid("SEARCH", "UNSEEN")
     _ok((typ, data), "search")
     uids = data[0].split() if data and data[0] else []
-    done: list[Decision] = []
+    done: list[Decision | None] = []
     for uid in uids:
         typ, fetched = client.uid("FETCH", uid, "(BODY.PEEK[])")
         _ok((typ, fetched), "fetch")
         raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
-        if raw is None:
-            continue
-        done.append(handle(raw))
-        if move_to:
-            _ok(client.uid("COPY", uid, _quote(move_to)), f"copy to {move_to}")
+        try:
+            if not isinstance(raw, bytes):
+                raise ValueError("the server sent no message body")
+            decision: Decision | None = handle(raw)
+        except (*TEMPORARY, NotSetUp):
+            raise
+        except Exception:  # noqa: BLE001 - set aside for a person, and on to the next
+            log.exception("inbound poll: a message could not be processed; moved to %s", quarantine)
+            _copy(client, uid, quarantine)
+            decision = None
+        else:
+            if move_to:
+                _copy(client, uid, move_to)
+        done.append(decision)
         _ok(client.uid("STORE", uid, "+FLAGS", "(\\Deleted)"), "delete")
     if uids:
         client.expunge()
     return done
+
+
+def _copy(client: imaplib.IMAP4, uid: bytes, folder: str) -> None:
+    """Copy a message to ``folder``, creating the folder the first time."""
+    if client.uid("COPY", uid, _quote(folder))[0] != "OK":
+        client.create(_quote(folder))  # answers NO when it exists: the copy says what is wrong
+        _ok(client.uid("COPY", uid, _quote(folder)), f"copy to {folder}")
 
 
 def _quote(folder: str) -> str:

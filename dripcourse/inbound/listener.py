@@ -14,12 +14,12 @@ from collections.abc import Callable, Iterable
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session as DBSession
 from sqlalchemy.orm import sessionmaker
 
 from dripcourse.db import retry_outages, transaction
-from dripcourse.inbound.route import Decision, Inbound, process
+from dripcourse.inbound.route import TEMPORARY, Decision, Inbound, process
 from dripcourse.links import ADDRESS_PREFIX, BadToken, enrollment_of
 from dripcourse.models import InboundKind
 
@@ -81,9 +81,9 @@ class InboundHandler:
     ) -> str:
         try:
             ours = await asyncio.to_thread(self._is_ours, address)
-        except DBAPIError as exc:
-            log.error("inbound: cannot check a recipient now, the sender will retry: %s", exc)
-            return "451 4.3.0 Temporary failure, please try again later"
+        except Exception:  # noqa: BLE001 - never a 500: the sender keeps the message
+            log.exception("inbound: cannot check a recipient now, the sender will retry")
+            return TRY_LATER
         if not ours:
             return "550 5.1.1 No such recipient here"
         envelope.rcpt_tos.append(address)
@@ -94,10 +94,13 @@ class InboundHandler:
             return is_our_address(self.inbound, address, session)
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raw = envelope.original_content or envelope.content
-        assert isinstance(raw, bytes)
+        """250 once processed (whatever the message was), 451 for anything that is not the
+        message's fault (the database away, a wrong reflections key, an error of ours): the
+        sending server keeps it and tries again. Never a 500, which would bounce a reply."""
         now, recipients = self.clock(), list(envelope.rcpt_tos)
         try:
+            raw = envelope.original_content or envelope.content
+            assert isinstance(raw, bytes)
             # A database that blinks (SQLite busy with the worker's write in `dripcourse run`,
             # a PostgreSQL restart) is waited out for a few seconds before the sender is asked
             # to try again later.
@@ -118,11 +121,17 @@ class InboundHandler:
             )
         except TimeoutError:
             log.error("inbound: the database did not answer in time, the sender will retry")
-            return "451 4.3.0 Temporary failure, please try again later"
-        except DBAPIError as exc:
+            return TRY_LATER
+        except TEMPORARY as exc:
             log.error("inbound: cannot record a message now, the sender will retry: %s", exc)
-            return "451 4.3.0 Temporary failure, please try again later"
+            return TRY_LATER
+        except Exception:  # noqa: BLE001 - a bug of ours is no reason to bounce a reply
+            log.exception("inbound: unexpected error, the sender will retry")
+            return TRY_LATER
         return "250 OK"
+
+
+TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 
 
 def listener(handler: InboundHandler, host: str, port: int, *, max_bytes: int) -> Controller:

@@ -7,8 +7,8 @@ the stdin pipe and the IMAP poll (cli/inbound.py) are thin adapters that hand by
 ``process``. The raw message is never stored: a row in ``inbound_messages`` keeps only what
 kind it was, for the Message-ID check, the rate limits and ``status``.
 
-It stays whole (about 450 lines) while replies, delivery reports and complaints are each a
-few short functions sharing the token and the sender checks.
+It stays whole (about 500 lines) while replies, delivery reports and complaints are each a
+few short functions sharing the token check; who sent a reply is ``sender``'s question.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.parser import HeaderParser
-from email.utils import getaddresses, parseaddr
+from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import func, select, update
@@ -31,8 +31,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
-from dripcourse.encryption import ReflectionCipher
+from dripcourse.db import savepoint
+from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey
 from dripcourse.inbound.reply_text import reply_text
+from dripcourse.inbound.sender import authenticated, from_address
 from dripcourse.links import BOUNCE, REPLY, BadToken, Links, enrollment_of
 from dripcourse.models import (
     Cohort,
@@ -66,6 +68,8 @@ class Inbound:
     reply_domain: str
     course: Callable[[str], Course | None]  # a course by slug, None when it is gone
     limits: Limits = Limits()
+    # The MTA in front whose Authentication-Results are believed; "" reads none.
+    trusted_authserv_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -93,38 +97,55 @@ def process(
     ``recipients`` are the envelope recipients when the adapter knows them (SMTP RCPT TO,
     the MTA's ``$recipient``); otherwise the message's own headers name our address. Logs
     one line. A message whose Message-ID was seen before does nothing.
+
+    Whatever the bytes, a message becomes a decision: only what is not the message's fault
+    escapes (``TEMPORARY``: the database, a wrong reflections key), so that the adapter asks
+    the sender to try again later and nothing is recorded.
     """
     try:
-        msg = email.message_from_bytes(raw, policy=email.policy.default)
-        assert isinstance(msg, EmailMessage)
-        decision = _decide(session, raw, msg, inbound, now, list(recipients))
+        decision = _decide(session, raw, inbound, now, list(recipients))
     except DuplicateMessage:
         decision = Decision(InboundKind.DUPLICATE)
     log.info("inbound: %s", decision.describe())
     return decision
 
 
+# Not the message's fault: the same message may succeed later, so nothing is recorded for it.
+TEMPORARY: tuple[type[Exception], ...] = (DBAPIError, WrongReflectionsKey)
+
+# Containers (multipart/*, message/*) one message may hold. Python's parser recurses once per
+# level and raises past about 300; a real reply or report holds a handful. The cap keeps the
+# parse and every walk over the tree short whatever the input.
+MAX_CONTAINERS = 50
+_CONTAINER = re.compile(rb"^content-type:[ \t]*(?:\r?\n[ \t]+)*(?:multipart|message)/", re.I | re.M)
+
+
 class DuplicateMessage(Exception):
     """This Message-ID was processed before."""
+
+
+class Unreadable(Exception):
+    """A message the parser cannot be trusted with (too deeply nested)."""
 
 
 def _decide(
     session: Session,
     raw: bytes,
-    msg: EmailMessage,
     inbound: Inbound,
     now: dt.datetime,
     recipients: list[str],
 ) -> Decision:
-    digest = _digest(msg, raw)
+    msg, digest = _read(raw)
     if session.scalar(select(InboundMessage.id).where(InboundMessage.digest == digest)):
         raise DuplicateMessage
     try:
+        if msg is None:
+            raise Unreadable
         # A savepoint: a message that breaks the parsing halfway leaves nothing half-done.
-        with session.begin_nested():
+        with savepoint(session):
             decision = _classify(session, msg, inbound, now, recipients)
-    except DBAPIError:
-        raise  # the database, not the message: the adapter asks the sender to retry
+    except TEMPORARY:
+        raise  # not the message's fault: the adapter asks the sender to retry
     except Exception as exc:  # noqa: BLE001 - a message we cannot read is junk, never a crash
         decision = Decision(InboundKind.JUNK, f"unreadable ({type(exc).__name__})")
     session.add(
@@ -140,10 +161,30 @@ def _decide(
     return decision
 
 
-def _digest(msg: Message, raw: bytes) -> str:
-    message_id = str(msg.get("Message-ID", "") or "").strip()
-    key = message_id.encode("utf-8", "surrogateescape") if message_id else raw
-    return hashlib.sha256(key).hexdigest()
+def _read(raw: bytes) -> tuple[EmailMessage | None, str]:
+    """The parsed message (None when it cannot be read) and the digest it is recorded by.
+
+    The digest is of the Message-ID when it has the shape of one, else of the raw bytes: an
+    empty or broken Message-ID (``<>``, ``<@>``, ``<a@[b``, on which the header parser
+    raises) would otherwise make every such message a duplicate of the first, or a crash.
+    """
+    raw_digest = hashlib.sha256(raw).hexdigest()
+    if len(_CONTAINER.findall(raw)) > MAX_CONTAINERS:
+        return None, raw_digest
+    try:
+        msg = email.message_from_bytes(raw, policy=email.policy.default)
+        assert isinstance(msg, EmailMessage)
+        # The raw value: parsing it is what raises on the broken ones.
+        ids = [value for name, value in msg.raw_items() if name.lower() == "message-id"]
+    except Exception:  # noqa: BLE001 - whatever the parser raises, the bytes are junk
+        return None, raw_digest
+    message_id = " ".join(str(ids[0]).split()) if ids else ""
+    if not _MESSAGE_ID.fullmatch(message_id):
+        return msg, raw_digest
+    return msg, hashlib.sha256(message_id.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+_MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
 
 def _classify(
@@ -182,9 +223,21 @@ def _reply(
     if enrollment is None:
         return Decision(InboundKind.JUNK, "the enrollment is gone")
     subscriber = enrollment.subscriber
-    sender = parseaddr(str(msg.get("From", "")))[1]
+    sender = from_address(msg)
+    if sender is None:
+        return Decision(
+            InboundKind.JUNK, "a From that is not one plain address", enrollment_id, day
+        )
     if sender.casefold() != subscriber.email.casefold():
         return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
+    if inbound.trusted_authserv_id and not authenticated(msg, inbound.trusted_authserv_id):
+        return Decision(
+            InboundKind.JUNK, "the sender's domain did not authenticate", enrollment_id, day
+        )
+    # One reply of this subscriber at a time (PostgreSQL; SQLite has one writer anyway): the
+    # limit is counted and the day's text appended under this lock, so two replies at once
+    # can neither both pass the limit nor each write the day's text without the other's.
+    session.execute(select(Subscriber.id).where(Subscriber.id == subscriber.id).with_for_update())
     over = _over_limit(session, inbound.limits, subscriber.id, now)
     if over:
         return Decision(InboundKind.LIMITED, over, enrollment_id, day)
@@ -297,17 +350,24 @@ def is_forward(msg: EmailMessage) -> bool:
 def _bounce(
     session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
 ) -> Decision:
-    found = _token(session, inbound, addressed, (BOUNCE, REPLY))
+    # Only on the bounce address: it is in no message a subscriber can forward (it is the
+    # envelope sender alone), while the reply address is in every lesson's Reply-To.
+    found = _token(session, inbound, addressed, (BOUNCE,))
     if found is None:
         return Decision(InboundKind.JUNK, "a delivery report not addressed to a bounce address")
     enrollment_id, day = found
-    status, diagnostic = _delivery_status(msg)
-    if not status:
+    report = read_delivery_report(msg)
+    if not report.status:
         return Decision(InboundKind.JUNK, "a delivery report without a status", enrollment_id, day)
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
         return Decision(InboundKind.JUNK, "the enrollment is gone")
-    detail = f"{status} {diagnostic}".strip()
+    if report.recipient != enrollment.subscriber.email.casefold():
+        return Decision(
+            InboundKind.JUNK, "a delivery report about another recipient", enrollment_id, day
+        )
+    status = report.status
+    detail = f"{status} {report.diagnostic}".strip()
     if status.startswith("4"):
         _note_delivery(session, enrollment_id, day, f"delayed after sending: {detail}", now)
         return Decision(InboundKind.DELAY, status, enrollment_id, day)
@@ -328,8 +388,22 @@ def _bounce(
     return Decision(InboundKind.BOUNCE, status, enrollment_id, day)
 
 
-def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
-    """The first recipient's Status and Diagnostic-Code from a delivery report."""
+@dataclass(frozen=True)
+class DeliveryReport:
+    """What a delivery report says of the recipient it is about ("" for what it lacks)."""
+
+    status: str = ""  # the enhanced status code, "5.1.1"
+    action: str = ""  # "failed", "delayed", ... lower case
+    recipient: str = ""  # the Final-Recipient's address, case-folded
+    diagnostic: str = ""  # the Diagnostic-Code, on one line, at most 300 characters
+
+
+def read_delivery_report(msg: EmailMessage) -> DeliveryReport:
+    """The first recipient with a status in an RFC 3464 report.
+
+    The one place a report is read: ``_bounce`` decides only from what this returns, so a
+    classifier that reads more formats can take its place.
+    """
     for part in msg.walk():
         if part.get_content_type() != "message/delivery-status":
             continue
@@ -343,8 +417,14 @@ def _delivery_status(msg: EmailMessage) -> tuple[str, str]:
                 diagnostic = " ".join(
                     without_controls(str(block.get("Diagnostic-Code", ""))).split()
                 )
-                return match.group(0), diagnostic[:300]
-    return "", ""
+                recipient = str(block.get("Final-Recipient", "")).partition(";")[2]
+                return DeliveryReport(
+                    status=match.group(0),
+                    action=str(block.get("Action", "")).strip().lower(),
+                    recipient=recipient.strip().strip("<>").strip().casefold(),
+                    diagnostic=diagnostic[:300],
+                )
+    return DeliveryReport()
 
 
 def _field_blocks(text: str) -> list[Message]:
@@ -365,21 +445,15 @@ def _note_delivery(
 def _complaint(
     session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
 ) -> Decision:
-    fields, enclosed = _feedback(msg)
+    fields = _feedback(msg)
     if str(fields.get("Feedback-Type", "")).strip().lower() not in ("abuse", "fraud"):
         return Decision(InboundKind.JUNK, "a feedback report that is not a complaint")
-    # Providers send reports to the address registered with them, so the token is looked
-    # for in the report's own fields and the enclosed original's headers too.
-    candidates = list(addressed)
-    candidates += [
-        str(fields.get("Original-Mail-From", "")),
-        str(fields.get("Original-Rcpt-To", "")),
-    ]
-    for name in ("Return-Path", "Reply-To", "To"):
-        candidates += [str(value) for value in enclosed.get_all(name, [])]
-    found = _token(session, inbound, candidates, (BOUNCE, REPLY))
+    # Only on the bounce address, as bounces: the report's fields and the enclosed original's
+    # headers are written by whoever sends the report, and would let anyone who saw one
+    # lesson's addresses suppress its reader.
+    found = _token(session, inbound, addressed, (BOUNCE,))
     if found is None:
-        return Decision(InboundKind.JUNK, "a complaint about no message of ours")
+        return Decision(InboundKind.JUNK, "a complaint not sent to a bounce address")
     enrollment_id, day = found
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
@@ -390,31 +464,15 @@ def _complaint(
     return Decision(InboundKind.COMPLAINT, "", enrollment_id, day)
 
 
-def _feedback(msg: EmailMessage) -> tuple[Message, Message]:
-    """The feedback report's fields and the enclosed original's headers."""
-    fields, enclosed = Message(), Message()
+def _feedback(msg: EmailMessage) -> Message:
+    """The feedback report's fields."""
     for part in msg.walk():
-        kind = part.get_content_type()
-        if kind == "message/feedback-report":
+        if part.get_content_type() == "message/feedback-report":
             payload = part.get_payload()
             if isinstance(payload, list):
-                fields = payload[0] if payload else Message()
-            else:
-                fields = HeaderParser().parsestr(str(payload))
-        elif kind in ("text/rfc822-headers", "message/rfc822-headers"):
-            enclosed = HeaderParser().parsestr(_text_of(part))
-        elif kind == "message/rfc822":
-            inner = part.get_payload()
-            if isinstance(inner, list) and inner:
-                enclosed = inner[0]
-    return fields, enclosed
-
-
-def _text_of(part: Message) -> str:
-    payload = part.get_payload(decode=True)
-    if isinstance(payload, bytes):
-        return payload.decode("utf-8", "replace")
-    return str(part.get_payload())
+                return payload[0] if payload else Message()
+            return HeaderParser().parsestr(str(payload))
+    return Message()
 
 
 def _stop_all(

@@ -1,0 +1,71 @@
+"""Who sent an inbound reply: the one address of its From header, and whether the MTA in
+front found that address's domain authentic (its Authentication-Results header).
+
+Apart from the routing step because neither reads the database: each answers from the
+message's headers alone, and both err on the side of "no".
+"""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+
+import authres
+
+
+def from_address(msg: EmailMessage) -> str | None:
+    """The one address of the From header; None when there are several, none, or the parser
+    found defects in it: a header such as ``ana@x <evil@y>`` or ``<ana@x>@evil`` must never
+    be read as ana's."""
+    headers = msg.get_all("From", [])
+    if len(headers) != 1:
+        return None
+    header = headers[0]
+    addresses = getattr(header, "addresses", ())
+    if len(addresses) != 1 or getattr(header, "defects", ()) or not addresses[0].addr_spec:
+        return None
+    address = addresses[0].addr_spec
+    return address if "@" in address and not address.startswith('"') else None
+
+
+def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
+    """Whether the MTA named ``authserv_id`` found the From domain authentic.
+
+    Only the topmost Authentication-Results header carrying that id is read: the MTA in
+    front adds its own above everything the sender wrote (and should remove any older one
+    with its id). It must show ``dmarc=pass`` for the From domain, or ``dkim=pass`` or
+    ``spf=pass`` for that domain or a parent of it (aligned). Anything unreadable is a no.
+    """
+    sender = from_address(msg)
+    if sender is None:
+        return False
+    domain = sender.rpartition("@")[2].lower()
+    for name, value in msg.raw_items():
+        if name.lower() != "authentication-results":
+            continue
+        try:
+            header = authres.AuthenticationResultsHeader.parse_value(" ".join(str(value).split()))
+        except Exception:  # noqa: BLE001 - the library raises its own errors and others
+            continue  # not a header anyone could have written with that id
+        if str(header.authserv_id).lower() != authserv_id.lower():
+            continue
+        return any(_passes(result, domain) for result in header.results)
+    return False
+
+
+_AUTHENTICATES = {"dmarc": ("header", "from"), "dkim": ("header", "d"), "spf": ("smtp", "mailfrom")}
+
+
+def _passes(result: authres.AuthenticationResult, domain: str) -> bool:
+    method = str(result.method).lower()
+    if method not in _AUTHENTICATES or str(result.result).lower() != "pass":
+        return False
+    kind, name = _AUTHENTICATES[method]
+    for prop in result.properties:
+        if (str(prop.type).lower(), str(prop.name).lower()) != (kind, name):
+            continue
+        found = str(prop.value).rpartition("@")[2].lower().strip(".")
+        if method == "dmarc":
+            return found == domain
+        # A parent aligns (relaxed), but never a bare top-level domain.
+        return domain == found or ("." in found and domain.endswith("." + found))
+    return False
