@@ -1,0 +1,656 @@
+"""A bounce in any shape, read into one reason family, its enhanced status and its recipient.
+
+Real bounces are RFC 3464 delivery reports only about half of the time: Exim, qmail, older
+Postfix and Exchange, Gmail, Yahoo and list software write prose, each its own. So the
+classifier reads three things and trusts them in this order: the words of the diagnostic
+(what the receiving server said, which names the reason even behind a generic ``5.0.0``),
+the most specific enhanced status found in the report or the diagnostic, and the report's
+own fields. It is a pure function: no database, no settings; ``route.py`` applies the rules
+(docs/inbound.md, "Bounces"). Its input is bounded (``MAX_TEXT`` characters of report text,
+``MAX_PARTS`` MIME parts) and its patterns are linear, so a hostile message costs
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+from email.message import Message
+from enum import StrEnum
+
+MAX_TEXT = 32_000  # characters of report text read; a real explanation is a few hundred
+MAX_PARTS = 64
+
+
+class Family(StrEnum):
+    """Why a message was not delivered, in the words the rules use."""
+
+    USER_UNKNOWN = "user unknown"
+    HOST_UNKNOWN = "host unknown"
+    MAILBOX_FULL = "mailbox full"
+    MAILBOX_DISABLED = "mailbox disabled"
+    TOO_LARGE = "message too large"
+    POLICY = "content or policy block"
+    OUR_SENDER = "our sender or authentication"
+    EXPIRED = "expired"
+    SYSTEM_ERROR = "system error"
+    OTHER = "other"
+
+
+class Effect(StrEnum):
+    """What a failure of this family does to the subscriber's address."""
+
+    SUPPRESS = "suppress"  # the address does not exist: never mail it again
+    SOFT = "soft"  # suppress only after repeated failures over days
+    WARN = "warn"  # about us: keep the subscriber, warn the operator
+    NOTE = "note"  # recorded on the delivery, nothing else
+
+
+EFFECTS = {
+    Family.USER_UNKNOWN: Effect.SUPPRESS,
+    Family.HOST_UNKNOWN: Effect.SUPPRESS,
+    Family.MAILBOX_FULL: Effect.SOFT,
+    Family.MAILBOX_DISABLED: Effect.SOFT,
+    Family.EXPIRED: Effect.SOFT,
+    Family.TOO_LARGE: Effect.WARN,
+    Family.POLICY: Effect.WARN,
+    Family.OUR_SENDER: Effect.WARN,
+    Family.SYSTEM_ERROR: Effect.NOTE,
+    Family.OTHER: Effect.NOTE,
+}
+
+
+@dataclass(frozen=True)
+class Bounce:
+    """One failed (or delayed) delivery as a report tells it."""
+
+    family: Family
+    status: str  # the most specific enhanced status found, "5.1.1"; "" when none
+    action: str  # "failed", "delayed" or "delivered"
+    recipient: str  # the address that failed, lower-cased; "" when the report names none
+    diagnostic: str  # what the receiving server said, one line, at most 300 characters
+    rfc3464: bool  # the report was a machine-readable delivery report
+
+    @property
+    def failed(self) -> bool:
+        """The server gave up: ``Action: failed`` (whatever its status class) or a 5.x.x."""
+        return self.action == "failed"
+
+    @property
+    def effect(self) -> Effect:
+        if not self.failed:
+            return Effect.NOTE
+        return EFFECTS[self.family]
+
+
+def classify_bytes(raw: bytes, *, to_bounce_address: bool = False) -> Bounce | None:
+    """``classify`` on raw bytes; never raises on a message, however broken."""
+    try:
+        msg = email.message_from_bytes(raw[:2_000_000], policy=email.policy.compat32)
+    except Exception:  # noqa: BLE001 - unparseable input is simply not a bounce we can read
+        return None
+    return classify(msg, to_bounce_address=to_bounce_address)
+
+
+def classify(msg: Message, *, to_bounce_address: bool = False) -> Bounce | None:
+    """The bounce ``msg`` reports, or None when it does not look like a bounce at all.
+
+    Reads RFC 3464 reports (tolerating unindented continuation lines) and the prose of the
+    MTAs that write none. ``to_bounce_address``: the message came to our envelope-only
+    bounce address, where little but bounces and auto-replies arrives, so a notice whose
+    headers do not look like a bounce is still read when its words say delivery failed.
+    Never raises on a message.
+    """
+    try:
+        return _classify(msg, to_bounce_address)
+    except Exception:  # noqa: BLE001 - a hostile message is "not a bounce", never a crash
+        return None
+
+
+def looks_like_bounce(msg: Message) -> bool:
+    """A delivery failure notice by its envelope and headers, before reading its text."""
+    if msg.get_content_type() == "multipart/report":
+        kind = str(msg.get_param("report-type", "", header="content-type") or "").lower()
+        # A complaint or a read receipt is a report too, but not a bounce.
+        return kind not in ("feedback-report", "disposition-notification")
+    if _header(msg, "X-Failed-Recipients"):
+        return True
+    sender = _header(msg, "From").lower()
+    subject = _header(msg, "Subject")
+    if re.search(
+        r"mailer-?daemon|post_?master|mail delivery (sub)?system|\bowner-|-(admin|owner|request"
+        r"|bounces?)@",
+        sender,
+    ):
+        return True
+    return bool(_BOUNCE_SUBJECT.search(subject))
+
+
+def _auto_reply(msg: Message) -> bool:
+    """An out-of-office answer to our envelope sender: RFC 3834 marks it auto-replied."""
+    auto = _header(msg, "Auto-Submitted").strip().lower()
+    return auto.startswith("auto-replied") or bool(
+        _header(msg, "X-Autoreply") or _header(msg, "X-Autorespond")
+    )
+
+
+_BOUNCE_SUBJECT = re.compile(
+    r"undeliver|undelivered|delivery (status notification|failure|failed|report|problem)"
+    r"|failure notice|returned mail|mail delivery failed|could not be delivered"
+    r"|nondeliverable|non-delivery|delivery notification|returned to sender"
+    r"|mail system error|warning: could not send|unzustellbar|non remis|no entregado"
+    r"|mail failure|message not delivered|delivery has failed|недоставлен",
+    re.IGNORECASE,
+)
+
+
+# Reading the message
+
+
+@dataclass
+class _Recipient:
+    address: str = ""
+    action: str = ""
+    status: str = ""
+    diagnostic: str = ""
+
+
+def _classify(msg: Message, to_bounce_address: bool) -> Bounce | None:
+    kind = str(msg.get_param("report-type", "", header="content-type") or "").lower()
+    if kind in ("feedback-report", "disposition-notification"):
+        return None  # a complaint (complaints.py) or a read receipt
+    parts = _parts(msg)
+    report = [p for p in parts if p.get_content_type() == "message/delivery-status"]
+    text = _report_text(msg, parts)
+    recipients = _delivery_status(report[0]) if report else _delivery_status_in(text)
+    if not recipients and not looks_like_bounce(msg):
+        # A notice whose headers hide what it is still reads as one: on the bounce
+        # address, or anywhere when it answers no message (a person's reply names the
+        # message it answers; a mail server's notice does not).
+        answers = _header(msg, "In-Reply-To") or _header(msg, "References")
+        if (answers and not to_bounce_address) or _auto_reply(msg) or not _FAILURE.search(text):
+            return None
+    chosen = next((r for r in recipients if r.action.startswith("fail")), None)
+    chosen = chosen or (recipients[0] if recipients else _Recipient())
+    address = chosen.address or _failed_header(msg) or _address_in(text, msg)
+    diagnostic = chosen.diagnostic or _diagnostic_line(text, address)
+    status = _best_status(chosen.status, f"{chosen.diagnostic}\n{text}")
+    action = _action(chosen.action, status, text)
+    family = _family(chosen.diagnostic, text, status, action)
+    return Bounce(
+        family=family,
+        status=status,
+        action=action,
+        recipient=address.lower(),
+        diagnostic=" ".join(diagnostic.split())[:300],
+        rfc3464=bool(recipients),
+    )
+
+
+def _parts(msg: Message) -> list[Message]:
+    """The message's parts outside any enclosed original, at most ``MAX_PARTS``."""
+    found: list[Message] = []
+    stack = [msg]
+    while stack and len(found) < MAX_PARTS:
+        part = stack.pop()
+        found.append(part)
+        kind = part.get_content_type()
+        payload = part.get_payload()
+        if not part.is_multipart() or not isinstance(payload, list):
+            continue
+        if kind == "message/rfc822":
+            # A report forwarded whole (one mail system wraps the real DSN so) is read;
+            # any other enclosed message is the original, not the report.
+            inner = payload[0] if payload else None
+            if (
+                isinstance(inner, Message)
+                and inner.get_content_type() == "multipart/report"
+                and not any(p.get_content_type() == "message/delivery-status" for p in found)
+            ):
+                stack.append(inner)
+        elif kind != "message/delivery-status":
+            stack.extend(reversed(payload[:MAX_PARTS]))
+    return found
+
+
+def _header(msg: Message, name: str) -> str:
+    value = msg.get(name)
+    if value is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(value))))
+    except Exception:  # noqa: BLE001 - a broken encoded-word is read as it stands
+        return str(value)
+
+
+def _text(part: Message) -> str:
+    payload = part.get_payload(decode=True)
+    if not isinstance(payload, bytes):
+        payload = str(part.get_payload()).encode("utf-8", "replace")
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        text = payload[: MAX_TEXT * 4].decode(charset, "replace")
+    except LookupError:
+        text = payload[: MAX_TEXT * 4].decode("utf-8", "replace")
+    return text.replace("\r\n", "\n").replace("\r", "\n")[:MAX_TEXT]
+
+
+# The start of the enclosed original in a one-part bounce, in the words MTAs use.
+_ORIGINAL = re.compile(
+    r"^[ \t]*(-{2,}.*(below this line|original message|copy of the message|message header"
+    r"|original headers|undelivered message|returned message|headers of your message"
+    r"|message text|unsent message|original mail).*"
+    r"|.*(original message follows|message follows|unsent message below"
+    r"|original message headers).*"
+    r"|(return-path|received|dkim-signature|x-received|arc-seal|message-id|mime-version):.*)$",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def _report_text(msg: Message, parts: list[Message]) -> str:
+    """The human-readable explanation, without the enclosed original."""
+    texts = [p for p in parts if p.get_content_type() == "text/plain"]
+    if not texts and isinstance(msg.get_payload(), str):
+        texts = [msg]  # a multipart whose boundaries are broken reads as one text
+    if not texts:
+        texts = [p for p in parts if p.get_content_type() == "text/html"]
+        text = _strip_html(_text(texts[0])) if texts else ""
+    else:
+        text = _text(texts[0])
+    if texts[:1] == [msg] or len(texts) == 1 and not _has_enclosure(parts):
+        cut = _ORIGINAL.search(text)
+        if cut and cut.start() > 0:
+            text = text[: cut.start()]
+    return text
+
+
+def _has_enclosure(parts: list[Message]) -> bool:
+    kinds = ("message/rfc822", "text/rfc822-headers", "message/rfc822-headers")
+    return any(p.get_content_type() in kinds for p in parts)
+
+
+def _strip_html(html: str) -> str:
+    html = re.sub(r"(?is)<(style|script)\b.{0,5000}?</\1\s*>", " ", html)
+    text = re.sub(r"(?s)<br\s*/?>|</(p|div|tr|li)>", "\n", html)
+    text = re.sub(r"(?s)<[^>]{0,2000}>", " ", text)
+    return re.sub(r"&nbsp;|&#160;", " ", text).replace("&lt;", "<").replace("&gt;", ">")
+
+
+def _delivery_status(part: Message) -> list[_Recipient]:
+    """The per-recipient blocks of a message/delivery-status part.
+
+    Continuation lines that are not indented (one filtering service writes its long
+    diagnostics so) continue the field above them rather than ending the block.
+    """
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        blocks: list[str] = []
+        for block in payload:
+            lines = [f"{k}: {v}" for k, v in block.items()]
+            rest = block.get_payload()
+            if isinstance(rest, str) and rest.strip():
+                lines.append(rest)
+            blocks.append("\n".join(lines))
+        text = "\n\n".join(blocks)
+    else:
+        text = str(payload)
+    return _recipient_blocks(text)
+
+
+def _delivery_status_in(text: str) -> list[_Recipient]:
+    """Delivery-status fields written into the text itself (a report whose MIME structure
+    is broken, or a provider that quotes the fields in its prose)."""
+    if not re.search(r"^final-recipient:", text, re.IGNORECASE | re.MULTILINE):
+        return []
+    return [r for r in _recipient_blocks(text) if r.address]
+
+
+def _recipient_blocks(text: str) -> list[_Recipient]:
+    recipients = []
+    for block in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")[:MAX_TEXT]):
+        fields = _fields(block)
+        if "final-recipient" in fields or "original-recipient" in fields or "status" in fields:
+            recipients.append(  # noqa: PERF401
+                _Recipient(
+                    address=_address(
+                        fields.get("final-recipient") or fields.get("original-recipient", "")
+                    ),
+                    action=fields.get("action", "").strip().lower(),
+                    status=fields.get("status", "").strip(),
+                    diagnostic=fields.get("diagnostic-code", ""),
+                )
+            )
+    return recipients
+
+
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{0,40}):[ \t]?(.*)$")
+
+
+def _fields(block: str) -> dict[str, str]:
+    fields: dict[str, str] = {}
+    last = ""
+    for line in block.split("\n"):
+        match = _FIELD.match(line)
+        if match and not line[:1].isspace():
+            last = match.group(1).lower()
+            fields.setdefault(last, match.group(2).strip())
+        elif last and line.strip():
+            fields[last] += " " + line.strip()
+    return fields
+
+
+_ADDRESS = re.compile(
+    r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9-]{1,63}(\.[A-Za-z0-9-]{1,63}){1,8}"
+)
+
+
+def _address(field: str) -> str:
+    """The address of an ``rfc822; user@host`` field."""
+    value = field.split(";", 1)[-1]
+    match = _ADDRESS.search(value)
+    return match.group(0).strip(".") if match else ""
+
+
+def _failed_header(msg: Message) -> str:
+    return _address(_header(msg, "X-Failed-Recipients"))
+
+
+_NOT_RECIPIENT = re.compile(r"^(mailer-daemon|mail-daemon)@", re.IGNORECASE)
+# Where the prose names the recipients; an address before it is often the original's To.
+_NAMED = re.compile(
+    r"(following|these|the) (recipient|address|destination)|did not reach|not (be )?delivered to"
+    r"|could not be reached|delivery to|failed recipient|original address",
+    re.IGNORECASE,
+)
+
+
+def _address_in(text: str, msg: Message) -> str:
+    """The first address in the explanation that is neither the bounce's sender nor ours."""
+    ours = {
+        _address(_header(msg, name)).lower() for name in ("From", "To", "Return-Path", "Sender")
+    }
+    named = _NAMED.search(text)
+    if named:
+        text = text[named.end() :] + "\n" + text[: named.end()]
+    for match in _ADDRESS.finditer(text):
+        address = match.group(0).strip(".")
+        if address.lower() not in ours and not _NOT_RECIPIENT.match(address):
+            return address
+    return ""
+
+
+def _diagnostic_line(text: str, address: str) -> str:
+    for line in text.split("\n"):
+        if re.search(r"\b[45]\d\d\b|\b[45]\.\d{1,3}\.\d{1,3}\b", line):
+            return line.strip()
+    return ""
+
+
+# Reading the reason
+
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_REPLY_CODE = re.compile(r"(?<![\d.#-])([45])([0-5])(\d)(?=[ -]|$)", re.MULTILINE)
+
+
+def _best_status(field: str, words: str) -> str:
+    """The report's Status, unless the text carries a more specific code (a 5.0.0 hiding
+    ``550 5.1.1``); the status class of the report stays the report's when it gave one."""
+    found = _STATUS.search(field)
+    status = found.group(0) if found else ""
+    for match in _STATUS.finditer(words[:MAX_TEXT]):
+        if match.group(1) == "2":
+            continue
+        code = match.group(0)
+        if not status or status.split(".")[1:] == ["0", "0"]:
+            klass = status[:1] if status else code[:1]
+            return f"{klass}{code[1:]}" if status else code
+    return status
+
+
+def _action(field: str, status: str, text: str) -> str:
+    if field.startswith(("failed", "delivered", "relayed", "expanded")):
+        return "failed" if field.startswith("failed") else "delivered"
+    if field.startswith("delayed"):
+        return "delayed"
+    if status.startswith("5"):
+        return "failed"
+    if status.startswith("2"):
+        return "delivered"
+    if _DELAYED.search(text) and not _GAVE_UP.search(text):
+        return "delayed"
+    return "failed"
+
+
+_DELAYED = re.compile(
+    r"will (continue|keep) (to )?try|not yet been delivered|delivery (is|has been) delayed"
+    r"|will be retried|still trying|warning: message .{0,200} delayed|delayed mail",
+    re.IGNORECASE,
+)
+_GAVE_UP = re.compile(
+    r"permanent(ly)? (error|fail)|given up|giving up|gave up|could not be delivered"
+    r"|unable to deliver|failed permanently|not be retried",
+    re.IGNORECASE,
+)
+
+
+# The words of diagnostics, by family, in the order they are tried: the most specific
+# first, so "sender address rejected: user unknown" is about our sender.
+_WORDS: list[tuple[Family, str]] = [
+    (
+        Family.SYSTEM_ERROR,  # before the status: these name the fault whatever the code
+        r"does not support tls|hop count exceeded|too many hops|mail loop|routing loop"
+        r"|unable to contact ldap|duplicated message-id|service refused, please try later"
+        r"|pipe to \|",
+    ),
+    (Family.POLICY, r"my name was rejected|mismatches client ip"),
+    (
+        Family.OUR_SENDER,
+        r"sender (address )?(rejected|refused|denied|verify failed|domain)"
+        r"|(sender|from|envelope) (address|domain) (does not exist|not found|must exist|is invalid)"
+        r"|domain of sender address .{0,200} does not (exist|resolve)"
+        r"|sender .{0,200} not (allowed|permitted)"
+        r"|unauthenticated (email|mail|sender)|authenticat(ion|ed) (is )?(required|failed)"
+        r"|spf (check )?(fail|softfail|violation)|dmarc|dkim .{0,200}fail|failed (spf|dkim)"
+        r"|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay"
+        r"|not allowed to relay|we do not relay|relay not permitted"
+        r"|tls (is )?required|must issue a starttls|encryption required|access denied.{0,200}sender"
+        r"|message has been rejected as mail server .{0,200}rejected|sender was rejected"
+        r"|mail relay|without authentication"
+        r"|purported responsible address|sender id|spf record|not a member of"
+        r"|groups\.google\.com|google groups|you (may not|do not) have permission to post",
+    ),
+    (
+        Family.MAILBOX_FULL,
+        r"mailbox (is )?full|over ?quota|quota (exceeded|exceed)|exceed(ed|s)? (the |his |her )?"
+        r"(storage|quota|mailbox)|mail ?box (size|storage) limit|insufficient (disk|storage)"
+        r"|out of (disk|storage) space|user is over|mailfolder is full|too many messages"
+        r"|no space left|boite pleine|postfach voll|mailbox has exceeded|full mailbox"
+        r"|not enough (disk )?space|user has exhausted|storage limit|maildir over quota"
+        r"|recipient.s (mailbox|inbox) is full|disk quota"
+        r"|mailbox exceed|as their mailbox is full|mailbox size limit",
+    ),
+    (
+        Family.TOO_LARGE,
+        r"message (size )?(is )?(too (big|large)|exceeds|larger than)|size (limit|exceeds)"
+        r"|exceeds? (the )?(maximum|max)( message)? size|message length exceeds"
+        r"|mail size|too large for|maximum message size",
+    ),
+    (
+        Family.MAILBOX_DISABLED,
+        r"(account|mailbox|user) (is )?(disabled|suspended|inactive|deactivated|locked|frozen"
+        r"|blocked)"
+        r"|account that you tried to reach is (disabled|inactive)|disabled recipient"
+        r"|(disabled|suspended|inactive|deactivated) (account|mailbox|user)"
+        r"|mailbox (is )?(currently )?not active|account has been disabled|\btemporar\w* locked"
+        r"|not accepting (any )?(new )?mail|temporarily (disabled|deactivated)",
+    ),
+    (
+        Family.HOST_UNKNOWN,
+        r"host (or domain name )?(not found|unknown)|unknown host|domain (not found|name not found"
+        r"|does not exist|is not valid|unknown)|name (service|server) error|no (mx|a) record"
+        r"|nxdomain|unrouteable|unroutable|no such (domain|host)|dns (lookup|error)"
+        r"|mx (record )?(lookup|not found)|couldn'?t find any host|unknown domain"
+        r"|host name lookup fail|all relevant mx records point to non-existent"
+        r"|does not accept mail|null mx|domain .{0,200} does not accept|no mail hosts for domain"
+        r"|isn'?t a valid domain|domain name lookup|non-existent (host|domain)"
+        r"|account or domain may not exist|domain is not reachable|indicated no smtp service",
+    ),
+    (
+        Family.USER_UNKNOWN,
+        r"user(name)? (is )?(unknown|not found|doesn'?t exist|does not exist|not exist|invalid)"
+        r"|unknown (user|recipient|local[- ]part|address|mailbox|account)|no such (user|recipient"
+        r"|mailbox|address|account|person)|(recipient|mailbox|address|account) (does not exist"
+        r"|doesn'?t exist|not found|unknown|unavailable|invalid|rejected|not valid)"
+        r"|invalid (recipient|mailbox|address|user)|not (a )?valid (recipient|user|mailbox)"
+        r"|mailbox not (found|available)|user not (local|listed)|not our customer"
+        r"|recipient (address )?rejected|address rejected|bad destination mailbox"
+        r"|addressee unknown|no mailbox|is not a known user|no longer (active|available|valid)"
+        r"|has been disabled|no longer with|not listed in|does not have an account"
+        r"|recipient not found|mailbox name not allowed|undeliverable address"
+        r"|the recipient name is not recognized|unknown recipient|no valid recipients"
+        r"|user doesn.t have a .{0,200} account"
+        r"|the email account that you tried to reach does not exist"
+        r"|the group you tried to contact .{0,200} may not exist|moved away|has moved"
+        r"|存在しない|aucun utilisateur|utilisateur inconnu|benutzer unbekannt|unbekannt"
+        r"|не существует|нет такого|usuario (desconocido|no existe)"
+        r"|見つかりません|リストにありません|invalid (final delivery )?userid|address wasn.t found"
+        r"|mailbox unavailable",
+    ),
+    (
+        Family.EXPIRED,
+        r"retry time(out)? (not reached|exceeded)|too long in (the )?queue|in the queue too long"
+        r"|message expired|delivery (time|attempts) (expired|exceeded)"
+        r"|time(d)? out .{0,200}(deliver|queue)"
+        r"|could not be delivered (within|for) \d+|has not been delivered for|message timeout"
+        r"|expired after|giving up on|deferred for too long|maximum time|retry timeout"
+        r"|unable to deliver .{0,200} for \d+ (days|hours)|queue expired|lifetime exceeded"
+        r"|could not deliver for the last|not delivered within|envelope expired"
+        r"|delivery failed \d+ attempts|will be retried for|aborted after|after multiple retries",
+    ),
+    (
+        Family.POLICY,
+        r"spam|blocked|blacklist|block ?list|denylist|reputation|rejected (by|due to) (policy"
+        r"|content)|policy|prohibited|not allowed|refused|virus|malware|content (rejected"
+        r"|filter)|filtered|banned|reverse dns|rdns|ptr record|rbl|listed (at|in|on)"
+        r"|too many (connections|recipients|messages)|rate limit|throttl|try again later"
+        r"|message (was )?rejected|administrative prohibition|access denied|not authorized"
+        r"|unsolicited|bulk mail|suspicious|greylist|not permitted|rejected for"
+        r"|mail rejected|was rejected by|unwanted messages|mismatches client ip",
+    ),
+    (
+        Family.SYSTEM_ERROR,
+        r"system (error|failure|full)|internal (server )?error|local error|mailer error"
+        r"|connection (refused|reset|timed out|lost|closed)|timed? ?out|network (error|unreachable)"
+        r"|service (is )?(currently )?unavailable|not reachable"
+        r"|unable to connect|could not connect|routing loop|mail loop|too many hops"
+        r"|loops back|i/o error|temporar(y|ily) (failure|unavailable|error)|service unavailable"
+        r"|resources|conversation with .{0,200} (failed|timed out)|command (failed|died)"
+        r"|unexpected|broken pipe|pipe to (program|\|)|lost connection|unable to (process|open)"
+        r"|duplicated message-id",
+    ),
+]
+_WORD_PATTERNS = [(family, re.compile(words, re.IGNORECASE)) for family, words in _WORDS]
+_FIRST = _WORD_PATTERNS[0][1]
+
+
+def _family(diagnostic: str, text: str, status: str, action: str) -> Family:
+    """Name the reason: a specific enhanced status first where it is unambiguous, then the
+    words of the diagnostic, then those of the whole explanation, then the status."""
+    by_code = _by_status(status)
+    if by_code is not None and by_code in _SURE_CODES:
+        return by_code
+    temporary = not status.startswith("5")
+    for words in (diagnostic, text) if diagnostic else (text,):
+        for family, pattern in _WORD_PATTERNS:
+            if not pattern.search(words):
+                continue
+            if family == Family.SYSTEM_ERROR and temporary and _GAVE_UP_RETRYING.search(words):
+                return Family.EXPIRED  # the server tried for days and could never connect
+            if family == Family.SYSTEM_ERROR and by_code is not None and pattern is not _FIRST:
+                return by_code
+            if family == Family.HOST_UNKNOWN and status.startswith("4"):
+                return Family.SYSTEM_ERROR  # a lookup that failed for now proves nothing
+            if (
+                family == Family.USER_UNKNOWN
+                and _AFTER_DATA.search(text)
+                and not _AT_RCPT.search(text)
+                and status.split(".")[1:] != ["1", "1"]
+                and not re.search(r"doesn.t have an? \S+ account", words)
+            ):
+                # The address was accepted at RCPT TO; a refusal of the content that
+                # borrows "unknown user" is a filter's verdict, not a missing mailbox.
+                return Family.POLICY
+            return family
+    if by_code is not None:
+        return by_code
+    if action == "delayed" or (action == "failed" and status.startswith("4")):
+        return Family.EXPIRED
+    return Family.OTHER
+
+
+_AFTER_DATA = re.compile(
+    r">>> DATA|after (end of )?data|in reply to end of data|our final data|for text command"
+    r"|smtp command\s*\|?\s*\n?\s*data\b|command\s*:\s*data\b",
+    re.IGNORECASE,
+)
+
+_AT_RCPT = re.compile(r">>> RCPT|after RCPT|in reply to RCPT|RCPT TO:?\s*<", re.IGNORECASE)
+_GAVE_UP_RETRYING = re.compile(
+    r"connection timed out|connect to .{0,200} timed out|host not reachable"
+    r"|remote host is not responding|could not connect|unable to connect|no route to host"
+    r"|connection refused|not reachable",
+    re.IGNORECASE,
+)
+_FAILURE = re.compile(
+    r"could not be delivered|undeliverable|delivery (has )?failed|permanent (error|failure)"
+    r"|not (be )?delivered|unable to deliver|returned to sender|failed to deliver"
+    r"|not a member of|duplicated message-id|delivery status notification",
+    re.IGNORECASE,
+)
+
+_SURE_CODES = {Family.HOST_UNKNOWN, Family.MAILBOX_FULL, Family.TOO_LARGE, Family.OUR_SENDER}
+
+_BY_STATUS = {
+    "1.1": Family.USER_UNKNOWN,
+    "1.6": Family.USER_UNKNOWN,
+    "1.3": Family.USER_UNKNOWN,
+    "1.2": Family.HOST_UNKNOWN,
+    "1.10": Family.USER_UNKNOWN,  # Microsoft's "recipient not found"; a null MX says so
+    "4.4": Family.HOST_UNKNOWN,
+    "1.7": Family.OUR_SENDER,
+    "1.8": Family.OUR_SENDER,
+    "2.1": Family.MAILBOX_DISABLED,
+    "2.2": Family.MAILBOX_FULL,
+    "2.3": Family.TOO_LARGE,
+    "3.4": Family.TOO_LARGE,
+    "4.7": Family.EXPIRED,
+    "7.1": Family.POLICY,
+    "7.0": Family.POLICY,
+    "7.25": Family.POLICY,
+    "7.5": Family.OUR_SENDER,
+    "7.7": Family.OUR_SENDER,
+    "7.8": Family.OUR_SENDER,
+    "7.23": Family.OUR_SENDER,
+    "7.24": Family.OUR_SENDER,
+    "7.26": Family.OUR_SENDER,
+    "7.27": Family.OUR_SENDER,
+}
+
+
+def _by_status(status: str) -> Family | None:
+    if not status:
+        return None
+    _klass, subject, detail = status.split(".")
+    exact = _BY_STATUS.get(f"{subject}.{detail}")
+    if exact is not None:
+        return exact
+    if subject == "7":
+        return Family.POLICY
+    if subject == "6":
+        return Family.POLICY
+    if subject in ("3", "4", "5") and detail != "0":
+        return Family.SYSTEM_ERROR
+    return None
