@@ -126,12 +126,12 @@ def main() -> None:
     if "--misses" in sys.argv:
         print("\n" + "\n".join(misses))
     if "--slow" in sys.argv:
-        hostile = {"40 KB of blank lines": "a" + "\n" * 40_000 + "b"}
+        hostile = {"16 KB of blank lines": "a" + "\n" * 16_000 + "b"}
         for label, trim in trimmers().items():
             for name, text in hostile.items():
                 start = time.perf_counter()
-                _trim(trim, text[:16_000], "")
-                print(f"{label}, {name} cut to 16 KB: {time.perf_counter() - start:.2f} s")
+                _trim(trim, text, "")
+                print(f"{label}, {name}: {time.perf_counter() - start:.2f} s")
 
 
 def _trim(trim: Trimmer, text: str, lesson: str) -> str:
