@@ -9,9 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dripcourse.courses.course import load_course
+from dripcourse.courses.render import Renderer
+from dripcourse.inbound.lesson_quote import template_text
 from dripcourse.inbound.reply_text import MAX_TRIM_CHARS, strip_reply
 from tests.reply_cases import public_cases
-from tests.reply_shapes import LANGUAGES, lesson_text, quoted, shapes
+from tests.reply_shapes import EMAILS, LANGUAGES, lesson_text, quoted, shapes
 
 LESSON = lesson_text()
 PUBLIC = public_cases()
@@ -30,6 +33,15 @@ def test_a_reply_in_any_language_and_shape_keeps_only_what_was_written(lang, sha
     assert strip_reply(text, lesson=LESSON) == lang.reply
     if shape != "bare":  # with no header and no quote marks, only the lesson's words tell
         assert strip_reply(text) == lang.reply
+
+
+def test_the_lesson_as_the_course_renders_it_finds_every_shape() -> None:
+    """Without the reader's own copy: the text part with names and links left blank."""
+    course = load_course(EMAILS, "white-coat")
+    known = template_text(Renderer(EMAILS, reply_by_email=True).lesson(course, 3).text)
+    for lang in LANGUAGES:
+        for text in shapes(lang, LESSON).values():
+            assert strip_reply(text, lesson=known) == lang.reply
 
 
 def test_a_lesson_pasted_under_the_reply_without_a_header_stays_unless_the_lesson_is_known():

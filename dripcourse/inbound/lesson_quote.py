@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from dripcourse.courses.render import Template
 from dripcourse.inbound.quotes import (
     is_date_address_line,
     is_label_line,
@@ -70,6 +71,13 @@ def _all_words(text: str) -> list[str]:
     return found
 
 
+def template_text(text: Template) -> str:
+    """A rendered lesson's text part with each reader's own fields (name, links) left blank:
+    what to pass as the lesson a reply answers when only the lesson, not the reader's copy,
+    is at hand."""
+    return "".join(part if isinstance(part, str) else " " for part in text.parts)
+
+
 def remove_lesson(lines: list[str], lesson: Lesson) -> list[str]:
     """``lines`` without the runs that quote the lesson and the header above each.
 
@@ -109,6 +117,13 @@ def _runs(lines: list[str], kinds: list[str]) -> list[tuple[int, int]]:
             continue
         depth = quote_depth(lines[i])
         start = end = i
+        # A line too short to tell just above (the lesson's title line) belongs to it.
+        while (
+            start > (runs[-1][1] if runs else 0)
+            and kinds[start - 1] == "maybe"
+            and quote_depth(lines[start - 1]) == depth
+        ):
+            start -= 1
         j = i + 1
         gap = 0
         while j < len(lines):
