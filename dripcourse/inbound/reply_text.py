@@ -84,6 +84,10 @@ def _cut_quotes(lines: list[str]) -> list[str]:
     i = 0
     while i < len(lines):
         line = lines[i]
+        if not line.strip():  # nothing starts on a blank line
+            kept.append(line)
+            i += 1
+            continue
         if _starts_block(lines, i):
             break
         inline = split_inline_header(line) if not quote_depth(line) else None
