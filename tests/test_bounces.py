@@ -8,6 +8,7 @@ family and recipient of each come from the source project's own test expectation
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import json
@@ -18,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripcourse.inbound.bounces import Effect, Family, classify, classify_bytes
+from dripcourse.inbound.bounces import Effect, Family, SoftRule, classify, classify_bytes
 from dripcourse.inbound.complaints import Reaction, classify_complaint
 from tests.test_inbound import MAIL, REPLIES
 
@@ -180,6 +181,22 @@ def test_a_person_writing_about_a_failed_delivery_is_not_a_bounce() -> None:
         b"The results could not be delivered to the ward in time, and I blamed myself.\r\n"
     )
     assert classify_bytes(message) is None
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "suppressed"),
+    [
+        ((0, 0, 0), False),  # three failures in one afternoon: a bad day
+        ((6, 3, 0), True),  # three failures over six days: gone
+        ((10, 0), False),  # two failures only
+        ((40, 35, 0), False),  # older failures no longer count
+        ((5, 4, 3, 2, 1), False),  # every day, but for four days only
+    ],
+)
+def test_soft_failures_suppress_only_when_repeated_over_days(days_ago, suppressed) -> None:
+    now = dt.datetime(2026, 12, 7, 9, tzinfo=dt.UTC)
+    times = [now - dt.timedelta(days=d) for d in days_ago]
+    assert SoftRule().suppresses(times, now) is suppressed
 
 
 # Complaints

@@ -13,9 +13,11 @@ milliseconds.
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import decode_header, make_header
 from email.message import Message
@@ -76,6 +78,24 @@ class Bounce:
         if not self.failed:
             return Effect.NOTE
         return EFFECTS[self.family]
+
+
+@dataclass(frozen=True)
+class SoftRule:
+    """When soft failures (mailbox full, disabled, expired) add up to a suppression: at
+    least ``failures`` of them within ``window_days``, the first and the last at least
+    ``days`` apart. A mailbox full for an afternoon is a bad day; full for a week is gone."""
+
+    failures: int = 3
+    days: int = 5
+    window_days: int = 30
+
+    def suppresses(self, times: Sequence[dt.datetime], now: dt.datetime) -> bool:
+        """Whether soft failures at ``times`` (this one included) suppress the address."""
+        recent = sorted(t for t in times if now - t <= dt.timedelta(days=self.window_days))
+        if len(recent) < self.failures:
+            return False
+        return recent[-1] - recent[0] >= dt.timedelta(days=self.days)
 
 
 def classify_bytes(raw: bytes, *, to_bounce_address: bool = False) -> Bounce | None:
