@@ -199,6 +199,15 @@ def test_soft_failures_suppress_only_when_repeated_over_days(days_ago, suppresse
     assert SoftRule().suppresses(times, now) is suppressed
 
 
+def test_a_reply_to_a_lesson_about_failed_delivery_is_not_a_bounce() -> None:
+    message = (
+        b"From: ana@example.org\r\nTo: reflect+token@reply.course.example.org\r\n"
+        b"Subject: Re: Day 5: When the delivery failed\r\n"
+        b"In-Reply-To: <lesson-5@course.example.org>\r\n\r\nI think of the night shift.\r\n"
+    )
+    assert classify_bytes(message) is None
+
+
 # Complaints
 
 

@@ -138,7 +138,12 @@ def looks_like_bounce(msg: Message) -> bool:
         sender,
     ):
         return True
+    if _REPLY_SUBJECT.match(subject):
+        return False  # a person answering a lesson whose title has such words
     return bool(_BOUNCE_SUBJECT.search(subject))
+
+
+_REPLY_SUBJECT = re.compile(r"^\s*(re|aw|sv|vs|ref|antw|odp|ynt|回复|답장)\s*[:：]", re.IGNORECASE)
 
 
 def _auto_reply(msg: Message) -> bool:
