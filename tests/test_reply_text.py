@@ -83,6 +83,11 @@ def test_a_bullet_list_is_not_taken_for_a_signature() -> None:
     assert strip_reply(text) == text.strip()
 
 
+def test_a_sentence_that_starts_like_a_phone_signature_is_kept() -> None:
+    text = "Sent from the ward at 3 a.m., between two admissions, I thought of you.\n\nMore.\n"
+    assert strip_reply(text) == text.strip()
+
+
 def test_a_sign_off_with_a_name_under_it_is_left_out() -> None:
     assert strip_reply("Lunch away from the ward.\n\nBest regards,\nAmara\n") == (
         "Lunch away from the ward."

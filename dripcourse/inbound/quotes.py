@@ -149,7 +149,10 @@ def split_inline_header(line: str) -> str | None:
 
 
 def is_sent_from(line: str) -> bool:
-    return len(line) <= MAX_LINE and bool(_SENT_FROM.match(line))
+    """A client's "Sent from my iPhone" line: short, so a sentence that starts with the
+    same words ("Sent from the ward at 3 a.m., I ...") is the person's."""
+    bare = re.sub(r"<[^>]{0,300}>|\(https?://[^)]{0,300}\)", "", line).strip()
+    return len(bare) <= 50 and bool(_SENT_FROM.match(bare))
 
 
 # The closing words of a letter, alone on their line above a name, per language.
