@@ -88,6 +88,14 @@ def test_a_sentence_that_starts_like_a_phone_signature_is_kept() -> None:
     assert strip_reply(text) == text.strip()
 
 
+def test_answers_written_as_questions_and_answers_are_kept() -> None:
+    text = (
+        "Q: what pushes past it?\nA: a patient I worry about.\n"
+        "Q: who needs to know?\nA: my partner.\nQ: how will I notice?\nA: I skip lunch.\n"
+    )
+    assert strip_reply(text) == text.strip()
+
+
 def test_a_sign_off_with_a_name_under_it_is_left_out() -> None:
     assert strip_reply("Lunch away from the ward.\n\nBest regards,\nAmara\n") == (
         "Lunch away from the ward."

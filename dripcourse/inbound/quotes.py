@@ -118,6 +118,12 @@ def is_label_line(line: str) -> bool:
     return len(line) <= MAX_LINE and bool(_LABEL.match(line))
 
 
+def label_of(line: str) -> str:
+    """The label of a header-block line ("from", "gesendet", ...), "" when it is none."""
+    match = _LABEL.match(line) if len(line) <= MAX_LINE else None
+    return match.group(1).lower() if match else ""
+
+
 def is_from_line(line: str) -> bool:
     return len(line) <= MAX_LINE and bool(_FROM_LABEL.match(line))
 

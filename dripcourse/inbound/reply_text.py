@@ -31,6 +31,7 @@ from dripcourse.inbound.quotes import (
     is_titled_separator,
     is_valediction,
     is_wrote_line,
+    label_of,
     looks_like_header_start,
     quote_depth,
     split_inline_header,
@@ -122,9 +123,10 @@ def _starts_block(lines: list[str], i: int) -> bool:
     if not is_label_line(line):
         return False
     window = lines[i : i + 9]
-    labels = sum(is_label_line(x) for x in window)
-    adjacent = i + 1 < len(lines) and is_label_line(lines[i + 1])
-    return labels >= 3 or (labels >= 2 and (adjacent or any(is_from_line(x) for x in window)))
+    labels = {label_of(x) for x in window} - {""}
+    adjacent = i + 1 < len(lines) and label_of(lines[i + 1]) not in ("", label_of(line))
+    # Two different labels at least ("A: yes / A: no" answers are not a header block).
+    return len(labels) >= 2 and (adjacent or any(is_from_line(x) for x in window))
 
 
 def _header_lines(lines: list[str], i: int) -> int:
