@@ -96,6 +96,11 @@ def test_answers_written_as_questions_and_answers_are_kept() -> None:
     assert strip_reply(text) == text.strip()
 
 
+def test_a_sentence_that_ends_like_a_reply_header_is_kept() -> None:
+    text = "On Monday my consultant wrote:\nthat rest is part of the work.\n\nI believed her.\n"
+    assert strip_reply(text) == text.strip()
+
+
 def test_a_sign_off_with_a_name_under_it_is_left_out() -> None:
     assert strip_reply("Lunch away from the ward.\n\nBest regards,\nAmara\n") == (
         "Lunch away from the ward."

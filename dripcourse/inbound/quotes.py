@@ -104,10 +104,17 @@ def is_wrote_line(line: str) -> bool:
     # A verb at the end of a short sentence is not enough: a header names a date or a
     # person's address, or opens with the word clients use ("On", "Le", "Am", ...).
     dated = bool(re.search(r"\d", before)) or "@" in before
+    # A client's header names a year, a time or an address; "On Monday my consultant
+    # wrote:" in a reflection names none of them.
+    if not _STAMPED.search(line):
+        return False
     opens = bool(_WROTE_OPENERS.match(line))
     if not has_colon and not line.rstrip().endswith("-"):
         return opens and dated  # "On Wed, 14 Nov 2018 ... John <j@x> wrote", no colon
     return dated or opens
+
+
+_STAMPED = re.compile(r"\d{4}|\d{1,2}[:.]\d{2}|@")
 
 
 def is_date_address_line(line: str) -> bool:
