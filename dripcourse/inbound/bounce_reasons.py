@@ -95,7 +95,7 @@ _WORDS: list[tuple[Family, str]] = [
         r"|spf (check )?(fail|softfail|violation)|dmarc|dkim .{0,200}fail|failed (spf|dkim)"
         r"|relay(ing)? (access )?(denied|not permitted|prohibited)|unable to relay"
         r"|not allowed to relay|we do not relay|relay not permitted"
-        r"|tls (is )?required|must issue a starttls|encryption required|access denied.{0,200}sender"
+        r"|tls (is )?required|must issue a starttls|encryption required|access denied\W{1,5}sender"
         r"|message has been rejected as mail server .{0,200}rejected|sender was rejected"
         r"|mail relay|without authentication"
         r"|purported responsible address|sender id|spf record|not a member of"

@@ -270,14 +270,21 @@ _ORIGINAL = re.compile(
 def _report_text(msg: Message, parts: list[Message]) -> str:
     """The human-readable explanation, without the enclosed original."""
     texts = [p for p in parts if p.get_content_type() == "text/plain"]
-    if not texts and isinstance(msg.get_payload(), str):
-        texts = [msg]  # a multipart whose boundaries are broken reads as one text
+    if not texts:
+        # A multipart whose boundary is lost (an unindented header continuation) reads as
+        # one text.
+        texts = [
+            p
+            for p in parts
+            if p.get_content_maintype() == "multipart" and isinstance(p.get_payload(), str)
+        ]
     if not texts:
         texts = [p for p in parts if p.get_content_type() == "text/html"]
         text = _strip_html(_text(texts[0])) if texts else ""
     else:
         text = _text(texts[0])
-    if texts[:1] == [msg] or len(texts) == 1 and not _has_enclosure(parts):
+    broken = texts[0].get_content_maintype() == "multipart"
+    if broken or len(texts) == 1 and not _has_enclosure(parts):
         cut = _ORIGINAL.search(text)
         if cut and cut.start() > 0:
             text = text[: cut.start()]
@@ -378,7 +385,8 @@ def _failed_header(msg: Message) -> str:
 _NOT_RECIPIENT = re.compile(r"^(mailer-daemon|mail-daemon)@", re.IGNORECASE)
 # Where the prose names the recipients; an address before it is often the original's To.
 _NAMED = re.compile(
-    r"(following|these|the) (recipient|address|destination)|did not reach|not (be )?delivered to"
+    r"(following|these) (recipient|address|destination)|the recipient|did not reach"
+    r"|not (be )?delivered to"
     r"|could not be reached|delivery to|failed recipient|original address",
     re.IGNORECASE,
 )
