@@ -41,3 +41,13 @@ def test_the_enqueue_benchmark_counts_what_it_queued(tmp_path: Path, redis_url: 
     finally:
         tasks.configure(before)
     assert one_by_one > 0 and batched > 0
+
+
+def test_the_inbound_benchmarks_run_and_print_their_tables(capsys: pytest.CaptureFixture) -> None:
+    from benchmarks import bounces, reply_parsers
+
+    bounces.main()
+    reply_parsers.main()
+    out = capsys.readouterr().out
+    assert "| **all** | 259 |" in out
+    assert "| ours, headers and the lesson known | 94/97" in out
