@@ -223,7 +223,14 @@ def test_a_pause_while_the_lesson_is_on_its_way_holds_it_until_the_pause_ends(
     held = delivery_of(rt, ids[1])
     assert held is not None and held.status == DeliveryStatus.WAITING
     assert held.attempts == (1 if where == "waiting for a retry" else 0)  # nothing spent
-    paused_until = NOW + dt.timedelta(days=3)
+    with rt.sessions() as session:
+        paused_until = session.scalar(
+            select(Enrollment.paused_until).where(Enrollment.id == held.enrollment_id)
+        )
+    # Three days: back on the morning three days later (the pause ends at that local midnight).
+    assert paused_until is not None and NOW + dt.timedelta(
+        days=2
+    ) < paused_until <= NOW + dt.timedelta(days=3)
     assert held.next_attempt_at is not None and held.next_attempt_at >= paused_until
     # Nothing goes to them during the pause; at its end the held Day 1 does, once.
     _sweep_and_send(rt, relay, paused_until - dt.timedelta(minutes=1))

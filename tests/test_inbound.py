@@ -239,9 +239,9 @@ def test_a_report_sent_to_the_reply_address_suppresses_no_one(
 ) -> None:
     # The reply address is in every lesson a subscriber can forward; the bounce address is
     # only in the envelope.
-    reply_address = rt.links.address(REPLY, ana, 3, DOMAIN).encode()
+    reply_address = address(rt, REPLY, ana, 3, DOMAIN).encode()
     raw = fixture(rt, name, ana).replace(
-        rt.links.address(BOUNCE, ana, 3, DOMAIN).encode(), reply_address
+        address(rt, BOUNCE, ana, 3, DOMAIN).encode(), reply_address
     )
     assert receive(rt, raw).kind == Kind.JUNK
     with transaction(rt.sessions) as session:
@@ -465,7 +465,7 @@ def nested_multipart(depth: int, to: str) -> bytes:
 def test_a_message_nested_deeper_than_any_real_one_is_junk_at_once_and_recorded(
     rt: Runtime, ana: int, depth: int
 ) -> None:
-    raw = nested_multipart(depth, rt.links.address(REPLY, ana, 3, DOMAIN))
+    raw = nested_multipart(depth, address(rt, REPLY, ana, 3, DOMAIN))
     started = time.thread_time()  # this thread's work, not the shared machine's load
     assert receive(rt, raw).kind == Kind.JUNK
     assert time.thread_time() - started < 1.0

@@ -382,7 +382,7 @@ def _lock_the_database(settings: Settings, rt: Runtime) -> sqlite3.Connection:
 def test_serve_answers_451_never_500_for_an_error_of_ours_or_a_wrong_key(
     settings: Settings, rt: Runtime, ana: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    to = address(rt, REPLY, ana, 3, DOMAIN)
     handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
     assert _deliver(handler, fixture(rt, "phone", ana), to) == "250 OK"
     wrong = dataclasses.replace(
@@ -406,7 +406,7 @@ def test_serve_answers_451_never_500_for_an_error_of_ours_or_a_wrong_key(
 def test_serve_logs_one_line_per_message_naming_no_token_or_address(
     settings: Settings, rt: Runtime, ana: int, tmp_path: Path
 ) -> None:
-    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    to = address(rt, REPLY, ana, 3, DOMAIN)
     log = tmp_path / "serve.log"
     with inbound_serve(settings, log) as port, smtplib.SMTP("127.0.0.1", port) as smtp:
         smtp.sendmail(ANA, [to], fixture(rt, "gmail", ana))
@@ -460,7 +460,7 @@ def test_serve_answers_451_within_its_patience_not_after_the_next_wait(
     holder = _lock_the_database(settings, rt)
     monkeypatch.setattr(inbound_listener, "OUTAGE_PATIENCE_SECONDS", 1.0)
     handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
-    to = rt.links.address(REPLY, ana, 3, DOMAIN)
+    to = address(rt, REPLY, ana, 3, DOMAIN)
     envelope = Envelope()
     envelope.content = envelope.original_content = fixture(rt, "gmail", ana)
     envelope.rcpt_tos = [to]

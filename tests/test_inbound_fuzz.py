@@ -33,7 +33,7 @@ from dripcourse.models import InboundKind
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings
 from tests.test_inbound import ANA, DOMAIN, NOW
-from tests.test_web_support import enroll, send_days
+from tests.test_web_support import address, enroll, send_days
 
 EXAMPLES = int(os.environ.get("DRIPCOURSE_FUZZ_EXAMPLES", "2000"))
 SECONDS_PER_MESSAGE = 1.0
@@ -249,8 +249,8 @@ def test_no_message_escapes_the_inbound_core_and_each_takes_under_a_second(
     rt, enrollment_id = world
     raw, to = message
     recipients = {
-        "reply": [rt.links.address(REPLY, enrollment_id, 3, DOMAIN)],
-        "bounce": [rt.links.address(BOUNCE, enrollment_id, 3, DOMAIN)],
+        "reply": [address(rt, REPLY, enrollment_id, 3, DOMAIN)],
+        "bounce": [address(rt, BOUNCE, enrollment_id, 3, DOMAIN)],
         "none": [],
     }[to]
     with rt.sessions() as session:

@@ -97,7 +97,7 @@ def test_a_messy_csv_then_a_week_of_changes(run, tmp_path: Path) -> None:  # typ
     # Amara asks for three days off; Kai was put in the wrong cohort; Noor moved to Chicago;
     # Eli leaves this cohort.
     paused = run("2025-03-03 13:00", "pause", "Amara@example.org", "--days", "3")
-    assert "paused until 2025-03-06 08:00 America/New_York" in paused.output
+    assert "paused until 2025-03-06 00:00 America/New_York" in paused.output
     moved = run("2025-03-03 13:00", "move", "kai@example.org", "--to-cohort", "summer")
     assert "cohort: spring: active, Day 2 of 7 due" in moved.output
     assert "-> summer: active, Day 2 of 7 due" in moved.output
@@ -106,8 +106,8 @@ def test_a_messy_csv_then_a_week_of_changes(run, tmp_path: Path) -> None:  # typ
     left = run("2025-03-03 13:00", "unenroll", "eli@example.org")
     assert "-> removed after Day 1 of 7" in left.output
     assert schedule(run) == {
-        # Paused to Thursday 08:00 in New York: Day 2 on Friday at 07:00 EST.
-        "amara@example.org": ("spring", 1, "2025-03-07T12:00:00Z", "active"),
+        # Paused for three days: back on the Thursday morning, Day 2 at 07:00 EST.
+        "amara@example.org": ("spring", 1, "2025-03-06T12:00:00Z", "active"),
         "eli@example.org": ("spring", 1, None, "removed"),
         # Mid-course, a move keeps her place: Tuesday 07:00 in Kolkata.
         "kai@example.org": ("summer", 1, "2025-03-04T01:30:00Z", "active"),

@@ -230,7 +230,7 @@ def test_pausing_from_the_page_while_a_lesson_is_queued_holds_it_and_says_when(
     url = path(rt, links.PAUSE, dana)
     assert post_form(client, url, action="pause").status_code == 303
     page = client.get(url).get_data(as_text=True)
-    assert "Day 3 will come on Thursday 13 March at 07:00" in page
+    assert "Day 3 will come on Wednesday 12 March at 07:00" in page
     assert sending.send_delivery(rt, claimed[0], wednesday) == sending.Outcome.SKIPPED
     # Resuming brings it back at once (the window is open), and it goes out once.
     assert post_form(client, url, action="resume").status_code == 303

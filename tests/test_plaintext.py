@@ -57,7 +57,9 @@ def test_every_lesson_text_part_is_prose_under_78_columns(slug: str, day: int) -
     msg = email.message_from_bytes(wire, policy=email.policy.default)
     text = msg.get_body(("plain",)).get_content()
     lines = text.splitlines()
-    assert max(len(line) for line in lines) <= 78, max(lines, key=len)
+    # An address is never broken: a line that is one link may be longer (their tokens are).
+    prose = [line for line in lines if not line.startswith(("https://", "http://"))]
+    assert max(len(line) for line in prose) <= 78, max(prose, key=len)
     for mark in ("*", "![", "](", "__"):
         assert mark not in text, mark
     assert not [line for line in lines if line.startswith("#")]

@@ -406,7 +406,10 @@ def test_a_pause_while_the_batch_is_under_way_holds_that_readers_lesson_until_it
     outcomes = sending.send_batch(rt, ids, NOW)
     assert outcomes[pausing] == Outcome.HELD and email_of(rt, pausing) not in relay.sent
     assert {outcomes[i] for i in ids if i != pausing} == {Outcome.SENT}
-    week_later = NOW + dt.timedelta(days=7)
+    # A week: back on the morning seven days later, the pause ending at that local midnight.
+    week_later = schedule.at_local_time(
+        dt.date(2026, 12, 2), dt.time(0), schedule.zone("Europe/Madrid")
+    )
     with transaction(rt.sessions) as session:
         moved = {
             d.id: (d.status, d.attempts, d.next_attempt_at, d.enrollment.day)
@@ -415,7 +418,7 @@ def test_a_pause_while_the_batch_is_under_way_holds_that_readers_lesson_until_it
         paused = session.get(Delivery, pausing).enrollment
         assert (paused.next_send_at, paused.paused_until) == (None, week_later)
     madrid_7am = schedule.at_local_time(
-        dt.date(2026, 12, 3), dt.time(7), schedule.zone("Europe/Madrid")
+        dt.date(2026, 12, 2), dt.time(7), schedule.zone("Europe/Madrid")
     )
     # Day 1 waits for the first send time after the pause, its attempt given back.
     assert moved[pausing] == (DeliveryStatus.WAITING, 0, madrid_7am, 0)

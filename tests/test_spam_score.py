@@ -21,7 +21,7 @@ from dripcourse.courses.course import load_course
 from dripcourse.courses.render import Renderer, build_message, message_id, reply_addresses
 from dripcourse.courses.wire import wire_bytes
 from tests.conftest import EMAILS, service_missing
-from tests.test_render import ALL_LESSONS, LINKS, NOW, reader, render
+from tests.test_render import ALL_LESSONS, KEY, LINKS, NOW, reader, render
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +57,7 @@ def test_spamassassin_scores_no_point_for_any_lesson(
     renderer = Renderer(EMAILS, reply_by_email=bool(reply_domain))
     who = reader(day=day)
     if reply_domain:
-        who = dataclasses.replace(who, **reply_addresses(LINKS, reply_domain, 42, day))
+        who = dataclasses.replace(who, **reply_addresses(LINKS, reply_domain, 42, day, KEY))
     rules = scored_rules(spamassassin, render(renderer, slug, day, who))
     assert "HTML_MESSAGE" in rules, rules  # the report was read: the HTML part is always there
     assert {name: points for name, points in rules.items() if points != 0} == {}
@@ -92,7 +92,7 @@ def test_a_reply_domain_outside_the_senders_domain_costs_a_point(spamassassin: s
     DMARC's SPF alignment)."""
     slug, day = ALL_LESSONS[0]
     who = dataclasses.replace(
-        reader(day=day), **reply_addresses(LINKS, "reply.example.org", 42, day)
+        reader(day=day), **reply_addresses(LINKS, "reply.example.org", 42, day, KEY)
     )
     rules = scored_rules(
         spamassassin, render(Renderer(EMAILS, reply_by_email=True), slug, day, who)
