@@ -1,4 +1,8 @@
-"""One Settings object: built-in embedded defaults, then a TOML file, then DRIPCOURSE_* vars."""
+"""One Settings object: built-in embedded defaults, then a TOML file, then DRIPCOURSE_* vars.
+
+It stays one module (about 410 lines): every setting's rule is checked here, once, at start,
+so a wrong setting stops the program with its name before anything runs.
+"""
 
 from __future__ import annotations
 

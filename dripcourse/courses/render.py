@@ -4,7 +4,7 @@ premailer costs milliseconds per document, so each lesson is rendered and inline
 placeholder tokens standing in for everything personal (name, links). Per subscriber, the
 placeholders are swapped for escaped values: a string join, not another premailer run.
 
-It stays whole (about 480 lines): the variables a template may use, the sandbox that holds
+It stays whole (about 550 lines): the variables a template may use, the sandbox that holds
 it to them and the message built from the result are one contract with course writers,
 read in one place.
 """

@@ -9,6 +9,9 @@ own fields. It is a pure function: no database, no settings; ``route.py`` applie
 (docs/inbound.md, "Bounces"). Its input is bounded (``MAX_TEXT`` characters of report text,
 ``MAX_PARTS`` MIME parts) and its patterns are linear, so a hostile message costs
 milliseconds.
+
+It stays one module (about 420 lines): reading a report and finding its reason family are one
+pass over the same text; the families themselves are in ``bounce_reasons``.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ the stdin pipe and the IMAP poll (cli/inbound.py) are thin adapters that hand by
 ``process``. The raw message is never stored: a row in ``inbound_messages`` keeps only what
 kind it was, for the Message-ID check, the rate limits and ``status``.
 
-It stays whole (about 500 lines) while replies, delivery reports and complaints are each a
+It stays whole (about 510 lines) while replies, delivery reports and complaints are each a
 few short functions sharing the token check; who sent a reply is ``sender``'s question.
 """
 

@@ -6,6 +6,9 @@ other change that moves the next lesson goes through ``replan``, the one place t
 schedule when the next lesson is due now. It uses enrollment's compare-and-set
 (``_reschedule``) and its "when would it be due unpaused" (``_unpaused_due``), the same steps
 pause and resume take, rather than a second copy of them.
+
+It stays one module (about 430 lines): each change to one person is a short function over
+the same guards, and ``describe`` is what the operator sees of the result.
 """
 
 from __future__ import annotations

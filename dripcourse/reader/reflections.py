@@ -4,6 +4,8 @@ Plain functions over a session and a ``now``; the web views and the export comma
 adapters around them. Reflections are private writing: they are read here only for their
 author (through their own link) or for an operator's export. The text is sealed before it
 reaches the database and opened only here, so every other module sees rows it cannot read.
+
+It stays one module (about 430 lines) so that the sealed text is opened in one place only.
 """
 
 from __future__ import annotations
