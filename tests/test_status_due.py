@@ -103,12 +103,12 @@ def test_due_says_who_would_get_which_lesson_and_why_the_others_would_not(
     # Monday 2025-03-03 at 08:00 UTC: 07:00 has passed in London, not yet in New York.
     assert verdicts(rt, utc(2025, 3, 3, 8)) == {
         "ldn@example.org": ("due", "Day 1"),
-        "ny@example.org": ("before send time", "Day 1 at 2025-03-03 07:00 local"),
-        "p@example.org": ("paused", "until 2025-03-06 00:00 local"),
+        "ny@example.org": ("before send time", "Day 1 at 2025-03-03 07:00 America/New_York"),
+        "p@example.org": ("paused", "until 2025-03-06 00:00 UTC"),
     }
     # Saturday: nobody is due on a weekday-only course.
     saturday = verdicts(rt, utc(2025, 3, 1, 12))
-    assert saturday["ldn@example.org"] == ("weekend", "Day 1 at 2025-03-03 07:00 local")
+    assert saturday["ldn@example.org"] == ("weekend", "Day 1 at 2025-03-03 07:00 Europe/London")
     assert tick(rt, utc(2025, 3, 3, 8))  # nothing was sent by the dry run: the tick claims it
     assert verdicts(rt, utc(2025, 3, 3, 9))["ldn@example.org"][0] == "not yet"
 
@@ -216,7 +216,7 @@ def test_every_reason_due_gives_is_in_its_documented_list(rt: Runtime, tmp_path:
     seen = verdicts(rt, morning)
     assert seen["retry@example.org"] == (
         "waiting",
-        "Day 1 at 2025-03-03 13:35 local (last error: 451 4.3.0 Try again later)",
+        "Day 1 at 2025-03-03 13:35 Europe/Paris (last error: 451 4.3.0 Try again later)",
     )
     reasons |= {v[0] for v in seen.values()}
     assert seen["late@example.org"][0] == "outside the sending window"

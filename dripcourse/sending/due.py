@@ -98,7 +98,7 @@ def _claimed(enrollment: Enrollment, tz: ZoneInfo, following: int) -> tuple[str,
     waiting = next((d for d in enrollment.deliveries if d.status == DeliveryStatus.WAITING), None)
     if waiting is None or waiting.next_attempt_at is None:
         return "on its way", f"Day {following} is queued or being sent", None
-    detail = f"Day {following} at {waiting.next_attempt_at.astimezone(tz):%Y-%m-%d %H:%M} local"
+    detail = f"Day {following} at {waiting.next_attempt_at.astimezone(tz):%Y-%m-%d %H:%M} {tz.key}"
     if waiting.last_error:
         detail += f" (last error: {waiting.last_error})"
     return "waiting", detail, None
@@ -121,7 +121,7 @@ def _why(
         return _claimed(enrollment, tz, following)
     if enrollment.paused_until is not None and enrollment.paused_until > at:
         until = enrollment.paused_until.astimezone(tz)
-        return "paused", f"until {until:%Y-%m-%d %H:%M} local", None
+        return "paused", f"until {until:%Y-%m-%d %H:%M} {tz.key}", None
     if (
         due <= at
         and not schedule.at_once(following, enrollment.cohort.started_at)
@@ -135,7 +135,7 @@ def _why(
             if not course.cadence.is_sending_day(at.astimezone(tz).date())
             else ("outside the sending window")
         )
-        return reason, f"Day {following} at {opens:%Y-%m-%d %H:%M} local", None
+        return reason, f"Day {following} at {opens:%Y-%m-%d %H:%M} {tz.key}", None
     if due <= at:
         return "due", f"Day {following}", following
     local_at, local_due = at.astimezone(tz), due.astimezone(tz)
@@ -145,4 +145,4 @@ def _why(
         reason = "before send time"
     else:
         reason = "not yet"
-    return reason, f"Day {following} at {local_due:%Y-%m-%d %H:%M} local", None
+    return reason, f"Day {following} at {local_due:%Y-%m-%d %H:%M} {tz.key}", None
