@@ -149,6 +149,20 @@ def test_writing_again_edits_the_same_reflection(
     assert "First thoughts." not in page
 
 
+def test_saving_an_emptied_box_says_the_earlier_reflection_is_kept(
+    rt: Runtime, client: FlaskClient, ana: int
+) -> None:
+    url = path(rt, links.REFLECT, ana, 1)
+    post_form(client, url, reflection="First thoughts.")
+    response = post_form(client, url, reflection="   ")
+    assert response.status_code == 400
+    page = " ".join(response.get_data(as_text=True).split())
+    assert "The box was empty, so nothing was saved: your reflection for this day is kept" in page
+    assert "First thoughts." in page  # shown again, not an empty box
+    (saved,) = stored(rt)
+    assert saved.body == "First thoughts."
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [

@@ -91,7 +91,15 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
         except reflections.ReflectionRejected as exc:
             # Shown again as typed, less the control characters a page may not hold.
             again = reflections.as_typed(posted)
-            return render_template("reflect.html", **page, text=again, error=str(exc)), 400
+            error = str(exc)
+            if reflection is not None and not again.strip():
+                # Emptying the box is not deleting: say what was kept, and where deleting is.
+                error = (
+                    "The box was empty, so nothing was saved: your reflection for this day is "
+                    "kept as it was (it is below). To delete reflections, use your journal."
+                )
+                again = reflection.body
+            return render_template("reflect.html", **page, text=again, error=error), 400
     return redirect(url_for(".reflect", token=token, saved=1), code=303)
 
 
