@@ -61,5 +61,5 @@ def test_every_lesson_text_part_is_prose_under_78_columns(slug: str, day: int) -
     prose = [line for line in lines if not line.startswith(("https://", "http://"))]
     assert max(len(line) for line in prose) <= 78, max(prose, key=len)
     for mark in ("*", "![", "](", "__"):
-        assert mark not in text, mark
+        assert not [line for line in prose if mark in line], mark  # a link's token may hold "__"
     assert not [line for line in lines if line.startswith("#")]

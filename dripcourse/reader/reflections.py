@@ -59,6 +59,10 @@ class ReflectionRejected(InputError):
     """A reflection that cannot be saved as written (empty, too long); the message says why."""
 
 
+class EmptyReflection(ReflectionRejected):
+    """A reflection with no visible character: nothing to save."""
+
+
 def clean_text(text: str) -> str:
     """The text as it will be stored: one kind of line break, no control characters."""
     text = text.replace("\r\n", "\n").replace("\r", "\n")
@@ -82,7 +86,7 @@ def check_text(text: str, max_chars: int) -> str:
     """
     cleaned = clean_text(text)
     if not any(_visible(c) for c in cleaned):
-        raise ReflectionRejected("Your reflection is empty. Write something, then save it.")
+        raise EmptyReflection("Your reflection is empty. Write something, then save it.")
     if len(cleaned) > max_chars:
         raise ReflectionRejected(
             f"Your reflection is {len(cleaned):,} characters long; the limit is "

@@ -92,7 +92,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             # Shown again as typed, less the control characters a page may not hold.
             again = reflections.as_typed(posted)
             error = str(exc)
-            if reflection is not None and not again.strip():
+            if reflection is not None and isinstance(exc, reflections.EmptyReflection):
                 # Emptying the box is not deleting: say what was kept, and where deleting is.
                 error = (
                     "The box was empty, so nothing was saved: your reflection for this day is "
