@@ -71,24 +71,8 @@ class Browser:
 
     def layout(self, url: str, width: int, screenshot: Path) -> Layout:
         """Open ``url`` in a viewport ``width`` CSS pixels wide, as a phone would."""
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self._port}/json/new?about:blank", method="PUT"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            target = json.load(response)
-        ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=30)
+        ws = self._open(url, width)
         try:
-            self._call(
-                ws,
-                "Emulation.setDeviceMetricsOverride",
-                width=width,
-                height=800,
-                deviceScaleFactor=1,
-                mobile=True,
-            )
-            self._call(ws, "Page.enable")
-            self._call(ws, "Page.navigate", url=url)
-            self._wait_for(ws, "Page.loadEventFired")
             sizes = self._call(
                 ws,
                 "Runtime.evaluate",
@@ -114,25 +98,8 @@ class Browser:
         The page's Content-Security-Policy forbids any script, so it is bypassed for this tab
         only: axe reads the page as laid out, it changes nothing in it.
         """
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self._port}/json/new?about:blank", method="PUT"
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
-            target = json.load(response)
-        ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=60)
+        ws = self._open(url, width, bypass_csp=True)
         try:
-            self._call(
-                ws,
-                "Emulation.setDeviceMetricsOverride",
-                width=width,
-                height=800,
-                deviceScaleFactor=1,
-                mobile=True,
-            )
-            self._call(ws, "Page.enable")
-            self._call(ws, "Page.setBypassCSP", enabled=True)
-            self._call(ws, "Page.navigate", url=url)
-            self._wait_for(ws, "Page.loadEventFired")
             self._call(ws, "Runtime.evaluate", expression=axe_source)
             found = self._call(
                 ws,
@@ -151,6 +118,33 @@ class Browser:
         if "exceptionDetails" in found:
             raise RuntimeError(f"axe-core failed on {url}: {found['exceptionDetails']}")
         return json.loads(found["result"]["value"])
+
+    def _open(self, url: str, width: int, *, bypass_csp: bool = False) -> websocket.WebSocket:
+        """A new tab ``width`` CSS pixels wide, as a phone would be, with ``url`` loaded."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self._port}/json/new?about:blank", method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            target = json.load(response)
+        ws = websocket.create_connection(target["webSocketDebuggerUrl"], timeout=60)
+        try:
+            self._call(
+                ws,
+                "Emulation.setDeviceMetricsOverride",
+                width=width,
+                height=800,
+                deviceScaleFactor=1,
+                mobile=True,
+            )
+            self._call(ws, "Page.enable")
+            if bypass_csp:
+                self._call(ws, "Page.setBypassCSP", enabled=True)
+            self._call(ws, "Page.navigate", url=url)
+            self._wait_for(ws, "Page.loadEventFired")
+        except BaseException:
+            ws.close()
+            raise
+        return ws
 
     def _call(self, ws: websocket.WebSocket, method: str, **params: object) -> dict:
         message_id = next(self._ids)
