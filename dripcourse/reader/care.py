@@ -72,16 +72,16 @@ def phrases() -> dict[str, tuple[str, ...]]:
     return {lang: tuple(table["phrases"]) for lang, table in tomllib.loads(text).items()}
 
 
-def _plain(text: str) -> str:
+def plain(text: str) -> str:
     """Lower case, no accents, one kind of apostrophe and single spaces: as phrases compare."""
     text = unicodedata.normalize("NFKD", text.casefold().replace("\u2019", "'"))
     text = "".join(c for c in text if not unicodedata.combining(c))
     return " ".join(text.split())
 
 
-def _pattern(phrase: str) -> str:
+def phrase_pattern(phrase: str) -> str:
     words = []
-    for word in _plain(phrase).split(" "):
+    for word in plain(phrase).split(" "):
         stem = word.endswith("*")
         word = re.escape(word.rstrip("*")).replace("'", "'?").replace(r"\-", r"[\s-]?")
         words.append(word + (r"\w*" if stem else r"\b"))
@@ -91,13 +91,13 @@ def _pattern(phrase: str) -> str:
 @functools.cache
 def _matcher() -> re.Pattern[str]:
     every = (p for listed in phrases().values() for p in listed)
-    return re.compile("|".join(_pattern(p) for p in every))
+    return re.compile("|".join(phrase_pattern(p) for p in every))
 
 
 def sounds_like_despair(text: str) -> bool:
     """Whether ``text`` holds one of the listed words of despair or self-harm, in any of the
     listed languages. The answer is for the page being shown, and goes nowhere else."""
-    return _matcher().search(_plain(text)) is not None
+    return _matcher().search(plain(text)) is not None
 
 
 def written_today_in_despair(
