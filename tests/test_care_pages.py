@@ -329,3 +329,22 @@ def test_without_support_in_footer_only_the_last_lesson_carries_the_link(
     html, _text = lesson_parts(emails, 7)
     assert "lists\nservices near you" in (emails / "white-coat" / "day-07.md").read_text()
     assert "The link at the end of this lesson, to where to turn at any hour" in html
+
+
+def test_the_privacy_page_says_what_the_check_does_and_does_not_do(
+    rt: Runtime, client: FlaskClient
+) -> None:
+    page = client.get("/privacy").get_data(as_text=True)
+    text = " ".join(re.sub(r"<[^>]+>", " ", page).replace("&#39;", "'").split())
+    for claim in [
+        "Your country, only if the course team set it",
+        "Where to turn, and what happens when you write about a dark time",
+        "the list for the country of your time zone, or for the country the course team set",
+        "holds words of despair or self-harm (from a short list kept with the program), the "
+        "page that confirms it shows those places first",
+        "For a reply by email, your journal shows them at its top that day",
+        "That check reads only the words you just wrote, while the page is being made",
+        "Nothing about it is stored, logged, counted or sent, and no one is alerted",
+        "no one will contact you because of it",
+    ]:
+        assert claim in text, claim
