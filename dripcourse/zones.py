@@ -4,6 +4,8 @@ zoneinfo also accepts abbreviations and old aliases (``EST``, ``US/Eastern``, ``
 of them are fixed offsets that ignore daylight saving: ``EST`` stays UTC-5 all summer, so a
 New York doctor would get the 07:00 lesson at 08:00. So input is held to the names of places
 listed in the tz database's own ``zone.tab`` (plus ``UTC``), and a near miss gets a suggestion.
+The same table says which country each zone is in (``country_of``), which picks a reader's
+places to turn in a dark week; ``iso3166.tab`` gives the country codes and names.
 """
 
 from __future__ import annotations

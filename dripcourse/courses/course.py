@@ -5,7 +5,7 @@ rather than stopping at the first, so ``dripcourse check`` can list them all in 
 ``load_course`` is the strict form the scheduler uses, refusing a course with any error.
 Line numbers are counted in the file, so they match what an editor shows.
 
-It stays whole (about 470 lines): the lenient reading for ``check`` and the strict load share
+It stays whole (about 480 lines): the lenient reading for ``check`` and the strict load share
 one walk over the files and one list of findings, and split they would drift apart.
 """
 
