@@ -183,8 +183,11 @@ def test_saving_words_of_despair_writes_nothing_a_calm_reflection_would_not(
     rt: Runtime, london: int, client: FlaskClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The check leaves no trace: the database changes exactly as for a calm reflection (one
-    reflection row, sealed), no log line mentions it, and the operator log stays empty."""
+    reflection row, sealed), no log line mentions it, the operator log stays empty and no
+    mail goes out."""
     operator_log = Path(rt.settings.var_dir) / "operator.log"
+    outbox = Path(rt.settings.mail_url.removeprefix("file://"))
+    mailed = sorted(outbox.iterdir())
     changed = {}
     for day, text in ((1, CALM), (2, DESPAIR["en"][4])):
         before = every_row(rt.engine)
@@ -199,6 +202,7 @@ def test_saving_words_of_despair_writes_nothing_a_calm_reflection_would_not(
             assert places_shown_first(page) and '<section class="care"' in journal
     assert changed[CALM] == changed[DESPAIR["en"][4]] == {"reflections"}
     assert not operator_log.exists()
+    assert sorted(outbox.iterdir()) == mailed
 
 
 # -- a reply by email: the journal is its confirmation --------------------------------------

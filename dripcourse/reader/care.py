@@ -80,6 +80,8 @@ def plain(text: str) -> str:
 
 
 def phrase_pattern(phrase: str) -> str:
+    """The regular expression for one listed phrase, matched against ``plain`` text: whole
+    words, any run of spaces between them, "*" for any ending, "'" and "-" optional."""
     words = []
     for word in plain(phrase).split(" "):
         stem = word.endswith("*")
