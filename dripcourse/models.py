@@ -121,6 +121,9 @@ class Subscriber(Base):
     # How lessons address them, set by hand or from the import; "" derives it from the name.
     greeting: Mapped[str] = mapped_column(String(200), default="", server_default="")
     timezone: Mapped[str] = mapped_column(String(64))
+    # The country whose places to turn they are shown, when an operator set it (ISO 3166 code);
+    # "" means their time zone's country in the tz database (reader/care.py).
+    country: Mapped[str] = mapped_column(String(2), default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")

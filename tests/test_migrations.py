@@ -39,6 +39,7 @@ COLUMNS_RESET = {
     ("cohorts", "start_today"): False,
     ("cohorts", "timezone"): None,
     ("subscribers", "greeting"): "",
+    ("subscribers", "country"): "",
     ("deliveries", "queued_at"): None,
     ("deliveries", "lesson_version_id"): None,
     ("reflections", "source"): "web",
@@ -186,14 +187,19 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
     """Three people in two cohorts, with something in every column and table a version added."""
     both = {"created_at": NOW, "updated_at": NOW}
     with engine.begin() as conn:
-        for email, name, greeting, zone in [
-            ("ana@example.org", "Ana Ruiz", "Dr. Ruiz", "Europe/Madrid"),
-            ("bo@example.org", "Bo", "", "Asia/Tokyo"),
-            ("chen@example.org", "Chen Li", "Chen", "America/New_York"),
+        for email, name, greeting, zone, country in [
+            ("ana@example.org", "Ana Ruiz", "Dr. Ruiz", "Europe/Madrid", "AR"),
+            ("bo@example.org", "Bo", "", "Asia/Tokyo", ""),
+            ("chen@example.org", "Chen Li", "Chen", "America/New_York", ""),
         ]:
             conn.execute(
                 insert(Subscriber).values(
-                    email=email, name=name, greeting=greeting, timezone=zone, created_at=NOW
+                    email=email,
+                    name=name,
+                    greeting=greeting,
+                    timezone=zone,
+                    country=country,
+                    created_at=NOW,
                 )
             )
         conn.execute(

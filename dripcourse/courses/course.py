@@ -5,7 +5,7 @@ rather than stopping at the first, so ``dripcourse check`` can list them all in 
 ``load_course`` is the strict form the scheduler uses, refusing a course with any error.
 Line numbers are counted in the file, so they match what an editor shows.
 
-It stays whole (about 470 lines): the lenient reading for ``check`` and the strict load share
+It stays whole (about 480 lines): the lenient reading for ``check`` and the strict load share
 one walk over the files and one list of findings, and split they would drift apart.
 """
 
@@ -21,6 +21,7 @@ from typing import Literal
 
 import yaml
 
+from dripcourse.courses import support as support_file
 from dripcourse.errors import CourseError
 from dripcourse.schedule import Cadence, parse_send_time
 from dripcourse.validate import check_header_text
@@ -44,6 +45,7 @@ KNOWN_COURSE_KEYS = {
     "skip_weekends",
     "greeting_fallback",
     "reason",
+    *support_file.COURSE_KEYS,
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -109,6 +111,8 @@ class Course:
     description: str = ""
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     reason: str = ""
+    # Where to turn in a dark week: the course's wording and its support.toml (support.py).
+    support: support_file.Support = field(default_factory=support_file.Support)
 
     @property
     def length(self) -> int:
@@ -194,9 +198,14 @@ def read_course(emails_dir: Path, slug: str) -> CourseReading:
     findings: list[Finding] = []
     settings = _read_course_toml(meta_path, findings)
     lessons, unloaded = _read_lessons(folder, findings)
+    default, countries, problems = support_file.read_places(folder)
+    for line, severity, message in problems:
+        findings.append(Finding(folder / support_file.SUPPORT_FILE, line, severity, message))  # type: ignore[arg-type]
     course = None
     if settings is not None:
-        course = Course(slug=slug, lessons=lessons, path=folder, **settings)  # type: ignore[arg-type]
+        wording = settings.pop("support")
+        places = support_file.Support(**wording, default=default, countries=countries)  # type: ignore[arg-type]
+        course = Course(slug=slug, lessons=lessons, path=folder, support=places, **settings)  # type: ignore[arg-type]
     return CourseReading(slug, course, findings, lessons, unloaded)
 
 
@@ -259,6 +268,9 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
             'reason must be one sentence, e.g. "Your residency programme enrolled '
             'you in this course."',
         )
+    wording, bad = support_file.read_wording(meta)
+    for key, message in bad:
+        error(key, message)
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -268,6 +280,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "description": str(meta.get("description", "")),
         "greeting_fallback": str(fallback).strip(),
         "reason": str(reason).strip(),
+        "support": wording,
     }
 
 
@@ -304,7 +317,7 @@ def _read_lessons(
     CourseReading); the problems go to ``findings``."""
     found: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name == "course.toml" or path.name.startswith("."):
+        if path.name in ("course.toml", support_file.SUPPORT_FILE) or path.name.startswith("."):
             continue  # hidden files: editors' swap and backup files
         match = LESSON_FILE.match(path.name)
         if match is None:

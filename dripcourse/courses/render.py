@@ -68,6 +68,10 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.unsubscribe": "the subscriber's link to unsubscribe",
     "links.lesson": "the subscriber's link to read this lesson in a browser",
     "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
+    "links.support": "the subscriber's link to their places to turn in a dark week",
+    "support.line": "the course's words for that link (course.toml's support_line)",
+    "support.in_footer": "true when the course shows that link in every lesson's footer",
+    "lesson.last": "true for the course's last lesson",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
     "team.name": "who runs the course (setting team_name)",
     "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
@@ -88,6 +92,7 @@ PERSONAL_FIELDS = (
     "greeting",
     "lesson",
     "privacy",
+    "support",
     # A name at the end of a sentence ("Good morning, {{ greeting }}."): the value and the
     # full stop together, so a name that ends in one ("Dr. K.C.") does not get a second.
     "name.",
@@ -116,6 +121,7 @@ class Personal:
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
+    support: str = ""  # their places to turn (a link that never expires)
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
@@ -247,6 +253,9 @@ class Renderer:
             "lesson.prompt": lesson.prompt,
             "lesson.questions": list(lesson.questions),
             "lesson.preheader": lesson.preheader,
+            "lesson.last": lesson.day == course.length,
+            "support.line": course.support.line,
+            "support.in_footer": course.support.in_footer,
             "css": Markup(self._css),
             "reply_by_email": self.reply_by_email,
             "team.name": self.team_name,
@@ -254,7 +263,7 @@ class Renderer:
         }
         for name in ("name", "first_name", "greeting"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)
-        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy"):
+        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy", "support"):
             facts[f"links.{link}"] = getattr(tokens, link)
         lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)

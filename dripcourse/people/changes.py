@@ -336,6 +336,21 @@ def set_timezone(
     return changes
 
 
+def set_country(person: Subscriber, code: str) -> Change:
+    """Set whose places to turn the person is shown; "" goes back to their zone's country."""
+    country = ""
+    if code.strip():
+        try:
+            country = zones.check_country(code)
+        except InputError as exc:
+            raise InputError(f"country: {exc}") from None
+    if country == person.country:
+        raise InputError(f"{person.email} has country {country or '(from the zone)'} already")
+    change = Change("country", person.country or "(from the zone)", country or "(from the zone)")
+    person.country = country
+    return change
+
+
 def enroll_person(
     session: Session,
     cohort: Cohort,
@@ -355,6 +370,8 @@ def enroll_person(
             person.name = signup.name
         if signup.timezone != person.timezone:
             changes.extend(set_timezone(session, person, signup.timezone, course_for, now))
+        if signup.country and signup.country != person.country:
+            changes.append(set_country(person, signup.country))
     enrolled = enrollments.enroll(session, cohort, course_for(cohort.course_slug), signup, now)
     return enrolled, changes
 
