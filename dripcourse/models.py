@@ -122,6 +122,9 @@ class Subscriber(Base):
     greeting: Mapped[str] = mapped_column(String(200), default="", server_default="")
     timezone: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # When a journal link was last emailed at their request from the pause or unsubscribe
+    # page (reader.journal_link): one an hour at most.
+    journal_link_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
 
