@@ -39,7 +39,7 @@ ONE_CLICK = "One-Click"
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 RESUBSCRIBE = "resubscribe"  # the form token's purpose
 ASK_JOURNAL = "journal-link"
-# What the page says after the journal button (?journal=...), and after resubscribing.
+# What a page may say after its journal button was pressed (its ?journal=...).
 JOURNAL_ANSWERS = {a.value for a in journal_link.Asked} | {"expired"}
 
 # -- pause and unsubscribe ---------------------------------------------------------------
