@@ -125,6 +125,9 @@ class Subscriber(Base):
     # "" means their time zone's country in the tz database (reader/care.py).
     country: Mapped[str] = mapped_column(String(2), default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # When a journal link was last emailed at their request from the pause or unsubscribe
+    # page (reader.journal_link): one an hour at most.
+    journal_link_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
 

@@ -45,6 +45,7 @@ COLUMNS_RESET = {
     ("reflections", "source"): "web",
     # Rows back from before links01 are rows from before keys: their unbound links still open.
     ("enrollments", "legacy_links"): True,
+    ("subscribers", "journal_link_sent_at"): None,
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
@@ -187,10 +188,10 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
     """Three people in two cohorts, with something in every column and table a version added."""
     both = {"created_at": NOW, "updated_at": NOW}
     with engine.begin() as conn:
-        for email, name, greeting, zone, country in [
-            ("ana@example.org", "Ana Ruiz", "Dr. Ruiz", "Europe/Madrid", "AR"),
-            ("bo@example.org", "Bo", "", "Asia/Tokyo", ""),
-            ("chen@example.org", "Chen Li", "Chen", "America/New_York", ""),
+        for email, name, greeting, zone, country, asked in [
+            ("ana@example.org", "Ana Ruiz", "Dr. Ruiz", "Europe/Madrid", "AR", NOW),
+            ("bo@example.org", "Bo", "", "Asia/Tokyo", "", None),
+            ("chen@example.org", "Chen Li", "Chen", "America/New_York", "", None),
         ]:
             conn.execute(
                 insert(Subscriber).values(
@@ -200,6 +201,7 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
                     timezone=zone,
                     country=country,
                     created_at=NOW,
+                    journal_link_sent_at=asked,
                 )
             )
         conn.execute(

@@ -78,6 +78,8 @@ def test_a_lesson_shows_both_widths_dark_mode_text_and_headers(client: FlaskClie
     assert '<dd id="subject">Day 3: Small boundaries on a real rota</dd>' in html
     assert "<dt>Preheader</dt>" in html
     assert "Good morning, Dr. Reader." in html  # the plain-text part
+    # The salutation is the send time's, whatever the hour staff look; the page says so.
+    assert '<dd id="salutation">&ldquo;Good morning&rdquo; as shown, sent at 07:00;' in html
     frame = client.get("/course/white-coat/3/html")
     assert frame.status_code == 200 and frame.mimetype == "text/html"
     assert "Write your reflection" in frame.get_data(as_text=True)

@@ -11,6 +11,7 @@ one walk over the files and one list of findings, and split they would drift apa
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from typing import Literal
 import yaml
 
 from dripcourse.courses import support as support_file
+from dripcourse.courses.greeting import DEFAULT_SALUTATION_MODE, SALUTATION_MODES
+from dripcourse.courses.greeting import salutation as opening_for
 from dripcourse.errors import CourseError
 from dripcourse.schedule import Cadence, parse_send_time
 from dripcourse.validate import check_header_text
@@ -46,6 +49,7 @@ KNOWN_COURSE_KEYS = {
     "greeting_fallback",
     "reason",
     *support_file.COURSE_KEYS,
+    "salutation",
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -113,6 +117,19 @@ class Course:
     reason: str = ""
     # Where to turn in a dark week: the course's wording and its support.toml (support.py).
     support: support_file.Support = field(default_factory=support_file.Support)
+    # How lessons open: "time-of-day" ("Good morning", "Good evening", "Hello" at night, by
+    # the reader's local time when it is sent) or "neutral" ("Hello").
+    salutation: str = DEFAULT_SALUTATION_MODE
+
+    def salutation_at(self, local: dt.datetime | dt.time) -> str:
+        """``{{ salutation }}`` for a lesson sent at ``local`` on the reader's own clock."""
+        return opening_for(self.salutation, local)
+
+    @property
+    def usual_salutation(self) -> str:
+        """``{{ salutation }}`` for a lesson sent at the course's send time, as most are:
+        what previews show."""
+        return self.salutation_at(self.cadence.send_time)
 
     @property
     def length(self) -> int:
@@ -271,6 +288,12 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
     wording, bad = support_file.read_wording(meta)
     for key, message in bad:
         error(key, message)
+    mode = meta.get("salutation", DEFAULT_SALUTATION_MODE)
+    if mode not in SALUTATION_MODES:
+        error(
+            "salutation",
+            f"salutation must be {' or '.join(repr(m) for m in SALUTATION_MODES)}, got {mode!r}",
+        )
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -281,6 +304,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "greeting_fallback": str(fallback).strip(),
         "reason": str(reason).strip(),
         "support": wording,
+        "salutation": mode,
     }
 
 

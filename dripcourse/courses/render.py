@@ -34,7 +34,7 @@ from markupsafe import Markup, escape
 
 from dripcourse import validate
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
-from dripcourse.courses.greeting import derive_greeting, given_name
+from dripcourse.courses.greeting import MORNING_SALUTATION, derive_greeting, given_name
 from dripcourse.courses.plaintext import markdown_to_text, reflow
 from dripcourse.errors import CourseError
 from dripcourse.links import BOUNCE, REPLY, Links
@@ -44,6 +44,8 @@ from dripcourse.links import BOUNCE, REPLY, Links
 # A dotted name is a field of a plain dict: course content never sees our objects, so
 # ``course.sender``, ``lesson.path`` or an address cannot be reached from a template.
 LESSON_VARIABLES: dict[str, str] = {
+    "salutation": '"Good morning", "Good afternoon", "Good evening" or "Hello", by the local '
+    "time it is sent (course.toml's salutation)",
     "greeting": 'how the lesson addresses them ("Dr. Okafor", "Amara"; see docs/courses.md)',
     "name": "the subscriber's name as enrolled (may be empty)",
     "first_name": "their given name, or the greeting when the name has none",
@@ -98,6 +100,8 @@ PERSONAL_FIELDS = (
     "name.",
     "first_name.",
     "greeting.",
+    # Added last: a lesson version kept in the database holds these fields by their index.
+    "salutation",
 )
 _SENTENCE_END = {"name", "first_name", "greeting"}
 _TOKEN = "Zq{}xDRIPx{}Zq"
@@ -122,6 +126,9 @@ class Personal:
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
     support: str = ""  # their places to turn (a link that never expires)
+    # How the lesson opens at the moment it is sent, on the reader's clock (see
+    # Course.salutation_at); previews show the one of the course's send time.
+    salutation: str = MORNING_SALUTATION
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
@@ -261,7 +268,7 @@ class Renderer:
             "team.name": self.team_name,
             "team.contact": self.team_contact,
         }
-        for name in ("name", "first_name", "greeting"):
+        for name in ("name", "first_name", "greeting", "salutation"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)
         for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy", "support"):
             facts[f"links.{link}"] = getattr(tokens, link)

@@ -4,7 +4,7 @@ day or the time zone. Each change says what it was before and after.
 Pausing and resuming go through the same functions as the subscriber's own pause page. Every
 other change that moves the next lesson goes through ``replan``, the one place that asks the
 schedule when the next lesson is due now. It uses enrollment's compare-and-set
-(``_reschedule``) and its "when would it be due unpaused" (``_unpaused_due``), the same steps
+(``_reschedule``) and its "when would it be due unpaused" (``unpaused_due``), the same steps
 pause and resume take, rather than a second copy of them.
 
 It stays one module (about 430 lines): each change to one person is a short function over
@@ -122,7 +122,7 @@ def replan(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
         due = schedule.resumed_due(
             course.cadence,
             tz,
-            unpaused_due=enrollments._unpaused_due(session, enrollment, course),
+            unpaused_due=enrollments.unpaused_due(session, enrollment, course),
             now=now,
         )
         if enrollment.paused_until is not None and enrollment.paused_until > now:

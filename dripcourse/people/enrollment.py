@@ -466,7 +466,7 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
             due = schedule.resumed_due(
                 course.cadence,
                 schedule.zone(enrollment.subscriber.timezone),
-                unpaused_due=_unpaused_due(session, enrollment, course),
+                unpaused_due=unpaused_due(session, enrollment, course),
                 now=now,
             )
         if _reschedule(
@@ -488,7 +488,7 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being resumed")
 
 
-def _unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
+def unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
     """When the next lesson would be due had there been no pause."""
     tz = schedule.zone(enrollment.subscriber.timezone)
     last_sent_at = session.scalar(
