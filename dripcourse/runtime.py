@@ -20,6 +20,7 @@ from dripcourse.courses.course import Course, course_slugs, load_course
 from dripcourse.courses.render import Renderer
 from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.errors import CourseError
+from dripcourse.inbound.bounces import SoftRule
 from dripcourse.inbound.route import Inbound, Limits
 from dripcourse.links import Links
 from dripcourse.mail_url import parse_mail_url
@@ -157,6 +158,11 @@ class Runtime:
             reply_domain=s.reply_domain,
             course=course,
             trusted_authserv_id=s.inbound_trusted_authserv_id,
+            soft_rule=SoftRule(
+                failures=s.bounce_soft_failures,
+                days=s.bounce_soft_days,
+                window_days=s.bounce_soft_window_days,
+            ),
             limits=Limits(
                 per_subscriber_per_day=s.inbound_max_per_subscriber_per_day,
                 per_hour=s.inbound_max_per_hour,
