@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session
 from dripcourse.courses.course import Course
 from dripcourse.db import savepoint
 from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey
+from dripcourse.inbound.answered import LessonText, answered
 from dripcourse.inbound.bounces import SoftRule, classify
 from dripcourse.inbound.complaints import classify_complaint
 from dripcourse.inbound.decision import Decision
@@ -40,14 +41,12 @@ from dripcourse.inbound.reply_text import reply_text
 from dripcourse.inbound.sender import authenticated, from_address
 from dripcourse.links import BOUNCE, REPLY, BadToken, Links, enrollment_of
 from dripcourse.models import (
-    Cohort,
-    Delivery,
     Enrollment,
     InboundKind,
     InboundMessage,
     Subscriber,
 )
-from dripcourse.reader.reflections import ReflectionRejected, append_from_email, lesson_or_none
+from dripcourse.reader.reflections import ReflectionRejected, append_from_email
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +71,8 @@ class Inbound:
     trusted_authserv_id: str = ""
     # When mailbox-full and expired bounces add up to a suppression.
     soft_rule: SoftRule = SoftRule()
+    # The lesson as the course renders it, by (slug, day): what a reply may quote.
+    lesson_text: LessonText = lambda slug, day: ""  # noqa: E731
 
 
 def process(
@@ -248,8 +249,10 @@ def _reply(
     over = _over_limit(session, inbound.limits, subscriber.id, now)
     if over:
         return Decision(InboundKind.LIMITED, over, enrollment_id, day)
-    text = reply_text(msg)
-    prompt = _prompt(session, enrollment, day, inbound)
+    asked = answered(session, enrollment, day, inbound.course, inbound.lesson_text)
+    prompt = asked.prompt
+    # The lesson's words find it wherever it is quoted, in any language's quote header.
+    text = reply_text(msg, lesson=asked.lesson)
     if prompt is None:
         return Decision(InboundKind.JUNK, "the course no longer has that day", enrollment_id, day)
     try:
@@ -296,19 +299,6 @@ def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.da
     if (everyone or 0) >= limits.per_hour:
         return f"more than {limits.per_hour} replies in an hour"
     return ""
-
-
-def _prompt(session: Session, enrollment: Enrollment, day: int, inbound: Inbound) -> str | None:
-    """The question as this subscriber was asked it (the version sent, else the lesson)."""
-    delivery = session.scalar(
-        select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.day == day)
-    )
-    if delivery is not None and delivery.lesson_version is not None:
-        return delivery.lesson_version.prompt
-    slug = session.scalar(select(Cohort.course_slug).where(Cohort.id == enrollment.cohort_id))
-    course = inbound.course(slug) if slug else None
-    lesson = lesson_or_none(course, day) if course else None
-    return lesson.prompt if lesson else None
 
 
 # Auto-replies and forwards
