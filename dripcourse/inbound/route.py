@@ -1,14 +1,16 @@
 """Inbound mail: one function from the raw bytes of one message to a decision and its effect.
 
-Replies to a lesson's ``reflect+TOKEN`` address become that day's reflection; delivery
-reports (RFC 3464) to a ``bounce+TOKEN`` address and complaints (RFC 5965 ARF) suppress the
-address; auto-replies and everything else are dropped with one log line. The SMTP listener,
-the stdin pipe and the IMAP poll (cli/inbound.py) are thin adapters that hand bytes to
-``process``. The raw message is never stored: a row in ``inbound_messages`` keeps only what
-kind it was, for the Message-ID check, the rate limits and ``status``.
+Replies to a lesson's ``reflect+TOKEN`` address become that day's reflection; bounces in
+any shape and feedback reports to a ``bounce+TOKEN`` address are read by ``bounces`` and
+``complaints`` and applied by ``effects``; auto-replies and everything else are dropped with
+one log line. The SMTP listener, the stdin pipe and the IMAP poll (cli/inbound.py) are thin
+adapters that hand bytes to ``process``. The raw message is never stored: a row in
+``inbound_messages`` keeps only what kind it was, for the Message-ID check, the rate limits
+and ``status``.
 
-It stays whole (about 510 lines) while replies, delivery reports and complaints are each a
-few short functions sharing the token check; who sent a reply is ``sender``'s question.
+It stays whole (about 410 lines): the routing of one message is one reading; who sent a
+reply is ``sender``'s question, what it answers ``answered``'s, and what a report does
+``effects``'.
 """
 
 from __future__ import annotations
