@@ -17,6 +17,7 @@ from dripcourse.models import (
     CircuitBreaker,
     Cohort,
     Delivery,
+    DeliveryProblem,
     Enrollment,
     InboundMessage,
     LessonVersion,
@@ -49,7 +50,7 @@ COLUMNS_RESET = {
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
-TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats"}
+TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats", "delivery_problems"}
 BREAKER_CLOSED = {
     "name": "mail",
     "failures": 0,
@@ -291,6 +292,18 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
         conn.execute(
             insert(InboundMessage).values(
                 digest="e" * 64, kind="reply", enrollment_id=1, day=2, received_at=NOW
+            )
+        )
+        conn.execute(
+            insert(DeliveryProblem).values(
+                enrollment_id=1,
+                day=2,
+                kind="bounce",
+                reason="mailbox full",
+                effect="soft",
+                status="5.2.2",
+                source="mail",
+                at=NOW,
             )
         )
         conn.execute(
