@@ -26,6 +26,7 @@ from dripcourse import db, schedule
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError, NotSetUp
+from dripcourse.inbound.providers.endpoints import bp as webhooks
 from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
 from dripcourse.reader.pages import leaving, reflecting  # noqa: F401 - their pages join access.bp
@@ -109,6 +110,7 @@ def create_app(
     _check_reflections_key(rt)
     app.extensions["dripcourse"] = rt
     app.register_blueprint(bp)
+    app.register_blueprint(webhooks)
     app.before_request(_schema_ready(rt))
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)
