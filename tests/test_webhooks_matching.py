@@ -1,0 +1,179 @@
+"""Which lesson a provider's event is about: by our header or Message-ID, never the address.
+
+And what the rules of bounces by mail then do: a block about our own sending keeps the
+address; ``status`` and ``show`` count and show what each provider reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from dripcourse.models import EnrollmentStatus
+from dripcourse.runtime import Runtime
+from tests import test_webhooks as base
+from tests import webhook_payloads as wp
+from tests.conftest import make_settings
+from tests.test_web_support import Clock, enroll, make_app, run_cli, send_days
+from tests.test_webhooks import ANA, BOB, NOW, PROVIDERS, SNS, post, request_for, state, status_of
+
+# The fixtures of the provider tests: two subscribers with three lessons sent, the web app.
+rt, lessons, client = base.rt, base.lessons, base.client
+
+
+def _without_ours(provider: str, sent: wp.Sent, *, keep_message_id: bool) -> tuple[bytes, dict]:
+    """A bounce about ``sent`` that carries neither our header nor (unless kept) our
+    Message-ID: only the address says who it is about."""
+    message_id = sent.message_id if keep_message_id else "<someone-else@example.net>"
+    if provider == "ses":
+        notice = wp.ses_bounce(sent, NOW)
+        notice["mail"]["headers"] = [{"name": "Message-ID", "value": message_id}]
+        notice["mail"]["commonHeaders"] = {"messageId": message_id}
+        return SNS.sign(wp.sns_notification(notice, NOW)), {}
+    if provider == "mailgun":
+        data = wp.mailgun_event(sent, NOW, "failed", **{"user-variables": {}})
+        data["message"]["headers"]["message-id"] = message_id.strip("<>")
+        return wp.mailgun_body(data, NOW), {}
+    if provider == "sendgrid":
+        data = wp.sendgrid_event(sent, NOW, "bounce", **{"smtp-id": message_id})
+        data.pop("dripcourse_delivery")
+        return base.SENDGRID.request([data], NOW)
+    record = wp.postmark_bounce(sent, NOW, Metadata={})
+    return json.dumps(record).encode(), wp.postmark_headers()
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_event_naming_only_an_address_changes_nothing(
+    rt: Runtime, lessons: Path, client: FlaskClient, provider: str
+) -> None:
+    """Anyone who can post to the URL can write an address; only what we made counts."""
+    body, headers = _without_ours(provider, wp.lesson_for(lessons, ANA, 3), keep_message_id=False)
+    assert post(client, provider, body, headers).status_code == 200
+    assert state(rt)["suppressed"] == {}
+    assert status_of(rt, ANA) == EnrollmentStatus.ACTIVE
+
+
+@pytest.mark.parametrize("provider", ["ses", "mailgun", "sendgrid"])
+def test_an_event_is_found_by_our_message_id_alone(
+    rt: Runtime, lessons: Path, client: FlaskClient, provider: str
+) -> None:
+    """An operator whose provider account drops custom headers still has the Message-ID."""
+    body, headers = _without_ours(provider, wp.lesson_for(lessons, ANA, 3), keep_message_id=True)
+    assert post(client, provider, body, headers).status_code == 200
+    assert list(state(rt)["suppressed"]) == [ANA]  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_an_event_about_one_lesson_and_another_address_changes_nothing(
+    rt: Runtime, lessons: Path, client: FlaskClient, provider: str
+) -> None:
+    """Ana's lesson named, Bob's address given: neither of them is touched."""
+    ana = wp.lesson_for(lessons, ANA, 3)
+    body, headers = request_for(provider, "bounce", ana)
+    if provider == "ses":
+        notice = wp.ses_bounce(ana, NOW, recipient=BOB)
+        body = SNS.sign(wp.sns_notification(notice, NOW))
+    elif provider == "mailgun":
+        data = wp.mailgun_event(ana, NOW, "failed", recipient=BOB)
+        body = wp.mailgun_body(data, NOW)
+    elif provider == "sendgrid":
+        body, headers = base.SENDGRID.request(
+            [wp.sendgrid_event(ana, NOW, "bounce", email=BOB)], NOW
+        )
+    else:
+        body = json.dumps(wp.postmark_bounce(ana, NOW, Email=BOB)).encode()
+    assert post(client, provider, body, headers).status_code == 200
+    assert state(rt)["suppressed"] == {}
+
+
+def test_a_provider_whose_setting_is_empty_is_not_there(tmp_path: Path, sqlite_url: str) -> None:
+    runtime = Runtime(make_settings(tmp_path, database_url=sqlite_url))
+    try:
+        web = make_app(runtime, Clock(NOW)).test_client()
+        for name in [*PROVIDERS, "sparkpost"]:
+            assert web.post(f"/webhooks/{name}", data=b"{}").status_code == 404
+        assert web.get("/webhooks/mailgun").status_code in (404, 405)
+    finally:
+        runtime.close()
+
+
+BLOCKS: dict[str, dict[str, Any]] = {
+    "sendgrid": {"type": "blocked", "status": "5.7.1", "reason": "550 5.7.1 Message rejected"},
+    "postmark": {
+        "Type": "DMARCPolicy",
+        "TypeCode": 100009,
+        "Details": "smtp;550 5.7.26 Unauthenticated email is not accepted from this domain",
+    },
+}
+
+
+@pytest.mark.parametrize("provider", list(BLOCKS))
+def test_a_block_about_our_sending_keeps_the_address_and_warns(
+    rt: Runtime,
+    lessons: Path,
+    client: FlaskClient,
+    provider: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING)
+    body, headers = request_for(
+        provider, "bounce", wp.lesson_for(lessons, ANA, 3), **BLOCKS[provider]
+    )
+    assert post(client, provider, body, headers).status_code == 200
+    assert state(rt)["suppressed"] == {}
+    assert status_of(rt, ANA) == EnrollmentStatus.FAILED
+    assert status_of(rt, BOB) == EnrollmentStatus.ACTIVE
+    assert any("about our sending" in r.getMessage() for r in caplog.records)
+
+
+def test_status_and_show_count_what_each_provider_reported(
+    rt: Runtime, lessons: Path, client: FlaskClient
+) -> None:
+    for provider, what, who in (
+        ("ses", "bounce", ANA),
+        ("mailgun", "complaint", BOB),
+    ):
+        body, headers = request_for(provider, what, wp.lesson_for(lessons, who, 3))
+        assert post(client, provider, body, headers).status_code == 200
+    out = run_cli(rt.settings, "status").output
+    assert "provider webhooks: mailgun: 1 complaints; ses: 1 bounces" in out
+    assert "provider webhooks (cohort spring): mailgun: 1 complaints; ses: 1 bounces" in (
+        run_cli(rt.settings, "status", "--cohort", "spring").output
+    )
+    shown = run_cli(rt.settings, "show", ANA).output
+    assert "suppressed: bounced on " in shown
+    assert "(reported by ses)" in shown
+    assert "bounced after sending (ses): 5.1.1" in shown
+
+
+def test_lessons_name_their_delivery_only_to_a_provider_that_is_set_up(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    runtime = Runtime(
+        make_settings(tmp_path, database_url=sqlite_url, mailgun_webhook_signing_key=wp.MAILGUN_KEY)
+    )
+    try:
+        enroll(runtime, ANA)
+        send_days(runtime, 1)
+    finally:
+        runtime.close()
+    headers = wp.lesson_for(tmp_path / "outbox", ANA, 1).headers
+    assert json.loads(headers["x-mailgun-variables"])["dripcourse_delivery"]
+    for other in ("x-dripcourse-delivery", "x-smtpapi"):
+        assert other not in headers
+    assert not [name for name in headers if name.startswith("x-pm-metadata")]
+
+
+def test_forgetting_a_subscriber_deletes_what_providers_reported_about_them(
+    rt: Runtime, lessons: Path, client: FlaskClient
+) -> None:
+    body, headers = request_for("postmark", "bounce", wp.lesson_for(lessons, ANA, 3))
+    assert post(client, "postmark", body, headers).status_code == 200
+    assert state(rt)["events"] == 1
+    assert run_cli(rt.settings, "forget", ANA, "--yes").exit_code == 0
+    assert state(rt)["events"] == 0
