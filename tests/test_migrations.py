@@ -17,6 +17,7 @@ from dripcourse.models import (
     CircuitBreaker,
     Cohort,
     Delivery,
+    DeliveryProblem,
     Enrollment,
     InboundMessage,
     LessonVersion,
@@ -47,7 +48,13 @@ COLUMNS_RESET = {
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
-TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats", "webhook_events"}
+TABLES_EMPTIED = {
+    "lesson_versions",
+    "inbound_messages",
+    "worker_beats",
+    "delivery_problems",
+    "webhook_events",
+}
 BREAKER_CLOSED = {
     "name": "mail",
     "failures": 0,
@@ -283,6 +290,18 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
         conn.execute(
             insert(InboundMessage).values(
                 digest="e" * 64, kind="reply", enrollment_id=1, day=2, received_at=NOW
+            )
+        )
+        conn.execute(
+            insert(DeliveryProblem).values(
+                enrollment_id=1,
+                day=2,
+                kind="bounce",
+                reason="mailbox full",
+                effect="soft",
+                status="5.2.2",
+                source="mail",
+                at=NOW,
             )
         )
         conn.execute(

@@ -40,7 +40,14 @@ def receive(provider: str) -> Response:
     try:
         verified, confirmation = _verify(provider, body, rt, now)
         with transaction(rt.sessions) as session:
-            kinds = record(session, provider, verified, links=rt.links, now=now)
+            kinds = record(
+                session,
+                provider,
+                verified,
+                links=rt.links,
+                now=now,
+                soft_rule=rt.inbound.soft_rule,
+            )
             if confirmation is not None:
                 # After the replay check; a failure rolls it back, so SNS's next try counts.
                 ses.confirm(confirmation, _fetch())

@@ -18,12 +18,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dripcourse.db import savepoint
-from dripcourse.inbound.bounces import SoftRule
+from dripcourse.inbound.bounces import Effect, SoftRule
+from dripcourse.inbound.complaints import Reaction
+from dripcourse.inbound.decision import Decision
+from dripcourse.inbound.effects import apply_bounce, apply_complaint
 from dripcourse.inbound.providers.common import Event, Kind, Refused, Verified
 from dripcourse.inbound.providers.deliveries import find
-from dripcourse.inbound.providers.outcomes import apply_bounce, apply_complaint
 from dripcourse.links import Links
-from dripcourse.models import WebhookEvent
+from dripcourse.models import InboundKind, WebhookEvent
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +81,38 @@ def _one(
                 return row.kind
             row.enrollment_id, row.day = found.enrollment.id, found.day
             if event.bounce is not None:
-                row.kind = apply_bounce(
+                decision = apply_bounce(
                     session, found.enrollment, found.day, event.bounce,
                     now=now, soft_rule=soft_rule, source=provider,
                 )  # fmt: skip
+                row.kind = _bounce_kind(decision, event.bounce.effect)
             elif event.complaint is not None:
-                row.kind = apply_complaint(
+                decision = apply_complaint(
                     session, found.enrollment, found.day, event.complaint,
                     now=now, source=provider,
                 )  # fmt: skip
+                row.kind = _complaint_kind(decision, event.complaint.reaction)
             session.flush()
             return row.kind
     except IntegrityError:
         return "duplicate"
+
+
+def _bounce_kind(decision: Decision, effect: Effect) -> str:
+    """What ``status`` counts a bounce as, by what the rules did with it."""
+    if decision.kind == InboundKind.DELAY:
+        return "delay"
+    if decision.kind != InboundKind.BOUNCE:
+        return "ignored"
+    return {Effect.SOFT: "soft", Effect.WARN: "warning"}.get(effect, "bounce")
+
+
+def _complaint_kind(decision: Decision, reaction: Reaction) -> str:
+    if decision.kind != InboundKind.COMPLAINT:
+        return "ignored"
+    return {Reaction.UNSUBSCRIBE: "unsubscribe", Reaction.WARN: "warning"}.get(
+        reaction, "complaint"
+    )
 
 
 def _claim(session: Session, row: WebhookEvent) -> bool:

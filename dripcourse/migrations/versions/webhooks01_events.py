@@ -1,7 +1,7 @@
 """email providers' webhooks: the events processed, and deliveries found by Message-ID
 
 Revision ID: webhooks01_events
-Revises: links01_bound_links
+Revises: bounces01_delivery_problems
 Create Date: 2026-12-07 18:30:00
 
 ``webhook_events`` keeps one row per provider event (or signed request) processed, so a
@@ -16,7 +16,7 @@ import dripcourse.models  # noqa: F401  (custom column types)
 
 
 revision = 'webhooks01_events'
-down_revision = 'links01_bound_links'
+down_revision = 'bounces01_delivery_problems'
 branch_labels = None
 depends_on = None
 
