@@ -175,3 +175,16 @@ def test_forgetting_a_subscriber_deletes_what_providers_reported_about_them(
     assert state(rt)["events"] == 1
     assert run_cli(rt.settings, "forget", ANA, "--yes").exit_code == 0
     assert state(rt)["events"] == 0
+
+
+def test_a_large_sendgrid_batch_is_taken_whole(
+    rt: Runtime, lessons: Path, client: FlaskClient
+) -> None:
+    """SendGrid posts hundreds of events at once: more than a reflection form may hold."""
+    sent = wp.lesson_for(lessons, ANA, 3)
+    batch = [wp.sendgrid_event(sent, NOW, "delivered", response="250 OK " + "x" * 300)] * 1500
+    batch.append(wp.sendgrid_event(sent, NOW, "bounce"))
+    body, headers = base.SENDGRID.request(batch, NOW)
+    assert len(body) > rt.settings.reflection_max_chars * 12 + 64 * 1024
+    assert post(client, "sendgrid", body, headers).status_code == 200
+    assert list(state(rt)["suppressed"]) == [ANA]  # type: ignore[call-overload]
