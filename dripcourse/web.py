@@ -3,7 +3,8 @@
 A Flask application factory and what every response shares: its headers, its error pages,
 its log lines without the link token. The pages are in ``reflecting`` (reflect, journal,
 downloads, a lesson) and ``leaving`` (pause, unsubscribe, deleting, the privacy notice); what
-a link opens and how forms are checked is ``access``.
+a link opens and how forms are checked is ``access``. The email providers' webhooks
+(``/webhooks/<provider>``) are ``inbound.providers.endpoints``.
 """
 
 from __future__ import annotations
