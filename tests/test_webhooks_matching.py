@@ -7,6 +7,8 @@ address; ``status`` and ``show`` count and show what each provider reported.
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,23 @@ def test_a_large_sendgrid_batch_is_taken_whole(
     assert len(body) > rt.settings.reflection_max_chars * 12 + 64 * 1024
     assert post(client, "sendgrid", body, headers).status_code == 200
     assert list(state(rt)["suppressed"]) == [ANA]  # type: ignore[call-overload]
+
+
+def test_one_event_posted_twice_at_once_is_applied_once(rt: Runtime, lessons: Path) -> None:
+    """Postmark retries while the first try is still being answered: on PostgreSQL the two
+    requests really overlap, and the unique digest lets one of them act."""
+    app = make_app(rt, Clock(NOW))
+    body, headers = request_for("postmark", "bounce", wp.lesson_for(lessons, ANA, 3))
+    start = threading.Barrier(2)
+
+    def one() -> int:
+        web = app.test_client()
+        start.wait()
+        return post(web, "postmark", body, headers).status_code
+
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda _: one(), range(2)))
+    assert answers == [200, 200]
+    after = state(rt)
+    assert after["problems"] == [(ANA, "bounce", "suppress", "postmark")]
+    assert after["events"] == 1

@@ -66,7 +66,7 @@ def _one(
 ) -> str:
     key = event.key or "|".join((event.kind, event.recipient, event.tag, event.message_id))
     digest = _digest(provider, "event", key)
-    if session.scalar(select(WebhookEvent.id).where(WebhookEvent.digest == digest)):
+    if _seen(session, digest):
         return "duplicate"
     try:
         with savepoint(session):
@@ -95,7 +95,9 @@ def _one(
             session.flush()
             return row.kind
     except IntegrityError:
-        return "duplicate"
+        if _seen(session, digest):
+            return "duplicate"  # the same event, applied by a request racing this one
+        raise  # another write collided (two events about one person at once): retried later
 
 
 def _bounce_kind(decision: Decision, effect: Effect) -> str:
@@ -117,15 +119,22 @@ def _complaint_kind(decision: Decision, reaction: Reaction) -> str:
 
 def _claim(session: Session, row: WebhookEvent) -> bool:
     """Insert ``row`` unless its digest is there already; whether it was new."""
-    if session.scalar(select(WebhookEvent.id).where(WebhookEvent.digest == row.digest)):
+    if _seen(session, row.digest):
         return False
     try:
         with savepoint(session):
             session.add(row)
             session.flush()
     except IntegrityError:
-        return False
+        if _seen(session, row.digest):
+            return False
+        raise
     return True
+
+
+def _seen(session: Session, digest: str) -> bool:
+    found = session.scalar(select(WebhookEvent.id).where(WebhookEvent.digest == digest))
+    return found is not None
 
 
 def _digest(provider: str, what: str, key: str) -> str:
