@@ -10,6 +10,6 @@ what an email provider (SES, Mailgun, SendGrid, Postmark) reports by webhook ins
 its ``endpoints`` blueprint is mounted by the web app.
 
 Other packages use nothing from here; the adapters use ``route`` (process, Inbound, Limits,
-Decision), ``effects``, ``listener``, ``imap`` and ``providers.endpoints``. It uses reader (to save a reflection), people (to
-suppress), courses and the foundation.
+Decision), ``effects``, ``listener``, ``imap`` and ``providers.endpoints``. It uses reader (to
+save a reflection), people (to suppress), courses and the foundation.
 """
