@@ -210,3 +210,34 @@ def test_one_event_posted_twice_at_once_is_applied_once(rt: Runtime, lessons: Pa
     after = state(rt)
     assert after["problems"] == [(ANA, "bounce", "suppress", "postmark")]
     assert after["events"] == 1
+
+
+ODD = [None, 7, "text", [], {}, [{}], {"x": [1, {"y": None}]}, True, 1e308]
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+def test_a_signed_event_of_any_odd_shape_is_answered_never_a_crash(
+    rt: Runtime, lessons: Path, client: FlaskClient, provider: str
+) -> None:
+    """Whatever the values inside a verified request, it gets an answer, not a 500."""
+    sent = wp.lesson_for(lessons, ANA, 3)
+    for odd in ODD:
+        if provider == "ses":
+            notice: Any = {"notificationType": "Bounce", "bounce": odd, "mail": odd}
+            if isinstance(odd, dict):
+                notice = wp.ses_bounce(sent, NOW)
+                notice["bounce"]["bouncedRecipients"] = [odd, {"emailAddress": odd}]
+            body, headers = SNS.sign(wp.sns_notification(notice, NOW)), {}
+        elif provider == "mailgun":
+            data = {"event": "failed", "delivery-status": odd, "message": odd, "recipient": odd}
+            body, headers = wp.mailgun_body(data | {"user-variables": odd}, NOW), {}
+        elif provider == "sendgrid":
+            body, headers = base.SENDGRID.request(
+                [odd, {"event": "bounce", "email": odd, "reason": odd, "status": odd}], NOW
+            )
+        else:
+            record = {"RecordType": "Bounce", "ID": odd, "Type": odd, "Email": odd}
+            body, headers = json.dumps(record | {"Metadata": odd}).encode(), wp.postmark_headers()
+        answer = post(client, provider, body, headers).status_code
+        assert answer < 500, (odd, answer)
+    assert state(rt)["suppressed"] == {}
