@@ -7,12 +7,16 @@ anywhere but an ``sns.<region>.amazonaws.com`` https URL. The fetch is handed in
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
+import urllib.error
 from pathlib import Path
 
 import pytest
 from flask.testing import FlaskClient
 
+from dripcourse.inbound.providers import ses
 from dripcourse.models import EnrollmentStatus
 from dripcourse.runtime import Runtime
 from tests import test_webhooks as base
@@ -123,3 +127,29 @@ def test_a_subscription_confirmation_for_another_topic_is_not_followed(
     message["TopicArn"] = "arn:aws:sns:eu-west-1:999999999999:someone-elses-topic"
     assert post(client, "ses", SNS.sign(message)).status_code == 403
     assert SUBSCRIBE not in SNS.fetched
+
+
+def test_the_sns_fetch_follows_no_redirect() -> None:
+    """A URL checked to be on an SNS host must not lead elsewhere by a redirect."""
+    followed: list[str] = []
+
+    class Redirecting(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - the name http.server calls
+            followed.append(self.path)
+            self.send_response(302)
+            self.send_header("Location", "/elsewhere.pem")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Redirecting)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(urllib.error.HTTPError):
+            ses.fetch_https(f"http://127.0.0.1:{server.server_port}/cert.pem")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert followed == ["/cert.pem"]
