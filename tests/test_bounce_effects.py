@@ -270,7 +270,7 @@ def test_a_full_mailbox_suppresses_after_three_failures_at_least_five_days_apart
         assert suppressed(rt) is None and status_of(rt, ana) == EnrollmentStatus.ACTIVE
     decision = receive(rt, dsn(rt, ana, *FULL), NOW + dt.timedelta(days=5))
     assert decision.detail.endswith("3 times: suppressed")
-    assert (suppressed(rt) or "").startswith("bounced 3 times (mailbox full)")
+    assert (suppressed(rt) or "").startswith("bounced: mailbox full, 3 times: 5.2.2")
     assert status_of(rt, ana) == EnrollmentStatus.BOUNCED
 
 

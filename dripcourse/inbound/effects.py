@@ -77,7 +77,8 @@ def apply_bounce(
             suppress(
                 session,
                 subscriber.email,
-                f"bounced {len(times)} times ({bounce.family}): {detail}",
+                # "bounced:" first: the kind `suppressions list` reads.
+                f"bounced: {bounce.family}, {len(times)} times: {detail}",
                 now,
             )
             stop_all(session, subscriber, EnrollmentStatus.BOUNCED, now)
