@@ -34,7 +34,10 @@ SUPPORT = "support"  # where to turn in a dark week: the reader's list, nothing 
 # Address tokens, in the local part of a reply or bounce address (see ``Links.address_token``).
 REPLY = "reply"
 BOUNCE = "bounce"
+# A header naming one delivery, which an email provider's webhook hands back (never an address).
+DELIVERY = "delivery"
 ADDRESS_PREFIX = {REPLY: "reflect", BOUNCE: "bounce"}
+_ADDRESS_PURPOSES = (REPLY, BOUNCE, DELIVERY)
 MAX_LOCAL_PART = 64  # RFC 5321: a longer local part may be refused by any server on the way
 _MAC_CHARS = 24  # 120 bits of base32
 SAMPLE_KEY = "sample"  # the key of the sample links in previews: no row has it, no id is 0
@@ -182,7 +185,7 @@ class Links:
         any id a database gives out. No issue time: a reply may come weeks later, and a bounce
         even after the reflection links expired.
         """
-        if purpose not in ADDRESS_PREFIX or enrollment_id < 0 or day < 0:
+        if purpose not in _ADDRESS_PURPOSES or enrollment_id < 0 or day < 0:
             raise ValueError(f"no address token for {purpose} {enrollment_id} {day}")
         if not key.isalnum() or not key.islower():
             raise ValueError("a link key is lower-case letters and digits")
@@ -208,8 +211,10 @@ class Links:
         the unbound form (``<enrollment>-<day>-<mac>``) of releases before keys. BadToken for
         anything else.
         """
+        if purpose not in _ADDRESS_PURPOSES:
+            raise BadToken(purpose)
         local = local_part.strip().lower()
-        prefix = ADDRESS_PREFIX[purpose] + "+"
+        prefix = ADDRESS_PREFIX.get(purpose, purpose) + "+"
         if local.startswith(prefix):
             local = local[len(prefix) :]
         parts = local.split("-")

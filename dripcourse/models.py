@@ -210,6 +210,8 @@ class Delivery(Base):
     __table_args__ = (
         UniqueConstraint("enrollment_id", "day", name="uq_delivery_enrollment_day"),
         Index("ix_deliveries_open", "status", "next_attempt_at"),
+        # A provider's webhook names the lesson by its Message-ID.
+        Index("ix_deliveries_message_id", "message_id"),
         # Its id makes the lesson's Message-ID, which replies quote: never handed out twice.
         {"sqlite_autoincrement": True},
     )
@@ -382,6 +384,29 @@ class InboundMessage(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class WebhookEvent(Base):
+    """One event an email provider's webhook reported, as processed: what it was, for whom.
+
+    Its digest (of the provider and the event's own id, or of a signed request's nonce) is
+    what makes a repeated event or a replayed request change nothing; the rows count what
+    came back for ``status``. Nothing of the payload is kept, the address neither.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (Index("ix_webhook_events_received_at", "received_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    provider: Mapped[str] = mapped_column(String(16))  # "ses", "mailgun", ...
+    # "bounce", "delay", "complaint", "unsubscribe", "unmatched", "ignored", "request"
+    kind: Mapped[str] = mapped_column(String(16))
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), default=None
+    )
+    day: Mapped[int | None] = mapped_column(Integer, default=None)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 __all__ = [
     "Base",
     "CircuitBreaker",
@@ -398,6 +423,7 @@ __all__ = [
     "Subscriber",
     "Suppression",
     "UTCDateTime",
+    "WebhookEvent",
     "WorkerBeat",
     "new_link_key",
 ]

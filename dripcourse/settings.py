@@ -24,6 +24,7 @@ from dripcourse.files import private_dir, write_new
 from dripcourse.mail_url import parse_mail_url, worst_case_send_seconds
 from dripcourse.redact import redact_url
 from dripcourse.validate import check_address
+from dripcourse.webhook_settings import check_webhooks
 
 CONFIG_ENV = "DRIPCOURSE_CONFIG"
 DEFAULT_CONFIG = Path("config/default.toml")
@@ -110,6 +111,20 @@ class Settings:
     # Where `dripcourse run` (with reply_domain set) and `inbound serve` listen for SMTP.
     inbound_host: str = "127.0.0.1"
     inbound_port: int = 2525
+    # Email providers' webhooks (docs/production.md, "Sending through an email provider"):
+    # each is on when its secret is set, and lessons then carry the header it hands back.
+    # SES: the SNS topic(s) whose signed notifications are taken, comma-separated ARNs.
+    ses_topic_arn: str = ""
+    mailgun_webhook_signing_key: str = ""
+    # SendGrid's signed event webhook: its verification key (base64 DER, as shown, or PEM).
+    sendgrid_webhook_public_key: str = ""
+    # Postmark: the user and password written into the webhook URL, and/or a secret sent in
+    # the custom header X-Dripcourse-Secret; every one that is set must match.
+    postmark_webhook_user: str = ""
+    postmark_webhook_password: str = ""
+    postmark_webhook_secret: str = ""
+    # A signed webhook request (SES, Mailgun, SendGrid) older than this is refused as a replay.
+    webhook_max_age_seconds: int = 300
     # Where the settings came from, for error messages.
     source: str = field(default="built-in defaults", compare=False)
 
@@ -117,6 +132,21 @@ class Settings:
     def staff_addresses(self) -> tuple[str, ...]:
         """The ``staff_emails`` setting as a list."""
         return tuple(a.strip() for a in self.staff_emails.split(",") if a.strip())
+
+    @property
+    def webhook_providers(self) -> tuple[str, ...]:
+        """The email providers whose webhook is set up, in a fixed order."""
+        on = {
+            "ses": self.ses_topic_arn,
+            "mailgun": self.mailgun_webhook_signing_key,
+            "sendgrid": self.sendgrid_webhook_public_key,
+            "postmark": self.postmark_webhook_password or self.postmark_webhook_secret,
+        }
+        return tuple(name for name, secret in on.items() if secret)
+
+    @property
+    def ses_topic_arns(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.ses_topic_arn.split(",") if a.strip())
 
     def path(self, value: str) -> Path:
         """Resolve a relative path setting against the current directory."""
@@ -345,6 +375,7 @@ def validate(settings: Settings) -> None:
             f"setting inbound_secret: at least {MIN_SECRET_KEY_BYTES} bytes are needed so reply "
             "addresses cannot be forged (make one with `openssl rand -base64 32`)"
         )
+    check_webhooks(settings)
     if settings.reflections_retention_days < 0:
         raise ConfigError("setting reflections_retention_days: must be 0 (keep) or more")
     if settings.rate_limit_per_second < 0:

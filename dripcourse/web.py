@@ -3,7 +3,8 @@
 A Flask application factory and what every response shares: its headers, its error pages,
 its log lines without the link token. The pages are in ``reflecting`` (reflect, journal,
 downloads, a lesson) and ``leaving`` (pause, unsubscribe, deleting, the privacy notice); what
-a link opens and how forms are checked is ``access``.
+a link opens and how forms are checked is ``access``. The email providers' webhooks
+(``/webhooks/<provider>``) are ``inbound.providers.endpoints``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dripcourse import db, schedule
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError, NotSetUp
+from dripcourse.inbound.providers.endpoints import bp as webhooks
 from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
 from dripcourse.reader.pages import (  # noqa: F401 - their pages join access.bp
@@ -113,6 +115,7 @@ def create_app(
     _check_reflections_key(rt)
     app.extensions["dripcourse"] = rt
     app.register_blueprint(bp)
+    app.register_blueprint(webhooks)
     app.before_request(_schema_ready(rt))
     app.after_request(_security_headers)
     app.register_error_handler(HTTPException, _http_error)

@@ -62,6 +62,19 @@ def test_environment_overrides_the_file() -> None:
         ("", {"DRIPCOURSE_REFLECT_MAX_AGE_DAYS": "-1"}, "reflect_max_age_days: must be 0"),
         ("", {"DRIPCOURSE_WEB_PORT": "80000"}, "web_port: 80000 is not a TCP port"),
         ("", {"DRIPCOURSE_FEEDBACK_ID": "a b\r\nBcc: x@y"}, "setting feedback_id: use up to"),
+        ("", {"DRIPCOURSE_SES_TOPIC_ARN": "dripcourse-feedback"}, "ses_topic_arn: .* not an SNS"),
+        ("", {"DRIPCOURSE_MAILGUN_WEBHOOK_SIGNING_KEY": "short"}, "mailgun_webhook_signing_key"),
+        (
+            "",
+            {"DRIPCOURSE_SENDGRID_WEBHOOK_PUBLIC_KEY": "bm90IGEga2V5"},
+            "sendgrid_webhook_public_key: not an elliptic-curve public key",
+        ),
+        (
+            "",
+            {"DRIPCOURSE_POSTMARK_WEBHOOK_USER": "postmark"},
+            "postmark_webhook_user: set postmark_webhook_password too",
+        ),
+        ("", {"DRIPCOURSE_WEBHOOK_MAX_AGE_SECONDS": "5"}, "webhook_max_age_seconds: at least"),
     ],
 )
 def test_wrong_settings_are_named(

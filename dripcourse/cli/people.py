@@ -80,6 +80,12 @@ def show(state: State, email: str) -> None:
             if d.last_error:
                 line += f"  last error: {without_controls(d.last_error)}"
             click.echo(line)
+        for p in each.problems:
+            code = f" {p.status}" if p.status else ""
+            click.echo(
+                f"  day {p.day or '-':>3}  {p.kind}: {without_controls(p.reason)}{code} "
+                f"({p.effect}), by {p.source} at {p.at:%Y-%m-%d %H:%M} UTC"
+            )
     if not view.enrollments:
         click.echo("  in no cohort")
 

@@ -96,6 +96,7 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
         summaries = status.cohort_summaries(session, cohort_name, utcnow(), _length(rt))
         paused = breaker.current(session)
         inbound = status.inbound_line(session, rt.settings, cohort_name)
+        webhooks = status.webhook_line(session, rt.settings, cohort_name)
         deliverability = status.deliverability_line(
             status.deliverability_warnings(session, utcnow())
         )
@@ -123,6 +124,8 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
             click.echo(f"  failed: {address} day {day}: {reason}")
     if inbound:
         click.echo(inbound)
+    if webhooks:
+        click.echo(webhooks)
     click.echo(status.retention(state.runtime.settings))
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import logging
 import re
 import traceback
@@ -37,7 +38,7 @@ from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Cou
 from dripcourse.courses.greeting import MORNING_SALUTATION, derive_greeting, given_name
 from dripcourse.courses.plaintext import markdown_to_text, reflow
 from dripcourse.errors import CourseError
-from dripcourse.links import BOUNCE, REPLY, Links
+from dripcourse.links import BOUNCE, DELIVERY, REPLY, Links
 
 # What course content may use: the one list, from which the renderer builds each template's
 # variables, its error messages name them, and docs/courses.md lists them (a test compares).
@@ -133,6 +134,9 @@ class Personal:
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
     bounce_to: str = ""
+    # Headers naming this one delivery to the email providers whose webhooks are set up
+    # (``delivery_headers``), so a bounce they report comes back to the right person.
+    tags: tuple[tuple[str, str], ...] = ()
 
     @property
     def first_name(self) -> str:
@@ -445,6 +449,30 @@ def reply_addresses(
     }
 
 
+# The header each provider hands back in its webhook events, and how the token sits in it.
+# The provider takes its own header (X-Mailgun-*, X-SMTPAPI, X-PM-*) off before delivery.
+TAG_NAME = "dripcourse_delivery"
+TAG_HEADER = "X-Dripcourse-Delivery"
+
+
+def delivery_headers(
+    links: Links, providers: tuple[str, ...], enrollment_id: int, day: int, key: str
+) -> tuple[tuple[str, str], ...]:
+    """The headers that name one delivery to each provider in ``providers`` (those whose
+    webhook is set up): a signed token of (enrollment, day) bound to the enrollment's key,
+    which the provider's bounce and complaint events carry back. None without a provider."""
+    if not providers:
+        return ()
+    token = links.address_token(DELIVERY, enrollment_id, day, key)
+    shapes = {
+        "ses": (TAG_HEADER, token),  # SES hands back the original headers
+        "mailgun": ("X-Mailgun-Variables", json.dumps({TAG_NAME: token})),
+        "sendgrid": ("X-SMTPAPI", json.dumps({"unique_args": {TAG_NAME: token}})),
+        "postmark": (f"X-PM-Metadata-{TAG_NAME}", token),
+    }
+    return tuple(shapes[p] for p in providers if p in shapes)
+
+
 def message_id(domain: str, delivery_id: int | None, secret: str) -> str:
     """A Message-ID: stable per delivery, so a resend after a crash looks like the same mail."""
     if delivery_id is None:
@@ -483,6 +511,8 @@ def build_message(
     if who.bounce_to:
         # Read by the SMTP transport as the envelope sender and not sent (see mail.envelope).
         headers["Return-Path"] = f"<{who.bounce_to}>"
+    for name, value in who.tags:
+        headers[name] = value
     msg = MIMEMultipart("alternative", policy=WIRE_POLICY)
     for name, value in headers.items():
         msg[name] = value

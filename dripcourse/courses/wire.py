@@ -256,6 +256,7 @@ def personalise(
             if lesson.rendered.feedback_id
             else "",
             _fold("Reply-To", who.reply_to) if who.reply_to else "",
+            *(_fold(name, value) for name, value in who.tags),
             CRLF,
         )
     )

@@ -5,9 +5,11 @@ journal, a bounce, a complaint, an auto-reply, junk).
 (a mailbox polled) are the ways mail arrives, each handing raw bytes to it. ``reply_text``
 finds what a reader wrote above the quoted lesson; ``sender`` who sent a reply; ``bounces``
 and ``complaints`` read a report, and ``effects`` applies it (``apply_bounce``,
-``apply_complaint``: the same for mail and for providers' webhooks).
+``apply_complaint``: the same for mail and for providers' webhooks). ``providers`` takes
+what an email provider (SES, Mailgun, SendGrid, Postmark) reports by webhook instead of mail:
+its ``endpoints`` blueprint is mounted by the web app.
 
 Other packages use nothing from here; the adapters use ``route`` (process, Inbound, Limits,
-Decision), ``effects``, ``listener`` and ``imap``. It uses reader (to save a reflection), people (to
-suppress), courses and the foundation.
+Decision), ``effects``, ``listener``, ``imap`` and ``providers.endpoints``. It uses reader (to
+save a reflection), people (to suppress), courses and the foundation.
 """

@@ -7,7 +7,7 @@ schedule when the next lesson is due now. It uses enrollment's compare-and-set
 (``_reschedule``) and its "when would it be due unpaused" (``unpaused_due``), the same steps
 pause and resume take, rather than a second copy of them.
 
-It stays one module (about 430 lines): each change to one person is a short function over
+It stays one module (about 450 lines): each change to one person is a short function over
 the same guards, and ``describe`` is what the operator sees of the result.
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -26,6 +26,7 @@ from dripcourse.errors import InputError, NotFound
 from dripcourse.models import (
     Cohort,
     Delivery,
+    DeliveryProblem,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -386,12 +387,26 @@ class DeliveryLine:
 
 
 @dataclass(frozen=True)
+class ProblemLine:
+    """A bounce or complaint as it was applied, and which way it came ("mail", "ses", ...)."""
+
+    day: int | None
+    kind: str
+    reason: str
+    status: str
+    effect: str
+    source: str
+    at: dt.datetime
+
+
+@dataclass(frozen=True)
 class EnrollmentView:
     cohort: str
     course: str
     state: str
     reflections: int
     deliveries: list[DeliveryLine]
+    problems: list[ProblemLine] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -435,6 +450,14 @@ def describe(
                         d.last_error,
                     )
                     for d in deliveries
+                ],
+                problems=[
+                    ProblemLine(p.day, p.kind, p.reason, p.status, p.effect, p.source, p.at)
+                    for p in session.scalars(
+                        select(DeliveryProblem)
+                        .where(DeliveryProblem.enrollment_id == enrollment.id)
+                        .order_by(DeliveryProblem.at, DeliveryProblem.id)
+                    )
                 ],
             )
         )

@@ -22,6 +22,7 @@ from dripcourse.models import (
     InboundMessage,
     Reflection,
     Subscriber,
+    WebhookEvent,
 )
 from dripcourse.settings import Settings
 
@@ -252,6 +253,42 @@ def inbound_line(session: Session, settings: Settings, cohort: str | None = None
     if not settings.reply_domain and not came:
         return f"reflections{scope}: {written}"
     return f"inbound{scope}: {', '.join(parts)}; reflections: {written}"
+
+
+# What providers' webhooks reported, as ``webhook_events.kind`` names it, in the order shown.
+WEBHOOK_LABELS = {
+    "bounce": "bounces",
+    "soft": "soft bounces",
+    "delay": "delays",
+    "complaint": "complaints",
+    "unsubscribe": "unsubscribes",
+    "warning": "warnings about our sending",
+    "unmatched": "matching no lesson",
+}
+
+
+def webhook_line(session: Session, settings: Settings, cohort: str | None = None) -> str | None:
+    """What email providers reported by webhook, by provider, counted as bounces by mail are
+    (for every cohort or ``cohort`` alone); None when no provider is set up or reported."""
+    query = (
+        select(WebhookEvent.provider, WebhookEvent.kind, func.count())
+        .where(WebhookEvent.kind.in_(WEBHOOK_LABELS))
+        .group_by(WebhookEvent.provider, WebhookEvent.kind)
+    )
+    if cohort is not None:
+        query = query.where(WebhookEvent.enrollment_id.in_(_enrollments_of(cohort)))
+    counts: dict[str, dict[str, int]] = {}
+    for provider, kind, n in session.execute(query).all():
+        counts.setdefault(provider, {})[kind] = n
+    if not counts and not settings.webhook_providers:
+        return None
+    scope = "" if cohort is None else f" (cohort {cohort})"
+    parts = [
+        f"{provider}: "
+        + ", ".join(f"{mine[k]} {label}" for k, label in WEBHOOK_LABELS.items() if k in mine)
+        for provider, mine in sorted(counts.items())
+    ]
+    return f"provider webhooks{scope}: {'; '.join(parts) or 'nothing reported yet'}"
 
 
 def inbound_counts(session: Session, cohort: str | None = None) -> dict[str, int]:

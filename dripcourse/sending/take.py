@@ -23,7 +23,13 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
-from dripcourse.courses.render import Personal, RenderedLesson, message_id, reply_addresses
+from dripcourse.courses.render import (
+    Personal,
+    RenderedLesson,
+    delivery_headers,
+    message_id,
+    reply_addresses,
+)
 from dripcourse.courses.wire import personalise
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError
@@ -304,6 +310,9 @@ def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-unty
         **links,
         **reply_addresses(
             rt.links, rt.settings.reply_domain, job.enrollment_id, job.day, item.link_key
+        ),
+        tags=delivery_headers(
+            rt.links, rt.settings.webhook_providers, job.enrollment_id, job.day, item.link_key
         ),
     )
     msg_id = message_id(rt.settings.message_id_domain, job.delivery_id, rt.links.secret_key)
