@@ -152,3 +152,71 @@ def test_the_threshold_setting_cannot_go_below_five(tmp_path) -> None:  # type: 
         load_settings(path, environ={})
     path.write_text("[report]\nreport_min_people = 10\n")
     assert load_settings(path, environ={}).report_min_people == 10
+
+
+# -- the command -----------------------------------------------------------------------------
+
+
+def run(rt: Runtime, *args: str):  # type: ignore[no-untyped-def]
+    from click.testing import CliRunner
+    from freezegun import freeze_time
+
+    from dripcourse.cli import cli
+    from tests.workers import settings_env
+
+    with freeze_time(scenario.NOW):
+        return CliRunner().invoke(cli, ["report", *args], env=settings_env(rt.settings))
+
+
+def test_report_json_is_the_same_numbers_and_each_run_is_in_the_operator_log(
+    rt: Runtime, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import json
+    from pathlib import Path
+
+    scenario.build(rt)
+    result = run(rt, "--json", "--cohort", "spring")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == build(rt, cohorts=["spring"])
+    page = tmp_path / "report.html"
+    assert run(rt, "--out", str(page)).exit_code == 0
+    log = (Path(rt.settings.var_dir) / "operator.log").read_text(encoding="utf-8").splitlines()
+    assert log[0].endswith("report (json) of cohorts spring to stdout")
+    assert log[1].endswith(f"report (html) of cohorts pilot, spring to {page.resolve()}")
+    assert log[0].startswith("2025-03-20T12:00:00Z ")
+
+
+def test_report_page_has_a_chart_and_its_table_and_no_script(rt: Runtime, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import re
+
+    scenario.build(rt)
+    page = tmp_path / "report.html"
+    assert run(rt, "--out", str(page)).exit_code == 0
+    html = page.read_text(encoding="utf-8")
+    assert "<script" not in html.lower() and "http://" not in html.replace(
+        'xmlns="http://www.w3.org/2000/svg"', ""
+    ).replace('xmlns:xlink="http://www.w3.org/1999/xlink"', "")
+    charts = re.findall(r'<svg [^>]*role="img" aria-label="([^"]+)"', html)
+    assert "spring: who received each lesson" in charts
+    assert "spring: when lessons arrived, local time" in charts
+    assert "Cohorts side by side: share who received each lesson" in charts
+    assert len(re.findall(r"<desc id=", html)) == len(charts) == html.count("<figure>")
+    assert html.count("<table>") >= len(charts)
+    # The table under the funnel: lesson 7 reached 12 people; the hidden figures say so.
+    assert re.search(r'<th scope="row">7</th><td>12</td>', html)
+    assert '<td class="hidden-figure">fewer than 5</td>' in html
+    for secret in ("p01", "@example.org", "not read by the report"):
+        assert secret not in html
+
+
+def test_report_summary_and_an_unknown_cohort(rt: Runtime) -> None:
+    scenario.build(rt)
+    shown = run(rt, "--cohort", "spring").output
+    assert shown.splitlines()[0] == (
+        "cohort spring (white-coat): 20 enrolled: fewer than 5 active, 12 completed, "
+        "fewer than 5 unsubscribed, fewer than 5 bounced, 0 failed, 0 removed; "
+        "received lessons 1-7: 20, 19, 17, 13, 13, 12, 12"
+    )
+    result = run(rt, "--cohort", "winter")
+    assert result.exit_code == 1 and result.output.startswith("Error: ")
+    assert "Traceback" not in result.output
