@@ -220,3 +220,33 @@ def test_report_summary_and_an_unknown_cohort(rt: Runtime) -> None:
     result = run(rt, "--cohort", "winter")
     assert result.exit_code == 1 and result.output.startswith("Error: ")
     assert "Traceback" not in result.output
+
+
+# -- the studio's page -----------------------------------------------------------------------
+
+
+def test_the_studio_shows_the_report_and_logs_each_visit(rt: Runtime) -> None:
+    from pathlib import Path
+
+    from freezegun import freeze_time
+
+    from dripcourse.cli import staff
+    from dripcourse.cli.base import State
+    from dripcourse.courses.studio import create_studio
+
+    scenario.build(rt)
+    state = State(None)
+    state._runtime = rt  # the command line's state, with the test's runtime
+    client = create_studio(rt, report=staff._report(state)).test_client()
+    assert 'href="/report"' in client.get("/").get_data(as_text=True)
+    with freeze_time(scenario.NOW):
+        page = client.get("/report")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert 'aria-label="spring: who received each lesson"' in html
+    assert '<th scope="row">7</th><td>12</td>' in html
+    log = (Path(rt.settings.var_dir) / "operator.log").read_text(encoding="utf-8")
+    assert log.endswith("report (studio page) of cohorts pilot, spring\n")
+    # Without a report to show (an app made without the command line's adapter): says so.
+    bare = create_studio(rt).test_client().get("/report").get_data(as_text=True)
+    assert "the report is not available here" in bare

@@ -92,6 +92,12 @@ def describe(data: dict[str, object], out: Path | None, as_json: bool) -> str:
     return f"report ({form}) of cohorts {names} to {where}"
 
 
+def describe_studio(data: dict[str, object]) -> str:
+    """The operator log's line for one visit to the studio's Report page."""
+    names = ", ".join(c["name"] for c in data["cohorts"]) or "none"  # type: ignore[attr-defined]
+    return f"report (studio page) of cohorts {names}"
+
+
 def _summary(cohort: dict) -> str:  # type: ignore[type-arg]
     funnel = cohort["funnel"]
     received = ", ".join(str(r["people"]) for r in funnel["received"])
