@@ -14,6 +14,7 @@ from dripcourse import db
 from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import MigrationRefused
 from dripcourse.models import (
+    CheckinAnswer,
     CircuitBreaker,
     Cohort,
     Delivery,
@@ -47,7 +48,7 @@ COLUMNS_RESET = {
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
-TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats"}
+TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats", "checkin_answers"}
 BREAKER_CLOSED = {
     "name": "mail",
     "failures": 0,
@@ -283,6 +284,11 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
         conn.execute(
             insert(InboundMessage).values(
                 digest="e" * 64, kind="reply", enrollment_id=1, day=2, received_at=NOW
+            )
+        )
+        conn.execute(
+            insert(CheckinAnswer).values(
+                enrollment_id=1, day=1, question=1, wording="How rested?", answer=4, **both
             )
         )
         conn.execute(
