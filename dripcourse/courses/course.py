@@ -21,6 +21,7 @@ from typing import Literal
 
 import yaml
 
+from dripcourse.courses.checkins import Checkin, read_checkins
 from dripcourse.errors import CourseError
 from dripcourse.schedule import Cadence, parse_send_time
 from dripcourse.validate import check_header_text
@@ -44,6 +45,7 @@ KNOWN_COURSE_KEYS = {
     "skip_weekends",
     "greeting_fallback",
     "reason",
+    "checkin",
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -109,6 +111,7 @@ class Course:
     description: str = ""
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     reason: str = ""
+    checkins: tuple[Checkin, ...] = ()  # asked in the first and last lesson
 
     @property
     def length(self) -> int:
@@ -259,6 +262,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
             'reason must be one sentence, e.g. "Your residency programme enrolled '
             'you in this course."',
         )
+    checkins = read_checkins(meta.get("checkin"), lambda message: error("checkin", message))
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -268,13 +272,15 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "description": str(meta.get("description", "")),
         "greeting_fallback": str(fallback).strip(),
         "reason": str(reason).strip(),
+        "checkins": checkins,
     }
 
 
 def _toml_line(text: str, key: str | None) -> int:
     if key is not None:
         for number, line in enumerate(text.splitlines(), start=1):
-            if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            # key = value, or a table of that name: [key] or [[key]]
+            if re.match(rf"\s*({re.escape(key)}\s*=|\[\[?\s*{re.escape(key)}\s*\]\]?)", line):
                 return number
     return 1
 

@@ -33,6 +33,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from dripcourse import validate
+from dripcourse.courses.checkins import asked_on
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.courses.greeting import derive_greeting, given_name
 from dripcourse.courses.plaintext import markdown_to_text, reflow
@@ -68,6 +69,8 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.unsubscribe": "the subscriber's link to unsubscribe",
     "links.lesson": "the subscriber's link to read this lesson in a browser",
     "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
+    "links.checkin": "the subscriber's check-in link: add /QUESTION/ANSWER to answer in one click",
+    "checkins": "the check-in questions this lesson asks (first and last lesson only; maybe empty)",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
     "team.name": "who runs the course (setting team_name)",
     "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
@@ -88,6 +91,7 @@ PERSONAL_FIELDS = (
     "greeting",
     "lesson",
     "privacy",
+    "checkin",
     # A name at the end of a sentence ("Good morning, {{ greeting }}."): the value and the
     # full stop together, so a name that ends in one ("Dr. K.C.") does not get a second.
     "name.",
@@ -116,6 +120,7 @@ class Personal:
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
+    checkin: str = ""  # the check-in answers' link, to which a question and answer are added
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
@@ -251,10 +256,13 @@ class Renderer:
             "reply_by_email": self.reply_by_email,
             "team.name": self.team_name,
             "team.contact": self.team_contact,
+            "checkins": [
+                c.as_dict() for c in course.checkins if asked_on(lesson.day, course.length)
+            ],
         }
         for name in ("name", "first_name", "greeting"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)
-        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy"):
+        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy", "checkin"):
             facts[f"links.{link}"] = getattr(tokens, link)
         lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)

@@ -25,8 +25,10 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dripcourse import schedule
+from dripcourse.courses.checkins import SCALE
 from dripcourse.courses.course import Course
 from dripcourse.models import (
+    CheckinAnswer,
     Cohort,
     Delivery,
     DeliveryStatus,
@@ -110,13 +112,12 @@ def build(
     *,
     cohorts: Sequence[str] = (),
     threshold: int = 5,
-    extra: Callable[[Session, Cohort, Course | None, Figures], dict[str, object]] | None = None,
 ) -> dict[str, object]:
     """The report as plain data (the ``--json`` output; docs/operators.md gives its schema).
 
     ``cohorts`` names the cohorts to include (all when empty); ``course_of`` gives a cohort's
-    course, or None when it does not load (its window and length are then unknown);
-    ``extra`` adds sections of other modules to each cohort (the check-in answers).
+    course, or None when it does not load (its window, length and questions are then
+    unknown).
     """
     figures = Figures(threshold)
     query = select(Cohort).order_by(Cohort.created_at, Cohort.name)
@@ -127,8 +128,7 @@ def build(
         course = course_of(cohort.course_slug)
         raw = _raw(session, cohort, course, now)
         section = _shown(cohort, course, raw, figures)
-        if extra is not None:
-            section.update(extra(session, cohort, course, figures))
+        section["checkins"] = _checkins(session, cohort, course, figures)
         out.append(section)
     return {
         "schema": SCHEMA,
@@ -303,3 +303,38 @@ def _shown(cohort: Cohort, course: Course | None, raw: _Raw, figures: Figures) -
         at = figures.parts([_cell(raw.today.get(d, 0)) for d in range(0, length + 1)])
         section["today"] = [{"after_day": d, "people": at[d]} for d in range(0, length + 1)]
     return section
+
+
+def _checkins(
+    session: Session, cohort: Cohort, course: Course | None, figures: Figures
+) -> list[dict[str, object]]:
+    """Per check-in question, how many people gave each answer in the first lesson and in
+    the last (none when the course asks none, or does not load)."""
+    if course is None or not course.checkins:
+        return []
+    ends = {"start": 1, "end": course.length}
+    counts: dict[tuple[int, int, int], int] = {}
+    for day, question, answer, n in session.execute(
+        select(CheckinAnswer.day, CheckinAnswer.question, CheckinAnswer.answer, func.count())
+        .join(Enrollment, CheckinAnswer.enrollment_id == Enrollment.id)
+        .where(Enrollment.cohort_id == cohort.id, CheckinAnswer.day.in_(list(ends.values())))
+        .group_by(CheckinAnswer.day, CheckinAnswer.question, CheckinAnswer.answer)
+    ):
+        counts[(day, question, answer)] = n
+    out: list[dict[str, object]] = []
+    for checkin in course.checkins:
+        section: dict[str, object] = {
+            "question": checkin.number,
+            "wording": checkin.question,
+            "low": checkin.low,
+            "high": checkin.high,
+        }
+        for when, day in ends.items():
+            cells = [_cell(counts.get((day, checkin.number, a), 0)) for a in SCALE]
+            shown = figures.parts(cells)
+            section[when] = {
+                "answered": figures.one(_cell(sum(c.value for c in cells))),
+                "answers": [{"answer": a, "people": v} for a, v in zip(SCALE, shown, strict=True)],
+            }
+        out.append(section)
+    return out

@@ -239,11 +239,43 @@ def side_by_side_chart(cohorts: Sequence[dict[str, Any]]) -> Chart:
     )
 
 
+def checkin_chart(cohort: dict[str, Any], question: dict[str, Any]) -> Chart:
+    chart = pygal.Bar(**_config(x_title="Answer", y_title="People"))
+    chart.x_labels = [
+        f"{a['answer']} ({question['low']})"
+        if a["answer"] == 1
+        else f"{a['answer']} ({question['high']})"
+        if a["answer"] == 5
+        else str(a["answer"])
+        for a in question["start"]["answers"]
+    ]
+    for when, label in (("start", "first lesson"), ("end", "last lesson")):
+        chart.add(label, [_number(a["people"]) for a in question[when]["answers"]])
+    title = f"{cohort['name']}: check-in {question['question']}, start and end"
+    start, end = question["start"], question["end"]
+    return Chart(
+        "checkin",
+        title,
+        f"\u201c{question['wording']}\u201d (1 = {question['low']}, 5 = {question['high']}): "
+        "how many people gave each answer in the first lesson and in the last.",
+        _svg(chart, title, "Bars per answer 1 to 5: people answering so at the start and the end."),
+        ["Answer", "First lesson", "Last lesson"],
+        [
+            *[
+                [a["answer"], a["people"], b["people"]]
+                for a, b in zip(start["answers"], end["answers"], strict=True)
+            ],
+            ["Answered", start["answered"], end["answered"]],
+        ],
+    )
+
+
 def cohort_charts(cohort: dict[str, Any]) -> list[Chart]:
     charts = [funnel_chart(cohort), left_chart(cohort), reflections_chart(cohort)]
     charts.append(arrival_chart(cohort))
     if cohort["today"] is not None:
         charts.append(today_chart(cohort))
+    charts += [checkin_chart(cohort, q) for q in cohort["checkins"]]
     return charts
 
 
