@@ -21,6 +21,7 @@ Cohort "pilot": three people who completed the course.
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from dripcourse.db import transaction
@@ -157,3 +158,56 @@ def _reflection(enrollment_id: int, day: int, source: str) -> Reflection:
         created_at=utc(2025, 3, 10),
         updated_at=utc(2025, 3, 10),
     )
+
+
+CHECKINS = """
+[[checkin]]
+question = "How rested do you feel this week?"
+low = "not at all"
+high = "fully"
+"""
+
+
+def sample_page(tmp: Path) -> str:
+    """The report page of this scenario, with check-in answers, for the screenshot in docs/."""
+    import shutil
+
+    from dripcourse import db
+    from dripcourse.models import CheckinAnswer
+    from dripcourse.people import report, report_html
+    from tests.conftest import EMAILS, make_settings
+
+    emails = tmp / "emails"
+    shutil.copytree(EMAILS, emails)
+    toml = emails / "white-coat" / "course.toml"
+    toml.write_text(toml.read_text() + CHECKINS)
+    settings = make_settings(tmp, emails_dir=str(emails))
+    engine = db.make_engine(settings.database_url)
+    db.upgrade(engine)
+    engine.dispose()
+    rt = Runtime(settings)
+    try:
+        ids = build(rt)
+        course = rt.catalog.course("white-coat")
+        (question,) = course.checkins
+        start = [2] * 3 + [3] * 6 + [4] * 6 + [5] * 5
+        end = [2] * 1 + [3] * 2 + [4] * 5 + [5] * 4
+        with transaction(rt.sessions) as session:
+            for day, given in ((1, start), (7, end)):
+                for n, answer in enumerate(given, start=1):
+                    session.add(
+                        CheckinAnswer(
+                            enrollment_id=ids[f"p{n:02d}"],
+                            day=day,
+                            question=1,
+                            wording=question.question,
+                            answer=answer,
+                            created_at=NOW,
+                            updated_at=NOW,
+                        )
+                    )
+        with transaction(rt.sessions) as session:
+            data = report.build(session, NOW, lambda slug: course, cohorts=["spring"])
+        return report_html.page(data)
+    finally:
+        rt.close()

@@ -89,7 +89,7 @@ def _config(**options: object) -> dict[str, object]:
         "js": [],
         "height": 360,
         "width": 800,
-        "print_values": True,
+        "print_values": False,  # the table under each chart gives the numbers
         "print_zeroes": False,
         "show_y_guides": True,
         "include_x_axis": True,
