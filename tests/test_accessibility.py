@@ -133,3 +133,33 @@ def test_the_check_finds_a_problem_when_there_is_one(
     found = " ".join(serious(chromium.accessibility(page.as_uri(), PHONE, axe)))
     assert "color-contrast" in found
     assert "image-alt" in found
+
+
+def test_the_programmes_report_has_no_serious_accessibility_problem(
+    chromium: Browser,  # noqa: F811
+    axe: str,
+    tmp_path: Path,
+) -> None:
+    from tests import report_scenario
+
+    page = tmp_path / "report.html"
+    page.write_text(report_scenario.sample_page(tmp_path), encoding="utf-8")
+    assert serious(chromium.accessibility(page.as_uri(), PHONE, axe)) == []
+
+
+@pytest.mark.parametrize("day", [1, 7])
+def test_a_lesson_asking_check_in_questions_has_no_serious_accessibility_problem(
+    chromium: Browser,  # noqa: F811
+    axe: str,
+    tmp_path: Path,
+    day: int,
+) -> None:
+    from tests.test_checkins import with_checkins
+
+    emails = with_checkins(tmp_path)
+    rendered = Renderer(emails).lesson(load_course(emails, "white-coat"), day)
+    assert rendered.course.checkins
+    msg = build_message(rendered, reader(day=day), now=NOW, msg_id=message_id("e.org", 7, "s"))
+    page = tmp_path / f"checkin-{day}.html"
+    page.write_bytes(msg.get_payload()[1].get_payload(decode=True))
+    assert serious(chromium.accessibility(page.as_uri(), PHONE, axe)) == []
