@@ -129,6 +129,20 @@ def test_the_first_and_last_lesson_ask_with_one_click_links_and_no_other(
         assert "check-in" not in sent[day].get_body(("plain",)).get_content()
 
 
+@pytest.mark.parametrize("day", [1, 2, 7])
+def test_the_fast_path_gives_the_same_bytes_for_a_lesson_with_check_ins(
+    tmp_path: Path, day: int
+) -> None:
+    from dripcourse.courses.render import Renderer
+    from tests.test_wire import both_paths, reader
+
+    reference, fast = both_paths(
+        Renderer(with_checkins(tmp_path)), "white-coat", day, reader("Zoë Núñez", day)
+    )
+    assert fast == reference
+    assert (b"/c/" in reference) == (day != 2)
+
+
 def test_the_sample_course_asks_nothing(rt: Runtime) -> None:
     enroll(rt, "ana@example.org")
     send_days(rt, 1)
