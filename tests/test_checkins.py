@@ -76,7 +76,8 @@ def test_course_toml_gives_the_questions_and_the_ends_of_the_scale(tmp_path: Pat
         "not at all",
         "fully",
     )
-    assert (second.low, second.high) == ("1", "5")
+    assert (second.low, second.high, second.scale) == ("", "", "1 to 5")
+    assert first.scale == "1 = not at all, 5 = fully"
 
 
 @pytest.mark.parametrize(
@@ -122,7 +123,7 @@ def test_the_first_and_last_lesson_ask_with_one_click_links_and_no_other(
         }
         assert FIRST in html and "(1 = not at all, 5 = fully)" in html
         text = sent[day].get_body(("plain",)).get_content()
-        assert "A quick check-in, answered 1 to 5 with one click at this link:" in text
+        assert "A quick check-in: open this link and choose 1 to 5 for each question." in text
         assert f"  - {FIRST} (1 = not at all, 5 = fully)" in text
     for day in ("2", "6"):
         assert "/c/" not in sent[day].get_body(("html",)).get_content()

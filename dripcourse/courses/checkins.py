@@ -23,8 +23,15 @@ class Checkin:
 
     number: int  # its place in course.toml, from 1
     question: str
-    low: str = "1"
-    high: str = "5"
+    low: str = ""  # what 1 means; "" says nothing more than the number
+    high: str = ""
+
+    @property
+    def scale(self) -> str:
+        """What the ends mean, as a lesson says it: "1 = not at all, 5 = fully", or "1 to 5"."""
+        if not (self.low or self.high):
+            return "1 to 5"
+        return f"1 = {self.low or 'lowest'}, 5 = {self.high or 'highest'}"
 
     def as_dict(self) -> dict[str, object]:
         """What a layout template sees of it (``checkins``)."""
@@ -33,6 +40,7 @@ class Checkin:
             "question": self.question,
             "low": self.low,
             "high": self.high,
+            "scale": self.scale,
         }
 
 
@@ -63,9 +71,9 @@ def read_checkins(value: object, error: Callable[[str], None]) -> tuple[Checkin,
             )
             continue
         labels = {}
-        for end, default in (("low", "1"), ("high", "5")):
-            label = table.get(end, default)
-            if not _line(label, MAX_LABEL_CHARS):
+        for end in ("low", "high"):
+            label = table.get(end, "")
+            if label != "" and not _line(label, MAX_LABEL_CHARS):
                 error(
                     f"checkin {number}: {end} must be one line of at most {MAX_LABEL_CHARS} chars"
                 )

@@ -328,6 +328,7 @@ def _checkins(
             "wording": checkin.question,
             "low": checkin.low,
             "high": checkin.high,
+            "scale": checkin.scale,
         }
         for when, day in ends.items():
             cells = [_cell(counts.get((day, checkin.number, a), 0)) for a in SCALE]

@@ -241,12 +241,9 @@ def side_by_side_chart(cohorts: Sequence[dict[str, Any]]) -> Chart:
 
 def checkin_chart(cohort: dict[str, Any], question: dict[str, Any]) -> Chart:
     chart = pygal.Bar(**_config(x_title="Answer", y_title="People"))
+    ends = {1: question["low"], 5: question["high"]}
     chart.x_labels = [
-        f"{a['answer']} ({question['low']})"
-        if a["answer"] == 1
-        else f"{a['answer']} ({question['high']})"
-        if a["answer"] == 5
-        else str(a["answer"])
+        f"{a['answer']} ({ends[a['answer']]})" if ends.get(a["answer"]) else str(a["answer"])
         for a in question["start"]["answers"]
     ]
     for when, label in (("start", "first lesson"), ("end", "last lesson")):
@@ -256,7 +253,7 @@ def checkin_chart(cohort: dict[str, Any], question: dict[str, Any]) -> Chart:
     return Chart(
         "checkin",
         title,
-        f"\u201c{question['wording']}\u201d (1 = {question['low']}, 5 = {question['high']}): "
+        f"\u201c{question['wording']}\u201d ({question['scale']}): "
         "how many people gave each answer in the first lesson and in the last.",
         _svg(chart, title, "Bars per answer 1 to 5: people answering so at the start and the end."),
         ["Answer", "First lesson", "Last lesson"],
