@@ -314,3 +314,30 @@ def test_the_report_shows_each_answer_at_the_start_and_the_end_small_counts_hidd
     html = report_html.page(data)
     assert 'aria-label="spring: check-in 1, start and end"' in html
     assert '<th scope="row">Answered</th><td>14</td><td>12</td>' in html
+
+
+def test_two_clicks_at_once_end_in_one_answer_the_later_one(
+    checkin_rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second click's look finds no answer (the first is not committed yet when it looks);
+    its insert meets the unique constraint and it changes the first one's row instead."""
+    from dripcourse.reader import checkins
+
+    rt = checkin_rt
+    who = enroll(rt, "ana@example.org")
+    send_days(rt, 1)
+    (question, _) = rt.catalog.course("white-coat").checkins
+    with transaction(rt.sessions) as session:
+        assert checkins.record(session, who, 1, question, 2, utc(2025, 3, 3, 8))
+    looked = checkins._answer_row
+    calls = []
+
+    def late(*args: object) -> object:
+        calls.append(args)
+        return None if len(calls) == 1 else looked(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(checkins, "_answer_row", late)
+    with transaction(rt.sessions) as session:
+        assert checkins.record(session, who, 1, question, 5, utc(2025, 3, 3, 9))
+    assert len(calls) == 2
+    assert answers(rt) == [(1, 1, 5, FIRST)]

@@ -11,10 +11,12 @@ import datetime as dt
 from dataclasses import dataclass
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.checkins import SCALE, Checkin, asked_on
 from dripcourse.courses.course import Course
+from dripcourse.db import savepoint
 from dripcourse.models import CheckinAnswer, Enrollment
 
 
@@ -40,34 +42,50 @@ def asked(course: Course, enrollment: Enrollment, day: int) -> tuple[Checkin, ..
 def record(
     session: Session, enrollment_id: int, day: int, checkin: Checkin, answer: int, now: dt.datetime
 ) -> bool:
-    """Record (or change) an answer; returns whether anything changed. ValueError off the scale."""
+    """Record (or change) an answer; returns whether anything changed. ValueError off the scale.
+
+    Two clicks at once (a double click, two tabs) may both find no answer yet: the second
+    insert meets the unique constraint inside a savepoint, and changes the first's row instead.
+    """
     if answer not in SCALE:
         raise ValueError(f"an answer is 1 to 5, not {answer}")
-    row = session.scalar(
-        select(CheckinAnswer).where(
-            CheckinAnswer.enrollment_id == enrollment_id,
-            CheckinAnswer.day == day,
-            CheckinAnswer.question == checkin.number,
-        )
-    )
+    row = _answer_row(session, enrollment_id, day, checkin.number)
     if row is None:
-        session.add(
-            CheckinAnswer(
-                enrollment_id=enrollment_id,
-                day=day,
-                question=checkin.number,
-                wording=checkin.question,
-                answer=answer,
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        session.flush()
-        return True
+        try:
+            with savepoint(session):
+                session.add(
+                    CheckinAnswer(
+                        enrollment_id=enrollment_id,
+                        day=day,
+                        question=checkin.number,
+                        wording=checkin.question,
+                        answer=answer,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                session.flush()
+            return True
+        except IntegrityError:
+            row = _answer_row(session, enrollment_id, day, checkin.number)
+            if row is None:
+                raise
     if row.answer == answer:
         return False
     row.answer, row.updated_at = answer, now
     return True
+
+
+def _answer_row(
+    session: Session, enrollment_id: int, day: int, question: int
+) -> CheckinAnswer | None:
+    return session.scalar(
+        select(CheckinAnswer).where(
+            CheckinAnswer.enrollment_id == enrollment_id,
+            CheckinAnswer.day == day,
+            CheckinAnswer.question == question,
+        )
+    )
 
 
 def answers(session: Session, enrollment_id: int) -> list[Answer]:
