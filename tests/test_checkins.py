@@ -254,6 +254,8 @@ def test_forget_and_the_subscribers_own_delete_remove_the_answers(
     assert len(answers(rt)) == 1
     from tests.test_web_support import post_form
 
+    asked = client.get(path(rt, links.JOURNAL, bo) + "/delete/everything").get_data(as_text=True)
+    assert "any check-in answers" in asked
     gone = post_form(client, path(rt, links.JOURNAL, bo) + "/delete/everything")
     assert gone.status_code == 200, gone.get_data(as_text=True)
     with transaction(rt.sessions) as session:
