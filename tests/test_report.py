@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
 import pytest
 
 from dripcourse.db import transaction
@@ -9,6 +12,7 @@ from dripcourse.errors import DripcourseError
 from dripcourse.people import report
 from dripcourse.runtime import Runtime
 from tests import report_scenario as scenario
+from tests.conftest import make_settings
 
 F = "fewer than 5"
 
@@ -29,9 +33,14 @@ def build(rt: Runtime, **kwargs: object) -> dict[str, object]:
 
 
 @pytest.fixture
-def made(rt: Runtime) -> dict[str, object]:
-    scenario.build(rt)
-    return build(rt)
+def made(tmp_path: Path, database_url: str) -> Iterator[dict[str, object]]:
+    """The scenario's report, on SQLite and on PostgreSQL."""
+    runtime = Runtime(make_settings(tmp_path, database_url=database_url))
+    try:
+        scenario.build(runtime)
+        yield build(runtime)
+    finally:
+        runtime.close()
 
 
 def spring(made: dict[str, object]) -> dict[str, object]:
