@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -259,3 +260,16 @@ def test_the_studio_shows_the_report_and_logs_each_visit(rt: Runtime) -> None:
     # Without a report to show (an app made without the command line's adapter): says so.
     bare = create_studio(rt).test_client().get("/report").get_data(as_text=True)
     assert "the report is not available here" in bare
+
+
+def test_a_relay_pause_in_force_is_named_with_when_it_began(rt: Runtime) -> None:
+    from dripcourse.people import report_html
+    from dripcourse.sending import breaker
+
+    scenario.build(rt)
+    assert build(rt)["sending_paused_since"] is None
+    with transaction(rt.sessions) as session:
+        breaker.trip(session, scenario.NOW - dt.timedelta(minutes=5), "535 authentication failed")
+    found = build(rt)
+    assert found["sending_paused_since"] == "2025-03-20T11:55:00Z"
+    assert "Sending is paused since 2025-03-20T11:55:00Z" in report_html.page(found)

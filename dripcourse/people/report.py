@@ -29,6 +29,7 @@ from dripcourse.courses.checkins import SCALE
 from dripcourse.courses.course import Course
 from dripcourse.models import (
     CheckinAnswer,
+    CircuitBreaker,
     Cohort,
     Delivery,
     DeliveryStatus,
@@ -130,13 +131,24 @@ def build(
         section = _shown(cohort, course, raw, figures)
         section["checkins"] = _checkins(session, cohort, course, figures)
         out.append(section)
+    paused = session.scalar(
+        select(CircuitBreaker.opened_at).where(
+            CircuitBreaker.name == "mail", CircuitBreaker.failures > 0
+        )
+    )
     return {
         "schema": SCHEMA,
-        "generated_at": now.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "generated_at": _iso(now),
+        # The relay pause in force (sending/breaker.py), or null: lessons wait meanwhile.
+        "sending_paused_since": _iso(paused) if paused is not None else None,
         "threshold": threshold,
         "hidden_as": figures.hidden,
         "cohorts": out,
     }
+
+
+def _iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _raw(session: Session, cohort: Cohort, course: Course | None, now: dt.datetime) -> _Raw:
