@@ -95,6 +95,7 @@ def _config(**options: object) -> dict[str, object]:
         "include_x_axis": True,
         "legend_at_bottom": True,
         "truncate_legend": -1,
+        "truncate_label": -1,
         "no_data_text": "nothing to draw: no figure, or every one hidden",
         "no_data_font_size": 18,
         "margin": 16,
