@@ -31,6 +31,7 @@ PAUSE = "pause"
 UNSUBSCRIBE = "unsubscribe"
 LESSON = "lesson"  # the lesson as sent, to read in a browser
 SUPPORT = "support"  # where to turn in a dark week: the reader's list, nothing private
+CHECKIN = "checkin"  # answer a check-in question (the answer follows the token in the path)
 # Address tokens, in the local part of a reply or bounce address (see ``Links.address_token``).
 REPLY = "reply"
 BOUNCE = "bounce"
@@ -41,12 +42,21 @@ _ADDRESS_PURPOSES = (REPLY, BOUNCE, DELIVERY)
 MAX_LOCAL_PART = 64  # RFC 5321: a longer local part may be refused by any server on the way
 _MAC_CHARS = 24  # 120 bits of base32
 SAMPLE_KEY = "sample"  # the key of the sample links in previews: no row has it, no id is 0
-PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l", SUPPORT: "s"}
+PATHS = {
+    REFLECT: "r",
+    JOURNAL: "j",
+    PAUSE: "p",
+    UNSUBSCRIBE: "u",
+    LESSON: "l",
+    SUPPORT: "s",
+    CHECKIN: "c",
+}
 PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # The links to private writing; with ``reflect_max_age_days`` set, they expire. Pause and
 # unsubscribe links never do (leaving must always work), nor support links (where to turn
 # must always open), so the pages they open show nothing private and offer no link to these.
-EXPIRING = (REFLECT, JOURNAL, LESSON)
+# A check-in answer is the subscriber's own too, and its page offers the journal.
+EXPIRING = (REFLECT, JOURNAL, LESSON, CHECKIN)
 
 
 class BadToken(Exception):
@@ -250,6 +260,7 @@ class Links:
             UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id, key=key),
             LESSON: self.url(LESSON, enrollment_id, day, key=key),
             SUPPORT: self.url(SUPPORT, enrollment_id, key=key),
+            CHECKIN: self.url(CHECKIN, enrollment_id, day, key=key),
             "privacy": self.base_url.rstrip("/") + PRIVACY_PATH,
         }
 

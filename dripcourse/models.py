@@ -349,6 +349,26 @@ class Reflection(Base):
     enrollment: Mapped[Enrollment] = relationship()
 
 
+class CheckinAnswer(Base):
+    """A subscriber's answer, 1 to 5, to one of the course's check-in questions, asked in its
+    first and last lesson. Theirs: in their journal, changeable, gone with them."""
+
+    __tablename__ = "checkin_answers"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "day", "question", name="uq_checkin_answer"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    day: Mapped[int] = mapped_column(Integer)  # the lesson that asked it
+    question: Mapped[int] = mapped_column(Integer)  # its place in course.toml, from 1
+    # The question as it was asked, kept even if course.toml changes later.
+    wording: Mapped[str] = mapped_column(Text)
+    answer: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 class InboundKind(enum.StrEnum):
     """What an inbound message turned out to be (``InboundMessage.kind``)."""
 
@@ -409,6 +429,7 @@ class WebhookEvent(Base):
 
 __all__ = [
     "Base",
+    "CheckinAnswer",
     "CircuitBreaker",
     "Cohort",
     "Delivery",

@@ -89,6 +89,8 @@ class Settings:
     reflections_key: str = ""
     # Delete reflections this many days after they were last written (0 = keep them).
     reflections_retention_days: int = 0
+    # The report hides any figure counted from fewer people than this (never fewer than 5).
+    report_min_people: int = 5
     # Reply by email (docs/inbound.md): lessons carry Reply-To reflect+TOKEN@reply_domain and
     # go out from bounce+TOKEN@reply_domain; empty: no reply address, replies are not read.
     reply_domain: str = ""
@@ -378,6 +380,11 @@ def validate(settings: Settings) -> None:
     check_webhooks(settings)
     if settings.reflections_retention_days < 0:
         raise ConfigError("setting reflections_retention_days: must be 0 (keep) or more")
+    if settings.report_min_people < 5:
+        raise ConfigError(
+            "setting report_min_people: must be 5 or more (the report never shows a figure "
+            "counted from fewer than 5 people)"
+        )
     if settings.rate_limit_per_second < 0:
         raise ConfigError("setting rate_limit_per_second: must be 0 (off) or more")
     if (

@@ -31,6 +31,7 @@ from dripcourse.inbound.providers.endpoints import bp as webhooks
 from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
 from dripcourse.reader.pages import (  # noqa: F401 - their pages join access.bp
+    checking_in,
     leaving,
     reflecting,
     support,

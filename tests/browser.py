@@ -4,7 +4,8 @@ Pages are measured inside iframes of a given width: each iframe is its own viewp
 phone's screen is, so one browser run measures every lesson at 375 px and at 600 px. The
 harness writes what it measured into the page, and ``--dump-dom`` hands it back.
 
-Run as ``python -m tests.browser DIR`` to (re)make the screenshots of a sample lesson in DIR.
+Run as ``python -m tests.browser DIR`` to (re)make the screenshots of a sample lesson and of
+the programme's report (tests/report_scenario.py) in DIR.
 """
 
 from __future__ import annotations
@@ -158,3 +159,9 @@ if __name__ == "__main__":
     for width, height in ((375, 2500), (600, 1750)):
         screenshot(lesson, width, target / f"lesson-{width}px.png", height)
         print(f"wrote {target / f'lesson-{width}px.png'}")
+    from tests import report_scenario
+
+    with tempfile.TemporaryDirectory() as tmp:
+        report_page = report_scenario.sample_page(Path(tmp))
+    screenshot(report_page, 900, target / "report.png", 2900)
+    print(f"wrote {target / 'report.png'}")

@@ -135,3 +135,70 @@ def test_the_check_finds_a_problem_when_there_is_one(
     found = " ".join(serious(chromium.accessibility(page.as_uri(), PHONE, axe)))
     assert "color-contrast" in found
     assert "image-alt" in found
+
+
+def test_the_programmes_report_has_no_serious_accessibility_problem(
+    chromium: Browser,  # noqa: F811
+    axe: str,
+    tmp_path: Path,
+) -> None:
+    from tests import report_scenario
+
+    page = tmp_path / "report.html"
+    page.write_text(report_scenario.sample_page(tmp_path), encoding="utf-8")
+    assert serious(chromium.accessibility(page.as_uri(), PHONE, axe)) == []
+
+
+@pytest.mark.parametrize("day", [1, 7])
+def test_a_lesson_asking_check_in_questions_has_no_serious_accessibility_problem(
+    chromium: Browser,  # noqa: F811
+    axe: str,
+    tmp_path: Path,
+    day: int,
+) -> None:
+    from tests.test_checkins import with_checkins
+
+    emails = with_checkins(tmp_path)
+    rendered = Renderer(emails).lesson(load_course(emails, "white-coat"), day)
+    assert rendered.course.checkins
+    msg = build_message(rendered, reader(day=day), now=NOW, msg_id=message_id("e.org", 7, "s"))
+    page = tmp_path / f"checkin-{day}.html"
+    page.write_bytes(msg.get_payload()[1].get_payload(decode=True))
+    assert serious(chromium.accessibility(page.as_uri(), PHONE, axe)) == []
+
+
+@pytest.fixture
+def checkin_site(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Runtime, str, int]]:
+    """The web app over a course asking check-in questions, one of them answered."""
+    from tests.conftest import make_settings
+    from tests.test_checkins import with_checkins
+    from tests.test_web_support import DAY, DAY_1_UTC, Clock, enroll, make_app, send_days
+
+    emails = with_checkins(tmp_path)
+    rt = Runtime(make_settings(tmp_path, database_url=sqlite_url, emails_dir=str(emails)))
+    who = enroll(rt, "ana@example.org")
+    send_days(rt, 1)
+    client = make_app(rt, Clock(DAY_1_UTC + DAY)).test_client()
+    client.get(path(rt, links.CHECKIN, who, 1) + "/1/4")
+    from dripcourse.web import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(rt), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield rt, f"http://127.0.0.1:{server.server_port}", who
+    server.shutdown()
+    thread.join(timeout=5)
+    rt.close()
+
+
+@pytest.mark.parametrize("page", ["checkin", "journal"])
+def test_the_check_in_page_and_a_journal_with_answers_have_no_serious_problem(
+    chromium: Browser,  # noqa: F811
+    axe: str,
+    checkin_site: tuple[Runtime, str, int],
+    page: str,
+) -> None:
+    rt, base, who = checkin_site
+    url = path(rt, links.CHECKIN, who, 1) + "?saved=1" if page == "checkin" else ""
+    url = url or path(rt, links.JOURNAL, who)
+    assert serious(chromium.accessibility(base + url, PHONE, axe)) == []

@@ -264,6 +264,7 @@ NEEDS_THE_DATABASE = [
     "retry-failed",
     "suppressions list",
     "reflections export",
+    "report --json",
     "forget a@example.org --yes",
     "web",
     "health",
@@ -388,6 +389,7 @@ def test_init_on_a_database_a_newer_release_upgraded_says_so_and_changes_nothing
         "tick --inline",
         "suppressions add c@example.org --reason asked",
         "show a@example.org",
+        "report",
     ],
 )
 def test_every_command_on_a_database_a_newer_release_upgraded_refuses_in_one_line(

@@ -14,6 +14,7 @@ from dripcourse import db
 from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import MigrationRefused
 from dripcourse.models import (
+    CheckinAnswer,
     CircuitBreaker,
     Cohort,
     Delivery,
@@ -56,6 +57,7 @@ TABLES_EMPTIED = {
     "worker_beats",
     "delivery_problems",
     "webhook_events",
+    "checkin_answers",
 }
 BREAKER_CLOSED = {
     "name": "mail",
@@ -310,6 +312,11 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
                 status="5.2.2",
                 source="mail",
                 at=NOW,
+            )
+        )
+        conn.execute(
+            insert(CheckinAnswer).values(
+                enrollment_id=1, day=1, question=1, wording="How rested?", answer=4, **both
             )
         )
         conn.execute(

@@ -49,6 +49,8 @@ def test_the_page_says_who_sees_what_what_is_encrypted_and_how_long_each_thing_i
         ("Who can see what", "You: everything of yours"),
         ("Who can see what", "operators see counts"),
         ("Who can see what", "each export is written in an operator log"),
+        ("Who can see what", "never a count of fewer than five people"),
+        ("What we store", "check-in questions"),
         ("Who can see what", "they see your name and how the lesson greets you, never your"),
         ("How long we keep it", "is deleted after 7 days"),
         ("How long we keep it", "only your email address stays, on a do-not-mail list"),

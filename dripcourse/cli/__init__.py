@@ -9,6 +9,7 @@ from dripcourse.cli import (  # noqa: F401  (they register)
     people,
     privacy,
     progress,
+    report,
     serving,
     staff,
     suppressions,

@@ -53,7 +53,7 @@ def preview(
 
         check_host(host, allow_remote)
         click.echo(f"preview studio: http://{host}:{port}/ (Ctrl-C stops it)")
-        create_studio(state.runtime, allow_remote=allow_remote).run(
+        create_studio(state.runtime, allow_remote=allow_remote, report=_report(state)).run(
             host=host, port=port, debug=False, use_reloader=False
         )
         return
@@ -79,6 +79,22 @@ def preview(
     else:
         out.write_bytes(data)
         click.echo(f"wrote {out}", err=True)
+
+
+def _report(state: State):  # type: ignore[no-untyped-def]
+    """The studio's Report page: the report of every cohort, each visit in the operator log."""
+
+    def make() -> str:
+        from dripcourse import oplog
+        from dripcourse.cli import report
+        from dripcourse.people import report_html
+
+        rt = state.runtime
+        data = report.build(rt)
+        oplog.record(rt.settings.path(rt.settings.var_dir), report.describe_studio(data), utcnow())
+        return report_html.fragment(data)
+
+    return make
 
 
 @cli.command("send-test")

@@ -23,6 +23,7 @@ from typing import Literal
 import yaml
 
 from dripcourse.courses import support as support_file
+from dripcourse.courses.checkins import Checkin, read_checkins
 from dripcourse.courses.greeting import DEFAULT_SALUTATION_MODE, SALUTATION_MODES
 from dripcourse.courses.greeting import salutation as opening_for
 from dripcourse.errors import CourseError
@@ -50,6 +51,7 @@ KNOWN_COURSE_KEYS = {
     "reason",
     *support_file.COURSE_KEYS,
     "salutation",
+    "checkin",
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -130,6 +132,8 @@ class Course:
         """``{{ salutation }}`` for a lesson sent at the course's send time, as most are:
         what previews show."""
         return self.salutation_at(self.cadence.send_time)
+
+    checkins: tuple[Checkin, ...] = ()  # asked in the first and last lesson
 
     @property
     def length(self) -> int:
@@ -294,6 +298,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
             "salutation",
             f"salutation must be {' or '.join(repr(m) for m in SALUTATION_MODES)}, got {mode!r}",
         )
+    checkins = read_checkins(meta.get("checkin"), lambda message: error("checkin", message))
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -305,13 +310,15 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "reason": str(reason).strip(),
         "support": wording,
         "salutation": mode,
+        "checkins": checkins,
     }
 
 
 def _toml_line(text: str, key: str | None) -> int:
     if key is not None:
         for number, line in enumerate(text.splitlines(), start=1):
-            if re.match(rf"\s*{re.escape(key)}\s*=", line):
+            # key = value, or a table of that name: [key] or [[key]]
+            if re.match(rf"\s*({re.escape(key)}\s*=|\[\[?\s*{re.escape(key)}\s*\]\]?)", line):
                 return number
     return 1
 

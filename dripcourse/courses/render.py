@@ -34,6 +34,7 @@ from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
 from dripcourse import validate
+from dripcourse.courses.checkins import asked_on
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.courses.greeting import MORNING_SALUTATION, derive_greeting, given_name
 from dripcourse.courses.plaintext import markdown_to_text, reflow
@@ -75,6 +76,8 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "support.line": "the course's words for that link (course.toml's support_line)",
     "support.in_footer": "true when the course shows that link in every lesson's footer",
     "lesson.last": "true for the course's last lesson",
+    "links.checkin": "the subscriber's check-in link: add /QUESTION/ANSWER to answer in one click",
+    "checkins": "the check-in questions this lesson asks (first and last lesson only; maybe empty)",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
     "team.name": "who runs the course (setting team_name)",
     "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
@@ -96,6 +99,7 @@ PERSONAL_FIELDS = (
     "lesson",
     "privacy",
     "support",
+    "checkin",
     # A name at the end of a sentence ("Good morning, {{ greeting }}."): the value and the
     # full stop together, so a name that ends in one ("Dr. K.C.") does not get a second.
     "name.",
@@ -130,6 +134,7 @@ class Personal:
     # How the lesson opens at the moment it is sent, on the reader's clock (see
     # Course.salutation_at); previews show the one of the course's send time.
     salutation: str = MORNING_SALUTATION
+    checkin: str = ""  # the check-in answers' link, to which a question and answer are added
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
@@ -271,10 +276,22 @@ class Renderer:
             "reply_by_email": self.reply_by_email,
             "team.name": self.team_name,
             "team.contact": self.team_contact,
+            "checkins": [
+                c.as_dict() for c in course.checkins if asked_on(lesson.day, course.length)
+            ],
         }
         for name in ("name", "first_name", "greeting", "salutation"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)
-        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy", "support"):
+        for link in (
+            "reflect",
+            "journal",
+            "pause",
+            "unsubscribe",
+            "lesson",
+            "privacy",
+            "support",
+            "checkin",
+        ):
             facts[f"links.{link}"] = getattr(tokens, link)
         lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)

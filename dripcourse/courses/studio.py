@@ -15,12 +15,14 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from flask import Flask, Response, abort, render_template, request
+from markupsafe import Markup
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import NotFound
 
@@ -127,8 +129,14 @@ class LessonView:
     errors: tuple[Finding, ...] = ()
 
 
-def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
-    """The studio app over the courses in the ``emails_dir`` setting."""
+def create_studio(
+    rt: Runtime, *, allow_remote: bool = False, report: Callable[[], str] | None = None
+) -> Flask:
+    """The studio app over the courses in the ``emails_dir`` setting.
+
+    ``report`` makes the programme's report (the command line's adapter hands it in: the
+    report's numbers live above this package); without it the Report page says so.
+    """
     # The templates are dripcourse's, shared with the subscriber's pages.
     app = Flask(__name__, root_path=str(Path(__file__).resolve().parent.parent))
     courses = Courses(rt.settings.path(rt.settings.emails_dir))
@@ -214,6 +222,25 @@ def create_studio(rt: Runtime, *, allow_remote: bool = False) -> Flask:
             text = "\n".join(str(f) for f in shown.errors)
             return Response(text, status=422, mimetype="text/plain")
         return Response(shown.html, mimetype="text/html")
+
+    @app.get("/report")
+    def report_page() -> str:
+        """The programme's report, made afresh at each visit (and each visit logged)."""
+        problem, body = "", ""
+        if report is None:
+            problem = "the report is not available here"
+        else:
+            try:
+                body = report()
+            except SQLAlchemyError:
+                problem = "the database is not ready (dripcourse init): there is nothing to report"
+        return render_template(
+            "studio_report.html",
+            snapshot=courses.current(),
+            body=Markup(body),
+            problem=problem,
+            poll=POLL_MILLISECONDS,
+        )
 
     @app.get("/_fingerprint")
     def current_fingerprint() -> dict[str, str]:

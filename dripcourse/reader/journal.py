@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from dripcourse.models import Enrollment, EnrollmentStatus
+from dripcourse.reader.checkins import Answer
 from dripcourse.reader.reflections import JournalEntry
 
 
@@ -61,7 +62,11 @@ def completion_sentence(done: Completion) -> str:
 
 
 def as_markdown(
-    course_title: str, entries: list[JournalEntry], zone: ZoneInfo, done: Completion | None
+    course_title: str,
+    entries: list[JournalEntry],
+    zone: ZoneInfo,
+    done: Completion | None,
+    answers: dict[int, list[Answer]] | None = None,
 ) -> str:
     """The journal as a Markdown file, oldest day first, as one reads a diary."""
     lines = [f"# {course_title}: my journal", ""]
@@ -80,6 +85,8 @@ def as_markdown(
         else:
             lines += [_quote(entry.reflection.body), ""]
             lines += [f"*Written {local_time(entry.reflection.updated_at, zone)}*", ""]
+        for a in (answers or {}).get(entry.day, []):
+            lines += [f"Check-in: {_inert(a.wording)} My answer: **{a.answer} of 5**", ""]
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
@@ -124,7 +131,11 @@ def _inert(line: str) -> str:
 
 
 def as_text(
-    course_title: str, entries: list[JournalEntry], zone: ZoneInfo, done: Completion | None
+    course_title: str,
+    entries: list[JournalEntry],
+    zone: ZoneInfo,
+    done: Completion | None,
+    answers: dict[int, list[Answer]] | None = None,
 ) -> str:
     """The journal as plain text, oldest day first."""
     heading = f"{course_title}: my journal"
@@ -144,4 +155,6 @@ def as_text(
         else:
             lines += [entry.reflection.body, ""]
             lines += [f"Written {local_time(entry.reflection.updated_at, zone)}", ""]
+        for a in (answers or {}).get(entry.day, []):
+            lines += [f"Check-in: {a.wording} My answer: {a.answer} of 5", ""]
     return "\n".join(lines).rstrip("\n") + "\n"

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from dripcourse.courses.render import check_address
 from dripcourse.errors import NotFound
 from dripcourse.models import (
+    CheckinAnswer,
     CircuitBreaker,
     Delivery,
     Enrollment,
@@ -99,9 +100,9 @@ def forget_subscriber(session: Session, subscriber: Subscriber, now: dt.datetime
     (and cancels a lesson already queued, which finds its delivery gone or the address
     suppressed); it says only that they were forgotten, and when (an earlier bounce's text,
     which may quote the address, goes). Their name, time zone, enrollments, delivery records,
-    reflections and the records of their inbound mail go, and their address is erased from
-    the error texts kept elsewhere. Their lesson files in the outbox are the caller's to remove
-    (``remove_outbox_files``): they are not in the database.
+    reflections, check-in answers and the records of their inbound mail go, and their address
+    is erased from the error texts kept elsewhere. Their lesson files in the outbox are the
+    caller's to remove (``remove_outbox_files``): they are not in the database.
     """
     email = subscriber.email
     ids = _enrollment_ids(session, subscriber)
@@ -112,6 +113,7 @@ def forget_subscriber(session: Session, subscriber: Subscriber, now: dt.datetime
         deliveries=_delete(session, delete(Delivery).where(Delivery.enrollment_id.in_(ids))),
         reflections=_delete(session, delete(Reflection).where(Reflection.enrollment_id.in_(ids))),
     )
+    _delete(session, delete(CheckinAnswer).where(CheckinAnswer.enrollment_id.in_(ids)))
     _erase_address(session, email)
     _delete(session, delete(Enrollment).where(Enrollment.id.in_(ids)))
     _delete(session, delete(Subscriber).where(Subscriber.id == subscriber.id))

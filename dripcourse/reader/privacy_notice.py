@@ -72,6 +72,7 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "Which course you take, which day you are on, whether you paused, and when "
                 "each lesson was sent to you, with the version of the lesson you received.",
                 "The reflections you write.",
+                "Your answers to the course's check-in questions (1 to 5), if it asks any.",
                 *by_email,
                 "Nothing else: the emails and these pages have no tracking pixels, no "
                 "click-tracking and no scripts, and the pages set no cookies.",
@@ -97,6 +98,9 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "The course's operators see counts (how many people wrote a reflection on "
                 "each day), not what you wrote. Reading the text takes a deliberate export, "
                 "and each export is written in an operator log with who ran it and when.",
+                "The course's report shows the programme counts only (how many people "
+                "received each lesson, wrote, or gave each check-in answer), and never a "
+                "count of fewer than five people.",
                 "The staff who write the lessons may preview a lesson as you would receive it: "
                 "they see your name and how the lesson greets you, never your reflections, "
                 "and the preview's links do not open anything of yours.",
@@ -122,7 +126,8 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "Your journal has two links: \u201cDelete my reflections\u201d deletes every "
                 "reflection you have written; \u201cDelete everything about me\u201d deletes "
                 "your name, time zone, courses, the record of lessons sent to you and of your "
-                "replies, any lesson to you still waiting to be sent, and your reflections. "
+                "replies, any lesson to you still waiting to be sent, your reflections and "
+                "your check-in answers. "
                 "Both ask you to confirm first.",
                 "After \u201cDelete everything about me\u201d we keep only your email address, "
                 "on a do-not-mail list, so that nothing is ever sent to it again, and your old "

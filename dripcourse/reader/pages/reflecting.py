@@ -16,8 +16,8 @@ from dripcourse.courses.course import Course
 from dripcourse.courses.render import RenderedLesson
 from dripcourse.db import transaction
 from dripcourse.models import Enrollment, EnrollmentStatus
+from dripcourse.reader import checkins, reflections
 from dripcourse.reader import journal as journals
-from dripcourse.reader import reflections
 from dripcourse.reader.pages import support
 from dripcourse.reader.pages.access import (
     ROUTE,
@@ -118,6 +118,8 @@ def journal(token: str) -> str:
             entries=entries,
             reflect_tokens={e.day: link(links.REFLECT, enrollment_id, e.day) for e in entries},
             lesson_tokens={e.day: link(links.LESSON, enrollment_id, e.day) for e in entries},
+            answers=(answers := checkins.by_day(checkins.answers(session, enrollment_id))),
+            checkin_tokens={day: link(links.CHECKIN, enrollment_id, day) for day in answers},
             done=done,
             zone=enrollment.subscriber.timezone,
             token=token,
@@ -150,17 +152,19 @@ def download(token: str, kind: str) -> Response | str:
     with transaction(runtime().sessions) as session:
         enrollment, course, entries, done = _journal(session, enrollment_id)
         zone = schedule.zone(enrollment.subscriber.timezone)
+        answers = checkins.by_day(checkins.answers(session, enrollment_id))
         if kind == "html":
             return render_template(
                 "print.html",
                 course=course,
                 entries=list(reversed(entries)),
+                answers=answers,
                 done=done,
                 zone=zone.key,
                 token=token,
             )
         mimetype, make = DOWNLOADS[kind]
-        body = make(course.title, entries, zone, done)
+        body = make(course.title, entries, zone, done, answers)
     filename = f"{course.slug}-journal.{kind}"
     return Response(
         body,
