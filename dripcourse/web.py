@@ -28,7 +28,7 @@ from dripcourse.db import transaction
 from dripcourse.errors import CourseError, NotSetUp
 from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
-from dripcourse.reader.pages import leaving, reflecting  # noqa: F401 - their pages join access.bp
+from dripcourse.reader.pages import circle, leaving, reflecting  # noqa: F401 - pages join access.bp
 from dripcourse.reader.pages.access import FORM_MAX_AGE_SECONDS, bp
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, check_existing_secret_key, load_settings

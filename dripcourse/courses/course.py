@@ -44,6 +44,7 @@ KNOWN_COURSE_KEYS = {
     "skip_weekends",
     "greeting_fallback",
     "reason",
+    "circle",
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -109,6 +110,8 @@ class Course:
     description: str = ""
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     reason: str = ""
+    # Whether cohorts of this course may share reflections with each other (the circle).
+    circle: bool = False
 
     @property
     def length(self) -> int:
@@ -259,6 +262,9 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
             'reason must be one sentence, e.g. "Your residency programme enrolled '
             'you in this course."',
         )
+    circle = meta.get("circle", False)
+    if not isinstance(circle, bool):
+        error("circle", "circle must be true or false")
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -268,6 +274,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "description": str(meta.get("description", "")),
         "greeting_fallback": str(fallback).strip(),
         "reason": str(reason).strip(),
+        "circle": circle,
     }
 
 

@@ -15,7 +15,7 @@ from dripcourse import links, schedule
 from dripcourse.db import transaction, write_back_deletions
 from dripcourse.models import EnrollmentStatus
 from dripcourse.people import enrollment as enrollments
-from dripcourse.reader import privacy
+from dripcourse.reader import circle, privacy
 from dripcourse.reader.pages.access import (
     ROUTE,
     bp,
@@ -97,6 +97,7 @@ def unsubscribe(token: str) -> str:
             token=token,
             form_token=form_token(links.UNSUBSCRIBE, enrollment_id),
             pause_token=link(links.PAUSE, enrollment_id),
+            shared=circle.shared_by(session, enrollment.subscriber_id),
         )
 
 

@@ -1,0 +1,613 @@
+"""The cohort circle: shared only by choice, seen only by the cohort, taken back at will."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+from flask.testing import FlaskClient
+from itsdangerous import URLSafeTimedSerializer
+from sqlalchemy import select, text
+
+from dripcourse import links
+from dripcourse.db import transaction
+from dripcourse.models import CircleNote, CirclePost, Cohort
+from dripcourse.reader import circle, circle_notes, reflections
+from dripcourse.runtime import Runtime
+from tests.test_web_support import (
+    DAY,
+    DAY_1_UTC,
+    Clock,
+    enroll,
+    form_token,
+    load,
+    make_app,
+    path,
+    post_form,
+    run_cli,
+    send_days,
+)
+
+NOW = DAY_1_UTC + 2 * DAY + dt.timedelta(hours=5)  # after Day 3 went out
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock(NOW)
+
+
+@pytest.fixture
+def client(rt: Runtime, clock: Clock) -> FlaskClient:
+    return make_app(rt, clock).test_client()
+
+
+@pytest.fixture
+def people(rt: Runtime) -> dict[str, int]:
+    """Ana and Ben in the cohort "spring", Cleo in "summer"; all have had Days 1-3."""
+    found = {
+        "ana": enroll(rt, "ana.ruiz@example.org"),
+        "ben": enroll(rt, "ben@example.org"),
+        "cleo": enroll(rt, "cleo@example.org", cohort="summer"),
+    }
+    with transaction(rt.sessions) as session:
+        subscriber = load(rt, found["ana"]).subscriber
+        session.merge(subscriber).name = "Ana Ruiz"
+    send_days(rt, 3)
+    return found
+
+
+def share(client: FlaskClient, rt: Runtime, who: int, day: int, words: str, **fields: str):  # type: ignore[no-untyped-def]
+    fields = {"circle": "1", "share": "yes", "shown_as": "name", **fields}
+    return post_form(client, path(rt, links.REFLECT, who, day), reflection=words, **fields)
+
+
+def lesson_page(client: FlaskClient, rt: Runtime, who: int, day: int) -> str:
+    return client.get(path(rt, links.LESSON, who, day)).get_data(as_text=True)
+
+
+def act(client: FlaskClient, rt: Runtime, who: int, day: int, **fields: str):  # type: ignore[no-untyped-def]
+    """Post to the circle under a lesson with the reader's own form token for it (as their
+    page holds it when there is something to act on)."""
+    url = path(rt, links.LESSON, who, day)
+    page = client.get(url).get_data(as_text=True)
+    if 'name="form_token"' in page.partition('id="circle"')[2]:
+        return client.post(url + "/circle", data={"form_token": circle_form_token(page), **fields})
+    own = URLSafeTimedSerializer(rt.links.secret_key, salt="dripcourse.form").dumps(
+        ["circle", who, day]
+    )
+    return client.post(url + "/circle", data={"form_token": own, **fields})
+
+
+def circle_form_token(page: str) -> str:
+    """The form token of the circle's forms on a lesson page."""
+    match = re.search(r'id="circle".*?name="form_token" value="([^"]+)"', page, re.S)
+    assert match, "the page has no circle form"
+    return match.group(1)
+
+
+def post_id(rt: Runtime, who: int, day: int) -> int:
+    with transaction(rt.sessions) as session:
+        found = circle.post_of(session, who, day)
+        assert found is not None
+        return found.id
+
+
+# -- the choice ------------------------------------------------------------------------
+
+
+def test_the_share_box_is_off_by_default_and_says_who_will_see_it(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    page = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+    box = re.search(r'<input type="checkbox" id="share"[^>]*>', page)
+    assert box and "checked" not in box.group(0)
+    assert "Share with my cohort" in page
+    assert "the 1 other member of your cohort" in page
+    assert "withdraw it at any time" in page
+    assert "as Ana R. (first name and initial)" in page
+    assert "anonymously, as &ldquo;A colleague&rdquo;" in page
+
+
+def test_a_reflection_saved_without_the_box_is_not_shared(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    post_form(
+        client, path(rt, links.REFLECT, people["ana"], 1), reflection="Mine alone.", circle="1"
+    )
+    assert "Mine alone." not in lesson_page(client, rt, people["ben"], 1)
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(CirclePost)) is None
+
+
+def test_a_shared_reflection_shows_under_the_lesson_to_its_cohort_only(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    assert share(client, rt, people["ana"], 1, "I came back to medicine.").status_code == 303
+    ben = lesson_page(client, rt, people["ben"], 1)
+    assert "I came back to medicine." in ben
+    assert "Ana R." in ben and "ana.ruiz@example.org" not in ben and "@" not in ben
+    assert (
+        "When did you last finish a shift" in ben.split('id="circle"')[1]
+    )  # the day's question above it
+    cleo = lesson_page(client, rt, people["cleo"], 1)
+    assert "I came back to medicine." not in cleo
+    # The same cohort, another day: not there either.
+    assert "I came back to medicine." not in lesson_page(client, rt, people["ben"], 2)
+
+
+def test_shared_reflections_show_oldest_first(
+    rt: Runtime, client: FlaskClient, clock: Clock, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ben"], 1, "Ben first.")
+    clock.now += dt.timedelta(minutes=5)
+    share(client, rt, people["ana"], 1, "Ana second.")
+    page = lesson_page(client, rt, people["cleo"], 1)  # another cohort: neither
+    assert "Ben first." not in page
+    page = lesson_page(client, rt, people["ana"], 1)
+    assert page.index("Ben first.") < page.index("Ana second.")
+
+
+def test_an_anonymous_share_names_no_one_and_links_nothing(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Day one, anonymously.", shown_as="anonymous")
+    share(client, rt, people["ana"], 2, "Day two, anonymously.", shown_as="anonymous")
+    for day in (1, 2):
+        page = lesson_page(client, rt, people["ben"], day)
+        shared = page.split('id="circle"')[1]
+        assert "A colleague" in shared and "Ana" not in shared
+    # Nothing on the two pages is the same for both posts but their shared words.
+    one = lesson_page(client, rt, people["ben"], 1).split('id="circle"')[1]
+    two = lesson_page(client, rt, people["ben"], 2).split('id="circle"')[1]
+    assert post_id(rt, people["ana"], 1) != post_id(rt, people["ana"], 2)
+    assert "Ruiz" not in one + two
+
+
+def test_choosing_anonymous_makes_earlier_shares_anonymous_but_not_the_reverse(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Named at first.")
+    share(client, rt, people["ana"], 2, "Then anonymous.", shown_as="anonymous")
+    assert "Ana R." not in lesson_page(client, rt, people["ben"], 1).split('id="circle"')[1]
+    share(client, rt, people["ana"], 3, "Named again.")
+    assert "A colleague" in lesson_page(client, rt, people["ben"], 2).split('id="circle"')[1]
+    assert "Ana R." in lesson_page(client, rt, people["ben"], 3).split('id="circle"')[1]
+
+
+def test_a_small_cohort_is_warned_that_anonymity_is_weak(
+    rt: Runtime, client: FlaskClient, people: dict[str, int], tmp_path: Path
+) -> None:
+    page = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+    assert "Your cohort is small (2 members)" in page
+    from tests.conftest import make_settings
+
+    roomy = Runtime(
+        make_settings(tmp_path, database_url=rt.settings.database_url, circle_small_cohort=2)
+    )
+    try:
+        other = make_app(roomy, Clock(NOW)).test_client()
+        page = other.get(path(roomy, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+        assert "Your cohort is small" not in page
+    finally:
+        roomy.close()
+
+
+# -- taking it back --------------------------------------------------------------------
+
+
+def test_unticking_the_box_withdraws_at_once_with_the_notes(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "To withdraw.")
+    act(
+        client,
+        rt,
+        people["ben"],
+        1,
+        action="note",
+        post=str(post_id(rt, people["ana"], 1)),
+        text="Thank you.",
+    )
+    post_form(
+        client,
+        path(rt, links.REFLECT, people["ana"], 1),
+        reflection="To withdraw.",
+        circle="1",
+        shown_as="name",
+    )
+    assert "To withdraw." not in lesson_page(client, rt, people["ben"], 1)
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(CircleNote)) is None
+    assert "To withdraw." in client.get(path(rt, links.JOURNAL, people["ana"])).get_data(
+        as_text=True
+    )
+
+
+def test_the_withdraw_button_under_the_lesson_withdraws(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Withdrawn by button.")
+    response = act(client, rt, people["ana"], 1, action="withdraw")
+    assert response.status_code == 303 and "said=withdrawn" in response.location
+    assert "Withdrawn by button." not in lesson_page(client, rt, people["ben"], 1)
+
+
+def test_editing_a_shared_reflection_says_so_and_shows_the_new_text(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "First words.")
+    page = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+    assert "saving shows your cohort the new text" in page
+    share(client, rt, people["ana"], 1, "Second words.")
+    ben = lesson_page(client, rt, people["ben"], 1)
+    assert "Second words." in ben and "First words." not in ben
+
+
+def test_a_reply_by_email_is_not_shared_until_confirmed_on_the_page(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Shared on the page.")
+    with transaction(rt.sessions) as session:
+        enrollment = session.get(type(load(rt, people["ana"])), people["ana"])
+        reflections.append_from_email(
+            session,
+            enrollment,
+            1,
+            "q",
+            "Added by email, private.",
+            cipher=rt.reflection_cipher,
+            max_chars=20000,
+            now=NOW,
+            local_day=NOW.date(),
+        )
+        # A first reply by email to another day is not shared either.
+        reflections.append_from_email(
+            session,
+            enrollment,
+            2,
+            "q",
+            "Day two by email.",
+            cipher=rt.reflection_cipher,
+            max_chars=20000,
+            now=NOW,
+            local_day=NOW.date(),
+        )
+    assert "Added by email" not in lesson_page(client, rt, people["ben"], 1)
+    assert "Day two by email" not in lesson_page(client, rt, people["ben"], 2)
+    page = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+    assert "What you added by email is not shared" in page
+
+
+# -- notes -----------------------------------------------------------------------------
+
+
+def test_a_member_leaves_a_note_the_author_sees_in_the_journal_and_can_delete_it(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "A hard week.")
+    post = str(post_id(rt, people["ana"], 1))
+    response = act(
+        client, rt, people["ben"], 1, action="note", post=post, text="You are not alone."
+    )
+    assert "said=noted" in response.location
+    journal = client.get(path(rt, links.JOURNAL, people["ana"])).get_data(as_text=True)
+    assert "You are not alone." in journal and "left a note" in journal
+    assert "ben@example.org" not in journal
+    with transaction(rt.sessions) as session:
+        note = session.scalar(select(CircleNote))
+        assert note is not None and "alone" not in note.sealed_body
+        note_id = str(note.id)
+    # Only its author can delete it.
+    assert (
+        "said=gone"
+        in act(client, rt, people["ana"], 1, action="delete-note", note=note_id).location
+    )
+    assert (
+        "said=note-deleted"
+        in act(client, rt, people["ben"], 1, action="delete-note", note=note_id).location
+    )
+    assert "You are not alone." not in lesson_page(client, rt, people["ana"], 1)
+
+
+def test_a_note_over_the_limit_or_empty_is_refused(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Notes, please.")
+    post = str(post_id(rt, people["ana"], 1))
+    long = "x" * (circle_notes.NOTE_MAX_CHARS + 1)
+    assert (
+        "said=too-long"
+        in act(client, rt, people["ben"], 1, action="note", post=post, text=long).location
+    )
+    assert (
+        "said=empty"
+        in act(client, rt, people["ben"], 1, action="note", post=post, text=" \u200b ").location
+    )
+    exact = "y" * circle_notes.NOTE_MAX_CHARS
+    assert (
+        "said=noted"
+        in act(client, rt, people["ben"], 1, action="note", post=post, text=exact).location
+    )
+
+
+def test_notes_and_reports_are_rate_limited(
+    rt: Runtime, client: FlaskClient, clock: Clock, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Rate me.")
+    post = str(post_id(rt, people["ana"], 1))
+    for _ in range(circle_notes.NOTES_PER_DAY):
+        assert (
+            "said=noted"
+            in act(client, rt, people["ben"], 1, action="note", post=post, text="again").location
+        )
+    assert (
+        "said=too-many"
+        in act(client, rt, people["ben"], 1, action="note", post=post, text="once more").location
+    )
+    clock.now += DAY + dt.timedelta(minutes=1)
+    assert (
+        "said=noted"
+        in act(client, rt, people["ben"], 1, action="note", post=post, text="a day later").location
+    )
+    with transaction(rt.sessions) as session:
+        ben = session.get(type(load(rt, people["ben"])), people["ben"])
+        course = rt.catalog.course("white-coat")
+        notes = list(session.scalars(select(CircleNote.id)))
+        for note_id in notes[: circle_notes.REPORTS_PER_DAY]:
+            assert circle_notes.report(
+                session, course, ben, 1, reason="spam", now=clock.now, note_id=note_id
+            )
+        with pytest.raises(circle.CircleRefused):
+            circle_notes.report(
+                session, course, ben, 1, reason="spam", now=clock.now, note_id=notes[-1]
+            )
+
+
+# -- moderation ------------------------------------------------------------------------
+
+
+def test_a_report_reaches_the_moderators_who_hide_and_restore(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Something reported.")
+    post = str(post_id(rt, people["ana"], 1))
+    assert (
+        "said=reported"
+        in act(client, rt, people["ben"], 1, action="report", post=post, reason="hurtful").location
+    )
+    listed = run_cli(rt.settings, "circle", "list", "--cohort", "spring", "--reported")
+    assert listed.exit_code == 0, listed.output
+    assert f"r{post}" in listed.output and "Something reported." in listed.output
+    assert "1 hurtful" in listed.output
+    hidden = run_cli(rt.settings, "circle", "hide", f"r{post}", "--reason", "Names a patient")
+    assert hidden.exit_code == 0, hidden.output
+    assert "Something reported." not in lesson_page(client, rt, people["ben"], 1)
+    own = lesson_page(client, rt, people["ana"], 1)
+    assert "Something reported." in own and "Names a patient" in own
+    reflect = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+    assert "A moderator has hidden this reflection" in reflect
+    assert run_cli(rt.settings, "circle", "restore", f"r{post}").exit_code == 0
+    assert "Something reported." in lesson_page(client, rt, people["ben"], 1)
+    log = (rt.settings.path(rt.settings.var_dir) / "operator.log").read_text()
+    assert "circle list: cohort 'spring', 1 item(s) (reported only)" in log
+    assert f"circle hide: r{post}" in log and f"circle restore: r{post}" in log
+
+
+def test_a_bad_item_or_empty_reason_is_one_error_line(rt: Runtime, people: dict[str, int]) -> None:
+    for args in (
+        ["hide", "x1", "--reason", "r"],
+        ["hide", "r999", "--reason", "r"],
+        ["restore", "n5"],
+        ["list", "--cohort", "nobody"],
+    ):
+        result = run_cli(rt.settings, "circle", *args)
+        assert result.exit_code == 1 and result.output.startswith("Error:"), result.output
+        assert "Traceback" not in result.output
+
+
+# -- the setting -----------------------------------------------------------------------
+
+
+def test_circle_off_hides_everything_and_on_brings_it_back(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Still here later.")
+    assert run_cli(rt.settings, "circle", "off", "--cohort", "spring").exit_code == 0
+    assert 'id="circle"' not in lesson_page(client, rt, people["ben"], 1)
+    reflect = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
+    assert "Share with my cohort" not in reflect
+    # Saving while it is off withdraws nothing.
+    post_form(client, path(rt, links.REFLECT, people["ana"], 1), reflection="Still here later.")
+    assert run_cli(rt.settings, "circle", "on", "--cohort", "spring").exit_code == 0
+    assert "Still here later." in lesson_page(client, rt, people["ben"], 1)
+
+
+def test_a_cohort_is_created_with_the_circle_on_or_off(rt: Runtime) -> None:
+    made = run_cli(
+        rt.settings,
+        "cohort",
+        "create",
+        "quiet",
+        "--course",
+        "white-coat",
+        "--start",
+        "now",
+        "--circle",
+        "off",
+    )
+    assert made.exit_code == 0, made.output
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(Cohort.circle).where(Cohort.name == "quiet")) is False
+
+
+def test_a_course_without_a_circle_refuses_to_turn_it_on(rt: Runtime, tmp_path: Path) -> None:
+    import shutil
+
+    from tests.conftest import EMAILS, make_settings
+
+    emails = tmp_path / "emails"
+    shutil.copytree(EMAILS, emails)
+    toml = emails / "white-coat" / "course.toml"
+    toml.write_text(toml.read_text().replace("circle = true", ""))
+    settings = make_settings(
+        tmp_path, database_url=rt.settings.database_url, emails_dir=str(emails)
+    )
+    result = run_cli(
+        settings,
+        "cohort",
+        "create",
+        "x",
+        "--course",
+        "white-coat",
+        "--start",
+        "now",
+        "--circle",
+        "on",
+    )
+    assert result.exit_code == 1 and "has no circle" in result.output
+
+
+def test_course_toml_circle_must_be_true_or_false(tmp_path: Path) -> None:
+    import shutil
+
+    from dripcourse.courses.course import read_course
+    from tests.conftest import EMAILS
+
+    shutil.copytree(EMAILS, tmp_path / "emails")
+    toml = tmp_path / "emails" / "white-coat" / "course.toml"
+    toml.write_text(toml.read_text().replace("circle = true", 'circle = "yes"'))
+    found = read_course(tmp_path / "emails", "white-coat").errors
+    assert [f.message for f in found] == ["circle must be true or false"]
+    assert found[0].line == toml.read_text().splitlines().index('circle = "yes"') + 1
+
+
+# -- erasing ---------------------------------------------------------------------------
+
+
+def test_forget_and_delete_remove_everything_shared_and_written(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Ana's shared words.")
+    share(client, rt, people["ben"], 1, "Ben's shared words.")
+    act(
+        client,
+        rt,
+        people["ben"],
+        1,
+        action="note",
+        post=str(post_id(rt, people["ana"], 1)),
+        text="Ben's note.",
+    )
+    act(
+        client,
+        rt,
+        people["ana"],
+        1,
+        action="note",
+        post=str(post_id(rt, people["ben"], 1)),
+        text="Ana's note.",
+    )
+    # Ben deletes his reflections: his shared one and his note go.
+    journal = path(rt, links.JOURNAL, people["ben"])
+    page = client.get(journal + "/delete/reflections").get_data(as_text=True)
+    client.post(journal + "/delete/reflections", data={"form_token": form_token(page)})
+    ana = lesson_page(client, rt, people["ana"], 1)
+    assert "Ben&#39;s" not in ana and "Ben's" not in ana
+    # Ana is forgotten: nothing of the circle is left.
+    assert run_cli(rt.settings, "forget", "ana.ruiz@example.org", "--yes").exit_code == 0
+    with transaction(rt.sessions) as session:
+        for table in ("circle_posts", "circle_notes", "circle_members", "circle_reports"):
+            assert session.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0, table
+
+
+def test_unsubscribing_keeps_what_was_shared_and_says_so(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Kept after leaving.")
+    url = path(rt, links.UNSUBSCRIBE, people["ana"])
+    page = client.get(url).get_data(as_text=True)
+    assert "stays in its circle after you unsubscribe" in page
+    client.post(url, data={"form_token": form_token(page)})
+    assert "Kept after leaving." in lesson_page(client, rt, people["ben"], 1)
+
+
+# -- security --------------------------------------------------------------------------
+
+
+def test_shared_text_and_notes_are_sealed_at_rest(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Sealed words here.")
+    with transaction(rt.sessions) as session:
+        sealed = session.execute(text("SELECT sealed_body FROM circle_posts")).scalar()
+    assert "Sealed" not in sealed and rt.reflection_cipher.open(sealed) == "Sealed words here."
+
+
+def test_circle_posts_need_the_readers_own_form_token(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Guarded.")
+    post = str(post_id(rt, people["ana"], 1))
+    ben_url = path(rt, links.LESSON, people["ben"], 1)
+    share(client, rt, people["cleo"], 1, "Cleo's own.")
+    cleo_page = lesson_page(client, rt, people["cleo"], 1)
+    # No token, another reader's token, a post from another site: refused, nothing written.
+    assert (
+        client.post(
+            ben_url + "/circle", data={"action": "note", "post": post, "text": "x"}
+        ).status_code
+        == 403
+    )
+    stolen = circle_form_token(cleo_page)
+    assert (
+        client.post(
+            ben_url + "/circle",
+            data={"form_token": stolen, "action": "note", "post": post, "text": "x"},
+        ).status_code
+        == 403
+    )
+    ben_page = lesson_page(client, rt, people["ben"], 1)
+    cross = client.post(
+        ben_url + "/circle",
+        headers={"Sec-Fetch-Site": "cross-site"},
+        data={
+            "form_token": circle_form_token(ben_page),
+            "action": "note",
+            "post": post,
+            "text": "x",
+        },
+    )
+    assert cross.status_code == 403
+    # Cleo's own token cannot reach a post of another cohort.
+    gone = act(client, rt, people["cleo"], 1, action="note", post=post, text="x")
+    assert "said=gone" in gone.location
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(CircleNote)) is None
+
+
+def test_a_lesson_token_reads_only_its_own_day(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    """Ben's Day 2 form token cannot note Day 1's post, nor a day he has not received."""
+    share(client, rt, people["ana"], 1, "Day one only.")
+    post = str(post_id(rt, people["ana"], 1))
+    assert (
+        "said=gone"
+        in act(client, rt, people["ben"], 2, action="note", post=post, text="x").location
+    )
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(CircleNote)) is None
+    future = path(rt, links.LESSON, people["ben"], 5)
+    assert client.get(future).status_code == 404
+
+
+def test_circle_pages_are_noindex_and_private(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Private page.")
+    response = client.get(path(rt, links.LESSON, people["ben"], 1))
+    assert '<meta name="robots" content="noindex, nofollow">' in response.get_data(as_text=True)
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.headers["Referrer-Policy"] == "no-referrer"
