@@ -611,3 +611,75 @@ def test_circle_pages_are_noindex_and_private(
     assert '<meta name="robots" content="noindex, nofollow">' in response.get_data(as_text=True)
     assert response.headers["Cache-Control"] == "no-store"
     assert response.headers["Referrer-Policy"] == "no-referrer"
+
+
+def test_after_unsubscribing_the_author_can_still_withdraw_but_not_share_anew(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    share(client, rt, people["ana"], 1, "Shared before leaving.")
+    url = path(rt, links.UNSUBSCRIBE, people["ana"])
+    client.post(url, data={"form_token": form_token(client.get(url).get_data(as_text=True))})
+    assert "Share with my cohort" not in client.get(
+        path(rt, links.REFLECT, people["ana"], 2)
+    ).get_data(as_text=True)
+    share(client, rt, people["ana"], 2, "Not shared after leaving.")
+    assert "Not shared after leaving." not in lesson_page(client, rt, people["ben"], 2)
+    post_form(
+        client,
+        path(rt, links.REFLECT, people["ana"], 1),
+        reflection="Shared before leaving.",
+        circle="1",
+    )
+    assert "Shared before leaving." not in lesson_page(client, rt, people["ben"], 1)
+
+
+def test_rekey_seals_the_circle_again_under_the_new_key(
+    rt: Runtime, client: FlaskClient, people: dict[str, int], tmp_path: Path
+) -> None:
+    from dripcourse.encryption import ReflectionCipher, new_key
+    from tests.conftest import REFLECTIONS_KEY, make_settings
+
+    share(client, rt, people["ana"], 1, "Resealed words.")
+    act(
+        client,
+        rt,
+        people["ben"],
+        1,
+        action="note",
+        post=str(post_id(rt, people["ana"], 1)),
+        text="A resealed note.",
+    )
+    fresh = new_key()
+    settings = make_settings(
+        tmp_path,
+        database_url=rt.settings.database_url,
+        reflections_key=f"{fresh},{REFLECTIONS_KEY}",
+    )
+    result = run_cli(settings, "reflections", "rekey")
+    assert result.exit_code == 0 and "2 shared reflections and notes" in result.output
+    only_new = ReflectionCipher([fresh])
+    with transaction(rt.sessions) as session:
+        assert only_new.open(session.scalar(select(CirclePost.sealed_body))) == "Resealed words."
+        assert only_new.open(session.scalar(select(CircleNote.sealed_body))) == "A resealed note."
+
+
+def test_retention_deletes_the_shared_copy_with_its_reflection(
+    rt: Runtime, client: FlaskClient, people: dict[str, int]
+) -> None:
+    from dripcourse.reader import privacy
+
+    share(client, rt, people["ana"], 1, "Old words.")
+    act(
+        client,
+        rt,
+        people["ben"],
+        1,
+        action="note",
+        post=str(post_id(rt, people["ana"], 1)),
+        text="Old note.",
+    )
+    with transaction(rt.sessions) as session:
+        assert privacy.delete_old_reflections(session, 30, NOW + 31 * DAY) == 1
+    with transaction(rt.sessions) as session:
+        assert session.scalar(select(CirclePost)) is None
+        assert session.scalar(select(CircleNote)) is None

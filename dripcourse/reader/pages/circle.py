@@ -95,8 +95,12 @@ def share_box(
     day: int,
     reflection: WrittenReflection | None,
 ) -> circle.ShareBox | None:
-    """The reflect page's share choice; None when the circle is off for this cohort."""
-    if not circle.is_on(course, enrollment.cohort) or not circle.is_member(enrollment):
+    """The reflect page's share choice; None when the circle is off for this cohort, or for
+    someone who left it (unsubscribed) with nothing shared there: what they did share, they
+    can still withdraw here."""
+    if not circle.is_on(course, enrollment.cohort):
+        return None
+    if not circle.is_member(enrollment) and circle.post_of(session, enrollment.id, day) is None:
         return None
     return circle.share_box(
         session,
@@ -120,7 +124,8 @@ def after_save(
     Only when the form showed the box (``circle`` in it): a form without it (the circle off)
     changes nothing shared.
     """
-    if "circle" not in form or share_box(session, course, enrollment, saved.day, saved) is None:
+    box = share_box(session, course, enrollment, saved.day, saved)
+    if "circle" not in form or box is None:
         return
     if form.get("share") == "yes":
         circle.share(
