@@ -27,6 +27,7 @@ from dripcourse.runtime import Runtime
 from dripcourse.web import create_app
 from tests.conftest import IN_CI, make_settings
 from tests.headless import Browser, find_chromium
+from tests.test_accessibility import axe, serious  # noqa: F401 - axe is a fixture
 from tests.test_web_support import enroll, path, run_cli, send_days
 
 PHONE = 375
@@ -194,6 +195,40 @@ def test_two_members_share_and_note_another_cohort_sees_nothing_and_all_can_be_t
     assert run_cli(rt.settings, "forget", "ana@example.org", "--yes").exit_code == 0
     assert "Day two from Ana." not in chromium.page(base + path(rt, links.LESSON, ben, 2))
     assert _count(rt, CirclePost) == 1  # Ben's, hidden
+
+
+@pytest.mark.slow
+def test_the_circle_pages_have_no_serious_accessibility_problem(
+    chromium: FormBrowser,
+    site: tuple[Runtime, str, dict[str, int]],
+    axe: str,  # noqa: F811 - the fixture
+) -> None:
+    """axe-core over the share choice and a lesson's circle with a note, a report form and
+    one's own hidden post (see tests/test_accessibility.py for the rules counted)."""
+    rt, base, people = site
+    for who, shown in ((people["ana"], "name"), (people["ben"], "anonymous")):
+        chromium.page(
+            base + path(rt, links.REFLECT, who, 1),
+            run=_fill("#reflection", "Shared for the check.")
+            + "document.querySelector('#share').checked = true;"
+            + f"document.querySelector('#shown-{shown}').checked = true;"
+            + _click("form button[type=submit]"),
+        )
+    chromium.page(
+        base + path(rt, links.LESSON, people["ben"], 1),
+        run=_fill("textarea[name=text]", "A note.")
+        + "document.querySelector('textarea[name=text]').form.querySelector('button').click();",
+    )
+    listed = run_cli(rt.settings, "circle", "list", "--cohort", "spring")
+    ben_ref = next(line.split("\t")[0] for line in listed.output.splitlines() if "ben@" in line)
+    run_cli(rt.settings, "circle", "hide", ben_ref, "--reason", "For the check")
+    for url in (
+        path(rt, links.REFLECT, people["ana"], 1),
+        path(rt, links.LESSON, people["ben"], 1),
+        path(rt, links.LESSON, people["ana"], 1),
+        path(rt, links.JOURNAL, people["ana"]),
+    ):
+        assert serious(chromium.accessibility(base + url, PHONE, axe)) == [], url
 
 
 def test_screenshots_are_in_docs() -> None:
