@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from flask.testing import FlaskClient
 from itsdangerous import URLSafeTimedSerializer
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from dripcourse import links
 from dripcourse.db import transaction
@@ -683,3 +683,35 @@ def test_retention_deletes_the_shared_copy_with_its_reflection(
     with transaction(rt.sessions) as session:
         assert session.scalar(select(CirclePost)) is None
         assert session.scalar(select(CircleNote)) is None
+
+
+def test_the_circle_works_alike_on_sqlite_and_postgresql(database_url: str, tmp_path: Path) -> None:
+    """Share, read, note, count in the next lesson's take, forget: on both databases."""
+    from tests.conftest import make_settings
+    from tests.test_web_support import tick
+
+    rt = Runtime(make_settings(tmp_path, database_url=database_url))
+    try:
+        people = {name: enroll(rt, f"{name}@example.org") for name in ("ana", "ben", "cleo")}
+        tick(rt, DAY_1_UTC)
+        client = make_app(rt, Clock(DAY_1_UTC + DAY / 2)).test_client()
+        for name in ("ana", "cleo"):
+            share(client, rt, people[name], 1, f"{name.title()} shares.")
+        assert "Ana shares." in lesson_page(client, rt, people["ben"], 1)
+        post = str(post_id(rt, people["ana"], 1))
+        assert (
+            "said=noted"
+            in act(
+                client, rt, people["ben"], 1, action="note", post=post, text="Noted on both."
+            ).location
+        )
+        tick(rt, DAY_1_UTC + DAY)
+        outbox = Path(rt.settings.mail_url.removeprefix("file://"))
+        (ben_day_2,) = [p for p in outbox.glob("*day02*.eml") if "-ben@" in p.name]
+        assert b"2 colleagues in your cohort" in ben_day_2.read_bytes().replace(b"=\r\n", b"")
+        assert run_cli(rt.settings, "forget", "ana@example.org", "--yes").exit_code == 0
+        with transaction(rt.sessions) as session:
+            assert session.scalar(select(func.count()).select_from(CirclePost)) == 1  # Cleo's
+            assert session.scalar(select(func.count()).select_from(CircleNote)) == 0
+    finally:
+        rt.close()
