@@ -715,3 +715,20 @@ def test_the_circle_works_alike_on_sqlite_and_postgresql(database_url: str, tmp_
             assert session.scalar(select(func.count()).select_from(CircleNote)) == 0
     finally:
         rt.close()
+
+
+def test_the_privacy_page_says_what_the_circle_shares_with_whom(client: FlaskClient) -> None:
+    page = client.get("/privacy").get_data(as_text=True)
+    section = (
+        page.partition("Your cohort&#39;s circle")[2] or page.partition("Your cohort's circle")[2]
+    )
+    for said in (
+        "unless you choose so, for that very reflection",
+        "a reply by email is never shared by itself",
+        "members of your cohort who have received that day",
+        "never your email address",
+        "written in the operator log",
+        "Unsubscribing keeps what you shared until you delete it",
+    ):
+        assert said in section.replace("&#39;", "'"), said
+    assert "Nobody else, but what you choose to share with your cohort" in page

@@ -113,8 +113,8 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "reply by email is never shared by itself.",
                 "Who sees it: the members of your cohort who have received that day's "
                 "lesson, under the lesson, through their own links; never in an email. They "
-                "see your first name and initial, or \u201cA colleague\u201d if you choose "
-                "so, never your email address. They can leave you a short note, which you "
+                "see you as \u201cA colleague\u201d, or by your first name and initial if you "
+                "choose so, never your email address. They can leave you a short note, which you "
                 "see in your journal, and delete their own.",
                 "The course team can see who shared what and who wrote each note, to look "
                 "after the circle: a member can report something, and a moderator can hide "
