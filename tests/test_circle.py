@@ -182,14 +182,17 @@ def test_the_withdraw_button_under_the_lesson_withdraws(
 
 
 def test_editing_a_shared_reflection_says_so_and_shows_the_new_text(
-    rt: Runtime, client: FlaskClient, people: dict[str, int]
+    rt: Runtime, client: FlaskClient, clock: Clock, people: dict[str, int]
 ) -> None:
     share(client, rt, people["ana"], 1, "First words.")
     page = client.get(path(rt, links.REFLECT, people["ana"], 1)).get_data(as_text=True)
     assert "saving shows your cohort the new text" in page
+    clock.now += dt.timedelta(hours=1)
+    share(client, rt, people["ana"], 1, "First words.")  # saved again as it was
+    assert "(edited)" not in lesson_page(client, rt, people["ben"], 1)
     share(client, rt, people["ana"], 1, "Second words.")
     ben = lesson_page(client, rt, people["ben"], 1)
-    assert "Second words." in ben and "First words." not in ben
+    assert "Second words." in ben and "First words." not in ben and "(edited)" in ben
 
 
 def test_a_reply_by_email_is_not_shared_until_confirmed_on_the_page(

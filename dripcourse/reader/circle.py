@@ -148,7 +148,9 @@ def share(
         )
         session.add(post)
     else:
-        post.sealed_body, post.anonymous, post.updated_at = sealed, anonymous, now
+        post.anonymous = anonymous
+        if cipher.open(post.sealed_body) != reflection.body:  # saved again unchanged: not edited
+            post.sealed_body, post.updated_at = sealed, now
     session.flush()
     return post
 
