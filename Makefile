@@ -52,6 +52,7 @@ bench-parts: $(STAMP)
 
 screenshots: $(STAMP)
 	$(BIN)/python -m tests.browser docs
+	DRIPCOURSE_SCREENSHOTS=docs $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_circle_browser.py
 
 clean:
 	rm -rf var .pytest_cache

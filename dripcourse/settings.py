@@ -79,6 +79,8 @@ class Settings:
     web_host: str = "127.0.0.1"
     web_port: int = 8000
     reflection_max_chars: int = 20000
+    # The cohort circle: below this many members, the share choice warns that anonymity is weak.
+    circle_small_cohort: int = 5
     # Staff: the only addresses ``send-test`` may mail (a TOML list or comma-separated text).
     staff_emails: str = ""
     # The people running the course, as the privacy page and every lesson's footer name them.
@@ -290,6 +292,7 @@ def validate(settings: Settings) -> None:
         "retry_max_seconds",
         "smtp_timeout_seconds",
         "reflection_max_chars",
+        "circle_small_cohort",
         "relay_retry_seconds",
         "worker_stale_seconds",
         "inbound_max_per_subscriber_per_day",

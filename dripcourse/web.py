@@ -32,6 +32,7 @@ from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
 from dripcourse.reader.pages import (  # noqa: F401 - their pages join access.bp
     checking_in,
+    circle,
     leaving,
     reflecting,
     support,

@@ -15,6 +15,10 @@ from dripcourse.encryption import ReflectionCipher
 from dripcourse.errors import MigrationRefused
 from dripcourse.models import (
     CheckinAnswer,
+    CircleMember,
+    CircleNote,
+    CirclePost,
+    CircleReport,
     CircuitBreaker,
     Cohort,
     Delivery,
@@ -48,6 +52,7 @@ COLUMNS_RESET = {
     # Rows back from before links01 are rows from before keys: their unbound links still open.
     ("enrollments", "legacy_links"): True,
     ("subscribers", "journal_link_sent_at"): None,
+    ("cohorts", "circle"): True,
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
@@ -58,6 +63,10 @@ TABLES_EMPTIED = {
     "delivery_problems",
     "webhook_events",
     "checkin_answers",
+    "circle_members",
+    "circle_posts",
+    "circle_notes",
+    "circle_reports",
 }
 BREAKER_CLOSED = {
     "name": "mail",
@@ -297,6 +306,32 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
                     **both,
                 )
             )
+        conn.execute(update(Cohort).where(Cohort.name == "summer").values(circle=False))
+        conn.execute(insert(CircleMember).values(enrollment_id=1, anonymous=True, updated_at=NOW))
+        conn.execute(
+            insert(CirclePost).values(
+                reflection_id=1,
+                enrollment_id=1,
+                cohort_id=1,
+                day=1,
+                sealed_body=cipher.seal("what 1 shared on day 1"),
+                anonymous=True,
+                hidden_reason="a reason",
+                **both,
+            )
+        )
+        conn.execute(
+            insert(CircleNote).values(
+                post_id=1,
+                enrollment_id=2,
+                sealed_body=cipher.seal("a note"),
+                anonymous=False,
+                created_at=NOW,
+            )
+        )
+        conn.execute(
+            insert(CircleReport).values(enrollment_id=2, post_id=1, reason="spam", created_at=NOW)
+        )
         conn.execute(
             insert(InboundMessage).values(
                 digest="e" * 64, kind="reply", enrollment_id=1, day=2, received_at=NOW

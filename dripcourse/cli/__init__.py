@@ -4,6 +4,7 @@ staff (courses), and the serving commands. Each command is a thin adapter over a
 from __future__ import annotations
 
 from dripcourse.cli import (  # noqa: F401  (they register)
+    circle,
     cohorts,
     inbound,
     people,

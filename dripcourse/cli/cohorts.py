@@ -39,17 +39,33 @@ def cohort() -> None:
     "--timezone", default=None, help="IANA zone for people enrolled without one, e.g. Europe/Oslo."
 )
 @click.option("--yes", is_flag=True, help="Accept a start in the past or over a year ahead.")
+@click.option(
+    "--circle",
+    type=click.Choice(["on", "off"]),
+    default=None,
+    help="The cohort circle (default: on when the course allows it).",
+)
 @pass_state
 def cohort_create(
-    state: State, name: str, course_slug: str, start: str, timezone: str | None, yes: bool
+    state: State,
+    name: str,
+    course_slug: str,
+    start: str,
+    timezone: str | None,
+    yes: bool,
+    circle: str | None,
 ) -> None:
     """Create a cohort taking one course from a start date."""
+    from dripcourse.cli.circle import check_circle_choice
+
     rt = state.runtime
     course = rt.catalog.course(course_slug)
+    check_circle_choice(course, circle)
     with db.transaction(rt.sessions) as session:
         created = enrollment.create_cohort(
             session, name, course, start, utcnow(), timezone=timezone, confirmed=yes
         )
+        created.circle = circle != "off"
         if created.started_at:
             when = "now"
         elif created.start_today:
@@ -61,8 +77,10 @@ def cohort_create(
         else:
             when = f"{created.start_date} at {course.cadence.send_time:%H:%M} local"
     default = f"; default zone {created.timezone}" if created.timezone else ""
+    circle_said = "; circle on" if course.circle and created.circle else ""
     click.echo(
-        f"cohort {name!r} created: {course.title}, {course.length} lessons, Day 1 {when}{default}"
+        f"cohort {name!r} created: {course.title}, {course.length} lessons, Day 1 {when}"
+        f"{default}{circle_said}"
     )
 
 

@@ -271,12 +271,16 @@ def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | Non
 @pass_state
 def reflections_rekey(state: State) -> None:
     """Seal every reflection again under the first key of reflections_key."""
+    from dripcourse.reader import circle
     from dripcourse.reader import reflections as reflection_store
 
     rt = state.runtime
     with db.transaction(rt.sessions) as session:
         count = reflection_store.rekey(session, rt.reflection_cipher)
+        shared = circle.rekey(session, rt.reflection_cipher)
     click.echo(f"{count} reflections sealed again under the first key")
+    if shared:
+        click.echo(f"{shared} shared reflections and notes of the cohort circle too")
 
 
 @reflections.command("new-key")

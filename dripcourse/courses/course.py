@@ -52,6 +52,7 @@ KNOWN_COURSE_KEYS = {
     *support_file.COURSE_KEYS,
     "salutation",
     "checkin",
+    "circle",
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -134,6 +135,8 @@ class Course:
         return self.salutation_at(self.cadence.send_time)
 
     checkins: tuple[Checkin, ...] = ()  # asked in the first and last lesson
+    # Whether cohorts of this course may share reflections with each other (the circle).
+    circle: bool = False
 
     @property
     def length(self) -> int:
@@ -299,6 +302,9 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
             f"salutation must be {' or '.join(repr(m) for m in SALUTATION_MODES)}, got {mode!r}",
         )
     checkins = read_checkins(meta.get("checkin"), lambda message: error("checkin", message))
+    circle = meta.get("circle", False)
+    if not isinstance(circle, bool):
+        error("circle", "circle must be true or false")
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -311,6 +317,7 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "support": wording,
         "salutation": mode,
         "checkins": checkins,
+        "circle": circle,
     }
 
 

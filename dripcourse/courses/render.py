@@ -78,6 +78,10 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "lesson.last": "true for the course's last lesson",
     "links.checkin": "the subscriber's check-in link: add /QUESTION/ANSWER to answer in one click",
     "checkins": "the check-in questions this lesson asks (first and last lesson only; maybe empty)",
+    "circle_count": "how many others in the reader's cohort shared their reflection on the "
+    "previous lesson's question, in the lesson rendered for those with 2 or more (the cohort "
+    "circle, docs/subscribers.md); empty otherwise",
+    "links.circle": "the reader's link to the previous lesson's page, at its circle",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
     "team.name": "who runs the course (setting team_name)",
     "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
@@ -100,6 +104,8 @@ PERSONAL_FIELDS = (
     "privacy",
     "support",
     "checkin",
+    "circle_count",
+    "circle",
     # A name at the end of a sentence ("Good morning, {{ greeting }}."): the value and the
     # full stop together, so a name that ends in one ("Dr. K.C.") does not get a second.
     "name.",
@@ -135,6 +141,10 @@ class Personal:
     # Course.salutation_at); previews show the one of the course's send time.
     salutation: str = MORNING_SALUTATION
     checkin: str = ""  # the check-in answers' link, to which a question and answer are added
+    # The cohort circle: how many others shared on the previous lesson, and a link to them
+    # (only in a lesson rendered with ``circle=True``).
+    circle_count: str = ""
+    circle: str = ""
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
@@ -244,20 +254,24 @@ class Renderer:
         self._css = (layout / "style.css").read_text(encoding="utf-8")
         self._markdown = MarkdownIt("commonmark", {"html": False, "typographer": False})
         self._markdown.add_render_rule("image", _column_wide_image)
-        self._cache: dict[tuple[str, int], RenderedLesson] = {}
+        self._cache: dict[tuple[str, int, bool], RenderedLesson] = {}
 
-    def lesson(self, course: Course, day: int) -> RenderedLesson:
-        key = (course.slug, day)
+    def lesson(self, course: Course, day: int, *, circle: bool = False) -> RenderedLesson:
+        """The lesson rendered once; ``circle`` the variant that says how many in the
+        reader's cohort shared their reflection on the previous lesson (``circle_count``)."""
+        key = (course.slug, day, circle)
         if key not in self._cache:
-            self._cache[key] = self._render(course, course.lesson(day))
+            self._cache[key] = self._render(course, course.lesson(day), circle)
         return self._cache[key]
 
     def check(self, course: Course) -> None:
         """Render every lesson of ``course``; a problem raises CourseError naming the file."""
         for lesson in course.lessons:
             self.lesson(course, lesson.day)
+            if course.circle and lesson.day > 1:
+                self.lesson(course, lesson.day, circle=True)
 
-    def _render(self, course: Course, lesson: Lesson) -> RenderedLesson:
+    def _render(self, course: Course, lesson: Lesson, circle: bool = False) -> RenderedLesson:
         tokens = _Tokens(f"{course.slug}:{lesson.day}")
         facts: dict[str, object] = {
             "day": lesson.day,
@@ -291,8 +305,10 @@ class Renderer:
             "privacy",
             "support",
             "checkin",
+            "circle",
         ):
             facts[f"links.{link}"] = getattr(tokens, link)
+        facts["circle_count"] = tokens.circle_count if circle else ""
         lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)
         subject_line = lesson.line_of("subject")

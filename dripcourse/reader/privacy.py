@@ -32,6 +32,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
+from dripcourse.reader import circle
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,8 @@ def delete_reflections(session: Session, subscriber: Subscriber) -> int:
     ids = _enrollment_ids(session, subscriber)
     if not ids:
         return 0
+    # What they shared and wrote in the cohort circle goes with their reflections.
+    circle.erase(session, ids)
     # The record of each reply says which day they wrote back and when: it goes with the text.
     _delete(
         session,
@@ -107,6 +110,7 @@ def forget_subscriber(session: Session, subscriber: Subscriber, now: dt.datetime
     email = subscriber.email
     ids = _enrollment_ids(session, subscriber)
     _suppress_as_forgotten(session, email, now)
+    circle.erase(session, ids)
     _delete(session, delete(InboundMessage).where(InboundMessage.enrollment_id.in_(ids)))
     counts = Forgotten(
         enrollments=len(ids),

@@ -104,8 +104,33 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "The staff who write the lessons may preview a lesson as you would receive it: "
                 "they see your name and how the lesson greets you, never your reflections, "
                 "and the preview's links do not open anything of yours.",
-                "Nobody else. No link or reply address of yours can come to open someone "
-                "else's journal, nor theirs yours.",
+                "Nobody else, but what you choose to share with your cohort (below). No link "
+                "or reply address of yours can come to open someone else's journal, nor "
+                "theirs yours.",
+            ),
+        ),
+        Section(
+            "Your cohort's circle",
+            (
+                "Nothing you write is seen by another member unless you choose so, for that "
+                "very reflection: the reflection page has a box, \u201cShare with my "
+                "cohort\u201d, which is off until you tick it. What you share is a copy of "
+                "the text as you saved it on that page, encrypted like your reflections; a "
+                "reply by email is never shared by itself.",
+                "Who sees it: the members of your cohort who have received that day's "
+                "lesson, under the lesson, through their own links; never in an email. They "
+                "see you as \u201cA colleague\u201d, or by your first name and initial if you "
+                "choose so, never your email address. They can leave you a short note, which you "
+                "see in your journal, and delete their own.",
+                "The course team can see who shared what and who wrote each note, to look "
+                "after the circle: a member can report something, and a moderator can hide "
+                "it (you then see it as hidden, with the reason). Each time an operator "
+                "reads the circle, it is written in the operator log.",
+                "You can take it back at any time: untick the box and save, or withdraw it "
+                "under the lesson, and it leaves the circle at once with the notes under it. "
+                "Deleting your reflections, or everything about you, deletes everything you "
+                "shared and every note you wrote. Unsubscribing keeps what you shared until "
+                "you delete it.",
             ),
         ),
         Section(

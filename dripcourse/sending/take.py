@@ -10,6 +10,7 @@ and the attempt count this take set, so a batch handed out twice sends each mess
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import enum
 import logging
@@ -33,7 +34,9 @@ from dripcourse.courses.render import (
 from dripcourse.courses.wire import personalise
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError
+from dripcourse.links import LESSON
 from dripcourse.models import (
+    CirclePost,
     Cohort,
     Delivery,
     DeliveryStatus,
@@ -114,6 +117,9 @@ class Ready:
     course: Course
     rendered: RenderedLesson
     link_key: str  # the enrollment's: binds its links and reply address to it
+    # How many others in the cohort shared their reflection on the previous lesson, when the
+    # lesson says so (2 or more; see ``circle_counts``), else 0.
+    circle: int = 0
 
 
 def ours(jobs: Sequence[Job]):  # type: ignore[no-untyped-def]
@@ -195,6 +201,8 @@ def take(
                 Enrollment.status,
                 Enrollment.paused_until,
                 Enrollment.link_key,
+                Enrollment.cohort_id,
+                Cohort.circle,
                 Subscriber.email,
                 Subscriber.name,
                 Subscriber.greeting,
@@ -265,7 +273,48 @@ def take(
         ready.append(
             Ready(job, info.email, info.name, info.greeting, course, rendered, info.link_key)
         )
+    shared = circle_counts(
+        session, ready, {r.id: (r.cohort_id, r.circle) for r in details.values()}
+    )
+    for i, item in enumerate(ready):
+        count = shared.get(item.job.delivery_id, 0)
+        if count >= CIRCLE_LINE_FROM:
+            rendered = rt.catalog.renderer.lesson(item.course, item.job.day, circle=True)
+            ready[i] = dataclasses.replace(item, rendered=rendered, circle=count)
     return ready, relay_paused_until
+
+
+# The next lesson mentions the cohort circle only when at least this many others shared.
+CIRCLE_LINE_FROM = 2
+
+
+def circle_counts(
+    session: Session, ready: list[Ready], cohorts: dict[int, tuple[int, bool]]
+) -> dict[int, int]:
+    """For each delivery whose course and cohort have the circle on: how many others in the
+    reader's cohort shared their reflection on the previous lesson (visible ones only), by
+    delivery id. One query for the batch; no text is read."""
+    wanted = {
+        item.job.delivery_id: (cohorts[item.job.enrollment_id][0], item.job.day - 1)
+        for item in ready
+        if item.course.circle and cohorts[item.job.enrollment_id][1] and item.job.day > 1
+    }
+    if not wanted:
+        return {}
+    posts = session.execute(
+        select(CirclePost.cohort_id, CirclePost.day, CirclePost.enrollment_id).where(
+            tuple_(CirclePost.cohort_id, CirclePost.day).in_(set(wanted.values())),
+            CirclePost.hidden_reason.is_(None),
+        )
+    ).all()
+    by_day: dict[tuple[int, int], set[int]] = {}
+    for cohort_id, day, enrollment_id in posts:
+        by_day.setdefault((cohort_id, day), set()).add(enrollment_id)
+    jobs = {item.job.delivery_id: item.job.enrollment_id for item in ready}
+    return {
+        delivery_id: len(by_day.get(key, set()) - {jobs[delivery_id]})
+        for delivery_id, key in wanted.items()
+    }
 
 
 def budget_start(job: Job) -> dt.datetime:
@@ -297,6 +346,12 @@ def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-unty
     """The personalised message for one delivery, in wire form, and its Message-ID."""
     job = item.job
     links = rt.links.for_lesson(job.enrollment_id, job.day, item.link_key)
+    if item.circle:
+        # The previous lesson's page, at its circle: a count and a link, never their words.
+        links["circle_count"] = str(item.circle)
+        links["circle"] = (
+            rt.links.url(LESSON, job.enrollment_id, job.day - 1, key=item.link_key) + "#circle"
+        )
     who = Personal(
         email=item.email,
         name=item.name,

@@ -18,7 +18,7 @@ from dripcourse.db import transaction, write_back_deletions
 from dripcourse.models import EnrollmentStatus
 from dripcourse.people import enrollment as enrollments
 from dripcourse.people import rejoining
-from dripcourse.reader import journal_link, privacy
+from dripcourse.reader import circle, journal_link, privacy
 from dripcourse.reader.pages.access import (
     ROUTE,
     bp,
@@ -133,6 +133,7 @@ def unsubscribe(token: str) -> str:
                 if unsubscribed or back
                 else {}
             ),
+            shared=circle.shared_by(session, enrollment.subscriber_id),
         )
 
 

@@ -18,6 +18,7 @@ from dripcourse.db import transaction
 from dripcourse.models import Enrollment, EnrollmentStatus
 from dripcourse.reader import checkins, reflections
 from dripcourse.reader import journal as journals
+from dripcourse.reader.pages import circle as circle_pages
 from dripcourse.reader.pages import support
 from dripcourse.reader.pages.access import (
     ROUTE,
@@ -39,6 +40,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
     enrollment_id, day = load(links.REFLECT, token, 2)
     # The whole post is read before a pooled connection is taken: a slow upload holds none.
     posted = request.form.get("reflection", "") if request.method == "POST" else ""
+    shares = {k: request.form[k] for k in circle_pages.SHARE_FIELDS if k in request.form}
     with transaction(runtime().sessions) as session:
         enrollment = enrollment_of(session, enrollment_id)
         # Only lessons already sent: a token for a future day shows nothing.
@@ -66,6 +68,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             "form_token": form_token(links.REFLECT, enrollment_id, day),
             "max_chars": runtime().settings.reflection_max_chars,
             "zone": enrollment.subscriber.timezone,
+            "circle": circle_pages.share_box(session, course, enrollment, day, reflection),
         }
         if request.method in ("GET", "HEAD"):
             text = reflection.body if reflection else ""
@@ -81,7 +84,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             )
             return render_template("reflect.html", **page, text=posted, error=error), 400
         try:
-            reflections.save_reflection(
+            saved = reflections.save_reflection(
                 session,
                 enrollment,
                 day,
@@ -103,6 +106,7 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
                 )
                 again = reflection.body
             return render_template("reflect.html", **page, text=again, error=error), 400
+        circle_pages.after_save(session, course, enrollment, saved, shares)
     return redirect(url_for(".reflect", token=token, saved=1), code=303)
 
 
@@ -124,6 +128,7 @@ def journal(token: str) -> str:
             zone=enrollment.subscriber.timezone,
             token=token,
             care=support.on_the_journal(course, enrollment.subscriber, entries, now()),
+            circle=circle_pages.for_journal(session, enrollment),
         )
 
 
@@ -196,6 +201,7 @@ def lesson(token: str) -> str:
             zone=enrollment.subscriber.timezone,
             reflect_token=link(links.REFLECT, enrollment_id, day),
             journal_token=link(links.JOURNAL, enrollment_id),
+            circle=circle_pages.for_lesson(session, course, enrollment, day, token),
         )
 
 
