@@ -20,7 +20,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
-from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from dripcourse.models import MAX_ID, Enrollment
@@ -30,6 +30,10 @@ JOURNAL = "journal"
 PAUSE = "pause"
 UNSUBSCRIBE = "unsubscribe"
 LESSON = "lesson"  # the lesson as sent, to read in a browser
+# A reply from another address, held until its reader says whether it is theirs: the link in
+# the one message that asks them, to (enrollment, held reply). It always expires.
+CONFIRM = "confirm"
+CONFIRM_MAX_AGE_DAYS = 7
 # Address tokens, in the local part of a reply or bounce address (see ``Links.address_token``).
 REPLY = "reply"
 BOUNCE = "bounce"
@@ -37,16 +41,22 @@ ADDRESS_PREFIX = {REPLY: "reflect", BOUNCE: "bounce"}
 MAX_LOCAL_PART = 64  # RFC 5321: a longer local part may be refused by any server on the way
 _MAC_CHARS = 24  # 120 bits of base32
 SAMPLE_KEY = "sample"  # the key of the sample links in previews: no row has it, no id is 0
-PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l"}
+PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l", CONFIRM: "c"}
 PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # The links to private writing; with ``reflect_max_age_days`` set, they expire. Pause and
 # unsubscribe links never do (leaving must always work), so the pages they open show nothing
 # private and offer no link to these.
 EXPIRING = (REFLECT, JOURNAL, LESSON)
+# Links that expire whatever the settings say, after this many days.
+MAX_AGE_DAYS = {CONFIRM: CONFIRM_MAX_AGE_DAYS}
 
 
 class BadToken(Exception):
     """A forged, tampered, truncated or expired token, or one naming no possible row."""
+
+
+class ExpiredToken(BadToken):
+    """A token we made, for this purpose, that is past its age: a page may say so."""
 
 
 class Bindable(Protocol):
@@ -154,10 +164,14 @@ class Links:
         max_age = None
         if purpose in EXPIRING and self.reflect_max_age_days:
             max_age = self.reflect_max_age_days * 86400
+        if purpose in MAX_AGE_DAYS:
+            max_age = MAX_AGE_DAYS[purpose] * 86400
         try:
             payload, issued_at = self._serializer(purpose).loads(
                 token, max_age=max_age, return_timestamp=True
             )
+        except SignatureExpired:
+            raise ExpiredToken(purpose) from None
         except BadData:
             raise BadToken(purpose) from None
         if not isinstance(payload, list):

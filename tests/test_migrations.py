@@ -18,6 +18,7 @@ from dripcourse.models import (
     Cohort,
     Delivery,
     Enrollment,
+    HeldReply,
     InboundMessage,
     LessonVersion,
     Reflection,
@@ -47,7 +48,7 @@ COLUMNS_RESET = {
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
-TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats"}
+TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats", "held_replies"}
 BREAKER_CLOSED = {
     "name": "mail",
     "failures": 0,
@@ -283,6 +284,21 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
         conn.execute(
             insert(InboundMessage).values(
                 digest="e" * 64, kind="reply", enrollment_id=1, day=2, received_at=NOW
+            )
+        )
+        conn.execute(
+            insert(HeldReply).values(
+                enrollment_id=1,
+                day=2,
+                sender_digest="f" * 64,
+                sealed_sender=cipher.seal("ana@hospital.example.org"),
+                sealed_body=cipher.seal("a reply from another address"),
+                prompt="What brought you here?",
+                received_at=NOW,
+                expires_at=NOW + dt.timedelta(days=7),
+                notice_state="sent",
+                notice_attempts=1,
+                notice_sent_at=NOW,
             )
         )
         conn.execute(
