@@ -2,8 +2,9 @@
 
 A Flask application factory and what every response shares: its headers, its error pages,
 its log lines without the link token. The pages are in ``reflecting`` (reflect, journal,
-downloads, a lesson) and ``leaving`` (pause, unsubscribe, deleting, the privacy notice); what
-a link opens and how forms are checked is ``access``.
+downloads, a lesson), ``leaving`` (pause, unsubscribe, deleting, the privacy notice) and
+``confirming`` (a reply from another address, saved or discarded); what a link opens and how
+forms are checked is ``access``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,11 @@ from dripcourse.db import transaction
 from dripcourse.errors import CourseError, NotSetUp
 from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
-from dripcourse.reader.pages import leaving, reflecting  # noqa: F401 - their pages join access.bp
+from dripcourse.reader.pages import (  # noqa: F401 - their pages join access.bp
+    confirming,
+    leaving,
+    reflecting,
+)
 from dripcourse.reader.pages.access import FORM_MAX_AGE_SECONDS, bp
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings, check_existing_secret_key, load_settings
@@ -55,7 +60,7 @@ ERROR_TEXT = {
 
 ERROR_TITLES = {410: "No longer available"}
 
-_TOKEN_IN_PATH = re.compile(r"/([rjpul])/[^\s?/]+")
+_TOKEN_IN_PATH = re.compile(r"/([rjpulc])/[^\s?/]+")
 
 
 class WebApp(Flask):

@@ -78,6 +78,7 @@ SUBSCRIBER_PAGES = {
     "pause": lambda rt: path(rt, links.PAUSE, 1),
     "unsubscribe": lambda rt: path(rt, links.UNSUBSCRIBE, 1),
     "delete-everything": lambda rt: path(rt, links.JOURNAL, 1) + "/delete/everything",
+    "confirm a held reply": lambda rt: path(rt, links.CONFIRM, 1, 1),
     "not-found": lambda rt: "/j/not-a-token",
 }
 

@@ -16,6 +16,10 @@ import pytest
 from werkzeug.serving import make_server
 
 from dripcourse import links
+from dripcourse.clock import utcnow
+from dripcourse.db import transaction
+from dripcourse.models import Enrollment
+from dripcourse.reader import held_replies
 from dripcourse.runtime import Runtime
 from dripcourse.web import create_app
 from tests.conftest import IN_CI, make_settings, utc
@@ -50,6 +54,7 @@ def site(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Runtime, str]]:
     client = make_app(rt, Clock(utc(2025, 3, 9, 15))).test_client()
     for day in (1, 7):
         post_form(client, path(rt, links.REFLECT, enrollment_id, day), reflection=REFLECTION)
+    hold_a_reply(rt, enrollment_id)
     server = make_server("127.0.0.1", 0, create_app(rt), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -59,12 +64,33 @@ def site(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Runtime, str]]:
     rt.close()
 
 
+def hold_a_reply(rt: Runtime, enrollment_id: int) -> None:
+    """A reply to Day 2 from a long address that is not theirs, held for the confirm page."""
+    with transaction(rt.sessions) as session:
+        enrollment = session.get(Enrollment, enrollment_id)
+        assert enrollment is not None
+        held_replies.hold(
+            session,
+            enrollment,
+            2,
+            "kiran.the.registrar.on.call.this.weekend@paediatrics.hospital.example.org",
+            REFLECTION,
+            "What did you notice?",
+            cipher=rt.reflection_cipher,
+            links=rt.links,
+            max_chars=rt.settings.reflection_max_chars,
+            notices_per_day=3,
+            now=utcnow(),  # the live server's clock: held for the next 7 days
+        )
+
+
 PAGES = {
     "journal": lambda rt: path(rt, links.JOURNAL, 1),
     "lesson": lambda rt: path(rt, links.LESSON, 1, 7),
     "privacy": lambda rt: "/privacy",
     "reflect": lambda rt: path(rt, links.REFLECT, 1, 1),
     "journal-to-print": lambda rt: path(rt, links.JOURNAL, 1) + "/journal.html",
+    "confirm a held reply": lambda rt: path(rt, links.CONFIRM, 1, 1),
 }
 
 

@@ -17,7 +17,7 @@ from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.people import enrollment, status
 from dripcourse.runtime import Runtime
-from dripcourse.sending import breaker
+from dripcourse.sending import breaker, notices
 
 
 @cli.command()
@@ -32,6 +32,7 @@ def tick(state: State, inline: bool) -> None:
     rt = state.runtime
     if inline:
         result, outcomes = delivery.tick_inline(rt, utcnow)
+        notices.queue_due(rt, utcnow(), lambda ids: notices.send_notices(rt, ids, utcnow()))
     else:
         # Before the broker, which makes a file of its own (dripcourse.tasks, when imported).
         db.check_schema(rt.engine)

@@ -46,6 +46,7 @@ from dripcourse.models import (
     Subscriber,
 )
 from dripcourse.people.enrollment import stop_enrollment, suppress
+from dripcourse.reader import held_replies
 from dripcourse.reader.reflections import ReflectionRejected, append_from_email, lesson_or_none
 from dripcourse.validate import without_controls
 
@@ -57,6 +58,8 @@ class Limits:
     per_subscriber_per_day: int = 20
     per_hour: int = 500
     max_chars: int = 20000
+    # Messages asking a reader about a reply from another address, per reader per day.
+    held_notices_per_day: int = 3
 
 
 @dataclass(frozen=True)
@@ -229,7 +232,7 @@ def _reply(
             InboundKind.JUNK, "a From that is not one plain address", enrollment_id, day
         )
     if sender.casefold() != subscriber.email.casefold():
-        return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
+        return _hold(session, msg, inbound, now, enrollment, day, sender)
     if inbound.trusted_authserv_id and not authenticated(msg, inbound.trusted_authserv_id):
         return Decision(
             InboundKind.JUNK, "the sender's domain did not authenticate", enrollment_id, day
@@ -261,6 +264,44 @@ def _reply(
         why = "empty" if "empty" in str(exc) else "too long"
         return Decision(InboundKind.JUNK, f"reply {why}, not saved", enrollment_id, day)
     return Decision(InboundKind.REPLY, "", enrollment_id, day)
+
+
+def _hold(
+    session: Session,
+    msg: EmailMessage,
+    inbound: Inbound,
+    now: dt.datetime,
+    enrollment: Enrollment,
+    day: int,
+    sender: str,
+) -> Decision:
+    """A reply from another address: kept sealed, and its reader asked once whether it is
+    theirs (reader.held_replies; the asking is sent after the commit by sending.notices)."""
+    # The lock replies take: two held replies at once cannot both pass the notice limit.
+    session.execute(
+        select(Subscriber.id).where(Subscriber.id == enrollment.subscriber_id).with_for_update()
+    )
+    prompt = _prompt(session, enrollment, day, inbound)
+    if prompt is None:
+        return Decision(InboundKind.JUNK, "the course no longer has that day", enrollment.id, day)
+    try:
+        detail = held_replies.hold(
+            session,
+            enrollment,
+            day,
+            sender,
+            reply_text(msg),
+            prompt,
+            cipher=inbound.cipher,
+            links=inbound.links,
+            max_chars=inbound.limits.max_chars,
+            notices_per_day=inbound.limits.held_notices_per_day,
+            now=now,
+        )
+    except ReflectionRejected as exc:
+        why = "empty" if "empty" in str(exc) else "too long"
+        return Decision(InboundKind.JUNK, f"reply {why}, not held", enrollment.id, day)
+    return Decision(InboundKind.HELD, f"from another address, {detail}", enrollment.id, day)
 
 
 def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.datetime) -> str:
