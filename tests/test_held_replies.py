@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 from dripcourse import links, tasks
 from dripcourse.db import transaction
+from dripcourse.encryption import new_key
 from dripcourse.inbound import route as inbound
 from dripcourse.links import BOUNCE, REPLY
 from dripcourse.models import (
@@ -32,7 +33,7 @@ from dripcourse.models import (
 from dripcourse.reader import held_replies, privacy, reflections
 from dripcourse.runtime import Runtime
 from dripcourse.sending import notices
-from tests.conftest import make_settings, utc
+from tests.conftest import REFLECTIONS_KEY, make_settings, utc
 from tests.smtp_sink import Received, SMTPSink
 from tests.test_inbound import DOMAIN, MAIL, REPLIES
 from tests.test_web_support import Clock, address, enroll, make_app, run_cli, send_days
@@ -487,3 +488,20 @@ def test_the_privacy_page_says_how_replies_from_another_address_are_kept(
     finally:
         without.close()
     assert "another address" not in off
+
+
+def test_rekey_seals_held_replies_again_under_the_new_key(rt: Runtime, ana: int) -> None:
+    receive(rt, reply(rt, ana))
+    fresh = new_key()
+    both = Runtime(replace(rt.settings, reflections_key=f"{fresh},{REFLECTIONS_KEY}"))
+    only_new = Runtime(replace(rt.settings, reflections_key=fresh))
+    try:
+        result = run_cli(both.settings, "reflections", "rekey")
+        assert result.exit_code == 0, result.output
+        assert "and 1 held replies" in result.output
+        (row,) = held_rows(rt)
+        assert only_new.reflection_cipher.open(row.sealed_body or "") == TEXT
+        assert only_new.reflection_cipher.open(row.sealed_sender or "") == ALIAS
+    finally:
+        both.close()
+        only_new.close()

@@ -263,13 +263,19 @@ def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | Non
 @reflections.command("rekey")
 @pass_state
 def reflections_rekey(state: State) -> None:
-    """Seal every reflection again under the first key of reflections_key."""
+    """Seal every reflection (and every reply from another address still held) again under
+    the first key of reflections_key."""
+    from dripcourse.reader import held_replies
     from dripcourse.reader import reflections as reflection_store
 
     rt = state.runtime
     with db.transaction(rt.sessions) as session:
         count = reflection_store.rekey(session, rt.reflection_cipher)
-    click.echo(f"{count} reflections sealed again under the first key")
+        held = held_replies.rekey(session, rt.reflection_cipher)
+    click.echo(
+        f"{count} reflections sealed again under the first key"
+        + (f", and {held} held replies" if held else "")
+    )
 
 
 @reflections.command("new-key")
