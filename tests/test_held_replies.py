@@ -7,7 +7,9 @@ import base64
 import datetime as dt
 import json
 import re
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from dripcourse import links, tasks
 from dripcourse.db import transaction
 from dripcourse.encryption import new_key
 from dripcourse.inbound import route as inbound
+from dripcourse.inbound.listener import receive as receive_in_own_transaction
 from dripcourse.links import BOUNCE, REPLY
 from dripcourse.models import (
     Enrollment,
@@ -505,3 +508,57 @@ def test_rekey_seals_held_replies_again_under_the_new_key(rt: Runtime, ana: int)
     finally:
         both.close()
         only_new.close()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_replies_from_many_addresses_at_once_keep_to_the_notice_limit(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, reply_domain=DOMAIN))
+    try:
+        ana = enroll(rt, ANA)
+        send_days(rt, 3)
+        start = threading.Barrier(8)
+
+        def one(n: int) -> str:
+            raw = reply(rt, ana, sender=f"someone{n}@elsewhere.example")
+            start.wait()
+            return receive_in_own_transaction(rt.sessions, rt.inbound, raw, now=NOW).detail
+
+        with ThreadPoolExecutor(8) as pool:
+            details = list(pool.map(one, range(8)))
+        assert sum("the reader is asked" in d for d in details) == 3
+        assert len(held_rows(rt)) == 3
+    finally:
+        rt.close()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_two_presses_at_once_save_the_reply_once(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url, reply_domain=DOMAIN))
+    try:
+        ana = enroll(rt, ANA)
+        send_days(rt, 3)
+        receive(rt, reply(rt, ana))
+        url = "/c/" + rt.links.token(links.CONFIRM, ana, 1, key=_key(rt, ana))
+        clients = [client(rt), client(rt)]
+        forms = [
+            re.search(r'name="form_token" value="([^"]+)"', c.get(url).get_data(as_text=True))
+            for c in clients
+        ]
+        start = threading.Barrier(2)
+
+        def press_now(i: int) -> int:
+            form = forms[i]
+            assert form is not None
+            start.wait()
+            data = {"form_token": form.group(1), "action": "save"}
+            return clients[i].post(url, data=data).status_code
+
+        with ThreadPoolExecutor(2) as pool:
+            assert sorted(pool.map(press_now, range(2))) == [200, 410]
+        assert saved(rt, ana) == TEXT
+    finally:
+        rt.close()

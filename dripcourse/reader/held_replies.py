@@ -30,6 +30,7 @@ from dripcourse.models import (
     EnrollmentStatus,
     HeldReply,
     NoticeState,
+    Subscriber,
     Suppression,
 )
 from dripcourse.reader.reflections import ReflectionRejected, append_from_email, check_text
@@ -209,6 +210,11 @@ def save(
     """Append the held reply to the day's reflection, as a reply from the subscriber's own
     address would be, and clear it. NotWaiting if it is gone; ReflectionRejected if the
     reflection would grow past ``max_chars`` (the reply stays held)."""
+    # The lock a reply by email takes before appending (inbound.route): a reply arriving for
+    # the same day meanwhile cannot write the day's text without this one, nor this without it.
+    session.execute(
+        select(Subscriber.id).where(Subscriber.id == enrollment.subscriber_id).with_for_update()
+    )
     held = waiting(session, enrollment.id, held_id, cipher, now, lock=True)
     row = session.get(HeldReply, held.id)
     assert row is not None
