@@ -3,9 +3,7 @@ and the page behind that message's link saves it to the journal or discards it."
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import re
 import threading
 from collections.abc import Iterator
@@ -14,7 +12,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import redis
 from flask.testing import FlaskClient
 from freezegun import freeze_time
 from sqlalchemy import select
@@ -297,27 +294,25 @@ def test_an_empty_reply_from_another_address_is_not_held(rt: Runtime, ana: int) 
     assert held_rows(rt) == []
 
 
-def test_the_scheduler_pass_queues_the_notice_for_a_worker_after_its_commit(
-    rt: Runtime, ana: int, smtp_sink: SMTPSink, redis_url: str
+def test_the_scheduler_pass_hands_the_notice_to_the_celery_task(
+    rt: Runtime, ana: int, smtp_sink: SMTPSink
 ) -> None:
-    """The production path: beat's tick queues a task holding the id; a worker sends it."""
+    """The production path: beat's tick (tasks.scheduler_pass) queues the send_held_notices
+    task with the held reply's id, and the task sends it. Celery runs the task in this
+    process here (task_always_eager), so no broker's state from other tests is involved."""
     receive(rt, reply(rt, ana))
     before = tasks.runtime().settings
-    tasks.configure(replace(rt.settings, broker_url=redis_url), make_files=False)
+    tasks.configure(rt.settings, make_files=False)
+    tasks.app.conf.task_always_eager = True
     try:
-        tasks.scheduler_pass(tasks.runtime(), NOW)
-        queued = [
-            json.loads(raw) for raw in redis.Redis.from_url(redis_url).lrange("celery", 0, -1)
-        ]
-        (message,) = [m for m in queued if m["headers"]["task"] == "dripcourse.send_held_notices"]
-        args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
-        assert args == [[1]]
-        assert asked(smtp_sink) == []  # queued, not sent by the tick itself
         with freeze_time(NOW):
-            assert tasks.send_held_notices.run(*args) == {"sent": 1}
+            tasks.scheduler_pass(tasks.runtime(), NOW)
     finally:
+        tasks.app.conf.task_always_eager = False
         tasks.configure(before, make_files=False)
-    assert len(asked(smtp_sink)) == 1
+    (message,) = asked(smtp_sink)
+    assert message.rcpt_tos == [ANA]
+    assert [r.notice_state for r in held_rows(rt)] == [NoticeState.SENT]
 
 
 def test_tick_inline_sends_the_notice_in_its_own_process(

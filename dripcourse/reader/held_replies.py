@@ -253,7 +253,13 @@ def _resolve(row: HeldReply, resolution: str, now: dt.datetime) -> None:
 
 
 def expire(session: Session, now: dt.datetime) -> int:
-    """Delete every held reply past its time, read or not; returns how many."""
+    """Delete every held reply past its time, read or not; returns how many.
+
+    Looks before it deletes: each scheduler pass calls this, and on SQLite even a DELETE that
+    finds nothing takes the one write lock the web pages and the worker share.
+    """
+    if session.scalar(select(HeldReply.id).where(HeldReply.expires_at <= now).limit(1)) is None:
+        return 0
     return _drop_expired(session, now)
 
 
