@@ -18,7 +18,6 @@ import logging
 from collections.abc import Callable, Sequence
 from email.charset import QP, Charset
 from email.header import Header
-from email.message import Message
 from email.mime.text import MIMEText
 from email.utils import format_datetime, formataddr
 from pathlib import Path
@@ -31,6 +30,7 @@ from sqlalchemy.orm import Session
 from dripcourse.courses.course import Course
 from dripcourse.courses.plaintext import reflow
 from dripcourse.courses.render import WIRE_POLICY, reply_addresses, sender_header
+from dripcourse.courses.wire import WireMessage, envelope
 from dripcourse.db import transaction
 from dripcourse.links import CONFIRM
 from dripcourse.models import Enrollment, HeldReply, NoticeState
@@ -193,7 +193,7 @@ def _set(session: Session, held_id: int, state: NoticeState, **values: object) -
 
 def notice_message(
     rt: Runtime, row: HeldReply, enrollment: Enrollment, course: Course, now: dt.datetime
-) -> Message:
+) -> WireMessage:
     """The message to the subscriber's own address: which day, from which (masked) address,
     and the link that shows the reply. Never the reply's text."""
     assert row.sealed_sender is not None
@@ -233,4 +233,10 @@ def notice_message(
         headers["Return-Path"] = f"<{addresses['bounce_to']}>"
     for name, value in headers.items():
         msg[name] = value
-    return msg
+    sender_address, data = envelope(msg)
+    return WireMessage(
+        sender=sender_address,
+        recipients=(subscriber.email,),
+        data=data,
+        label=f"{course.slug}-day{row.day:02d}-held-reply",
+    )
