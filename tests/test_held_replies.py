@@ -557,3 +557,15 @@ def test_on_postgresql_two_presses_at_once_save_the_reply_once(
         assert saved(rt, ana) == TEXT
     finally:
         rt.close()
+
+
+def test_the_page_offers_no_link_that_outlives_its_own(
+    rt: Runtime, ana: int, smtp_sink: SMTPSink
+) -> None:
+    receive(rt, reply(rt, ana))
+    notices_pass(rt)
+    url = confirm_path(asked(smtp_sink)[0])
+    web = client(rt)
+    pages = [web.get(url).get_data(as_text=True), press(web, url, "save").get_data(as_text=True)]
+    for page in pages:
+        assert not re.search(r"/[rjplu]/[A-Za-z0-9_.-]{20,}", page), page

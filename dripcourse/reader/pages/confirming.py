@@ -2,7 +2,9 @@
 
 A thin adapter over ``held_replies``. The link is the reader's only credential, as on every
 page (``access``), and it always expires (``links.MAX_AGE_DAYS``): an expired, used or deleted
-one gets a page that says which, with 410, and shows nothing.
+one gets a page that says which, with 410, and shows nothing. It offers no link to the
+journal or the reflection: those may live longer than its 7 days, and a page never hands out
+a link stronger than the one that opened it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from dripcourse.reader.pages.access import (
     course_of,
     enrollment_of,
     form_token,
-    link,
     now,
     runtime,
 )
@@ -61,7 +62,6 @@ def confirm(token: str) -> str | tuple[str, int]:
             "zone": enrollment.subscriber.timezone,
             "token": token,
             "form_token": form_token(links.CONFIRM, enrollment_id, held_id),
-            "reflect_token": link(links.REFLECT, enrollment_id, held.day),
         }
         if action is None:
             return render_template("confirm.html", **page)
