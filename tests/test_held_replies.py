@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -33,9 +34,10 @@ from dripcourse.models import (
 from dripcourse.reader import held_replies, privacy, reflections
 from dripcourse.runtime import Runtime
 from dripcourse.sending import notices
-from tests.conftest import REFLECTIONS_KEY, make_settings, utc
+from tests.conftest import REFLECTIONS_KEY, make_settings, service_missing, utc
 from tests.smtp_sink import Received, SMTPSink
 from tests.test_inbound import DOMAIN, MAIL, REPLIES
+from tests.test_spam_score import scored_rules
 from tests.test_web_support import Clock, address, enroll, make_app, run_cli, send_days
 
 ANA = "ana@example.org"
@@ -569,3 +571,19 @@ def test_the_page_offers_no_link_that_outlives_its_own(
     pages = [web.get(url).get_data(as_text=True), press(web, url, "save").get_data(as_text=True)]
     for page in pages:
         assert not re.search(r"/[rjplu]/[A-Za-z0-9_.-]{20,}", page), page
+
+
+@pytest.mark.slow
+def test_spamassassin_scores_no_point_for_the_notice(
+    rt: Runtime, ana: int, smtp_sink: SMTPSink
+) -> None:
+    """As for every lesson (tests/test_spam_score.py): the local rules find nothing in it."""
+    found = shutil.which("spamassassin")
+    if found is None:
+        service_missing("SpamAssassin", "spamassassin is not installed")
+    receive(rt, reply(rt, ana))
+    notices_pass(rt)
+    (message,) = asked(smtp_sink)
+    rules = scored_rules(str(found), message.data)
+    assert "NO_RELAYS" in rules, rules  # the report was read
+    assert {name: points for name, points in rules.items() if points != 0} == {}
