@@ -30,6 +30,7 @@ JOURNAL = "journal"
 PAUSE = "pause"
 UNSUBSCRIBE = "unsubscribe"
 LESSON = "lesson"  # the lesson as sent, to read in a browser
+SUPPORT = "support"  # where to turn in a dark week: the reader's list, nothing private
 # A reply from another address, held until its reader says whether it is theirs: the link in
 # the one message that asks them, to (enrollment, held reply). It always expires.
 CONFIRM = "confirm"
@@ -41,11 +42,19 @@ ADDRESS_PREFIX = {REPLY: "reflect", BOUNCE: "bounce"}
 MAX_LOCAL_PART = 64  # RFC 5321: a longer local part may be refused by any server on the way
 _MAC_CHARS = 24  # 120 bits of base32
 SAMPLE_KEY = "sample"  # the key of the sample links in previews: no row has it, no id is 0
-PATHS = {REFLECT: "r", JOURNAL: "j", PAUSE: "p", UNSUBSCRIBE: "u", LESSON: "l", CONFIRM: "c"}
+PATHS = {
+    REFLECT: "r",
+    JOURNAL: "j",
+    PAUSE: "p",
+    UNSUBSCRIBE: "u",
+    LESSON: "l",
+    SUPPORT: "s",
+    CONFIRM: "c",
+}
 PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # The links to private writing; with ``reflect_max_age_days`` set, they expire. Pause and
-# unsubscribe links never do (leaving must always work), so the pages they open show nothing
-# private and offer no link to these.
+# unsubscribe links never do (leaving must always work), nor support links (where to turn
+# must always open), so the pages they open show nothing private and offer no link to these.
 EXPIRING = (REFLECT, JOURNAL, LESSON)
 # Links that expire whatever the settings say, after this many days.
 MAX_AGE_DAYS = {CONFIRM: CONFIRM_MAX_AGE_DAYS}
@@ -257,6 +266,7 @@ class Links:
             PAUSE: self.url(PAUSE, enrollment_id, key=key),
             UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id, key=key),
             LESSON: self.url(LESSON, enrollment_id, day, key=key),
+            SUPPORT: self.url(SUPPORT, enrollment_id, key=key),
             "privacy": self.base_url.rstrip("/") + PRIVACY_PATH,
         }
 

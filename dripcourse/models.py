@@ -121,7 +121,13 @@ class Subscriber(Base):
     # How lessons address them, set by hand or from the import; "" derives it from the name.
     greeting: Mapped[str] = mapped_column(String(200), default="", server_default="")
     timezone: Mapped[str] = mapped_column(String(64))
+    # The country whose places to turn they are shown, when an operator set it (ISO 3166 code);
+    # "" means their time zone's country in the tz database (reader/care.py).
+    country: Mapped[str] = mapped_column(String(2), default="", server_default="")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    # When a journal link was last emailed at their request from the pause or unsubscribe
+    # page (reader.journal_link): one an hour at most.
+    journal_link_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
 
@@ -281,6 +287,33 @@ class CircuitBreaker(Base):
     updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
 
+class DeliveryProblem(Base):
+    """One bounce or complaint as it was applied: its reason family, never an address or text.
+
+    Enough to count a subscriber's soft failures (mailbox full, expired) over days and to
+    warn the operator of blocks that are about us (``people.status.deliverability_warnings``),
+    whichever way the report came in (our bounce address or a provider's webhook).
+    """
+
+    __tablename__ = "delivery_problems"
+    __table_args__ = (Index("ix_delivery_problems_at", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Kept when the subscriber is forgotten: a warning about us outlives them.
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="SET NULL"), default=None, index=True
+    )
+    day: Mapped[int | None] = mapped_column(Integer, default=None)
+    kind: Mapped[str] = mapped_column(String(16))  # "bounce" or "complaint"
+    # A bounce's reason family ("mailbox full") or a complaint's feedback type ("fraud").
+    reason: Mapped[str] = mapped_column(String(40))
+    # What it did: suppress, soft, warn, note, delay; complained, unsubscribe, ignore.
+    effect: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="")  # the enhanced code, "5.7.1"
+    source: Mapped[str] = mapped_column(String(16))  # "mail", or the provider ("ses", ...)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+
+
 class WorkerBeat(Base):
     """When a worker last took a task (any task, the tick included): how health tells that
     workers are up but taking nothing."""
@@ -412,6 +445,7 @@ __all__ = [
     "CircuitBreaker",
     "Cohort",
     "Delivery",
+    "DeliveryProblem",
     "DeliveryStatus",
     "Enrollment",
     "EnrollmentStatus",

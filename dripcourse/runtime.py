@@ -19,7 +19,9 @@ from dripcourse import db
 from dripcourse.courses.course import Course, course_slugs, load_course
 from dripcourse.courses.render import Renderer
 from dripcourse.encryption import ReflectionCipher, key_from_var
-from dripcourse.errors import CourseError
+from dripcourse.errors import CourseError, DripcourseError
+from dripcourse.inbound.bounces import SoftRule
+from dripcourse.inbound.lesson_quote import template_text
 from dripcourse.inbound.route import Inbound, Limits
 from dripcourse.links import Links
 from dripcourse.mail_url import parse_mail_url
@@ -150,13 +152,26 @@ class Runtime:
             except CourseError:
                 return None
 
+        def lesson_text(slug: str, day: int) -> str:
+            try:
+                found = catalog.course(slug)
+                return template_text(catalog.renderer.lesson(found, day).text)
+            except DripcourseError:
+                return ""
+
         s = self.settings
         return Inbound(
+            lesson_text=lesson_text,
             links=self.links,
             cipher=self.reflection_cipher,
             reply_domain=s.reply_domain,
             course=course,
             trusted_authserv_id=s.inbound_trusted_authserv_id,
+            soft_rule=SoftRule(
+                failures=s.bounce_soft_failures,
+                days=s.bounce_soft_days,
+                window_days=s.bounce_soft_window_days,
+            ),
             limits=Limits(
                 per_subscriber_per_day=s.inbound_max_per_subscriber_per_day,
                 per_hour=s.inbound_max_per_hour,

@@ -105,6 +105,11 @@ class Settings:
     # a reply is saved only if that header shows DMARC (or aligned DKIM or SPF) passing for
     # the From domain. Empty: the header is not read (docs/inbound.md says what that means).
     inbound_trusted_authserv_id: str = ""
+    # Soft bounces (mailbox full or disabled, expired) suppress an address only after this
+    # many within bounce_soft_window_days, the first and the last bounce_soft_days apart.
+    bounce_soft_failures: int = 3
+    bounce_soft_days: int = 5
+    bounce_soft_window_days: int = 30
     # Where `dripcourse run` (with reply_domain set) and `inbound serve` listen for SMTP.
     inbound_host: str = "127.0.0.1"
     inbound_port: int = 2525
@@ -261,6 +266,8 @@ def validate(settings: Settings) -> None:
         "inbound_max_per_subscriber_per_day",
         "inbound_max_per_hour",
         "inbound_max_bytes",
+        "bounce_soft_failures",
+        "bounce_soft_window_days",
     )
     for name in positive:
         if getattr(settings, name) <= 0:
@@ -268,6 +275,10 @@ def validate(settings: Settings) -> None:
     if settings.inbound_max_notices_per_subscriber_per_day < 0:
         raise ConfigError(
             "setting inbound_max_notices_per_subscriber_per_day: must be 0 (never ask) or more"
+        )
+    if not 0 <= settings.bounce_soft_days <= settings.bounce_soft_window_days:
+        raise ConfigError(
+            "setting bounce_soft_days: must be 0 or more and no more than bounce_soft_window_days"
         )
     if settings.reflect_max_age_days < 0:
         raise ConfigError("setting reflect_max_age_days: must be 0 (never expire) or more")

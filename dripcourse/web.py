@@ -33,6 +33,7 @@ from dripcourse.reader.pages import (  # noqa: F401 - their pages join access.bp
     confirming,
     leaving,
     reflecting,
+    support,
 )
 from dripcourse.reader.pages.access import FORM_MAX_AGE_SECONDS, bp
 from dripcourse.runtime import Runtime
@@ -60,7 +61,7 @@ ERROR_TEXT = {
 
 ERROR_TITLES = {410: "No longer available"}
 
-_TOKEN_IN_PATH = re.compile(r"/([rjpulc])/[^\s?/]+")
+_TOKEN_IN_PATH = re.compile(r"/([rjpulsc])/[^\s?/]+")
 
 
 class WebApp(Flask):

@@ -4,6 +4,8 @@ zoneinfo also accepts abbreviations and old aliases (``EST``, ``US/Eastern``, ``
 of them are fixed offsets that ignore daylight saving: ``EST`` stays UTC-5 all summer, so a
 New York doctor would get the 07:00 lesson at 08:00. So input is held to the names of places
 listed in the tz database's own ``zone.tab`` (plus ``UTC``), and a near miss gets a suggestion.
+The same table says which country each zone is in (``country_of``), which picks a reader's
+places to turn in a dark week; ``iso3166.tab`` gives the country codes and names.
 """
 
 from __future__ import annotations
@@ -135,3 +137,45 @@ def check_zone(name: str) -> str:
     if why.startswith(" ("):
         raise InputError(f"unknown time zone {name!r}{why}")
     raise InputError(f"{name!r}{why}")
+
+
+@functools.cache
+def _zone_countries() -> dict[str, str]:
+    """Each zone of zone.tab and the country (ISO 3166 code) it is listed under."""
+    countries = {}
+    for line in _tz_file("zone.tab").splitlines():
+        if line and not line.startswith("#"):
+            code, _where, zone = line.split("\t")[:3]
+            countries[zone] = code
+    return countries
+
+
+def country_of(zone: str) -> str | None:
+    """The country the tz database lists ``zone`` under (``Europe/London``: ``GB``).
+
+    None for a zone of no country (UTC) or one not in zone.tab: this is read from the tz
+    database's own table, never guessed.
+    """
+    return _zone_countries().get(zone)
+
+
+@functools.cache
+def countries() -> dict[str, str]:
+    """Every ISO 3166 country code the tz database knows, with its name (iso3166.tab)."""
+    names = {}
+    for line in _tz_file("iso3166.tab").splitlines():
+        if line and not line.startswith("#"):
+            code, name = line.split("\t")[:2]
+            names[code] = name
+    return names
+
+
+def check_country(code: str) -> str:
+    """``code`` as a two-letter ISO 3166 country code in capitals, or InputError."""
+    found = code.strip().upper()
+    if found not in countries():
+        raise InputError(
+            f"unknown country {code.strip()!r}: give a two-letter ISO 3166 code such as GB, "
+            "US or AU"
+        )
+    return found

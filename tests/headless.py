@@ -91,6 +91,18 @@ class Browser:
             ws.close()
         return Layout(viewport_width=viewport, scroll_width=scroll, screenshot=screenshot)
 
+    def evaluate(self, url: str, width: int, expression: str) -> object:
+        """What ``expression`` (JavaScript giving a JSON text) finds on ``url`` laid out
+        ``width`` CSS pixels wide, read back as Python values."""
+        ws = self._open(url, width)
+        try:
+            found = self._call(ws, "Runtime.evaluate", expression=expression, returnByValue=True)
+        finally:
+            ws.close()
+        if "exceptionDetails" in found:
+            raise RuntimeError(f"{expression} failed on {url}: {found['exceptionDetails']}")
+        return json.loads(found["result"]["value"])
+
     def accessibility(self, url: str, width: int, axe_source: str) -> list[dict]:
         """The violations axe-core finds on ``url`` at ``width`` CSS pixels (WCAG 2.x A and AA
         rules and axe's best practices), each with its impact, help text and elements.

@@ -77,6 +77,8 @@ SUBSCRIBER_PAGES = {
     "journal-to-print": lambda rt: path(rt, links.JOURNAL, 1) + "/journal.html",
     "pause": lambda rt: path(rt, links.PAUSE, 1),
     "unsubscribe": lambda rt: path(rt, links.UNSUBSCRIBE, 1),
+    "unsubscribed": lambda rt: path(rt, links.UNSUBSCRIBE, 2),
+    "subscribed-again": lambda rt: path(rt, links.UNSUBSCRIBE, 3) + "?back=1",
     "delete-everything": lambda rt: path(rt, links.JOURNAL, 1) + "/delete/everything",
     "confirm a held reply": lambda rt: path(rt, links.CONFIRM, 1, 1),
     "not-found": lambda rt: "/j/not-a-token",

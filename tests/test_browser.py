@@ -80,8 +80,8 @@ def test_a_lesson_image_3000_pixels_wide_fits_the_column(tmp_path: Path) -> None
     day = emails / "white-coat" / "day-02.md"
     day.write_text(
         day.read_text(encoding="utf-8").replace(
-            "Good morning, {{ greeting }}.\n",
-            f"Good morning, {{{{ greeting }}}}.\n\n![A quiet ward at night]({picture})\n",
+            "{{ salutation }}, {{ greeting }}.\n",
+            f"{{{{ salutation }}}}, {{{{ greeting }}}}.\n\n![A quiet ward at night]({picture})\n",
         ),
         encoding="utf-8",
     )

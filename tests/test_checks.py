@@ -48,8 +48,8 @@ def add_to_body(path: Path, text: str) -> None:
     """Put ``text`` on lines 13 on (after the greeting on 11 and a blank line 12)."""
     edit(
         path,
-        "Good morning, {{ greeting }}.\n\n",
-        f"Good morning, {{{{ greeting }}}}.\n\n{text}\n\n",
+        "{{ salutation }}, {{ greeting }}.\n\n",
+        f"{{{{ salutation }}}}, {{{{ greeting }}}}.\n\n{text}\n\n",
     )
 
 
@@ -462,7 +462,7 @@ def test_every_problem_in_a_file_is_reported_not_only_the_first(emails: Path, ca
 
 def test_a_lesson_with_a_bad_link_is_still_rendered_and_measured(emails: Path) -> None:
     RULES["html-over-100kb"][0](emails)  # day 4
-    edit(lesson(emails, 4), "Good morning", "See [it](/journal). Good morning")
+    edit(lesson(emails, 4), "{{ salutation }}", "See [it](/journal). {{ salutation }}")
     found = [f.message for f in findings(emails) if f.path.name == "day-04.md"]
     assert any(m.startswith("link '/journal'") for m in found), found
     assert any("Gmail clips" in m for m in found), found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email
 import email.policy
 import re
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from freezegun import freeze_time
 from sqlalchemy import select
 
 from dripcourse.cli import cli
@@ -104,6 +106,15 @@ def run(settings: Settings):  # type: ignore[no-untyped-def]
     return invoke
 
 
+def tick_in_the_morning(run) -> Result:  # type: ignore[no-untyped-def]
+    """``tick --inline`` at 09:00 UTC tomorrow, after the cohort's "now" start: these readers
+    (in UTC and London) get their lesson in the morning, so it opens "Good morning" whatever
+    the hour the tests run at (docs/courses.md, Salutation)."""
+    tomorrow = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)
+    with freeze_time(dt.datetime.combine(tomorrow, dt.time(9), tzinfo=dt.UTC)):
+        return run("tick", "--inline")
+
+
 def _sent_texts(outbox: Path) -> dict[str, str]:
     texts = {}
     for path in outbox.glob("*.eml"):
@@ -125,7 +136,7 @@ def test_sent_lessons_greet_by_title_given_greeting_or_the_course_fallback(
         encoding="utf-8",
     )
     assert run("import", str(csv), "--cohort", "c").exit_code == 0
-    assert "4 sent" in run("tick", "--inline").output
+    assert "4 sent" in tick_in_the_morning(run).output
 
     greetings = {
         to: re.search(r"Good morning, [^\r\n]*", text).group()  # type: ignore[union-attr]
@@ -155,7 +166,7 @@ def test_set_greeting_changes_what_the_next_lesson_says(run, rt: Runtime, outbox
     assert "lessons now say 'Amara' (set)" in changed.output
     with rt.sessions() as session:
         assert session.scalar(select(Subscriber.greeting)) == "Amara"
-    run("tick", "--inline")
+    tick_in_the_morning(run)
     (text,) = _sent_texts(outbox).values()
     assert "Good morning, Amara." in text
 
@@ -217,7 +228,7 @@ def test_a_greeting_ending_in_a_full_stop_gets_no_second_one(
         encoding="utf-8",
     )
     assert run("import", str(csv), "--cohort", "c").exit_code == 0
-    assert "2 sent" in run("tick", "--inline").output
+    assert "2 sent" in tick_in_the_morning(run).output
     for text in _sent_texts(outbox).values():
         opening = re.search(r"Good morning, [^\r\n]*", text).group()  # type: ignore[union-attr]
         assert opening in ("Good morning, Dr. K.C.", "Good morning, Dr. A."), opening

@@ -203,8 +203,8 @@ def test_an_extra_column_is_reported_and_ignored(run, cohort: str, tmp_path: Pat
     result = run("import", str(csv), "--cohort", cohort)
     assert result.exit_code == 0, result.output
     assert (
-        "people.csv:1: ignored column(s) role (only email, name, timezone, greeting are read)"
-        in result.output
+        "people.csv:1: ignored column(s) role "
+        "(only email, name, timezone, greeting, country are read)" in result.output
     )
     assert people(run) == {"a@example.org": "UTC"}
 

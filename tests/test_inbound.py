@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from dripcourse.db import transaction
+from dripcourse.inbound import effects
 from dripcourse.inbound import route as inbound
 from dripcourse.inbound.route import Decision
 from dripcourse.links import BOUNCE, REPLY
@@ -407,7 +408,7 @@ def test_a_message_that_breaks_the_reading_halfway_is_junk_and_leaves_nothing_be
         raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "a part no decoder can read")
 
     # The complaint is recorded, then reading fails: the suppression must not stay.
-    monkeypatch.setattr(inbound, "_stop_all", broken)
+    monkeypatch.setattr(effects, "stop_all", broken)
     assert receive(rt, fixture(rt, "complaint", ana)).kind == Kind.JUNK
     with transaction(rt.sessions) as session:
         assert session.scalar(select(Suppression)) is None

@@ -17,6 +17,7 @@ from dripcourse.models import (
     CircuitBreaker,
     Cohort,
     Delivery,
+    DeliveryProblem,
     Enrollment,
     HeldReply,
     InboundMessage,
@@ -40,15 +41,23 @@ COLUMNS_RESET = {
     ("cohorts", "start_today"): False,
     ("cohorts", "timezone"): None,
     ("subscribers", "greeting"): "",
+    ("subscribers", "country"): "",
     ("deliveries", "queued_at"): None,
     ("deliveries", "lesson_version_id"): None,
     ("reflections", "source"): "web",
     # Rows back from before links01 are rows from before keys: their unbound links still open.
     ("enrollments", "legacy_links"): True,
+    ("subscribers", "journal_link_sent_at"): None,
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
-TABLES_EMPTIED = {"lesson_versions", "inbound_messages", "worker_beats", "held_replies"}
+TABLES_EMPTIED = {
+    "lesson_versions",
+    "inbound_messages",
+    "worker_beats",
+    "delivery_problems",
+    "held_replies",
+}
 BREAKER_CLOSED = {
     "name": "mail",
     "failures": 0,
@@ -187,14 +196,20 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
     """Three people in two cohorts, with something in every column and table a version added."""
     both = {"created_at": NOW, "updated_at": NOW}
     with engine.begin() as conn:
-        for email, name, greeting, zone in [
-            ("ana@example.org", "Ana Ruiz", "Dr. Ruiz", "Europe/Madrid"),
-            ("bo@example.org", "Bo", "", "Asia/Tokyo"),
-            ("chen@example.org", "Chen Li", "Chen", "America/New_York"),
+        for email, name, greeting, zone, country, asked in [
+            ("ana@example.org", "Ana Ruiz", "Dr. Ruiz", "Europe/Madrid", "AR", NOW),
+            ("bo@example.org", "Bo", "", "Asia/Tokyo", "", None),
+            ("chen@example.org", "Chen Li", "Chen", "America/New_York", "", None),
         ]:
             conn.execute(
                 insert(Subscriber).values(
-                    email=email, name=name, greeting=greeting, timezone=zone, created_at=NOW
+                    email=email,
+                    name=name,
+                    greeting=greeting,
+                    timezone=zone,
+                    country=country,
+                    created_at=NOW,
+                    journal_link_sent_at=asked,
                 )
             )
         conn.execute(
@@ -299,6 +314,18 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
                 notice_state="sent",
                 notice_attempts=1,
                 notice_sent_at=NOW,
+            )
+        )
+        conn.execute(
+            insert(DeliveryProblem).values(
+                enrollment_id=1,
+                day=2,
+                kind="bounce",
+                reason="mailbox full",
+                effect="soft",
+                status="5.2.2",
+                source="mail",
+                at=NOW,
             )
         )
         conn.execute(

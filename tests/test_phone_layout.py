@@ -19,6 +19,8 @@ from dripcourse import links
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
 from dripcourse.models import Enrollment
+from dripcourse.people import enrollment as enrollments
+from dripcourse.people import rejoining
 from dripcourse.reader import held_replies
 from dripcourse.runtime import Runtime
 from dripcourse.web import create_app
@@ -54,6 +56,13 @@ def site(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Runtime, str]]:
     client = make_app(rt, Clock(utc(2025, 3, 9, 15))).test_client()
     for day in (1, 7):
         post_form(client, path(rt, links.REFLECT, enrollment_id, day), reflection=REFLECTION)
+    # Enrollment 2 unsubscribed today (its page offers to come back and the journal by
+    # email), enrollment 3 came back today (the page resubscribing lands on).
+    left, back = enroll(rt, "leila@example.org"), enroll(rt, "omar@example.org")
+    with transaction(rt.sessions) as session:
+        for each in (left, back):
+            enrollments.unsubscribe(session, session.get(Enrollment, each), utcnow())  # type: ignore[arg-type]
+        rejoining.resubscribe(session, session.get(Enrollment, back), rt.catalog.course, utcnow())  # type: ignore[arg-type]
     hold_a_reply(rt, enrollment_id)
     server = make_server("127.0.0.1", 0, create_app(rt), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -90,6 +99,9 @@ PAGES = {
     "privacy": lambda rt: "/privacy",
     "reflect": lambda rt: path(rt, links.REFLECT, 1, 1),
     "journal-to-print": lambda rt: path(rt, links.JOURNAL, 1) + "/journal.html",
+    "pause": lambda rt: path(rt, links.PAUSE, 1),
+    "unsubscribed": lambda rt: path(rt, links.UNSUBSCRIBE, 2),
+    "subscribed-again": lambda rt: path(rt, links.UNSUBSCRIBE, 3) + "?back=1",
     "confirm a held reply": lambda rt: path(rt, links.CONFIRM, 1, 1),
 }
 

@@ -455,9 +455,10 @@ def test_each_reader_is_greeted_as_set_derived_or_with_the_courses_fallback(
         .get_content()
         for to, data in sent.items()
     }
-    assert "Good morning, Dr. Amara." in text["set@example.org"]
-    assert "Good morning, Dr. Chen." in text["derived@example.org"]
-    assert "Good morning, colleague." in text["nameless@example.org"]
+    # Sent at NOW, 13:00 in Madrid: the afternoon's salutation.
+    assert "Good afternoon, Dr. Amara." in text["set@example.org"]
+    assert "Good afternoon, Dr. Chen." in text["derived@example.org"]
+    assert "Good afternoon, colleague." in text["nameless@example.org"]
 
 
 def _move(rt: Runtime, address: str, zone: str) -> None:

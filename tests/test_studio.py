@@ -78,6 +78,8 @@ def test_a_lesson_shows_both_widths_dark_mode_text_and_headers(client: FlaskClie
     assert '<dd id="subject">Day 3: Small boundaries on a real rota</dd>' in html
     assert "<dt>Preheader</dt>" in html
     assert "Good morning, Dr. Reader." in html  # the plain-text part
+    # The salutation is the send time's, whatever the hour staff look; the page says so.
+    assert '<dd id="salutation">&ldquo;Good morning&rdquo; as shown, sent at 07:00;' in html
     frame = client.get("/course/white-coat/3/html")
     assert frame.status_code == 200 and frame.mimetype == "text/html"
     assert "Write your reflection" in frame.get_data(as_text=True)
@@ -98,8 +100,8 @@ def test_as_email_shows_a_real_subscriber_with_sample_links_only(
     assert "<dt>To</dt><dd>Okafor, Amara &lt;amara@example.org&gt;</dd>" in html
     assert "Asia/Kolkata" in html
     assert "Good morning, Amara." in html
-    found = re.findall(r"https://course\.example\.org/([rjpul])/([\w.\-]+)", html)
-    assert {kind for kind, _ in found} == {"r", "j", "p", "u", "l"}
+    found = re.findall(r"https://course\.example\.org/([rjpuls])/([\w.\-]+)", html)
+    assert {kind for kind, _ in found} == {"r", "j", "p", "u", "l", "s"}
     web = create_app(studio_rt, {"TESTING": True}).test_client()
     for kind, token in found:
         assert web.get(f"/{kind}/{token}").status_code == 404, kind  # a sample link: nobody's

@@ -694,7 +694,7 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
     assert "<img" not in lesson_html
     hrefs = re.findall(r'href="([^"]+)"', lesson_html)
     pages = {urllib.parse.urlsplit(h).path.split("/")[1] for h in hrefs}
-    assert pages == {"r", "j", "p", "u", "l", "privacy"}
+    assert pages == {"r", "j", "p", "u", "l", "s", "privacy"}
     assert {h.split("/")[2] for h in hrefs} == {live.settings.base_url.split("/")[2]}
 
     status, page = _fetch(reflect.group())

@@ -98,10 +98,21 @@ def cohort_list(state: State) -> None:
     default=None,
     help="IANA zone, e.g. America/Chicago (default: the cohort's, if it has one).",
 )
+@click.option(
+    "--country",
+    default="",
+    help="Whose places to turn to show them (GB, US, ...; default: their zone's country).",
+)
 @click.option("--update", is_flag=True, help="Change the details of someone already on record.")
 @pass_state
 def enroll(
-    state: State, email: str, cohort_name: str, name: str, timezone: str | None, update: bool
+    state: State,
+    email: str,
+    cohort_name: str,
+    name: str,
+    timezone: str | None,
+    country: str,
+    update: bool,
 ) -> None:
     """Enroll one subscriber in a cohort."""
     rt = state.runtime
@@ -113,7 +124,7 @@ def enroll(
             select(Subscriber.timezone).where(Subscriber.email == email.strip().lower())
         )
         zone = timezone or known or the_cohort.timezone
-        signup = enrollment.check_signup(email, name, zone)
+        signup = enrollment.check_signup(email, name, zone, country=country)
         enrolled, changes = people.enroll_person(
             session, the_cohort, signup, rt.catalog.course, now, update=update
         )
@@ -145,7 +156,8 @@ def import_csv(
     skip_existing: bool,
     delimiter: str | None,
 ) -> None:
-    """Enroll everyone in a CSV (header: email,name,timezone[,greeting]), all or nothing.
+    """Enroll everyone in a CSV (header: email,name,timezone[,greeting][,country]), all or
+    nothing.
 
     Commas, semicolons or tabs; UTF-8 (or a spreadsheet's UTF-16 "Unicode text").
     """

@@ -1,5 +1,5 @@
 """Operators' commands for one person: show, pause, resume, unenroll, move, set-day,
-set-timezone. Each prints what changed, before -> after."""
+set-timezone, set-country. Each prints what changed, before -> after."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import click
 from sqlalchemy.orm import Session
 
-from dripcourse import db
+from dripcourse import db, zones
 from dripcourse.cli.base import DAY_NUMBER, State, cli, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.courses.course import Course
@@ -55,6 +55,7 @@ def show(state: State, email: str) -> None:
         with _person(state, email) as (session, person, now):
             view = people.describe(session, person, state.runtime.catalog.course, now)
             person_greeting = person.greeting or ""
+            person_country = person.country
     except NotFound:
         with state.runtime.sessions() as session:
             when = suppressions.forgotten_on(session, email)
@@ -67,6 +68,7 @@ def show(state: State, email: str) -> None:
     click.echo(f"{view.email}  {view.name or '(no name)'}  {view.timezone}")
     click.echo(f"  on record since {view.since:%Y-%m-%d %H:%M} UTC")
     click.echo(f"  greeted as: {_greeting_line(state, person_greeting, view)}")
+    click.echo(f"  places to turn: {_country_line(person_country, view.timezone)}")
     if view.suppressed:
         click.echo(f"  suppressed: {without_controls(view.suppressed)}")
     for each in view.enrollments:
@@ -165,6 +167,25 @@ def set_timezone(state: State, email: str, zone: str) -> None:
         changes = people.set_timezone(session, person, zone, state.runtime.catalog.course, now)
     for change in changes:
         click.echo(f"{person.email}: {change}")
+
+
+@cli.command("set-country")
+@click.argument("email")
+@click.argument("code")
+@pass_state
+def set_country(state: State, email: str, code: str) -> None:
+    """Show a person the places to turn of this country (GB, US, ...); '' uses their zone's."""
+    with _person(state, email) as (_session, person, _now):
+        change = people.set_country(person, code)
+    click.echo(f"{person.email}: {change}")
+
+
+def _country_line(country: str, zone: str) -> str:
+    """Whose list of places to turn the person is shown, and where that comes from."""
+    if country:
+        return f"{country} (set by hand; set-country EMAIL '' uses the time zone's)"
+    found = zones.country_of(zone)
+    return f"{found} (from {zone})" if found else f"the default list ({zone} is in no country)"
 
 
 def _greeting_line(state: State, set_by_hand: str, view: people.PersonView) -> str:

@@ -97,8 +97,13 @@ def status_cmd(state: State, cohort_name: str | None, as_json: bool) -> None:
         summaries = status.cohort_summaries(session, cohort_name, utcnow(), _length(rt))
         paused = breaker.current(session)
         inbound = status.inbound_line(session, rt.settings, cohort_name)
+        deliverability = status.deliverability_line(
+            status.deliverability_warnings(session, utcnow())
+        )
     if paused is not None:
         click.echo(paused.describe())
+    if deliverability is not None:
+        click.echo(deliverability)
     if not summaries:
         click.echo("no cohorts yet")
     table = _rich_table if sys.stdout.isatty() else _plain_table

@@ -15,7 +15,7 @@ from dripcourse.cli.base import COURSE, PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import CourseError, DripcourseError
 from dripcourse.models import Cohort
-from dripcourse.people import enrollment, importing
+from dripcourse.people import enrollment, importing, status
 from dripcourse.reader import reflections
 from dripcourse.redact import redact_url
 from dripcourse.runtime import Runtime
@@ -183,7 +183,8 @@ class ProbeMistake(click.ClickException):
 def health(state: State, stale_after: int | None) -> None:
     """Exit 1 when lessons wait and no worker has taken a task lately: a liveness probe.
 
-    One line of output, and an exit status a probe can act on:
+    One line of output (and a second when bounces or complaints of the last days were
+    about our sending: the deliverability warning), and an exit status a probe can act on:
 
     \b
       0  healthy: workers are taking tasks, or nothing waits
@@ -198,7 +199,10 @@ def health(state: State, stale_after: int | None) -> None:
         # Asked first: a missing table is an outage to the driver (SQLite) but a mistake here.
         problem = db.schema_problem(rt.engine)
         if problem is None:
-            verdict = liveness.check_health(rt, utcnow(), limit)
+            now = utcnow()
+            verdict = liveness.check_health(rt, now, limit)
+            with db.transaction(rt.sessions) as session:
+                warning = status.deliverability_line(status.deliverability_warnings(session, now))
     except DripcourseError as exc:
         problem = str(exc)
     except Exception as exc:
@@ -209,6 +213,10 @@ def health(state: State, stale_after: int | None) -> None:
     if problem is not None:
         raise ProbeMistake(problem)
     click.echo(verdict.describe())
+    if warning is not None:
+        # About our sending, not the workers: restarting them would not mend it, so the
+        # exit status stays the liveness verdict's.
+        click.echo(warning)
     if not verdict.healthy:
         sys.exit(STALLED)
 

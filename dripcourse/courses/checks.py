@@ -224,7 +224,12 @@ def _template_problems(source: str) -> list[tuple[int, str]]:
 
 def _sample_body(lesson: Lesson) -> str:
     """The lesson's Markdown with sample values in; Jinja keeps its lines where they were."""
-    values = {"greeting": "Dr. Okafor", "name": "Amara Okafor", "first_name": "Amara"}
+    values = {
+        "salutation": "Good morning",
+        "greeting": "Dr. Okafor",
+        "name": "Amara Okafor",
+        "first_name": "Amara",
+    }
     return _ENV.from_string(lesson.body).render(**values, day=lesson.day)
 
 
@@ -413,6 +418,7 @@ def _sample_message(renderer: Renderer, course: Course, day: int) -> Message:
         email="reader@example.org",
         name="Dr. Amara Okafor",
         greeting="Dr. Okafor",
+        salutation=course.usual_salutation,
         **SAMPLE_LINKS.samples(day),
     )
     now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

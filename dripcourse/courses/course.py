@@ -5,12 +5,13 @@ rather than stopping at the first, so ``dripcourse check`` can list them all in 
 ``load_course`` is the strict form the scheduler uses, refusing a course with any error.
 Line numbers are counted in the file, so they match what an editor shows.
 
-It stays whole (about 470 lines): the lenient reading for ``check`` and the strict load share
+It stays whole (about 480 lines): the lenient reading for ``check`` and the strict load share
 one walk over the files and one list of findings, and split they would drift apart.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -21,6 +22,9 @@ from typing import Literal
 
 import yaml
 
+from dripcourse.courses import support as support_file
+from dripcourse.courses.greeting import DEFAULT_SALUTATION_MODE, SALUTATION_MODES
+from dripcourse.courses.greeting import salutation as opening_for
 from dripcourse.errors import CourseError
 from dripcourse.schedule import Cadence, parse_send_time
 from dripcourse.validate import check_header_text
@@ -44,6 +48,8 @@ KNOWN_COURSE_KEYS = {
     "skip_weekends",
     "greeting_fallback",
     "reason",
+    *support_file.COURSE_KEYS,
+    "salutation",
 }
 DEFAULT_GREETING_FALLBACK = "there"
 # Why a reader gets the lessons, in the footer of each; a course whose readers were enrolled by
@@ -109,6 +115,21 @@ class Course:
     description: str = ""
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     reason: str = ""
+    # Where to turn in a dark week: the course's wording and its support.toml (support.py).
+    support: support_file.Support = field(default_factory=support_file.Support)
+    # How lessons open: "time-of-day" ("Good morning", "Good evening", "Hello" at night, by
+    # the reader's local time when it is sent) or "neutral" ("Hello").
+    salutation: str = DEFAULT_SALUTATION_MODE
+
+    def salutation_at(self, local: dt.datetime | dt.time) -> str:
+        """``{{ salutation }}`` for a lesson sent at ``local`` on the reader's own clock."""
+        return opening_for(self.salutation, local)
+
+    @property
+    def usual_salutation(self) -> str:
+        """``{{ salutation }}`` for a lesson sent at the course's send time, as most are:
+        what previews show."""
+        return self.salutation_at(self.cadence.send_time)
 
     @property
     def length(self) -> int:
@@ -194,9 +215,14 @@ def read_course(emails_dir: Path, slug: str) -> CourseReading:
     findings: list[Finding] = []
     settings = _read_course_toml(meta_path, findings)
     lessons, unloaded = _read_lessons(folder, findings)
+    default, countries, problems = support_file.read_places(folder)
+    for line, severity, message in problems:
+        findings.append(Finding(folder / support_file.SUPPORT_FILE, line, severity, message))  # type: ignore[arg-type]
     course = None
     if settings is not None:
-        course = Course(slug=slug, lessons=lessons, path=folder, **settings)  # type: ignore[arg-type]
+        wording = settings.pop("support")
+        places = support_file.Support(**wording, default=default, countries=countries)  # type: ignore[arg-type]
+        course = Course(slug=slug, lessons=lessons, path=folder, support=places, **settings)  # type: ignore[arg-type]
     return CourseReading(slug, course, findings, lessons, unloaded)
 
 
@@ -259,6 +285,15 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
             'reason must be one sentence, e.g. "Your residency programme enrolled '
             'you in this course."',
         )
+    wording, bad = support_file.read_wording(meta)
+    for key, message in bad:
+        error(key, message)
+    mode = meta.get("salutation", DEFAULT_SALUTATION_MODE)
+    if mode not in SALUTATION_MODES:
+        error(
+            "salutation",
+            f"salutation must be {' or '.join(repr(m) for m in SALUTATION_MODES)}, got {mode!r}",
+        )
     if len(findings) > before or cadence is None:
         return None
     return {
@@ -268,6 +303,8 @@ def _read_course_toml(path: Path, findings: list[Finding]) -> dict[str, object] 
         "description": str(meta.get("description", "")),
         "greeting_fallback": str(fallback).strip(),
         "reason": str(reason).strip(),
+        "support": wording,
+        "salutation": mode,
     }
 
 
@@ -304,7 +341,7 @@ def _read_lessons(
     CourseReading); the problems go to ``findings``."""
     found: dict[int, Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name == "course.toml" or path.name.startswith("."):
+        if path.name in ("course.toml", support_file.SUPPORT_FILE) or path.name.startswith("."):
             continue  # hidden files: editors' swap and backup files
         match = LESSON_FILE.match(path.name)
         if match is None:

@@ -7,6 +7,7 @@ decide which parts a greeting uses. A greeting someone set by hand always wins.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import re
 
@@ -36,6 +37,19 @@ _GIVEN_NAME_TITLES = {"sir", "dame"}
 _WHOLE_NAME_TITLES = {"sister", "sr", "brother", "br", "father", "fr", "mother", "rev"}
 _INITIAL = re.compile(r"^\w\.?$")
 MAX_GREETING_CHARS = 100
+
+# How a lesson opens (``{{ salutation }}``), chosen in course.toml's ``salutation``:
+# "time-of-day" greets by the reader's local hour when the lesson is sent, "neutral" always
+# says "Hello". A lesson can go out at any hour (a cohort started "now", a resume, the window's
+# last hours), and "Good morning" at 01:37 reads as if nobody looked.
+SALUTATION_MODES = ("time-of-day", "neutral")
+DEFAULT_SALUTATION_MODE = "time-of-day"
+NEUTRAL_SALUTATION = "Hello"
+MORNING_SALUTATION = "Good morning"
+# Local hours from which each opening holds, until the next; at night (22:00 to 05:00) the
+# neutral one: "Good evening" at 02:00 is as wrong as "Good morning".
+_BY_HOUR = ((5, MORNING_SALUTATION), (12, "Good afternoon"), (18, "Good evening"))
+_NIGHT_FROM = 22
 
 
 @functools.lru_cache(maxsize=4096)  # pure, and asked again for every lesson sent
@@ -88,6 +102,24 @@ def unusual(name: str, greeting: str, fallback: str) -> str | None:
     if any(ch.isdigit() for ch in greeting):
         return "it holds a digit"
     return None
+
+
+def salutation(mode: str, local: dt.datetime | dt.time) -> str:
+    """How a lesson sent at ``local`` (the reader's wall clock) opens, in course mode ``mode``.
+
+    Time of day: "Good morning" from 05:00, "Good afternoon" from 12:00, "Good evening" from
+    18:00, and "Hello" from 22:00 to 05:00. Neutral: always "Hello".
+    """
+    if mode == "neutral":
+        return NEUTRAL_SALUTATION
+    hour = local.hour
+    if hour >= _NIGHT_FROM:
+        return NEUTRAL_SALUTATION
+    found = NEUTRAL_SALUTATION
+    for start, words in _BY_HOUR:
+        if hour >= start:
+            found = words
+    return found
 
 
 def given_name(name: str) -> str:

@@ -12,14 +12,16 @@ import datetime as dt
 import hashlib
 import json
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from dripcourse.courses.greeting import DEFAULT_SALUTATION_MODE, MORNING_SALUTATION, salutation
 from dripcourse.courses.render import Personal, RenderedLesson, Template
-from dripcourse.models import Delivery, DeliveryStatus, Enrollment, LessonVersion
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, LessonVersion, Subscriber
 
 
 def digest(rendered: RenderedLesson) -> str:
@@ -81,9 +83,33 @@ class SentLesson:
     as_sent: bool  # False: the version sent was not kept; this is the lesson as it reads now
 
 
-def _personal(body_html: str, name: str, email: str) -> str:
-    who = Personal(email=email, name=name, reflect="", journal="", pause="", unsubscribe="")
+def _personal(body_html: str, subscriber: Subscriber, salutation: str) -> str:
+    who = Personal(
+        email=subscriber.email,
+        name=subscriber.name,
+        reflect="",
+        journal="",
+        pause="",
+        unsubscribe="",
+        salutation=salutation,
+    )
     return Template(body_html, html=True).render(who)
+
+
+def salutation_sent(
+    delivery: Delivery, subscriber: Subscriber, current: RenderedLesson | None
+) -> str:
+    """The lesson's opening as it was sent: by the reader's clock at ``sent_at``, in the
+    course's salutation mode (time of day when the course has lost the lesson)."""
+    mode = current.course.salutation if current is not None else DEFAULT_SALUTATION_MODE
+    sent_at = delivery.sent_at
+    if sent_at is None:
+        return MORNING_SALUTATION
+    try:
+        local = sent_at.astimezone(ZoneInfo(subscriber.timezone))
+    except (ZoneInfoNotFoundError, ValueError):
+        local = sent_at
+    return salutation(mode, local)
 
 
 def sent_lessons(session: Session, enrollment: Enrollment) -> dict[int, Delivery]:
@@ -114,6 +140,7 @@ def sent_lesson(
     if delivery is None:
         return None
     subscriber = enrollment.subscriber
+    opening = salutation_sent(delivery, subscriber, current)
     version = delivery.lesson_version
     if version is not None:
         return SentLesson(
@@ -121,7 +148,7 @@ def sent_lesson(
             title=version.title,
             prompt=version.prompt,
             questions=tuple(json.loads(version.questions)),
-            body_html=_personal(version.body_html, subscriber.name, subscriber.email),
+            body_html=_personal(version.body_html, subscriber, opening),
             sent_at=delivery.sent_at,
             as_sent=True,
         )
@@ -133,7 +160,7 @@ def sent_lesson(
         title=lesson.title,
         prompt=lesson.prompt,
         questions=lesson.questions,
-        body_html=_personal(current.body_html, subscriber.name, subscriber.email),
+        body_html=_personal(current.body_html, subscriber, opening),
         sent_at=delivery.sent_at,
         as_sent=False,
     )

@@ -82,6 +82,9 @@ def lesson_message(
         email=reader.email,
         name=reader.name,
         greeting=greeting_for(reader.name, reader.greeting, course.greeting_fallback),
+        # As a lesson sent at the course's send time opens: the usual case, whatever the
+        # hour staff look at it (docs/courses.md, Salutation).
+        salutation=course.usual_salutation,
         **links.samples(day),
     )
     msg_id = msg_id or message_id("preview.invalid", None, "")

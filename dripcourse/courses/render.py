@@ -34,7 +34,7 @@ from markupsafe import Markup, escape
 
 from dripcourse import validate
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
-from dripcourse.courses.greeting import derive_greeting, given_name
+from dripcourse.courses.greeting import MORNING_SALUTATION, derive_greeting, given_name
 from dripcourse.courses.plaintext import markdown_to_text, reflow
 from dripcourse.errors import CourseError
 from dripcourse.links import BOUNCE, REPLY, Links
@@ -44,6 +44,8 @@ from dripcourse.links import BOUNCE, REPLY, Links
 # A dotted name is a field of a plain dict: course content never sees our objects, so
 # ``course.sender``, ``lesson.path`` or an address cannot be reached from a template.
 LESSON_VARIABLES: dict[str, str] = {
+    "salutation": '"Good morning", "Good afternoon", "Good evening" or "Hello", by the local '
+    "time it is sent (course.toml's salutation)",
     "greeting": 'how the lesson addresses them ("Dr. Okafor", "Amara"; see docs/courses.md)',
     "name": "the subscriber's name as enrolled (may be empty)",
     "first_name": "their given name, or the greeting when the name has none",
@@ -68,6 +70,10 @@ LAYOUT_VARIABLES: dict[str, str] = {
     "links.unsubscribe": "the subscriber's link to unsubscribe",
     "links.lesson": "the subscriber's link to read this lesson in a browser",
     "links.privacy": "the privacy page: what is kept, for how long, how to delete it",
+    "links.support": "the subscriber's link to their places to turn in a dark week",
+    "support.line": "the course's words for that link (course.toml's support_line)",
+    "support.in_footer": "true when the course shows that link in every lesson's footer",
+    "lesson.last": "true for the course's last lesson",
     "reply_by_email": "true when replying to the lesson saves the reply in the journal",
     "team.name": "who runs the course (setting team_name)",
     "team.contact": "their address for questions about data (setting team_contact; maybe empty)",
@@ -88,11 +94,14 @@ PERSONAL_FIELDS = (
     "greeting",
     "lesson",
     "privacy",
+    "support",
     # A name at the end of a sentence ("Good morning, {{ greeting }}."): the value and the
     # full stop together, so a name that ends in one ("Dr. K.C.") does not get a second.
     "name.",
     "first_name.",
     "greeting.",
+    # Added last: a lesson version kept in the database holds these fields by their index.
+    "salutation",
 )
 _SENTENCE_END = {"name", "first_name", "greeting"}
 _TOKEN = "Zq{}xDRIPx{}Zq"
@@ -116,6 +125,10 @@ class Personal:
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
+    support: str = ""  # their places to turn (a link that never expires)
+    # How the lesson opens at the moment it is sent, on the reader's clock (see
+    # Course.salutation_at); previews show the one of the course's send time.
+    salutation: str = MORNING_SALUTATION
     # With reply_domain set: the Reply-To address (reflect+TOKEN@...) and the envelope sender
     # (bounce+TOKEN@..., VERP) of this one delivery. Headers only, never in the text.
     reply_to: str = ""
@@ -247,14 +260,17 @@ class Renderer:
             "lesson.prompt": lesson.prompt,
             "lesson.questions": list(lesson.questions),
             "lesson.preheader": lesson.preheader,
+            "lesson.last": lesson.day == course.length,
+            "support.line": course.support.line,
+            "support.in_footer": course.support.in_footer,
             "css": Markup(self._css),
             "reply_by_email": self.reply_by_email,
             "team.name": self.team_name,
             "team.contact": self.team_contact,
         }
-        for name in ("name", "first_name", "greeting"):
+        for name in ("name", "first_name", "greeting", "salutation"):
             facts[name] = facts[f"subscriber.{name}"] = getattr(tokens, name)
-        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy"):
+        for link in ("reflect", "journal", "pause", "unsubscribe", "lesson", "privacy", "support"):
             facts[f"links.{link}"] = getattr(tokens, link)
         lesson_vars = _variables(LESSON_VARIABLES, facts)
         body_source = self._lesson_string(lesson.body, lesson_vars, lesson.path, lesson.body_line)

@@ -97,7 +97,7 @@ _WORDS: list[tuple[Family, str]] = [
         r"|not allowed to relay|we do not relay|relay not permitted"
         r"|tls (is )?required|must issue a starttls|encryption required|access denied\W{1,5}sender"
         r"|message has been rejected as mail server .{0,200}rejected|sender was rejected"
-        r"|mail relay|without authentication"
+        r"|mail relay|without authentication|>\.\.\. access denied"
         r"|purported responsible address|sender id|spf record|not a member of"
         r"|groups\.google\.com|google groups|you (may not|do not) have permission to post",
     ),
@@ -197,7 +197,22 @@ _FIRST = _WORD_PATTERNS[0][1]
 
 def family_of(diagnostic: str, text: str, status: str, action: str) -> Family:
     """Name the reason: a specific enhanced status first where it is unambiguous, then the
-    words of the diagnostic, then those of the whole explanation, then the status."""
+    words of the diagnostic, then those of the whole explanation, then the status; a
+    refusal of our envelope sender is about us whatever words it borrows."""
+    family = _family_of(diagnostic, text, status, action)
+    if family == Family.POLICY and _ACCESS_DENIED.search(diagnostic or text):
+        return Family.OUR_SENDER
+    return family
+
+
+# "Access denied" alone is what Sendmail-like servers say to a sender they refuse; a banned
+# IP or a block list says why, and stays a policy block.
+_ACCESS_DENIED = re.compile(
+    r"access denied(?![ ,.;:]{1,3}(banned|blocked|listed|blacklisted))", re.IGNORECASE
+)
+
+
+def _family_of(diagnostic: str, text: str, status: str, action: str) -> Family:
     by_code = _by_status(status)
     if by_code is not None and by_code in _SURE_CODES:
         return by_code

@@ -10,7 +10,7 @@ own fields. It is a pure function: no database, no settings; ``route.py`` applie
 ``MAX_PARTS`` MIME parts) and its patterns are linear, so a hostile message costs
 milliseconds.
 
-It stays one module (about 420 lines): reading a report and finding its reason family are one
+It stays one module (about 450 lines): reading a report and finding its reason family are one
 pass over the same text; the families themselves are in ``bounce_reasons``.
 """
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import itertools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -260,11 +261,12 @@ def _text(part: Message) -> str:
 
 # The start of the enclosed original in a one-part bounce, in the words MTAs use.
 _ORIGINAL = re.compile(
-    r"^[ \t]*(-{2,}.*(below this line|original message|copy of the message|message header"
+    r"^([ \t]*-{2,}.*(below this line|original message|copy of the message|message header"
     r"|original headers|undelivered message|returned message|headers of your message"
     r"|message text|unsent message|original mail).*"
     r"|.*(original message follows|message follows|unsent message below"
     r"|original message headers).*"
+    # A header at the start of a line; an indented one is a summary inside the explanation.
     r"|(return-path|received|dkim-signature|x-received|arc-seal|message-id|mime-version):.*)$",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -272,7 +274,7 @@ _ORIGINAL = re.compile(
 
 def _report_text(msg: Message, parts: list[Message]) -> str:
     """The human-readable explanation, without the enclosed original."""
-    texts = [p for p in parts if p.get_content_type() == "text/plain"]
+    texts = [p for p in parts if _kind(p) == "text/plain"]
     if not texts:
         # A multipart whose boundary is lost (an unindented header continuation) reads as
         # one text.
@@ -282,7 +284,7 @@ def _report_text(msg: Message, parts: list[Message]) -> str:
             if p.get_content_maintype() == "multipart" and isinstance(p.get_payload(), str)
         ]
     if not texts:
-        texts = [p for p in parts if p.get_content_type() == "text/html"]
+        texts = [p for p in parts if _kind(p) == "text/html"]
         text = _strip_html(_text(texts[0])) if texts else ""
     else:
         text = _text(texts[0])
@@ -292,6 +294,13 @@ def _report_text(msg: Message, parts: list[Message]) -> str:
         if cut and cut.start() > 0:
             text = text[: cut.start()]
     return text
+
+
+def _kind(part: Message) -> str:
+    """The part's content type, also when a semicolon is missing before its parameters
+    ("text/plain" and "charset=..." on the next line, as one old gateway writes it)."""
+    kind = part.get_content_type()
+    return kind.split()[0] if kind[:1].isalpha() and any(c.isspace() for c in kind) else kind
 
 
 def _has_enclosure(parts: list[Message]) -> bool:
@@ -395,11 +404,25 @@ _NAMED = re.compile(
 )
 
 
+# What may stand between those words and the address: Exim's "address(es) failed:".
+_NAMED_GAP = re.compile(r"[\s():es]{0,8}(failed\W{0,4})?\s{0,8}", re.IGNORECASE)
+
+
 def _address_in(text: str, msg: Message) -> str:
     """The first address in the explanation that is neither the bounce's sender nor ours."""
     ours = {
         _address(_header(msg, name)).lower() for name in ("From", "To", "Return-Path", "Sender")
     }
+    # Right after the words that name the recipients, the first address is theirs, even
+    # when it is also the bounce's To (one sent to oneself).
+    senders = {_address(_header(msg, name)).lower() for name in ("From", "Sender")}
+    for anchor in itertools.islice(_NAMED.finditer(text), 10):
+        first = _ADDRESS.search(text, anchor.end(), anchor.end() + 100)
+        if first is None or not _NAMED_GAP.fullmatch(text[anchor.end() : first.start()]):
+            continue
+        address = first.group(0).strip(".")
+        if address.lower() not in senders and not _NOT_RECIPIENT.match(address):
+            return address
     named = _NAMED.search(text)
     if named:
         text = text[named.end() :] + "\n" + text[: named.end()]

@@ -176,6 +176,8 @@ def _header_start(lines: list[str], first: int) -> int:
             if is_wrote_line(joined) and len(words(lines[i - 1])) < 20:
                 i -= 1
         return i
+    if i > 0 and _introduces_quote(lines, i - 1):
+        return i - 1
     block = i
     while block > 0 and (is_label_line(lines[block - 1]) or _continues_label(lines, block - 1)):
         block -= 1
@@ -185,6 +187,19 @@ def _header_start(lines: list[str], first: int) -> int:
             i -= 1
         return i
     return first
+
+
+def _introduces_quote(lines: list[str], index: int) -> bool:
+    """A quote header in a language no rule here knows ("Þann 5.3.2025 skrifaði X:", "X
+    đã viết:"): a paragraph of one short line ending in a colon, naming someone (a capital
+    after its first word), a date or an address, right above the quoted lesson."""
+    line = lines[index].strip(" \t>")
+    if not line.endswith((":", "：")) or (index > 0 and lines[index - 1].strip(" \t>")):
+        return False
+    found = line.split()
+    if not 2 <= len(found) <= 30:
+        return False
+    return any(c.isdigit() or c == "@" for c in line) or any(w[:1].isupper() for w in found[1:])
 
 
 def _continues_label(lines: list[str], index: int) -> bool:

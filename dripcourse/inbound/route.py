@@ -1,14 +1,16 @@
 """Inbound mail: one function from the raw bytes of one message to a decision and its effect.
 
-Replies to a lesson's ``reflect+TOKEN`` address become that day's reflection; delivery
-reports (RFC 3464) to a ``bounce+TOKEN`` address and complaints (RFC 5965 ARF) suppress the
-address; auto-replies and everything else are dropped with one log line. The SMTP listener,
-the stdin pipe and the IMAP poll (cli/inbound.py) are thin adapters that hand bytes to
-``process``. The raw message is never stored: a row in ``inbound_messages`` keeps only what
-kind it was, for the Message-ID check, the rate limits and ``status``.
+Replies to a lesson's ``reflect+TOKEN`` address become that day's reflection; bounces in
+any shape and feedback reports to a ``bounce+TOKEN`` address are read by ``bounces`` and
+``complaints`` and applied by ``effects``; auto-replies and everything else are dropped with
+one log line. The SMTP listener, the stdin pipe and the IMAP poll (cli/inbound.py) are thin
+adapters that hand bytes to ``process``. The raw message is never stored: a row in
+``inbound_messages`` keeps only what kind it was, for the Message-ID check, the rate limits
+and ``status``.
 
-It stays whole (about 510 lines) while replies, delivery reports and complaints are each a
-few short functions sharing the token check; who sent a reply is ``sender``'s question.
+It stays whole (about 450 lines): the routing of one message is one reading; who sent a
+reply is ``sender``'s question, what it answers ``answered``'s, what a report does
+``effects``', and what becomes of a reply from another address ``reader.held_replies``'.
 """
 
 from __future__ import annotations
@@ -22,33 +24,32 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from email.message import EmailMessage, Message
-from email.parser import HeaderParser
 from email.utils import getaddresses
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
 from dripcourse.db import savepoint
 from dripcourse.encryption import ReflectionCipher, WrongReflectionsKey
+from dripcourse.inbound.answered import LessonText, answered
+from dripcourse.inbound.bounces import SoftRule, classify
+from dripcourse.inbound.complaints import classify_complaint
+from dripcourse.inbound.decision import Decision
+from dripcourse.inbound.effects import apply_bounce, apply_complaint
 from dripcourse.inbound.reply_text import reply_text
 from dripcourse.inbound.sender import authenticated, from_address
 from dripcourse.links import BOUNCE, REPLY, BadToken, Links, enrollment_of
 from dripcourse.models import (
-    Cohort,
-    Delivery,
     Enrollment,
-    EnrollmentStatus,
     InboundKind,
     InboundMessage,
     Subscriber,
 )
-from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.reader import held_replies
-from dripcourse.reader.reflections import ReflectionRejected, append_from_email, lesson_or_none
-from dripcourse.validate import without_controls
+from dripcourse.reader.reflections import ReflectionRejected, append_from_email
 
 log = logging.getLogger(__name__)
 
@@ -73,18 +74,10 @@ class Inbound:
     limits: Limits = Limits()
     # The MTA in front whose Authentication-Results are believed; "" reads none.
     trusted_authserv_id: str = ""
-
-
-@dataclass(frozen=True)
-class Decision:
-    kind: InboundKind
-    detail: str = ""  # for the log line: never a token, an address or the text
-    enrollment_id: int | None = None
-    day: int | None = None
-
-    def describe(self) -> str:
-        where = f" (enrollment {self.enrollment_id}, day {self.day})" if self.enrollment_id else ""
-        return f"{self.kind}{where}" + (f": {self.detail}" if self.detail else "")
+    # When mailbox-full and expired bounces add up to a suppression.
+    soft_rule: SoftRule = SoftRule()
+    # The lesson as the course renders it, by (slug, day): what a reply may quote.
+    lesson_text: LessonText = lambda slug, day: ""  # noqa: E731
 
 
 def process(
@@ -146,7 +139,7 @@ def _decide(
             raise Unreadable
         # A savepoint: a message that breaks the parsing halfway leaves nothing half-done.
         with savepoint(session):
-            decision = _classify(session, msg, inbound, now, recipients)
+            decision = _classify(session, msg, raw, inbound, now, recipients)
     except TEMPORARY:
         raise  # not the message's fault: the adapter asks the sender to retry
     except Exception as exc:  # noqa: BLE001 - a message we cannot read is junk, never a crash
@@ -191,21 +184,38 @@ _MESSAGE_ID = re.compile(r"<[^<>@\s]+@[^<>@\s]+>")
 
 
 def _classify(
-    session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, recipients: list[str]
+    session: Session,
+    msg: EmailMessage,
+    raw: bytes,
+    inbound: Inbound,
+    now: dt.datetime,
+    recipients: list[str],
 ) -> Decision:
     addressed = recipients or _header_recipients(msg)
+    found = _token(session, inbound, addressed, (BOUNCE,))
+    if found is not None:
+        return _at_bounce_address(session, raw, inbound, now, *found)
     report = msg.get_param("report-type", "", header="content-type")
     if msg.get_content_type() == "multipart/report" and isinstance(report, str):
-        if report.lower() == "delivery-status":
-            return _bounce(session, msg, inbound, now, addressed)
         if report.lower() == "feedback-report":
-            return _complaint(session, msg, inbound, now, addressed)
+            return Decision(InboundKind.JUNK, "a complaint not sent to a bounce address")
+        if report.lower() == "delivery-status":
+            return Decision(InboundKind.JUNK, "a delivery report not addressed to a bounce address")
     if is_auto_reply(msg):
         return Decision(InboundKind.AUTO_REPLY)
     found = _token(session, inbound, addressed, (REPLY,))
     if found is None:
         return Decision(InboundKind.JUNK, "not addressed to a valid reply address")
     enrollment_id, day = found
+    if classify(msg) is not None:
+        # A bounce that found the reply address (a server that answers Reply-To) is never
+        # a reflection; and it suppresses no one there.
+        return Decision(
+            InboundKind.JUNK,
+            "a delivery report not addressed to a bounce address",
+            enrollment_id,
+            day,
+        )
     if is_forward(msg):
         return Decision(InboundKind.JUNK, "a forwarded message, not a reply", enrollment_id, day)
     return _reply(session, msg, inbound, now, enrollment_id, day)
@@ -244,8 +254,10 @@ def _reply(
     over = _over_limit(session, inbound.limits, subscriber.id, now)
     if over:
         return Decision(InboundKind.LIMITED, over, enrollment_id, day)
-    text = reply_text(msg)
-    prompt = _prompt(session, enrollment, day, inbound)
+    asked = answered(session, enrollment, day, inbound.course, inbound.lesson_text)
+    prompt = asked.prompt
+    # The lesson's words find it wherever it is quoted, in any language's quote header.
+    text = reply_text(msg, lesson=asked.lesson)
     if prompt is None:
         return Decision(InboundKind.JUNK, "the course no longer has that day", enrollment_id, day)
     try:
@@ -281,8 +293,8 @@ def _hold(
     session.execute(
         select(Subscriber.id).where(Subscriber.id == enrollment.subscriber_id).with_for_update()
     )
-    prompt = _prompt(session, enrollment, day, inbound)
-    if prompt is None:
+    asked = answered(session, enrollment, day, inbound.course, inbound.lesson_text)
+    if asked.prompt is None:
         return Decision(InboundKind.JUNK, "the course no longer has that day", enrollment.id, day)
     try:
         detail = held_replies.hold(
@@ -290,8 +302,8 @@ def _hold(
             enrollment,
             day,
             sender,
-            reply_text(msg),
-            prompt,
+            reply_text(msg, lesson=asked.lesson),
+            asked.prompt,
             cipher=inbound.cipher,
             links=inbound.links,
             max_chars=inbound.limits.max_chars,
@@ -330,19 +342,6 @@ def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.da
     if (everyone or 0) >= limits.per_hour:
         return f"more than {limits.per_hour} replies in an hour"
     return ""
-
-
-def _prompt(session: Session, enrollment: Enrollment, day: int, inbound: Inbound) -> str | None:
-    """The question as this subscriber was asked it (the version sent, else the lesson)."""
-    delivery = session.scalar(
-        select(Delivery).where(Delivery.enrollment_id == enrollment.id, Delivery.day == day)
-    )
-    if delivery is not None and delivery.lesson_version is not None:
-        return delivery.lesson_version.prompt
-    slug = session.scalar(select(Cohort.course_slug).where(Cohort.id == enrollment.cohort_id))
-    course = inbound.course(slug) if slug else None
-    lesson = lesson_or_none(course, day) if course else None
-    return lesson.prompt if lesson else None
 
 
 # Auto-replies and forwards
@@ -388,140 +387,41 @@ def is_forward(msg: EmailMessage) -> bool:
 # Delivery reports and complaints
 
 
-def _bounce(
-    session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
+def _at_bounce_address(
+    session: Session,
+    raw: bytes,
+    inbound: Inbound,
+    now: dt.datetime,
+    enrollment_id: int,
+    day: int,
 ) -> Decision:
-    # Only on the bounce address: it is in no message a subscriber can forward (it is the
-    # envelope sender alone), while the reply address is in every lesson's Reply-To.
-    found = _token(session, inbound, addressed, (BOUNCE,))
-    if found is None:
-        return Decision(InboundKind.JUNK, "a delivery report not addressed to a bounce address")
-    enrollment_id, day = found
-    report = read_delivery_report(msg)
-    if not report.status:
-        return Decision(InboundKind.JUNK, "a delivery report without a status", enrollment_id, day)
+    """A message to the bounce address: a complaint, a bounce in any shape, or neither.
+
+    Only here do reports count: the bounce address is in no message a subscriber can
+    forward (it is the envelope sender alone), while the reply address is in every
+    lesson's Reply-To; and the report's own fields are written by whoever sent it.
+    """
     enrollment = session.get(Enrollment, enrollment_id)
     if enrollment is None:
         return Decision(InboundKind.JUNK, "the enrollment is gone")
-    if report.recipient != enrollment.subscriber.email.casefold():
-        return Decision(
-            InboundKind.JUNK, "a delivery report about another recipient", enrollment_id, day
+    # Read as the classifiers are measured (benchmarks/bounces.py): the lenient parser.
+    msg = email.message_from_bytes(raw[:MAX_REPORT_BYTES], policy=email.policy.compat32)
+    complaint = classify_complaint(msg)
+    if complaint is not None:
+        return apply_complaint(session, enrollment, day, complaint, now=now, source="mail")
+    bounce = classify(msg, to_bounce_address=True)
+    if bounce is not None:
+        return apply_bounce(
+            session, enrollment, day, bounce, now=now, soft_rule=inbound.soft_rule, source="mail"
         )
-    status = report.status
-    detail = f"{status} {report.diagnostic}".strip()
-    if status.startswith("4"):
-        _note_delivery(session, enrollment_id, day, f"delayed after sending: {detail}", now)
-        return Decision(InboundKind.DELAY, status, enrollment_id, day)
-    if not status.startswith("5"):
-        return Decision(
-            InboundKind.JUNK, f"a delivery report with status {status}", enrollment_id, day
-        )
-    _note_delivery(session, enrollment_id, day, f"bounced after sending: {detail}", now)
-    if status.split(".")[1:2] not in (["1"], ["2"]):
-        # A policy refusal (5.7.x, spam, DMARC) may be our own set-up's fault: as at send
-        # time, it stops this enrollment but does not condemn the address.
-        if enrollment.status == EnrollmentStatus.ACTIVE:
-            stop_enrollment(session, enrollment, EnrollmentStatus.FAILED, now)
-        return Decision(InboundKind.BOUNCE, f"{status}, address kept", enrollment_id, day)
-    subscriber = enrollment.subscriber
-    suppress(session, subscriber.email, f"bounced: {detail}", now)
-    _stop_all(session, subscriber, EnrollmentStatus.BOUNCED, now)
-    return Decision(InboundKind.BOUNCE, status, enrollment_id, day)
-
-
-@dataclass(frozen=True)
-class DeliveryReport:
-    """What a delivery report says of the recipient it is about ("" for what it lacks)."""
-
-    status: str = ""  # the enhanced status code, "5.1.1"
-    action: str = ""  # "failed", "delayed", ... lower case
-    recipient: str = ""  # the Final-Recipient's address, case-folded
-    diagnostic: str = ""  # the Diagnostic-Code, on one line, at most 300 characters
-
-
-def read_delivery_report(msg: EmailMessage) -> DeliveryReport:
-    """The first recipient with a status in an RFC 3464 report.
-
-    The one place a report is read: ``_bounce`` decides only from what this returns, so a
-    classifier that reads more formats can take its place.
-    """
-    for part in msg.walk():
-        if part.get_content_type() != "message/delivery-status":
-            continue
-        blocks = part.get_payload()
-        if not isinstance(blocks, list):
-            blocks = _field_blocks(str(blocks))
-        for block in blocks[1:] or blocks:
-            status = str(block.get("Status", "")).strip()
-            match = re.match(r"[245]\.\d{1,3}\.\d{1,3}", status)
-            if match:
-                diagnostic = " ".join(
-                    without_controls(str(block.get("Diagnostic-Code", ""))).split()
-                )
-                recipient = str(block.get("Final-Recipient", "")).partition(";")[2]
-                return DeliveryReport(
-                    status=match.group(0),
-                    action=str(block.get("Action", "")).strip().lower(),
-                    recipient=recipient.strip().strip("<>").strip().casefold(),
-                    diagnostic=diagnostic[:300],
-                )
-    return DeliveryReport()
-
-
-def _field_blocks(text: str) -> list[Message]:
-    return [HeaderParser().parsestr(block) for block in re.split(r"\n\s*\n", text) if block]
-
-
-def _note_delivery(
-    session: Session, enrollment_id: int, day: int, error: str, now: dt.datetime
-) -> None:
-    session.execute(
-        update(Delivery)
-        .where(Delivery.enrollment_id == enrollment_id, Delivery.day == day)
-        .values(last_error=error, updated_at=now)
-        .execution_options(synchronize_session=False)
+    if is_auto_reply(msg):
+        return Decision(InboundKind.AUTO_REPLY, "", enrollment_id, day)
+    return Decision(
+        InboundKind.JUNK, "neither a delivery report nor a complaint", enrollment_id, day
     )
 
 
-def _complaint(
-    session: Session, msg: EmailMessage, inbound: Inbound, now: dt.datetime, addressed: list[str]
-) -> Decision:
-    fields = _feedback(msg)
-    if str(fields.get("Feedback-Type", "")).strip().lower() not in ("abuse", "fraud"):
-        return Decision(InboundKind.JUNK, "a feedback report that is not a complaint")
-    # Only on the bounce address, as bounces: the report's fields and the enclosed original's
-    # headers are written by whoever sends the report, and would let anyone who saw one
-    # lesson's addresses suppress its reader.
-    found = _token(session, inbound, addressed, (BOUNCE,))
-    if found is None:
-        return Decision(InboundKind.JUNK, "a complaint not sent to a bounce address")
-    enrollment_id, day = found
-    enrollment = session.get(Enrollment, enrollment_id)
-    if enrollment is None:
-        return Decision(InboundKind.JUNK, "the enrollment is gone")
-    subscriber = enrollment.subscriber
-    suppress(session, subscriber.email, "complained", now)
-    _stop_all(session, subscriber, EnrollmentStatus.UNSUBSCRIBED, now)
-    return Decision(InboundKind.COMPLAINT, "", enrollment_id, day)
-
-
-def _feedback(msg: EmailMessage) -> Message:
-    """The feedback report's fields."""
-    for part in msg.walk():
-        if part.get_content_type() == "message/feedback-report":
-            payload = part.get_payload()
-            if isinstance(payload, list):
-                return payload[0] if payload else Message()
-            return HeaderParser().parsestr(str(payload))
-    return Message()
-
-
-def _stop_all(
-    session: Session, subscriber: Subscriber, status: EnrollmentStatus, now: dt.datetime
-) -> None:
-    for each in subscriber.enrollments:
-        if each.status == EnrollmentStatus.ACTIVE:
-            stop_enrollment(session, each, status, now)
+MAX_REPORT_BYTES = 2_000_000
 
 
 # Addresses

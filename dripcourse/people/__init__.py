@@ -3,5 +3,6 @@ person (pause, move, set the day or the zone), the do-not-mail list and the stat
 
 Other packages use ``enrollment`` (enroll, stop_enrollment, suppress): sending and inbound stop
 an enrollment or suppress an address through it. ``changes``, ``importing``, ``suppressions``
-and ``status`` serve the CLI. It uses courses and the foundation.
+and ``status`` serve the CLI; ``rejoining`` (undoing an unsubscribe) serves the pages. It uses
+courses and the foundation.
 """

@@ -4,7 +4,7 @@ day or the time zone. Each change says what it was before and after.
 Pausing and resuming go through the same functions as the subscriber's own pause page. Every
 other change that moves the next lesson goes through ``replan``, the one place that asks the
 schedule when the next lesson is due now. It uses enrollment's compare-and-set
-(``_reschedule``) and its "when would it be due unpaused" (``_unpaused_due``), the same steps
+(``_reschedule``) and its "when would it be due unpaused" (``unpaused_due``), the same steps
 pause and resume take, rather than a second copy of them.
 
 It stays one module (about 430 lines): each change to one person is a short function over
@@ -122,7 +122,7 @@ def replan(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
         due = schedule.resumed_due(
             course.cadence,
             tz,
-            unpaused_due=enrollments._unpaused_due(session, enrollment, course),
+            unpaused_due=enrollments.unpaused_due(session, enrollment, course),
             now=now,
         )
         if enrollment.paused_until is not None and enrollment.paused_until > now:
@@ -336,6 +336,21 @@ def set_timezone(
     return changes
 
 
+def set_country(person: Subscriber, code: str) -> Change:
+    """Set whose places to turn the person is shown; "" goes back to their zone's country."""
+    country = ""
+    if code.strip():
+        try:
+            country = zones.check_country(code)
+        except InputError as exc:
+            raise InputError(f"country: {exc}") from None
+    if country == person.country:
+        raise InputError(f"{person.email} has country {country or '(from the zone)'} already")
+    change = Change("country", person.country or "(from the zone)", country or "(from the zone)")
+    person.country = country
+    return change
+
+
 def enroll_person(
     session: Session,
     cohort: Cohort,
@@ -355,6 +370,8 @@ def enroll_person(
             person.name = signup.name
         if signup.timezone != person.timezone:
             changes.extend(set_timezone(session, person, signup.timezone, course_for, now))
+        if signup.country and signup.country != person.country:
+            changes.append(set_country(person, signup.country))
     enrolled = enrollments.enroll(session, cohort, course_for(cohort.course_slug), signup, now)
     return enrolled, changes
 

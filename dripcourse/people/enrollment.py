@@ -138,15 +138,20 @@ class Signup:
     name: str
     timezone: str
     greeting: str = ""  # "" derives it from the name when a lesson is sent
+    country: str = ""  # "" shows the places to turn of their time zone's country
 
 
 def check_signup(
-    email: str, name: str | None, timezone: str | None, greeting: str | None = None
+    email: str,
+    name: str | None,
+    timezone: str | None,
+    greeting: str | None = None,
+    country: str | None = None,
 ) -> Signup:
     """Normalise one person's details, or raise FieldErrors naming every field that is wrong
     (so a CSV line is fixed once, not once per field)."""
     problems: list[str] = []
-    address = clean_name = zone_name = clean_greeting = ""
+    address = clean_name = zone_name = clean_greeting = clean_country = ""
     try:
         address = check_address(email)
     except ValueError as exc:
@@ -167,9 +172,20 @@ def check_signup(
         clean_greeting = check_greeting(greeting or "")
     except InputError as exc:
         problems.append(str(exc))  # it names its field already
+    if (country or "").strip():
+        try:
+            clean_country = zones.check_country(country or "")
+        except InputError as exc:
+            problems.append(f"country: {exc}")
     if problems:
         raise FieldErrors(problems)
-    return Signup(email=address, name=clean_name, timezone=zone_name, greeting=clean_greeting)
+    return Signup(
+        email=address,
+        name=clean_name,
+        timezone=zone_name,
+        greeting=clean_greeting,
+        country=clean_country,
+    )
 
 
 def suppressed_reason(reason: str, when: dt.datetime) -> str:
@@ -194,6 +210,8 @@ def differences(subscriber: Subscriber, signup: Signup) -> list[str]:
         changes.append(f"timezone {subscriber.timezone} -> {signup.timezone}")
     if signup.greeting and signup.greeting != subscriber.greeting:
         changes.append(f"greeting {subscriber.greeting!r} -> {signup.greeting!r}")
+    if signup.country and signup.country != subscriber.country:
+        changes.append(f"country {subscriber.country or '(from the zone)'} -> {signup.country}")
     return changes
 
 
@@ -216,6 +234,7 @@ def enroll(
             name=signup.name,
             greeting=signup.greeting,
             timezone=signup.timezone,
+            country=signup.country,
             created_at=now,
         )
         session.add(subscriber)
@@ -447,7 +466,7 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
             due = schedule.resumed_due(
                 course.cadence,
                 schedule.zone(enrollment.subscriber.timezone),
-                unpaused_due=_unpaused_due(session, enrollment, course),
+                unpaused_due=unpaused_due(session, enrollment, course),
                 now=now,
             )
         if _reschedule(
@@ -469,7 +488,7 @@ def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being resumed")
 
 
-def _unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
+def unpaused_due(session: Session, enrollment: Enrollment, course: Course) -> dt.datetime:
     """When the next lesson would be due had there been no pause."""
     tz = schedule.zone(enrollment.subscriber.timezone)
     last_sent_at = session.scalar(

@@ -39,7 +39,7 @@ from dripcourse.people.enrollment import (
     suppressed_reason,
 )
 
-CSV_COLUMNS = ("email", "name", "timezone", "greeting")  # greeting is optional
+CSV_COLUMNS = ("email", "name", "timezone", "greeting", "country")  # the last two optional
 # Header spellings people and spreadsheets use, compared without case, spaces, "-" or "_".
 HEADER_NAMES = {
     "email": "email",
@@ -53,6 +53,8 @@ HEADER_NAMES = {
     "zone": "timezone",
     "greeting": "greeting",
     "salutation": "greeting",
+    "country": "country",
+    "countrycode": "country",
 }
 DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab"}
 SAVE_AS_UTF8 = (
@@ -245,7 +247,11 @@ def _check_row(
         # With no zone, the other fields are still checked now; the zone once we know
         # whether the person is on record already.
         signup = check_signup(
-            values.get("email") or "", values.get("name"), zone or "UTC", values.get("greeting")
+            values.get("email") or "",
+            values.get("name"),
+            zone or "UTC",
+            values.get("greeting"),
+            values.get("country"),
         )
     except FieldErrors as exc:
         problems.extend((line, problem) for problem in exc.problems)
@@ -257,6 +263,7 @@ def _check_row(
             name=signup.name,
             timezone=zone and signup.timezone,
             greeting=signup.greeting,
+            country=signup.country,
         ),
     )
 
@@ -351,14 +358,16 @@ def import_rows(
                 continue
             signup = row.signup
             if not signup.timezone:
-                signup = Signup(signup.email, signup.name, person.timezone, signup.greeting)
+                signup = Signup(
+                    signup.email, signup.name, person.timezone, signup.greeting, signup.country
+                )
             if changes := differences(person, signup):
                 errors.append(
                     (
                         row.line,
                         f"email: {email} is already on record with other details "
                         f"({', '.join(changes)}); fix the line, or change the person first "
-                        "(dripcourse set-timezone, enroll --update)",
+                        "(dripcourse set-timezone, set-country, enroll --update)",
                     )
                 )
                 continue
@@ -456,10 +465,10 @@ def _insert(
         _executemany(
             session,
             "subscribers",
-            ("email", "name", "timezone", "greeting", "created_at"),
+            ("email", "name", "timezone", "greeting", "country", "created_at"),
             [
-                (r.signup.email, r.signup.name, r.signup.timezone, r.signup.greeting, at)
-                for r in chunk
+                (s.email, s.name, s.timezone, s.greeting, s.country, at)
+                for s in (r.signup for r in chunk)
             ],
         )
         if progress:

@@ -14,6 +14,7 @@ from dripcourse import schedule
 from dripcourse.models import (
     Cohort,
     Delivery,
+    DeliveryProblem,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -268,4 +269,81 @@ def _enrollments_of(cohort: str):  # type: ignore[no-untyped-def]
         .join(Cohort, Enrollment.cohort_id == Cohort.id)
         .where(Cohort.name == cohort)
         .scalar_subquery()
+    )
+
+
+# Deliverability: blocks that are about us
+
+
+WARNING_DAYS = 7  # how far back a block still warns
+
+
+@dataclass(frozen=True)
+class DeliverabilityWarning:
+    """Bounces or complaints of one reason that are about our sending, not the subscriber."""
+
+    kind: str  # "bounce" or "complaint"
+    reason: str  # the bounce family ("content or policy block") or the feedback type
+    count: int
+    last: dt.datetime
+    statuses: tuple[str, ...]  # the enhanced codes seen, most frequent first (at most 3)
+
+    def describe(self) -> str:
+        codes = f" {', '.join(self.statuses)}" if self.statuses else ""
+        noun = "bounce" if self.kind == "bounce" else "complaint"
+        plural = "" if self.count == 1 else "s"
+        return f"{self.count} {noun}{plural} ({self.reason}{codes}), the last {_iso(self.last)}"
+
+
+def deliverability_warnings(
+    session: Session, now: dt.datetime, *, days: int = WARNING_DAYS
+) -> list[DeliverabilityWarning]:
+    """Bounces and complaints of the last ``days`` that were about us: a policy or content
+    block, our sender refused or unauthenticated, a message too large, a report of failed
+    authentication or of fraud. Whichever way they came (our bounce address, a provider's
+    webhook), they are read from ``delivery_problems``; the most frequent first."""
+    rows = session.execute(
+        select(
+            DeliveryProblem.kind,
+            DeliveryProblem.reason,
+            DeliveryProblem.status,
+            func.count(),
+            func.max(DeliveryProblem.at),
+        )
+        .where(
+            DeliveryProblem.effect == "warn",
+            DeliveryProblem.at > now - dt.timedelta(days=days),
+            DeliveryProblem.at <= now,
+        )
+        .group_by(DeliveryProblem.kind, DeliveryProblem.reason, DeliveryProblem.status)
+    ).all()
+    grouped: dict[tuple[str, str], list[tuple[str, int, dt.datetime]]] = {}
+    for kind, reason, code, count, last in rows:
+        grouped.setdefault((kind, reason), []).append((code, count, last))
+    warnings = [
+        DeliverabilityWarning(
+            kind=kind,
+            reason=reason,
+            count=sum(n for _code, n, _last in seen),
+            last=max(last for _code, _n, last in seen),
+            statuses=tuple(
+                code for code, _n, _last in sorted(seen, key=lambda each: -each[1]) if code
+            )[:3],
+        )
+        for (kind, reason), seen in grouped.items()
+    ]
+    return sorted(warnings, key=lambda w: (-w.count, w.kind, w.reason))
+
+
+def deliverability_line(
+    warnings: list[DeliverabilityWarning], *, days: int = WARNING_DAYS
+) -> str | None:
+    """The warning ``status`` and ``health`` print, or None when there is nothing to say."""
+    if not warnings:
+        return None
+    return (
+        f"deliverability warning: in the last {days} days, "
+        + "; ".join(w.describe() for w in warnings)
+        + ". These are about our sending (sender domain, SPF/DKIM/DMARC, content, size), "
+        "not the subscribers: their addresses are kept (docs/inbound.md)"
     )

@@ -85,6 +85,8 @@ def privacy_notice(settings: Settings) -> list[Section]:
             (
                 "Your email address, your name and your time zone, so that each lesson "
                 "reaches you at your own morning.",
+                "Your country, only if the course team set it, to choose which places to turn "
+                "you are shown (otherwise that comes from your time zone).",
                 "Which course you take, which day you are on, whether you paused, and when "
                 "each lesson was sent to you, with the version of the lesson you received.",
                 "The reflections you write.",
@@ -148,6 +150,22 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "this for you.",
                 "Unsubscribing stops the lessons but deletes nothing; your journal stays "
                 "available through your links.",
+            ),
+        ),
+        Section(
+            "Where to turn, and what happens when you write about a dark time",
+            (
+                "Every page you write on links to places to turn in a hard week: the list for "
+                "the country of your time zone, or for the country the course team set for you.",
+                "When a reflection you have just saved holds words of despair or self-harm "
+                "(from a short list kept with the program), the page that confirms it shows "
+                "those places first. For a reply by email, your journal shows them at its top "
+                "that day.",
+                "That check reads only the words you just wrote, while the page is being made. "
+                "Nothing about it is stored, logged, counted or sent, and no one is alerted: "
+                "the course team cannot see that it happened, and no one will contact you "
+                "because of it. It is not a clinical service; if you are in danger now, call "
+                "your local emergency number.",
             ),
         ),
         Section(f"Who runs this course: {team}", (contact,)),

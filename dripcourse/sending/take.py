@@ -297,6 +297,10 @@ def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-unty
         # Worked out only if the lesson shows it: deriving one parses the name.
         greeting=(item.greeting or "").strip(),
         greeting_fallback=item.course.greeting_fallback,
+        # By the reader's clock at this send, not the course's send time: a lesson that goes
+        # out late (a resume, a cohort started "now", the window's last hours) is not greeted
+        # "Good morning".
+        salutation=item.course.salutation_at(now.astimezone(schedule.zone(job.timezone))),
         **links,
         **reply_addresses(
             rt.links, rt.settings.reply_domain, job.enrollment_id, job.day, item.link_key

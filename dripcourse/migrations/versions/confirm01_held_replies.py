@@ -1,7 +1,7 @@
 """replies from another address held, sealed, until the subscriber confirms them
 
 Revision ID: confirm01_held_replies
-Revises: links01_bound_links
+Revises: bounces01_delivery_problems
 Create Date: 2026-12-07 18:10:00
 
 A reply to a lesson's reply address from an address other than the subscriber's is no longer
@@ -16,7 +16,7 @@ import dripcourse.models  # noqa: F401  (custom column types)
 
 
 revision = 'confirm01_held_replies'
-down_revision = 'links01_bound_links'
+down_revision = 'bounces01_delivery_problems'
 branch_labels = None
 depends_on = None
 

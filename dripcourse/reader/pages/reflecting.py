@@ -18,6 +18,7 @@ from dripcourse.db import transaction
 from dripcourse.models import Enrollment, EnrollmentStatus
 from dripcourse.reader import journal as journals
 from dripcourse.reader import reflections
+from dripcourse.reader.pages import support
 from dripcourse.reader.pages.access import (
     ROUTE,
     bp,
@@ -70,7 +71,9 @@ def reflect(token: str) -> Response | str | tuple[str, int]:
             text = reflection.body if reflection else ""
             # Only with a reflection to show: ?saved=1 by itself is not a saved reflection.
             saved = "saved" in request.args and reflection is not None
-            return render_template("reflect.html", **page, text=text, saved=saved)
+            # Worked out from what was just saved, as the page is shown; kept nowhere.
+            care = support.after_writing(course, enrollment.subscriber, text) if saved else None
+            return render_template("reflect.html", **page, text=text, saved=saved, care=care)
         if not check_form(links.REFLECT, enrollment_id, day):
             error = (
                 "This page was open a long time, so your reflection was not saved yet. "
@@ -118,6 +121,7 @@ def journal(token: str) -> str:
             done=done,
             zone=enrollment.subscriber.timezone,
             token=token,
+            care=support.on_the_journal(course, enrollment.subscriber, entries, now()),
         )
 
 
