@@ -36,6 +36,7 @@ from dripcourse.runtime import Runtime
 from dripcourse.sending import notices
 from tests.conftest import REFLECTIONS_KEY, make_settings, service_missing, utc
 from tests.smtp_sink import Received, SMTPSink
+from tests.test_care import DESPAIR
 from tests.test_inbound import DOMAIN, MAIL, REPLIES
 from tests.test_spam_score import scored_rules
 from tests.test_web_support import Clock, address, enroll, make_app, run_cli, send_days
@@ -587,3 +588,26 @@ def test_spamassassin_scores_no_point_for_the_notice(
     rules = scored_rules(str(found), message.data)
     assert "NO_RELAYS" in rules, rules  # the report was read
     assert {name: points for name, points in rules.items() if points != 0} == {}
+
+
+def test_the_page_links_where_to_turn_and_shows_it_first_after_saving_despair(
+    rt: Runtime, ana: int, smtp_sink: SMTPSink
+) -> None:
+    """Invariant 18: a page a reader writes on links their places to turn, and saving words
+    of despair shows them at once (nothing about it is kept)."""
+    dark = DESPAIR["en"][0]
+    raw = reply(rt, ana).replace(TEXT.splitlines()[0].encode(), dark.encode())
+    receive(rt, raw)
+    notices_pass(rt)
+    url = confirm_path(asked(smtp_sink)[0])
+    web = client(rt)
+    shown = web.get(url).get_data(as_text=True)
+    assert 'class="support-line"' in shown and '<section class="care"' not in shown
+    done = press(web, url, "save").get_data(as_text=True)
+    assert '<section class="care"' in done and 'class="support-line"' in done
+    assert dark in (saved(rt, ana) or "")
+    # A calm reply saved the same way shows the line only.
+    receive(rt, reply(rt, ana, day=2))
+    notices_pass(rt)
+    calm = press(web, confirm_path(asked(smtp_sink)[1]), "save").get_data(as_text=True)
+    assert '<section class="care"' not in calm and 'class="support-line"' in calm

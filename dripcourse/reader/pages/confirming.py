@@ -4,7 +4,8 @@ A thin adapter over ``held_replies``. The link is the reader's only credential, 
 page (``access``), and it always expires (``links.MAX_AGE_DAYS``): an expired, used or deleted
 one gets a page that says which, with 410, and shows nothing. It offers no link to the
 journal or the reflection: those may live longer than its 7 days, and a page never hands out
-a link stronger than the one that opened it.
+a link stronger than the one that opened it. Like every page a reader writes on, it links
+their places to turn, and shows them first when the reply just saved sounds like despair.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from flask import abort, g, render_template, request
 from dripcourse import links
 from dripcourse.db import transaction
 from dripcourse.reader import held_replies, reflections
+from dripcourse.reader.pages import support
 from dripcourse.reader.pages.access import (
     MAX_TOKEN_CHARS,
     ROUTE,
@@ -81,7 +83,11 @@ def confirm(token: str) -> str | tuple[str, int]:
             return _gone(GONE[gone.resolution])
         except reflections.ReflectionRejected as exc:
             return render_template("confirm.html", **page, error=str(exc)), 400
-        return render_template("confirm.html", **page, done=action)
+        # Words of despair just saved show the reader's places to turn first; kept nowhere.
+        care = support.after_writing(course, enrollment.subscriber, held.body)
+        return render_template(
+            "confirm.html", **page, done=action, care=care if action == "save" else None
+        )
 
 
 def _load(token: str) -> tuple[int, int] | None:
