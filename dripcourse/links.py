@@ -20,7 +20,7 @@ import hmac
 from dataclasses import dataclass
 from typing import Protocol
 
-from itsdangerous import BadData, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy.orm import Session
 
 from dripcourse.models import MAX_ID, Enrollment
@@ -32,6 +32,10 @@ UNSUBSCRIBE = "unsubscribe"
 LESSON = "lesson"  # the lesson as sent, to read in a browser
 SUPPORT = "support"  # where to turn in a dark week: the reader's list, nothing private
 CHECKIN = "checkin"  # answer a check-in question (the answer follows the token in the path)
+# A reply from another address, held until its reader says whether it is theirs: the link in
+# the one message that asks them, to (enrollment, held reply). It always expires.
+CONFIRM = "confirm"
+CONFIRM_MAX_AGE_DAYS = 7
 # Address tokens, in the local part of a reply or bounce address (see ``Links.address_token``).
 REPLY = "reply"
 BOUNCE = "bounce"
@@ -50,6 +54,7 @@ PATHS = {
     LESSON: "l",
     SUPPORT: "s",
     CHECKIN: "c",
+    CONFIRM: "h",
 }
 PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # The links to private writing; with ``reflect_max_age_days`` set, they expire. Pause and
@@ -57,10 +62,16 @@ PRIVACY_PATH = "/privacy"  # the same for everyone: no token
 # must always open), so the pages they open show nothing private and offer no link to these.
 # A check-in answer is the subscriber's own too, and its page offers the journal.
 EXPIRING = (REFLECT, JOURNAL, LESSON, CHECKIN)
+# Links that expire whatever the settings say, after this many days.
+MAX_AGE_DAYS = {CONFIRM: CONFIRM_MAX_AGE_DAYS}
 
 
 class BadToken(Exception):
     """A forged, tampered, truncated or expired token, or one naming no possible row."""
+
+
+class ExpiredToken(BadToken):
+    """A token we made, for this purpose, that is past its age: a page may say so."""
 
 
 class Bindable(Protocol):
@@ -168,10 +179,14 @@ class Links:
         max_age = None
         if purpose in EXPIRING and self.reflect_max_age_days:
             max_age = self.reflect_max_age_days * 86400
+        if purpose in MAX_AGE_DAYS:
+            max_age = MAX_AGE_DAYS[purpose] * 86400
         try:
             payload, issued_at = self._serializer(purpose).loads(
                 token, max_age=max_age, return_timestamp=True
             )
+        except SignatureExpired:
+            raise ExpiredToken(purpose) from None
         except BadData:
             raise BadToken(purpose) from None
         if not isinstance(payload, list):

@@ -450,7 +450,7 @@ class InboundKind(enum.StrEnum):
     """What an inbound message turned out to be (``InboundMessage.kind``)."""
 
     REPLY = "reply"  # saved as the day's reflection
-    HELD = "held"  # a reply from another address: not saved, counted
+    HELD = "held"  # a reply from another address: kept sealed until its reader says (HeldReply)
     LIMITED = "limited"  # a reply over the rate limits: not saved, counted
     AUTO_REPLY = "auto-reply"  # out-of-office and the like: dropped, counted
     BOUNCE = "bounce"  # a permanent delivery failure: the address is suppressed
@@ -504,6 +504,64 @@ class WebhookEvent(Base):
     received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
 
 
+class NoticeState(enum.StrEnum):
+    """Where the message asking about a held reply is (``HeldReply.notice_state``)."""
+
+    DUE = "due"  # to be queued by the tick once notice_next_at has passed
+    SENDING = "sending"  # a worker holds it until notice_next_at
+    SENT = "sent"
+    FAILED = "failed"  # not sent: the address may not be mailed, the course is gone, refused
+
+
+class HeldReply(Base):
+    """A reply to a lesson from another address than the subscriber's, waiting for them to say
+    whether it is theirs (docs/inbound.md, "Replies from another address").
+
+    The text and the sender's address are sealed like reflections; the address is also kept
+    as a keyed digest, which is how "one message per (enrollment, day, sender)" is checked
+    without it in clear. Once the reader saves or discards it, both sealed values are cleared
+    and the row stays, without them, until ``expires_at`` (so a used link says so); then it
+    is deleted.
+    """
+
+    __tablename__ = "held_replies"
+    __table_args__ = (
+        UniqueConstraint(
+            "enrollment_id", "day", "sender_digest", name="uq_held_reply_enrollment_day_sender"
+        ),
+        Index("ix_held_replies_notice", "notice_state", "notice_next_at"),
+        Index("ix_held_replies_expires_at", "expires_at"),
+        # Its id is in the confirm link: never handed out twice.
+        {"sqlite_autoincrement": True},
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(ForeignKey("enrollments.id", ondelete="CASCADE"))
+    day: Mapped[int] = mapped_column(Integer)
+    # HMAC-SHA256 of the case-folded address under a key of ours: no address in clear.
+    sender_digest: Mapped[str] = mapped_column(String(64))
+    # Both sealed under the reflections key; NULL once saved or discarded.
+    sealed_sender: Mapped[str | None] = mapped_column(Text, default=None)
+    sealed_body: Mapped[str | None] = mapped_column(Text, default=None)
+    # The question as it was asked, for the reflection a saved reply becomes.
+    prompt: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    notice_state: Mapped[NoticeState] = mapped_column(
+        _enum(NoticeState, "notice_state"), default=NoticeState.DUE
+    )
+    # DUE: when the tick may queue it; SENDING: when the worker's lease runs out.
+    notice_next_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    notice_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    notice_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+    notice_error: Mapped[str | None] = mapped_column(Text, default=None)
+    # "saved" or "discarded" once the reader chose; NULL while it waits.
+    resolution: Mapped[str | None] = mapped_column(String(16), default=None)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    enrollment: Mapped[Enrollment] = relationship()
+
+
 __all__ = [
     "Base",
     "CheckinAnswer",
@@ -518,9 +576,11 @@ __all__ = [
     "DeliveryStatus",
     "Enrollment",
     "EnrollmentStatus",
+    "HeldReply",
     "InboundKind",
     "InboundMessage",
     "LessonVersion",
+    "NoticeState",
     "Reflection",
     "Subscriber",
     "Suppression",

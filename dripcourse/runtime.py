@@ -175,6 +175,7 @@ class Runtime:
             limits=Limits(
                 per_subscriber_per_day=s.inbound_max_per_subscriber_per_day,
                 per_hour=s.inbound_max_per_hour,
+                held_notices_per_day=s.inbound_max_notices_per_subscriber_per_day,
                 max_chars=s.reflection_max_chars,
             ),
         )

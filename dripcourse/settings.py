@@ -101,6 +101,9 @@ class Settings:
     # What inbound mail may save: replies per subscriber per day, and from everyone per hour.
     inbound_max_per_subscriber_per_day: int = 20
     inbound_max_per_hour: int = 500
+    # A reply from another address is held and its reader asked, at most this many times per
+    # reader per day (0: such replies are not kept and nobody is asked).
+    inbound_max_notices_per_subscriber_per_day: int = 3
     # The largest inbound message taken, in bytes (the listener refuses bigger ones).
     inbound_max_bytes: int = 1_000_000
     # The authserv-id the MTA in front writes in its Authentication-Results header; when set,
@@ -304,6 +307,10 @@ def validate(settings: Settings) -> None:
     for name in positive:
         if getattr(settings, name) <= 0:
             raise ConfigError(f"setting {name}: must be greater than 0")
+    if settings.inbound_max_notices_per_subscriber_per_day < 0:
+        raise ConfigError(
+            "setting inbound_max_notices_per_subscriber_per_day: must be 0 (never ask) or more"
+        )
     if not 0 <= settings.bounce_soft_days <= settings.bounce_soft_window_days:
         raise ConfigError(
             "setting bounce_soft_days: must be 0 or more and no more than bounce_soft_window_days"

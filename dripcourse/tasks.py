@@ -35,7 +35,7 @@ from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
-from dripcourse.sending import outages, queue_loss
+from dripcourse.sending import notices, outages, queue_loss
 from dripcourse.sending.liveness import Heartbeat
 from dripcourse.settings import Settings, check_existing_secret_key, load_settings
 
@@ -231,10 +231,19 @@ def enqueue(ids: Sequence[int]) -> None:
 
 
 def scheduler_pass(rt: Runtime, now: dt.datetime) -> delivery.TickResult:
-    """Queue again what a broker lost since the last pass, then claim and sweep as usual."""
+    """Queue again what a broker lost since the last pass, then claim and sweep as usual;
+    last, queue the messages asking readers about replies from other addresses."""
     recovered = queue_loss.requeue_if_lost(rt, now, enqueue, _marker)
     result = delivery.tick(rt, now, enqueue)
+    notices.queue_due(rt, now, enqueue_notices)
     return dataclasses.replace(result, requeued=result.requeued + recovered)
+
+
+def enqueue_notices(ids: Sequence[int]) -> None:
+    """Queue the held-reply notices, one task per ``send_batch_size`` of them; one the broker
+    refuses is queued again by a later pass, once its time passes."""
+    for batch in batches(ids, runtime().settings.send_batch_size):
+        send_held_notices.apply_async((batch,))
 
 
 @app.task(name="dripcourse.tick", ignore_result=True)
@@ -289,16 +298,25 @@ def _describe(delivery_ids: Sequence[int]) -> str:
     return f"deliveries {delivery_ids[0]}..{delivery_ids[-1]} ({len(delivery_ids)})"
 
 
+@app.task(name="dripcourse.send_held_notices", ignore_result=True, acks_late=True)
+def send_held_notices(held_ids: list[int]) -> dict[str, int]:
+    """Ask the readers of these held replies, at their own address, whether each is theirs."""
+    outcomes = notices.send_notices(runtime(), held_ids, utcnow())
+    return dict(Counter(outcomes.values()))
+
+
 @app.task(name="dripcourse.delete_old_reflections", ignore_result=True)
 def delete_old_reflections() -> int:
-    """Delete reflections past reflections_retention_days, and the records of inbound mail
-    past theirs (privacy.expire_inbound_records); returns how many reflections."""
+    """Delete reflections past reflections_retention_days, the records of inbound mail past
+    theirs (privacy.expire_inbound_records) and held replies past theirs; returns how many
+    reflections."""
     rt = runtime()
     with transaction(rt.sessions) as session:
         deleted = privacy.delete_old_reflections(
             session, rt.settings.reflections_retention_days, utcnow()
         )
         privacy.expire_inbound_records(session, utcnow())
+        privacy.expire_held_replies(session, utcnow())
     if deleted:
         log.info(
             "retention: %d reflections older than %d days deleted",

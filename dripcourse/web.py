@@ -2,9 +2,10 @@
 
 A Flask application factory and what every response shares: its headers, its error pages,
 its log lines without the link token. The pages are in ``reflecting`` (reflect, journal,
-downloads, a lesson) and ``leaving`` (pause, unsubscribe, deleting, the privacy notice); what
-a link opens and how forms are checked is ``access``. The email providers' webhooks
-(``/webhooks/<provider>``) are ``inbound.providers.endpoints``.
+downloads, a lesson), ``leaving`` (pause, unsubscribe, deleting, the privacy notice) and
+``confirming`` (a reply from another address, saved or discarded); what a link opens and how
+forms are checked is ``access``. The email providers' webhooks (``/webhooks/<provider>``) are
+``inbound.providers.endpoints``.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dripcourse.reader import reflections
 from dripcourse.reader.pages import (  # noqa: F401 - their pages join access.bp
     checking_in,
     circle,
+    confirming,
     leaving,
     reflecting,
     support,
@@ -63,7 +65,7 @@ ERROR_TEXT = {
 
 ERROR_TITLES = {410: "No longer available"}
 
-_TOKEN_IN_PATH = re.compile(r"/([rjpuls])/[^\s?/]+")
+_TOKEN_IN_PATH = re.compile(r"/([rjpulsch])/[^\s?/]+")
 
 
 class WebApp(Flask):

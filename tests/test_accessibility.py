@@ -80,6 +80,7 @@ SUBSCRIBER_PAGES = {
     "unsubscribed": lambda rt: path(rt, links.UNSUBSCRIBE, 2),
     "subscribed-again": lambda rt: path(rt, links.UNSUBSCRIBE, 3) + "?back=1",
     "delete-everything": lambda rt: path(rt, links.JOURNAL, 1) + "/delete/everything",
+    "confirm a held reply": lambda rt: path(rt, links.CONFIRM, 1, 1),
     "not-found": lambda rt: "/j/not-a-token",
 }
 

@@ -34,6 +34,8 @@ PAGES = {
     "lesson, day": (links.LESSON, lambda n: (1, n), "", ("GET",)),
     "pause": (links.PAUSE, lambda n: (n,), "", ("GET", "POST")),
     "unsubscribe": (links.UNSUBSCRIBE, lambda n: (n,), "", ("GET", "POST")),
+    "confirm, enrollment": (links.CONFIRM, lambda n: (n, 1), "", ("GET", "POST")),
+    "confirm, held reply": (links.CONFIRM, lambda n: (1, n), "", ("GET", "POST")),
 }
 
 

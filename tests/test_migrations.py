@@ -24,6 +24,7 @@ from dripcourse.models import (
     Delivery,
     DeliveryProblem,
     Enrollment,
+    HeldReply,
     InboundMessage,
     LessonVersion,
     Reflection,
@@ -67,6 +68,7 @@ TABLES_EMPTIED = {
     "circle_posts",
     "circle_notes",
     "circle_reports",
+    "held_replies",
 }
 BREAKER_CLOSED = {
     "name": "mail",
@@ -335,6 +337,21 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
         conn.execute(
             insert(InboundMessage).values(
                 digest="e" * 64, kind="reply", enrollment_id=1, day=2, received_at=NOW
+            )
+        )
+        conn.execute(
+            insert(HeldReply).values(
+                enrollment_id=1,
+                day=2,
+                sender_digest="f" * 64,
+                sealed_sender=cipher.seal("ana@hospital.example.org"),
+                sealed_body=cipher.seal("a reply from another address"),
+                prompt="What brought you here?",
+                received_at=NOW,
+                expires_at=NOW + dt.timedelta(days=7),
+                notice_state="sent",
+                notice_attempts=1,
+                notice_sent_at=NOW,
             )
         )
         conn.execute(

@@ -21,6 +21,7 @@ from dripcourse.db import transaction
 from dripcourse.models import Enrollment
 from dripcourse.people import enrollment as enrollments
 from dripcourse.people import rejoining
+from dripcourse.reader import held_replies
 from dripcourse.runtime import Runtime
 from dripcourse.web import create_app
 from tests.conftest import IN_CI, make_settings, utc
@@ -62,6 +63,7 @@ def site(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Runtime, str]]:
         for each in (left, back):
             enrollments.unsubscribe(session, session.get(Enrollment, each), utcnow())  # type: ignore[arg-type]
         rejoining.resubscribe(session, session.get(Enrollment, back), rt.catalog.course, utcnow())  # type: ignore[arg-type]
+    hold_a_reply(rt, enrollment_id)
     server = make_server("127.0.0.1", 0, create_app(rt), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -69,6 +71,26 @@ def site(tmp_path: Path, sqlite_url: str) -> Iterator[tuple[Runtime, str]]:
     server.shutdown()
     thread.join(timeout=5)
     rt.close()
+
+
+def hold_a_reply(rt: Runtime, enrollment_id: int) -> None:
+    """A reply to Day 2 from a long address that is not theirs, held for the confirm page."""
+    with transaction(rt.sessions) as session:
+        enrollment = session.get(Enrollment, enrollment_id)
+        assert enrollment is not None
+        held_replies.hold(
+            session,
+            enrollment,
+            2,
+            "kiran.the.registrar.on.call.this.weekend@paediatrics.hospital.example.org",
+            REFLECTION,
+            "What did you notice?",
+            cipher=rt.reflection_cipher,
+            links=rt.links,
+            max_chars=rt.settings.reflection_max_chars,
+            notices_per_day=3,
+            now=utcnow(),  # the live server's clock: held for the next 7 days
+        )
 
 
 PAGES = {
@@ -80,6 +102,7 @@ PAGES = {
     "pause": lambda rt: path(rt, links.PAUSE, 1),
     "unsubscribed": lambda rt: path(rt, links.UNSUBSCRIBE, 2),
     "subscribed-again": lambda rt: path(rt, links.UNSUBSCRIBE, 3) + "?back=1",
+    "confirm a held reply": lambda rt: path(rt, links.CONFIRM, 1, 1),
 }
 
 

@@ -741,6 +741,9 @@ def test_reflecting_from_a_delivered_lesson_over_real_http(
     [
         ("GET /r/WzEsMV0.awbPug.Q_QL HTTP/1.1", "GET /r/<token> HTTP/1.1"),
         ("POST /u/WzFd.awbPug.MlJW?x=1 HTTP/1.1", "POST /u/<token>?x=1 HTTP/1.1"),
+        ("POST /c/WzEsMSwiayJd.awbPug.Q_QL HTTP/1.1", "POST /c/<token> HTTP/1.1"),
+        ("POST /h/WzEsMSwiayJd.awbPug.Q_QL HTTP/1.1", "POST /h/<token> HTTP/1.1"),
+        ("GET /s/WzEsMSwiayJd.awbPug.Q_QL HTTP/1.1", "GET /s/<token> HTTP/1.1"),
         ("GET /static/web.css HTTP/1.1", "GET /static/web.css HTTP/1.1"),
     ],
 )

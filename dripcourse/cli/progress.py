@@ -17,7 +17,7 @@ from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.people import enrollment, status
 from dripcourse.runtime import Runtime
-from dripcourse.sending import breaker
+from dripcourse.sending import breaker, notices
 
 
 @cli.command()
@@ -32,6 +32,7 @@ def tick(state: State, inline: bool) -> None:
     rt = state.runtime
     if inline:
         result, outcomes = delivery.tick_inline(rt, utcnow)
+        notices.queue_due(rt, utcnow(), lambda ids: notices.send_notices(rt, ids, utcnow()))
     else:
         # Before the broker, which makes a file of its own (dripcourse.tasks, when imported).
         db.check_schema(rt.engine)
@@ -270,15 +271,20 @@ def retry_failed(state: State, cohort_name: str | None, since: dt.datetime | Non
 @reflections.command("rekey")
 @pass_state
 def reflections_rekey(state: State) -> None:
-    """Seal every reflection again under the first key of reflections_key."""
-    from dripcourse.reader import circle
+    """Seal every reflection (and every reply from another address still held) again under
+    the first key of reflections_key."""
+    from dripcourse.reader import circle, held_replies
     from dripcourse.reader import reflections as reflection_store
 
     rt = state.runtime
     with db.transaction(rt.sessions) as session:
         count = reflection_store.rekey(session, rt.reflection_cipher)
         shared = circle.rekey(session, rt.reflection_cipher)
-    click.echo(f"{count} reflections sealed again under the first key")
+        held = held_replies.rekey(session, rt.reflection_cipher)
+    click.echo(
+        f"{count} reflections sealed again under the first key"
+        + (f", and {held} held replies" if held else "")
+    )
     if shared:
         click.echo(f"{shared} shared reflections and notes of the cohort circle too")
 

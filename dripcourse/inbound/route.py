@@ -8,9 +8,9 @@ adapters that hand bytes to ``process``. The raw message is never stored: a row 
 ``inbound_messages`` keeps only what kind it was, for the Message-ID check, the rate limits
 and ``status``.
 
-It stays whole (about 410 lines): the routing of one message is one reading; who sent a
-reply is ``sender``'s question, what it answers ``answered``'s, and what a report does
-``effects``'.
+It stays whole (about 450 lines): the routing of one message is one reading; who sent a
+reply is ``sender``'s question, what it answers ``answered``'s, what a report does
+``effects``', and what becomes of a reply from another address ``reader.held_replies``'.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from dripcourse.models import (
     InboundMessage,
     Subscriber,
 )
+from dripcourse.reader import held_replies
 from dripcourse.reader.reflections import ReflectionRejected, append_from_email
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,8 @@ class Limits:
     per_subscriber_per_day: int = 20
     per_hour: int = 500
     max_chars: int = 20000
+    # Messages asking a reader about a reply from another address, per reader per day.
+    held_notices_per_day: int = 3
 
 
 @dataclass(frozen=True)
@@ -239,7 +242,7 @@ def _reply(
             InboundKind.JUNK, "a From that is not one plain address", enrollment_id, day
         )
     if sender.casefold() != subscriber.email.casefold():
-        return Decision(InboundKind.HELD, "sent from another address", enrollment_id, day)
+        return _hold(session, msg, inbound, now, enrollment, day, sender)
     if inbound.trusted_authserv_id and not authenticated(msg, inbound.trusted_authserv_id):
         return Decision(
             InboundKind.JUNK, "the sender's domain did not authenticate", enrollment_id, day
@@ -273,6 +276,44 @@ def _reply(
         why = "empty" if "empty" in str(exc) else "too long"
         return Decision(InboundKind.JUNK, f"reply {why}, not saved", enrollment_id, day)
     return Decision(InboundKind.REPLY, "", enrollment_id, day)
+
+
+def _hold(
+    session: Session,
+    msg: EmailMessage,
+    inbound: Inbound,
+    now: dt.datetime,
+    enrollment: Enrollment,
+    day: int,
+    sender: str,
+) -> Decision:
+    """A reply from another address: kept sealed, and its reader asked once whether it is
+    theirs (reader.held_replies; the asking is sent after the commit by sending.notices)."""
+    # The lock replies take: two held replies at once cannot both pass the notice limit.
+    session.execute(
+        select(Subscriber.id).where(Subscriber.id == enrollment.subscriber_id).with_for_update()
+    )
+    asked = answered(session, enrollment, day, inbound.course, inbound.lesson_text)
+    if asked.prompt is None:
+        return Decision(InboundKind.JUNK, "the course no longer has that day", enrollment.id, day)
+    try:
+        detail = held_replies.hold(
+            session,
+            enrollment,
+            day,
+            sender,
+            reply_text(msg, lesson=asked.lesson),
+            asked.prompt,
+            cipher=inbound.cipher,
+            links=inbound.links,
+            max_chars=inbound.limits.max_chars,
+            notices_per_day=inbound.limits.held_notices_per_day,
+            now=now,
+        )
+    except ReflectionRejected as exc:
+        why = "empty" if "empty" in str(exc) else "too long"
+        return Decision(InboundKind.JUNK, f"reply {why}, not held", enrollment.id, day)
+    return Decision(InboundKind.HELD, f"from another address, {detail}", enrollment.id, day)
 
 
 def _over_limit(session: Session, limits: Limits, subscriber_id: int, now: dt.datetime) -> str:

@@ -32,7 +32,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.reader import circle
+from dripcourse.reader import circle, held_replies
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,9 @@ def delete_reflections(session: Session, subscriber: Subscriber) -> int:
         return 0
     # What they shared and wrote in the cohort circle goes with their reflections.
     circle.erase(session, ids)
-    # The record of each reply says which day they wrote back and when: it goes with the text.
+    # The record of each reply says which day they wrote back and when: it goes with the text;
+    # replies from other addresses still waiting to be saved go too.
+    held_replies.delete_for(session, ids)
     _delete(
         session,
         delete(InboundMessage).where(
@@ -103,15 +105,17 @@ def forget_subscriber(session: Session, subscriber: Subscriber, now: dt.datetime
     (and cancels a lesson already queued, which finds its delivery gone or the address
     suppressed); it says only that they were forgotten, and when (an earlier bounce's text,
     which may quote the address, goes). Their name, time zone, enrollments, delivery records,
-    reflections, check-in answers and the records of their inbound mail go, and their address
-    is erased from the error texts kept elsewhere. Their lesson files in the outbox are the
-    caller's to remove (``remove_outbox_files``): they are not in the database.
+    reflections, check-in answers, the records of their inbound mail and the replies from other
+    addresses held for them go, and their address is erased from the error texts kept
+    elsewhere. Their lesson files in the outbox are the caller's to remove
+    (``remove_outbox_files``): they are not in the database.
     """
     email = subscriber.email
     ids = _enrollment_ids(session, subscriber)
     _suppress_as_forgotten(session, email, now)
     circle.erase(session, ids)
     _delete(session, delete(InboundMessage).where(InboundMessage.enrollment_id.in_(ids)))
+    held_replies.delete_for(session, ids)
     counts = Forgotten(
         enrollments=len(ids),
         deliveries=_delete(session, delete(Delivery).where(Delivery.enrollment_id.in_(ids))),
@@ -218,6 +222,11 @@ def expire_inbound_records(session: Session, now: dt.datetime) -> int:
             InboundMessage.received_at < now - DUPLICATE_WINDOW,
         ),
     )
+
+
+def expire_held_replies(session: Session, now: dt.datetime) -> int:
+    """Delete the replies from other addresses held past their seven days; how many."""
+    return held_replies.expire(session, now)
 
 
 def reflections_of(session: Session, subscriber: Subscriber) -> int:

@@ -49,9 +49,27 @@ def privacy_notice(settings: Settings) -> list[Section]:
             "and your signature) is saved as that day's reflection, encrypted like the others. "
             "The email itself is not kept: only a note that a message arrived, for which "
             "lesson and when, so that it is not saved twice.",
+            "A reply from another address than the one your lessons come to is not saved "
+            "unless you say so: its text and that address are kept encrypted, like your "
+            "reflections, for 7 days, and we send one email to your own address (never with "
+            "the reply in it) with a link that shows it and asks whether to save it to your "
+            "journal.",
         )
         if settings.reply_domain
         else ()
+    )
+    held_kept = (
+        (
+            "A reply from another address that you have not saved is deleted after 7 days, "
+            "or as soon as you discard it.",
+        )
+        if settings.reply_domain
+        else ()
+    )
+    held_deleted = (
+        "Both also delete any reply from another address still waiting for you. "
+        if settings.reply_domain
+        else ""
     )
     team = settings.team_name
     contact = (
@@ -139,6 +157,7 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 kept,
                 "The note that an email arrived which saved nothing (an automatic reply, a "
                 "message we could not use) is deleted after 7 days.",
+                *held_kept,
                 "Everything else is kept while you take the course, and afterwards so that "
                 "your journal stays available, until you delete it.",
                 "After you delete everything, only your email address stays, on a do-not-mail "
@@ -152,8 +171,7 @@ def privacy_notice(settings: Settings) -> list[Section]:
                 "reflection you have written; \u201cDelete everything about me\u201d deletes "
                 "your name, time zone, courses, the record of lessons sent to you and of your "
                 "replies, any lesson to you still waiting to be sent, your reflections and "
-                "your check-in answers. "
-                "Both ask you to confirm first.",
+                "your check-in answers. " + held_deleted + "Both ask you to confirm first.",
                 "After \u201cDelete everything about me\u201d we keep only your email address, "
                 "on a do-not-mail list, so that nothing is ever sent to it again, and your old "
                 "links and reply address stop working. You can also ask the course team to do "
