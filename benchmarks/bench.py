@@ -38,11 +38,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import formataddr
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import bench_claim  # noqa: E402 - beside this file
 import redis
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
@@ -586,6 +588,38 @@ def measure_slow_relay(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Nam
         sink.stop()
 
 
+def measure_claim(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
+    enrolled, due = args.claim
+    with scratch_postgres(args.postgres) as url:
+        now = utcnow()
+        seed(url, enrolled, due, now)
+        rt = Runtime(settings_for(tmp, database_url=url, broker_url=args.redis))
+        again = partial(make_due_again, rt, now)
+        found = bench_claim.claim_rates(rt, now, due, args.redis, again)
+        rt.close()
+    raw, claim, queued = found["raw"], found["claim"], found["queued"]
+    morning = f"{due:,} due among {enrolled:,} enrolled"
+    rows.append(
+        (
+            f"raw: one SQL statement marks {morning} in flight and inserts their deliveries",
+            f"{raw:.2f} s = {due / raw:,.0f}/s",
+        )
+    )
+    rows.append(
+        (
+            f"claim {morning}: claim_due_lessons, batches of 500, every rule",
+            f"{claim:.2f} s = **{due / claim:,.0f}/s** = {raw / claim:.2f} x raw",
+        )
+    )
+    rows.append(
+        (
+            f"claim {morning} and queue it on Redis as each batch commits",
+            f"first batch queued after {found['first queued']:.3f} s, all after {queued:.2f} s "
+            f"= {due / queued:,.0f}/s",
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -618,8 +652,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["send", "slow-relay", "personalise", "enqueue", "pass"],
-        default=["send", "slow-relay", "personalise", "enqueue", "pass"],
+        choices=["send", "slow-relay", "personalise", "enqueue", "pass", "claim"],
+        default=["send", "slow-relay", "personalise", "enqueue", "pass", "claim"],
         help="what to measure (all by default)",
     )
     parser.add_argument(
@@ -634,6 +668,14 @@ def main() -> None:
     parser.add_argument(
         "--relay-threads", type=int, default=8, help="slow-relay part: threads per worker"
     )
+    parser.add_argument(
+        "--claim",
+        type=int,
+        nargs=2,
+        default=[1_000_000, 100_000],
+        metavar=("ENROLLED", "DUE"),
+        help="claim part: a morning of DUE among ENROLLED",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
     # Killed with SIGTERM, still stop the workers and drop the scratch databases.
@@ -641,6 +683,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     if args.quick:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
+        args.claim = [100_000, 10_000]
 
     rows = Rows()
     explained: dict[str, dict[str, str]] = {}
@@ -665,6 +708,8 @@ def main() -> None:
                 ("enqueue 10,000 ids on Redis: tasks.enqueue, 100 to a task", f"{after:,.0f}/s")
             )
         probe.close()
+        if "claim" in args.parts:
+            measure_claim(rows, tmp, args)
         layout = "every nth due" if args.spread else "one cohort due"
         for enrolled in args.enrolled if "pass" in args.parts else []:
             due = min(args.due, enrolled)

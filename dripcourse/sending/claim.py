@@ -91,11 +91,11 @@ def requeue_lost(rt: Runtime, now: dt.datetime, enqueue: Enqueue, limit: int | N
     while True:
         size = rt.settings.batch_size if limit is None else min(limit, rt.settings.batch_size)
         with transaction(rt.sessions) as session:
-            pick = picked(open_deliveries(now, size), session)
+            pick = picked(Delivery.id, open_deliveries(now, size), session)
             ids = session.scalars(
                 update(Delivery)
                 .where(
-                    Delivery.id.in_(pick),
+                    pick,
                     Delivery.status.in_(OPEN),
                     Delivery.next_attempt_at <= now,
                 )

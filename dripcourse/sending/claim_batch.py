@@ -18,7 +18,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Integer, Select, bindparam, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Integer,
+    Select,
+    any_,
+    bindparam,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session
 
@@ -45,20 +55,24 @@ def postgres(session: Session) -> bool:
     return session.get_bind().dialect.name == "postgresql"
 
 
-def picked(query: Select[tuple[int]], session: Session):  # type: ignore[no-untyped-def]
-    """The ids ``query`` picks, for ``WHERE id IN (...)``, evaluated once per statement.
+def picked(column: ColumnElement[int], query: Select[tuple[int]], session: Session):  # type: ignore[no-untyped-def]
+    """``column`` among the ids ``query`` picks, evaluated once per statement.
 
     On PostgreSQL the pick locks its rows with FOR UPDATE SKIP LOCKED, so two ticks never wait
-    for each other, and runs as a materialised CTE: as a plain subquery the planner may run it
-    again for every row of the UPDATE (a nested loop over a small table), and each run skips
-    the rows the statement has just changed and picks new ones, so a pick of one took all.
+    for each other, and runs once: as a plain subquery the planner may run it again for every
+    row of the UPDATE (a nested loop over a small table), and each run skips the rows the
+    statement has just changed and picks new ones, so a pick of one took all. Its ids come
+    back as one array, which the UPDATE can only look up by key: as ``IN (SELECT ...)`` the
+    planner may hash the pick and scan the whole table for every batch instead (it did for a
+    morning of 20,000 readers all due at once).
     SQLite has no row locks; its claims rely on the compare-and-set each caller does on the
     rows it read.
     """
     if not postgres(session):
-        return query.scalar_subquery()
+        return column.in_(query.scalar_subquery())
     once = query.with_for_update(skip_locked=True).cte("picked").prefix_with("MATERIALIZED")
-    return select(*once.c)
+    ids = func.array(select(*once.c).scalar_subquery(), type_=ARRAY(Integer))
+    return column == any_(ids)
 
 
 def due_enrollments(now: dt.datetime, limit: int) -> Select[tuple[int]]:
@@ -79,7 +93,7 @@ def _mark_in_flight(session: Session, now: dt.datetime, size: int):  # type: ign
     return (
         update(Enrollment)
         .where(
-            Enrollment.id.in_(picked(due_enrollments(now, size), session)),
+            picked(Enrollment.id, due_enrollments(now, size), session),
             Enrollment.next_send_at <= now,
             Enrollment.status == EnrollmentStatus.ACTIVE,
         )
