@@ -45,6 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import bench_claim  # noqa: E402 - beside this file
+import bench_morning  # noqa: E402 - beside this file
 import redis
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
@@ -66,6 +67,7 @@ COURSE = "white-coat"
 WARM_UP = 200  # subscribers sent before the measured cohort: see end_to_end
 REFLECTIONS_KEY = encryption.new_key()
 SENDER = "lessons@dripcourse.example"
+LINK_KEY = "benchlinkkey"  # an enrollment's random link key: 12 characters
 
 # ---------------------------------------------------------------------------- the SMTP sink
 
@@ -226,7 +228,9 @@ def lesson_messages(rt: Runtime, n: int, day: int = 1) -> list[tuple[str, bytes]
     out = []
     for i in range(n):
         who = Personal(
-            email=f"reader{i}@example.org", name=f"Reader {i}", **rt.links.for_lesson(i, day)
+            email=f"reader{i}@example.org",
+            name=f"Reader {i}",
+            **rt.links.for_lesson(i, day, LINK_KEY),
         )
         msg = build_message(rendered, who, now=utcnow(), msg_id=message_id("b.org", i, "k"))
         out.append((who.email, wire_bytes(msg)))
@@ -258,7 +262,9 @@ def naive_rate(sink: Sink, rt: Runtime, n: int) -> float:
     for i in range(n):
         rendered = renderer._render(course, course.lesson(1))  # noqa: SLF001 - no cache: naive
         who = Personal(
-            email=f"reader{i}@example.org", name=f"Reader {i}", **rt.links.for_lesson(i, 1)
+            email=f"reader{i}@example.org",
+            name=f"Reader {i}",
+            **rt.links.for_lesson(i, 1, LINK_KEY),
         )
         msg = EmailMessage()
         msg["From"] = course.sender
@@ -366,7 +372,7 @@ def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
     rendered = rt.catalog.renderer.lesson(course, 3)
     now = utcnow()
     people = [
-        Personal(email=f"reader{i}@example.org", name=name, **rt.links.for_lesson(i, 3))
+        Personal(email=f"reader{i}@example.org", name=name, **rt.links.for_lesson(i, 3, LINK_KEY))
         for i, name in zip(
             range(n), ["Amara Okafor", "Zoë Núñez-Çelik", 'Dr. "Bob" Smith'] * n, strict=False
         )
@@ -393,7 +399,7 @@ def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
             for i, who in enumerate(people)
         ]
     )
-    links = rate(lambda: [rt.links.for_lesson(i, 3) for i in range(n)])
+    links = rate(lambda: [rt.links.for_lesson(i, 3, LINK_KEY) for i in range(n)])
     return old, new, links
 
 
@@ -620,6 +626,53 @@ def measure_claim(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
     )
 
 
+def measure_morning(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
+    """Whole mornings, with the raw rate into the same sink before and after each."""
+    sink = Sink()
+    try:
+        messages = lesson_messages(probe, 2000)
+        raws = [raw_rate(sink, messages)]
+        found = []
+        for n in args.morning:
+            found.append(
+                (
+                    n,
+                    bench_morning.morning(
+                        sys.modules[__name__], sink, tmp, args.postgres, args.redis, n
+                    ),
+                )
+            )
+            raws.append(raw_rate(sink, messages))
+        raw = statistics.median(raws)
+        rows.append(("raw smtplib into the morning's sink (median)", f"{raw:,.0f}/s"))
+        for n, t in found:
+            rate = n / (t["last sent"] - t["first sent"])
+            rows.append(
+                (
+                    f"morning of {n:,}: first batch on Redis / claim and queue done / first sent / "
+                    "last sent / last recorded (s from the tick)",
+                    f"{t['first queued']:.2f} / {t['claimed and queued']:.2f} / "
+                    f"{t['first sent']:.2f} / {t['last sent']:.2f} / {t['last recorded']:.2f}",
+                )
+            )
+            rows.append(
+                (
+                    f"morning of {n:,}: sending rate, first to last message",
+                    f"{rate:,.0f}/s = {rate / raw:.2f} x raw",
+                )
+            )
+            rows.append(
+                (
+                    f"morning of {n:,}: peak memory (MiB) of the tick / a worker / Redis "
+                    "(used, above its start) / a PostgreSQL backend",
+                    f"{t['tick MiB']:.0f} / {t['worker MiB']:.0f} / {t['redis MiB']:.1f} / "
+                    f"{t['postgres MiB']:.0f}",
+                )
+            )
+    finally:
+        sink.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -652,8 +705,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["send", "slow-relay", "personalise", "enqueue", "pass", "claim"],
-        default=["send", "slow-relay", "personalise", "enqueue", "pass", "claim"],
+        choices=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
+        default=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
         help="what to measure (all by default)",
     )
     parser.add_argument(
@@ -676,6 +729,13 @@ def main() -> None:
         metavar=("ENROLLED", "DUE"),
         help="claim part: a morning of DUE among ENROLLED",
     )
+    parser.add_argument(
+        "--morning",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000],
+        help="morning part: readers in each end-to-end morning",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
     # Killed with SIGTERM, still stop the workers and drop the scratch databases.
@@ -684,6 +744,7 @@ def main() -> None:
     if args.quick:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
         args.claim = [100_000, 10_000]
+        args.morning = [1000, 3000]
 
     rows = Rows()
     explained: dict[str, dict[str, str]] = {}
@@ -710,6 +771,8 @@ def main() -> None:
         probe.close()
         if "claim" in args.parts:
             measure_claim(rows, tmp, args)
+        if "morning" in args.parts:
+            measure_morning(rows, probe, tmp, args)
         layout = "every nth due" if args.spread else "one cohort due"
         for enrolled in args.enrolled if "pass" in args.parts else []:
             due = min(args.due, enrolled)
