@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_claim, bench_morning
 
 import bench_claim  # noqa: E402 - beside this file
 import bench_morning  # noqa: E402 - beside this file
