@@ -38,11 +38,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from email.utils import formataddr
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_claim, bench_morning
 
+import bench_claim  # noqa: E402 - beside this file
+import bench_morning  # noqa: E402 - beside this file
 import redis
 from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
@@ -64,6 +68,7 @@ COURSE = "white-coat"
 WARM_UP = 200  # subscribers sent before the measured cohort: see end_to_end
 REFLECTIONS_KEY = encryption.new_key()
 SENDER = "lessons@dripcourse.example"
+LINK_KEY = "benchlinkkey"  # an enrollment's random link key: 12 characters
 
 # ---------------------------------------------------------------------------- the SMTP sink
 
@@ -224,7 +229,9 @@ def lesson_messages(rt: Runtime, n: int, day: int = 1) -> list[tuple[str, bytes]
     out = []
     for i in range(n):
         who = Personal(
-            email=f"reader{i}@example.org", name=f"Reader {i}", **rt.links.for_lesson(i, day)
+            email=f"reader{i}@example.org",
+            name=f"Reader {i}",
+            **rt.links.for_lesson(i, day, LINK_KEY),
         )
         msg = build_message(rendered, who, now=utcnow(), msg_id=message_id("b.org", i, "k"))
         out.append((who.email, wire_bytes(msg)))
@@ -256,7 +263,9 @@ def naive_rate(sink: Sink, rt: Runtime, n: int) -> float:
     for i in range(n):
         rendered = renderer._render(course, course.lesson(1))  # noqa: SLF001 - no cache: naive
         who = Personal(
-            email=f"reader{i}@example.org", name=f"Reader {i}", **rt.links.for_lesson(i, 1)
+            email=f"reader{i}@example.org",
+            name=f"Reader {i}",
+            **rt.links.for_lesson(i, 1, LINK_KEY),
         )
         msg = EmailMessage()
         msg["From"] = course.sender
@@ -364,7 +373,7 @@ def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
     rendered = rt.catalog.renderer.lesson(course, 3)
     now = utcnow()
     people = [
-        Personal(email=f"reader{i}@example.org", name=name, **rt.links.for_lesson(i, 3))
+        Personal(email=f"reader{i}@example.org", name=name, **rt.links.for_lesson(i, 3, LINK_KEY))
         for i, name in zip(
             range(n), ["Amara Okafor", "Zoë Núñez-Çelik", 'Dr. "Bob" Smith'] * n, strict=False
         )
@@ -391,7 +400,7 @@ def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
             for i, who in enumerate(people)
         ]
     )
-    links = rate(lambda: [rt.links.for_lesson(i, 3) for i in range(n)])
+    links = rate(lambda: [rt.links.for_lesson(i, 3, LINK_KEY) for i in range(n)])
     return old, new, links
 
 
@@ -586,6 +595,85 @@ def measure_slow_relay(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Nam
         sink.stop()
 
 
+def measure_claim(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
+    enrolled, due = args.claim
+    with scratch_postgres(args.postgres) as url:
+        now = utcnow()
+        seed(url, enrolled, due, now)
+        rt = Runtime(settings_for(tmp, database_url=url, broker_url=args.redis))
+        again = partial(make_due_again, rt, now)
+        found = bench_claim.claim_rates(rt, now, due, args.redis, again)
+        rt.close()
+    raw, claim, queued = found["raw"], found["claim"], found["queued"]
+    morning = f"{due:,} due among {enrolled:,} enrolled"
+    rows.append(
+        (
+            f"raw: one SQL statement marks {morning} in flight and inserts their deliveries",
+            f"{raw:.2f} s = {due / raw:,.0f}/s",
+        )
+    )
+    rows.append(
+        (
+            f"claim {morning}: claim_due_lessons, batches of 500, every rule",
+            f"{claim:.2f} s = **{due / claim:,.0f}/s** = {raw / claim:.2f} x raw",
+        )
+    )
+    rows.append(
+        (
+            f"claim {morning} and queue it on Redis as each batch commits",
+            f"first batch queued after {found['first queued']:.3f} s, all after {queued:.2f} s "
+            f"= {due / queued:,.0f}/s",
+        )
+    )
+
+
+def measure_morning(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
+    """Whole mornings, with the raw rate into the same sink before and after each."""
+    sink = Sink()
+    try:
+        messages = lesson_messages(probe, 2000)
+        raws = [raw_rate(sink, messages)]
+        found = []
+        for n in args.morning:
+            found.append(
+                (
+                    n,
+                    bench_morning.morning(
+                        sys.modules[__name__], sink, tmp, args.postgres, args.redis, n
+                    ),
+                )
+            )
+            raws.append(raw_rate(sink, messages))
+        raw = statistics.median(raws)
+        rows.append(("raw smtplib into the morning's sink (median)", f"{raw:,.0f}/s"))
+        for n, t in found:
+            rate = n / (t["last sent"] - t["first sent"])
+            rows.append(
+                (
+                    f"morning of {n:,}: first batch on Redis / claim and queue done / first sent / "
+                    "last sent / last recorded (s from the tick)",
+                    f"{t['first queued']:.2f} / {t['claimed and queued']:.2f} / "
+                    f"{t['first sent']:.2f} / {t['last sent']:.2f} / {t['last recorded']:.2f}",
+                )
+            )
+            rows.append(
+                (
+                    f"morning of {n:,}: sending rate, first to last message",
+                    f"{rate:,.0f}/s = {rate / raw:.2f} x raw",
+                )
+            )
+            rows.append(
+                (
+                    f"morning of {n:,}: peak memory (MiB) of the tick / a worker / Redis "
+                    "(used, above its start) / a PostgreSQL backend",
+                    f"{t['tick MiB']:.0f} / {t['worker MiB']:.0f} / {t['redis MiB']:.1f} / "
+                    f"{t['postgres MiB']:.0f}",
+                )
+            )
+    finally:
+        sink.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -618,8 +706,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["send", "slow-relay", "personalise", "enqueue", "pass"],
-        default=["send", "slow-relay", "personalise", "enqueue", "pass"],
+        choices=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
+        default=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
         help="what to measure (all by default)",
     )
     parser.add_argument(
@@ -634,6 +722,21 @@ def main() -> None:
     parser.add_argument(
         "--relay-threads", type=int, default=8, help="slow-relay part: threads per worker"
     )
+    parser.add_argument(
+        "--claim",
+        type=int,
+        nargs=2,
+        default=[1_000_000, 100_000],
+        metavar=("ENROLLED", "DUE"),
+        help="claim part: a morning of DUE among ENROLLED",
+    )
+    parser.add_argument(
+        "--morning",
+        type=int,
+        nargs="+",
+        default=[10_000, 100_000],
+        help="morning part: readers in each end-to-end morning",
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
     # Killed with SIGTERM, still stop the workers and drop the scratch databases.
@@ -641,6 +744,8 @@ def main() -> None:
     load_before = os.getloadavg()[0]
     if args.quick:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
+        args.claim = [100_000, 10_000]
+        args.morning = [1000, 3000]
 
     rows = Rows()
     explained: dict[str, dict[str, str]] = {}
@@ -665,6 +770,10 @@ def main() -> None:
                 ("enqueue 10,000 ids on Redis: tasks.enqueue, 100 to a task", f"{after:,.0f}/s")
             )
         probe.close()
+        if "claim" in args.parts:
+            measure_claim(rows, tmp, args)
+        if "morning" in args.parts:
+            measure_morning(rows, probe, tmp, args)
         layout = "every nth due" if args.spread else "one cohort due"
         for enrolled in args.enrolled if "pass" in args.parts else []:
             due = min(args.due, enrolled)

@@ -43,6 +43,31 @@ def test_the_enqueue_benchmark_counts_what_it_queued(tmp_path: Path, redis_url: 
     assert one_by_one > 0 and batched > 0
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_the_claim_benchmark_claims_and_queues_what_is_due(
+    tmp_path: Path, postgres_url: str, redis_url: str
+) -> None:
+    from functools import partial
+
+    from benchmarks import bench_claim
+
+    before = tasks.runtime().settings
+    now = bench.utcnow()
+    bench.seed(postgres_url, 2000, 700, now)
+    rt = Runtime(bench.settings_for(tmp_path, database_url=postgres_url, broker_url=redis_url))
+    try:
+        found = bench_claim.claim_rates(
+            rt, now, 700, redis_url, partial(bench.make_due_again, rt, now)
+        )
+    finally:
+        rt.close()
+        tasks.configure(before)
+    # Each way asserts it claimed all 700; the first batch reached Redis before the last.
+    assert 0 < found["first queued"] < found["queued"]
+    assert found["raw"] > 0 and found["claim"] > 0
+
+
 def test_the_inbound_benchmarks_run_and_print_their_tables(capsys: pytest.CaptureFixture) -> None:
     from benchmarks import bounces, reply_parsers
 

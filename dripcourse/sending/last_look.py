@@ -17,9 +17,10 @@ before the message is handed to the transport.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 
-from sqlalchemy import exists, or_, select, update
+from sqlalchemy import bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from dripcourse import schedule
@@ -50,32 +51,56 @@ def pause_end(
     )
 
 
+@functools.cache
+def _lock_statement():  # type: ignore[no-untyped-def]
+    """The reader's enrollment row, locked: built once, its compiled form cached."""
+    e = Enrollment.__table__.c
+    return select(e.id).where(e.id == bindparam("p_enrollment", type_=e.id.type)).with_for_update()
+
+
+@functools.cache
+def _free_statement():  # type: ignore[no-untyped-def]
+    """The look's compare-and-set, built once with its values as parameters: building it
+    afresh for each message cost about a quarter of our CPU per message."""
+    d, e, s = Delivery.__table__.c, Enrollment.__table__.c, Subscriber.__table__.c
+    now = bindparam("p_now", type_=d.updated_at.type)
+    return (
+        update(Delivery.__table__)
+        .where(
+            # take.ours for one attempt
+            d.status == DeliveryStatus.SENDING,
+            d.id == bindparam("p_delivery", type_=d.id.type),
+            d.attempts == bindparam("p_attempts", type_=d.attempts.type),
+            exists(
+                select(e.id)
+                .join(Subscriber.__table__, e.subscriber_id == s.id)
+                .where(
+                    e.id == d.enrollment_id,
+                    e.status == EnrollmentStatus.ACTIVE,
+                    or_(e.paused_until.is_(None), e.paused_until <= now),
+                    ~exists(
+                        select(Suppression.__table__.c.id).where(
+                            Suppression.__table__.c.email == s.email
+                        )
+                    ),
+                )
+            ),
+        )
+        .values(updated_at=now)
+    )
+
+
 def last_look(session: Session, job: Job, course: Course, now: dt.datetime) -> Outcome | None:
     """None when the message may go out now (on PostgreSQL its rows stay locked until this
     transaction ends); otherwise the delivery is settled here and its outcome returned:
     CANCELLED (the reader was forgotten, left or was suppressed), HELD (paused: it waits for
     the pause's end, its attempt given back) or SKIPPED (another worker holds it)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            select(Enrollment.id).where(Enrollment.id == job.enrollment_id).with_for_update()
-        )
-    free = session.execute(
-        update(Delivery)
-        .where(
-            ours([job]),
-            exists(
-                select(Enrollment.id)
-                .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
-                .where(
-                    Enrollment.id == Delivery.enrollment_id,
-                    Enrollment.status == EnrollmentStatus.ACTIVE,
-                    or_(Enrollment.paused_until.is_(None), Enrollment.paused_until <= now),
-                    ~exists(select(Suppression.id).where(Suppression.email == Subscriber.email)),
-                )
-            ),
-        )
-        .values(updated_at=now)
-        .execution_options(synchronize_session=False)
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.execute(_lock_statement(), {"p_enrollment": job.enrollment_id})
+    free = conn.execute(
+        _free_statement(),
+        {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now},
     ).rowcount
     if free == 1:
         return None

@@ -101,11 +101,11 @@ def requeue_queued(rt: Runtime, now: dt.datetime, enqueue: Enqueue) -> int:
     later = now + dt.timedelta(seconds=rt.settings.requeue_after_seconds)
     while True:
         with transaction(rt.sessions) as session:
-            pick = picked(queued_deliveries(now, rt.settings.batch_size), session)
+            pick = picked(Delivery.id, queued_deliveries(now, rt.settings.batch_size), session)
             ids = session.scalars(
                 update(Delivery)
                 .where(
-                    Delivery.id.in_(pick),
+                    pick,
                     Delivery.status == DeliveryStatus.PENDING,
                     Delivery.queued_at < now,
                 )
