@@ -213,6 +213,8 @@ _ACCESS_DENIED = re.compile(
 
 
 def _family_of(diagnostic: str, text: str, status: str, action: str) -> Family:
+    if _ON_HOLD.search(diagnostic or text):
+        return Family.OTHER  # the mailbox exists and is held: neither gone nor about us
     by_code = _by_status(status)
     if by_code is not None and by_code in _SURE_CODES:
         return by_code
@@ -251,6 +253,9 @@ _AFTER_DATA = re.compile(
     re.IGNORECASE,
 )
 
+_ON_HOLD = re.compile(
+    r"(recipient|address|mailbox|account)( address)? (rejected|is)\W{0,3}on hold", re.IGNORECASE
+)
 _AT_RCPT = re.compile(r">>> RCPT|after RCPT|in reply to RCPT|RCPT TO:?\s*<", re.IGNORECASE)
 _GAVE_UP_RETRYING = re.compile(
     r"connection timed out|connect to .{0,200} timed out|host not reachable"
