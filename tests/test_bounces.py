@@ -108,7 +108,7 @@ def test_a_real_user_unknown_refused_after_data_is_a_filter_and_never_suppresses
 
 
 def prose_bounce(explanation: str) -> bytes:
-    """A one-part bounce about ana@example.org in the prose of Postfix or Exim."""
+    """A one-part bounce about ana@example.org in the prose of Postfix, Exim or qmail."""
     return (
         "From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\r\n"
         "To: bounce+token@reply.course.example.org\r\n"
@@ -120,14 +120,18 @@ def prose_bounce(explanation: str) -> bytes:
 
 POSTFIX = "host mx.example.org[192.0.2.1] said:\r\n    {refusal} (in reply to {stage} command)"
 EXIM = "SMTP error from remote mail server after {stage}:\r\n    {refusal}"
+QMAIL = "\r\n192.0.2.1 {stage}.\r\nRemote host said: {refusal}\r\nGiving up on 192.0.2.1."
 STAGES = [
     # (how the server words the stage, RCPT in its words, DATA in its words, the refusal)
     (POSTFIX, "RCPT TO", "end of DATA", "550 Unknown user ana@example.org"),
     (EXIM, "RCPT TO:<ana@example.org>", "end of data", "550 : User unknown"),
+    (QMAIL, "does not like recipient", "failed after I sent the message", "550 unknown user"),
 ]
 
 
-@pytest.mark.parametrize(("shape", "rcpt", "data", "refusal"), STAGES, ids=["postfix", "exim"])
+@pytest.mark.parametrize(
+    ("shape", "rcpt", "data", "refusal"), STAGES, ids=["postfix", "exim", "qmail"]
+)
 def test_user_unknown_at_rcpt_suppresses_and_the_same_words_after_data_only_warn(
     shape: str, rcpt: str, data: str, refusal: str
 ) -> None:
