@@ -213,6 +213,8 @@ _ACCESS_DENIED = re.compile(
 
 
 def _family_of(diagnostic: str, text: str, status: str, action: str) -> Family:
+    if _ON_HOLD.search(diagnostic or text):
+        return Family.OTHER  # the mailbox exists and is held: neither gone nor about us
     by_code = _by_status(status)
     if by_code is not None and by_code in _SURE_CODES:
         return by_code
@@ -247,11 +249,18 @@ def _family_of(diagnostic: str, text: str, status: str, action: str) -> Family:
 
 _AFTER_DATA = re.compile(
     r">>> DATA|after (end of )?data|in reply to end of data|our final data|for text command"
-    r"|smtp command\s*\|?\s*\n?\s*data\b|command\s*:\s*data\b",
+    r"|smtp command\s*\|?\s*\n?\s*data\b|command\s*:\s*data\b"
+    # qmail names the stage in its own words: after the message, or at DATA.
+    r"|failed after i sent the message|failed on data command",
     re.IGNORECASE,
 )
 
-_AT_RCPT = re.compile(r">>> RCPT|after RCPT|in reply to RCPT|RCPT TO:?\s*<", re.IGNORECASE)
+_ON_HOLD = re.compile(
+    r"(recipient|address|mailbox|account)( address)? (rejected|is)\W{0,3}on hold", re.IGNORECASE
+)
+_AT_RCPT = re.compile(
+    r">>> RCPT|after RCPT|in reply to RCPT|RCPT TO:?\s*<|does not like recipient", re.IGNORECASE
+)
 _GAVE_UP_RETRYING = re.compile(
     r"connection timed out|connect to .{0,200} timed out|host not reachable"
     r"|remote host is not responding|could not connect|unable to connect|no route to host"

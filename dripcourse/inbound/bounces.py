@@ -404,6 +404,8 @@ _NAMED = re.compile(
 )
 
 
+_MALFORMED = re.compile(r"malformed address: <?(" + _ADDRESS.pattern + ")", re.IGNORECASE)
+
 # What may stand between those words and the address: Exim's "address(es) failed:".
 _NAMED_GAP = re.compile(r"[\s():es]{0,8}(failed\W{0,4})?\s{0,8}", re.IGNORECASE)
 
@@ -416,6 +418,9 @@ def _address_in(text: str, msg: Message) -> str:
     # Right after the words that name the recipients, the first address is theirs, even
     # when it is also the bounce's To (one sent to oneself).
     senders = {_address(_header(msg, name)).lower() for name in ("From", "Sender")}
+    malformed = _MALFORMED.search(text)  # Exim names the bad address after these words
+    if malformed:
+        return malformed.group(1).strip(".")
     for anchor in itertools.islice(_NAMED.finditer(text), 10):
         first = _ADDRESS.search(text, anchor.end(), anchor.end() + 100)
         if first is None or not _NAMED_GAP.fullmatch(text[anchor.end() : first.start()]):
