@@ -13,7 +13,18 @@ of p08 and p09 at 08:30; lesson 4 of p06-p10 was claimed at 20:50 the evening be
 by the window until 07:00 (p06's last hold was a relay pause).
 
 Reflections: lesson 1 by ten people (seven on the web, three by email), lesson 2 by six on
-the web, lesson 3 by four on the web.
+the web, lesson 3 by four on the web. Shared to the circle: lesson 1 by p01-p06, but a
+moderator hid p06's (five counted), lesson 2 by p01-p03 (three: hidden).
+
+Bounces and complaints applied (``delivery_problems``):
+
+- a content or policy block (5.7.1, about us) by mail for p01-p06 two days before NOW, and
+  one more for p01 on 2025-03-05, before the warning's seven days;
+- a full mailbox reported by the provider "ses" for p07-p11, twice for p07 (2025-03-10);
+- a delay notice by mail for p09;
+- complaints: an abuse report by "ses" for p13, an opt-out by mail for p14, an auth-failure
+  by mail for p15 the day before NOW (about us: a warning);
+- a user unknown by mail for someone since forgotten (no enrollment: overall only).
 
 Cohort "pilot": three people who completed the course.
 """
@@ -26,8 +37,10 @@ from zoneinfo import ZoneInfo
 
 from dripcourse.db import transaction
 from dripcourse.models import (
+    CirclePost,
     Cohort,
     Delivery,
+    DeliveryProblem,
     DeliveryStatus,
     Enrollment,
     EnrollmentStatus,
@@ -85,12 +98,62 @@ def build(rt: Runtime) -> dict[str, int]:
                 session.add(_delivery(ids[name], 100 + n, lesson, LONDON))
         for n in range(1, 11):
             source = "email" if n > 7 else "web"
-            session.add(_reflection(ids[f"p{n:02d}"], 1, source))
+            reflection = _reflection(ids[f"p{n:02d}"], 1, source)
+            session.add(reflection)
+            if n <= 6:
+                session.flush()
+                session.add(_share(reflection, spring.id, hidden=n == 6))
         for n in range(1, 7):
-            session.add(_reflection(ids[f"p{n:02d}"], 2, "web"))
+            reflection = _reflection(ids[f"p{n:02d}"], 2, "web")
+            session.add(reflection)
+            if n <= 3:
+                session.flush()
+                session.add(_share(reflection, spring.id))
         for n in (1, 2, 3, 17):
             session.add(_reflection(ids[f"p{n:02d}"], 3, "web"))
+        _problems(session, ids)
     return ids
+
+
+def _problems(session, ids: dict[str, int]) -> None:  # type: ignore[no-untyped-def]
+    def add(who, kind, reason, effect, source, at, status=""):  # type: ignore[no-untyped-def]
+        session.add(
+            DeliveryProblem(
+                enrollment_id=ids[who] if who else None,
+                day=1,
+                kind=kind,
+                reason=reason,
+                effect=effect,
+                status=status,
+                source=source,
+                at=at,
+            )
+        )
+
+    block = ("bounce", "content or policy block", "warn", "mail")
+    for n in range(1, 7):
+        add(f"p{n:02d}", *block, NOW - dt.timedelta(days=2), "5.7.1")
+    add("p01", *block, utc(2025, 3, 5), "5.7.1")
+    for n in (7, 7, 8, 9, 10, 11):
+        add(f"p{n:02d}", "bounce", "mailbox full", "soft", "ses", utc(2025, 3, 10), "5.2.2")
+    add("p09", "bounce", "other", "delay", "mail", utc(2025, 3, 11), "4.4.1")
+    add("p13", "complaint", "abuse", "complained", "ses", utc(2025, 3, 5))
+    add("p14", "complaint", "opt-out", "unsubscribe", "mail", utc(2025, 3, 7))
+    add("p15", "complaint", "auth-failure", "warn", "mail", NOW - dt.timedelta(days=1))
+    add(None, "bounce", "user unknown", "suppress", "mail", utc(2025, 3, 6), "5.1.1")
+
+
+def _share(reflection: Reflection, cohort_id: int, *, hidden: bool = False) -> CirclePost:
+    return CirclePost(
+        reflection_id=reflection.id,
+        enrollment_id=reflection.enrollment_id,
+        cohort_id=cohort_id,
+        day=reflection.day,
+        sealed_body="shared, not read by the report",
+        hidden_reason="names a patient" if hidden else None,
+        created_at=utc(2025, 3, 10),
+        updated_at=utc(2025, 3, 10),
+    )
 
 
 def _person(session, cohort, name, zone, status, day, paused=None) -> int:  # type: ignore[no-untyped-def]

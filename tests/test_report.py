@@ -7,9 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import delete
 
 from dripcourse.db import transaction
 from dripcourse.errors import DripcourseError
+from dripcourse.models import CirclePost
 from dripcourse.people import report
 from dripcourse.runtime import Runtime
 from tests import report_scenario as scenario
@@ -81,7 +83,7 @@ def test_reflections_per_day_by_web_and_email_hide_a_half_that_would_give_the_ot
     made: dict[str, object],
 ) -> None:
     rows = spring(made)["reflections"]
-    assert rows[:4] == [
+    assert [{k: v for k, v in r.items() if k != "shared"} for r in rows[:4]] == [
         # Three by email would be hidden; the web's seven would give them away (10 - 7).
         {"day": 1, "wrote": 10, "web": F, "email": F},
         {"day": 2, "wrote": 6, "web": 6, "email": 0},
@@ -89,6 +91,106 @@ def test_reflections_per_day_by_web_and_email_hide_a_half_that_would_give_the_ot
         {"day": 4, "wrote": 0, "web": 0, "email": 0},
     ]
     assert len(rows) == 7
+
+
+def test_shared_to_the_circle_per_day_leaves_out_what_a_moderator_hid(
+    made: dict[str, object],
+) -> None:
+    # Lesson 1: six shared, p06's hidden by a moderator; lesson 2: three, hidden as small.
+    assert [r["shared"] for r in spring(made)["reflections"]] == [5, F, 0, 0, 0, 0, 0]
+    (pilot,) = [c for c in made["cohorts"] if c["name"] == "pilot"]  # type: ignore[attr-defined]
+    assert {r["shared"] for r in pilot["reflections"]} == {0}
+
+
+def test_a_course_without_a_circle_has_no_shared_figure(rt: Runtime) -> None:
+    import dataclasses
+
+    scenario.build(rt)
+    with transaction(rt.sessions) as session:
+        session.execute(delete(CirclePost))
+    course = dataclasses.replace(rt.catalog.course("white-coat"), circle=False)
+    with transaction(rt.sessions) as session:
+        found = report.build(session, scenario.NOW, lambda slug: course, cohorts=["spring"])
+    assert {r["shared"] for r in found["cohorts"][0]["reflections"]} == {None}  # type: ignore[index]
+
+
+def _counted(section: dict[str, object], by: str) -> dict[str, object]:
+    return {r[by[3:]]: r["reports"] for r in section[by]}  # type: ignore[index,attr-defined]
+
+
+def test_bounces_and_complaints_per_cohort_by_reason_effect_and_source(
+    made: dict[str, object],
+) -> None:
+    bounces = spring(made)["deliverability"]["bounces"]
+    # 13 reports from 11 people: seven content blocks (p01-p06, p01 twice) by mail, six full
+    # mailboxes (p07-p11, p07 twice) from the provider's webhook. The delay is apart.
+    assert bounces["total"] == 13
+    assert _counted(bounces, "by_reason") == {"content or policy block": 7, "mailbox full": 6}
+    assert _counted(bounces, "by_effect") == {"suppress": 0, "soft": 6, "warn": 7, "note": 0}
+    assert _counted(bounces, "by_source") == {"mail": 7, "ses": 6}
+    assert spring(made)["deliverability"]["delays"] == F
+    # Three complaints from three people: each figure hidden, the total too.
+    complaints = spring(made)["deliverability"]["complaints"]
+    assert complaints["total"] == F
+    assert _counted(complaints, "by_reason") == {"abuse": F, "auth-failure": F, "opt-out": F}
+    assert _counted(complaints, "by_effect") == {"complained": F, "unsubscribe": F, "warn": F}
+    assert _counted(complaints, "by_source") == {"mail": F, "ses": F}
+    (pilot,) = [c for c in made["cohorts"] if c["name"] == "pilot"]  # type: ignore[attr-defined]
+    assert pilot["deliverability"]["bounces"]["total"] == 0
+    assert pilot["deliverability"]["warnings"] == []
+    assert spring(made)["deliverability"]["warnings"] == WARNINGS
+    assert made["deliverability"]["warnings"] == WARNINGS  # type: ignore[index]
+
+
+def test_overall_a_hidden_reason_hides_every_breakdown_that_could_give_it_away(
+    made: dict[str, object],
+) -> None:
+    bounces = made["deliverability"]["bounces"]  # type: ignore[index]
+    # The forgotten person's user unknown (one) is hidden; alone, the smallest other reason
+    # would go too, but the effects and sources read across could still give it away (the
+    # suppressions less nothing): so every non-zero breakdown is hidden, the total stays.
+    assert bounces["total"] == 14
+    assert _counted(bounces, "by_reason") == {
+        "content or policy block": F,
+        "mailbox full": F,
+        "user unknown": F,
+    }
+    assert _counted(bounces, "by_effect") == {"suppress": F, "soft": F, "warn": F, "note": 0}
+    assert _counted(bounces, "by_source") == {"mail": F, "ses": F}
+
+
+WARNINGS = [
+    # Six in the last seven days (p01's older one is not in force); when shown, the last.
+    {
+        "kind": "bounce",
+        "reason": "content or policy block",
+        "statuses": ["5.7.1"],
+        "reports": 6,
+        "last": "2025-03-18T12:00:00Z",
+    },
+    # One auth-failure complaint: hidden, and so is when it came.
+    {"kind": "complaint", "reason": "auth-failure", "statuses": [], "reports": F, "last": None},
+]
+
+
+def test_the_deliverability_warnings_in_force_are_statuss_with_small_counts_hidden(
+    rt: Runtime,
+) -> None:
+    from dripcourse.people import status
+
+    scenario.build(rt)
+    found = build(rt)
+    expected = WARNINGS
+    assert found["deliverability"]["warnings"] == expected  # type: ignore[index]
+    assert spring(found)["deliverability"]["warnings"] == expected
+    (pilot,) = [c for c in found["cohorts"] if c["name"] == "pilot"]  # type: ignore[attr-defined]
+    assert pilot["deliverability"]["warnings"] == []
+    with transaction(rt.sessions) as session:
+        warned = status.deliverability_warnings(session, scenario.NOW)
+    assert [(w.kind, w.reason, w.count) for w in warned] == [
+        ("bounce", "content or policy block", 6),
+        ("complaint", "auth-failure", 1),
+    ]
 
 
 def test_delivery_counts_local_arrival_hours_holds_retries_and_relay_pauses(
@@ -122,7 +224,7 @@ def test_a_cohort_of_three_shows_no_figure_at_all(made: dict[str, object]) -> No
 
 def test_the_report_names_no_one_and_quotes_nothing_written(made: dict[str, object]) -> None:
     text = repr(made)
-    for secret in ("p01", "P01", "@example.org", "not read by the report", "a question"):
+    for secret in ("p01", "P01", "@example.org", "not read by the report", "a question", "patient"):
         assert secret not in text
 
 
@@ -215,6 +317,14 @@ def test_report_page_has_a_chart_and_its_table_and_no_script(rt: Runtime, tmp_pa
     # The table under the funnel: lesson 7 reached 12 people; the hidden figures say so.
     assert re.search(r'<th scope="row">7</th><td>12</td>', html)
     assert '<td class="hidden-figure">fewer than 5</td>' in html
+    # Reflections per lesson, shared to the circle: 5 on lesson 1, hidden on lesson 2.
+    assert re.search(r'<th scope="row">1</th><td>10</td>(<td[^>]*>[^<]*</td>){2}<td>5</td>', html)
+    # Bounces and complaints, with the warnings in force, for the programme and each cohort.
+    assert '<th scope="row">Came by the ses webhook</th><td>6</td>' in html
+    assert '<th scope="row">Reason: content or policy block</th><td>7</td>' in html
+    assert html.count("Deliverability warning") == 2  # the programme's and spring's
+    assert "No deliverability warning for this cohort" in html  # pilot has none
+    assert "6 bounces (content or policy block 5.7.1), the last 2025-03-18T12:00:00Z" in html
     for secret in ("p01", "@example.org", "not read by the report"):
         assert secret not in html
 

@@ -1,9 +1,11 @@
 """The programme's report: per cohort, how the course went, in aggregates only.
 
 Numbers for people who must never see a person: how many received each lesson, completed,
-paused, left (and after which lesson), wrote a reflection (on the web or by email), when
-lessons arrived in local time against the send window, what held or retried them, where a
-cohort in progress stands today, and the check-in answers at the start and the end.
+paused, left (and after which lesson), wrote a reflection (on the web or by email) and
+shared it to the cohort circle, when lessons arrived in local time against the send window,
+what held or retried them, where a cohort in progress stands today, the check-in answers at
+the start and the end, and (``report_delivery``) bounces, complaints and the deliverability
+warnings in force. The rule that hides small counts is ``report_figures``.
 
 Every figure is counted here once and shown by ``report_html`` and ``--json`` alike, so the
 two cannot disagree. No text anyone wrote and no name or address leaves this module: only
@@ -29,6 +31,7 @@ from dripcourse.courses.checkins import SCALE
 from dripcourse.courses.course import Course
 from dripcourse.models import (
     CheckinAnswer,
+    CirclePost,
     CircuitBreaker,
     Cohort,
     Delivery,
@@ -38,6 +41,9 @@ from dripcourse.models import (
     Reflection,
     Subscriber,
 )
+from dripcourse.people import report_delivery
+from dripcourse.people.report_figures import Cell, Figures, Shown, iso
+from dripcourse.people.report_figures import cell as _cell
 
 SCHEMA = 1
 # The statuses an enrollment ends in, in the order the report lists them; they add up to
@@ -45,46 +51,6 @@ SCHEMA = 1
 STATUSES = ("active", "completed", "unsubscribed", "bounced", "failed", "removed")
 # What record.py writes as the last error of a lesson held back by a relay pause.
 RELAY_PAUSE_NOTE = "sending paused:"
-
-Shown = int | str  # a count, or "fewer than N"
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One count and how many different people it was counted from."""
-
-    value: int
-    people: int
-
-
-class Figures:
-    """Turns cells into what may be shown under a threshold of people."""
-
-    def __init__(self, threshold: int) -> None:
-        self.threshold = threshold
-        self.hidden = f"fewer than {threshold}"
-
-    def small(self, cell: Cell) -> bool:
-        return 0 < cell.people < self.threshold
-
-    def one(self, cell: Cell) -> Shown:
-        """A figure on its own: hidden when fewer than ``threshold`` people are behind it."""
-        return self.hidden if self.small(cell) else cell.value
-
-    def parts(self, cells: Sequence[Cell]) -> list[Shown]:
-        """Figures that add up to a total shown elsewhere: each small one hidden, and when
-        exactly one is, the next smallest too, so that no one can subtract their way to it."""
-        hide = [self.small(c) for c in cells]
-        if sum(hide) == 1:
-            others = [i for i, c in enumerate(cells) if not hide[i] and c.people > 0]
-            if others:
-                hide[min(others, key=lambda i: (cells[i].people, cells[i].value))] = True
-        return [self.hidden if h else c.value for c, h in zip(cells, hide, strict=True)]
-
-
-def _cell(value: int) -> Cell:
-    """A count of people: its value is the number of people behind it."""
-    return Cell(value, value)
 
 
 @dataclass
@@ -96,6 +62,7 @@ class _Raw:
     received: dict[int, int]
     left: dict[str, Counter[int]]  # status -> lesson day after which people left
     wrote: dict[int, Counter[str]]  # day -> source -> people
+    shared: Counter[int]  # day -> people whose reflection is in the circle, not hidden
     hours: dict[int, set[int]]  # local hour -> enrollments
     hour_lessons: Counter[int]
     sent: list[int]  # the enrollment of each lesson sent
@@ -130,6 +97,7 @@ def build(
         raw = _raw(session, cohort, course, now)
         section = _shown(cohort, course, raw, figures)
         section["checkins"] = _checkins(session, cohort, course, figures)
+        section["deliverability"] = report_delivery.cohort_section(session, cohort.id, now, figures)
         out.append(section)
     paused = session.scalar(
         select(CircuitBreaker.opened_at).where(
@@ -138,17 +106,16 @@ def build(
     )
     return {
         "schema": SCHEMA,
-        "generated_at": _iso(now),
+        "generated_at": iso(now),
         # The relay pause in force (sending/breaker.py), or null: lessons wait meanwhile.
-        "sending_paused_since": _iso(paused) if paused is not None else None,
+        "sending_paused_since": iso(paused) if paused is not None else None,
         "threshold": threshold,
         "hidden_as": figures.hidden,
+        # Bounces and complaints of the whole programme, and the warnings of the last days.
+        "warning_days": report_delivery.WARNING_DAYS,
+        "deliverability": report_delivery.overall_section(session, now, figures),
         "cohorts": out,
     }
-
-
-def _iso(moment: dt.datetime) -> str:
-    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _raw(session: Session, cohort: Cohort, course: Course | None, now: dt.datetime) -> _Raw:
@@ -183,6 +150,17 @@ def _raw(session: Session, cohort: Cohort, course: Course | None, now: dt.dateti
         .group_by(Reflection.day, Reflection.source)
     ):
         wrote[day][source] = n
+    # What members shared to the cohort circle (one post per reflection), less what a
+    # moderator hid; what was withdrawn is deleted and so not counted.
+    shared: Counter[int] = Counter(
+        dict(
+            session.execute(  # type: ignore[arg-type]
+                select(CirclePost.day, func.count())
+                .where(CirclePost.cohort_id == cohort.id, CirclePost.hidden_reason.is_(None))
+                .group_by(CirclePost.day)
+            ).all()
+        )
+    )
     today: Counter[int] = Counter(
         dict(
             session.execute(  # type: ignore[arg-type]
@@ -198,6 +176,7 @@ def _raw(session: Session, cohort: Cohort, course: Course | None, now: dt.dateti
         received=Counter(),
         left=left,
         wrote=dict(wrote),
+        shared=shared,
         hours=defaultdict(set),
         hour_lessons=Counter(),
         sent=[],
@@ -266,11 +245,19 @@ def _shown(cohort: Cohort, course: Course | None, raw: _Raw, figures: Figures) -
         for status in raw.left
     }
     reflections = []
+    # "shared" is null when the course has no circle (and nothing was shared).
+    circle = course is None or course.circle or bool(raw.shared)
     for d in days:
         by = raw.wrote.get(d, Counter())
         web, mail = figures.parts([_cell(by.get("web", 0)), _cell(by.get("email", 0))])
         reflections.append(
-            {"day": d, "wrote": figures.one(_cell(sum(by.values()))), "web": web, "email": mail}
+            {
+                "day": d,
+                "wrote": figures.one(_cell(sum(by.values()))),
+                "web": web,
+                "email": mail,
+                "shared": figures.one(_cell(raw.shared[d])) if circle else None,
+            }
         )
     hours = figures.parts([Cell(raw.hour_lessons[h], len(raw.hours[h])) for h in range(24)])
     window = None

@@ -144,20 +144,36 @@ def left_chart(cohort: dict[str, Any]) -> Chart:
 
 def reflections_chart(cohort: dict[str, Any]) -> Chart:
     rows = cohort["reflections"]
+    circle = any(r["shared"] is not None for r in rows)
     chart = pygal.Bar(**_config(x_title="Lesson", y_title="People"))
     chart.x_labels = [str(r["day"]) for r in rows]
     chart.add("wrote", [_number(r["wrote"]) for r in rows])
     chart.add("on the web", [_number(r["web"]) for r in rows])
     chart.add("by email", [_number(r["email"]) for r in rows])
+    head = ["Lesson", "Wrote", "On the web", "By email"]
+    shared = ""
+    if circle:
+        chart.add("shared to the circle", [_number(r["shared"]) for r in rows])
+        head.append("Shared to the circle")
+        shared = ", and how many shared theirs with the cohort's circle (less any a moderator hid)"
     title = f"{cohort['name']}: reflections per lesson"
     return Chart(
         "reflections",
         title,
         "How many people wrote a reflection on each lesson's question, and where the latest "
-        "text came from: the reflect page or a reply by email. What they wrote is not read.",
-        _svg(chart, title, "Bars per lesson: people who wrote, on the web, by email."),
-        ["Lesson", "Wrote", "On the web", "By email"],
-        [[r["day"], r["wrote"], r["web"], r["email"]] for r in rows],
+        f"text came from: the reflect page or a reply by email{shared}. "
+        "What they wrote is not read.",
+        _svg(
+            chart,
+            title,
+            "Bars per lesson: people who wrote, on the web, by email"
+            + (", shared to the circle." if circle else "."),
+        ),
+        head,
+        [
+            [r["day"], r["wrote"], r["web"], r["email"], *([r["shared"]] if circle else [])]
+            for r in rows
+        ],
     )
 
 
@@ -277,6 +293,46 @@ def cohort_charts(cohort: dict[str, Any]) -> list[Chart]:
     return charts
 
 
+# What a bounce or a complaint did, and where it came from, in the page's words.
+EFFECT_WORDS = {
+    ("bounce", "suppress"): "the address suppressed (it does not exist)",
+    ("bounce", "soft"): "soft: counted toward suppression (full, disabled, expired)",
+    ("bounce", "warn"): "about our sending: address kept, a warning",
+    ("bounce", "note"): "noted on the lesson only",
+    ("complaint", "complained"): "marked as spam: address suppressed",
+    ("complaint", "unsubscribe"): "unsubscribed through their provider",
+    ("complaint", "warn"): "about our sending: address kept, a warning",
+}
+
+
+def problem_rows(kind: str, counted: dict[str, Any]) -> list[list[object]]:
+    """A table's rows for one kind of report: by reason, by what it did, by how it came."""
+    rows: list[list[object]] = [["All", counted["total"]]]
+    rows += [[f"Reason: {r['reason']}", r["reports"]] for r in counted["by_reason"]]
+    rows += [
+        [f"Effect: {EFFECT_WORDS.get((kind, r['effect']), r['effect'])}", r["reports"]]
+        for r in counted["by_effect"]
+    ]
+    rows += [
+        [
+            "Came by mail to our bounce address"
+            if r["source"] == "mail"
+            else f"Came by the {r['source']} webhook",
+            r["reports"],
+        ]
+        for r in counted["by_source"]
+    ]
+    return rows
+
+
+def warning_text(warning: dict[str, Any]) -> str:
+    """One deliverability warning in force, in words (no address: there is none to give)."""
+    codes = f" {', '.join(warning['statuses'])}" if warning["statuses"] else ""
+    last = f", the last {warning['last']}" if warning["last"] else ""
+    noun = "bounces" if warning["kind"] == "bounce" else "complaints"
+    return f"{warning['reports']} {noun} ({warning['reason']}{codes}){last}"
+
+
 def fragment(data: dict[str, Any]) -> Markup:
     """The report's body: for the studio's page and the stand-alone file alike."""
     cohorts = data["cohorts"]
@@ -284,6 +340,8 @@ def fragment(data: dict[str, Any]) -> Markup:
         _env.get_template("report_body.html").render(
             data=data,
             statuses=STATUSES,
+            problem_rows=problem_rows,
+            warning_text=warning_text,
             side_by_side=side_by_side_chart(cohorts) if len(cohorts) > 1 else None,
             charts={c["name"]: cohort_charts(c) for c in cohorts},
         )
