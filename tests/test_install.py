@@ -106,3 +106,8 @@ def test_a_plain_install_ticks_and_sends_through_a_redis_broker(
         finally:
             worker.terminate()
             worker.wait(30)
+
+        # The programme's report is a page of its own, with its style sheet from the package.
+        report = tmp_path / "report.html"
+        run([dripcourse, "report", "--out", str(report)], cwd=work, env=env)
+        assert "<svg" in report.read_text(encoding="utf-8")
