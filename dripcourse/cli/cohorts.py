@@ -16,7 +16,7 @@ from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort, Enrollment, Subscriber
 from dripcourse.people import changes as people
-from dripcourse.people import enrollment, importing
+from dripcourse.people import csv_file, enrollment, importing
 
 
 @cli.group(cls=Group)
@@ -190,7 +190,7 @@ def import_csv(
         the_cohort = enrollment.get_cohort(session, cohort_name)
         course = rt.catalog.course(the_cohort.course_slug)
         with _progress("checking", _lines(csv_path)) as advance:
-            parsed = importing.read_csv(
+            parsed = csv_file.read_csv(
                 csv_path,
                 timezone or the_cohort.timezone,
                 advance,
@@ -204,7 +204,7 @@ def import_csv(
         if parsed.ignored_columns:
             click.echo(
                 f"{csv_path}:1: ignored column(s) {', '.join(parsed.ignored_columns)} "
-                f"(only {', '.join(importing.CSV_COLUMNS)} are read)",
+                f"(only {', '.join(csv_file.CSV_COLUMNS)} are read)",
                 err=True,
             )
         # Two passes: the subscribers, then their enrollments.
@@ -233,7 +233,7 @@ def _lines(path: Path) -> int:
 @contextmanager
 def _progress(label: str, length: int) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal, for a big file; nothing when piped or for a few rows."""
-    if length < 2 * importing.CHUNK or not sys.stderr.isatty():
+    if length < 2 * csv_file.CHUNK or not sys.stderr.isatty():
         yield None
         return
     with click.progressbar(length=length, label=label, file=sys.stderr) as bar:
