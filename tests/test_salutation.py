@@ -16,7 +16,7 @@ import pytest
 from freezegun import freeze_time
 
 from dripcourse import links
-from dripcourse.courses.course import read_course
+from dripcourse.courses.course_folder import read_course
 from dripcourse.courses.greeting import salutation
 from dripcourse.courses.preview import lesson_message, sample_reader
 from dripcourse.courses.wire import wire_bytes

@@ -224,7 +224,7 @@ def test_a_course_may_set_its_own_latest_send_time(tmp_path: Path, sqlite_url: s
 def test_a_bad_latest_send_time_is_refused_naming_the_file(
     tmp_path: Path, line: str, message: str
 ) -> None:
-    from dripcourse.courses.course import load_course
+    from dripcourse.courses.course_folder import load_course
     from dripcourse.errors import CourseError
 
     key, value = line.split(" = ")

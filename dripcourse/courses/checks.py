@@ -35,8 +35,8 @@ from dripcourse.courses.course import (
     Lesson,
     check_slug,
     course_slugs,
-    read_course,
 )
+from dripcourse.courses.course_folder import read_course
 from dripcourse.courses.render import (
     LESSON_VARIABLES,
     MAX_HTML_BYTES,
