@@ -22,6 +22,7 @@ from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import changes as people
 from dripcourse.people import enrollment
+from dripcourse.people.pausing import pause as pause_enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import breaker
@@ -400,7 +401,7 @@ def test_a_pause_while_the_batch_is_under_way_holds_that_readers_lesson_until_it
         if len(relay.sent) == 1:
             with transaction(rt.sessions) as session:
                 row = session.get(Delivery, pausing).enrollment
-                assert enrollment.pause(session, row, rt.catalog.course("white-coat"), NOW)
+                assert pause_enrollment(session, row, rt.catalog.course("white-coat"), NOW)
 
     relay.on_send = meanwhile
     outcomes = sending.send_batch(rt, ids, NOW)
