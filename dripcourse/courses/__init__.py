@@ -7,7 +7,8 @@ into wire bytes per reader, and ``preview`` and ``studio`` show staff what a rea
 
 Other packages use: ``course`` (Course, Lesson, course_slugs), ``course_folder``
 (load_course), ``render`` (Renderer, RenderedLesson, Personal, build_message, message_id,
-reply_addresses), ``wire`` (personalise, WireMessage, as_wire, wire_bytes), ``greeting``
-(derive_greeting), ``lessons_sent`` (record_version, the versions readers were sent). It uses
-only the foundation.
+reply_addresses), ``wire`` (personalise, WireMessage, as_wire, wire_bytes), ``small_notice``
+(plain_notice: the journal link and the held-reply question), ``greeting`` (derive_greeting),
+``lessons_sent`` (record_version, the versions readers were sent). It uses only the
+foundation.
 """
