@@ -23,6 +23,7 @@ from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentSt
 from dripcourse.people import changes as people
 from dripcourse.people import enrollment
 from dripcourse.people.pausing import pause as pause_enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import breaker
@@ -72,7 +73,7 @@ def cohort_of(rt: Runtime, people: dict[str, str], now: dt.datetime = NOW) -> li
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "batch", course, "2026-11-25", now)
         for address, zone in people.items():
-            signup = enrollment.check_signup(address, "", zone)
+            signup = check_signup(address, "", zone)
             enrollment.enroll(session, cohort, course, signup, now)
     ids: list[int] = []
     delivery.tick(rt, now, ids.extend)
@@ -437,7 +438,7 @@ def test_each_reader_is_greeted_as_set_derived_or_with_the_courses_fallback(
             ("derived@example.org", "Dr. Bo Chen", ""),
             ("nameless@example.org", "", ""),
         ]:
-            signup = enrollment.check_signup(address, name, "Europe/Madrid")
+            signup = check_signup(address, name, "Europe/Madrid")
             person = enrollment.enroll(session, cohort, course, signup, NOW)
             person.subscriber.greeting = greeting
     ids: list[int] = []

@@ -17,6 +17,7 @@ from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort, Enrollment, Subscriber
 from dripcourse.people import changes as people
 from dripcourse.people import csv_file, enrollment, importing
+from dripcourse.people.signup import check_signup
 
 
 @cli.group(cls=Group)
@@ -142,7 +143,7 @@ def enroll(
             select(Subscriber.timezone).where(Subscriber.email == email.strip().lower())
         )
         zone = timezone or known or the_cohort.timezone
-        signup = enrollment.check_signup(email, name, zone, country=country)
+        signup = check_signup(email, name, zone, country=country)
         enrolled, changes = people.enroll_person(
             session, the_cohort, signup, rt.catalog.course, now, update=update
         )

@@ -36,6 +36,7 @@ from dripcourse.models import (
 )
 from dripcourse.people import enrollment as enrollments
 from dripcourse.people import pausing
+from dripcourse.people.signup import Signup
 
 CourseFor = Callable[[str], Course]
 LONGEST_PAUSE = dt.timedelta(days=365)
@@ -276,7 +277,7 @@ def move(
         return Change("cohort", before, f"{target.name}: {state(enrollment, course, now)}")
     new_course = course_for(target.course_slug)
     enrollments.stop_enrollment(session, enrollment, EnrollmentStatus.REMOVED, now)
-    signup = enrollments.Signup(person.email, person.name, person.timezone)
+    signup = Signup(person.email, person.name, person.timezone)
     moved = enrollments.enroll(session, target, new_course, signup, now)
     return Change("cohort", before, f"{target.name}: {state(moved, new_course, now)}")
 
@@ -356,7 +357,7 @@ def set_country(person: Subscriber, code: str) -> Change:
 def enroll_person(
     session: Session,
     cohort: Cohort,
-    signup: enrollments.Signup,
+    signup: Signup,
     course_for: CourseFor,
     now: dt.datetime,
     *,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dripcourse.errors import FieldErrors, InputError
-from dripcourse.people.enrollment import Signup, check_signup
+from dripcourse.people.signup import Signup, check_signup
 
 CSV_COLUMNS = ("email", "name", "timezone", "greeting", "country")  # the last two optional
 # Header spellings people and spreadsheets use, compared without case, spaces, "-" or "_".

@@ -1,7 +1,8 @@
 """Cohorts and enrollments: creating them, enrolling people, leaving and suppressing.
 
 Sending and inbound mail stop an enrollment or suppress an address through here, so the
-rules for leaving live in one place whoever acts. Pausing and resuming are in ``pausing``.
+rules for leaving live in one place whoever acts. A person's details are checked in ``signup``
+before they are enrolled; pausing and resuming are in ``pausing``.
 """
 
 from __future__ import annotations
@@ -12,10 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from dripcourse import schedule, validate, zones
+from dripcourse import schedule, zones
 from dripcourse.courses.course import Course
-from dripcourse.courses.greeting import check_greeting
-from dripcourse.errors import FieldErrors, InputError, NotFound
+from dripcourse.errors import InputError, NotFound
 from dripcourse.models import (
     Cohort,
     Delivery,
@@ -25,15 +25,11 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.validate import check_address
+from dripcourse.people.signup import Signup, differences
 
 DEFAULT_TIMEZONE = "UTC"
 # A start date this far ahead is more likely a typo than a plan.
 FAR_AHEAD = dt.timedelta(days=366)
-MISSING_ZONE = (
-    "missing; give each person's zone, or a default with --timezone ZONE "
-    "(or `cohort create --timezone ZONE`)"
-)
 
 
 class NeedsConfirmation(InputError):
@@ -130,62 +126,6 @@ def get_cohort(session: Session, name: str) -> Cohort:
     return cohort
 
 
-@dataclass(frozen=True)
-class Signup:
-    email: str
-    name: str
-    timezone: str
-    greeting: str = ""  # "" derives it from the name when a lesson is sent
-    country: str = ""  # "" shows the places to turn of their time zone's country
-
-
-def check_signup(
-    email: str,
-    name: str | None,
-    timezone: str | None,
-    greeting: str | None = None,
-    country: str | None = None,
-) -> Signup:
-    """Normalise one person's details, or raise FieldErrors naming every field that is wrong
-    (so a CSV line is fixed once, not once per field)."""
-    problems: list[str] = []
-    address = clean_name = zone_name = clean_greeting = clean_country = ""
-    try:
-        address = check_address(email)
-    except ValueError as exc:
-        problems.append(f"email: {exc}")
-    try:
-        clean_name = validate.check_name(name)
-    except ValueError as exc:
-        problems.append(f"name: {exc}")
-    # A missing zone is refused: UTC by default would mean 02:00 lessons in New York.
-    if not (timezone or "").strip():
-        problems.append(f"timezone: {MISSING_ZONE}")
-    else:
-        try:
-            zone_name = zones.check_zone(timezone or "")
-        except InputError as exc:
-            problems.append(f"timezone: {exc}")
-    try:
-        clean_greeting = check_greeting(greeting or "")
-    except InputError as exc:
-        problems.append(str(exc))  # it names its field already
-    if (country or "").strip():
-        try:
-            clean_country = zones.check_country(country or "")
-        except InputError as exc:
-            problems.append(f"country: {exc}")
-    if problems:
-        raise FieldErrors(problems)
-    return Signup(
-        email=address,
-        name=clean_name,
-        timezone=zone_name,
-        greeting=clean_greeting,
-        country=clean_country,
-    )
-
-
 def suppressed_reason(reason: str, when: dt.datetime) -> str:
     """Why an address may not be mailed, in the words an operator needs."""
     kind, _, detail = reason.partition(":")
@@ -197,20 +137,6 @@ def suppressed_reason(reason: str, when: dt.datetime) -> str:
     if kind in ("bounced", "complained"):
         return f"{kind} on {day}" + (f" ({detail.strip()})" if detail.strip() else "")
     return f"suppressed by an operator on {day}: {detail.strip() or reason}"
-
-
-def differences(subscriber: Subscriber, signup: Signup) -> list[str]:
-    """How ``signup`` differs from the person on record (a blank name is no difference)."""
-    changes = []
-    if signup.name and signup.name != subscriber.name:
-        changes.append(f"name {subscriber.name!r} -> {signup.name!r}")
-    if signup.timezone != subscriber.timezone:
-        changes.append(f"timezone {subscriber.timezone} -> {signup.timezone}")
-    if signup.greeting and signup.greeting != subscriber.greeting:
-        changes.append(f"greeting {subscriber.greeting!r} -> {signup.greeting!r}")
-    if signup.country and signup.country != subscriber.country:
-        changes.append(f"country {subscriber.country or '(from the zone)'} -> {signup.country}")
-    return changes
 
 
 def enroll(

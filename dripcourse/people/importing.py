@@ -26,7 +26,8 @@ from dripcourse.errors import InputError
 from dripcourse.models import Cohort, Enrollment, Subscriber, Suppression
 from dripcourse.people.bulk_insert import insert_people
 from dripcourse.people.csv_file import CsvFile, Progress, Row, chunks, located
-from dripcourse.people.enrollment import MISSING_ZONE, Signup, differences, suppressed_reason
+from dripcourse.people.enrollment import suppressed_reason
+from dripcourse.people.signup import MISSING_ZONE, Signup, differences
 
 
 @dataclass
