@@ -16,7 +16,8 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from dripcourse import db
-from dripcourse.courses.course import Course, course_slugs, load_course
+from dripcourse.courses.course import Course, course_slugs
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Renderer
 from dripcourse.encryption import ReflectionCipher, key_from_var
 from dripcourse.errors import CourseError, DripcourseError

@@ -19,7 +19,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from dripcourse import links
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Renderer, build_message, message_id
 from dripcourse.courses.studio import create_studio
 from dripcourse.runtime import Runtime

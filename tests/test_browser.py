@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.preview import lesson_message, sample_reader
 from dripcourse.courses.render import Renderer
 from dripcourse.courses.studio import create_studio

@@ -15,7 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from dripcourse import zones
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.models import Base, Subscriber
 from dripcourse.reader import care
 from tests.conftest import EMAILS, ROOT

@@ -15,7 +15,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from dripcourse import links
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Renderer, build_message, message_id
 from dripcourse.db import transaction
 from dripcourse.inbound import route as inbound

@@ -16,7 +16,7 @@ from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import changes as people
-from dripcourse.people import enrollment, importing
+from dripcourse.people import csv_file, enrollment, importing
 from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
@@ -298,8 +298,8 @@ def test_two_imports_at_once_with_overlapping_rows_end_in_one_clear_answer(
     with transaction(rt.sessions) as session:
         for name in ("spring", "summer"):
             enrollment.create_cohort(session, name, course, "2026-12-01", NOW)
-    first = importing.read_csv(_csv(tmp_path, "first", range(0, 10)), None)
-    second = importing.read_csv(_csv(tmp_path, "second", range(5, 15)), None)
+    first = csv_file.read_csv(_csv(tmp_path, "first", range(0, 10)), None)
+    second = csv_file.read_csv(_csv(tmp_path, "second", range(5, 15)), None)
     second_cohort = "spring" if into == "one cohort" else "summer"
     outcome: list[object] = []
 

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from dripcourse import links
-from dripcourse.courses.course import read_course
+from dripcourse.courses.course_folder import read_course
 from dripcourse.db import transaction
 from dripcourse.models import CheckinAnswer
 from dripcourse.people import report

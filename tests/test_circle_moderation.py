@@ -229,7 +229,7 @@ def test_a_course_without_a_circle_refuses_to_turn_it_on(rt: Runtime, tmp_path: 
 def test_course_toml_circle_must_be_true_or_false(tmp_path: Path) -> None:
     import shutil
 
-    from dripcourse.courses.course import read_course
+    from dripcourse.courses.course_folder import read_course
     from tests.conftest import EMAILS
 
     shutil.copytree(EMAILS, tmp_path / "emails")

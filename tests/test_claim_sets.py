@@ -17,6 +17,7 @@ from dripcourse import schedule
 from dripcourse.db import transaction
 from dripcourse.models import Cohort, Delivery, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import claim as delivery
 from dripcourse.sending import take
@@ -73,7 +74,7 @@ def populate(rt: Runtime, now: dt.datetime) -> None:
                 for name, *_ in VARIANTS:
                     place = zone.replace("/", ".")
                     address = f"{cohort.name}.{name.replace(' ', '-')}.{place}@x.org"
-                    signup = enrollment.check_signup(address, "", zone)
+                    signup = check_signup(address, "", zone)
                     enrollment.enroll(session, cohort, course, signup, now)
     naive = now.astimezone(dt.UTC).replace(tzinfo=None)
     with rt.engine.begin() as conn:
@@ -284,7 +285,7 @@ def test_each_batch_is_queued_as_soon_as_it_commits_before_the_rest_is_claimed(
         with transaction(rt.sessions) as session:
             cohort = enrollment.create_cohort(session, "c", course, "now", START)
             for i in range(35):
-                signup = enrollment.check_signup(f"r{i}@x.org", "", "UTC")
+                signup = check_signup(f"r{i}@x.org", "", "UTC")
                 enrollment.enroll(session, cohort, course, signup, START)
         watcher = Watcher(rt)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.errors import CourseError
 from dripcourse.runtime import Catalog
 from tests.conftest import EMAILS

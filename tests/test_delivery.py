@@ -21,6 +21,7 @@ from dripcourse.models import (
     Suppression,
 )
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -40,9 +41,7 @@ def start_cohort(rt: Runtime, now: dt.datetime = NOW) -> None:
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c1", course, "now", now)
         for address, name, zone in PEOPLE:
-            enrollment.enroll(
-                session, cohort, course, enrollment.check_signup(address, name, zone), now
-            )
+            enrollment.enroll(session, cohort, course, check_signup(address, name, zone), now)
 
 
 def claim(rt: Runtime, now: dt.datetime = NOW) -> list[int]:

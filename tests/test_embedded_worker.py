@@ -12,7 +12,7 @@ import pytest
 
 from dripcourse.clock import utcnow
 from dripcourse.db import transaction
-from dripcourse.people import enrollment, importing
+from dripcourse.people import csv_file, enrollment
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import make_settings
@@ -38,7 +38,7 @@ def enroll_sample(settings: Settings) -> None:
     course = rt.catalog.course("white-coat")
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "sample", course, "now", utcnow())
-        parsed = importing.read_csv(ROOT / "config" / "sample-cohort.csv")
+        parsed = csv_file.read_csv(ROOT / "config" / "sample-cohort.csv")
         signups = [row.signup for row in parsed.rows]
         enrollment.enroll_all(session, cohort, course, signups, utcnow())
     rt.close()

@@ -33,6 +33,7 @@ from dripcourse.models import (
     Suppression,
 )
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.reader import privacy, reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import make_settings
@@ -263,7 +264,7 @@ def _a_person_with_everything(
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "spring", course, "2025-03-03", NOW - 3 * DAY)
         for who, whose in ((email, name), ("ben@example.org", "Ben")):
-            signup = enrollment.check_signup(who, whose, "UTC")
+            signup = check_signup(who, whose, "UTC")
             enrollment.enroll(session, cohort, course, signup, NOW - 3 * DAY)
     send_days(rt, 3)
     with rt.sessions() as session:

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from dripcourse.cli import cli
 from dripcourse.errors import InputError
-from dripcourse.people import importing
+from dripcourse.people import csv_file, importing
 from dripcourse.settings import Settings
 from dripcourse.zones import check_zone
 from tests.workers import settings_env
@@ -378,7 +378,7 @@ def test_a_hundred_thousand_rows_import_in_well_under_a_minute(rt, tmp_path: Pat
     # CPU time, not wall time: this machine's two cores are shared, and a busy neighbour
     # must not fail the test; the work itself is what has to stay well under a minute.
     started = time.process_time()
-    parsed = importing.read_csv(csv)
+    parsed = csv_file.read_csv(csv)
     with transaction(rt.sessions) as session:
         cohort = enrollments.create_cohort(session, "big", course, IN_A_MONTH, now)
         report = importing.import_rows(session, cohort, course, parsed, now)
@@ -406,7 +406,7 @@ def test_imported_people_can_be_paused_on_either_database(
     csv = write(tmp_path, "email,name,timezone\na@example.org,A,America/Chicago\n")
     with transaction(rt.sessions) as session:
         cohort = enrollments.create_cohort(session, "c", course, "2025-03-03", now)
-        importing.import_rows(session, cohort, course, importing.read_csv(csv), now)
+        importing.import_rows(session, cohort, course, csv_file.read_csv(csv), now)
     with transaction(rt.sessions) as session:
         person = persons.find_person(session, "a@example.org")
         assert person.created_at == now
@@ -512,7 +512,7 @@ def test_any_file_is_read_or_refused_with_a_named_place(tmp_path: Path, data: by
     csv = tmp_path / "any.csv"
     csv.write_bytes(data)
     try:
-        parsed = importing.read_csv(csv, "UTC")
+        parsed = csv_file.read_csv(csv, "UTC")
     except InputError as exc:
         assert str(exc).startswith(str(csv)), exc
     else:

@@ -18,7 +18,7 @@ from dripcourse import links
 from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.models import Enrollment
-from dripcourse.people import enrollment
+from dripcourse.people import enrollment, pausing
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -54,7 +54,7 @@ def act(rt: Runtime, enrollment_id: int, what: str, now: dt.datetime) -> bool:
         found = session.get(Enrollment, enrollment_id)
         assert found is not None
         course = rt.catalog.course(found.cohort.course_slug)
-        return getattr(enrollment, what)(session, found, course, now)
+        return getattr(pausing, what)(session, found, course, now)
 
 
 def ticks_sent(rt: Runtime, start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
@@ -160,7 +160,7 @@ def test_pause_does_not_undo_a_claim_made_meanwhile(rt: Runtime, dana: int) -> N
         # A beat tick claims Day 3 between our read and our write.
         claimed: list[int] = []
         delivery.tick(rt, wednesday, claimed.extend)
-        assert enrollment.pause(session, stale, course, wednesday)
+        assert pausing.pause(session, stale, course, wednesday)
     after = load(rt, dana)
     assert after.next_send_at is None  # still in flight, not rescheduled for a second claim
     assert after.paused_until == utc(2025, 3, 12, 4)  # the start of that Wednesday, local
@@ -316,7 +316,7 @@ def test_the_core_pause_defaults_to_a_week_and_refuses_no_length(rt: Runtime, da
         assert found is not None
         course = rt.catalog.course(found.cohort.course_slug)
         with pytest.raises(InputError, match="pause length"):
-            enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(0))
+            pausing.pause(session, found, course, DAY_2_NOON, dt.timedelta(0))
 
 
 def test_a_shorter_pause_never_cuts_a_longer_one_short(rt: Runtime, dana: int) -> None:
@@ -324,6 +324,6 @@ def test_a_shorter_pause_never_cuts_a_longer_one_short(rt: Runtime, dana: int) -
         found = session.get(Enrollment, dana)
         assert found is not None
         course = rt.catalog.course(found.cohort.course_slug)
-        enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=14))
-        enrollment.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=1))
+        pausing.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=14))
+        pausing.pause(session, found, course, DAY_2_NOON, dt.timedelta(days=1))
     assert load(rt, dana).paused_until == utc(2025, 3, 18, 4)  # two weeks on, 00:00 EDT

@@ -24,6 +24,7 @@ from dripcourse.models import (
     EnrollmentStatus,
 )
 from dripcourse.people import enrollment
+from dripcourse.people.signup import Signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -56,7 +57,7 @@ def enroll(rt: Runtime, size: int, now: dt.datetime, start: str = "today") -> No
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "busy", course, start, now)
         for i in range(size):
-            signup = enrollment.Signup(f"r{i:03d}@example.org", "", ZONES[i % len(ZONES)])
+            signup = Signup(f"r{i:03d}@example.org", "", ZONES[i % len(ZONES)])
             enrollment.enroll(session, cohort, course, signup, now)
 
 

@@ -16,6 +16,7 @@ from dripcourse.courses.wire import WireMessage, as_wire
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -65,7 +66,7 @@ def one_enrolled(tmp_path: Path, database_url: str) -> Iterator[Runtime]:
     course = rt.catalog.course("white-coat")
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, "now", NOW)
-        signup = enrollment.check_signup("slow@example.org", "Dr. Slow", "UTC")
+        signup = check_signup("slow@example.org", "Dr. Slow", "UTC")
         enrollment.enroll(session, cohort, course, signup, NOW)
     yield rt
     rt.close()
@@ -143,7 +144,7 @@ def test_a_due_row_written_in_another_text_form_is_claimed_once_and_the_tick_ret
     course = rt.catalog.course("white-coat")
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, "now", NOW)
-        signup = enrollment.check_signup("odd@example.org", "", "UTC")
+        signup = check_signup("odd@example.org", "", "UTC")
         enrollment.enroll(session, cohort, course, signup, NOW)
         # Written by hand in another text form than SQLAlchemy's. A claim that compared the
         # value read back for equality could never take it, and once spun forever on it.

@@ -29,7 +29,8 @@ from dripcourse.db import transaction
 from dripcourse.errors import InputError
 from dripcourse.links import Links
 from dripcourse.models import Reflection, Subscriber
-from dripcourse.people import enrollment, importing
+from dripcourse.people import csv_file, enrollment
+from dripcourse.people.signup import Signup
 from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
 from tests.conftest import EMAILS, make_settings, utc
@@ -93,11 +94,11 @@ def rt(tmp_path: Path, database_url: str, emails: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
-def import_row(tmp_path: Path, address: str, name: str) -> list[enrollment.Signup]:
+def import_row(tmp_path: Path, address: str, name: str) -> list[Signup]:
     path = tmp_path / "cohort.csv"
     with path.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows([["email", "name", "timezone"], [address, name, "UTC"]])
-    parsed = importing.read_csv(path)
+    parsed = csv_file.read_csv(path)
     if parsed.errors:
         raise InputError("\n".join(parsed.errors))
     return [row.signup for row in parsed.rows]

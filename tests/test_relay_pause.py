@@ -15,6 +15,7 @@ from sqlalchemy import select
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import breaker
@@ -32,7 +33,7 @@ def start(rt: Runtime, now: dt.datetime = NOW) -> None:
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, "now", now)
         for address in PEOPLE:
-            signup = enrollment.check_signup(address, "", "Europe/Madrid")
+            signup = check_signup(address, "", "Europe/Madrid")
             enrollment.enroll(session, cohort, course, signup, now)
 
 

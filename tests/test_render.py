@@ -14,7 +14,8 @@ import lxml.html
 import premailer
 import pytest
 
-from dripcourse.courses.course import course_slugs, load_course
+from dripcourse.courses.course import course_slugs
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Personal, Renderer, build_message, message_id
 from dripcourse.courses.wire import wire_bytes
 from dripcourse.links import Links

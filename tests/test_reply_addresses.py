@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Personal, Renderer, build_message, reply_addresses
 from dripcourse.courses.wire import envelope, wire_bytes
 from dripcourse.errors import ConfigError

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Renderer
 from dripcourse.inbound.lesson_quote import template_text
 from dripcourse.inbound.reply_text import MAX_TRIM_CHARS, strip_reply

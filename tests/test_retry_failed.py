@@ -13,6 +13,7 @@ from dripcourse.cli import cli
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -58,7 +59,7 @@ def test_failed_enrollments_come_back_at_their_next_local_morning_and_bounced_on
         day_before = utc(2026, 11, 24, 12)
         cohort = enrollment.create_cohort(session, "spring", course, "2026-11-25", day_before)
         for address, zone in PEOPLE.items():
-            signup = enrollment.check_signup(address, "", zone)
+            signup = check_signup(address, "", zone)
             enrollment.enroll(session, cohort, course, signup, day_before)
     smtp_sink.handler.reject["full@example.org"] = "452 4.2.2 Mailbox full"
     smtp_sink.handler.reject["gone@example.org"] = "550 5.1.1 No such user"

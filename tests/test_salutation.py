@@ -16,12 +16,13 @@ import pytest
 from freezegun import freeze_time
 
 from dripcourse import links
-from dripcourse.courses.course import read_course
+from dripcourse.courses.course_folder import read_course
 from dripcourse.courses.greeting import salutation
 from dripcourse.courses.preview import lesson_message, sample_reader
 from dripcourse.courses.wire import wire_bytes
 from dripcourse.db import transaction
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from tests.conftest import EMAILS, make_settings, utc
 from tests.test_web_support import Clock, make_app, path, tick
@@ -55,7 +56,7 @@ def start_now(rt: Runtime, zone: str, now: dt.datetime, email_address: str) -> i
     course = rt.catalog.course(COURSE)
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, f"c-{email_address}", course, "now", now)
-        signup = enrollment.check_signup(email_address, "Dr. Amara Okafor", zone)
+        signup = check_signup(email_address, "Dr. Amara Okafor", zone)
         return enrollment.enroll(session, cohort, course, signup, now).id
 
 

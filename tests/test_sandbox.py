@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from dripcourse.cli import cli
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import LAYOUT_VARIABLES, LESSON_VARIABLES, Renderer
 from dripcourse.errors import CourseError
 from tests.conftest import EMAILS, ROOT, make_settings

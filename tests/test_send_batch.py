@@ -22,6 +22,8 @@ from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import changes as people
 from dripcourse.people import enrollment
+from dripcourse.people.pausing import pause as pause_enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import breaker
@@ -71,7 +73,7 @@ def cohort_of(rt: Runtime, people: dict[str, str], now: dt.datetime = NOW) -> li
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "batch", course, "2026-11-25", now)
         for address, zone in people.items():
-            signup = enrollment.check_signup(address, "", zone)
+            signup = check_signup(address, "", zone)
             enrollment.enroll(session, cohort, course, signup, now)
     ids: list[int] = []
     delivery.tick(rt, now, ids.extend)
@@ -400,7 +402,7 @@ def test_a_pause_while_the_batch_is_under_way_holds_that_readers_lesson_until_it
         if len(relay.sent) == 1:
             with transaction(rt.sessions) as session:
                 row = session.get(Delivery, pausing).enrollment
-                assert enrollment.pause(session, row, rt.catalog.course("white-coat"), NOW)
+                assert pause_enrollment(session, row, rt.catalog.course("white-coat"), NOW)
 
     relay.on_send = meanwhile
     outcomes = sending.send_batch(rt, ids, NOW)
@@ -436,7 +438,7 @@ def test_each_reader_is_greeted_as_set_derived_or_with_the_courses_fallback(
             ("derived@example.org", "Dr. Bo Chen", ""),
             ("nameless@example.org", "", ""),
         ]:
-            signup = enrollment.check_signup(address, name, "Europe/Madrid")
+            signup = check_signup(address, name, "Europe/Madrid")
             person = enrollment.enroll(session, cohort, course, signup, NOW)
             person.subscriber.greeting = greeting
     ids: list[int] = []

@@ -12,6 +12,7 @@ from dripcourse import db
 from dripcourse.cli import cli
 from dripcourse.models import Delivery, Enrollment
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.settings import Settings
 from tests.conftest import EMAILS, make_settings, utc
@@ -53,7 +54,7 @@ def test_a_test_send_as_a_subscriber_uses_their_greeting_but_touches_nothing(
     course = rt.catalog.course("white-coat")
     with db.transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, "now", now)
-        signup = enrollment.check_signup("amara@example.org", "Dr. Amara Okafor", "UTC")
+        signup = check_signup("amara@example.org", "Dr. Amara Okafor", "UTC")
         enrollment.enroll(session, cohort, course, signup, now)
     with rt.sessions() as session:
         before = session.execute(select(Enrollment.day, Enrollment.next_send_at)).all()

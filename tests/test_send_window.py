@@ -19,6 +19,7 @@ from dripcourse import schedule
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -52,7 +53,7 @@ def enroll(rt: Runtime, start: str, now: dt.datetime, people: dict[str, str]) ->
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, start, now)
         for address, zone in people.items():
-            signup = enrollment.check_signup(address, "", zone)
+            signup = check_signup(address, "", zone)
             enrollment.enroll(session, cohort, course, signup, now)
 
 
@@ -198,7 +199,7 @@ def test_a_late_evening_start_waits_for_the_next_morning_and_now_does_not(
             session,
             cohort,
             course,
-            enrollment.check_signup("b@example.org", "", "Europe/London"),
+            check_signup("b@example.org", "", "Europe/London"),
             evening,
         )
     ids = claim(world, evening)
@@ -224,7 +225,7 @@ def test_a_course_may_set_its_own_latest_send_time(tmp_path: Path, sqlite_url: s
 def test_a_bad_latest_send_time_is_refused_naming_the_file(
     tmp_path: Path, line: str, message: str
 ) -> None:
-    from dripcourse.courses.course import load_course
+    from dripcourse.courses.course_folder import load_course
     from dripcourse.errors import CourseError
 
     key, value = line.split(" = ")

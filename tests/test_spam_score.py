@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import Renderer, build_message, message_id, reply_addresses
 from dripcourse.courses.wire import wire_bytes
 from tests.conftest import EMAILS, service_missing

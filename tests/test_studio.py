@@ -16,6 +16,7 @@ from dripcourse.courses.studio import check_host, create_studio
 from dripcourse.errors import ConfigError
 from dripcourse.links import PATHS, BadToken
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.web import create_app
 from tests.conftest import EMAILS, make_settings, utc
@@ -93,7 +94,7 @@ def test_as_email_shows_a_real_subscriber_with_sample_links_only(
     course = studio_rt.catalog.course("white-coat")
     with db.transaction(studio_rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "c", course, "now", NOW)
-        signup = enrollment.check_signup("amara@example.org", "Okafor, Amara", "Asia/Kolkata")
+        signup = check_signup("amara@example.org", "Okafor, Amara", "Asia/Kolkata")
         enrollment.enroll(session, cohort, course, signup, NOW)
 
     html = page(client, "/course/white-coat/2?as=Amara@example.org")

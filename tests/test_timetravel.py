@@ -19,6 +19,7 @@ from dripcourse import schedule
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Subscriber
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -51,7 +52,7 @@ def enroll_everyone(
     with transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, "world", course, start, now)
         for address, zone in ZONES.items():
-            signup = enrollment.check_signup(address, address.split("@")[0].title(), zone)
+            signup = check_signup(address, address.split("@")[0].title(), zone)
             enrollment.enroll(session, cohort, course, signup, now)
 
 

@@ -10,7 +10,7 @@ from click.testing import CliRunner, Result
 
 from dripcourse.cli import cli
 from dripcourse.errors import InputError
-from dripcourse.people.enrollment import check_signup
+from dripcourse.people.signup import check_signup
 from dripcourse.settings import Settings
 from tests.conftest import EMAILS
 from tests.workers import settings_env

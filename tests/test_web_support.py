@@ -21,6 +21,7 @@ from dripcourse.db import transaction
 from dripcourse.errors import NotFound
 from dripcourse.models import MAX_ID, Enrollment
 from dripcourse.people import enrollment
+from dripcourse.people.signup import check_signup
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import claim as delivery
@@ -52,7 +53,7 @@ def enroll(
             the_cohort = enrollment.get_cohort(session, cohort)
         except NotFound:
             the_cohort = enrollment.create_cohort(session, cohort, course, str(start), now)
-        signup = enrollment.check_signup(email, email.split("@")[0].title(), timezone)
+        signup = check_signup(email, email.split("@")[0].title(), timezone)
         return enrollment.enroll(session, the_cohort, course, signup, now).id
 
 

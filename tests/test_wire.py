@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dripcourse.courses.course import load_course
+from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.render import (
     _QP_UTF8,
     _TOKEN,

@@ -214,6 +214,7 @@ def start_cohort(
     from dripcourse import db
     from dripcourse.clock import utcnow
     from dripcourse.people import enrollment
+    from dripcourse.people.signup import Signup
     from dripcourse.runtime import Runtime
 
     rt = Runtime(settings)
@@ -223,7 +224,7 @@ def start_cohort(
     with db.transaction(rt.sessions) as session:
         cohort = enrollment.create_cohort(session, name, course, "now", now)
         for address in addresses:
-            signup = enrollment.Signup(email=address, name="Dr. Test", timezone="UTC")
+            signup = Signup(email=address, name="Dr. Test", timezone="UTC")
             enrollment.enroll(session, cohort, course, signup, now)
     rt.close()
     return addresses

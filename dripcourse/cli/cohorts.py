@@ -16,7 +16,8 @@ from dripcourse.clock import utcnow
 from dripcourse.errors import DripcourseError
 from dripcourse.models import Cohort, Enrollment, Subscriber
 from dripcourse.people import changes as people
-from dripcourse.people import enrollment, importing
+from dripcourse.people import csv_file, enrollment, importing
+from dripcourse.people.signup import check_signup
 
 
 @cli.group(cls=Group)
@@ -142,7 +143,7 @@ def enroll(
             select(Subscriber.timezone).where(Subscriber.email == email.strip().lower())
         )
         zone = timezone or known or the_cohort.timezone
-        signup = enrollment.check_signup(email, name, zone, country=country)
+        signup = check_signup(email, name, zone, country=country)
         enrolled, changes = people.enroll_person(
             session, the_cohort, signup, rt.catalog.course, now, update=update
         )
@@ -190,7 +191,7 @@ def import_csv(
         the_cohort = enrollment.get_cohort(session, cohort_name)
         course = rt.catalog.course(the_cohort.course_slug)
         with _progress("checking", _lines(csv_path)) as advance:
-            parsed = importing.read_csv(
+            parsed = csv_file.read_csv(
                 csv_path,
                 timezone or the_cohort.timezone,
                 advance,
@@ -204,7 +205,7 @@ def import_csv(
         if parsed.ignored_columns:
             click.echo(
                 f"{csv_path}:1: ignored column(s) {', '.join(parsed.ignored_columns)} "
-                f"(only {', '.join(importing.CSV_COLUMNS)} are read)",
+                f"(only {', '.join(csv_file.CSV_COLUMNS)} are read)",
                 err=True,
             )
         # Two passes: the subscribers, then their enrollments.
@@ -233,7 +234,7 @@ def _lines(path: Path) -> int:
 @contextmanager
 def _progress(label: str, length: int) -> Iterator[Callable[[int], None] | None]:
     """A progress bar on a terminal, for a big file; nothing when piped or for a few rows."""
-    if length < 2 * importing.CHUNK or not sys.stderr.isatty():
+    if length < 2 * csv_file.CHUNK or not sys.stderr.isatty():
         yield None
         return
     with click.progressbar(length=length, label=label, file=sys.stderr) as bar:

@@ -15,7 +15,7 @@ from dripcourse.cli.base import COURSE, PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
 from dripcourse.errors import CourseError, DripcourseError
 from dripcourse.models import Cohort
-from dripcourse.people import enrollment, importing, status
+from dripcourse.people import csv_file, enrollment, importing, status
 from dripcourse.reader import reflections
 from dripcourse.redact import redact_url
 from dripcourse.runtime import Runtime
@@ -55,7 +55,7 @@ def demo(state: State, csv_path: Path, course: str) -> None:
             click.echo("a cohort exists already; the demo enrolls nobody")
             return
         now = utcnow()
-        parsed = importing.read_csv(csv_path)
+        parsed = csv_file.read_csv(csv_path)
         the_course = rt.catalog.course(course)
         cohort = enrollment.create_cohort(session, SAMPLE_COHORT, the_course, "now", now)
         report = importing.import_rows(session, cohort, the_course, parsed, now)

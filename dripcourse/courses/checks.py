@@ -1,11 +1,11 @@
 """The rules `dripcourse check` applies to courses; each finding is (file, line, severity, message).
 
-Reading a course (course.py) finds what makes it unusable: a gap in the days, front matter that
-is not valid, a missing subject. The rules here look at what the lessons say and how they
-render: unknown variables, links, images, headings, size and length. Every rule runs on every
-lesson it can, so one run lists every problem: a lesson whose front matter is broken still has
-its text checked, text that does not render has its Markdown checked as written, and a
-course.toml or layout with an error does not hide the lessons' own problems.
+Reading a course (course_folder.py) finds what makes it unusable: a gap in the days, front
+matter that is not valid, a missing subject. The rules here look at what the lessons say and
+how they render: unknown variables, links, images, headings, size and length. Every rule runs
+on every lesson it can, so one run lists every problem: a lesson whose front matter is broken
+still has its text checked, text that does not render has its Markdown checked as written, and
+a course.toml or layout with an error does not hide the lessons' own problems.
 
 It stays one module (about 480 lines) because every rule reads the same rendered lesson and
 adds to one list of findings; the image and link rules are the part to move out next.
@@ -35,8 +35,8 @@ from dripcourse.courses.course import (
     Lesson,
     check_slug,
     course_slugs,
-    read_course,
 )
+from dripcourse.courses.course_folder import read_course
 from dripcourse.courses.render import (
     LESSON_VARIABLES,
     MAX_HTML_BYTES,

@@ -4,9 +4,10 @@ The list is the programme's, kept beside the lessons (``support.toml``): for eac
 places (name, phone, text, web address, hours), and a default for everywhere else. Each entry
 names its source, the organisation's own page, so whoever reviews the list can check every
 number against it. Reading it never stops at the first problem: like the rest of a course
-folder, each problem is returned with its line, for ``check`` to list (course.py turns them
-into findings). A missing list, or an entry without a source, is a warning, not an error: the
-lessons still go out, and the pages fall back to saying "call your local emergency number".
+folder, each problem is returned with its line, for ``check`` to list (course_folder.py and
+course_toml.py turn them into findings). A missing list, or an entry without a source, is a
+warning, not an error: the lessons still go out, and the pages fall back to saying "call your
+local emergency number".
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ _WEB = re.compile(r"^https?://[^\s/]+\.[^\s]*$", re.IGNORECASE)
 _HEADER = re.compile(r"^\s*\[\[\s*(default|country\s*\.\s*([A-Za-z]+))\s*\]\]")
 SOURCE_FORM = 'source = { name = "the organisation", url = "https://its page" }'
 
-# (line, severity, message): course.py makes each a Finding in support.toml or course.toml.
+# (line, severity, message): course_folder.py makes each a Finding in support.toml.
 Problem = tuple[int, str, str]
 
 

@@ -3,8 +3,8 @@ day or the time zone. Each change says what it was before and after.
 
 Pausing and resuming go through the same functions as the subscriber's own pause page. Every
 other change that moves the next lesson goes through ``replan``, the one place that asks the
-schedule when the next lesson is due now. It uses enrollment's compare-and-set
-(``_reschedule``) and its "when would it be due unpaused" (``unpaused_due``), the same steps
+schedule when the next lesson is due now. It uses pausing's compare-and-set
+(``reschedule``) and its "when would it be due unpaused" (``unpaused_due``), the same steps
 pause and resume take, rather than a second copy of them.
 
 It stays one module (about 450 lines): each change to one person is a short function over
@@ -35,6 +35,8 @@ from dripcourse.models import (
     Suppression,
 )
 from dripcourse.people import enrollment as enrollments
+from dripcourse.people import pausing
+from dripcourse.people.signup import Signup
 
 CourseFor = Callable[[str], Course]
 LONGEST_PAUSE = dt.timedelta(days=365)
@@ -99,7 +101,7 @@ def state(enrollment: Enrollment, course: Course, now: dt.datetime) -> str:
         parts.append(f"paused until {when(enrollment.paused_until, tz_name)}")
     lesson = f"Day {enrollment.day + 1} of {course.length}"
     if enrollment.next_send_at is None and paused:
-        # Claimed already: it waits for the pause's end (enrollment.pause holds it there).
+        # Claimed already: it waits for the pause's end (pausing.pause holds it there).
         parts.append(f"{lesson} held until the pause ends")
     elif enrollment.next_send_at is None:
         parts.append(f"{lesson} on its way")
@@ -123,14 +125,14 @@ def replan(session: Session, enrollment: Enrollment, course: Course, now: dt.dat
         due = schedule.resumed_due(
             course.cadence,
             tz,
-            unpaused_due=enrollments.unpaused_due(session, enrollment, course),
+            unpaused_due=pausing.unpaused_due(session, enrollment, course),
             now=now,
         )
         if enrollment.paused_until is not None and enrollment.paused_until > now:
             due = schedule.resume_due(
                 course.cadence, tz, due=due, paused_until=enrollment.paused_until
             )
-        if enrollments._reschedule(session, enrollment, seen, next_send_at=due, updated_at=now):
+        if pausing.reschedule(session, enrollment, seen, next_send_at=due, updated_at=now):
             return
     raise RuntimeError(f"enrollment {enrollment.id} kept changing while being re-planned")
 
@@ -218,7 +220,7 @@ def pause(
             f"{when(current, enrollment.subscriber.timezone)}, longer than asked: nothing "
             "changed (resume, then pause again, to make it shorter)"
         )
-    if not enrollments.pause(session, enrollment, course, now, length=length):
+    if not pausing.pause(session, enrollment, course, now, length=length):
         raise InputError(
             f"{enrollment.subscriber.email} is {enrollment.status}, not active: nothing to pause"
         )
@@ -227,7 +229,7 @@ def pause(
 
 def resume(session: Session, enrollment: Enrollment, course: Course, now: dt.datetime) -> Change:
     before = state(enrollment, course, now)
-    if not enrollments.resume(session, enrollment, course, now):
+    if not pausing.resume(session, enrollment, course, now):
         raise InputError(f"{enrollment.subscriber.email} is not paused")
     return Change("resume", before, state(enrollment, course, now))
 
@@ -267,7 +269,7 @@ def move(
     course = course_for(old.course_slug)
     before = f"{old.name}: {state(enrollment, course, now)}"
     if target.course_slug == old.course_slug:
-        if not enrollments._reschedule(
+        if not pausing.reschedule(
             session, enrollment, enrollment.next_send_at, cohort_id=target.id, updated_at=now
         ):
             raise _in_flight(session, enrollment, "move")
@@ -275,7 +277,7 @@ def move(
         return Change("cohort", before, f"{target.name}: {state(enrollment, course, now)}")
     new_course = course_for(target.course_slug)
     enrollments.stop_enrollment(session, enrollment, EnrollmentStatus.REMOVED, now)
-    signup = enrollments.Signup(person.email, person.name, person.timezone)
+    signup = Signup(person.email, person.name, person.timezone)
     moved = enrollments.enroll(session, target, new_course, signup, now)
     return Change("cohort", before, f"{target.name}: {state(moved, new_course, now)}")
 
@@ -305,7 +307,7 @@ def set_day(
             f"the next can be Day {last + 1} to {course.length}"
         )
     before = state(enrollment, course, now)
-    if not enrollments._reschedule(
+    if not pausing.reschedule(
         session, enrollment, enrollment.next_send_at, day=day - 1, updated_at=now
     ):
         raise _in_flight(session, enrollment, "set-day")
@@ -355,7 +357,7 @@ def set_country(person: Subscriber, code: str) -> Change:
 def enroll_person(
     session: Session,
     cohort: Cohort,
-    signup: enrollments.Signup,
+    signup: Signup,
     course_for: CourseFor,
     now: dt.datetime,
     *,

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from dripcourse import schedule
 from dripcourse.courses.course import Course
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, EnrollmentStatus, Suppression
-from dripcourse.people.enrollment import unpaused_due
+from dripcourse.people.pausing import unpaused_due
 
 RESUBSCRIBE_DAYS = 30
 UNSUBSCRIBED_REASON = "unsubscribed"  # the suppression reason ``enrollment.unsubscribe`` writes

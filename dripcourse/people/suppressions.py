@@ -16,7 +16,8 @@ from sqlalchemy.orm import Session
 
 from dripcourse.errors import InputError, NotFound
 from dripcourse.models import EnrollmentStatus, Subscriber, Suppression
-from dripcourse.people.enrollment import check_signup, stop_enrollment, suppress
+from dripcourse.people.enrollment import stop_enrollment, suppress
+from dripcourse.people.signup import check_signup
 from dripcourse.validate import without_controls
 
 KINDS = ("bounced", "complained", "unsubscribed", "forgotten", "operator")

@@ -16,16 +16,14 @@ import datetime as dt
 import enum
 import logging
 from collections.abc import Callable
-from email.charset import QP, Charset
 from email.message import Message
-from email.mime.text import MIMEText
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
-from dripcourse.courses.render import WIRE_POLICY, sender_header, subject_header
+from dripcourse.courses.small_notice import plain_notice
 from dripcourse.links import JOURNAL, Links
 from dripcourse.models import Enrollment, Subscriber, Suppression
 
@@ -124,18 +122,12 @@ def message(
         "If you did not ask for it, you can ignore this email: nothing has changed.\n\n"
         f"{team_name}\n"
     )
-    msg = MIMEText(body, "plain", _qp_utf8(), policy=WIRE_POLICY)
-    msg["From"] = sender_header(course.sender)
-    # The address alone: the name is the reader's to give, and nothing else is needed here.
-    msg["To"] = subscriber.email
-    msg["Subject"] = subject_header(f"Your journal: {course.title}")
-    msg["Date"] = format_datetime(now.astimezone(dt.UTC))
-    msg["Message-ID"] = make_msgid(domain=message_id_domain)
-    msg["Auto-Submitted"] = "auto-replied"  # RFC 3834: an answer to the reader's own request
-    return msg
-
-
-def _qp_utf8() -> Charset:
-    charset = Charset("utf-8")
-    charset.body_encoding = QP
-    return charset
+    return plain_notice(
+        body,
+        sender=course.sender,
+        # The address alone: the name is the reader's to give, and nothing else is needed here.
+        to=subscriber.email,
+        subject=f"Your journal: {course.title}",
+        now=now,
+        message_id=make_msgid(domain=message_id_domain),
+    )

@@ -16,10 +16,7 @@ import datetime as dt
 import hashlib
 import logging
 from collections.abc import Callable, Sequence
-from email.charset import QP, Charset
-from email.header import Header
-from email.mime.text import MIMEText
-from email.utils import format_datetime, formataddr
+from email.utils import formataddr
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +26,8 @@ from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
 from dripcourse.courses.plaintext import reflow
-from dripcourse.courses.render import WIRE_POLICY, reply_addresses, sender_header
+from dripcourse.courses.render import reply_addresses
+from dripcourse.courses.small_notice import plain_notice
 from dripcourse.courses.wire import WireMessage, envelope
 from dripcourse.db import transaction
 from dripcourse.links import CONFIRM
@@ -49,8 +47,6 @@ Enqueue = Callable[[Sequence[int]], None]
 # A notice that still fails after this many tries is given up (the reply expires unasked).
 MAX_ATTEMPTS = 8
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "mail"
-_QP_UTF8 = Charset("utf-8")
-_QP_UTF8.body_encoding = QP
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(str(TEMPLATES)),
     autoescape=False,  # plain text only
@@ -211,28 +207,24 @@ def notice_message(
         team_name=rt.settings.team_name,
         team_contact=rt.settings.team_contact,
     )
-    msg = MIMEText(reflow(text), "plain", _QP_UTF8, policy=WIRE_POLICY)
-    subject = f"A reply to Day {row.day} arrived from another address"
     secret = hashlib.sha256(f"{rt.links.secret_key}:held:{row.id}".encode()).hexdigest()[:20]
-    headers: dict[str, str | Header] = {
-        "From": sender_header(course.sender),
-        "To": formataddr((subscriber.name, subscriber.email), charset="utf-8"),
-        "Subject": subject,
-        "Date": format_datetime(now.astimezone(dt.UTC)),
-        # The same for every try: a resend after a crash looks like the same mail.
-        "Message-ID": f"<held.{secret}@{rt.settings.message_id_domain}>",
-        # RFC 3834: a message a program sent in answer to one; no one should answer it.
-        "Auto-Submitted": "auto-replied",
-        "X-Auto-Response-Suppress": "All",
-    }
+    headers = {"X-Auto-Response-Suppress": "All"}
     addresses = reply_addresses(
         rt.links, rt.settings.reply_domain, enrollment.id, row.day, enrollment.link_key
     )
     if addresses:
         # Its bounce comes back as a lesson's does; it has no reply address to answer.
         headers["Return-Path"] = f"<{addresses['bounce_to']}>"
-    for name, value in headers.items():
-        msg[name] = value
+    msg = plain_notice(
+        reflow(text),
+        sender=course.sender,
+        to=formataddr((subscriber.name, subscriber.email), charset="utf-8"),
+        subject=f"A reply to Day {row.day} arrived from another address",
+        now=now,
+        # The same for every try: a resend after a crash looks like the same mail.
+        message_id=f"<held.{secret}@{rt.settings.message_id_domain}>",
+        headers=headers,
+    )
     sender_address, data = envelope(msg)
     return WireMessage(
         sender=sender_address,

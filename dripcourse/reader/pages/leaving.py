@@ -17,7 +17,7 @@ from dripcourse import links, schedule
 from dripcourse.db import transaction, write_back_deletions
 from dripcourse.models import EnrollmentStatus
 from dripcourse.people import enrollment as enrollments
-from dripcourse.people import rejoining
+from dripcourse.people import pausing, rejoining
 from dripcourse.reader import circle, journal_link, privacy
 from dripcourse.reader.pages.access import (
     ROUTE,
@@ -62,9 +62,9 @@ def pause(token: str) -> Response | str:
                 abort(403)  # only expired, but nothing typed is lost: reload and press again
             if action == "pause":
                 length = dt.timedelta(days=int(days))
-                enrollments.pause(session, enrollment, course, now(), length)
+                pausing.pause(session, enrollment, course, now(), length)
             else:
-                enrollments.resume(session, enrollment, course, now())
+                pausing.resume(session, enrollment, course, now())
         else:
             tz = schedule.zone(enrollment.subscriber.timezone)
             moment = now()
@@ -76,7 +76,7 @@ def pause(token: str) -> Response | str:
                 active=enrollment.status == EnrollmentStatus.ACTIVE,
                 paused=paused,
                 paused_until=_local(enrollment.paused_until, tz),
-                next_lesson=_local(enrollments.next_lesson_at(session, enrollment), tz),
+                next_lesson=_local(pausing.next_lesson_at(session, enrollment), tz),
                 next_day=enrollment.day + 1,
                 more_lessons=enrollment.day < course.length,
                 zone=tz.key,
@@ -118,9 +118,7 @@ def unsubscribe(token: str) -> str:
             until=_local(standing.until, tz),
             days=rejoining.RESUBSCRIBE_DAYS,
             next_day=enrollment.day + 1,
-            next_lesson=_local(enrollments.next_lesson_at(session, enrollment), tz)
-            if back
-            else None,
+            next_lesson=_local(pausing.next_lesson_at(session, enrollment), tz) if back else None,
             zone=tz.key,
             team_name=settings.team_name,
             team_contact=settings.team_contact,
