@@ -495,3 +495,25 @@ def test_serve_answers_451_when_the_database_stays_away(
         holder.execute("ROLLBACK")
         holder.close()
     assert saved(rt, ana) is None
+
+
+def test_serve_reads_a_null_envelope_sender_as_a_program_not_a_person(
+    rt: Runtime, ana: int
+) -> None:
+    """A message sent with ``MAIL FROM:<>`` (an out-of-office notice, a challenge from a
+    spam filter) is an auto-reply, whatever its headers claim: the listener records the
+    envelope sender as ``Return-Path`` as a delivering MTA would."""
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    port = _free_port()
+    controller = inbound_listener.listener(handler, "127.0.0.1", port, max_bytes=100_000)
+    controller.start()
+    try:
+        to = address(rt, REPLY, ana, 3, DOMAIN)
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail("", [to], fixture(rt, "phone", ana, sender="filter@hospital.example"))
+            smtp.sendmail(ANA, [to], fixture(rt, "gmail", ana))
+    finally:
+        controller.stop()
+    with transaction(rt.sessions) as session:
+        assert counts(session) == {"auto-reply": 1, "reply": 1}
+    assert saved(rt, ana) == REPLIES["gmail"]
