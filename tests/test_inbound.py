@@ -680,7 +680,24 @@ MTA = "mx.course.example.org"
             ],
             Kind.JUNK,
         ),
-        ([f"{MTA}; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+        # Only the topmost with the MTA's id is believed, even when it cannot be read: one
+        # below it may be the sender's (the MTA writes a sender's HELO or envelope into its
+        # own, which can make it unreadable).
+        ([f"{MTA}; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.JUNK),
+        (
+            [
+                f"{MTA}; spf=pass smtp.helo=a;b smtp.mailfrom=x; dmarc=fail header.from=x.org",
+                f"{MTA}; dmarc=pass header.from=example.org",
+            ],
+            Kind.JUNK,
+        ),
+        (
+            ["(a comment) " + MTA + "; ((((", f"{MTA}; dmarc=pass header.from=example.org"],
+            Kind.JUNK,
+        ),
+        (["mx.other.example.net; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+        # The domain's own DMARC verdict wins over a DKIM or SPF pass that only looks aligned.
+        ([f"{MTA}; dmarc=fail header.from=example.org; dkim=pass header.d=example.org"], Kind.JUNK),
     ],
 )
 def test_with_a_trusted_mta_a_reply_is_saved_only_when_the_from_domain_authenticates(

@@ -7,6 +7,7 @@ message's headers alone, and both err on the side of "no".
 
 from __future__ import annotations
 
+import re
 from email.message import EmailMessage
 
 import authres
@@ -32,8 +33,11 @@ def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
 
     Only the topmost Authentication-Results header carrying that id is read: the MTA in
     front adds its own above everything the sender wrote (and should remove any older one
-    with its id). It must show ``dmarc=pass`` for the From domain, or ``dkim=pass`` or
-    ``spf=pass`` for that domain or a parent of it (aligned). Anything unreadable is a no.
+    with its id). When it shows a DMARC result for the From domain, that verdict decides;
+    without one, ``dkim=pass`` or ``spf=pass`` for that domain or a parent of it (aligned)
+    will do. Anything unreadable is a no, and so is a topmost header with that id that the
+    library cannot read: the MTA writes the sender's HELO name and envelope into its own, so
+    a sender may make it unreadable, and the one below it may be the sender's.
     """
     sender = from_address(msg)
     if sender is None:
@@ -42,14 +46,35 @@ def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
     for name, value in msg.raw_items():
         if name.lower() != "authentication-results":
             continue
+        text = " ".join(str(value).split())
         try:
-            header = authres.AuthenticationResultsHeader.parse_value(" ".join(str(value).split()))
+            header = authres.AuthenticationResultsHeader.parse_value(text)
         except Exception:  # noqa: BLE001 - the library raises its own errors and others
-            continue  # not a header anyone could have written with that id
+            found = _AUTHSERV_ID.match(text)
+            if found and found.group(1).lower() == authserv_id.lower():
+                return False  # the MTA's own, unreadable: no pass can be read from it
+            continue
         if str(header.authserv_id).lower() != authserv_id.lower():
             continue
+        dmarc = [r for r in header.results if str(r.method).lower() == "dmarc"]
+        if any(_about(r, domain) for r in dmarc):
+            return all(_passes(r, domain) for r in dmarc if _about(r, domain))
         return any(_passes(result, domain) for result in header.results)
     return False
+
+
+# The authserv-id of a header the library cannot read: its first word, after any comments.
+_AUTHSERV_ID = re.compile(r"\s*(?:\([^()]*\)\s*)*([^\s;()]+)")
+
+
+def _about(result: authres.AuthenticationResult, domain: str) -> bool:
+    """Whether a DMARC result names the From domain (or names none, so must mean it)."""
+    values = [
+        str(p.value).lower().strip(".")
+        for p in result.properties
+        if (str(p.type).lower(), str(p.name).lower()) == ("header", "from")
+    ]
+    return not values or domain in values
 
 
 _AUTHENTICATES = {"dmarc": ("header", "from"), "dkim": ("header", "d"), "spf": ("smtp", "mailfrom")}
