@@ -181,6 +181,22 @@ def test_serve_and_poll_refuse_to_start_with_a_wrong_reflections_key(
     assert result.output.strip().startswith("Error: setting reflections_key")
 
 
+def test_pipe_without_the_signing_key_exits_75_and_makes_none(
+    settings: Settings, rt: Runtime, ana: int, tmp_path: Path
+) -> None:
+    """An MTA's pipe run without the key the lessons were signed with (secret_key set only
+    in the worker's environment, var/ elsewhere) must not make a key of its own: every reply
+    would then be dropped as junk, recorded, and lost for good."""
+    keyless = dataclasses.replace(settings, secret_key="", var_dir=str(tmp_path / "other-var"))
+    result = pipe(keyless, fixture(rt, "gmail", ana))
+    assert result.exit_code == 75, result.output
+    assert "setting secret_key" in result.output
+    assert not (tmp_path / "other-var" / "secret_key").exists()
+    assert run_cli(keyless, "inbound", "serve").exit_code == 1
+    # The MTA tries again once the settings are put right: the reply is saved.
+    assert pipe(settings, fixture(rt, "gmail", ana)).output.strip() == "reply"
+
+
 @pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>"])
 def test_pipe_saves_a_reply_with_a_message_id_the_parser_chokes_on(
     settings: Settings, rt: Runtime, ana: int, message_id: bytes

@@ -24,6 +24,7 @@ from dripcourse.inbound.listener import InboundHandler, is_our_address, listener
 from dripcourse.inbound.route import TEMPORARY
 from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
+from dripcourse.settings import kept_secret_key
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,13 @@ def _ready(state: State) -> Runtime:
         raise ConfigError(
             "setting reply_domain: not set, so lessons carry no reply address and there is "
             "nothing to receive (see docs/inbound.md)"
+        )
+    if not rt.settings.inbound_secret and kept_secret_key(rt.settings) is None:
+        # A key made here would be one no lesson was signed with: every reply dropped as junk.
+        var = rt.settings.path(rt.settings.var_dir)
+        raise ConfigError(
+            f"setting secret_key: not set, and no key is kept in {var}/secret_key: run this "
+            "with the settings the lessons are sent with"
         )
     try:
         with db.transaction(rt.sessions) as session:
