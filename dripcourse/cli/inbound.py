@@ -180,22 +180,27 @@ def serve(state: State, host: str | None, port: int | None) -> None:
 def poll(state: State, url: str, move_to: str | None, quarantine: str, every: int) -> None:
     """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them.
 
-    A message that cannot be processed (an error of ours) is moved to --quarantine and the
-    run goes on.
+    A message that cannot be processed (an error of ours), or is larger than
+    inbound_max_bytes, is moved to --quarantine and the run goes on.
     """
     rt = _ready(state)
     box = parse_imap_url(url)
 
     def handle(raw: bytes):  # type: ignore[no-untyped-def]
-        if len(raw) > rt.settings.inbound_max_bytes:
-            raw = b""  # dropped as junk: never read a message past the limit
         return receive(rt.sessions, rt.inbound, raw, now=utcnow())
 
     while True:
         try:
             client = connect(box)
             try:
-                done = poll_once(client, box.folder, handle, move_to=move_to, quarantine=quarantine)
+                done = poll_once(
+                    client,
+                    box.folder,
+                    handle,
+                    move_to=move_to,
+                    quarantine=quarantine,
+                    max_bytes=rt.settings.inbound_max_bytes,
+                )
             finally:
                 client.logout()
         except (imaplib.IMAP4.error, OSError) as exc:

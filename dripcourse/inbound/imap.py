@@ -87,6 +87,7 @@ def poll_once(
     *,
     move_to: str | None = None,
     quarantine: str = QUARANTINE,
+    max_bytes: int | None = None,
 ) -> list[Decision | None]:
     """Process every unseen message in ``folder``; then move each to ``move_to`` or delete it.
 
@@ -94,7 +95,9 @@ def poll_once(
     reach, a wrong reflections key; or the database not set up) stops the run with that
     message and the rest left unseen and in place. Anything else it raises (an error of ours
     on that one message) moves the message to ``quarantine`` (None in the result) and the
-    run goes on: one message must never stop every later reply, bounce and complaint.
+    run goes on: one message must never stop every later reply, bounce and complaint. A
+    message over ``max_bytes`` goes there too, unread: a mailbox has no sender to refuse
+    it to (as ``serve`` does), and deleting it would lose a reply with a photo unseen.
     """
     _ok(client.select(_quote(folder)), f"select {folder}")
     typ, data = client.uid("SEARCH", "UNSEEN")
@@ -105,19 +108,27 @@ def poll_once(
         typ, fetched = client.uid("FETCH", uid, "(BODY.PEEK[])")
         _ok((typ, fetched), "fetch")
         raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
+        decision: Decision | None = None
         try:
             if not isinstance(raw, bytes):
                 raise ValueError("the server sent no message body")
-            decision: Decision | None = handle(raw)
+            if max_bytes is not None and len(raw) > max_bytes:
+                log.warning(
+                    "inbound poll: a message of %d bytes, over inbound_max_bytes (%d); moved to %s",
+                    len(raw),
+                    max_bytes,
+                    quarantine,
+                )
+            else:
+                decision = handle(raw)
         except (*TEMPORARY, NotSetUp):
             raise
         except Exception:  # noqa: BLE001 - set aside for a person, and on to the next
             log.exception("inbound poll: a message could not be processed; moved to %s", quarantine)
+        if decision is None:
             _copy(client, uid, quarantine)
-            decision = None
-        else:
-            if move_to:
-                _copy(client, uid, move_to)
+        elif move_to:
+            _copy(client, uid, move_to)
         done.append(decision)
         _ok(client.uid("STORE", uid, "+FLAGS", "(\\Deleted)"), "delete")
     if uids:
