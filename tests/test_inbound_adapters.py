@@ -533,3 +533,23 @@ def test_serve_reads_a_null_envelope_sender_as_a_program_not_a_person(
     with transaction(rt.sessions) as session:
         assert counts(session) == {"auto-reply": 1, "reply": 1}
     assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def test_serve_takes_a_reply_with_a_line_longer_than_smtp_allows(rt: Runtime, ana: int) -> None:
+    """A client that writes a paragraph as one line of 3,000 characters breaks RFC 5321's
+    limit; a 500 would bounce the reply to its writer, so the line is taken as it came."""
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    port = _free_port()
+    controller = inbound_listener.listener(handler, "127.0.0.1", port, max_bytes=100_000)
+    controller.start()
+    paragraph = " ".join(["On call again, and the rota swap fell through."] * 60)
+    raw = (
+        f"From: {ANA}\r\nSubject: Re: Day 3\r\nMessage-ID: <long-line@example.org>\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{paragraph}\r\n"
+    ).encode()
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail(ANA, [address(rt, REPLY, ana, 3, DOMAIN)], raw)
+    finally:
+        controller.stop()
+    assert saved(rt, ana) == paragraph

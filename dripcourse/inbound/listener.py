@@ -146,9 +146,22 @@ def with_return_path(raw: object, envelope: Envelope) -> bytes:
     return f"Return-Path: <{sender}>\r\n".encode("utf-8", "surrogateescape") + raw
 
 
+class _LongLines(SMTP):
+    """aiosmtpd's SMTP, taking a line longer than RFC 5321's 1,000 characters: some clients
+    send a paragraph as one line, and the 500 it answers by default would bounce a reply
+    to the person who wrote it. The message size limit still bounds what is read."""
+
+    line_length_limit = 1_000_000
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _LongLines(self.handler, **self.SMTP_kwargs)
+
+
 def listener(handler: InboundHandler, host: str, port: int, *, max_bytes: int) -> Controller:
     """An SMTP listener (not started) taking messages up to ``max_bytes``."""
-    return Controller(
+    return _Controller(
         handler,
         hostname=host,
         port=port,
