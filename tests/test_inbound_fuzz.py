@@ -315,3 +315,30 @@ def test_an_enormous_message_of_the_costliest_shapes_takes_under_a_second(
         session.rollback()
     assert decision.kind in set(InboundKind)
     assert took < SECONDS_PER_MESSAGE, f"{took:.2f}s for one message"
+
+
+def test_an_enormous_message_of_authentication_results_takes_under_a_second(
+    world: tuple[Runtime, int],
+) -> None:
+    """With a trusted MTA named, headers of other ids are passed over unparsed: the library
+    spends about 0.3 ms on each, and 1 MB holds 10,000 of them above the MTA's own."""
+    rt, enrollment_id = world
+    trusting = inbound.Inbound(**{**rt.inbound.__dict__, "trusted_authserv_id": "mx.ours.example"})
+    other = "Authentication-Results: mx.other.example; dkim=pass header.d=example.net\r\n"
+    head = other * (900_000 // len(other))
+    raw = (
+        f"{head}Authentication-Results: mx.ours.example; dmarc=pass header.from=example.org\r\n"
+        f"From: {ANA}\r\nTo: {address(rt, REPLY, enrollment_id, 3, DOMAIN)}\r\n"
+        "Subject: Re: Day 3\r\nMessage-ID: <many-ar@example.org>\r\n\r\nStill on call.\r\n"
+    ).encode()
+    with rt.sessions() as session:
+        gc.disable()
+        try:
+            started = time.thread_time()
+            decision = inbound.process(session, raw, trusting, now=NOW)
+            took = time.thread_time() - started
+        finally:
+            gc.enable()
+        session.rollback()
+    assert decision.kind == InboundKind.REPLY
+    assert took < SECONDS_PER_MESSAGE, f"{took:.2f}s for one message"
