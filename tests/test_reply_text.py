@@ -101,8 +101,21 @@ def test_a_sentence_that_ends_like_a_reply_header_is_kept() -> None:
     assert strip_reply(text) == text.strip()
 
 
-def test_a_sign_off_with_a_name_under_it_is_left_out() -> None:
-    assert strip_reply("Lunch away from the ward.\n\nBest regards,\nAmara\n") == (
+@pytest.mark.parametrize(
+    "closing",
+    [
+        "Best regards,",
+        "مع التحية،",
+        "شكرا!",
+        "谢谢，",
+        "祝好！",
+        "감사합니다.",
+        "よろしくお願いします。",
+    ],
+)
+def test_a_sign_off_with_a_name_under_it_is_left_out(closing: str) -> None:
+    """Whatever the script's own comma or full stop after the closing words."""
+    assert strip_reply(f"Lunch away from the ward.\n\n{closing}\nAmara\n") == (
         "Lunch away from the ward."
     )
 

@@ -182,7 +182,8 @@ _VALEDICTION = re.compile(
     r"|всего доброго|з повагою|дякую|s pozdravem|děkuji|díky|saygılarımla|teşekkürler"
     r"|iyi çalışmalar|مع خالص التحيات|مع التحية|شكرا|בברכה|תודה|谢谢|此致|祝好"
     r"|よろしくお願いします|よろしくお願いいたします|ありがとうございます|감사합니다|धन्यवाद|सादर"
-    r")[\s,.!:;、。]*$",
+    # Then the punctuation of the script: Latin, Arabic (، ؛), and the full-width forms.
+    r")[\s,.!:;、。،؛，．！：；]*$",
     re.IGNORECASE,
 )
 
