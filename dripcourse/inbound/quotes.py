@@ -76,7 +76,10 @@ _SENT_FROM = re.compile(
     r"|verzonden (vanaf|met)"
     r"|verstuurd vanaf|wysłane z|skickat från|sendt fra|lähetetty|отправлено с|надіслано з"
     r"|odesláno z|.{0,40}gönderildi$|أُرسلت من|ارسلت من|נשלח מ|发自我的|從我的|.{0,40}から送信"
-    r"|.{0,40}에서 보냄|मेरे .{0,40} से भेजा गया)",
+    r"|.{0,40}에서 보냄|मेरे .{0,40} से भेजा गया"
+    # Outlook's mobile app invites in its user's language: "Get Outlook for iOS".
+    r"|.{0,20}outlook (for|para|pour|für|per|voor|dla|för|til|pro|для|için) (ios|android)"
+    r".{0,20}$)",
     re.IGNORECASE,
 )
 
