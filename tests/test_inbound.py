@@ -698,6 +698,12 @@ MTA = "mx.course.example.org"
         (["mx.other.example.net; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
         # The domain's own DMARC verdict wins over a DKIM or SPF pass that only looks aligned.
         ([f"{MTA}; dmarc=fail header.from=example.org; dkim=pass header.d=example.org"], Kind.JUNK),
+        # A domain without a DMARC policy ("none") still authenticates by an aligned pass.
+        (
+            [f"{MTA}; dmarc=none header.from=example.org; dkim=pass header.d=example.org"],
+            Kind.REPLY,
+        ),
+        ([f"{MTA}; dmarc=none header.from=example.org"], Kind.JUNK),
     ],
 )
 def test_with_a_trusted_mta_a_reply_is_saved_only_when_the_from_domain_authenticates(

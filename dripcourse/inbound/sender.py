@@ -33,11 +33,13 @@ def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
 
     Only the topmost Authentication-Results header carrying that id is read: the MTA in
     front adds its own above everything the sender wrote (and should remove any older one
-    with its id). When it shows a DMARC result for the From domain, that verdict decides;
-    without one, ``dkim=pass`` or ``spf=pass`` for that domain or a parent of it (aligned)
-    will do. Anything unreadable is a no, and so is a topmost header with that id that the
-    library cannot read: the MTA writes the sender's HELO name and envelope into its own, so
-    a sender may make it unreadable, and the one below it may be the sender's.
+    with its id). It must show ``dmarc=pass`` for the From domain, or ``dkim=pass`` or
+    ``spf=pass`` for that domain or a parent of it (aligned), and no ``dmarc=fail`` for it:
+    the domain's own verdict is not outweighed by a pass that only looks aligned
+    (``dmarc=none``, a domain without a policy, is no verdict). Anything unreadable is a
+    no, and so is a topmost header with that id that the library cannot read: the MTA
+    writes the sender's HELO name and envelope into its own, so a sender may make it
+    unreadable, and the one below it may be the sender's.
     """
     sender = from_address(msg)
     if sender is None:
@@ -58,9 +60,13 @@ def authenticated(msg: EmailMessage, authserv_id: str) -> bool:
             return False  # the MTA's own, unreadable: no pass can be read from it
         if str(header.authserv_id).lower() != authserv_id.lower():
             return False  # read otherwise by the library than by its first word: doubtful
-        dmarc = [r for r in header.results if str(r.method).lower() == "dmarc"]
-        if any(_about(r, domain) for r in dmarc):
-            return all(_passes(r, domain) for r in dmarc if _about(r, domain))
+        verdicts = {
+            str(r.result).lower()
+            for r in header.results
+            if str(r.method).lower() == "dmarc" and _about(r, domain)
+        }
+        if "fail" in verdicts:
+            return False  # the domain's own policy says no, whatever else passed
         return any(_passes(result, domain) for result in header.results)
     return False
 
