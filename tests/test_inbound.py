@@ -248,13 +248,14 @@ def test_a_read_receipt_or_any_report_is_never_a_reflection_nor_held(
 
 
 @pytest.mark.parametrize("sender", [ANA, "spamfilter@hospital.example"])
+@pytest.mark.parametrize("null", [b"<>", b"< >", b"<#@[]>"])
 def test_a_message_with_a_null_envelope_sender_is_an_auto_reply(
-    rt: Runtime, ana: int, sender: str
+    rt: Runtime, ana: int, sender: str, null: bytes
 ) -> None:
-    """``Return-Path: <>``, as the delivering MTA writes it: only programs send with a null
-    sender (bounces, out-of-office notices, challenge-response filters), whatever the
-    subject says, and such a message is neither saved nor held."""
-    raw = b"Return-Path: <>\r\n" + fixture(rt, "phone", ana, sender=sender)
+    """``Return-Path: <>`` (qmail writes ``<#@[]>``), as the delivering MTA writes it: only
+    programs send with a null sender (bounces, out-of-office notices, challenge-response
+    filters), whatever the subject says, and such a message is neither saved nor held."""
+    raw = b"Return-Path: " + null + b"\r\n" + fixture(rt, "phone", ana, sender=sender)
     assert receive(rt, raw) == Decision(Kind.AUTO_REPLY)
     assert saved(rt, ana) is None
 

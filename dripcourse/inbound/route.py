@@ -371,7 +371,7 @@ _AUTO_SUBJECT = re.compile(
     re.IGNORECASE,
 )
 # A null envelope sender, as the delivering MTA records it: only programs send so.
-_NULL_RETURN_PATH = re.compile(r"^\s*<\s*>\s*$")
+_NULL_RETURN_PATH = re.compile(r"^\s*<\s*(#@\[\])?\s*>\s*$")  # qmail writes <#@[]>
 _FORWARD_SUBJECT = re.compile(r"^\s*(fwd?|wg|rv|tr|enc|i)\s*:", re.IGNORECASE)
 _FORWARD_BODY = re.compile(
     r"^-{2,}\s*(forwarded message|weitergeleitete nachricht|mensaje reenviado|original message)"
