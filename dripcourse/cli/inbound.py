@@ -66,19 +66,24 @@ def _ready(state: State) -> Runtime:
             "setting reply_domain: not set, so lessons carry no reply address and there is "
             "nothing to receive (see docs/inbound.md)"
         )
-    if not rt.settings.inbound_secret and kept_secret_key(rt.settings) is None:
-        # A key made here would be one no lesson was signed with: every reply dropped as junk.
-        var = rt.settings.path(rt.settings.var_dir)
-        raise ConfigError(
-            f"setting secret_key: not set, and no key is kept in {var}/secret_key: run this "
-            "with the settings the lessons are sent with"
-        )
+    not_set_up: NotSetUp | None = None
     try:
         with db.transaction(rt.sessions) as session:
             if inspect(session.connection()).has_table("reflections"):
                 reflections.check_key(session, rt.reflection_cipher)
     except (DBAPIError, NotSetUp) as exc:
         log.warning("inbound: reflections key not checked at start: %s", first_line(exc))
+        not_set_up = exc if isinstance(exc, NotSetUp) else None
+    if not rt.settings.inbound_secret and kept_secret_key(rt.settings) is None:
+        # A key made here would be one no lesson was signed with: every reply dropped as
+        # junk. Before `init`, that is what to say (the mail server keeps the message).
+        if not_set_up is not None:
+            raise not_set_up
+        var = rt.settings.path(rt.settings.var_dir)
+        raise ConfigError(
+            f"setting secret_key: not set, and no key is kept in {var}/secret_key: run this "
+            "with the settings the lessons are sent with"
+        )
     _log_each_message()
     return rt
 
