@@ -25,6 +25,9 @@ class Mailstore:
     folders: dict[str, list[Stored]] = field(default_factory=lambda: {"INBOX": [], "Done": []})
     commands: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Messages the server will not hand out or copy (a large provider answers NO to both for
+    # a message it cannot read back).
+    broken: set[int] = field(default_factory=set)
     _next_uid: int = 1
 
     def deliver(self, raw: bytes, folder: str = "INBOX", seen: bool = False) -> int:
@@ -92,6 +95,8 @@ class _Handler(socketserver.StreamRequestHandler):
         if verb == "SEARCH":
             uids = " ".join(str(u) for u, m in messages.items() if "\\Seen" not in m.flags)
             self.send(f"* SEARCH {uids}\r\n{tag} OK searched\r\n".replace("SEARCH \r", "SEARCH\r"))
+        elif verb in ("FETCH", "COPY") and int(args[0]) in store.broken:
+            self.send(f"{tag} NO Some messages could not be {verb}ed (Failure)\r\n")
         elif verb == "FETCH":
             m = messages[int(args[0])]
             seq = store.folders[folder].index(m) + 1
@@ -108,7 +113,7 @@ class _Handler(socketserver.StreamRequestHandler):
             self.send(f"{tag} OK copied\r\n")
         elif verb == "STORE":
             m = messages[int(args[0])]
-            m.flags.add("\\Deleted")
+            m.flags.update(args[2].strip("()").split())
             self.send(f"{tag} OK stored\r\n")
         else:
             self.send(f"{tag} BAD unknown UID command\r\n")

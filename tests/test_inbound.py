@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from email.header import Header
 from pathlib import Path
 
 import pytest
@@ -168,6 +169,94 @@ def test_the_senders_address_matches_whatever_its_case(rt: Runtime, ana: int) ->
 @pytest.mark.parametrize("name", ["out_of_office", "out_of_office_subject"])
 def test_an_auto_reply_is_dropped_and_counted(rt: Runtime, ana: int, name: str) -> None:
     assert receive(rt, fixture(rt, name, ana)) == Decision(Kind.AUTO_REPLY)
+    assert saved(rt, ana) is None
+
+
+OUT_OF_OFFICE_SUBJECTS = [
+    "Risposta automatica",
+    "Resposta automática",
+    "Automatisch antwoord",
+    "Odpowiedź automatyczna",
+    "Automatiskt svar",
+    "Automatisk svar",
+    "Autosvar",
+    "Automaattinen vastaus",
+    "Автоматический ответ",
+    "Автоматична відповідь",
+    "Automatická odpověď",
+    "Otomatik yanıt",
+    "رد تلقائي",
+    "תשובה אוטומטית",
+    "自动回复",
+    "自动答复",
+    "自動回覆",
+    "自動応答",
+    "自動返信",
+    "자동 회신",
+    "स्वचालित उत्तर",
+]
+
+
+@pytest.mark.parametrize("subject", OUT_OF_OFFICE_SUBJECTS)
+def test_an_out_of_office_subject_in_the_courses_languages_is_an_auto_reply(
+    rt: Runtime, ana: int, subject: str
+) -> None:
+    # Without Auto-Submitted, as some servers send it, the subject an encoded word.
+    encoded = Header(f"{subject}: Day 3: Small boundaries on a real rota", "utf-8").encode()
+    raw = b"\r\n".join(
+        f"Subject: {encoded}".encode() if line.startswith(b"Subject:") else line
+        for line in fixture(rt, "out_of_office_subject", ana).split(b"\r\n")
+    )
+    assert receive(rt, raw) == Decision(Kind.AUTO_REPLY)
+    assert saved(rt, ana) is None
+
+
+READ_RECEIPT = """From: Amara Okafor <{sender}>
+To: <{to}>
+Subject: Read: Day 3: Small boundaries on a real rota
+Date: Tue, 24 Nov 2026 08:12:00 +0000
+Message-ID: <mdn01@example.org>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=disposition-notification; boundary="m1"
+
+--m1
+Content-Type: text/plain; charset=us-ascii
+
+This is a receipt for the mail you sent to {sender}.
+This receipt verifies that the message has been displayed on the recipient's computer.
+
+--m1
+Content-Type: message/disposition-notification
+
+Final-Recipient: rfc822; {sender}
+Disposition: manual-action/MDN-sent-manually; displayed
+
+--m1--
+"""
+
+
+@pytest.mark.parametrize("sender", [ANA, "ana.okafor@hospital.example"])
+def test_a_read_receipt_or_any_report_is_never_a_reflection_nor_held(
+    rt: Runtime, ana: int, sender: str
+) -> None:
+    to = address(rt, REPLY, ana, 3, DOMAIN)
+    raw = READ_RECEIPT.format(sender=sender, to=to).replace("\n", "\r\n").encode()
+    assert receive(rt, raw).kind in (Kind.JUNK, Kind.AUTO_REPLY)
+    assert saved(rt, ana) is None
+    with transaction(rt.sessions) as session:
+        assert "held" not in inbound_counts(session)
+
+
+@pytest.mark.parametrize("sender", [ANA, "spamfilter@hospital.example"])
+@pytest.mark.parametrize("null", [b"<>", b"< >", b"<#@[]>"])
+def test_a_message_with_a_null_envelope_sender_is_an_auto_reply(
+    rt: Runtime, ana: int, sender: str, null: bytes
+) -> None:
+    """``Return-Path: <>`` (qmail writes ``<#@[]>``), as the delivering MTA writes it: only
+    programs send with a null sender (bounces, out-of-office notices, challenge-response
+    filters), whatever the subject says, and such a message is neither saved nor held."""
+    raw = b"Return-Path: " + null + b"\r\n" + fixture(rt, "phone", ana, sender=sender)
+    assert receive(rt, raw) == Decision(Kind.AUTO_REPLY)
     assert saved(rt, ana) is None
 
 
@@ -592,7 +681,30 @@ MTA = "mx.course.example.org"
             ],
             Kind.JUNK,
         ),
-        ([f"{MTA}; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+        # Only the topmost with the MTA's id is believed, even when it cannot be read: one
+        # below it may be the sender's (the MTA writes a sender's HELO or envelope into its
+        # own, which can make it unreadable).
+        ([f"{MTA}; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.JUNK),
+        (
+            [
+                f"{MTA}; spf=pass smtp.helo=a;b smtp.mailfrom=x; dmarc=fail header.from=x.org",
+                f"{MTA}; dmarc=pass header.from=example.org",
+            ],
+            Kind.JUNK,
+        ),
+        (
+            ["(a comment) " + MTA + "; ((((", f"{MTA}; dmarc=pass header.from=example.org"],
+            Kind.JUNK,
+        ),
+        (["mx.other.example.net; ((((", f"{MTA}; dmarc=pass header.from=example.org"], Kind.REPLY),
+        # The domain's own DMARC verdict wins over a DKIM or SPF pass that only looks aligned.
+        ([f"{MTA}; dmarc=fail header.from=example.org; dkim=pass header.d=example.org"], Kind.JUNK),
+        # A domain without a DMARC policy ("none") still authenticates by an aligned pass.
+        (
+            [f"{MTA}; dmarc=none header.from=example.org; dkim=pass header.d=example.org"],
+            Kind.REPLY,
+        ),
+        ([f"{MTA}; dmarc=none header.from=example.org"], Kind.JUNK),
     ],
 )
 def test_with_a_trusted_mta_a_reply_is_saved_only_when_the_from_domain_authenticates(

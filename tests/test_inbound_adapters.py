@@ -181,6 +181,22 @@ def test_serve_and_poll_refuse_to_start_with_a_wrong_reflections_key(
     assert result.output.strip().startswith("Error: setting reflections_key")
 
 
+def test_pipe_without_the_signing_key_exits_75_and_makes_none(
+    settings: Settings, rt: Runtime, ana: int, tmp_path: Path
+) -> None:
+    """An MTA's pipe run without the key the lessons were signed with (secret_key set only
+    in the worker's environment, var/ elsewhere) must not make a key of its own: every reply
+    would then be dropped as junk, recorded, and lost for good."""
+    keyless = dataclasses.replace(settings, secret_key="", var_dir=str(tmp_path / "other-var"))
+    result = pipe(keyless, fixture(rt, "gmail", ana))
+    assert result.exit_code == 75, result.output
+    assert "setting secret_key" in result.output
+    assert not (tmp_path / "other-var" / "secret_key").exists()
+    assert run_cli(keyless, "inbound", "serve").exit_code == 1
+    # The MTA tries again once the settings are put right: the reply is saved.
+    assert pipe(settings, fixture(rt, "gmail", ana)).output.strip() == "reply"
+
+
 @pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>"])
 def test_pipe_saves_a_reply_with_a_message_id_the_parser_chokes_on(
     settings: Settings, rt: Runtime, ana: int, message_id: bytes
@@ -495,3 +511,45 @@ def test_serve_answers_451_when_the_database_stays_away(
         holder.execute("ROLLBACK")
         holder.close()
     assert saved(rt, ana) is None
+
+
+def test_serve_reads_a_null_envelope_sender_as_a_program_not_a_person(
+    rt: Runtime, ana: int
+) -> None:
+    """A message sent with ``MAIL FROM:<>`` (an out-of-office notice, a challenge from a
+    spam filter) is an auto-reply, whatever its headers claim: the listener records the
+    envelope sender as ``Return-Path`` as a delivering MTA would."""
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    port = _free_port()
+    controller = inbound_listener.listener(handler, "127.0.0.1", port, max_bytes=100_000)
+    controller.start()
+    try:
+        to = address(rt, REPLY, ana, 3, DOMAIN)
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail("", [to], fixture(rt, "phone", ana, sender="filter@hospital.example"))
+            smtp.sendmail(ANA, [to], fixture(rt, "gmail", ana))
+    finally:
+        controller.stop()
+    with transaction(rt.sessions) as session:
+        assert counts(session) == {"auto-reply": 1, "reply": 1}
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def test_serve_takes_a_reply_with_a_line_longer_than_smtp_allows(rt: Runtime, ana: int) -> None:
+    """A client that writes a paragraph as one line of 3,000 characters breaks RFC 5321's
+    limit; a 500 would bounce the reply to its writer, so the line is taken as it came."""
+    handler = InboundHandler(rt.sessions, rt.inbound, lambda: DAY_1_UTC)
+    port = _free_port()
+    controller = inbound_listener.listener(handler, "127.0.0.1", port, max_bytes=100_000)
+    controller.start()
+    paragraph = " ".join(["On call again, and the rota swap fell through."] * 60)
+    raw = (
+        f"From: {ANA}\r\nSubject: Re: Day 3\r\nMessage-ID: <long-line@example.org>\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\n\r\n{paragraph}\r\n"
+    ).encode()
+    try:
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.sendmail(ANA, [address(rt, REPLY, ana, 3, DOMAIN)], raw)
+    finally:
+        controller.stop()
+    assert saved(rt, ana) == paragraph

@@ -136,6 +136,42 @@ def test_poll_moves_a_message_it_cannot_process_to_quarantine_and_goes_on(
     assert saved(rt, ana) == REPLIES["gmail"]
 
 
+def test_poll_sets_a_message_over_the_size_limit_aside_rather_than_deleting_it(
+    settings: Settings, rt: Runtime, ana: int, imap: IMAPServer
+) -> None:
+    """A reply with a photo attached, past inbound_max_bytes: serve refuses it (552) and pipe
+    exits 65, so the sender's server tells them; a mailbox has no one to tell, so it is
+    kept for a person in the quarantine folder, never deleted unread."""
+    small = dataclasses.replace(settings, inbound_max_bytes=5000)
+    big = imap.store.deliver(fixture(rt, "phone", ana) + b"x" * 6000)
+    imap.store.deliver(fixture(rt, "gmail", ana))
+    result = poll(small, "--imap", imap.url())
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("inbound poll: 2 messages: 1 quarantined, 1 reply")
+    assert [m.uid for m in imap.store.folders["dripcourse-quarantine"]] == [big]
+    assert saved(rt, ana) == REPLIES["gmail"]
+
+
+def test_a_message_the_server_will_not_hand_out_is_set_aside_and_the_run_goes_on(
+    settings: Settings, rt: Runtime, ana: int, imap: IMAPServer
+) -> None:
+    """A provider answers NO to fetching a message it cannot read back; and when it will
+    not copy it either, the message is marked seen and left in place, so that no later run
+    stops at it again: one message never stops every later reply, bounce and complaint."""
+    broken = imap.store.deliver(b"Subject: unreadable on the server\r\n\r\nx\r\n")
+    imap.store.broken.add(broken)
+    imap.store.deliver(fixture(rt, "gmail", ana))
+    result = poll(settings, "--imap", imap.url())
+    assert result.exit_code == 0, result.output
+    assert result.output.strip().endswith("inbound poll: 2 messages: 1 quarantined, 1 reply")
+    assert saved(rt, ana) == REPLIES["gmail"]
+    [left] = imap.store.folders["INBOX"]
+    assert left.uid == broken and "\\Seen" in left.flags and "\\Deleted" not in left.flags
+    imap.store.deliver(fixture(rt, "phone", ana))
+    again = poll(settings, "--imap", imap.url())
+    assert again.output.strip().endswith("inbound poll: 1 messages: 1 reply")
+
+
 @pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>"])
 def test_poll_reads_past_a_message_id_the_parser_chokes_on(
     settings: Settings, rt: Runtime, ana: int, imap: IMAPServer, message_id: bytes

@@ -83,6 +83,22 @@ def test_a_bullet_list_is_not_taken_for_a_signature() -> None:
     assert strip_reply(text) == text.strip()
 
 
+@pytest.mark.parametrize(
+    "line",
+    [
+        "Get Outlook for iOS",
+        "Von Outlook für Android gesendet",
+        "Outlook for iOS を入手",
+        "Obtener Outlook para Android",
+        "Télécharger Outlook pour iOS",
+        "Scarica Outlook per Android",
+        "Outlook voor iOS downloaden",
+    ],
+)
+def test_what_a_mail_app_appends_is_cut_in_its_users_language(line: str) -> None:
+    assert strip_reply(f"Home by seven on Thursdays.\n\n{line}\n") == "Home by seven on Thursdays."
+
+
 def test_a_sentence_that_starts_like_a_phone_signature_is_kept() -> None:
     text = "Sent from the ward at 3 a.m., between two admissions, I thought of you.\n\nMore.\n"
     assert strip_reply(text) == text.strip()
@@ -101,8 +117,21 @@ def test_a_sentence_that_ends_like_a_reply_header_is_kept() -> None:
     assert strip_reply(text) == text.strip()
 
 
-def test_a_sign_off_with_a_name_under_it_is_left_out() -> None:
-    assert strip_reply("Lunch away from the ward.\n\nBest regards,\nAmara\n") == (
+@pytest.mark.parametrize(
+    "closing",
+    [
+        "Best regards,",
+        "مع التحية،",
+        "شكرا!",
+        "谢谢，",
+        "祝好！",
+        "감사합니다.",
+        "よろしくお願いします。",
+    ],
+)
+def test_a_sign_off_with_a_name_under_it_is_left_out(closing: str) -> None:
+    """Whatever the script's own comma or full stop after the closing words."""
+    assert strip_reply(f"Lunch away from the ward.\n\n{closing}\nAmara\n") == (
         "Lunch away from the ward."
     )
 

@@ -24,6 +24,7 @@ from dripcourse.inbound.listener import InboundHandler, is_our_address, listener
 from dripcourse.inbound.route import TEMPORARY
 from dripcourse.reader import reflections
 from dripcourse.runtime import Runtime
+from dripcourse.settings import kept_secret_key
 
 log = logging.getLogger(__name__)
 
@@ -65,12 +66,24 @@ def _ready(state: State) -> Runtime:
             "setting reply_domain: not set, so lessons carry no reply address and there is "
             "nothing to receive (see docs/inbound.md)"
         )
+    not_set_up: NotSetUp | None = None
     try:
         with db.transaction(rt.sessions) as session:
             if inspect(session.connection()).has_table("reflections"):
                 reflections.check_key(session, rt.reflection_cipher)
     except (DBAPIError, NotSetUp) as exc:
         log.warning("inbound: reflections key not checked at start: %s", first_line(exc))
+        not_set_up = exc if isinstance(exc, NotSetUp) else None
+    if not rt.settings.inbound_secret and kept_secret_key(rt.settings) is None:
+        # A key made here would be one no lesson was signed with: every reply dropped as
+        # junk. Before `init`, that is what to say (the mail server keeps the message).
+        if not_set_up is not None:
+            raise not_set_up
+        var = rt.settings.path(rt.settings.var_dir)
+        raise ConfigError(
+            f"setting secret_key: not set, and no key is kept in {var}/secret_key: run this "
+            "with the settings the lessons are sent with"
+        )
     _log_each_message()
     return rt
 
@@ -172,22 +185,27 @@ def serve(state: State, host: str | None, port: int | None) -> None:
 def poll(state: State, url: str, move_to: str | None, quarantine: str, every: int) -> None:
     """Process the unseen messages of a hosted mailbox over IMAP, then move or delete them.
 
-    A message that cannot be processed (an error of ours) is moved to --quarantine and the
-    run goes on.
+    A message that cannot be processed (an error of ours), or is larger than
+    inbound_max_bytes, is moved to --quarantine and the run goes on.
     """
     rt = _ready(state)
     box = parse_imap_url(url)
 
     def handle(raw: bytes):  # type: ignore[no-untyped-def]
-        if len(raw) > rt.settings.inbound_max_bytes:
-            raw = b""  # dropped as junk: never read a message past the limit
         return receive(rt.sessions, rt.inbound, raw, now=utcnow())
 
     while True:
         try:
             client = connect(box)
             try:
-                done = poll_once(client, box.folder, handle, move_to=move_to, quarantine=quarantine)
+                done = poll_once(
+                    client,
+                    box.folder,
+                    handle,
+                    move_to=move_to,
+                    quarantine=quarantine,
+                    max_bytes=rt.settings.inbound_max_bytes,
+                )
             finally:
                 client.logout()
         except (imaplib.IMAP4.error, OSError) as exc:

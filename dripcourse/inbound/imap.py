@@ -87,14 +87,19 @@ def poll_once(
     *,
     move_to: str | None = None,
     quarantine: str = QUARANTINE,
+    max_bytes: int | None = None,
 ) -> list[Decision | None]:
     """Process every unseen message in ``folder``; then move each to ``move_to`` or delete it.
 
     ``handle`` raising what is not the message's fault (``TEMPORARY``: the database out of
     reach, a wrong reflections key; or the database not set up) stops the run with that
     message and the rest left unseen and in place. Anything else it raises (an error of ours
-    on that one message) moves the message to ``quarantine`` (None in the result) and the
-    run goes on: one message must never stop every later reply, bounce and complaint.
+    on that one message), or a message the server will not hand out, moves the message to
+    ``quarantine`` (None in the result; marked seen and left in place when the server will
+    not copy it either) and the run goes on: one message must never stop every later
+    reply, bounce and complaint. A message over ``max_bytes`` goes there too, unread: a
+    mailbox has no sender to refuse it to (as ``serve`` does), and deleting it would lose a
+    reply with a photo unseen.
     """
     _ok(client.select(_quote(folder)), f"select {folder}")
     typ, data = client.uid("SEARCH", "UNSEEN")
@@ -103,26 +108,55 @@ def poll_once(
     done: list[Decision | None] = []
     for uid in uids:
         typ, fetched = client.uid("FETCH", uid, "(BODY.PEEK[])")
-        _ok((typ, fetched), "fetch")
-        raw = next((item[1] for item in fetched if isinstance(item, tuple)), None)
+        # A NO for this one message (a provider that cannot read it back) sets it aside
+        # below, as a message without a body: it must not stop every later one.
+        raw = next((item[1] for item in fetched or () if isinstance(item, tuple)), None)
+        raw = raw if typ == "OK" else None
+        decision: Decision | None = None
         try:
             if not isinstance(raw, bytes):
                 raise ValueError("the server sent no message body")
-            decision: Decision | None = handle(raw)
+            if max_bytes is not None and len(raw) > max_bytes:
+                log.warning(
+                    "inbound poll: a message of %d bytes, over inbound_max_bytes (%d); moved to %s",
+                    len(raw),
+                    max_bytes,
+                    quarantine,
+                )
+            else:
+                decision = handle(raw)
         except (*TEMPORARY, NotSetUp):
             raise
         except Exception:  # noqa: BLE001 - set aside for a person, and on to the next
             log.exception("inbound poll: a message could not be processed; moved to %s", quarantine)
-            _copy(client, uid, quarantine)
-            decision = None
-        else:
-            if move_to:
-                _copy(client, uid, move_to)
         done.append(decision)
+        if decision is None and not _set_aside(client, uid, quarantine):
+            continue  # left in place, marked seen
+        if decision is not None and move_to:
+            _copy(client, uid, move_to)
         _ok(client.uid("STORE", uid, "+FLAGS", "(\\Deleted)"), "delete")
     if uids:
         client.expunge()
     return done
+
+
+def _set_aside(client: imaplib.IMAP4, uid: bytes, quarantine: str) -> bool:
+    """Copy a message that could not be processed to ``quarantine``; True when copied.
+
+    When the server will not copy it either, it is marked seen and left where it is (False):
+    unseen messages are what each run fetches, so no later run stops at it again.
+    """
+    try:
+        _copy(client, uid, quarantine)
+    except imaplib.IMAP4.abort:
+        raise  # the connection is gone: the next run starts again
+    except imaplib.IMAP4.error:
+        log.warning(
+            "inbound poll: the server would not copy it to %s either; marked seen", quarantine
+        )
+        _ok(client.uid("STORE", uid, "+FLAGS", "(\\Seen)"), "mark seen")
+        return False
+    return True
 
 
 def _copy(client: imaplib.IMAP4, uid: bytes, folder: str) -> None:

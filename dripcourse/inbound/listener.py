@@ -99,8 +99,7 @@ class InboundHandler:
         sending server keeps it and tries again. Never a 500, which would bounce a reply."""
         now, recipients = self.clock(), list(envelope.rcpt_tos)
         try:
-            raw = envelope.original_content or envelope.content
-            assert isinstance(raw, bytes)
+            raw = with_return_path(envelope.original_content or envelope.content, envelope)
             # A database that blinks (SQLite busy with the worker's write in `dripcourse run`,
             # a PostgreSQL restart) is waited out for a few seconds before the sender is asked
             # to try again later.
@@ -134,9 +133,35 @@ class InboundHandler:
 TRY_LATER = "451 4.3.0 Temporary failure, please try again later"
 
 
+def with_return_path(raw: object, envelope: Envelope) -> bytes:
+    """The message with its envelope sender on top as ``Return-Path``, as the MTA that
+    delivers to a mailbox (or Postfix's pipe with ``flags=R``) writes it: a null sender says
+    a program sent it (``route.is_auto_reply``)."""
+    assert isinstance(raw, bytes)
+    if envelope.mail_from is None:
+        return raw  # no MAIL command seen: nothing to record
+    sender = envelope.mail_from.strip().strip("<>")
+    if any(char in sender for char in "\r\n<>"):
+        sender = "invalid"
+    return f"Return-Path: <{sender}>\r\n".encode("utf-8", "surrogateescape") + raw
+
+
+class _LongLines(SMTP):
+    """aiosmtpd's SMTP, taking a line longer than RFC 5321's 1,000 characters: some clients
+    send a paragraph as one line, and the 500 it answers by default would bounce a reply
+    to the person who wrote it. The message size limit still bounds what is read."""
+
+    line_length_limit = 1_000_000
+
+
+class _Controller(Controller):
+    def factory(self) -> SMTP:
+        return _LongLines(self.handler, **self.SMTP_kwargs)
+
+
 def listener(handler: InboundHandler, host: str, port: int, *, max_bytes: int) -> Controller:
     """An SMTP listener (not started) taking messages up to ``max_bytes``."""
-    return Controller(
+    return _Controller(
         handler,
         hostname=host,
         port=port,

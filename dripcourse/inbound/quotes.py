@@ -76,7 +76,10 @@ _SENT_FROM = re.compile(
     r"|verzonden (vanaf|met)"
     r"|verstuurd vanaf|wysłane z|skickat från|sendt fra|lähetetty|отправлено с|надіслано з"
     r"|odesláno z|.{0,40}gönderildi$|أُرسلت من|ارسلت من|נשלח מ|发自我的|從我的|.{0,40}から送信"
-    r"|.{0,40}에서 보냄|मेरे .{0,40} से भेजा गया)",
+    r"|.{0,40}에서 보냄|मेरे .{0,40} से भेजा गया"
+    # Outlook's mobile app invites in its user's language: "Get Outlook for iOS".
+    r"|.{0,20}outlook (for|para|pour|für|per|voor|dla|för|til|pro|для|için) (ios|android)"
+    r".{0,20}$)",
     re.IGNORECASE,
 )
 
@@ -182,7 +185,8 @@ _VALEDICTION = re.compile(
     r"|всего доброго|з повагою|дякую|s pozdravem|děkuji|díky|saygılarımla|teşekkürler"
     r"|iyi çalışmalar|مع خالص التحيات|مع التحية|شكرا|בברכה|תודה|谢谢|此致|祝好"
     r"|よろしくお願いします|よろしくお願いいたします|ありがとうございます|감사합니다|धन्यवाद|सादर"
-    r")[\s,.!:;、。]*$",
+    # Then the punctuation of the script: Latin, Arabic (، ؛), and the full-width forms.
+    r")[\s,.!:;、。،؛，．！：；]*$",
     re.IGNORECASE,
 )
 
