@@ -28,12 +28,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) -> Engine:
+def make_engine(
+    url: str, *, lock_timeout: float = 30.0, create: bool = True, connect_timeout: int = 10
+) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys on.
 
     Statement parameters are kept out of error messages: they can hold a subscriber's
     reflection, and error messages end up in logs. ``lock_timeout`` is how long one SQLite
     statement waits for another writer's lock before it fails.
+
+    ``connect_timeout`` (seconds; PostgreSQL) bounds the wait for a server that takes the
+    connection and never answers, unless the URL sets its own: an inbound `pipe` or `poll`
+    then fails as a temporary error instead of holding the mail server's delivery.
 
     ``create=False`` refuses a SQLite file that does not exist (NotSetUp) rather than let
     SQLite make an empty one on first connect: a command run before `dripcourse init` would
@@ -63,8 +69,14 @@ def make_engine(url: str, *, lock_timeout: float = 30.0, create: bool = True) ->
     # batch's records and takes a second for a moment, so a cap below twice the threads could
     # leave every thread waiting for another's. The worker's concurrency bounds them (keep
     # 2 x threads x workers under the server's max_connections); ten stay open when idle.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": connect_timeout}
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=-1, hide_parameters=True
+        url,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=-1,
+        hide_parameters=True,
+        connect_args=connect_args,
     )
 
 

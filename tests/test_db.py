@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import socket
+import time
+
 import pytest
 from sqlalchemy import insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from dripcourse import db
 from dripcourse.models import Subscriber
@@ -83,3 +86,29 @@ def test_many_threads_sending_at_once_never_wait_for_a_pooled_connection(
         assert engine.pool.checkedin() <= 10
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    ("query", "argument"),
+    [("", {"connect_timeout": 2}), ("?connect_timeout=2", {"connect_timeout": 60})],
+    ids=["the setting", "the URL's own"],
+)
+def test_a_postgresql_server_that_takes_the_connection_and_never_answers_fails_in_time(
+    query: str, argument: dict[str, int]
+) -> None:
+    """A host that accepts the TCP connection and says nothing (a hung server, a proxy whose
+    backend is gone) fails within the connect timeout instead of holding a `pipe` or a
+    `poll` until the operating system gives up; a timeout in the URL wins."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    port = silent.getsockname()[1]
+    engine = db.make_engine(f"postgresql+psycopg://nobody@127.0.0.1:{port}/x{query}", **argument)
+    started = time.monotonic()
+    try:
+        with pytest.raises(OperationalError, match="timeout"), engine.connect():
+            pass
+    finally:
+        engine.dispose()
+        silent.close()
+    assert time.monotonic() - started < 10
