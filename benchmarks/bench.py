@@ -11,6 +11,8 @@ its speed changes from minute to minute: only figures taken together compare.
   two Celery worker processes (prefork) send it through PostgreSQL into the same sink, warm
   (a first 200 sent before the clock starts, as workers up since before the morning are);
   then the same with two thread-pool workers; and all that into a relay slow to answer;
+- our CPU per message: send_batch in one process on PostgreSQL, into a null transport and
+  into the sink, our CPU time and the database's per message (bench_cpu.py);
 - personalisation: one rendered lesson into wire bytes per recipient, old path and new, in
   CPU time of one process (one core);
 - enqueue: queueing 10,000 delivery ids on Redis, one publish per id and in batches;
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_claim, bench_morning
 
 import bench_claim  # noqa: E402 - beside this file
+import bench_cpu  # noqa: E402 - beside this file
 import bench_morning  # noqa: E402 - beside this file
 import redis
 from aiosmtpd.controller import Controller
@@ -61,6 +64,7 @@ from dripcourse.courses.wire import (
 )
 from dripcourse.runtime import Runtime
 from dripcourse.sending import claim as delivery
+from dripcourse.sending.transport import transport_from_url
 from dripcourse.settings import Settings
 from tests.workers import CeleryProcess, wait_until
 
@@ -627,6 +631,53 @@ def measure_claim(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
     )
 
 
+def measure_cpu(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
+    """Our CPU per message, null transport and SMTP into a sink, alternately, ``--cpu-runs``
+    times each; the median of each."""
+    n = args.cpu
+    sink = Sink()
+    try:
+        found: dict[str, list[dict[str, float]]] = {"null": [], "smtp": []}
+        for run in range(args.cpu_runs):
+            profile = Path(args.profile) if args.profile and run == 0 else None
+            found["null"].append(
+                bench_cpu.cpu_per_message(
+                    sys.modules[__name__], tmp, args.postgres, n, profile=profile
+                )
+            )
+            found["smtp"].append(
+                bench_cpu.cpu_per_message(
+                    sys.modules[__name__],
+                    tmp,
+                    args.postgres,
+                    n,
+                    transport=partial(transport_from_url, sink.url),
+                )
+            )
+            print(f"  (cpu run {run + 1}: {found})", file=sys.stderr, flush=True)
+    finally:
+        sink.stop()
+    for label, runs in (
+        ("null transport", found["null"]),
+        ("SMTP into the local sink", found["smtp"]),
+    ):
+        ours = statistics.median(r["ours"] for r in runs)
+        each = ", ".join(f"{r['ours']:.2f}" for r in runs)
+        rows.append(
+            (
+                f"our CPU per message, send_batch, {n:,} after 200, PostgreSQL, {label}",
+                f"**{ours:.2f} ms** (median of {len(runs)}: {each})",
+            )
+        )
+        if all("database" in r for r in runs):
+            database = statistics.median(r["database"] for r in runs)
+            rows.append(
+                (f"the database's CPU per message (its backends), {label}", f"{database:.2f} ms")
+            )
+        wall = statistics.median(r["wall"] for r in runs)
+        rows.append((f"wall time per message, one process, {label}", f"{wall:.2f} ms"))
+
+
 def measure_morning(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
     """Whole mornings, with the raw rate into the same sink before and after each."""
     sink = Sink()
@@ -706,8 +757,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
-        default=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
+        choices=["send", "cpu", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
+        default=["send", "cpu", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
         help="what to measure (all by default)",
     )
     parser.add_argument(
@@ -737,6 +788,13 @@ def main() -> None:
         default=[10_000, 100_000],
         help="morning part: readers in each end-to-end morning",
     )
+    parser.add_argument(
+        "--cpu", type=int, default=2000, help="cpu part: messages measured (after 200 to warm up)"
+    )
+    parser.add_argument("--cpu-runs", type=int, default=3, help="cpu part: runs of each transport")
+    parser.add_argument(
+        "--profile", default="", help="cpu part: write a cProfile of the first null run here"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
     # Killed with SIGTERM, still stop the workers and drop the scratch databases.
@@ -746,6 +804,7 @@ def main() -> None:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
         args.claim = [100_000, 10_000]
         args.morning = [1000, 3000]
+        args.cpu, args.cpu_runs = 500, 1
 
     rows = Rows()
     explained: dict[str, dict[str, str]] = {}
@@ -754,6 +813,8 @@ def main() -> None:
         probe = Runtime(settings_for(tmp))
         if "send" in args.parts:
             measure_sending(rows, probe, tmp, args)
+        if "cpu" in args.parts:
+            measure_cpu(rows, tmp, args)
         if "slow-relay" in args.parts:
             measure_slow_relay(rows, probe, tmp, args)
         if "personalise" in args.parts:
