@@ -33,7 +33,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.sending.prepared import Prepared
+from dripcourse.sending.prepared import Prepared, run_together
 from dripcourse.sending.take import Job, Outcome, ours, set_delivery, waiting_again
 
 log = logging.getLogger(__name__)
@@ -104,10 +104,12 @@ def last_look(conn: Connection, job: Job, course: Course, now: dt.datetime) -> O
     HELD (paused: it waits for the pause's end, its attempt given back) or SKIPPED (another
     worker holds it)."""
     lock, free = _prepared(conn.dialect)
+    steps = [(free, {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now})]
     if conn.dialect.name == "postgresql":
-        lock.run(conn, {"p_enrollment": job.enrollment_id})
-    values = {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now}
-    if free.run(conn, values).rowcount == 1:
+        # One round trip for both; the compare-and-set still starts only once the lock is
+        # granted, and reads what was committed before it (prepared.run_together).
+        steps.insert(0, (lock, {"p_enrollment": job.enrollment_id}))
+    if run_together(conn, steps)[-1].rowcount == 1:
         return None
     return _settle(conn, job, course, now)
 

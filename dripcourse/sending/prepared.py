@@ -16,7 +16,8 @@ SQLAlchemy as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection
@@ -57,30 +58,52 @@ class Prepared:
 
     def run(self, conn: Connection, given: Mapping[str, Any]) -> Any:
         """Execute in ``conn``'s transaction; the driver's cursor (rowcount, fetchone)."""
-        if not self.direct:
-            return conn.execute(self.statement, dict(given))
-        values = self.values(given)
-        cursor = conn.connection.cursor()
-        events = conn.dispatch
-        for listener in events.before_cursor_execute:  # listeners still see every statement
-            listener(conn, cursor, self.sql, values, None, False)
-        try:
-            cursor.execute(self.sql, values)
-        except self.error as exc:
-            # A connection the server ended is thrown away, as SQLAlchemy does: closing it
-            # would try a rollback on it.
-            lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, cursor)
-            if lost:
-                conn.invalidate(exc)
-            raise DBAPIError.instance(
-                self.sql,
-                values,
-                exc,
-                self.error,
-                hide_parameters=True,
-                connection_invalidated=lost,
-                dialect=conn.dialect,
-            ) from exc
+        return run_together(conn, [(self, given)])[0]
+
+
+def run_together(
+    conn: Connection, steps: Sequence[tuple[Prepared, Mapping[str, Any]]]
+) -> list[Any]:
+    """Execute ``steps`` in order in ``conn``'s transaction; a cursor (or result) for each.
+
+    With psycopg they go to the server in one round trip (its pipeline mode): the server
+    still runs them one after the other, each statement with a snapshot taken when it
+    starts, so a statement after a lock sees what was committed before the lock was granted.
+    """
+    if not all(step.direct for step, _ in steps):
+        return [conn.execute(step.statement, dict(given)) for step, given in steps]
+    driver = conn.connection.driver_connection
+    pipeline = getattr(driver, "pipeline", None) if len(steps) > 1 else None
+    events = conn.dispatch
+    cursors: list[Any] = []
+    sent: list[tuple[str, dict[str, Any]]] = []
+    sql, values = "", {}
+    try:
+        with pipeline() if pipeline is not None else contextlib.nullcontext():
+            for step, given in steps:
+                sql, values = step.sql, step.values(given)
+                cursor = conn.connection.cursor()
+                for listener in events.before_cursor_execute:  # listeners see every statement
+                    listener(conn, cursor, sql, values, None, False)
+                cursor.execute(sql, values)
+                cursors.append(cursor)
+                sent.append((sql, values))
+    except steps[0][0].error as exc:
+        # A connection the server ended is thrown away, as SQLAlchemy does: closing it
+        # would try a rollback on it.
+        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+        if lost:
+            conn.invalidate(exc)
+        raise DBAPIError.instance(
+            sql,
+            values,
+            exc,
+            steps[0][0].error,
+            hide_parameters=True,
+            connection_invalidated=lost,
+            dialect=conn.dialect,
+        ) from exc
+    for (sql, values), cursor in zip(sent, cursors, strict=True):
         for listener in events.after_cursor_execute:
-            listener(conn, cursor, self.sql, values, None, False)
-        return cursor
+            listener(conn, cursor, sql, values, None, False)
+    return cursors
