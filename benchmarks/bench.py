@@ -297,6 +297,22 @@ def _peak_rss_mib(pid: int) -> tuple[float, float]:
     return hwm(pid), max((hwm(int(c)) for c in children), default=0.0)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and all its descendants now alive."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        todo.extend(int(c) for c in children)
+    return total
+
+
 def end_to_end(
     sink: Sink,
     tmp: Path,
@@ -306,7 +322,7 @@ def end_to_end(
     *,
     threads: int = 0,
     warm: int = WARM_UP,
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     """One tick claims a cohort's Day 1 and queues it; 2 Celery workers send it: one worker
     with 2 prefork pool processes, or with ``threads``, two worker processes of that many
     threads each (each sending thread on an SMTP connection of its own).
@@ -317,8 +333,9 @@ def end_to_end(
     the clock starts.
 
     Returns messages/s from the start of the tick to the sink's last acceptance, the peak RSS
-    of the worker's parent and of its largest pool process (prefork only), and the seconds
-    from the warm-up's claim to its first message (a cold start).
+    of the worker's parent and of its largest pool process (prefork only), the seconds
+    from the warm-up's claim to its first message (a cold start), and the workers' CPU time
+    per message meanwhile, in ms (every process of theirs: our code, Celery, the drivers).
     """
     with scratch_postgres(admin_url) as url:
         settings = settings_for(
@@ -357,17 +374,19 @@ def end_to_end(
             cold = time.perf_counter() - start
             wait_until(lambda: sink.count.value >= warm, 600, "the warm-up", worker.output)
             sink.reset()
+            cpu = sum(_cpu_seconds(each.proc.pid) for each in workers)
             start = time.perf_counter()
             claimed = delivery.tick(rt, utcnow(), tasks.enqueue).claimed
             assert claimed == n, (claimed, n)
             wait_until(lambda: sink.count.value >= n, 3600, f"{n} messages", worker.output)
             elapsed = time.perf_counter() - start
+            cpu = sum(_cpu_seconds(each.proc.pid) for each in workers) - cpu
             parent, child = _peak_rss_mib(worker.proc.pid)
             rt.close()
         finally:
             for each in workers:
                 each.stop()
-    return n / elapsed, parent, child, cold
+    return n / elapsed, parent, child, cold, cpu / n * 1000
 
 
 def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
@@ -527,11 +546,11 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
         measured = []
         for n in args.subscribers:
             for layout, threads in layouts:
-                rate, parent, child, cold = end_to_end(
+                rate, parent, child, cold, cpu = end_to_end(
                     sink, tmp, args.postgres, args.redis, n, threads=threads
                 )
                 print(f"  ({n:,}, {layout}: {rate:,.0f}/s)", file=sys.stderr, flush=True)
-                measured.append((n, layout, threads, rate, parent, child, cold))
+                measured.append((n, layout, threads, rate, parent, child, cold, cpu))
                 raws.append(raw_rate(sink, messages))
         raw = statistics.median(raws)
         spread = f"{min(raws):,.0f} to {max(raws):,.0f}"
@@ -542,13 +561,14 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
             )
         )
         rows.append(("naive: premailer + EmailMessage + connection each", f"{naive:,.0f}/s"))
-        for n, layout, threads, rate, parent, child, cold in measured:
+        for n, layout, threads, rate, parent, child, cold, cpu in measured:
             rows.append(
                 (
                     f"dripcourse end to end, {n:,} subscribers, {layout}, PostgreSQL + Redis",
                     f"{rate:,.0f}/s = {rate / raw:.2f} x raw, {rate / naive:.1f} x naive",
                 )
             )
+            rows.append((f"the workers' CPU per message meanwhile, {layout}", f"{cpu:.2f} ms"))
             if not threads:
                 rows.append(
                     (
@@ -578,14 +598,14 @@ def measure_slow_relay(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Nam
         rows.append(
             (f"relay answering after {args.relay_delay:g} ms: raw, one connection", f"{raw:,.0f}/s")
         )
-        prefork, _, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
+        prefork, _, _, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
         rows.append(
             (
                 f"the same relay: dripcourse, {n:,} subscribers, 2 prefork processes",
                 f"{prefork:,.0f}/s = {prefork / raw:.2f} x raw",
             )
         )
-        threaded, _, _, _ = end_to_end(
+        threaded, _, _, _, _ = end_to_end(
             sink, tmp, args.postgres, args.redis, n, threads=args.relay_threads
         )
         rows.append(
