@@ -170,7 +170,10 @@ class Links:
         a serializer and deriving its key for each token: a lesson carries seven.
         """
         when = int(time.time()) if issued_at is None else int(issued_at.timestamp())
-        payload = json.dumps([*ids, key], ensure_ascii=False, separators=(",", ":")).encode()
+        if key.isascii() and key.isalnum() and all(type(i) is int for i in ids):
+            payload = f'[{",".join(map(str, ids))}{"," if ids else ""}"{key}"]'.encode()
+        else:  # what compact JSON gives for the above, written out by json itself
+            payload = json.dumps([*ids, key], ensure_ascii=False, separators=(",", ":")).encode()
         compressed = zlib.compress(payload)  # kept only when shorter, as the serializer does
         shorter = len(compressed) < len(payload) - 1
         stamp = _b64(_INT64.pack(when).lstrip(b"\x00"))

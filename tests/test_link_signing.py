@@ -18,7 +18,14 @@ LINKS = links.Links(secret_key="s" * 40, base_url="https://course.example.org")
 WHEN = dt.datetime(2027, 3, 10, 7, 30, 12, tzinfo=dt.UTC)
 PURPOSES = [*links.PATHS, links.DELIVERY]
 IDS = [(1,), (7, 3), (2_147_483_647, 30), (123_456, 12)]
-KEYS = ["abc123def456", "z" * 40, links.SAMPLE_KEY, "ümlaut"]  # "z" * 40 compresses
+KEYS = [
+    "abc123def456",
+    "z" * 40,
+    links.SAMPLE_KEY,
+    "Mixed9",
+    "ümlaut",
+    "a-b",
+]  # "z" * 40 compresses
 
 
 @pytest.mark.parametrize("purpose", PURPOSES)
