@@ -391,7 +391,7 @@ def end_to_end(
 
 def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
     """Messages per CPU-second: build_message + serialise (old), wire.personalise (new), and
-    signing the four links a lesson carries (an input to both)."""
+    signing the seven links a lesson carries (an input to both)."""
     course = rt.catalog.course(COURSE)
     rendered = rt.catalog.renderer.lesson(course, 3)
     now = utcnow()
@@ -841,7 +841,7 @@ def main() -> None:
             old, new, links = personalisation_rates(probe, 2000)
             rows.append(("personalise into wire bytes: build_message (old)", f"{old:,.0f}/s"))
             rows.append(("personalise into wire bytes: wire.personalise (new)", f"{new:,.0f}/s"))
-            rows.append(("sign the 4 links of one lesson", f"{links:,.0f}/s"))
+            rows.append(("sign the 7 links of one lesson", f"{links:,.0f}/s"))
         if "enqueue" in args.parts:
             before, after = enqueue_rates(tmp, args.redis, 10_000)
             rows.append(
