@@ -11,6 +11,8 @@ its speed changes from minute to minute: only figures taken together compare.
   two Celery worker processes (prefork) send it through PostgreSQL into the same sink, warm
   (a first 200 sent before the clock starts, as workers up since before the morning are);
   then the same with two thread-pool workers; and all that into a relay slow to answer;
+- our CPU per message: send_batch in one process on PostgreSQL, into a null transport and
+  into the sink, our CPU time and the database's per message (bench_cpu.py);
 - personalisation: one rendered lesson into wire bytes per recipient, old path and new, in
   CPU time of one process (one core);
 - enqueue: queueing 10,000 delivery ids on Redis, one publish per id and in batches;
@@ -46,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_claim, bench_morning
 
 import bench_claim  # noqa: E402 - beside this file
+import bench_cpu  # noqa: E402 - beside this file
 import bench_morning  # noqa: E402 - beside this file
 import redis
 from aiosmtpd.controller import Controller
@@ -61,6 +64,7 @@ from dripcourse.courses.wire import (
 )
 from dripcourse.runtime import Runtime
 from dripcourse.sending import claim as delivery
+from dripcourse.sending.transport import transport_from_url
 from dripcourse.settings import Settings
 from tests.workers import CeleryProcess, wait_until
 
@@ -293,6 +297,22 @@ def _peak_rss_mib(pid: int) -> tuple[float, float]:
     return hwm(pid), max((hwm(int(c)) for c in children), default=0.0)
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and all its descendants now alive."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+        todo.extend(int(c) for c in children)
+    return total
+
+
 def end_to_end(
     sink: Sink,
     tmp: Path,
@@ -302,7 +322,7 @@ def end_to_end(
     *,
     threads: int = 0,
     warm: int = WARM_UP,
-) -> tuple[float, float, float, float]:
+) -> tuple[float, float, float, float, float]:
     """One tick claims a cohort's Day 1 and queues it; 2 Celery workers send it: one worker
     with 2 prefork pool processes, or with ``threads``, two worker processes of that many
     threads each (each sending thread on an SMTP connection of its own).
@@ -313,8 +333,9 @@ def end_to_end(
     the clock starts.
 
     Returns messages/s from the start of the tick to the sink's last acceptance, the peak RSS
-    of the worker's parent and of its largest pool process (prefork only), and the seconds
-    from the warm-up's claim to its first message (a cold start).
+    of the worker's parent and of its largest pool process (prefork only), the seconds
+    from the warm-up's claim to its first message (a cold start), and the workers' CPU time
+    per message meanwhile, in ms (every process of theirs: our code, Celery, the drivers).
     """
     with scratch_postgres(admin_url) as url:
         settings = settings_for(
@@ -353,22 +374,24 @@ def end_to_end(
             cold = time.perf_counter() - start
             wait_until(lambda: sink.count.value >= warm, 600, "the warm-up", worker.output)
             sink.reset()
+            cpu = sum(_cpu_seconds(each.proc.pid) for each in workers)
             start = time.perf_counter()
             claimed = delivery.tick(rt, utcnow(), tasks.enqueue).claimed
             assert claimed == n, (claimed, n)
             wait_until(lambda: sink.count.value >= n, 3600, f"{n} messages", worker.output)
             elapsed = time.perf_counter() - start
+            cpu = sum(_cpu_seconds(each.proc.pid) for each in workers) - cpu
             parent, child = _peak_rss_mib(worker.proc.pid)
             rt.close()
         finally:
             for each in workers:
                 each.stop()
-    return n / elapsed, parent, child, cold
+    return n / elapsed, parent, child, cold, cpu / n * 1000
 
 
 def personalisation_rates(rt: Runtime, n: int) -> tuple[float, float, float]:
     """Messages per CPU-second: build_message + serialise (old), wire.personalise (new), and
-    signing the four links a lesson carries (an input to both)."""
+    signing the seven links a lesson carries (an input to both)."""
     course = rt.catalog.course(COURSE)
     rendered = rt.catalog.renderer.lesson(course, 3)
     now = utcnow()
@@ -523,11 +546,11 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
         measured = []
         for n in args.subscribers:
             for layout, threads in layouts:
-                rate, parent, child, cold = end_to_end(
+                rate, parent, child, cold, cpu = end_to_end(
                     sink, tmp, args.postgres, args.redis, n, threads=threads
                 )
                 print(f"  ({n:,}, {layout}: {rate:,.0f}/s)", file=sys.stderr, flush=True)
-                measured.append((n, layout, threads, rate, parent, child, cold))
+                measured.append((n, layout, threads, rate, parent, child, cold, cpu))
                 raws.append(raw_rate(sink, messages))
         raw = statistics.median(raws)
         spread = f"{min(raws):,.0f} to {max(raws):,.0f}"
@@ -538,13 +561,14 @@ def measure_sending(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namesp
             )
         )
         rows.append(("naive: premailer + EmailMessage + connection each", f"{naive:,.0f}/s"))
-        for n, layout, threads, rate, parent, child, cold in measured:
+        for n, layout, threads, rate, parent, child, cold, cpu in measured:
             rows.append(
                 (
                     f"dripcourse end to end, {n:,} subscribers, {layout}, PostgreSQL + Redis",
                     f"{rate:,.0f}/s = {rate / raw:.2f} x raw, {rate / naive:.1f} x naive",
                 )
             )
+            rows.append((f"the workers' CPU per message meanwhile, {layout}", f"{cpu:.2f} ms"))
             if not threads:
                 rows.append(
                     (
@@ -574,14 +598,14 @@ def measure_slow_relay(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Nam
         rows.append(
             (f"relay answering after {args.relay_delay:g} ms: raw, one connection", f"{raw:,.0f}/s")
         )
-        prefork, _, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
+        prefork, _, _, _, _ = end_to_end(sink, tmp, args.postgres, args.redis, n)
         rows.append(
             (
                 f"the same relay: dripcourse, {n:,} subscribers, 2 prefork processes",
                 f"{prefork:,.0f}/s = {prefork / raw:.2f} x raw",
             )
         )
-        threaded, _, _, _ = end_to_end(
+        threaded, _, _, _, _ = end_to_end(
             sink, tmp, args.postgres, args.redis, n, threads=args.relay_threads
         )
         rows.append(
@@ -625,6 +649,53 @@ def measure_claim(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
             f"= {due / queued:,.0f}/s",
         )
     )
+
+
+def measure_cpu(rows: Rows, tmp: Path, args: argparse.Namespace) -> None:
+    """Our CPU per message, null transport and SMTP into a sink, alternately, ``--cpu-runs``
+    times each; the median of each."""
+    n = args.cpu
+    sink = Sink()
+    try:
+        found: dict[str, list[dict[str, float]]] = {"null": [], "smtp": []}
+        for run in range(args.cpu_runs):
+            profile = Path(args.profile) if args.profile and run == 0 else None
+            found["null"].append(
+                bench_cpu.cpu_per_message(
+                    sys.modules[__name__], tmp, args.postgres, n, profile=profile
+                )
+            )
+            found["smtp"].append(
+                bench_cpu.cpu_per_message(
+                    sys.modules[__name__],
+                    tmp,
+                    args.postgres,
+                    n,
+                    transport=partial(transport_from_url, sink.url),
+                )
+            )
+            print(f"  (cpu run {run + 1}: {found})", file=sys.stderr, flush=True)
+    finally:
+        sink.stop()
+    for label, runs in (
+        ("null transport", found["null"]),
+        ("SMTP into the local sink", found["smtp"]),
+    ):
+        ours = statistics.median(r["ours"] for r in runs)
+        each = ", ".join(f"{r['ours']:.2f}" for r in runs)
+        rows.append(
+            (
+                f"our CPU per message, send_batch, {n:,} after 200, PostgreSQL, {label}",
+                f"**{ours:.2f} ms** (median of {len(runs)}: {each})",
+            )
+        )
+        if all("database" in r for r in runs):
+            database = statistics.median(r["database"] for r in runs)
+            rows.append(
+                (f"the database's CPU per message (its backends), {label}", f"{database:.2f} ms")
+            )
+        wall = statistics.median(r["wall"] for r in runs)
+        rows.append((f"wall time per message, one process, {label}", f"{wall:.2f} ms"))
 
 
 def measure_morning(rows: Rows, probe: Runtime, tmp: Path, args: argparse.Namespace) -> None:
@@ -706,8 +777,8 @@ def main() -> None:
     parser.add_argument(
         "--parts",
         nargs="+",
-        choices=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
-        default=["send", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
+        choices=["send", "cpu", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
+        default=["send", "cpu", "slow-relay", "personalise", "enqueue", "pass", "claim", "morning"],
         help="what to measure (all by default)",
     )
     parser.add_argument(
@@ -737,6 +808,13 @@ def main() -> None:
         default=[10_000, 100_000],
         help="morning part: readers in each end-to-end morning",
     )
+    parser.add_argument(
+        "--cpu", type=int, default=2000, help="cpu part: messages measured (after 200 to warm up)"
+    )
+    parser.add_argument("--cpu-runs", type=int, default=3, help="cpu part: runs of each transport")
+    parser.add_argument(
+        "--profile", default="", help="cpu part: write a cProfile of the first null run here"
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a check, not a result")
     args = parser.parse_args()
     # Killed with SIGTERM, still stop the workers and drop the scratch databases.
@@ -746,6 +824,7 @@ def main() -> None:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
         args.claim = [100_000, 10_000]
         args.morning = [1000, 3000]
+        args.cpu, args.cpu_runs = 500, 1
 
     rows = Rows()
     explained: dict[str, dict[str, str]] = {}
@@ -754,13 +833,15 @@ def main() -> None:
         probe = Runtime(settings_for(tmp))
         if "send" in args.parts:
             measure_sending(rows, probe, tmp, args)
+        if "cpu" in args.parts:
+            measure_cpu(rows, tmp, args)
         if "slow-relay" in args.parts:
             measure_slow_relay(rows, probe, tmp, args)
         if "personalise" in args.parts:
             old, new, links = personalisation_rates(probe, 2000)
             rows.append(("personalise into wire bytes: build_message (old)", f"{old:,.0f}/s"))
             rows.append(("personalise into wire bytes: wire.personalise (new)", f"{new:,.0f}/s"))
-            rows.append(("sign the 4 links of one lesson", f"{links:,.0f}/s"))
+            rows.append(("sign the 7 links of one lesson", f"{links:,.0f}/s"))
         if "enqueue" in args.parts:
             before, after = enqueue_rates(tmp, args.redis, 10_000)
             rows.append(

@@ -296,6 +296,23 @@ def retry_outages(work: Callable[[], T], *, what: str, patience: float | None = 
     recording a message the mail server has already accepted).
     """
 
+    start = time.monotonic()
+    try:
+        return work()  # the usual case, without building the retrying machinery
+    except Exception as exc:
+        if not is_outage(exc):
+            raise
+        first: Exception | None = exc
+
+    def again() -> T:
+        # The first try's failure, replayed as the retrying's own first try: its wait, its
+        # log line and its count are those of a failure met inside it.
+        nonlocal first
+        if first is not None:
+            failed, first = first, None
+            raise failed
+        return work()
+
     def say(state: tenacity.RetryCallState) -> None:
         assert state.outcome is not None
         log.warning(
@@ -309,9 +326,11 @@ def retry_outages(work: Callable[[], T], *, what: str, patience: float | None = 
     retrying = tenacity.Retrying(
         retry=tenacity.retry_if_exception(is_outage),
         wait=tenacity.wait_exponential_jitter(multiplier=0.5, max=10, jitter=0.5),
-        stop=tenacity.stop_never if patience is None else tenacity.stop_after_delay(patience),
+        stop=tenacity.stop_never
+        if patience is None
+        else tenacity.stop_after_delay(max(0.0, patience - (time.monotonic() - start))),
         before_sleep=say,
         sleep=lambda seconds: _pause(seconds),
         reraise=True,
     )
-    return retrying(work)
+    return retrying(again)

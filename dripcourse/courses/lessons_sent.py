@@ -25,7 +25,18 @@ from dripcourse.models import Delivery, DeliveryStatus, Enrollment, LessonVersio
 
 
 def digest(rendered: RenderedLesson) -> str:
-    """What names one version: the course, the day and every word a reader sees."""
+    """What names one version: the course, the day and every word a reader sees.
+
+    Worked out once and kept with ``rendered`` (asked again for every message sent).
+    """
+    found = rendered.derived.get("digest")
+    if not isinstance(found, str):
+        found = rendered.derived.setdefault("digest", _digest(rendered))
+    assert isinstance(found, str)
+    return found
+
+
+def _digest(rendered: RenderedLesson) -> str:
     lesson = rendered.lesson
     content = [
         rendered.course.slug,

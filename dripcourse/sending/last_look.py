@@ -20,8 +20,8 @@ import datetime as dt
 import functools
 import logging
 
-from sqlalchemy import bindparam, exists, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, bindparam, exists, or_, select, update
+from sqlalchemy.engine import Dialect
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
@@ -33,6 +33,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
+from dripcourse.sending.prepared import Prepared, run_together
 from dripcourse.sending.take import Job, Outcome, ours, set_delivery, waiting_again
 
 log = logging.getLogger(__name__)
@@ -90,26 +91,32 @@ def _free_statement():  # type: ignore[no-untyped-def]
     )
 
 
-def last_look(session: Session, job: Job, course: Course, now: dt.datetime) -> Outcome | None:
-    """None when the message may go out now (on PostgreSQL its rows stay locked until this
-    transaction ends); otherwise the delivery is settled here and its outcome returned:
-    CANCELLED (the reader was forgotten, left or was suppressed), HELD (paused: it waits for
-    the pause's end, its attempt given back) or SKIPPED (another worker holds it)."""
-    conn = session.connection()
+@functools.cache
+def _prepared(dialect: Dialect) -> tuple[Prepared, Prepared]:
+    """The lock and the compare-and-set, compiled once for ``dialect`` (see prepared.py)."""
+    return Prepared(_lock_statement(), dialect), Prepared(_free_statement(), dialect)
+
+
+def last_look(conn: Connection, job: Job, course: Course, now: dt.datetime) -> Outcome | None:
+    """None when the message may go out now (on PostgreSQL its rows stay locked until the
+    transaction of ``conn`` ends); otherwise the delivery is settled here, in that transaction,
+    and its outcome returned: CANCELLED (the reader was forgotten, left or was suppressed),
+    HELD (paused: it waits for the pause's end, its attempt given back) or SKIPPED (another
+    worker holds it)."""
+    lock, free = _prepared(conn.dialect)
+    steps = [(free, {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now})]
     if conn.dialect.name == "postgresql":
-        conn.execute(_lock_statement(), {"p_enrollment": job.enrollment_id})
-    free = conn.execute(
-        _free_statement(),
-        {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now},
-    ).rowcount
-    if free == 1:
+        # One round trip for both; the compare-and-set still starts only once the lock is
+        # granted, and reads what was committed before it (prepared.run_together).
+        steps.insert(0, (lock, {"p_enrollment": job.enrollment_id}))
+    if run_together(conn, steps)[-1].rowcount == 1:
         return None
-    return _settle(session, job, course, now)
+    return _settle(conn, job, course, now)
 
 
-def _settle(session: Session, job: Job, course: Course, now: dt.datetime) -> Outcome:
+def _settle(conn: Connection, job: Job, course: Course, now: dt.datetime) -> Outcome:
     """Why the look said no, and the delivery set accordingly."""
-    row = session.execute(
+    row = conn.execute(
         select(
             Delivery.status,
             Delivery.attempts,
@@ -130,11 +137,11 @@ def _settle(session: Session, job: Job, course: Course, now: dt.datetime) -> Out
         return Outcome.SKIPPED
     if row.enrollment != EnrollmentStatus.ACTIVE or row.reason is not None:
         why = row.reason or str(row.enrollment)
-        set_delivery(session, job.delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
+        set_delivery(conn, job.delivery_id, DeliveryStatus.CANCELLED, now, last_error=why)
         log.info("delivery %s cancelled before it went out: %s", job.delivery_id, why)
         return Outcome.CANCELLED
     until = pause_end(course, row.timezone, row.paused_until, now)
-    session.execute(
+    conn.execute(
         update(Delivery)
         .where(ours([job]))
         .values(**waiting_again(until, now))

@@ -12,7 +12,6 @@ the same compare-and-set on the delivery, so the rules for the record live side 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import functools
 import logging
@@ -21,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Connection, bindparam, exists, select, update
+from sqlalchemy import Connection, Transaction, bindparam, exists, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from dripcourse import schedule
@@ -39,6 +39,7 @@ from dripcourse.models import (
 from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.sending import breaker
 from dripcourse.sending.last_look import last_look
+from dripcourse.sending.prepared import Prepared
 from dripcourse.sending.take import (
     Job,
     Outcome,
@@ -191,6 +192,11 @@ def one_statement_record():  # type: ignore[no-untyped-def]
     )
 
 
+@functools.cache
+def _prepared_record(dialect: Dialect) -> Prepared:
+    return Prepared(one_statement_record(), dialect)
+
+
 class Recorder:
     """Takes the last look before each message of one batch and records those the server
     accepted.
@@ -211,7 +217,7 @@ class Recorder:
         self.rt = rt
         self.fast = rt.engine.dialect.name == "postgresql"
         self.conn: Connection | None = None
-        self.held: Session | None = None  # the last look's transaction, until the record
+        self.held: Transaction | None = None  # the last look's transaction, until the record
         self.versions: dict[int, int | None] = {}  # id(rendered) -> its stored version
 
     def look(self, item: Ready, now: dt.datetime) -> Outcome | None:
@@ -219,23 +225,19 @@ class Recorder:
         self.release()
         if not self.fast:
             with transaction(self.rt.sessions) as session:
-                return last_look(session, item.job, item.course, now)
+                return last_look(session.connection(), item.job, item.course, now)
         if self.conn is None:
             self.conn = self.rt.engine.connect()
-        session = Session(bind=self.conn, expire_on_commit=False)
         try:
-            session.begin()
-            settled = last_look(session, item.job, item.course, now)
+            held = self.conn.begin()
+            settled = last_look(self.conn, item.job, item.course, now)
             if settled is not None:
-                session.commit()
+                held.commit()
         except Exception:
-            session.close()
             self.close()  # a broken connection is not used again; the caller tries again
             raise
         if settled is None:
-            self.held = session  # its locks last until the record (or release)
-        else:
-            session.close()
+            self.held = held  # its locks last until the record (or release)
         return settled
 
     def release(self) -> None:
@@ -244,31 +246,32 @@ class Recorder:
         if held is not None:
             try:
                 held.rollback()
-                held.close()
             except Exception:  # noqa: BLE001 - a connection already broken
                 self.close()
 
     def sent(self, item: Ready, now: dt.datetime, msg_id: str) -> Outcome:
         held, self.held = self.held, None
-        if held is None:  # SQLite, or the look's transaction was lost: a new one
+        if held is None or self.conn is None:  # SQLite, or the look's transaction was lost
             return record_sent(self.rt, item, now, msg_id)
         try:
             version_id = self._version(item.rendered)
             done = None
             if version_id is not None:
-                done = (
-                    held.connection()
-                    .execute(one_statement_record(), self._params(item, now, msg_id, version_id))
-                    .first()
-                )
+                params = self._params(item, now, msg_id, version_id)
+                done = _prepared_record(self.conn.dialect).run(self.conn, params).fetchone()
             if done is None:
-                version_id = _record_sent_in(self.rt, held, item, now, msg_id)
+                # The careful path, in the look's transaction (the session joins it, and
+                # leaves its commit to us).
+                session = Session(bind=self.conn, expire_on_commit=False)
+                try:
+                    version_id = _record_sent_in(self.rt, session, item, now, msg_id)
+                    session.flush()
+                finally:
+                    session.close()
             held.commit()
         except Exception:
-            held.close()
             self.close()  # a broken connection is not used again; the caller tries again
             raise
-        held.close()
         self.rt.catalog.lesson_versions[digest(item.rendered)] = version_id
         return Outcome.SENT
 
@@ -297,10 +300,8 @@ class Recorder:
         return self.versions[key]
 
     def close(self) -> None:
-        held, self.held = self.held, None
-        if held is not None:
-            with contextlib.suppress(Exception):  # a connection already broken
-                held.close()
+        """Give the connection back (its open transaction, if any, rolled back)."""
+        self.held = None
         conn, self.conn = self.conn, None
         if conn is not None:
             try:

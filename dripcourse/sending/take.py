@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dripcourse import schedule
@@ -416,7 +416,11 @@ def waiting_again(until: dt.datetime, now: dt.datetime) -> dict[str, object]:
 
 
 def set_delivery(
-    session: Session, delivery_id: int, status: DeliveryStatus, now: dt.datetime, **values: object
+    session: Session | Connection,
+    delivery_id: int,
+    status: DeliveryStatus,
+    now: dt.datetime,
+    **values: object,
 ) -> None:
     """Finish a delivery: it leaves the sweep's index range (next_attempt_at NULL)."""
     session.execute(
