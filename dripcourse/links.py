@@ -18,14 +18,11 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
-import json
-import struct
-import time
-import zlib
 from dataclasses import dataclass
 from typing import Protocol
 
 from itsdangerous import BadData, SignatureExpired, TimestampSigner, URLSafeTimedSerializer
+from itsdangerous.encoding import want_bytes
 from sqlalchemy.orm import Session
 
 from dripcourse.models import MAX_ID, Enrollment
@@ -127,11 +124,24 @@ def enrollment_of(session: Session, token: Token) -> Enrollment | None:
 
 
 class _IssuedAtSigner(TimestampSigner):
-    """Signs with a given issue time instead of now (see ``Links.token``)."""
+    """Signs with a given issue time instead of now (see ``Links.token``), and with the key
+    derived from the secret when it is handed in already derived."""
 
-    def __init__(self, *args: object, issued_at: dt.datetime | None = None, **kwargs: object):
+    def __init__(
+        self,
+        *args: object,
+        issued_at: dt.datetime | None = None,
+        derived_key: bytes | None = None,
+        **kwargs: object,
+    ):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.issued_at = issued_at
+        self.derived_key = derived_key
+
+    def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
+        if secret_key is None and self.derived_key is not None:
+            return self.derived_key
+        return super().derive_key(secret_key)
 
     def get_timestamp(self) -> int:
         if self.issued_at is None:
@@ -165,27 +175,19 @@ class Links:
         offering another gives the second the first one's issue time, so following links never
         makes a fresh one out of an old one.
 
-        The bytes are those of ``_serializer(purpose, issued_at).dumps([*ids, key])``, which
-        ``load_token`` reads (tests/test_links.py holds the two to that), made without building
-        a serializer and deriving its key for each token: a lesson carries seven.
+        itsdangerous makes the token: the serializer of ``purpose`` writes the payload and a
+        signer signs it, with the key that signer derives from the secret worked out once per
+        purpose rather than for each token (a lesson carries seven).
         """
-        when = int(time.time()) if issued_at is None else int(issued_at.timestamp())
-        if key.isascii() and key.isalnum() and all(type(i) is int for i in ids):
-            payload = f'[{",".join(map(str, ids))}{"," if ids else ""}"{key}"]'.encode()
-        else:  # what compact JSON gives for the above, written out by json itself
-            payload = json.dumps([*ids, key], ensure_ascii=False, separators=(",", ":")).encode()
-        compressed = zlib.compress(payload)  # kept only when shorter, as the serializer does
-        shorter = len(compressed) < len(payload) - 1
-        stamp = _b64(_INT64.pack(when).lstrip(b"\x00"))
-        signed = (b"." + _b64(compressed) if shorter else _b64(payload)) + b"." + stamp
-        mac = self._signing_key(purpose).copy()
-        mac.update(signed)
-        return (signed + b"." + _b64(mac.digest())).decode()
-
-    def _signing_key(self, purpose: str) -> hmac.HMAC:
-        """The keyed HMAC of ``purpose``'s signer, derived once (itsdangerous's default
-        "django-concat" derivation with SHA-1, as ``_serializer`` signs)."""
-        return _signing_key(self.secret_key, purpose)
+        serializer, derived_key = _signing(self.secret_key, purpose)
+        payload = want_bytes(serializer.dump_payload([*ids, key]))
+        signer = _IssuedAtSigner(
+            self.secret_key,
+            salt=f"dripcourse.{purpose}",
+            issued_at=issued_at,
+            derived_key=derived_key,
+        )
+        return signer.sign(payload).decode()
 
     def url(self, purpose: str, *ids: int, key: str) -> str:
         token = self.token(purpose, *ids, key=key)
@@ -309,18 +311,12 @@ class Links:
         return self.for_lesson(0, day, SAMPLE_KEY)
 
 
-_INT64 = struct.Struct(">Q")
-
-
-def _b64(data: bytes) -> bytes:
-    return base64.urlsafe_b64encode(data).rstrip(b"=")
-
-
 @functools.lru_cache(maxsize=64)
-def _signing_key(secret_key: str, purpose: str) -> hmac.HMAC:
-    salt = f"dripcourse.{purpose}".encode()
-    derived = hashlib.sha1(salt + b"signer" + secret_key.encode()).digest()
-    return hmac.new(derived, digestmod=hashlib.sha1)
+def _signing(secret_key: str, purpose: str) -> tuple[URLSafeTimedSerializer, bytes]:
+    """The serializer of ``purpose`` and the key its signer derives, made once."""
+    salt = f"dripcourse.{purpose}"
+    serializer = URLSafeTimedSerializer(secret_key, salt=salt)
+    return serializer, TimestampSigner(secret_key, salt=salt).derive_key()
 
 
 def _b36(n: int) -> str:

@@ -1,8 +1,8 @@
-"""Links signs its tokens itself, cheaply, into the very bytes itsdangerous's serializer gives.
+"""Links signs its tokens with the key derived once per purpose, into the serializer's bytes.
 
-A lesson carries seven signed links; building a serializer and deriving its key for each was a
-tenth of our CPU per message. The tokens must stay the ones ``load_token`` (itsdangerous) reads
-and the ones earlier releases sent.
+A lesson carries seven signed links; deriving the signer's key for each was part of our CPU
+per message. The tokens must stay the ones ``load_token`` (itsdangerous) reads and the ones
+earlier releases sent.
 """
 
 from __future__ import annotations
