@@ -57,7 +57,8 @@ from sqlalchemy.engine import make_url
 
 from dripcourse import db, encryption, tasks
 from dripcourse.clock import utcnow
-from dripcourse.courses.render import Personal, Renderer, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Personal, Renderer
 from dripcourse.courses.wire import (
     personalise,
     wire_bytes,

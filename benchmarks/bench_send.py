@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dripcourse import db, encryption
-from dripcourse.courses.render import Personal, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Personal
 from dripcourse.courses.wire import as_wire, wire_bytes
 from dripcourse.db import transaction
 from dripcourse.models import Enrollment, EnrollmentStatus, Subscriber

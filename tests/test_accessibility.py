@@ -20,7 +20,8 @@ from werkzeug.serving import make_server
 
 from dripcourse import links
 from dripcourse.courses.course_folder import load_course
-from dripcourse.courses.render import Renderer, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Renderer
 from dripcourse.courses.studio import create_studio
 from dripcourse.runtime import Runtime
 from tests.conftest import EMAILS, ROOT, service_missing

@@ -16,7 +16,8 @@ from flask.testing import FlaskClient
 
 from dripcourse import links
 from dripcourse.courses.course_folder import load_course
-from dripcourse.courses.render import Renderer, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Renderer
 from dripcourse.db import transaction
 from dripcourse.inbound import route as inbound
 from dripcourse.links import REPLY

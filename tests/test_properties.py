@@ -23,7 +23,8 @@ from markupsafe import escape
 from sqlalchemy import select
 
 from dripcourse import links
-from dripcourse.courses.render import Personal, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Personal
 from dripcourse.courses.wire import wire_bytes
 from dripcourse.db import transaction
 from dripcourse.errors import InputError

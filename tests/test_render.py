@@ -16,7 +16,8 @@ import pytest
 
 from dripcourse.courses.course import course_slugs
 from dripcourse.courses.course_folder import load_course
-from dripcourse.courses.render import Personal, Renderer, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Personal, Renderer
 from dripcourse.courses.wire import wire_bytes
 from dripcourse.links import Links
 from tests.conftest import EMAILS, utc

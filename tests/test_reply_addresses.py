@@ -9,7 +9,8 @@ import re
 import pytest
 
 from dripcourse.courses.course_folder import load_course
-from dripcourse.courses.render import Personal, Renderer, build_message, reply_addresses
+from dripcourse.courses.message import build_message, reply_addresses
+from dripcourse.courses.render import Personal, Renderer
 from dripcourse.courses.wire import envelope, wire_bytes
 from dripcourse.errors import ConfigError
 from dripcourse.links import BOUNCE, MAX_LOCAL_PART, REPLY, BadToken, Links

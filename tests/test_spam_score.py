@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from dripcourse.courses.course_folder import load_course
-from dripcourse.courses.render import Renderer, build_message, message_id, reply_addresses
+from dripcourse.courses.message import build_message, message_id, reply_addresses
+from dripcourse.courses.render import Renderer
 from dripcourse.courses.wire import wire_bytes
 from tests.conftest import EMAILS, service_missing
 from tests.test_render import ALL_LESSONS, KEY, LINKS, NOW, reader, render

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from dripcourse.courses.course_folder import load_course
+from dripcourse.courses.headers import WIRE_POLICY
+from dripcourse.courses.message import _QP_UTF8, build_message, message_id
 from dripcourse.courses.render import (
-    _QP_UTF8,
     _TOKEN,
     PERSONAL_FIELDS,
-    WIRE_POLICY,
     Personal,
     Renderer,
     Template,
-    build_message,
-    message_id,
 )
 from dripcourse.courses.wire import (
     EncodedBody,
@@ -96,7 +94,7 @@ def test_with_a_reply_domain_both_paths_carry_reply_to_and_the_bounce_envelope(
 ) -> None:
     from dataclasses import replace
 
-    from dripcourse.courses.render import reply_addresses
+    from dripcourse.courses.message import reply_addresses
     from dripcourse.courses.wire import as_wire
 
     who = replace(

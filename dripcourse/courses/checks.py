@@ -37,17 +37,16 @@ from dripcourse.courses.course import (
     course_slugs,
 )
 from dripcourse.courses.course_folder import read_course
+from dripcourse.courses.message import build_message, message_id
 from dripcourse.courses.render import (
     LESSON_VARIABLES,
     MAX_HTML_BYTES,
     Personal,
     Renderer,
-    _Sandbox,
-    build_message,
     describe_error,
-    message_id,
     template_place,
 )
+from dripcourse.courses.sandbox import Sandbox
 from dripcourse.errors import CourseError
 from dripcourse.links import Links
 
@@ -201,7 +200,7 @@ def _check_lesson(
 # reported as the sandbox's refusal): Jinja's plain one let `check` try to build a
 # value as big as a huge repetition asked for, and report the MemoryError it met (if the
 # machine did not give up first) instead of the rule the lesson broke.
-_ENV = _Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_ENV = Sandbox(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
 def _template_problems(source: str) -> list[tuple[int, str]]:

@@ -19,10 +19,12 @@ from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
 from dripcourse.courses.greeting import greeting_for
-from dripcourse.courses.render import Personal, Renderer, build_message, check_address, message_id
+from dripcourse.courses.message import build_message, message_id
+from dripcourse.courses.render import Personal, Renderer
 from dripcourse.errors import InputError, NotFound
 from dripcourse.links import Links
 from dripcourse.models import Subscriber
+from dripcourse.validate import check_address
 
 if TYPE_CHECKING:
     from dripcourse.runtime import Runtime  # passed in; the adapters build it

@@ -4,27 +4,18 @@ premailer costs milliseconds per document, so each lesson is rendered and inline
 placeholder tokens standing in for everything personal (name, links). Per subscriber, the
 placeholders are swapped for escaped values: a string join, not another premailer run.
 
-It stays whole (about 550 lines): the variables a template may use, the sandbox that holds
-it to them and the message built from the result are one contract with course writers,
-read in one place.
+The variables a template may use are listed here, with the errors a course writer sees;
+the sandbox that holds templates to them is ``sandbox``, the header values ``headers``, and
+the message built for one reader from the result ``message``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import json
 import logging
 import re
 import traceback
 from dataclasses import dataclass, field
-from email.charset import QP, Charset
-from email.header import Header
-from email.message import Message
-from email.mime.multipart import MIMEMultipart
-from email.mime.text import MIMEText
-from email.policy import compat32
-from email.utils import format_datetime, formataddr, make_msgid, parseaddr
 from pathlib import Path
 
 import jinja2
@@ -33,13 +24,13 @@ import premailer
 from markdown_it import MarkdownIt
 from markupsafe import Markup, escape
 
-from dripcourse import validate
 from dripcourse.courses.checkins import asked_on
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
 from dripcourse.courses.greeting import MORNING_SALUTATION, derive_greeting, given_name
+from dripcourse.courses.headers import list_id
 from dripcourse.courses.plaintext import markdown_to_text, reflow
+from dripcourse.courses.sandbox import sandbox
 from dripcourse.errors import CourseError
-from dripcourse.links import BOUNCE, DELIVERY, REPLY, Links
 
 # What course content may use: the one list, from which the renderer builds each template's
 # variables, its error messages name them, and docs/courses.md lists them (a test compares).
@@ -249,8 +240,8 @@ class Renderer:
         loader = jinja2.FileSystemLoader(str(layout))
         # Sandboxed: course content is written by staff but must not reach the process
         # (``lipsum.__globals__``, ``cycler.__init__.__globals__.os.environ``, ...).
-        self._html_env = _sandbox(loader=loader, autoescape=True)
-        self._text_env = _sandbox(loader=loader, autoescape=False, keep_trailing_newline=True)
+        self._html_env = sandbox(loader=loader, autoescape=True)
+        self._text_env = sandbox(loader=loader, autoescape=False, keep_trailing_newline=True)
         self._css = (layout / "style.css").read_text(encoding="utf-8")
         self._markdown = MarkdownIt("commonmark", {"html": False, "typographer": False})
         self._markdown.add_render_rule("image", _column_wide_image)
@@ -399,49 +390,6 @@ def describe_error(exc: Exception, layout: bool = False) -> str:
     return f"does not render: {type(exc).__name__}: {exc}"
 
 
-# The most a single expression may make: a whole lesson is far smaller than this.
-MAX_TEMPLATE_VALUE = 200_000
-
-
-class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
-    """Jinja's sandbox, with ``*`` and ``**`` bounded: ``{{ "a" * 100000000 }}`` would make a
-    value of any size (and take the machine's memory) in check, preview, workers and pages."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context, operator, left, right):  # type: ignore[no-untyped-def]
-        if operator == "**":
-            if isinstance(right, int | float) and abs(right) > 100:
-                raise jinja2.sandbox.SecurityError("an exponent over 100 is not allowed")
-            return left**right
-        size = _repeat_size(left, right)
-        if size is not None and size > MAX_TEMPLATE_VALUE:
-            raise jinja2.sandbox.SecurityError(
-                f"a value of {size} characters or items is not allowed "
-                f"(at most {MAX_TEMPLATE_VALUE})"
-            )
-        return left * right
-
-
-def _repeat_size(left: object, right: object) -> int | None:
-    """The length ``left * right`` would have, when it repeats a text or a list."""
-    for seq, times in ((left, right), (right, left)):
-        if isinstance(seq, str | list | tuple) and isinstance(times, int):
-            return len(seq) * max(times, 0)
-    return None
-
-
-def _sandbox(**options: object) -> jinja2.sandbox.SandboxedEnvironment:
-    """A sandboxed environment holding nothing but what we pass each render.
-
-    Jinja's own globals (``range``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``, ``dict``)
-    are removed too: a template sees only the documented variables.
-    """
-    env = _Sandbox(undefined=jinja2.StrictUndefined, **options)  # type: ignore[arg-type]
-    env.globals.clear()
-    return env
-
-
 def _variables(allowed: dict[str, str], facts: dict[str, object]) -> dict[str, object]:
     """The variables a template gets: exactly the ``allowed`` names, dotted ones as dicts."""
     out: dict[str, object] = {}
@@ -467,158 +415,3 @@ def _inline(html: str) -> str:
         cssutils_logging_level=logging.CRITICAL,
         allow_network=False,
     ).transform()
-
-
-def reply_addresses(
-    links: Links, domain: str, enrollment_id: int, day: int, key: str
-) -> dict[str, str]:
-    """Reply-To and envelope sender of one delivery, bound to the enrollment's ``link_key``;
-    none without a ``reply_domain``."""
-    if not domain:
-        return {}
-    return {
-        "reply_to": links.address(REPLY, enrollment_id, day, domain, key),
-        "bounce_to": links.address(BOUNCE, enrollment_id, day, domain, key),
-    }
-
-
-# The header each provider hands back in its webhook events, and how the token sits in it.
-# The provider takes its own header (X-Mailgun-*, X-SMTPAPI, X-PM-*) off before delivery.
-TAG_NAME = "dripcourse_delivery"
-TAG_HEADER = "X-Dripcourse-Delivery"
-
-
-def delivery_headers(
-    links: Links, providers: tuple[str, ...], enrollment_id: int, day: int, key: str
-) -> tuple[tuple[str, str], ...]:
-    """The headers that name one delivery to each provider in ``providers`` (those whose
-    webhook is set up): a signed token of (enrollment, day) bound to the enrollment's key,
-    which the provider's bounce and complaint events carry back. None without a provider."""
-    if not providers:
-        return ()
-    token = links.address_token(DELIVERY, enrollment_id, day, key)
-    shapes = {
-        "ses": (TAG_HEADER, token),  # SES hands back the original headers
-        "mailgun": ("X-Mailgun-Variables", json.dumps({TAG_NAME: token})),
-        "sendgrid": ("X-SMTPAPI", json.dumps({"unique_args": {TAG_NAME: token}})),
-        "postmark": (f"X-PM-Metadata-{TAG_NAME}", token),
-    }
-    return tuple(shapes[p] for p in providers if p in shapes)
-
-
-def message_id(domain: str, delivery_id: int | None, secret: str) -> str:
-    """A Message-ID: stable per delivery, so a resend after a crash looks like the same mail."""
-    if delivery_id is None:
-        return make_msgid(domain=domain)
-    digest = hashlib.sha256(f"{secret}:{delivery_id}".encode()).hexdigest()[:20]
-    return f"<lesson.{digest}@{domain}>"
-
-
-def build_message(
-    rendered: RenderedLesson, who: Personal, *, now: dt.datetime, msg_id: str
-) -> Message:
-    """The finished multipart/alternative message for one subscriber.
-
-    Built with the compat32 MIME classes rather than EmailMessage: EmailMessage parses every
-    header it is given into objects, which was a third of the cost of a message (see
-    benchmarks/RESULTS.md). compat32 does not check for line breaks in header values, so
-    that check is made here; non-ASCII text goes in as Header objects, which encode (RFC 2047)
-    and fold it into lines of a legal length when the message is written.
-    """
-    subject = rendered.subject.render(who)
-    check_header_values(subject, who)
-    headers: dict[str, str | Header] = {
-        "From": sender_header(rendered.course.sender),
-        "To": to_header(who),
-        "Subject": subject_header(subject),
-        "Date": format_datetime(now.astimezone(dt.UTC)),
-        "Message-ID": msg_id,
-        "List-Id": rendered.list_id,
-        "List-Unsubscribe": f"<{who.unsubscribe}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-    }
-    if rendered.feedback_id:
-        headers["Feedback-ID"] = rendered.feedback_id
-    if who.reply_to:
-        headers["Reply-To"] = who.reply_to
-    if who.bounce_to:
-        # Read by the SMTP transport as the envelope sender and not sent (see mail.envelope).
-        headers["Return-Path"] = f"<{who.bounce_to}>"
-    for name, value in who.tags:
-        headers[name] = value
-    msg = MIMEMultipart("alternative", policy=WIRE_POLICY)
-    for name, value in headers.items():
-        msg[name] = value
-    # Quoted-printable keeps every line under 998 octets and the text readable in the source.
-    msg.attach(MIMEText(rendered.text.render(who), "plain", _QP_UTF8, policy=WIRE_POLICY))
-    msg.attach(MIMEText(rendered.html.render(who), "html", _QP_UTF8, policy=WIRE_POLICY))
-    return msg
-
-
-# CRLF as on the wire, and no ">From" mangling of lines that start with "From ".
-WIRE_POLICY = compat32.clone(linesep="\r\n", mangle_from_=False)
-
-
-def check_header_values(subject: str, who: Personal) -> None:
-    """Refuse a value that would break out of its header line (both message paths call this)."""
-    for name, value in (("Subject", subject), ("To", who.name), ("To", who.email)):
-        if "\r" in value or "\n" in value:
-            raise ValueError(f"line break in the {name} header: {value!r}")
-
-
-def subject_header(subject: str) -> str | Header:
-    """The Subject value: as written when it is plain, else encoded (RFC 2047)."""
-    return subject if _plain(subject) else Header(subject, "utf-8")
-
-
-def sender_header(sender: str) -> str:
-    """The From value for a course's ``sender`` ("Name <address>")."""
-    return _address(*parseaddr(sender))
-
-
-def list_id(course: Course) -> str:
-    """The course's List-Id (RFC 2919): its title and ``<slug.sender-domain>``, one per course,
-    so a reader's mail program can sort or filter a course's lessons as one list."""
-    domain = parseaddr(course.sender)[1].rpartition("@")[2] or "localhost"
-    return _address(course.title, f"{course.slug}.{domain}")
-
-
-def to_header(who: Personal) -> str:
-    """The To value for one recipient."""
-    return _address(who.name, who.email)
-
-
-def _address(name: str, addr: str) -> str:
-    # One encoded word for a non-ASCII name: some readers put spaces between the words of a
-    # folded name. Names are at most 100 characters (enroll checks), so the line stays legal.
-    if not name:
-        return addr
-    if _plain(name):
-        return formataddr((name, addr))
-    return f"{_UTF8_WORDS.header_encode(name)} <{addr}>"
-
-
-def _plain(value: str) -> bool:
-    """Whether header text can go out as written: ASCII, and nothing a reader would decode.
-
-    ASCII text holding "=?" could read as an encoded word (``=?utf-8?q?x?=`` shows as "x"),
-    so it is encoded like non-ASCII text.
-    """
-    return value.isascii() and "=?" not in value
-
-
-_UTF8_WORDS = Charset("utf-8")
-
-
-def _qp_utf8() -> Charset:
-    charset = Charset("utf-8")
-    charset.body_encoding = QP
-    return charset
-
-
-_QP_UTF8 = _qp_utf8()
-
-
-def check_address(email: str) -> str:
-    """Return the address normalised, or raise ValueError saying why it is not one."""
-    return validate.check_address(email)

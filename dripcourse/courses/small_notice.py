@@ -18,7 +18,7 @@ from email.message import Message
 from email.mime.text import MIMEText
 from email.utils import format_datetime
 
-from dripcourse.courses.render import WIRE_POLICY, sender_header, subject_header
+from dripcourse.courses.headers import WIRE_POLICY, sender_header, subject_header
 
 _QP_UTF8 = Charset("utf-8")
 _QP_UTF8.body_encoding = QP

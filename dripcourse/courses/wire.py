@@ -1,6 +1,6 @@
 """A rendered lesson personalised straight into wire bytes: the per-recipient fast path.
 
-``render.build_message`` builds a MIME object per recipient and lets the email package encode
+``message.build_message`` builds a MIME object per recipient and lets the email package encode
 it, about 1.5 ms a message, most of it quoted-printable encoding of the same 11 KB of HTML
 again and again. Here each lesson is encoded once (``encode_lesson``); per recipient only the
 lines that hold a personal value are encoded, and only the headers that need folding go
@@ -28,17 +28,14 @@ from email.utils import format_datetime, parseaddr
 
 from markupsafe import escape
 
-from dripcourse.courses.render import (
-    PERSONAL_FIELDS,
+from dripcourse.courses.headers import (
     WIRE_POLICY,
-    Personal,
-    RenderedLesson,
-    Template,
     check_header_values,
     sender_header,
     subject_header,
     to_header,
 )
+from dripcourse.courses.render import PERSONAL_FIELDS, Personal, RenderedLesson, Template
 
 
 def wire_bytes(msg: Message) -> bytes:

@@ -19,7 +19,6 @@ from pathlib import Path
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
-from dripcourse.courses.render import check_address
 from dripcourse.errors import NotFound
 from dripcourse.models import (
     CheckinAnswer,
@@ -33,6 +32,7 @@ from dripcourse.models import (
     Suppression,
 )
 from dripcourse.reader import circle, held_replies
+from dripcourse.validate import check_address
 
 log = logging.getLogger(__name__)
 

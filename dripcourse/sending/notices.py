@@ -25,8 +25,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from dripcourse.courses.course import Course
+from dripcourse.courses.message import reply_addresses
 from dripcourse.courses.plaintext import reflow
-from dripcourse.courses.render import reply_addresses
 from dripcourse.courses.small_notice import plain_notice
 from dripcourse.courses.wire import WireMessage, envelope
 from dripcourse.db import transaction

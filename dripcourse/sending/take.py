@@ -24,13 +24,8 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
-from dripcourse.courses.render import (
-    Personal,
-    RenderedLesson,
-    delivery_headers,
-    message_id,
-    reply_addresses,
-)
+from dripcourse.courses.message import delivery_headers, message_id, reply_addresses
+from dripcourse.courses.render import Personal, RenderedLesson
 from dripcourse.courses.wire import personalise
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from typing import Any
 
-from dripcourse.courses.render import TAG_NAME
+from dripcourse.courses.message import TAG_NAME
 from dripcourse.inbound.bounce_reasons import Family
 from dripcourse.inbound.providers.common import (
     Event,

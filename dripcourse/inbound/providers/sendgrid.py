@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from dripcourse.courses.render import TAG_NAME
+from dripcourse.courses.message import TAG_NAME
 from dripcourse.inbound.bounce_reasons import Family
 from dripcourse.inbound.providers.common import (
     Event,

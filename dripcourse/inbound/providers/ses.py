@@ -26,7 +26,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from dripcourse.courses.render import TAG_HEADER
+from dripcourse.courses.message import TAG_HEADER
 from dripcourse.inbound.bounce_reasons import Family
 from dripcourse.inbound.providers.common import (
     Event,
