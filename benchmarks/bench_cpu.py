@@ -73,7 +73,7 @@ def cpu_per_message(
     """Milliseconds of CPU per message, ours and the database's, and the wall time, over ``n``
     messages sent after ``warm``; ``transport`` makes the transport (None: the null one).
 
-    ``bench`` is benchmarks/bench.py (its scratch database, seed and settings).
+    ``bench`` is benchmarks/bench_setup.py (its scratch database, seed and settings).
     """
     with bench.scratch_postgres(admin_url) as url:
         now = utcnow()

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import bench, bench_send
+from benchmarks import bench_rates, bench_send, bench_setup
 from dripcourse import db, tasks
 from dripcourse.runtime import Runtime
 from dripcourse.settings import validate
 
 
 def test_the_benchmark_settings_pass_a_workers_checks_on_postgresql(tmp_path: Path) -> None:
-    settings = bench.settings_for(
+    settings = bench_setup.settings_for(
         tmp_path,
         database_url="postgresql+psycopg://postgres@127.0.0.1:5432/test",
         broker_url="redis://127.0.0.1:6379/12",
@@ -37,7 +37,7 @@ def test_the_inline_send_benchmark_runs_on_sqlite(tmp_path: Path) -> None:
 def test_the_enqueue_benchmark_counts_what_it_queued(tmp_path: Path, redis_url: str) -> None:
     before = tasks.runtime().settings
     try:
-        one_by_one, batched = bench.enqueue_rates(tmp_path, redis_url, 250)
+        one_by_one, batched = bench_rates.enqueue_rates(tmp_path, redis_url, 250)
     finally:
         tasks.configure(before)
     assert one_by_one > 0 and batched > 0
@@ -53,12 +53,14 @@ def test_the_claim_benchmark_claims_and_queues_what_is_due(
     from benchmarks import bench_claim
 
     before = tasks.runtime().settings
-    now = bench.utcnow()
-    bench.seed(postgres_url, 2000, 700, now)
-    rt = Runtime(bench.settings_for(tmp_path, database_url=postgres_url, broker_url=redis_url))
+    now = bench_rates.utcnow()
+    bench_setup.seed(postgres_url, 2000, 700, now)
+    rt = Runtime(
+        bench_setup.settings_for(tmp_path, database_url=postgres_url, broker_url=redis_url)
+    )
     try:
         found = bench_claim.claim_rates(
-            rt, now, 700, redis_url, partial(bench.make_due_again, rt, now)
+            rt, now, 700, redis_url, partial(bench_rates.make_due_again, rt, now)
         )
     finally:
         rt.close()
