@@ -197,6 +197,20 @@ def test_pipe_without_the_signing_key_exits_75_and_makes_none(
     assert pipe(settings, fixture(rt, "gmail", ana)).output.strip() == "reply"
 
 
+def test_pipe_without_the_reflections_key_exits_75_and_makes_none(
+    settings: Settings, rt: Runtime, ana: int, tmp_path: Path
+) -> None:
+    """The same for the reflections key: a key made in another var/ would seal the reply
+    with a key the web app and the journal do not have."""
+    keyless = dataclasses.replace(settings, reflections_key="", var_dir=str(tmp_path / "other-var"))
+    result = pipe(keyless, fixture(rt, "gmail", ana))
+    assert result.exit_code == 75, result.output
+    assert "setting reflections_key" in result.output
+    assert not (tmp_path / "other-var" / "reflections_key").exists()
+    assert run_cli(keyless, "inbound", "serve").exit_code == 1
+    assert pipe(settings, fixture(rt, "gmail", ana)).output.strip() == "reply"
+
+
 @pytest.mark.parametrize("message_id", [b"<>", b"<@>", b"<a@[b", b"<)x@y>"])
 def test_pipe_saves_a_reply_with_a_message_id_the_parser_chokes_on(
     settings: Settings, rt: Runtime, ana: int, message_id: bytes

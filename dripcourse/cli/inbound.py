@@ -18,6 +18,7 @@ from sqlalchemy.exc import DBAPIError
 from dripcourse import db
 from dripcourse.cli.base import PORT, State, cli, first_line, pass_state
 from dripcourse.clock import utcnow
+from dripcourse.encryption import KEY_FILE
 from dripcourse.errors import ConfigError, DripcourseError, NotSetUp
 from dripcourse.inbound.imap import QUARANTINE, connect, parse_imap_url, poll_once
 from dripcourse.inbound.listener import InboundHandler, is_our_address, listener, receive
@@ -66,10 +67,15 @@ def _ready(state: State) -> Runtime:
             "setting reply_domain: not set, so lessons carry no reply address and there is "
             "nothing to receive (see docs/inbound.md)"
         )
+    var = rt.settings.path(rt.settings.var_dir)
+    # As with the signing key: a reflections key made here would seal replies with a key the
+    # web app does not have (`init` keeps one in var/, so the right var/ always holds it).
+    reflections_key_kept = bool(rt.settings.reflections_key) or (var / KEY_FILE).is_file()
     not_set_up: NotSetUp | None = None
     try:
         with db.transaction(rt.sessions) as session:
-            if inspect(session.connection()).has_table("reflections"):
+            connection = session.connection()
+            if reflections_key_kept and inspect(connection).has_table("reflections"):
                 reflections.check_key(session, rt.reflection_cipher)
     except (DBAPIError, NotSetUp) as exc:
         log.warning("inbound: reflections key not checked at start: %s", first_line(exc))
@@ -79,10 +85,16 @@ def _ready(state: State) -> Runtime:
         # junk. Before `init`, that is what to say (the mail server keeps the message).
         if not_set_up is not None:
             raise not_set_up
-        var = rt.settings.path(rt.settings.var_dir)
         raise ConfigError(
             f"setting secret_key: not set, and no key is kept in {var}/secret_key: run this "
             "with the settings the lessons are sent with"
+        )
+    if not reflections_key_kept:
+        if not_set_up is not None:
+            raise not_set_up
+        raise ConfigError(
+            f"setting reflections_key: not set, and no key is kept in {var}/{KEY_FILE}: run "
+            "this with the settings the lessons are sent with"
         )
     _log_each_message()
     return rt
