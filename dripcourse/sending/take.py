@@ -6,6 +6,9 @@ are settled at once: a stopped enrollment or a suppressed address is cancelled, 
 a paused relay or a closed local window puts the delivery back unsent with its attempt given
 back. Every later step holds a delivery only through ``ours``: a compare-and-set on its status
 and the attempt count this take set, so a batch handed out twice sends each message once.
+
+It stays whole (about 450 lines): the take, the Job it hands on and ``ours``, by which every
+later step holds a delivery, are one guarantee and are read together.
 """
 
 from __future__ import annotations
