@@ -16,6 +16,7 @@ import datetime as dt
 import dbm
 import logging
 import shelve
+import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -161,6 +162,19 @@ def _refuse_a_weak_signing_key(**_: object) -> None:
 @signals.beat_init.connect
 def _beat_files(**_: object) -> None:
     _make_files(runtime().settings)
+    sys.unraisablehook = stop_signal_during_cleanup
+
+
+def stop_signal_during_cleanup(unraisable: sys.UnraisableHookArgs) -> None:
+    """Beat's process is told to stop (Ctrl-C, or the worker stopping it) by billiard's handler,
+    which raises SystemExit wherever the process is. Inside a callback the garbage collector
+    runs (a finalizer of the broker's database session), Python cannot raise it and printed it
+    as a traceback on the operator's terminal; the process stops with the worker all the same.
+    Anything else goes to Python's own hook."""
+    if isinstance(unraisable.exc_value, SystemExit):
+        log.info("beat: stopping (the stop signal came during a cleanup)")
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def _check_database(rt: Runtime) -> None:

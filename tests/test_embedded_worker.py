@@ -116,3 +116,35 @@ def test_dripcourse_run_sends_day_one_stops_on_ctrl_c_and_never_twice(
         assert f"web pages at http://127.0.0.1:{embedded.web_port}/" in text
         assert "Traceback" not in text
         assert "Warm shutdown" in text
+
+
+# Beat's stop handler (billiard's) raises SystemExit wherever the process is; here it fires
+# inside a finalizer the garbage collector runs, as it did once under `dripcourse run`.
+_STOP_DURING_CLEANUP = """
+import signal, sys, weakref
+from billiard.common import _shutdown_cleanup
+if sys.argv[1] == "ours":
+    from dripcourse.tasks import stop_signal_during_cleanup
+    sys.unraisablehook = stop_signal_during_cleanup
+class Session: pass
+session = Session()
+weakref.finalize(session, _shutdown_cleanup, signal.SIGINT, None)
+del session
+weakref.finalize(Session(), lambda: 1 / 0)  # any other error in a finalizer is still shown
+print("went on")
+"""
+
+
+@pytest.mark.parametrize("hook", ["python's", "ours"])
+def test_a_stop_signal_met_during_a_cleanup_in_beat_prints_no_traceback(hook: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _STOP_DURING_CLEANUP, hook],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "went on" in done.stdout
+    assert "ZeroDivisionError" in done.stderr
+    assert ("SystemExit" in done.stderr) is (hook == "python's")
