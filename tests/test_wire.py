@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from dripcourse.courses.course_folder import load_course
+from dripcourse.courses.headers import QP_UTF8 as _QP_UTF8
 from dripcourse.courses.headers import WIRE_POLICY
-from dripcourse.courses.message import _QP_UTF8, build_message, message_id
+from dripcourse.courses.message import build_message, message_id
 from dripcourse.courses.render import (
     _TOKEN,
     PERSONAL_FIELDS,

@@ -6,7 +6,7 @@ a line break in it is refused before it can open a header of its own.
 
 from __future__ import annotations
 
-from email.charset import Charset
+from email.charset import QP, Charset
 from email.header import Header
 from email.policy import compat32
 from email.utils import formataddr, parseaddr
@@ -69,3 +69,14 @@ def _plain(value: str) -> bool:
 
 
 _UTF8_WORDS = Charset("utf-8")
+
+
+def _qp_utf8() -> Charset:
+    charset = Charset("utf-8")
+    charset.body_encoding = QP
+    return charset
+
+
+# Bodies as quoted-printable UTF-8: every line under 998 octets and the text readable in the
+# source (the lessons' parts and the small notices alike).
+QP_UTF8 = _qp_utf8()

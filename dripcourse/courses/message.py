@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -15,6 +14,7 @@ from email.mime.text import MIMEText
 from email.utils import format_datetime, make_msgid
 
 from dripcourse.courses.headers import (
+    QP_UTF8,
     WIRE_POLICY,
     check_header_values,
     sender_header,
@@ -106,15 +106,6 @@ def build_message(
     for name, value in headers.items():
         msg[name] = value
     # Quoted-printable keeps every line under 998 octets and the text readable in the source.
-    msg.attach(MIMEText(rendered.text.render(who), "plain", _QP_UTF8, policy=WIRE_POLICY))
-    msg.attach(MIMEText(rendered.html.render(who), "html", _QP_UTF8, policy=WIRE_POLICY))
+    msg.attach(MIMEText(rendered.text.render(who), "plain", QP_UTF8, policy=WIRE_POLICY))
+    msg.attach(MIMEText(rendered.html.render(who), "html", QP_UTF8, policy=WIRE_POLICY))
     return msg
-
-
-def _qp_utf8() -> Charset:
-    charset = Charset("utf-8")
-    charset.body_encoding = QP
-    return charset
-
-
-_QP_UTF8 = _qp_utf8()

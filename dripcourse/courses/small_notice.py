@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from email.charset import QP, Charset
 from email.header import Header
 from email.message import Message
 from email.mime.text import MIMEText
 from email.utils import format_datetime
 
-from dripcourse.courses.headers import WIRE_POLICY, sender_header, subject_header
-
-_QP_UTF8 = Charset("utf-8")
-_QP_UTF8.body_encoding = QP
+from dripcourse.courses.headers import QP_UTF8, WIRE_POLICY, sender_header, subject_header
 
 
 def plain_notice(
@@ -36,7 +32,7 @@ def plain_notice(
 ) -> Message:
     """The notice: ``text`` as quoted-printable UTF-8, from ``sender`` (a course's "Name
     <address>"), sent at ``now``; ``headers`` follow the usual ones, in their order."""
-    msg = MIMEText(text, "plain", _QP_UTF8, policy=WIRE_POLICY)
+    msg = MIMEText(text, "plain", QP_UTF8, policy=WIRE_POLICY)
     msg["From"] = sender_header(sender)
     msg["To"] = to
     msg["Subject"] = subject_header(subject)
