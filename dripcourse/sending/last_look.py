@@ -19,8 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from dataclasses import dataclass
 
-from sqlalchemy import Connection, bindparam, exists, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Dialect
 
 from dripcourse import schedule
@@ -33,7 +34,7 @@ from dripcourse.models import (
     Subscriber,
     Suppression,
 )
-from dripcourse.sending.prepared import Prepared, run_together
+from dripcourse.sending.prepared import Prepared, run_script, run_together, scripted
 from dripcourse.sending.take import Job, Outcome, ours, set_delivery, waiting_again
 
 log = logging.getLogger(__name__)
@@ -54,9 +55,21 @@ def pause_end(
 
 @functools.cache
 def _lock_statement():  # type: ignore[no-untyped-def]
-    """The reader's enrollment row, locked: built once, its compiled form cached."""
-    e = Enrollment.__table__.c
-    return select(e.id).where(e.id == bindparam("p_enrollment", type_=e.id.type)).with_for_update()
+    """The reader's enrollment row, locked, and whether it is still as the take saw it (the
+    record's guard, ``record.one_statement_record``, read under the lock): built once."""
+    e, s = Enrollment.__table__.c, Subscriber.__table__.c
+    unchanged = and_(
+        e.day < bindparam("p_day", type_=e.day.type),
+        e.next_send_at.is_(None),
+        e.paused_until.is_not_distinct_from(bindparam("p_seen_paused", type_=e.paused_until.type)),
+        s.timezone == bindparam("p_zone", type_=s.timezone.type),
+    )
+    return (
+        select(e.id, unchanged.label("unchanged"))
+        .join(Subscriber.__table__, e.subscriber_id == s.id)
+        .where(e.id == bindparam("p_enrollment", type_=e.id.type))
+        .with_for_update(of=Enrollment.__table__)
+    )
 
 
 @functools.cache
@@ -94,24 +107,49 @@ def _free_statement():  # type: ignore[no-untyped-def]
 @functools.cache
 def _prepared(dialect: Dialect) -> tuple[Prepared, Prepared]:
     """The lock and the compare-and-set, compiled once for ``dialect`` (see prepared.py)."""
-    return Prepared(_lock_statement(), dialect), Prepared(_free_statement(), dialect)
+    return (
+        Prepared(_lock_statement(), dialect, "dripcourse_look_lock"),
+        Prepared(_free_statement(), dialect, "dripcourse_look_free"),
+    )
 
 
-def last_look(conn: Connection, job: Job, course: Course, now: dt.datetime) -> Outcome | None:
-    """None when the message may go out now (on PostgreSQL its rows stay locked until the
-    transaction of ``conn`` ends); otherwise the delivery is settled here, in that transaction,
-    and its outcome returned: CANCELLED (the reader was forgotten, left or was suppressed),
-    HELD (paused: it waits for the pause's end, its attempt given back) or SKIPPED (another
-    worker holds it)."""
+@dataclass(frozen=True)
+class Look:
+    """What the last look found: ``settled`` is None when the message may go out; then
+    ``unchanged`` says whether the reader's enrollment (and zone) are still as the take saw
+    them, so the one-statement record will match (PostgreSQL: read under the lock)."""
+
+    settled: Outcome | None
+    unchanged: bool = False
+
+
+def last_look(
+    conn: Connection, job: Job, course: Course, now: dt.datetime, *, begin: bool = False
+) -> Look:
+    """Whether the message may go out now (on PostgreSQL its reader's rows stay locked until
+    the transaction of ``conn`` ends); otherwise the delivery is settled here, in that
+    transaction, with its outcome: CANCELLED (the reader was forgotten, left or was
+    suppressed), HELD (paused: it waits for the pause's end, its attempt given back) or
+    SKIPPED (another worker holds it).
+
+    ``begin``: the look starts the transaction itself (a connection in autocommit mode, see
+    ``prepared.run_script``), in the same round trip.
+    """
     lock, free = _prepared(conn.dialect)
     steps = [(free, {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now})]
     if conn.dialect.name == "postgresql":
-        # One round trip for both; the compare-and-set still starts only once the lock is
-        # granted, and reads what was committed before it (prepared.run_together).
-        steps.insert(0, (lock, {"p_enrollment": job.enrollment_id}))
-    if run_together(conn, steps)[-1].rowcount == 1:
-        return None
-    return _settle(conn, job, course, now)
+        # Both in one round trip; the compare-and-set still starts only once the lock is
+        # granted, and reads what was committed before it.
+        seen = {"p_day": job.day, "p_seen_paused": job.paused_until, "p_zone": job.timezone}
+        steps.insert(0, (lock, {"p_enrollment": job.enrollment_id, **seen}))
+    if scripted(conn, [step for step, _ in steps]):
+        done = run_script(conn, steps, begin=begin)
+    else:
+        done = run_together(conn, steps)
+    if done[-1].rowcount == 1:
+        row = done[0].fetchone() if len(done) == 2 else None
+        return Look(None, unchanged=bool(row is not None and row[1]))
+    return Look(_settle(conn, job, course, now))
 
 
 def _settle(conn: Connection, job: Job, course: Course, now: dt.datetime) -> Outcome:

@@ -12,25 +12,41 @@ engine's cursor-execute listeners are still told of each statement (without a co
 
 Only for drivers taking named parameters (psycopg); any other runs the statement through
 SQLAlchemy as before.
+
+On PostgreSQL a statement given a name is also prepared on the server, once per connection
+(``PREPARE``), and ``run_script`` sends a transaction's steps as one string of ``EXECUTE``s
+(psycopg's client-side cursor quotes the values), with its ``BEGIN`` or ``COMMIT`` when asked:
+one round trip where the extended protocol takes one per statement and psycopg one more for
+its own ``BEGIN``. The connection must be in autocommit mode, so that psycopg sends no
+``BEGIN`` of its own; the transaction is the script's, and ending it with the connection's
+commit or rollback still works (psycopg ends whatever transaction the server has open). Such
+a connection must keep its session: behind a pool handing out a server connection per
+transaction (pgbouncer's transaction mode) named statements are lost.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
+_PARAMETER = re.compile(r"%\((\w+)\)s")
+_PREPARED = "dripcourse.prepared"  # in a connection's info: the names its server holds
+
 
 class Prepared:
-    """One Core statement, compiled for one dialect, with its values' processors."""
+    """One Core statement, compiled for one dialect, with its values' processors; ``name``
+    prepares it on PostgreSQL servers for ``run_script``."""
 
-    def __init__(self, statement: Executable, dialect: Dialect) -> None:
+    def __init__(self, statement: Executable, dialect: Dialect, name: str = "") -> None:
         self.statement = statement
+        self.name = ""
         compiled = statement.compile(dialect=dialect)
         # An IN list is written into the SQL at each execution: not for this.
         self.direct = dialect.paramstyle in ("pyformat", "named") and not any(
@@ -41,13 +57,20 @@ class Prepared:
         self.sql = str(compiled)
         self.fixed: dict[str, Any] = {}
         self.processors: dict[str, Callable[[Any], Any]] = {}
-        for bind, name in compiled.bind_names.items():
+        for bind, key in compiled.bind_names.items():
             if not bind.required:  # a value written into the statement, not one of ours
-                self.fixed[name] = bind.effective_value
+                self.fixed[key] = bind.effective_value
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
-                self.processors[name] = processor
+                self.processors[key] = processor
         self.error = dialect.loaded_dbapi.Error
+        if name and dialect.name == "postgresql" and dialect.paramstyle == "pyformat":
+            self.name = name
+            # Each parameter once, in order of first use: $1, $2 ... in the PREPARE.
+            self.order = list(dict.fromkeys(_PARAMETER.findall(self.sql)))
+            numbered = _PARAMETER.sub(lambda m: f"${self.order.index(m[1]) + 1}", self.sql)
+            # Sent with no values, so psycopg leaves a doubled % doubled: undo it here.
+            self.prepare = f"PREPARE {name} AS {numbered.replace('%%', '%')}"
 
     def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every parameter of the statement, processed as SQLAlchemy would."""
@@ -89,21 +112,143 @@ def run_together(
                 cursors.append(cursor)
                 sent.append((sql, values))
     except steps[0][0].error as exc:
-        # A connection the server ended is thrown away, as SQLAlchemy does: closing it
-        # would try a rollback on it.
-        lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
-        if lost:
-            conn.invalidate(exc)
-        raise DBAPIError.instance(
-            sql,
-            values,
-            exc,
-            steps[0][0].error,
-            hide_parameters=True,
-            connection_invalidated=lost,
-            dialect=conn.dialect,
-        ) from exc
+        _raise_as_sqlalchemy(conn, exc, sql, values)
     for (sql, values), cursor in zip(sent, cursors, strict=True):
         for listener in events.after_cursor_execute:
             listener(conn, cursor, sql, values, None, False)
     return cursors
+
+
+class Done:
+    """What one statement of a script gave: its row count and its rows."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rowcount: int, rows: list[Any]) -> None:
+        self.rowcount, self.rows = rowcount, rows
+
+    def fetchone(self) -> Any:
+        return self.rows[0] if self.rows else None
+
+
+def scripted(conn: Connection, steps: Sequence[Prepared]) -> bool:
+    """Whether ``steps`` can go as one script on ``conn`` (PostgreSQL, autocommit, named)."""
+    return (
+        conn.dialect.name == "postgresql"
+        and all(step.name for step in steps)
+        and bool(
+            conn.connection.driver_connection.autocommit  # type: ignore[union-attr]
+        )
+    )
+
+
+def run_script(
+    conn: Connection,
+    steps: Sequence[tuple[Prepared, Mapping[str, Any]]],
+    *,
+    begin: bool = False,
+    commit: bool = False,
+) -> list[Done]:
+    """Execute ``steps`` in one round trip (after ``BEGIN`` and before ``COMMIT`` if asked);
+    a ``Done`` for each step. Only where ``scripted`` says so.
+
+    The server runs them one after the other, each with a snapshot of its own (read
+    committed), so a step after a lock sees what was committed before the lock was granted.
+    A step that fails stops the rest; the transaction is then aborted and must be rolled back.
+    """
+    cursor = _client_cursor(conn)
+    _prepare(conn, cursor, [step for step, _ in steps])
+    parts = ["BEGIN"] if begin else []
+    values: dict[str, Any] = {}
+    told: list[tuple[str, dict[str, Any]]] = []
+    for i, (step, given) in enumerate(steps):
+        mine = step.values(given)
+        told.append((step.sql, mine))
+        names = [f"s{i}_{name}" for name in step.order]
+        values.update(zip(names, (mine[name] for name in step.order), strict=True))
+        parts.append(f"EXECUTE {step.name}({', '.join(f'%({n})s' for n in names)})")
+    if commit:
+        parts.append("COMMIT")
+    events = conn.dispatch
+    for sql, mine in told:  # listeners see each statement as its own SQL
+        for listener in events.before_cursor_execute:
+            listener(conn, cursor, sql, mine, None, False)
+    script = "; ".join(parts)
+    try:
+        cursor.execute(script, values)
+        done: list[Done] = []
+        skip = 1 if begin else 0
+        for n in range(skip + len(steps)):
+            if n >= skip:
+                rows = cursor.fetchall() if cursor.description is not None else []
+                done.append(Done(cursor.rowcount, rows))
+            cursor.nextset()
+    except steps[0][0].error as exc:
+        _raise_as_sqlalchemy(conn, exc, script, values)
+    for (sql, mine), _ in zip(told, done, strict=True):
+        for listener in events.after_cursor_execute:
+            listener(conn, cursor, sql, mine, None, False)
+    return done
+
+
+def _client_cursor(conn: Connection) -> Any:
+    """The connection's client-side cursor (values quoted into the SQL by psycopg), kept."""
+    info = conn.connection.info
+    cursor = info.get("dripcourse.script_cursor")
+    if cursor is None:
+        import psycopg  # the only driver scripts run on; imported where PostgreSQL is used
+
+        cursor = info["dripcourse.script_cursor"] = psycopg.ClientCursor(
+            conn.connection.driver_connection
+        )
+    return cursor
+
+
+def _prepare(conn: Connection, cursor: Any, steps: Sequence[Prepared]) -> None:
+    """PREPARE each of ``steps`` the server does not hold for this connection.
+
+    What it holds is asked of the server once, then kept with the connection until
+    ``unsure_of_prepared`` says to ask again: psycopg deallocates every prepared statement of
+    the session when it rolls back a transaction after preparing statements of its own.
+    """
+    info = conn.connection.info
+    known: set[str] | None = info.get(_PREPARED)
+    if known is None:
+        try:
+            cursor.execute("SELECT name FROM pg_prepared_statements")
+            known = info[_PREPARED] = {row[0] for row in cursor.fetchall()}
+        except steps[0].error as exc:
+            _raise_as_sqlalchemy(conn, exc, "SELECT name FROM pg_prepared_statements", {})
+    for step in steps:
+        if step.name not in known:
+            try:
+                cursor.execute(step.prepare)
+            except step.error as exc:
+                _raise_as_sqlalchemy(conn, exc, step.prepare, {})
+            known.add(step.name)
+
+
+def unsure_of_prepared(conn: Connection) -> None:
+    """After a rollback on ``conn`` (psycopg may have deallocated every prepared statement):
+    the next script asks the server what it holds."""
+    conn.connection.info.pop(_PREPARED, None)
+
+
+def _raise_as_sqlalchemy(conn: Connection, exc: Exception, sql: str, values: Any) -> NoReturn:
+    """A driver error raised as SQLAlchemy would raise it (so ``db.is_outage`` knows an outage).
+
+    A connection the server ended is thrown away, as SQLAlchemy does: closing it would try a
+    rollback on it.
+    """
+    lost = conn.dialect.is_disconnect(exc, conn.connection.dbapi_connection, None)
+    if lost:
+        conn.invalidate(exc)
+    raise DBAPIError.instance(
+        sql,
+        values,
+        exc,
+        conn.dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=lost,
+        dialect=conn.dialect,
+    ) from exc

@@ -39,7 +39,13 @@ from dripcourse.models import (
 from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.sending import breaker
 from dripcourse.sending.last_look import last_look
-from dripcourse.sending.prepared import Prepared
+from dripcourse.sending.prepared import (
+    Prepared,
+    run_script,
+    run_together,
+    scripted,
+    unsure_of_prepared,
+)
 from dripcourse.sending.take import (
     Job,
     Outcome,
@@ -194,20 +200,22 @@ def one_statement_record():  # type: ignore[no-untyped-def]
 
 @functools.cache
 def _prepared_record(dialect: Dialect) -> Prepared:
-    return Prepared(one_statement_record(), dialect)
+    return Prepared(one_statement_record(), dialect, "dripcourse_record_sent")
 
 
 class Recorder:
     """Takes the last look before each message of one batch and records those the server
     accepted.
 
-    On PostgreSQL it holds one connection for the batch. The last look (``last_look``) locks
-    the reader's rows in a transaction that stays open through the SMTP exchange and ends
-    with the record, so a person changed or forgotten meanwhile waits for that one message
-    and never gets one after the change returned. The record is one statement (a CTE moves
-    the enrollment on and marks the delivery sent, the latter only if the former matched).
-    When that statement changes nothing (the enrollment changed; the first message of a
-    lesson version in this process), the careful path (record_sent's) does it in the same
+    On PostgreSQL it holds one connection for the batch, in autocommit mode: the transaction
+    is its own (``prepared.run_script``). The last look (``last_look``) begins it and locks
+    the reader's rows, in one round trip; the transaction stays open through the SMTP
+    exchange and ends with the record, so a person changed or forgotten meanwhile waits for
+    that one message and never gets one after the change returned. The record is one
+    statement (a CTE moves the enrollment on and marks the delivery sent, the latter only if
+    the former matched), sent with its COMMIT when the look found the enrollment as the take
+    saw it: one more round trip. Otherwise (the enrollment changed; the first message of a
+    lesson version in this process) the careful path (record_sent's) does it in the same
     transaction. On SQLite the last look commits before the send and the record is a
     transaction of its own. Either way the record is atomic: a crash in between leaves the
     delivery ``sending``, as a crash before the record would.
@@ -218,27 +226,32 @@ class Recorder:
         self.fast = rt.engine.dialect.name == "postgresql"
         self.conn: Connection | None = None
         self.held: Transaction | None = None  # the last look's transaction, until the record
+        self.unchanged = False  # what the last look found of the enrollment (PostgreSQL)
         self.versions: dict[int, int | None] = {}  # id(rendered) -> its stored version
 
     def look(self, item: Ready, now: dt.datetime) -> Outcome | None:
         """The last look before ``item`` is sent: None to send it, else its settled outcome."""
         self.release()
+        self.unchanged = False
         if not self.fast:
             with transaction(self.rt.sessions) as session:
-                return last_look(session.connection(), item.job, item.course, now)
+                return last_look(session.connection(), item.job, item.course, now).settled
         if self.conn is None:
-            self.conn = self.rt.engine.connect()
+            # Autocommit: psycopg sends no BEGIN of its own; the look's script does.
+            self.conn = self.rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+            unsure_of_prepared(self.conn)  # the pool's rollback at its last check-in
         try:
-            held = self.conn.begin()
-            settled = last_look(self.conn, item.job, item.course, now)
-            if settled is not None:
+            held = self.conn.begin()  # SQLAlchemy's side of it; the server's BEGIN is scripted
+            found = last_look(self.conn, item.job, item.course, now, begin=True)
+            if found.settled is not None:
                 held.commit()
         except Exception:
             self.close()  # a broken connection is not used again; the caller tries again
             raise
-        if settled is None:
+        if found.settled is None:
             self.held = held  # its locks last until the record (or release)
-        return settled
+            self.unchanged = found.unchanged
+        return found.settled
 
     def release(self) -> None:
         """Give up the last look's locks without recording anything (the send failed)."""
@@ -246,6 +259,8 @@ class Recorder:
         if held is not None:
             try:
                 held.rollback()
+                assert self.conn is not None
+                unsure_of_prepared(self.conn)
             except Exception:  # noqa: BLE001 - a connection already broken
                 self.close()
 
@@ -255,11 +270,20 @@ class Recorder:
             return record_sent(self.rt, item, now, msg_id)
         try:
             version_id = self._version(item.rendered)
+            if version_id is not None and self.unchanged:
+                if self._one_statement(item, now, msg_id, version_id):
+                    held.commit()  # the server's transaction ended with the statement
+                    self.rt.catalog.lesson_versions[digest(item.rendered)] = version_id
+                    return Outcome.SENT
+                # The reader's zone changed in the instant since the look (nothing else can:
+                # the enrollment is locked). Nothing was written, and the transaction is over:
+                # record it afresh, the careful way, as on SQLite.
+                held.commit()
+                return record_sent(self.rt, item, now, msg_id)
             done = None
             if version_id is not None:
-                params = self._params(item, now, msg_id, version_id)
-                done = _prepared_record(self.conn.dialect).run(self.conn, params).fetchone()
-            if done is None:
+                done = self._one_statement(item, now, msg_id, version_id, commit=False)
+            if not done:
                 # The careful path, in the look's transaction (the session joins it, and
                 # leaves its commit to us).
                 session = Session(bind=self.conn, expire_on_commit=False)
@@ -274,6 +298,18 @@ class Recorder:
             raise
         self.rt.catalog.lesson_versions[digest(item.rendered)] = version_id
         return Outcome.SENT
+
+    def _one_statement(
+        self, item: Ready, now: dt.datetime, msg_id: str, version_id: int, *, commit: bool = True
+    ) -> bool:
+        """The record in one statement (and the transaction's COMMIT, in the same round trip,
+        when ``commit``); whether it matched."""
+        assert self.conn is not None
+        prepared = _prepared_record(self.conn.dialect)
+        step = [(prepared, self._params(item, now, msg_id, version_id))]
+        if scripted(self.conn, [prepared]):
+            return run_script(self.conn, step, commit=commit)[0].fetchone() is not None
+        return run_together(self.conn, step)[0].fetchone() is not None
 
     @staticmethod
     def _params(item: Ready, now: dt.datetime, msg_id: str, version_id: int) -> dict[str, object]:

@@ -1,0 +1,120 @@
+"""The last look and the record on PostgreSQL: two round trips a message, each a script of
+statements prepared on the server, and what keeps that safe (sending/prepared.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event, select, text
+
+from dripcourse import schedule
+from dripcourse.db import transaction
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment
+from dripcourse.runtime import Runtime
+from dripcourse.sending import batch as sending
+from dripcourse.sending import prepared
+from dripcourse.sending.take import Outcome
+from dripcourse.sending.transport import TransientMailError
+from tests.conftest import make_settings
+from tests.test_send_batch import NOW, cohort_of, email_of, madrid, with_relay
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def rt(tmp_path: Path, postgres_url: str) -> Iterator[Runtime]:
+    runtime = Runtime(make_settings(tmp_path, database_url=postgres_url))
+    yield runtime
+    runtime.close()
+
+
+def test_each_message_is_a_look_and_a_record_with_its_commit_in_two_round_trips(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = cohort_of(rt, madrid(8))
+    relay = with_relay(rt)
+    scripts: list[tuple[bool, bool]] = []
+    real = prepared.run_script
+
+    def spy(conn, steps, *, begin=False, commit=False):  # type: ignore[no-untyped-def]
+        scripts.append((begin, commit))
+        return real(conn, steps, begin=begin, commit=commit)
+
+    monkeypatch.setattr(prepared, "run_script", spy)
+    for module in ("last_look", "record"):
+        monkeypatch.setattr(f"dripcourse.sending.{module}.run_script", spy)
+    assert set(sending.send_batch(rt, ids, NOW).values()) == {Outcome.SENT}
+    assert len(relay.sent) == 8
+    # The first message of a lesson version records it the careful way (the version is
+    # stored once); every other one: the look begins the transaction, the record ends it.
+    assert scripts[0] == (True, False)
+    assert scripts[-14:] == [(True, False), (False, True)] * 7
+    with transaction(rt.sessions) as session:
+        assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
+        assert (
+            session.scalar(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = "
+                    "'idle in transaction' AND datname = current_database()"
+                )
+            )
+            == 0
+        )
+
+
+def test_statements_psycopg_deallocates_after_a_failed_send_are_prepared_again(
+    rt: Runtime,
+) -> None:
+    """psycopg, rolling back a transaction on a connection where it prepared statements of its
+    own, deallocates every prepared statement of the session, ours too."""
+    rt.engine.dispose()
+
+    @event.listens_for(rt.engine, "connect")
+    def _prepare_everything(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.prepare_threshold = 0  # psycopg prepares each statement it runs
+
+    ids = cohort_of(rt, madrid(5))
+    relay = with_relay(rt)
+    relay.fail[email_of(rt, ids[2])] = TransientMailError("451 try again later")
+    outcomes = sending.send_batch(rt, ids, NOW)
+    # The failed send's rollback took our statements with it; the next look prepares them
+    # again rather than stop the batch.
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 2 + [Outcome.RETRY] + [Outcome.SENT] * 2
+    assert len(relay.sent) == 4
+
+
+def test_a_zone_changed_between_the_look_and_the_record_is_recorded_the_careful_way(
+    rt: Runtime,
+) -> None:
+    ids = cohort_of(rt, madrid(3))
+    relay = with_relay(rt)
+    moving = email_of(rt, ids[2])
+
+    def meanwhile(to: str) -> None:
+        if to == moving:  # written straight to the row: nothing locks the enrollment
+            with rt.engine.begin() as conn:
+                conn.execute(
+                    text("UPDATE subscribers SET timezone = 'Pacific/Auckland' WHERE email = :e"),
+                    {"e": moving},
+                )
+
+    relay.on_send = meanwhile
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 3
+    with transaction(rt.sessions) as session:
+        done = session.get(Delivery, ids[2])
+        assert done is not None and done.status == DeliveryStatus.SENT
+        enrolled = session.get(Enrollment, done.enrollment_id)
+        assert enrolled is not None and enrolled.day == 1
+        # The next lesson is planned in the reader's new zone.
+        course = rt.catalog.course("white-coat")
+        auckland = schedule.next_due(
+            course.cadence, schedule.zone("Pacific/Auckland"), last_sent_at=NOW
+        )
+        madrid_time = schedule.next_due(
+            course.cadence, schedule.zone("Europe/Madrid"), last_sent_at=NOW
+        )
+        assert auckland != madrid_time
+        assert enrolled.next_send_at == auckland
