@@ -40,7 +40,8 @@ class Subscriber(Base):
     # What the name gives, worked out when it is written (courses/greeting.py), so that no
     # lesson sent parses it: the greeting without the course's fallback ("" when it gives
     # none) and the given name for {{ first_name }}. NULL: not worked out yet, the send path
-    # parses the name. Text: capitalising can lengthen a name. They go with the name.
+    # parses the name. Text: capitalising can lengthen a name. They go with the name: SQL that
+    # writes a name without the ORM (bulk_insert fills them) must set them, or NULL.
     derived_greeting: Mapped[str | None] = mapped_column(Text, default=None)
     derived_given_name: Mapped[str | None] = mapped_column(Text, default=None)
     timezone: Mapped[str] = mapped_column(String(64))
