@@ -30,6 +30,7 @@ from dripcourse.models import (
     Enrollment,
     InboundKind,
     InboundMessage,
+    Subscriber,
     Suppression,
 )
 from dripcourse.people import enrollment
@@ -295,7 +296,22 @@ def _a_person_with_everything(
     for raw in (reply, delay):
         with transaction(rt.sessions) as session:
             process(session, raw, rt.inbound, now=NOW)
-    return {"address": email, "name": name, "written": written, "replied": replied}
+    with rt.sessions() as session:
+        kept = session.execute(
+            select(Subscriber.derived_greeting, Subscriber.derived_given_name).where(
+                Subscriber.email == email
+            )
+        ).one()
+    assert all(kept), "what the name gives is kept, so its erasure is tested"
+    return {
+        "address": email,
+        "name": name,
+        "written": written,
+        "replied": replied,
+        # What the name gave, kept beside it (courses/greeting.py): it goes with the name.
+        "greeting": kept.derived_greeting,
+        "given_name": kept.derived_given_name,
+    }
 
 
 def _with_body(raw: bytes, text: str) -> bytes:
@@ -305,7 +321,7 @@ def _with_body(raw: bytes, text: str) -> bytes:
 
 
 def _assert_nothing_of(rt: Runtime, var: Path, person: dict[str, str], records: list[str]) -> None:
-    words = [person["name"], person["written"], person["replied"]]
+    words = [person[key] for key in ("name", "written", "replied", "greeting", "given_name")]
     address = person["address"]
     # Every table, every value (reflections opened): only the do-not-mail entry names them.
     meta = MetaData()

@@ -55,6 +55,9 @@ COLUMNS_RESET = {
     ("enrollments", "legacy_links"): True,
     ("subscribers", "journal_link_sent_at"): None,
     ("cohorts", "circle"): True,
+    # What the name gives is parsed again at each send until the name is written again.
+    ("subscribers", "derived_greeting"): None,
+    ("subscribers", "derived_given_name"): None,
 }
 # Columns made anew, at random, by the round trip: each row's value must be new and its own.
 COLUMNS_FRESH = {("enrollments", "link_key")}
@@ -223,6 +226,8 @@ def fill(engine: Engine, cipher: ReflectionCipher) -> None:
                     country=country,
                     created_at=NOW,
                     journal_link_sent_at=asked,
+                    derived_greeting=name.split()[0],
+                    derived_given_name=name.split()[0],
                 )
             )
         conn.execute(

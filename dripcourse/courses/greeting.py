@@ -3,6 +3,15 @@
 A name as people type it ("Dr. Amara Okafor", "Okafor, Amara", "amara") is parsed by nameparser,
 which knows titles, suffixes, "Last, First" and particles ("van der Berg"); the rules below only
 decide which parts a greeting uses. A greeting someone set by hand always wins.
+
+What a name gives (its greeting and given name) is worked out when the name is written, not
+for each lesson sent: parsing a name costs more than the rest of personalising a message, and
+with many readers no cache holds them all. ``from_name`` is kept on the subscriber's row by a
+listener on ``Subscriber.name`` below (and by the import's bulk INSERT, which bypasses it);
+the send path parses only a row where it is NULL (written before it was kept, or by SQL that
+bypassed us). So a change to the rules below in a later release must ship a migration that
+sets ``subscribers.derived_greeting`` and ``derived_given_name`` to NULL, or readers keep the
+greeting the old rules gave.
 """
 
 from __future__ import annotations
@@ -12,7 +21,7 @@ import functools
 import re
 
 from nameparser import HumanName
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from dripcourse.errors import InputError, NotFound
@@ -60,7 +69,6 @@ def _parts(name: str) -> tuple[str, str, str, str]:
     return parsed.title, parsed.first.strip(), parsed.middle, parsed.last.strip()
 
 
-@functools.lru_cache(maxsize=4096)
 def derive_greeting(name: str, fallback: str) -> str:
     """The greeting for someone who gave ``name``, or ``fallback`` when it holds no name.
 
@@ -70,6 +78,12 @@ def derive_greeting(name: str, fallback: str) -> str:
       the whole name is used ("A. Okafor");
     - nothing usable (empty, only a title or punctuation): ``fallback``.
     """
+    return greeting_from_name(name) or fallback
+
+
+@functools.lru_cache(maxsize=4096)  # pure; the preview, the checks and the import ask again
+def greeting_from_name(name: str) -> str:
+    """The greeting ``name`` gives (see ``derive_greeting``), or "" when it gives none."""
     raw_title, first, middle, last = _parts(name)
     title = _title(raw_title)
     if title and title.lower() in _GIVEN_NAME_TITLES and first:
@@ -83,7 +97,20 @@ def derive_greeting(name: str, fallback: str) -> str:
     whole = " ".join(p for p in (first, middle, last) if p).strip()
     if any(ch.isalnum() for ch in whole):
         return whole
-    return fallback
+    return ""
+
+
+def from_name(name: str) -> tuple[str, str]:
+    """What ``name`` gives, as kept on the subscriber's row: its greeting without the course's
+    fallback ("" when it gives none) and its given name ("" when it has none)."""
+    return greeting_from_name(name), given_name(name)
+
+
+@event.listens_for(Subscriber.name, "set")
+def _keep_what_the_name_gives(target: Subscriber, value: str | None, _old, _initiator) -> None:  # type: ignore[no-untyped-def]
+    # Every ORM write of a name (a signup, an enroll --update, an edit) passes here, so none
+    # can forget it; the model's own listener, which runs first, has set them NULL.
+    target.derived_greeting, target.derived_given_name = from_name(value or "")
 
 
 def unusual(name: str, greeting: str, fallback: str) -> str | None:

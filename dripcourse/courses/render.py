@@ -28,7 +28,7 @@ from markupsafe import Markup, escape
 
 from dripcourse.courses.checkins import asked_on
 from dripcourse.courses.course import DEFAULT_GREETING_FALLBACK, LAYOUT_DIR, Course, Lesson
-from dripcourse.courses.greeting import MORNING_SALUTATION, derive_greeting, given_name
+from dripcourse.courses.greeting import MORNING_SALUTATION, from_name
 from dripcourse.courses.headers import list_id
 from dripcourse.courses.plaintext import markdown_to_text, reflow
 from dripcourse.courses.sandbox import sandbox
@@ -127,6 +127,10 @@ class Personal:
     # when a lesson shows it, with greeting_fallback for a name that gives none.
     greeting: str = ""
     greeting_fallback: str = DEFAULT_GREETING_FALLBACK
+    # What the name gives (greeting.from_name), as kept on the subscriber's row when the name
+    # was written; None (not worked out yet) parses the name here, when a lesson shows it.
+    derived_greeting: str | None = None
+    derived_given_name: str | None = None
     lesson: str = ""  # the lesson as sent, in a browser
     privacy: str = ""  # the privacy page (the same for everyone)
     support: str = ""  # their places to turn (a link that never expires)
@@ -148,15 +152,20 @@ class Personal:
 
     @property
     def first_name(self) -> str:
-        return given_name(self.name) or self.value("greeting")
+        return self._from_name()[1] or self.value("greeting")
 
     def value(self, field: str) -> str:
         if field.endswith("."):
             value = self.value(field[:-1])
             return value if value.endswith(".") else value + "."
         if field == "greeting" and not self.greeting:
-            return derive_greeting(self.name, self.greeting_fallback)
+            return self._from_name()[0] or self.greeting_fallback
         return str(getattr(self, field))
+
+    def _from_name(self) -> tuple[str, str]:
+        if self.derived_greeting is None or self.derived_given_name is None:
+            return from_name(self.name)
+        return self.derived_greeting, self.derived_given_name
 
 
 class _Tokens:

@@ -13,6 +13,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
     text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -36,6 +37,13 @@ class Subscriber(Base):
     name: Mapped[str] = mapped_column(String(200), default="")
     # How lessons address them, set by hand or from the import; "" derives it from the name.
     greeting: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    # What the name gives, worked out when it is written (courses/greeting.py), so that no
+    # lesson sent parses it: the greeting without the course's fallback ("" when it gives
+    # none) and the given name for {{ first_name }}. NULL: not worked out yet, the send path
+    # parses the name. Text: capitalising can lengthen a name. They go with the name: SQL that
+    # writes a name without the ORM (bulk_insert fills them) must set them, or NULL.
+    derived_greeting: Mapped[str | None] = mapped_column(Text, default=None)
+    derived_given_name: Mapped[str | None] = mapped_column(Text, default=None)
     timezone: Mapped[str] = mapped_column(String(64))
     # The country whose places to turn they are shown, when an operator set it (ISO 3166 code);
     # "" means their time zone's country in the tz database (reader/care.py).
@@ -46,6 +54,13 @@ class Subscriber(Base):
     journal_link_sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     enrollments: Mapped[list[Enrollment]] = relationship(back_populates="subscriber")
+
+
+@event.listens_for(Subscriber.name, "set")
+def _name_changed(target: Subscriber, _value, _old, _initiator) -> None:  # type: ignore[no-untyped-def]
+    # What the old name gave must never outlive it, even where courses/greeting.py (which
+    # fills them again, in a listener registered after this one) is not imported.
+    target.derived_greeting = target.derived_given_name = None
 
 
 class Cohort(Base):

@@ -7,11 +7,12 @@ to the database a few thousand rows per statement, inside the caller's transacti
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from dripcourse.courses.greeting import from_name
 from dripcourse.models import Cohort, EnrollmentStatus, Subscriber
 from dripcourse.people.csv_file import CHUNK, Progress, Row, chunks
 
@@ -24,6 +25,7 @@ def insert_people(
     known_people: list[tuple[Row, int]],
     now: dt.datetime,
     progress: Progress | None,
+    gives: Mapping[int, tuple[str, str]] | None = None,
 ) -> None:
     """Bulk INSERTs: subscribers first, then one enrollment each, due at ``day_one`` of their
     zone.
@@ -31,17 +33,32 @@ def insert_people(
     The rows go to the driver's executemany as plain tuples. The ORM's bulk insert spent most
     of its time turning the same few datetimes into SQLite text 400,000 times; here each
     distinct value is converted once, by the column type's own bind processor.
+
+    What each name gives is kept too, as the ORM's listener on ``Subscriber.name`` would have
+    done: ``gives`` (by line) when the caller has already parsed the names, else parsed here.
     """
+    gives = gives or {}
     stamp = _converter(session, Subscriber.__table__.c.created_at)
     at = stamp(now)
     for chunk in chunks(new_people):
         _executemany(
             session,
             "subscribers",
-            ("email", "name", "timezone", "greeting", "country", "created_at"),
+            (
+                "email",
+                "name",
+                "timezone",
+                "greeting",
+                "country",
+                "created_at",
+                "derived_greeting",
+                "derived_given_name",
+            ),
             [
-                (s.email, s.name, s.timezone, s.greeting, s.country, at)
-                for s in (r.signup for r in chunk)
+                (s.email, s.name, s.timezone, s.greeting, s.country, at, *kept)
+                for s, kept in (
+                    (r.signup, gives.get(r.line) or from_name(r.signup.name)) for r in chunk
+                )
             ],
         )
         if progress:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
-from dripcourse.courses.greeting import greeting_for, unusual
+from dripcourse.courses.greeting import from_name, greeting_for, unusual
 from dripcourse.errors import InputError
 from dripcourse.models import Cohort, Enrollment, Subscriber, Suppression
 from dripcourse.people.bulk_insert import insert_people
@@ -152,8 +152,14 @@ def import_rows(
         listed = "\n".join(located(path, line, problem) for line, problem in errors)
         rows = len({line for line, _problem in errors})  # a row may have several problems
         raise ImportRefused(f"{listed}\n{rows} bad row(s): nothing was imported")
+    new_lines = {row.line for row in new_people}
+    gives: dict[int, tuple[str, str]] = {}  # line -> what a new person's name gives
     for row in sorted([*new_people, *(row for row, _ in known_people)], key=lambda r: r.line):
         name, set_by_hand = row.signup.name or "", row.signup.greeting or greetings.get(row.line)
+        if row.line in new_lines:
+            # Kept on their row (bulk_insert); parsed here, the name's one parse, which the
+            # two calls below find in greeting's caches.
+            gives[row.line] = from_name(name)
         greeting = greeting_for(name, set_by_hand, course.greeting_fallback)
         why = None if set_by_hand else unusual(name, greeting, course.greeting_fallback)
         if why:
@@ -181,7 +187,7 @@ def import_rows(
         try:
             with nested or contextlib.nullcontext():
                 insert_people(
-                    session, cohort, report.day_one, new_people, known_people, now, progress
+                    session, cohort, report.day_one, new_people, known_people, now, progress, gives
                 )
         except IntegrityError:
             raise _raced(session, path, new_people) from None

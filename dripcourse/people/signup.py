@@ -26,7 +26,7 @@ class Signup:
     email: str
     name: str
     timezone: str
-    greeting: str = ""  # "" derives it from the name when a lesson is sent
+    greeting: str = ""  # "" derives it from the name
     country: str = ""  # "" shows the places to turn of their time zone's country
 
 

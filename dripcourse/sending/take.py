@@ -118,6 +118,10 @@ class Ready:
     # How many others in the cohort shared their reflection on the previous lesson, when the
     # lesson says so (2 or more; see ``circle_counts``), else 0.
     circle: int = 0
+    # What the name gives, kept on the row when the name was written (subscribers'
+    # derived_greeting and derived_given_name); None: not yet, the message parses the name.
+    derived_greeting: str | None = None
+    derived_given_name: str | None = None
 
 
 def ours(jobs: Sequence[Job]):  # type: ignore[no-untyped-def]
@@ -204,6 +208,8 @@ def take(
                 Subscriber.email,
                 Subscriber.name,
                 Subscriber.greeting,
+                Subscriber.derived_greeting,
+                Subscriber.derived_given_name,
                 Subscriber.timezone,
                 Cohort.course_slug,
                 Cohort.started_at,
@@ -269,7 +275,17 @@ def take(
             outcomes[delivery_id] = hold(session, job, until, now)
             continue
         ready.append(
-            Ready(job, info.email, info.name, info.greeting, course, rendered, info.link_key)
+            Ready(
+                job,
+                info.email,
+                info.name,
+                info.greeting,
+                course,
+                rendered,
+                info.link_key,
+                derived_greeting=info.derived_greeting,
+                derived_given_name=info.derived_given_name,
+            )
         )
     shared = circle_counts(
         session, ready, {r.id: (r.cohort_id, r.circle) for r in details.values()}
@@ -356,6 +372,8 @@ def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-unty
         # Worked out only if the lesson shows it: deriving one parses the name.
         greeting=(item.greeting or "").strip(),
         greeting_fallback=item.course.greeting_fallback,
+        derived_greeting=item.derived_greeting,
+        derived_given_name=item.derived_given_name,
         # By the reader's clock at this send, not the course's send time: a lesson that goes
         # out late (a resume, a cohort started "now", the window's last hours) is not greeted
         # "Good morning".
