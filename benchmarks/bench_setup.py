@@ -22,6 +22,7 @@ from sqlalchemy.engine import make_url
 
 from dripcourse import db, encryption
 from dripcourse.clock import utcnow
+from dripcourse.courses.greeting import from_name
 from dripcourse.courses.message import build_message, message_id
 from dripcourse.courses.render import Personal
 from dripcourse.courses.wire import (
@@ -143,13 +144,23 @@ def seed(url: str, enrolled: int, due: int, now: dt.datetime, *, spread: bool = 
             ),
             {"name": f"bench-{uuid.uuid4().hex[:6]}", "slug": COURSE, "now": naive},
         ).scalar_one()
+        # What each name gives, kept on the row as an import or a signup keeps it: every
+        # "Reader <n>" gives the same.
+        greeting, given = from_name("Reader 1")
         conn.execute(
             text(
-                "INSERT INTO subscribers (email, name, timezone, created_at) "
-                "SELECT 'reader' || g || '@example.org', 'Reader ' || g, :zone, :now "
-                "FROM generate_series(1, :n) AS g"
+                "INSERT INTO subscribers (email, name, timezone, created_at, "
+                "derived_greeting, derived_given_name) "
+                "SELECT 'reader' || g || '@example.org', 'Reader ' || g, :zone, :now, "
+                ":greeting, :given FROM generate_series(1, :n) AS g"
             ),
-            {"n": enrolled, "now": naive, "zone": midday_zone(now)},
+            {
+                "n": enrolled,
+                "now": naive,
+                "zone": midday_zone(now),
+                "greeting": greeting,
+                "given": given,
+            },
         )
         conn.execute(
             text(
