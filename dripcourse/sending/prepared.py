@@ -66,6 +66,10 @@ class Prepared:
         self.error = dialect.loaded_dbapi.Error
         if name and dialect.name == "postgresql" and dialect.paramstyle == "pyformat":
             self.name = name
+            # Known here, not asked of the cursor per row set (psycopg builds its description).
+            self.returns_rows = bool(getattr(statement, "is_select", False)) or bool(
+                compiled.effective_returning
+            )
             # Each parameter once, in order of first use: $1, $2 ... in the PREPARE.
             self.order = list(dict.fromkeys(_PARAMETER.findall(self.sql)))
             numbered = _PARAMETER.sub(lambda m: f"${self.order.index(m[1]) + 1}", self.sql)
@@ -180,8 +184,8 @@ def run_script(
         skip = 1 if begin else 0
         for n in range(skip + len(steps)):
             if n >= skip:
-                rows = cursor.fetchall() if cursor.description is not None else []
-                done.append(Done(cursor.rowcount, rows))
+                step = steps[n - skip][0]
+                done.append(Done(cursor.rowcount, cursor.fetchall() if step.returns_rows else []))
             cursor.nextset()
     except steps[0][0].error as exc:
         _raise_as_sqlalchemy(conn, exc, script, values)
