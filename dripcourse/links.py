@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -295,13 +296,23 @@ class Links:
         digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
         return base64.b32encode(digest).decode().lower()[:_MAC_CHARS]
 
-    def for_lesson(self, enrollment_id: int, day: int, key: str) -> dict[str, str]:
-        """Every link one lesson email carries, bound to the enrollment's ``link_key``."""
+    def for_lesson(
+        self, enrollment_id: int, day: int, key: str, shown: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """Every link one lesson email carries, bound to the enrollment's ``link_key``.
+
+        With ``shown`` (the purposes the lesson's text and HTML show), the links it does not
+        show are left empty rather than signed; the unsubscribe link is signed always, since
+        every lesson carries it in its List-Unsubscribe header.
+        """
         links = dict.fromkeys(_LESSON_LINKS, "")
-        for ids, wanted in (
+        for ids, purposes in (
             ((enrollment_id, day), (REFLECT, LESSON, CHECKIN)),
             ((enrollment_id,), (JOURNAL, PAUSE, UNSUBSCRIBE, SUPPORT)),
         ):
+            wanted = [p for p in purposes if shown is None or p in shown or p == UNSUBSCRIBE]
+            if not wanted:
+                continue
             # The payload is the same bytes under every purpose (only the signature depends
             # on the salt), so the serializer writes it once for the links that share it.
             payload = self._payload(wanted[0], ids, key)

@@ -100,6 +100,19 @@ def test_a_lessons_links_are_what_plain_itsdangerous_makes_on_the_same_clock(
     assert made["privacy"] == f"{LINKS.base_url}/privacy"
 
 
+def test_a_lesson_signs_only_the_links_it_shows_and_always_unsubscribe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: WHEN.timestamp())
+    every = LINKS.for_lesson(7, 3, "abc123def456")
+    shown = LINKS.for_lesson(7, 3, "abc123def456", shown={links.REFLECT, links.JOURNAL})
+    signed = {links.REFLECT, links.JOURNAL, links.UNSUBSCRIBE, "privacy"}
+    assert {name: link for name, link in shown.items() if link} == {
+        name: every[name] for name in signed
+    }
+    assert shown.keys() == every.keys()
+
+
 def test_tokens_backdated_to_different_times_each_carry_their_own() -> None:
     later = WHEN + dt.timedelta(days=2, seconds=5)
     for when in (WHEN, later, WHEN):

@@ -197,6 +197,14 @@ class EncodedLesson:
         used = self.text.fields | self.html.fields
         return tuple(i in used for i in range(len(PERSONAL_FIELDS)))
 
+    @functools.cached_property
+    def shown(self) -> frozenset[str]:
+        """The PERSONAL_FIELDS the message shows anywhere (text, HTML or subject): the links
+        among them are the only ones its readers need signed."""
+        subject = (p for p in self.rendered.subject.parts if isinstance(p, int))
+        used = self.text.fields | self.html.fields | frozenset(subject)
+        return frozenset(PERSONAL_FIELDS[i] for i in used)
+
 
 def encode_lesson(rendered: RenderedLesson) -> EncodedLesson:
     """Encode what every recipient of ``rendered`` shares; costs about one build_message."""
