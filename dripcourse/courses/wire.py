@@ -189,6 +189,11 @@ class EncodedLesson:
     from_header: str
     text: EncodedBody
     html: EncodedBody
+    # Header lines the same for every reader, folded once: the email package folds a long or
+    # non-ASCII Subject in tens of microseconds. None for a subject that shows a personal field.
+    shared_subject_header: str | None = None
+    list_id_header: str = ""
+    feedback_header: str = ""  # empty when the programme sets no Feedback-ID
 
     @functools.cached_property
     def fields(self) -> tuple[bool, ...]:
@@ -208,13 +213,28 @@ class EncodedLesson:
 
 def encode_lesson(rendered: RenderedLesson) -> EncodedLesson:
     """Encode what every recipient of ``rendered`` shares; costs about one build_message."""
+    subject = rendered.subject.parts
+    feedback_id = rendered.feedback_id
     return EncodedLesson(
         rendered=rendered,
         sender=parseaddr(rendered.course.sender)[1],
         from_header=_fold("From", sender_header(rendered.course.sender)),
         text=EncodedBody(rendered.text),
         html=EncodedBody(rendered.html),
+        shared_subject_header=(
+            _fold("Subject", subject_header("".join(subject)))  # type: ignore[arg-type]
+            if all(isinstance(part, str) for part in subject)
+            else None
+        ),
+        list_id_header=_fold("List-Id", rendered.list_id),
+        feedback_header=_fold("Feedback-ID", feedback_id) if feedback_id else "",
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _date_header(second: dt.datetime) -> str:
+    """The Date line for one second (UTC): every message of a batch sent within it shares it."""
+    return _fold("Date", format_datetime(second))
 
 
 def encoded(rendered: RenderedLesson) -> EncodedLesson:
@@ -251,15 +271,14 @@ def personalise(
             "MIME-Version: 1.0\r\n",
             lesson.from_header,
             _fold("To", to_header(who)),
-            _fold("Subject", subject_header(subject)),
-            _fold("Date", format_datetime(now.astimezone(dt.UTC))),
+            lesson.shared_subject_header or _fold("Subject", subject_header(subject)),
+            # format_datetime writes whole seconds: the same line for a whole second.
+            _date_header(now.astimezone(dt.UTC).replace(microsecond=0)),
             _fold("Message-ID", msg_id),
-            _fold("List-Id", lesson.rendered.list_id),
+            lesson.list_id_header,
             _fold("List-Unsubscribe", f"<{who.unsubscribe}>"),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            _fold("Feedback-ID", lesson.rendered.feedback_id)
-            if lesson.rendered.feedback_id
-            else "",
+            lesson.feedback_header,
             _fold("Reply-To", who.reply_to) if who.reply_to else "",
             *(_fold(name, value) for name, value in who.tags),
             CRLF,
