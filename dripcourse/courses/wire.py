@@ -19,6 +19,7 @@ import functools
 import random
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email import quoprimime
 from email.header import Header
@@ -163,7 +164,7 @@ class EncodedBody:
             if isinstance(p, int)
         )
 
-    def encode(self, values: tuple[str, ...]) -> str:
+    def encode(self, values: Sequence[str]) -> str:
         """The body with ``values`` (indexed as PERSONAL_FIELDS) in place."""
         return CRLF.join(
             chunk
@@ -196,11 +197,11 @@ class EncodedLesson:
     feedback_header: str = ""  # empty when the programme sets no Feedback-ID
 
     @functools.cached_property
-    def fields(self) -> tuple[bool, ...]:
-        """For each of PERSONAL_FIELDS, whether either part shows it: only those are worked
+    def fields(self) -> tuple[tuple[int, str], ...]:
+        """The PERSONAL_FIELDS either part shows, with their indexes: only those are worked
         out per recipient (a greeting parses the name)."""
         used = self.text.fields | self.html.fields
-        return tuple(i in used for i in range(len(PERSONAL_FIELDS)))
+        return tuple((i, PERSONAL_FIELDS[i]) for i in sorted(used))
 
     @functools.cached_property
     def shown(self) -> frozenset[str]:
@@ -259,11 +260,12 @@ def personalise(
     lesson = encoded(rendered)
     subject = lesson.rendered.subject.render(who)
     check_header_values(subject, who)
-    plain = tuple(
-        who.value(field) if shown else ""
-        for field, shown in zip(PERSONAL_FIELDS, lesson.fields, strict=True)
-    )
-    escaped = tuple(str(escape(value)) for value in plain)
+    plain = [""] * len(PERSONAL_FIELDS)
+    for i, field in lesson.fields:
+        plain[i] = who.value(field)
+    escaped = plain.copy()
+    for i in lesson.html.fields:  # escaped only where the HTML shows it
+        escaped[i] = str(escape(plain[i]))
     boundary = _boundary()
     head = "".join(
         (
