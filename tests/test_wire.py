@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email
 import email.policy
@@ -11,6 +12,8 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.headers import QP_UTF8 as _QP_UTF8
@@ -164,6 +167,19 @@ def test_the_date_line_is_the_second_it_is_sent_in(renderer: Renderer, now: dt.d
     reference = wire_bytes(build_message(rendered, who, now=now, msg_id="<d@course.example.org>"))
     fast = personalise(rendered, who, now=now, msg_id="<d@course.example.org>")
     assert same_boundary(reference, fast.data) == reference
+
+
+ONE_LINE = st.text(max_size=100).filter(lambda v: "\r" not in v and "\n" not in v)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=ONE_LINE, greeting=ONE_LINE, day=st.sampled_from([1, 3, 7]))
+def test_any_name_and_greeting_give_the_bytes_build_message_gives(
+    renderer: Renderer, name: str, greeting: str, day: int
+) -> None:
+    who = dataclasses.replace(reader(name, day), greeting=greeting.strip())
+    reference, fast = both_paths(renderer, "white-coat", day, who)
+    assert fast == reference
 
 
 def token(field: str) -> str:
