@@ -153,7 +153,7 @@ class EncodedBody:
             if static:
                 self.chunks.append(CRLF.join(static))
                 static = []
-            self.chunks.append(tuple(line))
+            self.chunks.append(tuple(piece for piece in line if piece != ""))
         if static:
             self.chunks.append(CRLF.join(static))
         self.fields = frozenset(
@@ -167,10 +167,12 @@ class EncodedBody:
     def encode(self, values: Sequence[str]) -> str:
         """The body with ``values`` (indexed as PERSONAL_FIELDS) in place."""
         return CRLF.join(
-            chunk
-            if isinstance(chunk, str)
-            else _qp_line("".join(values[p] if isinstance(p, int) else p for p in chunk))
-            for chunk in self.chunks
+            [
+                chunk
+                if isinstance(chunk, str)
+                else _qp_line("".join([values[p] if isinstance(p, int) else p for p in chunk]))
+                for chunk in self.chunks
+            ]
         )
 
 
@@ -178,7 +180,9 @@ def _qp_line(line: str) -> str:
     """One line (no line break in it) as the email package's quoted-printable encoder writes it."""
     if not line:
         return ""
-    return quoprimime.body_encode(line.encode("utf-8").decode("latin-1"), eol=CRLF)
+    if not line.isascii():  # the encoder works on octets, one character each
+        line = line.encode("utf-8").decode("latin-1")
+    return quoprimime.body_encode(line, eol=CRLF)
 
 
 @dataclass(frozen=True)
