@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -124,8 +125,9 @@ def enrollment_of(session: Session, token: Token) -> Enrollment | None:
 
 
 class _IssuedAtSigner(TimestampSigner):
-    """Signs with a given issue time instead of now (see ``Links.token``), and with the key
-    derived from the secret when it is handed in already derived."""
+    """Signs with a given issue time instead of now (see ``Links.token``), and, once
+    ``derived_key`` is set, with that key rather than deriving it again for each signature
+    (see ``_signer``)."""
 
     def __init__(
         self,
@@ -176,21 +178,22 @@ class Links:
         makes a fresh one out of an old one.
 
         itsdangerous makes the token: the serializer of ``purpose`` writes the payload and a
-        signer signs it, with the key that signer derives from the secret worked out once per
-        purpose rather than for each token (a lesson carries seven).
+        signer signs it. The signer of a purpose and issue time is made once and kept (see
+        ``_signer``), since a lesson carries seven tokens.
         """
-        serializer, derived_key = _signing(self.secret_key, purpose)
-        payload = want_bytes(serializer.dump_payload([*ids, key]))
-        signer = _IssuedAtSigner(
-            self.secret_key,
-            salt=f"dripcourse.{purpose}",
-            issued_at=issued_at,
-            derived_key=derived_key,
-        )
-        return signer.sign(payload).decode()
+        return self._signed(purpose, self._payload(purpose, ids, key), issued_at)
+
+    def _payload(self, purpose: str, ids: tuple[int, ...], key: str) -> bytes:
+        serializer = _serializer_of(self.secret_key, purpose)
+        return want_bytes(serializer.dump_payload([*ids, key]))
+
+    def _signed(self, purpose: str, payload: bytes, issued_at: dt.datetime | None) -> str:
+        return _signer(self.secret_key, purpose, issued_at).sign(payload).decode()
 
     def url(self, purpose: str, *ids: int, key: str) -> str:
-        token = self.token(purpose, *ids, key=key)
+        return self._url(purpose, self.token(purpose, *ids, key=key))
+
+    def _url(self, purpose: str, token: str) -> str:
         return f"{self.base_url.rstrip('/')}/{PATHS[purpose]}/{token}"
 
     def load(self, purpose: str, token: str) -> list[int]:
@@ -293,30 +296,58 @@ class Links:
         digest = hmac.new(key, payload.encode(), hashlib.sha256).digest()
         return base64.b32encode(digest).decode().lower()[:_MAC_CHARS]
 
-    def for_lesson(self, enrollment_id: int, day: int, key: str) -> dict[str, str]:
-        """Every link one lesson email carries, bound to the enrollment's ``link_key``."""
-        return {
-            REFLECT: self.url(REFLECT, enrollment_id, day, key=key),
-            JOURNAL: self.url(JOURNAL, enrollment_id, key=key),
-            PAUSE: self.url(PAUSE, enrollment_id, key=key),
-            UNSUBSCRIBE: self.url(UNSUBSCRIBE, enrollment_id, key=key),
-            LESSON: self.url(LESSON, enrollment_id, day, key=key),
-            SUPPORT: self.url(SUPPORT, enrollment_id, key=key),
-            CHECKIN: self.url(CHECKIN, enrollment_id, day, key=key),
-            "privacy": self.base_url.rstrip("/") + PRIVACY_PATH,
-        }
+    def for_lesson(
+        self, enrollment_id: int, day: int, key: str, shown: Collection[str] | None = None
+    ) -> dict[str, str]:
+        """Every link one lesson email carries, bound to the enrollment's ``link_key``.
+
+        With ``shown`` (the purposes the lesson's text and HTML show), the links it does not
+        show are left empty rather than signed; the unsubscribe link is signed always, since
+        every lesson carries it in its List-Unsubscribe header.
+        """
+        links = dict.fromkeys(_LESSON_LINKS, "")
+        for ids, purposes in (
+            ((enrollment_id, day), (REFLECT, LESSON, CHECKIN)),
+            ((enrollment_id,), (JOURNAL, PAUSE, UNSUBSCRIBE, SUPPORT)),
+        ):
+            wanted = [p for p in purposes if shown is None or p in shown or p == UNSUBSCRIBE]
+            if not wanted:
+                continue
+            # The payload is the same bytes under every purpose (only the signature depends
+            # on the salt), so the serializer writes it once for the links that share it.
+            payload = self._payload(wanted[0], ids, key)
+            for purpose in wanted:
+                links[purpose] = self._url(purpose, self._signed(purpose, payload, None))
+        links["privacy"] = self.base_url.rstrip("/") + PRIVACY_PATH
+        return links
 
     def samples(self, day: int) -> dict[str, str]:
         """Links of the same shape that open nothing (enrollment 0): for staff previews."""
         return self.for_lesson(0, day, SAMPLE_KEY)
 
 
+# The links of a lesson email, in the order for_lesson gives them.
+_LESSON_LINKS = (REFLECT, JOURNAL, PAUSE, UNSUBSCRIBE, LESSON, SUPPORT, CHECKIN)
+
+
 @functools.lru_cache(maxsize=64)
-def _signing(secret_key: str, purpose: str) -> tuple[URLSafeTimedSerializer, bytes]:
-    """The serializer of ``purpose`` and the key its signer derives, made once."""
+def _serializer_of(secret_key: str, purpose: str) -> URLSafeTimedSerializer:
+    """The serializer of ``purpose``, which writes its tokens' payloads: made once."""
+    return URLSafeTimedSerializer(secret_key, salt=f"dripcourse.{purpose}")
+
+
+@functools.lru_cache(maxsize=256)
+def _signer(secret_key: str, purpose: str, issued_at: dt.datetime | None) -> _IssuedAtSigner:
+    """The signer of ``purpose`` for tokens issued at ``issued_at`` (None: when signed), made
+    once with the key it derives from the secret, instead of a signer and a key per token.
+
+    SHA-1 is itsdangerous's own digest, passed as hashlib's constructor rather than its lazy
+    wrapper so that hmac takes its C path: the same HMAC-SHA1, the same bytes.
+    """
     salt = f"dripcourse.{purpose}"
-    serializer = URLSafeTimedSerializer(secret_key, salt=salt)
-    return serializer, TimestampSigner(secret_key, salt=salt).derive_key()
+    signer = _IssuedAtSigner(secret_key, salt=salt, issued_at=issued_at, digest_method=hashlib.sha1)
+    signer.derived_key = signer.derive_key()
+    return signer
 
 
 def _b36(n: int) -> str:

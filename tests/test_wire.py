@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import email
 import email.policy
 import re
 import shutil
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dripcourse.courses.course_folder import load_course
 from dripcourse.courses.headers import QP_UTF8 as _QP_UTF8
@@ -117,16 +122,63 @@ def test_with_a_reply_domain_both_paths_carry_reply_to_and_the_bounce_envelope(
         "Día 2: Las historias que te mantienen en marcha cada día, {{ first_name }}",
         "Day 2: {{ name }}, {{ name }}",
         'Day 2: "quoted"; with, splitters and a very long tail that has to fold somewhere here',
+        # The same for every reader, so folded once per lesson: non-ASCII, long, or both.
+        "Día 2: Las historias que te mantienen en marcha cada día, y las que te cansan",
+        "Jour 2 : été",
+        "Day 2: =?utf-8?q?looks_encoded?=",
     ],
 )
 @pytest.mark.parametrize("name", HARD_NAMES.values(), ids=HARD_NAMES.keys())
 def test_personal_and_non_ascii_subjects_match_too(tmp_path: Path, subject: str, name: str) -> None:
+    reference, fast = both_paths(with_subject(tmp_path, subject), "white-coat", 2, reader(name, 2))
+    assert fast == reference
+
+
+def with_subject(tmp_path: Path, subject: str) -> Renderer:
+    """A renderer of the sample course whose day 2 has ``subject``."""
     emails = tmp_path / "emails"
     shutil.copytree(EMAILS, emails)
     lesson = emails / "white-coat" / "day-02.md"
     text = re.sub(r'subject: ".*"', f"subject: '{subject}'", lesson.read_text(), count=1)
     lesson.write_text(text)
-    reference, fast = both_paths(Renderer(emails), "white-coat", 2, reader(name, 2))
+    return Renderer(emails)
+
+
+def test_a_subject_folded_once_per_lesson_is_each_readers_own_bytes(tmp_path: Path) -> None:
+    renderer = with_subject(tmp_path, "Día 2: Las historias que te mantienen en marcha cada día")
+    for name in HARD_NAMES.values():
+        reference, fast = both_paths(renderer, "white-coat", 2, reader(name, 2))
+        assert fast == reference
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        NOW,
+        NOW.replace(microsecond=999_999),
+        NOW + dt.timedelta(seconds=1),
+        NOW.astimezone(ZoneInfo("America/New_York")).replace(microsecond=500_000),
+        NOW,
+    ],
+)
+def test_the_date_line_is_the_second_it_is_sent_in(renderer: Renderer, now: dt.datetime) -> None:
+    rendered = renderer.lesson(load_course(EMAILS, "white-coat"), 3)
+    who = reader("Amara Okafor", 3)
+    reference = wire_bytes(build_message(rendered, who, now=now, msg_id="<d@course.example.org>"))
+    fast = personalise(rendered, who, now=now, msg_id="<d@course.example.org>")
+    assert same_boundary(reference, fast.data) == reference
+
+
+ONE_LINE = st.text(max_size=100).filter(lambda v: "\r" not in v and "\n" not in v)
+
+
+@settings(max_examples=200, deadline=None)
+@given(name=ONE_LINE, greeting=ONE_LINE, day=st.sampled_from([1, 3, 7]))
+def test_any_name_and_greeting_give_the_bytes_build_message_gives(
+    renderer: Renderer, name: str, greeting: str, day: int
+) -> None:
+    who = dataclasses.replace(reader(name, day), greeting=greeting.strip())
+    reference, fast = both_paths(renderer, "white-coat", day, who)
     assert fast == reference
 
 

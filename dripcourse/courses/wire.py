@@ -19,6 +19,7 @@ import functools
 import random
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email import quoprimime
 from email.header import Header
@@ -152,7 +153,7 @@ class EncodedBody:
             if static:
                 self.chunks.append(CRLF.join(static))
                 static = []
-            self.chunks.append(tuple(line))
+            self.chunks.append(tuple(piece for piece in line if piece != ""))
         if static:
             self.chunks.append(CRLF.join(static))
         self.fields = frozenset(
@@ -163,13 +164,15 @@ class EncodedBody:
             if isinstance(p, int)
         )
 
-    def encode(self, values: tuple[str, ...]) -> str:
+    def encode(self, values: Sequence[str]) -> str:
         """The body with ``values`` (indexed as PERSONAL_FIELDS) in place."""
         return CRLF.join(
-            chunk
-            if isinstance(chunk, str)
-            else _qp_line("".join(values[p] if isinstance(p, int) else p for p in chunk))
-            for chunk in self.chunks
+            [
+                chunk
+                if isinstance(chunk, str)
+                else _qp_line("".join([values[p] if isinstance(p, int) else p for p in chunk]))
+                for chunk in self.chunks
+            ]
         )
 
 
@@ -177,7 +180,9 @@ def _qp_line(line: str) -> str:
     """One line (no line break in it) as the email package's quoted-printable encoder writes it."""
     if not line:
         return ""
-    return quoprimime.body_encode(line.encode("utf-8").decode("latin-1"), eol=CRLF)
+    if not line.isascii():  # the encoder works on octets, one character each
+        line = line.encode("utf-8").decode("latin-1")
+    return quoprimime.body_encode(line, eol=CRLF)
 
 
 @dataclass(frozen=True)
@@ -189,24 +194,52 @@ class EncodedLesson:
     from_header: str
     text: EncodedBody
     html: EncodedBody
+    # Header lines the same for every reader, folded once: the email package folds a long or
+    # non-ASCII Subject in tens of microseconds. None for a subject that shows a personal field.
+    shared_subject_header: str | None = None
+    list_id_header: str = ""
+    feedback_header: str = ""  # empty when the programme sets no Feedback-ID
 
     @functools.cached_property
-    def fields(self) -> tuple[bool, ...]:
-        """For each of PERSONAL_FIELDS, whether either part shows it: only those are worked
+    def fields(self) -> tuple[tuple[int, str], ...]:
+        """The PERSONAL_FIELDS either part shows, with their indexes: only those are worked
         out per recipient (a greeting parses the name)."""
         used = self.text.fields | self.html.fields
-        return tuple(i in used for i in range(len(PERSONAL_FIELDS)))
+        return tuple((i, PERSONAL_FIELDS[i]) for i in sorted(used))
+
+    @functools.cached_property
+    def shown(self) -> frozenset[str]:
+        """The PERSONAL_FIELDS the message shows anywhere (text, HTML or subject): the links
+        among them are the only ones its readers need signed."""
+        subject = (p for p in self.rendered.subject.parts if isinstance(p, int))
+        used = self.text.fields | self.html.fields | frozenset(subject)
+        return frozenset(PERSONAL_FIELDS[i] for i in used)
 
 
 def encode_lesson(rendered: RenderedLesson) -> EncodedLesson:
     """Encode what every recipient of ``rendered`` shares; costs about one build_message."""
+    subject = rendered.subject.parts
+    feedback_id = rendered.feedback_id
     return EncodedLesson(
         rendered=rendered,
         sender=parseaddr(rendered.course.sender)[1],
         from_header=_fold("From", sender_header(rendered.course.sender)),
         text=EncodedBody(rendered.text),
         html=EncodedBody(rendered.html),
+        shared_subject_header=(
+            _fold("Subject", subject_header("".join(subject)))  # type: ignore[arg-type]
+            if all(isinstance(part, str) for part in subject)
+            else None
+        ),
+        list_id_header=_fold("List-Id", rendered.list_id),
+        feedback_header=_fold("Feedback-ID", feedback_id) if feedback_id else "",
     )
+
+
+@functools.lru_cache(maxsize=8)
+def _date_header(second: dt.datetime) -> str:
+    """The Date line for one second (UTC): every message of a batch sent within it shares it."""
+    return _fold("Date", format_datetime(second))
 
 
 def encoded(rendered: RenderedLesson) -> EncodedLesson:
@@ -231,11 +264,12 @@ def personalise(
     lesson = encoded(rendered)
     subject = lesson.rendered.subject.render(who)
     check_header_values(subject, who)
-    plain = tuple(
-        who.value(field) if shown else ""
-        for field, shown in zip(PERSONAL_FIELDS, lesson.fields, strict=True)
-    )
-    escaped = tuple(str(escape(value)) for value in plain)
+    plain = [""] * len(PERSONAL_FIELDS)
+    for i, field in lesson.fields:
+        plain[i] = who.value(field)
+    escaped = plain.copy()
+    for i in lesson.html.fields:  # escaped only where the HTML shows it
+        escaped[i] = str(escape(plain[i]))
     boundary = _boundary()
     head = "".join(
         (
@@ -243,15 +277,14 @@ def personalise(
             "MIME-Version: 1.0\r\n",
             lesson.from_header,
             _fold("To", to_header(who)),
-            _fold("Subject", subject_header(subject)),
-            _fold("Date", format_datetime(now.astimezone(dt.UTC))),
+            lesson.shared_subject_header or _fold("Subject", subject_header(subject)),
+            # format_datetime writes whole seconds: the same line for a whole second.
+            _date_header(now.astimezone(dt.UTC).replace(microsecond=0)),
             _fold("Message-ID", msg_id),
-            _fold("List-Id", lesson.rendered.list_id),
+            lesson.list_id_header,
             _fold("List-Unsubscribe", f"<{who.unsubscribe}>"),
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            _fold("Feedback-ID", lesson.rendered.feedback_id)
-            if lesson.rendered.feedback_id
-            else "",
+            lesson.feedback_header,
             _fold("Reply-To", who.reply_to) if who.reply_to else "",
             *(_fold(name, value) for name, value in who.tags),
             CRLF,

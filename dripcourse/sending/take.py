@@ -29,7 +29,7 @@ from dripcourse import schedule
 from dripcourse.courses.course import Course
 from dripcourse.courses.message import delivery_headers, message_id, reply_addresses
 from dripcourse.courses.render import Personal, RenderedLesson
-from dripcourse.courses.wire import personalise
+from dripcourse.courses.wire import encoded, personalise
 from dripcourse.db import transaction
 from dripcourse.errors import CourseError
 from dripcourse.links import LESSON
@@ -359,7 +359,9 @@ def give_up(
 def message(rt: Runtime, item: Ready, now: dt.datetime):  # type: ignore[no-untyped-def]
     """The personalised message for one delivery, in wire form, and its Message-ID."""
     job = item.job
-    links = rt.links.for_lesson(job.enrollment_id, job.day, item.link_key)
+    # Only the links the lesson shows are signed (and unsubscribe, for its header).
+    shown = encoded(item.rendered).shown
+    links = rt.links.for_lesson(job.enrollment_id, job.day, item.link_key, shown=shown)
     if item.circle:
         # The previous lesson's page, at its circle: a count and a link, never their words.
         links["circle_count"] = str(item.circle)
