@@ -362,7 +362,7 @@ def main() -> None:
     args = parser.parse_args()
     # Killed with SIGTERM, still stop the workers and drop the scratch databases.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit("bench: terminated"))
-    load_before = os.getloadavg()[0]
+    load_before, ticks_before = os.getloadavg()[0], _cpu_ticks()
     if args.quick:
         args.subscribers, args.naive, args.enrolled, args.due = [300], 50, [2000, 20_000], 1000
         args.claim = [100_000, 10_000]
@@ -412,7 +412,7 @@ def main() -> None:
             )
     print(
         f"Load average (1 min) at the start {load_before:.1f}, at the end "
-        f"{os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores.\n"
+        f"{os.getloadavg()[0]:.1f}, on {os.cpu_count()} cores.{_stolen(ticks_before)}\n"
     )
     print("| what | result |\n|---|---|")
     for what, result in rows:
@@ -421,6 +421,24 @@ def main() -> None:
         for label, plan in statements.items():
             print(f"\nPlan, {enrolled} enrolled, {label}:\n")
             print("\n".join("    " + line for line in plan.splitlines()))
+
+
+def _cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far by kind, from /proc/stat (None where there is none)."""
+    try:
+        return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+
+
+def _stolen(before: list[int] | None) -> str:
+    """How much of the machine's CPU time its host took for others meanwhile (steal): on a
+    virtual machine the same work can take twice the CPU from one run to the next."""
+    after = _cpu_ticks()
+    if before is None or after is None or len(after) < 8:
+        return ""
+    spent = [b - a for a, b in zip(before, after, strict=False)]
+    return f" The host took {spent[7] / max(1, sum(spent[:8])):.1%} of its CPU time (steal)."
 
 
 if __name__ == "__main__":
