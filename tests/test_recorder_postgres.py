@@ -30,38 +30,47 @@ def rt(tmp_path: Path, postgres_url: str) -> Iterator[Runtime]:
     runtime.close()
 
 
-def test_each_message_is_a_look_and_a_record_with_its_commit_in_two_round_trips(
+def test_each_message_is_one_round_trip_its_record_committed_before_the_next_look(
     rt: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ids = cohort_of(rt, madrid(8))
     relay = with_relay(rt)
-    scripts: list[tuple[bool, bool]] = []
+    scripts: list[list[str]] = []
     real = prepared.run_script
 
     def spy(conn, steps, *, begin=False, commit=False):  # type: ignore[no-untyped-def]
-        scripts.append((begin, commit))
+        sent = [*(["BEGIN"] if begin else []), *steps, *(["COMMIT"] if commit else [])]
+        scripts.append([s if isinstance(s, str) else s[0].name.split("_")[-1] for s in sent])
         return real(conn, steps, begin=begin, commit=commit)
 
-    monkeypatch.setattr(prepared, "run_script", spy)
     for module in ("last_look", "record"):
         monkeypatch.setattr(f"dripcourse.sending.{module}.run_script", spy)
+    delivered: list[int] = []
+
+    def sent_before(to: str) -> None:
+        # As each message is handed to the server, every message before it is recorded.
+        with transaction(rt.sessions) as session:
+            delivered.append(
+                len(session.scalars(select(Delivery.id).where(Delivery.status == "sent")).all())
+            )
+
+    relay.on_send = sent_before
     assert set(sending.send_batch(rt, ids, NOW).values()) == {Outcome.SENT}
-    assert len(relay.sent) == 8
-    # The first message of a lesson version records it the careful way (the version is
-    # stored once); every other one: the look begins the transaction, the record ends it.
-    assert scripts[0] == (True, False)
-    assert scripts[-14:] == [(True, False), (False, True)] * 7
+    assert len(relay.sent) == 8 and delivered == list(range(8))
+    look, record_and_look = ["BEGIN", "lock", "free"], ["sent", "COMMIT", "BEGIN", "lock", "free"]
+    # The first message records its lesson's version the careful way (through the session,
+    # in its look's transaction); from the second on, a message's record, its COMMIT and the
+    # next message's last look are one round trip; the last record goes with its COMMIT.
+    assert scripts == [look, look, *[record_and_look] * 6, ["sent", "COMMIT"]]
     with transaction(rt.sessions) as session:
         assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
-        assert (
-            session.scalar(
-                text(
-                    "SELECT count(*) FROM pg_stat_activity WHERE state = "
-                    "'idle in transaction' AND datname = current_database()"
-                )
+        idle = session.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' "
+                "AND datname = current_database()"
             )
-            == 0
         )
+        assert idle == 0
 
 
 def test_statements_psycopg_deallocates_after_a_failed_send_are_prepared_again(
@@ -85,12 +94,14 @@ def test_statements_psycopg_deallocates_after_a_failed_send_are_prepared_again(
     assert len(relay.sent) == 4
 
 
+@pytest.mark.parametrize("which", [1, 2], ids=["mid-batch", "last"])
 def test_a_zone_changed_between_the_look_and_the_record_is_recorded_the_careful_way(
-    rt: Runtime,
+    rt: Runtime, which: int
 ) -> None:
+    """Mid-batch the record goes with the next message's look; last, with its COMMIT alone."""
     ids = cohort_of(rt, madrid(3))
     relay = with_relay(rt)
-    moving = email_of(rt, ids[2])
+    moving = email_of(rt, ids[which])
 
     def meanwhile(to: str) -> None:
         if to == moving:  # written straight to the row: nothing locks the enrollment
@@ -103,8 +114,10 @@ def test_a_zone_changed_between_the_look_and_the_record_is_recorded_the_careful_
     relay.on_send = meanwhile
     outcomes = sending.send_batch(rt, ids, NOW)
     assert [outcomes[i] for i in ids] == [Outcome.SENT] * 3
+    assert len(relay.sent) == 3
     with transaction(rt.sessions) as session:
-        done = session.get(Delivery, ids[2])
+        assert set(session.scalars(select(Delivery.status))) == {DeliveryStatus.SENT}
+        done = session.get(Delivery, ids[which])
         assert done is not None and done.status == DeliveryStatus.SENT
         enrolled = session.get(Enrollment, done.enrollment_id)
         assert enrolled is not None and enrolled.day == 1

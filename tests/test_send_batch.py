@@ -554,24 +554,36 @@ def test_a_database_outage_at_a_lease_renewal_spends_no_attempt(
 
 
 def test_a_send_rate_limiter_that_stays_away_pauses_sending_and_spends_no_attempt(
-    rt: Runtime,
+    tmp_path: Path, database_url: str
 ) -> None:
-    ids = cohort_of(rt, madrid(4))
-    relay = with_relay(rt)
-    slots = [0]
+    # A send-rate limit is set; the slots are the test's (its Redis is never reached).
+    settings = make_settings(
+        tmp_path,
+        database_url=database_url,
+        rate_limit_per_second=50,
+        rate_limit_redis_url="redis://127.0.0.1:9/0",
+    )
+    rt = Runtime(settings)
+    try:
+        ids = cohort_of(rt, madrid(4))
+        relay = with_relay(rt)
+        slots = [0]
 
-    def limiter_gone() -> None:
-        slots[0] += 1
-        if slots[0] == 3:
-            raise RelayError("send-rate limiter unavailable: Connection refused")
+        def limiter_gone() -> None:
+            slots[0] += 1
+            if slots[0] == 3:
+                raise RelayError("send-rate limiter unavailable: Connection refused")
 
-    rt.throttle = limiter_gone  # type: ignore[method-assign]
-    outcomes = sending.send_batch(rt, ids, NOW)
-    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 2 + [Outcome.HELD] * 2
-    with transaction(rt.sessions) as session:
-        assert breaker.current(session) is not None
-    assert sorted(attempts for _, attempts in rows(rt).values()) == [0, 0, 1, 1]
-    assert len(relay.sent) == 2
+        rt.throttle = limiter_gone  # type: ignore[method-assign]
+        outcomes = sending.send_batch(rt, ids, NOW)
+        assert [outcomes[i] for i in ids] == [Outcome.SENT] * 2 + [Outcome.HELD] * 2
+        with transaction(rt.sessions) as session:
+            assert breaker.current(session) is not None
+        assert sorted(attempts for _, attempts in rows(rt).values()) == [0, 0, 1, 1]
+        assert len(relay.sent) == 2
+        assert slots[0] == 3  # a slot before each message, none skipped
+    finally:
+        rt.close()
 
 
 @pytest.mark.postgres

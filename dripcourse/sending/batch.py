@@ -160,11 +160,16 @@ class _Batch:
         self.probing = False
         self.checked = time.monotonic()
         self.recorder = Recorder(rt)
+        # The last look already taken at message n (with the record of the one before): n,
+        # the time it was taken at, and what it found (None: n may go out).
+        self.looked: tuple[int, dt.datetime, Outcome | None] | None = None
 
     def run(self) -> None:
         try:
             for n in range(len(self.ready)):
-                if self.outcomes.get(self.ready[n].job.delivery_id) is None:
+                looked = self.looked is not None and self.looked[0] == n
+                if not looked and self.outcomes.get(self.ready[n].job.delivery_id) is None:
+                    # Not while its last look holds its rows: this would wait for them.
                     self._look_again(n)  # may cancel it, or give it a new zone
                 item = self.ready[n]
                 if self.outcomes.get(item.job.delivery_id) is None and not self._send(n, item):
@@ -214,29 +219,34 @@ class _Batch:
     def _send(self, n: int, item: Ready) -> bool:
         """Send message ``n`` and record what happened; False when the batch must stop."""
         rt, job, outcomes = self.rt, item.job, self.outcomes
-        try:
-            rt.throttle()  # the send-rate slot: before the last checks, so the rate holds
-        except RelayError as exc:  # the limiter is ours: its outage pauses, like the relay's
-            return self._pause(n, str(exc))
-        # Outside the try below: a database that stays away while the lease runs out is the
-        # task's trouble (it tries again), never a failed attempt of this reader.
-        if not self._keep_lease(n):
-            return True
-        now = self.read()
-        tz = schedule.zone(job.timezone)
-        if not sendable(item.course, tz, now, day=job.day, started_at=job.started_at):
-            # The batch ran into the night of this subscriber (a long queue, a slow relay, a
-            # long wait for a send-rate slot).
-            until = schedule.window_start(item.course.cadence, tz, now)
-            outcomes[job.delivery_id] = self._steadily(
-                lambda: put_back(rt, [job], until, now, "window closed"),
-                f"delivery {job.delivery_id} put back",
+        looked, self.looked = self.looked, None
+        if looked is not None and looked[0] == n:
+            # Its checks and its last look came with the record of the message before.
+            now, settled = looked[1], looked[2]
+        else:
+            try:
+                rt.throttle()  # the send-rate slot: before the last checks, so the rate holds
+            except RelayError as exc:  # the limiter is ours: its outage pauses, like the relay's
+                return self._pause(n, str(exc))
+            # Outside the try below: a database that stays away while the lease runs out is
+            # the task's trouble (it tries again), never a failed attempt of this reader.
+            if not self._keep_lease(n):
+                return True
+            now = self.read()
+            tz = schedule.zone(job.timezone)
+            if not sendable(item.course, tz, now, day=job.day, started_at=job.started_at):
+                # The batch ran into the night of this subscriber (a long queue, a slow relay,
+                # a long wait for a send-rate slot).
+                until = schedule.window_start(item.course.cadence, tz, now)
+                outcomes[job.delivery_id] = self._steadily(
+                    lambda: put_back(rt, [job], until, now, "window closed"),
+                    f"delivery {job.delivery_id} put back",
+                )
+                return True
+            # The last look: a reader forgotten, paused or gone since the take is not mailed.
+            settled = self._steadily(
+                lambda: self.recorder.look(item, now), f"delivery {job.delivery_id}, last look"
             )
-            return True
-        # The last look: a reader forgotten, paused or gone since the take is not mailed.
-        settled = self._steadily(
-            lambda: self.recorder.look(item, now), f"delivery {job.delivery_id}, last look"
-        )
         if settled is not None:
             outcomes[job.delivery_id] = settled
             return True
@@ -272,17 +282,56 @@ class _Batch:
             )
             return True
         sent_at = self.read()
-        # The server has the message. A locked or restarting database must not lose that, or
-        # the lease runs out and the lesson goes out again: wait for it however long it takes.
-        outcomes[job.delivery_id] = retry_outages(
-            lambda: self.recorder.sent(item, sent_at, msg_id),
-            what=f"delivery {job.delivery_id} sent, recording it",
-        )
+        recorded = self._record_then_look(n, item, sent_at, msg_id)
+        if recorded is None:
+            # The server has the message. A locked or restarting database must not lose that,
+            # or the lease runs out and the lesson goes out again: wait for it however long it
+            # takes.
+            recorded = retry_outages(
+                lambda: self.recorder.sent(item, sent_at, msg_id),
+                what=f"delivery {job.delivery_id} sent, recording it",
+            )
+        outcomes[job.delivery_id] = recorded
         if self.probing:
             # This send was the probe of a paused relay, and it went through.
             self._steadily(lambda: _close_breaker(rt, sent_at), "ending the pause")
             self.probing = False
         return True
+
+    def _record_then_look(
+        self, n: int, item: Ready, sent_at: dt.datetime, msg_id: str
+    ) -> Outcome | None:
+        """Record message ``n`` and take the last look before message ``n + 1`` in one round
+        trip (``Recorder.sent_then_look``) when nothing else has to come between them: no
+        send-rate slot to wait for, no lease to renew, no look again at the batch due, the
+        next one inside its window, no paused relay being probed. Its outcome, or None when
+        it is left to the caller to record (the look then comes in its turn)."""
+        after = n + 1
+        if after >= len(self.ready) or self.rt.limiter is not None or self.probing:
+            return None
+        then = self.ready[after]
+        if self.outcomes.get(then.job.delivery_id) is not None:
+            return None
+        if time.monotonic() - self.checked > RECHECK_SECONDS:
+            return None
+        if self.lease.wants_renewal(self.one_send):
+            return None
+        now, job = self.read(), then.job
+        if not sendable(
+            then.course, schedule.zone(job.timezone), now, day=job.day, started_at=job.started_at
+        ):
+            return None
+        try:
+            done = self.recorder.sent_then_look(item, sent_at, msg_id, then, now)
+        except Exception as exc:  # noqa: BLE001 - recorded afresh by the caller, which waits
+            log.info("delivery %s: recording it with the next look failed: %s", msg_id, exc)
+            return None
+        if done is None:
+            return None
+        outcome, found = done
+        if found is not None:
+            self.looked = (after, now, found.settled)
+        return outcome
 
     def _pause(self, n: int, reason: str) -> bool:
         """Our own set-up failed (relay, login, TLS, the rate limiter): pause all sending and

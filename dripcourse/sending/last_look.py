@@ -19,7 +19,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, exists, or_, select, update
 from sqlalchemy.engine import Dialect
@@ -135,17 +137,34 @@ def last_look(
     ``begin``: the look starts the transaction itself (a connection in autocommit mode, see
     ``prepared.run_script``), in the same round trip.
     """
-    lock, free = _prepared(conn.dialect)
-    steps = [(free, {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now})]
-    if conn.dialect.name == "postgresql":
-        # Both in one round trip; the compare-and-set still starts only once the lock is
-        # granted, and reads what was committed before it.
-        seen = {"p_day": job.day, "p_seen_paused": job.paused_until, "p_zone": job.timezone}
-        steps.insert(0, (lock, {"p_enrollment": job.enrollment_id, **seen}))
+    steps = look_steps(conn.dialect, job, now)
     if scripted(conn, [step for step, _ in steps]):
         done = run_script(conn, steps, begin=begin)
     else:
         done = run_together(conn, steps)
+    return judged(conn, job, course, now, done)
+
+
+def look_steps(
+    dialect: Dialect, job: Job, now: dt.datetime
+) -> list[tuple[Prepared, dict[str, object]]]:
+    """The look's statements and their values: on PostgreSQL the lock, then the
+    compare-and-set; elsewhere the compare-and-set alone."""
+    lock, free = _prepared(dialect)
+    steps = [(free, {"p_delivery": job.delivery_id, "p_attempts": job.attempts, "p_now": now})]
+    if dialect.name == "postgresql":
+        # In one round trip; the compare-and-set still starts only once the lock is granted,
+        # and reads what was committed before it.
+        seen = {"p_day": job.day, "p_seen_paused": job.paused_until, "p_zone": job.timezone}
+        steps.insert(0, (lock, {"p_enrollment": job.enrollment_id, **seen}))
+    return steps
+
+
+def judged(
+    conn: Connection, job: Job, course: Course, now: dt.datetime, done: Sequence[Any]
+) -> Look:
+    """What the look's statements found (``done``, one result each), the delivery settled in
+    the transaction of ``conn`` when it may not go out."""
     if done[-1].rowcount == 1:
         row = done[0].fetchone() if len(done) == 2 else None
         return Look(None, unchanged=bool(row is not None and row[1]))

@@ -148,46 +148,54 @@ def scripted(conn: Connection, steps: Sequence[Prepared]) -> bool:
 
 def run_script(
     conn: Connection,
-    steps: Sequence[tuple[Prepared, Mapping[str, Any]]],
+    steps: Sequence[tuple[Prepared, Mapping[str, Any]] | str],
     *,
     begin: bool = False,
     commit: bool = False,
 ) -> list[Done]:
     """Execute ``steps`` in one round trip (after ``BEGIN`` and before ``COMMIT`` if asked);
-    a ``Done`` for each step. Only where ``scripted`` says so.
+    a ``Done`` for each statement. A step given as a string ("COMMIT", "BEGIN") is sent as it
+    is, and gives no ``Done``. Only where ``scripted`` says so.
 
     The server runs them one after the other, each with a snapshot of its own (read
     committed), so a step after a lock sees what was committed before the lock was granted.
     A step that fails stops the rest; the transaction is then aborted and must be rolled back.
     """
     cursor = _client_cursor(conn)
-    _prepare(conn, cursor, [step for step, _ in steps])
-    parts = ["BEGIN"] if begin else []
+    statements = [step for step in steps if not isinstance(step, str)]
+    _prepare(conn, cursor, [step for step, _ in statements])
+    items: list[tuple[Prepared, Mapping[str, Any]] | str] = [
+        *(["BEGIN"] if begin else []),
+        *steps,
+        *(["COMMIT"] if commit else []),
+    ]
+    parts: list[str] = []
     values: dict[str, Any] = {}
     told: list[tuple[str, dict[str, Any]]] = []
-    for i, (step, given) in enumerate(steps):
+    for i, item in enumerate(items):
+        if isinstance(item, str):
+            parts.append(item)
+            continue
+        step, given = item
         mine = step.values(given)
         told.append((step.sql, mine))
         names = [f"s{i}_{name}" for name in step.order]
         values.update(zip(names, (mine[name] for name in step.order), strict=True))
         parts.append(f"EXECUTE {step.name}({', '.join(f'%({n})s' for n in names)})")
-    if commit:
-        parts.append("COMMIT")
     events = conn.dispatch
     for sql, mine in told:  # listeners see each statement as its own SQL
         for listener in events.before_cursor_execute:
             listener(conn, cursor, sql, mine, None, False)
     script = "; ".join(parts)
+    done: list[Done] = []
     try:
         cursor.execute(script, values)
-        done: list[Done] = []
-        skip = 1 if begin else 0
-        for n in range(skip + len(steps)):
-            if n >= skip:
-                step = steps[n - skip][0]
-                done.append(Done(cursor.rowcount, cursor.fetchall() if step.returns_rows else []))
+        for item in items:
+            if not isinstance(item, str):
+                rows = cursor.fetchall() if item[0].returns_rows else []
+                done.append(Done(cursor.rowcount, rows))
             cursor.nextset()
-    except steps[0][0].error as exc:
+    except conn.dialect.loaded_dbapi.Error as exc:
         _raise_as_sqlalchemy(conn, exc, script, values)
     for (sql, mine), _ in zip(told, done, strict=True):
         for listener in events.after_cursor_execute:

@@ -38,7 +38,7 @@ from dripcourse.models import (
 )
 from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.sending import breaker
-from dripcourse.sending.last_look import last_look
+from dripcourse.sending.last_look import Look, judged, last_look, look_steps
 from dripcourse.sending.prepared import (
     Prepared,
     run_script,
@@ -214,7 +214,9 @@ class Recorder:
     that one message and never gets one after the change returned. The record is one
     statement (a CTE moves the enrollment on and marks the delivery sent, the latter only if
     the former matched), sent with its COMMIT when the look found the enrollment as the take
-    saw it: one more round trip. Otherwise (the enrollment changed; the first message of a
+    saw it: one more round trip. Inside a batch that round trip also begins the next
+    message's look (``sent_then_look``): one round trip a message, the record committed before
+    the next look and the next send. Otherwise (the enrollment changed; the first message of a
     lesson version in this process) the careful path (record_sent's) does it in the same
     transaction. On SQLite the last look commits before the send and the record is a
     transaction of its own. Either way the record is atomic: a crash in between leaves the
@@ -298,6 +300,49 @@ class Recorder:
             raise
         self.rt.catalog.lesson_versions[digest(item.rendered)] = version_id
         return Outcome.SENT
+
+    def sent_then_look(
+        self, item: Ready, now: dt.datetime, msg_id: str, then: Ready, then_now: dt.datetime
+    ) -> tuple[Outcome, Look | None] | None:
+        """Record ``item`` and take the last look before ``then``, the batch's next message, in
+        one round trip: the record's statement and COMMIT, then BEGIN and the look's. Returns
+        ``item``'s outcome and what the look found (its ``settled`` None: ``then`` may go out,
+        its rows locked until its own record), or None for the look when it was not taken after
+        all. None when this cannot be done here (the careful record is needed, or not
+        PostgreSQL): the caller records and looks one after the other.
+
+        The record is committed before the look begins and before ``then`` is sent, so the
+        promise holds: a message the server accepted is recorded before the next one goes.
+        """
+        held, conn = self.held, self.conn
+        if held is None or conn is None or not self.unchanged:
+            return None
+        version_id = self._version(item.rendered)
+        record = _prepared_record(conn.dialect)
+        look = look_steps(conn.dialect, then.job, then_now)
+        if version_id is None or not scripted(conn, [record, *(step for step, _ in look)]):
+            return None
+        self.held, self.unchanged = None, False
+        params = self._params(item, now, msg_id, version_id)
+        try:
+            recorded, *looked = run_script(conn, [(record, params), "COMMIT", "BEGIN", *look])
+            if recorded.fetchone() is None:
+                # The reader's zone changed since the look (see ``sent``): nothing was written.
+                # Give the next look up and record this one afresh, the careful way.
+                self.held = held
+                self.release()
+                return record_sent(self.rt, item, now, msg_id), None
+            self.rt.catalog.lesson_versions[digest(item.rendered)] = version_id
+            # SQLAlchemy's transaction stands for the server's new one from here on.
+            found = judged(conn, then.job, then.course, then_now, looked)
+            if found.settled is not None:
+                held.commit()
+                return Outcome.SENT, found
+        except Exception:
+            self.close()  # a broken connection is not used again; the caller records afresh
+            raise
+        self.held, self.unchanged = held, found.unchanged
+        return Outcome.SENT, found
 
     def _one_statement(
         self, item: Ready, now: dt.datetime, msg_id: str, version_id: int, *, commit: bool = True
