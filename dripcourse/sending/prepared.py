@@ -27,6 +27,7 @@ transaction (pgbouncer's transaction mode) named statements are lost.
 from __future__ import annotations
 
 import contextlib
+import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
@@ -169,24 +170,19 @@ def run_script(
         *steps,
         *(["COMMIT"] if commit else []),
     ]
-    parts: list[str] = []
-    values: dict[str, Any] = {}
+    values: list[Any] = []
     told: list[tuple[str, dict[str, Any]]] = []
-    for i, item in enumerate(items):
-        if isinstance(item, str):
-            parts.append(item)
-            continue
-        step, given = item
-        mine = step.values(given)
-        told.append((step.sql, mine))
-        names = [f"s{i}_{name}" for name in step.order]
-        values.update(zip(names, (mine[name] for name in step.order), strict=True))
-        parts.append(f"EXECUTE {step.name}({', '.join(f'%({n})s' for n in names)})")
+    for item in items:
+        if not isinstance(item, str):
+            step, given = item
+            mine = step.values(given)
+            told.append((step.sql, mine))
+            values.extend([mine[name] for name in step.order])
     events = conn.dispatch
     for sql, mine in told:  # listeners see each statement as its own SQL
         for listener in events.before_cursor_execute:
             listener(conn, cursor, sql, mine, None, False)
-    script = "; ".join(parts)
+    script = _script(tuple(item if isinstance(item, str) else item[0] for item in items))
     done: list[Done] = []
     try:
         cursor.execute(script, values)
@@ -201,6 +197,17 @@ def run_script(
         for listener in events.after_cursor_execute:
             listener(conn, cursor, sql, mine, None, False)
     return done
+
+
+@functools.lru_cache(maxsize=32)
+def _script(shape: tuple[Prepared | str, ...]) -> str:
+    """The SQL of a script of this shape, its values in order (psycopg quotes them in)."""
+    return "; ".join(
+        item
+        if isinstance(item, str)
+        else f"EXECUTE {item.name}({', '.join(['%s'] * len(item.order))})"
+        for item in shape
+    )
 
 
 def _client_cursor(conn: Connection) -> Any:
