@@ -324,7 +324,11 @@ class _Batch:
         try:
             done = self.recorder.sent_then_look(item, sent_at, msg_id, then, now)
         except Exception as exc:  # noqa: BLE001 - recorded afresh by the caller, which waits
-            log.info("delivery %s: recording it with the next look failed: %s", msg_id, exc)
+            log.info(
+                "delivery %s: recording it with the next look failed, recording it alone: %s",
+                item.job.delivery_id,
+                exc,
+            )
             return None
         if done is None:
             return None
