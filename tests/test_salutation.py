@@ -17,7 +17,7 @@ from freezegun import freeze_time
 
 from dripcourse import links
 from dripcourse.courses.course_folder import read_course
-from dripcourse.courses.greeting import salutation
+from dripcourse.courses.greeting import salutation, set_greeting
 from dripcourse.courses.preview import lesson_message, sample_reader
 from dripcourse.courses.wire import wire_bytes
 from dripcourse.db import transaction
@@ -160,6 +160,22 @@ def test_the_lesson_page_shows_the_salutation_it_was_sent_with(rt: Runtime) -> N
     page = client.get(path(rt, links.LESSON, enrollment_id, 1)).get_data(as_text=True)
     assert "Hello, Dr. Okafor." in page
     assert "Good morning" not in page and "Good afternoon" not in page
+
+
+def test_the_lesson_page_greets_a_reader_as_the_email_did_by_the_greeting_set_for_them(
+    rt: Runtime, outbox: Path
+) -> None:
+    night = utc(2026, 11, 25, 12, 37)  # 01:37 in Auckland
+    enrollment_id = start_now(rt, "Pacific/Auckland", night, "amara@example.org")
+    with transaction(rt.sessions) as session:
+        set_greeting(session, "amara@example.org", "Amara")
+    tick(rt, night)
+    (eml,) = outbox.glob("*.eml")
+    msg = email.message_from_bytes(eml.read_bytes(), policy=email.policy.default)
+    assert "Hello, Amara." in msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    client = make_app(rt, Clock(utc(2026, 11, 26, 1))).test_client()
+    page = client.get(path(rt, links.LESSON, enrollment_id, 1)).get_data(as_text=True)
+    assert "Hello, Amara." in page and "Dr. Okafor" not in page
 
 
 @pytest.mark.parametrize("hour", [2, 14, 23])

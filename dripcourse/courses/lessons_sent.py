@@ -94,7 +94,11 @@ class SentLesson:
     as_sent: bool  # False: the version sent was not kept; this is the lesson as it reads now
 
 
-def _personal(body_html: str, subscriber: Subscriber, salutation: str) -> str:
+def _personal(
+    body_html: str, subscriber: Subscriber, salutation: str, current: RenderedLesson | None
+) -> str:
+    """The lesson's HTML for ``subscriber``, greeted as the email greeted them: the greeting
+    set for them, else what their name gives, else the course's fallback."""
     who = Personal(
         email=subscriber.email,
         name=subscriber.name,
@@ -102,7 +106,11 @@ def _personal(body_html: str, subscriber: Subscriber, salutation: str) -> str:
         journal="",
         pause="",
         unsubscribe="",
+        greeting=(subscriber.greeting or "").strip(),
+        derived_greeting=subscriber.derived_greeting,
+        derived_given_name=subscriber.derived_given_name,
         salutation=salutation,
+        **({"greeting_fallback": current.course.greeting_fallback} if current is not None else {}),
     )
     return Template(body_html, html=True).render(who)
 
@@ -159,7 +167,7 @@ def sent_lesson(
             title=version.title,
             prompt=version.prompt,
             questions=tuple(json.loads(version.questions)),
-            body_html=_personal(version.body_html, subscriber, opening),
+            body_html=_personal(version.body_html, subscriber, opening, current),
             sent_at=delivery.sent_at,
             as_sent=True,
         )
@@ -171,7 +179,7 @@ def sent_lesson(
         title=lesson.title,
         prompt=lesson.prompt,
         questions=lesson.questions,
-        body_html=_personal(current.body_html, subscriber, opening),
+        body_html=_personal(current.body_html, subscriber, opening, current),
         sent_at=delivery.sent_at,
         as_sent=False,
     )
