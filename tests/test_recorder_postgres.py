@@ -11,7 +11,8 @@ from sqlalchemy import event, select, text
 
 from dripcourse import schedule
 from dripcourse.db import transaction
-from dripcourse.models import Delivery, DeliveryStatus, Enrollment
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
 from dripcourse.sending import prepared
@@ -131,3 +132,31 @@ def test_a_zone_changed_between_the_look_and_the_record_is_recorded_the_careful_
         )
         assert auckland != madrid_time
         assert enrolled.next_send_at == auckland
+
+
+def test_a_statement_name_held_by_another_statement_is_not_trusted(rt: Runtime) -> None:
+    """Our names on a pooled connection may hold someone else's statement (a session pooler
+    not resetting its server connections, another program on the same session): executed,
+    such a look says "go" to anyone. A reader forgotten meanwhile must still not be mailed."""
+    rt.engine.dispose()
+
+    @event.listens_for(rt.engine, "connect")
+    def _taken(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.autocommit = True
+        dbapi_conn.execute("PREPARE dripcourse_look_free AS SELECT 1")
+        dbapi_conn.autocommit = False
+
+    ids = cohort_of(rt, madrid(3))
+    relay = with_relay(rt)
+    gone = email_of(rt, ids[1])
+
+    def forget_the_next(to: str) -> None:
+        if to == email_of(rt, ids[0]):
+            with transaction(rt.sessions) as session:
+                person = session.scalars(select(Subscriber).where(Subscriber.email == gone)).one()
+                privacy.forget_subscriber(session, person, NOW)
+
+    relay.on_send = forget_the_next
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT, Outcome.CANCELLED, Outcome.SENT]
+    assert gone not in relay.sent and len(relay.sent) == 2

@@ -38,7 +38,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
-_PREPARED = "dripcourse.prepared"  # in a connection's info: the names its server holds
+_PREPARED = "dripcourse.prepared"  # in a connection's info: name -> statement its server holds
 
 
 class Prepared:
@@ -229,22 +229,34 @@ def _prepare(conn: Connection, cursor: Any, steps: Sequence[Prepared]) -> None:
     What it holds is asked of the server once, then kept with the connection until
     ``unsure_of_prepared`` says to ask again: psycopg deallocates every prepared statement of
     the session when it rolls back a transaction after preparing statements of its own.
+
+    A name is trusted only with our own statement behind it: one the session holds with
+    another (a pooler handing on a server connection unreset, another program) is replaced.
+    Executed, such a statement would answer for the last look, and say "go" to anyone.
     """
     info = conn.connection.info
-    known: set[str] | None = info.get(_PREPARED)
+    known: dict[str, str] | None = info.get(_PREPARED)
     if known is None:
+        asked = "SELECT name, statement FROM pg_prepared_statements"
         try:
-            cursor.execute("SELECT name FROM pg_prepared_statements")
-            known = info[_PREPARED] = {row[0] for row in cursor.fetchall()}
+            cursor.execute(asked)
+            known = info[_PREPARED] = dict(cursor.fetchall())
         except steps[0].error as exc:
-            _raise_as_sqlalchemy(conn, exc, "SELECT name FROM pg_prepared_statements", {})
+            _raise_as_sqlalchemy(conn, exc, asked, {})
     for step in steps:
-        if step.name not in known:
+        held = known.get(step.name)
+        if held is step.prepare:  # the usual case, once checked: no string compared
+            continue
+        if held == step.prepare:  # as the server said: ours
+            known[step.name] = step.prepare
+            continue
+        # Separately: the server keeps the whole query string a statement was prepared in.
+        for sql in ([f"DEALLOCATE {step.name}"] if held is not None else []) + [step.prepare]:
             try:
-                cursor.execute(step.prepare)
+                cursor.execute(sql)
             except step.error as exc:
-                _raise_as_sqlalchemy(conn, exc, step.prepare, {})
-            known.add(step.name)
+                _raise_as_sqlalchemy(conn, exc, sql, {})
+        known[step.name] = step.prepare
 
 
 def unsure_of_prepared(conn: Connection) -> None:
