@@ -38,6 +38,10 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
+# A script's transaction reads committed, whatever the server's default: each statement sees
+# what was committed before it began, so the record, though in the look's transaction, sees a
+# zone changed during the send (repeatable read would show it the look's snapshot).
+BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
 _PREPARED = "dripcourse.prepared"  # in a connection's info: name -> statement its server holds
 
 
@@ -155,7 +159,7 @@ def run_script(
     commit: bool = False,
 ) -> list[Done]:
     """Execute ``steps`` in one round trip (after ``BEGIN`` and before ``COMMIT`` if asked);
-    a ``Done`` for each statement. A step given as a string ("COMMIT", "BEGIN") is sent as it
+    a ``Done`` for each statement. A step given as a string ("COMMIT", ``BEGIN``) is sent as it
     is, and gives no ``Done``. Only where ``scripted`` says so.
 
     The server runs them one after the other, each with a snapshot of its own (read
@@ -166,7 +170,7 @@ def run_script(
     statements = [step for step in steps if not isinstance(step, str)]
     _prepare(conn, cursor, [step for step, _ in statements])
     items: list[tuple[Prepared, Mapping[str, Any]] | str] = [
-        *(["BEGIN"] if begin else []),
+        *([BEGIN] if begin else []),
         *steps,
         *(["COMMIT"] if commit else []),
     ]
