@@ -3,22 +3,29 @@ statements prepared on the server, and what keeps that safe (sending/prepared.py
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import event, select, text
+from psycopg.pq import TransactionStatus
+from sqlalchemy import Connection, event, select, text
+from sqlalchemy.engine import make_url
 
 from dripcourse import schedule
 from dripcourse.db import transaction
-from dripcourse.models import Delivery, DeliveryStatus, Enrollment
+from dripcourse.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from dripcourse.people import enrollment, suppressions
+from dripcourse.people.pausing import pause
+from dripcourse.reader import privacy
 from dripcourse.runtime import Runtime
 from dripcourse.sending import batch as sending
-from dripcourse.sending import prepared
+from dripcourse.sending import prepared, record
 from dripcourse.sending.take import Outcome
 from dripcourse.sending.transport import TransientMailError
 from tests.conftest import make_settings
 from tests.test_send_batch import NOW, cohort_of, email_of, madrid, with_relay
+from tests.workers import wait_until
 
 pytestmark = pytest.mark.postgres
 
@@ -40,7 +47,9 @@ def test_each_message_is_one_round_trip_its_record_committed_before_the_next_loo
 
     def spy(conn, steps, *, begin=False, commit=False):  # type: ignore[no-untyped-def]
         sent = [*(["BEGIN"] if begin else []), *steps, *(["COMMIT"] if commit else [])]
-        scripts.append([s if isinstance(s, str) else s[0].name.split("_")[-1] for s in sent])
+        scripts.append(
+            [s.split()[0] if isinstance(s, str) else s[0].name.split("_")[-1] for s in sent]
+        )
         return real(conn, steps, begin=begin, commit=commit)
 
     for module in ("last_look", "record"):
@@ -94,11 +103,20 @@ def test_statements_psycopg_deallocates_after_a_failed_send_are_prepared_again(
     assert len(relay.sent) == 4
 
 
+@pytest.mark.parametrize("default", ["read committed", "repeatable read"])
 @pytest.mark.parametrize("which", [1, 2], ids=["mid-batch", "last"])
 def test_a_zone_changed_between_the_look_and_the_record_is_recorded_the_careful_way(
-    rt: Runtime, which: int
+    rt: Runtime, which: int, default: str
 ) -> None:
-    """Mid-batch the record goes with the next message's look; last, with its COMMIT alone."""
+    """Mid-batch the record goes with the next message's look; last, with its COMMIT alone.
+    Whatever the server's default isolation: under repeatable read the record, in the look's
+    transaction, would read the zone as it was at the look."""
+    name = make_url(rt.settings.database_url).database
+    with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(
+            text(f"ALTER DATABASE \"{name}\" SET default_transaction_isolation = '{default}'")
+        )
+    rt.engine.dispose()
     ids = cohort_of(rt, madrid(3))
     relay = with_relay(rt)
     moving = email_of(rt, ids[which])
@@ -131,3 +149,258 @@ def test_a_zone_changed_between_the_look_and_the_record_is_recorded_the_careful_
         )
         assert auckland != madrid_time
         assert enrolled.next_send_at == auckland
+
+
+def test_a_statement_name_held_by_another_statement_is_not_trusted(rt: Runtime) -> None:
+    """Our names on a pooled connection may hold someone else's statement (a session pooler
+    not resetting its server connections, another program on the same session): executed,
+    such a look says "go" to anyone. A reader forgotten meanwhile must still not be mailed."""
+    rt.engine.dispose()
+
+    @event.listens_for(rt.engine, "connect")
+    def _taken(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.autocommit = True
+        dbapi_conn.execute("PREPARE dripcourse_look_free AS SELECT 1")
+        dbapi_conn.autocommit = False
+
+    ids = cohort_of(rt, madrid(3))
+    relay = with_relay(rt)
+    gone = email_of(rt, ids[1])
+
+    def forget_the_next(to: str) -> None:
+        if to == email_of(rt, ids[0]):
+            with transaction(rt.sessions) as session:
+                person = session.scalars(select(Subscriber).where(Subscriber.email == gone)).one()
+                privacy.forget_subscriber(session, person, NOW)
+
+    relay.on_send = forget_the_next
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT, Outcome.CANCELLED, Outcome.SENT]
+    assert gone not in relay.sent and len(relay.sent) == 2
+
+
+def _enrollment_of(rt: Runtime, delivery_id: int) -> int:
+    with transaction(rt.sessions) as session:
+        found = session.get(Delivery, delivery_id)
+        assert found is not None
+        return found.enrollment_id
+
+
+def _recorded(rt: Runtime, ids: list[int]) -> list[tuple[DeliveryStatus, int]]:
+    """Each delivery's status and the day its enrollment stands on."""
+    with transaction(rt.sessions) as session:
+        return [
+            session.execute(
+                select(Delivery.status, Enrollment.day)
+                .join(Enrollment, Delivery.enrollment_id == Enrollment.id)
+                .where(Delivery.id == each)
+            ).one()
+            for each in ids
+        ]
+
+
+def _backends(rt: Runtime, where: str, *, end: bool = False) -> list[int]:
+    """The sessions on the test's database matching ``where``; ``end``: ended by the server."""
+    what = "pg_terminate_backend(pid)" if end else "pid"
+    with rt.engine.connect() as conn:
+        return list(
+            conn.scalars(
+                text(
+                    f"SELECT {what} FROM pg_stat_activity "
+                    f"WHERE datname = current_database() AND {where}"
+                )
+            )
+        )
+
+
+def _pooled(rt: Runtime) -> list[tuple[bool, TransactionStatus]]:
+    """Every connection resting in the pool: (autocommit, psycopg's transaction status)."""
+    resting = [rt.engine.raw_connection() for _ in range(rt.engine.pool.checkedin())]
+    try:
+        return [
+            (each.driver_connection.autocommit, each.driver_connection.info.transaction_status)
+            for each in resting
+        ]
+    finally:
+        for each in resting:
+            each.close()
+
+
+def _hold(rt: Runtime, sql: str, row: int) -> Connection:
+    """Another session holding one row's lock until closed."""
+    conn = rt.engine.connect()
+    conn.begin()
+    conn.execute(text(sql), {"id": row})
+    return conn
+
+
+FAULTS = [
+    "lock timeout at the lock",
+    "lock timeout at the compare-and-set",
+    "connection ended while the look waits",
+    "connection ended before the script",
+]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_record_sent_with_the_next_look_survives_a_failure_at_any_step(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """Message 1's record, its COMMIT and message 2's last look are one script. Whichever of
+    its steps fails (and after the COMMIT, the record is in), message 1 ends recorded once,
+    message 2 goes out once, and every connection is back in the pool idle, out of
+    autocommit, with no session left idle in a transaction."""
+    ids = cohort_of(rt, madrid(4))
+    if fault.startswith("lock timeout"):
+        name = make_url(rt.settings.database_url).database
+        with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(f"ALTER DATABASE \"{name}\" SET lock_timeout = '200ms'"))
+        rt.engine.dispose()
+    relay = with_relay(rt)
+    after, nxt = email_of(rt, ids[1]), ids[2]
+    blockers: list[Connection] = []
+    ending: list[threading.Thread] = []
+    faulted: list[str] = []
+
+    def end_the_waiting_session() -> None:
+        wait_until(lambda: bool(_backends(rt, "wait_event_type = 'Lock'")), 10, "the look")
+        _backends(rt, "wait_event_type = 'Lock'", end=True)
+
+    def meanwhile(to: str) -> None:
+        if to != after or faulted:
+            return
+        faulted.append(fault)
+        if fault == "connection ended before the script":  # the look's, idle in its transaction
+            assert len(_backends(rt, "state LIKE 'idle in%'", end=True)) == 1
+            return
+        if fault.endswith("compare-and-set"):
+            blockers.append(_hold(rt, "SELECT id FROM deliveries WHERE id = :id FOR UPDATE", nxt))
+        else:
+            locking = "SELECT id FROM enrollments WHERE id = :id FOR UPDATE"
+            blockers.append(_hold(rt, locking, _enrollment_of(rt, nxt)))
+        if fault == "connection ended while the look waits":
+            ending.append(threading.Thread(target=end_the_waiting_session))
+            ending[0].start()
+
+    recorded_alone: list[int] = []
+    real = record.record_sent
+
+    def record_sent(rt, item, now, msg_id):  # type: ignore[no-untyped-def]
+        recorded_alone.append(item.job.delivery_id)
+        while blockers:  # the next look may have its rows now
+            blockers.pop().close()
+        return real(rt, item, now, msg_id)
+
+    monkeypatch.setattr(record, "record_sent", record_sent)
+    relay.on_send = meanwhile
+    outcomes = sending.send_batch(rt, ids, NOW)
+    for each in ending:
+        each.join(10)
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 4
+    assert sorted(relay.sent) == sorted(set(relay.sent)) and len(relay.sent) == 4
+    # The merged script failed, and message 1 was recorded on its own: once, its day moved on
+    # once, as if the script's record (in, when the failure came after its COMMIT) were not.
+    assert recorded_alone == [ids[1]]
+    assert _recorded(rt, ids) == [(DeliveryStatus.SENT, 1)] * 4
+    assert _backends(rt, "state LIKE 'idle in transaction%'") == []
+    assert faulted and _pooled(rt) and set(_pooled(rt)) == {(False, TransactionStatus.IDLE)}
+
+
+CHANGES = {"forget": Outcome.CANCELLED, "pause": Outcome.HELD, "unsubscribe": Outcome.CANCELLED}
+CHANGES["suppress"] = Outcome.CANCELLED
+
+
+def _change(rt: Runtime, what: str, address: str) -> None:
+    with transaction(rt.sessions) as session:
+        person = session.scalars(select(Subscriber).where(Subscriber.email == address)).one()
+        if what == "forget":
+            privacy.forget_subscriber(session, person, NOW)
+        elif what == "pause":
+            pause(session, person.enrollments[0], rt.catalog.course("white-coat"), NOW)
+        elif what == "unsubscribe":
+            enrollment.unsubscribe(session, person.enrollments[0], NOW)
+        else:
+            suppressions.add(session, address, "asked by phone", NOW)
+
+
+@pytest.mark.parametrize("what", CHANGES)
+def test_a_change_made_as_the_message_before_goes_out_is_seen_by_the_merged_look(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch, what: str
+) -> None:
+    """Reader 2 is forgotten, paused, unsubscribed or suppressed while message 1 is on the
+    wire: the last look that comes with message 1's record finds it, and reader 2 gets
+    nothing."""
+    ids = cohort_of(rt, madrid(4))
+    relay = with_relay(rt)
+    before, changed = email_of(rt, ids[1]), email_of(rt, ids[2])
+    relay.on_send = lambda to: _change(rt, what, changed) if to == before else None
+    scripts: list[list[str]] = []
+    real = record.run_script
+
+    def spy(conn, steps, *, begin=False, commit=False):  # type: ignore[no-untyped-def]
+        scripts.append(
+            [s.split()[0] if isinstance(s, str) else s[0].name.split("_")[-1] for s in steps]
+        )
+        return real(conn, steps, begin=begin, commit=commit)
+
+    monkeypatch.setattr(record, "run_script", spy)
+    outcomes = sending.send_batch(rt, ids, NOW)
+    assert scripts[0] == ["sent", "COMMIT", "BEGIN", "lock", "free"]  # message 2's look
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 2 + [CHANGES[what], Outcome.SENT]
+    assert changed not in relay.sent and len(relay.sent) == 3
+
+
+def test_forgetting_a_reader_the_merged_look_holds_waits_for_their_message(rt: Runtime) -> None:
+    """The forget comes while reader 2's lesson (looked at with message 1's record) is on the
+    wire: it waits for it, and returns once it is out and recorded; never both not waiting
+    and sent."""
+    ids = cohort_of(rt, madrid(4))
+    relay = with_relay(rt)
+    target = email_of(rt, ids[2])
+    returned: list[int] = []
+    forgetting: list[threading.Thread] = []
+
+    def deleting() -> None:
+        _change(rt, "forget", target)
+        returned.append(len(relay.sent))
+
+    def meanwhile(to: str) -> None:
+        if to == target:
+            forgetting.append(threading.Thread(target=deleting))
+            forgetting[0].start()
+            wait_until(lambda: bool(_backends(rt, "wait_event_type = 'Lock'")), 10, "the forget")
+            assert not returned
+
+    relay.on_send = meanwhile
+    outcomes = sending.send_batch(rt, ids, NOW)
+    forgetting[0].join(10)
+    assert returned and returned[0] >= 3 and relay.sent.count(target) == 1
+    assert [outcomes[i] for i in ids] == [Outcome.SENT] * 4
+    assert _recorded(rt, [ids[0], ids[1], ids[3]]) == [(DeliveryStatus.SENT, 1)] * 3
+
+
+def test_statements_another_session_deallocated_on_a_pooled_connection_are_prepared_again(
+    rt: Runtime,
+) -> None:
+    """A connection goes back to the pool with our statements; whoever uses it next may roll
+    back after psycopg prepared its own (it then deallocates all). The next batch on it asks
+    the server again rather than execute what is gone."""
+    rt.engine.dispose()
+
+    @event.listens_for(rt.engine, "connect")
+    def _prepare_everything(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.prepare_threshold = 0
+
+    ids = cohort_of(rt, madrid(6))
+    relay = with_relay(rt)
+    assert set(sending.send_batch(rt, ids[:3], NOW).values()) == {Outcome.SENT}
+    resting = [rt.engine.raw_connection() for _ in range(rt.engine.pool.checkedin())]
+    for each in resting:
+        cursor = each.driver_connection.cursor()
+        cursor.execute("SELECT 1")
+        each.driver_connection.rollback()
+        cursor.execute("SELECT count(*) FROM pg_prepared_statements WHERE name ^@ 'dripcourse'")
+        assert cursor.fetchone() == (0,)
+        each.close()
+    assert set(sending.send_batch(rt, ids[3:], NOW).values()) == {Outcome.SENT}
+    assert len(relay.sent) == 6

@@ -38,7 +38,11 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
 _PARAMETER = re.compile(r"%\((\w+)\)s")
-_PREPARED = "dripcourse.prepared"  # in a connection's info: the names its server holds
+# A script's transaction reads committed, whatever the server's default: each statement sees
+# what was committed before it began, so the record, though in the look's transaction, sees a
+# zone changed during the send (repeatable read would show it the look's snapshot).
+BEGIN = "BEGIN ISOLATION LEVEL READ COMMITTED"
+_PREPARED = "dripcourse.prepared"  # in a connection's info: name -> statement its server holds
 
 
 class Prepared:
@@ -155,7 +159,7 @@ def run_script(
     commit: bool = False,
 ) -> list[Done]:
     """Execute ``steps`` in one round trip (after ``BEGIN`` and before ``COMMIT`` if asked);
-    a ``Done`` for each statement. A step given as a string ("COMMIT", "BEGIN") is sent as it
+    a ``Done`` for each statement. A step given as a string ("COMMIT", ``BEGIN``) is sent as it
     is, and gives no ``Done``. Only where ``scripted`` says so.
 
     The server runs them one after the other, each with a snapshot of its own (read
@@ -166,7 +170,7 @@ def run_script(
     statements = [step for step in steps if not isinstance(step, str)]
     _prepare(conn, cursor, [step for step, _ in statements])
     items: list[tuple[Prepared, Mapping[str, Any]] | str] = [
-        *(["BEGIN"] if begin else []),
+        *([BEGIN] if begin else []),
         *steps,
         *(["COMMIT"] if commit else []),
     ]
@@ -229,22 +233,34 @@ def _prepare(conn: Connection, cursor: Any, steps: Sequence[Prepared]) -> None:
     What it holds is asked of the server once, then kept with the connection until
     ``unsure_of_prepared`` says to ask again: psycopg deallocates every prepared statement of
     the session when it rolls back a transaction after preparing statements of its own.
+
+    A name is trusted only with our own statement behind it: one the session holds with
+    another (a pooler handing on a server connection unreset, another program) is replaced.
+    Executed, such a statement would answer for the last look, and say "go" to anyone.
     """
     info = conn.connection.info
-    known: set[str] | None = info.get(_PREPARED)
+    known: dict[str, str] | None = info.get(_PREPARED)
     if known is None:
+        asked = "SELECT name, statement FROM pg_prepared_statements"
         try:
-            cursor.execute("SELECT name FROM pg_prepared_statements")
-            known = info[_PREPARED] = {row[0] for row in cursor.fetchall()}
+            cursor.execute(asked)
+            known = info[_PREPARED] = dict(cursor.fetchall())
         except steps[0].error as exc:
-            _raise_as_sqlalchemy(conn, exc, "SELECT name FROM pg_prepared_statements", {})
+            _raise_as_sqlalchemy(conn, exc, asked, {})
     for step in steps:
-        if step.name not in known:
+        held = known.get(step.name)
+        if held is step.prepare:  # the usual case, once checked: no string compared
+            continue
+        if held == step.prepare:  # as the server said: ours
+            known[step.name] = step.prepare
+            continue
+        # Separately: the server keeps the whole query string a statement was prepared in.
+        for sql in ([f"DEALLOCATE {step.name}"] if held is not None else []) + [step.prepare]:
             try:
-                cursor.execute(step.prepare)
+                cursor.execute(sql)
             except step.error as exc:
-                _raise_as_sqlalchemy(conn, exc, step.prepare, {})
-            known.add(step.name)
+                _raise_as_sqlalchemy(conn, exc, sql, {})
+        known[step.name] = step.prepare
 
 
 def unsure_of_prepared(conn: Connection) -> None:

@@ -40,6 +40,7 @@ from dripcourse.people.enrollment import stop_enrollment, suppress
 from dripcourse.sending import breaker
 from dripcourse.sending.last_look import Look, judged, last_look, look_steps
 from dripcourse.sending.prepared import (
+    BEGIN,
     Prepared,
     run_script,
     run_together,
@@ -325,7 +326,7 @@ class Recorder:
         self.held, self.unchanged = None, False
         params = self._params(item, now, msg_id, version_id)
         try:
-            recorded, *looked = run_script(conn, [(record, params), "COMMIT", "BEGIN", *look])
+            recorded, *looked = run_script(conn, [(record, params), "COMMIT", BEGIN, *look])
             if recorded.fetchone() is None:
                 # The reader's zone changed since the look (see ``sent``): nothing was written.
                 # Give the next look up and record this one afresh, the careful way.
