@@ -131,6 +131,29 @@ def test_forgetting_a_reader_whose_lesson_is_on_the_wire_waits_for_that_one_mess
         rt.close()
 
 
+@pytest.mark.postgres
+def test_a_reader_who_leaves_while_their_lesson_is_recorded_has_no_next_lesson(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The unsubscribe read the enrollment (no next lesson: claimed) before the record gave it
+    tomorrow's; its write must still clear it, or status shows a lesson due to someone gone."""
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url))
+    try:
+        (delivery_id,) = cohort_of(rt, madrid(1))
+        with rt.sessions() as session, session.begin():
+            leaving = session.scalars(select(Enrollment)).one()
+            assert leaving.next_send_at is None  # claimed: its lesson is on its way
+            with_relay(rt)
+            assert sending.send_batch(rt, [delivery_id], NOW) == {delivery_id: Outcome.SENT}
+            enrollment.stop_enrollment(session, leaving, EnrollmentStatus.UNSUBSCRIBED, NOW)
+        with transaction(rt.sessions) as session:
+            gone = session.scalars(select(Enrollment)).one()
+            assert gone.status == EnrollmentStatus.UNSUBSCRIBED and gone.day == 1
+            assert gone.next_send_at is None
+    finally:
+        rt.close()
+
+
 def _waiting_for_a_lock(rt: Runtime) -> bool:
     with rt.engine.connect() as conn:
         return bool(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import flag_modified
 
 from dripcourse import schedule, zones
 from dripcourse.courses.course import Course
@@ -221,6 +222,10 @@ def stop_enrollment(
     """End an enrollment early and cancel its lessons still waiting to go out."""
     enrollment.status = status
     enrollment.next_send_at = None
+    # Written even when it already reads None here: the enrollment may have been read while
+    # its lesson was on its way (claimed: no next lesson), and the record of that lesson,
+    # committed before this write got the row, gave it one.
+    flag_modified(enrollment, "next_send_at")
     enrollment.updated_at = now
     session.execute(
         update(Delivery)
