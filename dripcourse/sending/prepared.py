@@ -5,15 +5,13 @@ SQLAlchemy, each execution built the statement's cache key, processed its parame
 the driver's cursor in a result and checked the transaction: about twice the driver's own work
 and a fifth of our CPU per message (benchmarks/RESULTS.md). Here each statement is compiled
 once per dialect; an execution passes its values through the very bind processors SQLAlchemy
-would use (UTC datetimes made naive, enums as their values) and hands the SQL to the cursor of
-the connection's current transaction. A driver error comes back as SQLAlchemy's own exception
-(so ``db.is_outage`` knows an outage), its parameters hidden as the engine hides them; the
-engine's cursor-execute listeners are still told of each statement (without a context).
+would use (UTC datetimes made naive, enums as their values) and hands the SQL to the driver.
+A driver error comes back as SQLAlchemy's own exception (so ``db.is_outage`` knows an
+outage), its parameters hidden as the engine hides them; the engine's cursor-execute
+listeners are still told of each statement (without a context). Anywhere else (SQLite, or a
+connection not in autocommit) ``run_together`` runs the statements through SQLAlchemy.
 
-Only for drivers taking named parameters (psycopg); any other runs the statement through
-SQLAlchemy as before.
-
-On PostgreSQL a statement given a name is also prepared on the server, once per connection
+On PostgreSQL a statement given a name is prepared on the server, once per connection
 (``PREPARE``), and ``run_script`` sends a transaction's steps as one string of ``EXECUTE``s
 (psycopg's client-side cursor quotes the values), with its ``BEGIN`` or ``COMMIT`` when asked:
 one round trip where the extended protocol takes one per statement and psycopg one more for
@@ -26,7 +24,6 @@ transaction (pgbouncer's transaction mode) named statements are lost.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -54,10 +51,10 @@ class Prepared:
         self.name = ""
         compiled = statement.compile(dialect=dialect)
         # An IN list is written into the SQL at each execution: not for this.
-        self.direct = dialect.paramstyle in ("pyformat", "named") and not any(
+        direct = dialect.paramstyle in ("pyformat", "named") and not any(
             bind.expanding for bind in compiled.bind_names
         )
-        if not self.direct:
+        if not direct:
             return
         self.sql = str(compiled)
         self.fixed: dict[str, Any] = {}
@@ -96,36 +93,9 @@ class Prepared:
 def run_together(
     conn: Connection, steps: Sequence[tuple[Prepared, Mapping[str, Any]]]
 ) -> list[Any]:
-    """Execute ``steps`` in order in ``conn``'s transaction; a cursor (or result) for each.
-
-    With psycopg they go to the server in one round trip (its pipeline mode): the server
-    still runs them one after the other, each statement with a snapshot taken when it
-    starts, so a statement after a lock sees what was committed before the lock was granted.
-    """
-    if not all(step.direct for step, _ in steps):
-        return [conn.execute(step.statement, dict(given)) for step, given in steps]
-    driver = conn.connection.driver_connection
-    pipeline = getattr(driver, "pipeline", None) if len(steps) > 1 else None
-    events = conn.dispatch
-    cursors: list[Any] = []
-    sent: list[tuple[str, dict[str, Any]]] = []
-    sql, values = "", {}
-    try:
-        with pipeline() if pipeline is not None else contextlib.nullcontext():
-            for step, given in steps:
-                sql, values = step.sql, step.values(given)
-                cursor = conn.connection.cursor()
-                for listener in events.before_cursor_execute:  # listeners see every statement
-                    listener(conn, cursor, sql, values, None, False)
-                cursor.execute(sql, values)
-                cursors.append(cursor)
-                sent.append((sql, values))
-    except steps[0][0].error as exc:
-        _raise_as_sqlalchemy(conn, exc, sql, values)
-    for (sql, values), cursor in zip(sent, cursors, strict=True):
-        for listener in events.after_cursor_execute:
-            listener(conn, cursor, sql, values, None, False)
-    return cursors
+    """Execute ``steps`` in order through SQLAlchemy, in ``conn``'s transaction: where no
+    script can go (SQLite, a connection not in autocommit); a result for each."""
+    return [conn.execute(step.statement, dict(given)) for step, given in steps]
 
 
 class Done:

@@ -43,7 +43,6 @@ from dripcourse.sending.prepared import (
     BEGIN,
     Prepared,
     run_script,
-    run_together,
     scripted,
     unsure_of_prepared,
 )
@@ -283,18 +282,16 @@ class Recorder:
                 # record it afresh, the careful way, as on SQLite.
                 held.commit()
                 return record_sent(self.rt, item, now, msg_id)
-            done = None
-            if version_id is not None:
-                done = self._one_statement(item, now, msg_id, version_id, commit=False)
-            if not done:
-                # The careful path, in the look's transaction (the session joins it, and
-                # leaves its commit to us).
-                session = Session(bind=self.conn, expire_on_commit=False)
-                try:
-                    version_id = _record_sent_in(self.rt, session, item, now, msg_id)
-                    session.flush()
-                finally:
-                    session.close()
+            # The careful path, in the look's transaction (the session joins it, and leaves
+            # its commit to us): the look found the enrollment changed since the take (the
+            # one statement's guard would not match), or this process has not stored the
+            # lesson's version yet.
+            session = Session(bind=self.conn, expire_on_commit=False)
+            try:
+                version_id = _record_sent_in(self.rt, session, item, now, msg_id)
+                session.flush()
+            finally:
+                session.close()
             held.commit()
         except Exception:
             self.close()  # a broken connection is not used again; the caller tries again
@@ -345,17 +342,12 @@ class Recorder:
         self.held, self.unchanged = held, found.unchanged
         return Outcome.SENT, found
 
-    def _one_statement(
-        self, item: Ready, now: dt.datetime, msg_id: str, version_id: int, *, commit: bool = True
-    ) -> bool:
-        """The record in one statement (and the transaction's COMMIT, in the same round trip,
-        when ``commit``); whether it matched."""
+    def _one_statement(self, item: Ready, now: dt.datetime, msg_id: str, version_id: int) -> bool:
+        """The record in one statement and the transaction's COMMIT, in one round trip;
+        whether it matched (the look's ``unchanged`` came from a script on this connection)."""
         assert self.conn is not None
-        prepared = _prepared_record(self.conn.dialect)
-        step = [(prepared, self._params(item, now, msg_id, version_id))]
-        if scripted(self.conn, [prepared]):
-            return run_script(self.conn, step, commit=commit)[0].fetchone() is not None
-        return run_together(self.conn, step)[0].fetchone() is not None
+        step = (_prepared_record(self.conn.dialect), self._params(item, now, msg_id, version_id))
+        return run_script(self.conn, [step], commit=True)[0].fetchone() is not None
 
     @staticmethod
     def _params(item: Ready, now: dt.datetime, msg_id: str, version_id: int) -> dict[str, object]:
