@@ -209,6 +209,34 @@ def test_a_body_encodes_as_the_email_package_encodes_it(text: str, name: str) ->
     assert EncodedBody(template).encode(values) == expected
 
 
+# Lines around a personal value where the cutting at 76 characters is hard: escapes ("=" is
+# "=3D", a non-ASCII letter two or more) at every place near a cut, spaces and tabs at the end.
+LINE_TEXT = st.text(
+    alphabet=st.sampled_from(["x", "=", " ", "\t", "é", "✓", "🩺", "\x0b", "<", "a"]), max_size=200
+)
+# No line break in a value: headers refuse one in a name or an address, and a greeting is one line.
+VALUE = st.text(
+    alphabet=st.sampled_from(["y", "=", " ", "\t", "ü", "\x85", "\u2028", "\x0c", "-"]),
+    max_size=120,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(before=LINE_TEXT, after=LINE_TEXT, value=VALUE, other=VALUE)
+def test_a_personal_line_is_cut_as_the_email_package_cuts_it(
+    before: str, after: str, value: str, other: str
+) -> None:
+    # Escaped once per lesson around the values, escaped per reader, then cut: the same text as
+    # the email package's encoder gives the whole body, for any values and any cut.
+    text = f"{before}{token('name')}{after}{token('email')}\n{after}{token('name')}{before}"
+    who = reader("", 1)
+    who = dataclasses.replace(who, name=value, email=other)
+    template = Template(text, html=False)
+    expected = re.sub(r"\r\n|\r|\n", "\r\n", _QP_UTF8.body_encode(template.render(who)))
+    values = tuple(who.value(field) for field in PERSONAL_FIELDS)
+    assert EncodedBody(template).encode(values) == expected
+
+
 @pytest.mark.parametrize(
     "value",
     [

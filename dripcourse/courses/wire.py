@@ -8,8 +8,11 @@ through the email package's folder. The bytes are those ``build_message`` would 
 random MIME boundary: tests/test_wire.py holds the two paths to that for hard names.
 
 Quoted-printable encodes line by line, so a line without a personal value encodes the same for
-everyone; a line with one is joined from its pieces and encoded on its own, with the same
-encoder the email package uses.
+everyone; a line with one is joined from its pieces and encoded on its own. Escaping is octet
+by octet, so the fixed pieces of such a line are escaped once per lesson and only the values
+per recipient; the joined line is then cut at 76 characters as the email package cuts it
+(``_qp_cut``). A line the cutting rules treat otherwise (one ending in a space or a tab, a
+value with a line break in it) goes through the email package's own encoder.
 """
 
 from __future__ import annotations
@@ -128,11 +131,58 @@ def _content_type_header() -> tuple[str, str]:
 _CONTENT_TYPE, _SAMPLE_BOUNDARY = _content_type_header()
 
 
+# Quoted-printable in a body, as the email package writes it: every octet but printable ASCII
+# other than "=", space and tab is written =XX (CR and LF are line breaks, never in a line here).
+_QP_ESCAPES = {
+    octet: quoprimime.quote(chr(octet))
+    for octet in range(256)
+    if quoprimime.body_check(octet) and chr(octet) not in "\r\n"
+}
+_QP_PLAIN = re.compile(
+    "[" + re.escape("".join(chr(o) for o in range(256) if not quoprimime.body_check(o))) + "]*"
+)
+_QP_WIDTH = 76  # the longest encoded line, its soft break "=" included
+
+
+def _qp_escaped(text: str) -> str:
+    """``text`` escaped for a quoted-printable body, as UTF-8 octets, not yet cut into lines."""
+    if _QP_PLAIN.fullmatch(text):
+        return text
+    if not text.isascii():  # the encoder works on octets, one character each
+        text = text.encode("utf-8").decode("latin-1")
+    return text.translate(_QP_ESCAPES)
+
+
+def _qp_cut(line: str) -> str:
+    """An escaped line (no line break in it, not ending in a space or a tab) cut as the email
+    package's encoder cuts it: pieces of at most 75 characters and a soft break "=", an escape
+    never split (it moves whole to the next piece). tests/test_wire.py holds it to that encoder.
+    """
+    if len(line) <= _QP_WIDTH:
+        return line
+    pieces = []
+    start = 0
+    while len(line) - start > _QP_WIDTH:
+        stop = start + _QP_WIDTH - 1
+        if line[stop - 2] == "=":  # an escape at the end: its "=" is the soft break, and it
+            pieces.append(line[start : stop - 1])  # comes again whole on the next line
+            start = stop - 2
+        elif line[stop - 1] == "=":
+            pieces.append(line[start:stop])
+            start = stop - 1
+        else:
+            pieces.append(line[start:stop] + "=")
+            start = stop
+    pieces.append(line[start:])
+    return CRLF.join(pieces)
+
+
 class EncodedBody:
     """One part's body in quoted-printable, encoded once; personal lines encoded per recipient.
 
     ``chunks`` holds, in order, runs of ready-encoded lines (str) and lines that hold a
-    personal value (tuples of text and field indexes); a line break goes between chunks.
+    personal value (a pair: the line's pieces of text and field indexes as they are, and the
+    same with the text escaped); a line break goes between chunks.
     """
 
     def __init__(self, template: Template) -> None:
@@ -144,7 +194,7 @@ class EncodedBody:
             first, *rest = _LINE_BREAK.split(part)
             lines[-1].append(first)
             lines.extend([piece] for piece in rest)
-        self.chunks: list[str | tuple[str | int, ...]] = []
+        self.chunks: list[str | tuple[tuple[str | int, ...], tuple[str | int, ...]]] = []
         static: list[str] = []
         for line in lines:
             if all(isinstance(piece, str) for piece in line):
@@ -153,27 +203,36 @@ class EncodedBody:
             if static:
                 self.chunks.append(CRLF.join(static))
                 static = []
-            self.chunks.append(tuple(piece for piece in line if piece != ""))
+            pieces = tuple(piece for piece in line if piece != "")
+            escaped = tuple(p if isinstance(p, int) else _qp_escaped(p) for p in pieces)
+            self.chunks.append((pieces, escaped))
         if static:
             self.chunks.append(CRLF.join(static))
         self.fields = frozenset(
             p
             for chunk in self.chunks
             if not isinstance(chunk, str)
-            for p in chunk
+            for p in chunk[0]
             if isinstance(p, int)
         )
 
     def encode(self, values: Sequence[str]) -> str:
         """The body with ``values`` (indexed as PERSONAL_FIELDS) in place."""
-        return CRLF.join(
-            [
-                chunk
-                if isinstance(chunk, str)
-                else _qp_line("".join([values[p] if isinstance(p, int) else p for p in chunk]))
-                for chunk in self.chunks
-            ]
-        )
+        escaped = {i: _qp_escaped(values[i]) for i in self.fields}
+        lines = []
+        for chunk in self.chunks:
+            if isinstance(chunk, str):
+                lines.append(chunk)
+                continue
+            pieces, ready = chunk
+            line = "".join([escaped[p] if isinstance(p, int) else p for p in ready])
+            if line and (line[-1] in " \t" or "\r" in line or "\n" in line):
+                # Cut otherwise (see _qp_line): the email package's encoder, on the line as it is.
+                line = _qp_line("".join([values[p] if isinstance(p, int) else p for p in pieces]))
+            else:
+                line = _qp_cut(line)
+            lines.append(line)
+        return CRLF.join(lines)
 
 
 def _qp_line(line: str) -> str:
