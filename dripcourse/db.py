@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import tenacity
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, Integer, any_, bindparam, create_engine, event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,6 +120,15 @@ def savepoint(session: Session) -> Iterator[None]:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
     with session.begin_nested():
         yield
+
+
+def among(session: Session, column: Any, ids: Collection[int]) -> Any:
+    """``column`` among ``ids``: on PostgreSQL one array parameter however many ids there are,
+    so the statement compiles once and its SQL is the same for every batch (an IN list is
+    written out at each execution, its SQL a new one for psycopg each time); elsewhere IN."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer)))
+    return column.in_(ids)
 
 
 @contextmanager

@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select, text, update
+from sqlalchemy import event, func, select, text, update
 
 from dripcourse.courses.wire import WireMessage, as_wire
 from dripcourse.db import transaction
@@ -408,3 +408,54 @@ def explain_prepared(conn, prepared, params: dict[str, object]) -> str:  # type:
     found = "\n".join(row[0] for row in cursor.fetchall())
     print(found)
     return found
+
+
+@pytest.mark.postgres
+def test_the_take_names_its_batch_in_one_array_and_reads_it_by_primary_key(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The take names a batch's deliveries, and then their enrollments, as one array parameter
+    each (``db.among``): the same SQL whatever the batch's size, so neither SQLAlchemy nor
+    psycopg writes it out again per batch (an IN list did, a third of the take's CPU), and
+    PostgreSQL still finds the rows by their keys among thousands."""
+    rt = Runtime(make_settings(tmp_path, database_url=postgres_url))
+    try:
+        fill(rt, 6_000, START, "NULL", "'pending'")
+        with rt.engine.begin() as conn:
+            ids = conn.scalars(text("SELECT id FROM deliveries ORDER BY id DESC LIMIT 10")).all()
+        seen: list[tuple[str, object]] = []
+
+        def keep(conn, cursor, statement, parameters, context, executemany):  # type: ignore[no-untyped-def]
+            seen.append((statement, parameters))
+
+        def take_and_undo(batch: Sequence[int]) -> list[tuple[str, object]]:
+            seen.clear()
+            session = rt.sessions()
+            try:
+                take.take(rt, session, batch, START, START + dt.timedelta(minutes=5), {})
+            finally:
+                session.rollback()
+                session.close()
+            return [(sql, values) for sql, values in seen if "ANY (" in sql]
+
+        event.listen(rt.engine, "before_cursor_execute", keep)
+        try:
+            small = take_and_undo(ids[:3])
+            large = take_and_undo(ids)
+        finally:
+            event.remove(rt.engine, "before_cursor_execute", keep)
+        assert [sql for sql, _ in small] == [sql for sql, _ in large]
+        assert [sql.split()[0] for sql, _ in large] == ["UPDATE", "SELECT"]
+        for sql, values in large:
+            with rt.engine.connect() as conn, conn.begin():
+                found = conn.exec_driver_sql(f"EXPLAIN (ANALYZE, COSTS OFF) {sql}", values)
+                plan_text = "\n".join(found.scalars())
+                conn.rollback()
+            print(plan_text)
+            for table in ("deliveries", "enrollments", "subscribers"):
+                assert f"Seq Scan on {table}" not in plan_text
+            assert ("deliveries_pkey" if sql.startswith("UPDATE") else "enrollments_pkey") in (
+                plan_text
+            )
+    finally:
+        rt.close()

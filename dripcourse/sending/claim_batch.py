@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
+from dripcourse.db import among
 from dripcourse.models import (
     Cohort,
     Delivery,
@@ -234,17 +235,10 @@ def claim_batch(rt: Runtime, session: Session, now: dt.datetime, size: int) -> l
     return _insert_deliveries(session, new, now, later)
 
 
-def _among(session: Session, ids: Sequence[int]) -> ColumnElement[bool]:
-    """``enrollments.id`` among ``ids``: one array parameter on PostgreSQL, however many."""
-    if postgres(session):
-        return Enrollment.id == func.any(bindparam("ids", list(ids), type_=ARRAY(Integer)))
-    return Enrollment.id.in_(ids)
-
-
 def _set_enrollments(session: Session, ids: Sequence[int], **values: object) -> None:
     session.execute(
         update(Enrollment)
-        .where(_among(session, ids))
+        .where(among(session, Enrollment.id, ids))
         .values(**values)
         .execution_options(synchronize_session=False)
     )

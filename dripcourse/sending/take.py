@@ -30,7 +30,7 @@ from dripcourse.courses.course import Course
 from dripcourse.courses.message import delivery_headers, message_id, reply_addresses
 from dripcourse.courses.render import Personal, RenderedLesson
 from dripcourse.courses.wire import encoded, personalise
-from dripcourse.db import transaction
+from dripcourse.db import among, transaction
 from dripcourse.errors import CourseError
 from dripcourse.links import LESSON
 from dripcourse.models import (
@@ -149,7 +149,7 @@ def take(
     """
     wanted = list(dict.fromkeys(delivery_ids))
     free = (
-        Delivery.id.in_(wanted),
+        among(session, Delivery.id, wanted),
         # Never "waiting": a second task for a delivery waiting out its retry delay or
         # the night must not send it early. The sweep turns it "pending" when its time
         # has come.
@@ -167,9 +167,12 @@ def take(
                 select(Delivery.id).where(*free).with_for_update(skip_locked=True).scalar_subquery()
             ),
         )
+    # On the session's connection, not through the ORM: plain rows, with no ORM loading of
+    # each (a batch's rows are read as Core reads them; nothing here is an ORM object).
+    conn = session.connection()
     taken = {
         row.id: row
-        for row in session.execute(
+        for row in conn.execute(
             update(Delivery)
             .where(*free)
             .values(
@@ -197,7 +200,7 @@ def take(
         return [], None
     details = {
         row.id: row
-        for row in session.execute(
+        for row in conn.execute(
             select(
                 Enrollment.id,
                 Enrollment.status,
@@ -219,7 +222,7 @@ def take(
             .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
             .join(Cohort, Enrollment.cohort_id == Cohort.id)
             .outerjoin(Suppression, Suppression.email == Subscriber.email)
-            .where(Enrollment.id.in_({row.enrollment_id for row in taken.values()}))
+            .where(among(session, Enrollment.id, {row.enrollment_id for row in taken.values()}))
         )
     }
     ready: list[Ready] = []
@@ -315,12 +318,20 @@ def circle_counts(
     }
     if not wanted:
         return {}
-    posts = session.execute(
-        select(CirclePost.cohort_id, CirclePost.day, CirclePost.enrollment_id).where(
-            tuple_(CirclePost.cohort_id, CirclePost.day).in_(set(wanted.values())),
-            CirclePost.hidden_reason.is_(None),
+    pairs = set(wanted.values())
+    # Cohorts and days as two arrays (a batch is mostly one cohort on one day): the posts of
+    # every pair of them, each counted under its own pair only.
+    posts = (
+        session.connection()
+        .execute(
+            select(CirclePost.cohort_id, CirclePost.day, CirclePost.enrollment_id).where(
+                among(session, CirclePost.cohort_id, {cohort for cohort, _ in pairs}),
+                among(session, CirclePost.day, {day for _, day in pairs}),
+                CirclePost.hidden_reason.is_(None),
+            )
         )
-    ).all()
+        .all()
+    )
     by_day: dict[tuple[int, int], set[int]] = {}
     for cohort_id, day, enrollment_id in posts:
         by_day.setdefault((cohort_id, day), set()).add(enrollment_id)
