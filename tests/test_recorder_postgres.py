@@ -404,3 +404,26 @@ def test_statements_another_session_deallocated_on_a_pooled_connection_are_prepa
         each.close()
     assert set(sending.send_batch(rt, ids[3:], NOW).values()) == {Outcome.SENT}
     assert len(relay.sent) == 6
+
+
+def test_a_statements_own_constants_are_written_into_its_prepare_not_sent_each_time(
+    rt: Runtime,
+) -> None:
+    """The statuses the look and the record test and set, and the NULL the record writes, are
+    part of the prepared statement (known to its plan), not values quoted into every script:
+    only the message's own values are sent."""
+    from dripcourse.sending import last_look
+
+    dialect = rt.engine.dialect
+    statements = [record._prepared_record(dialect), *last_look._prepared(dialect)]
+    for statement in statements:
+        assert all(name.startswith("p_") for name in statement.order), statement.order
+    record_sql, lock_sql, free_sql = (statement.prepare for statement in statements)
+    assert "status='sent'" in record_sql and "enrollments.status = 'active'" in record_sql
+    assert "next_attempt_at=NULL::TIMESTAMP" in record_sql
+    assert "deliveries.status = 'sending'" in free_sql
+    assert "enrollments.status = 'active'" in free_sql
+    ids = cohort_of(rt, madrid(2))
+    with_relay(rt)
+    assert set(sending.send_batch(rt, ids, NOW).values()) == {Outcome.SENT}
+    assert _recorded(rt, ids) == [(DeliveryStatus.SENT, 1), (DeliveryStatus.SENT, 1)]

@@ -57,14 +57,22 @@ class Prepared:
         if not direct:
             return
         self.sql = str(compiled)
+        # The values written into the statement (a status it sets, a NULL), processed once; and
+        # the processors of ours, run per execution.
         self.fixed: dict[str, Any] = {}
         self.processors: dict[str, Callable[[Any], Any]] = {}
+        literals: dict[str, str] = {}
         for bind, key in compiled.bind_names.items():
-            if not bind.required:  # a value written into the statement, not one of ours
-                self.fixed[key] = bind.effective_value
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
-            if processor is not None:
-                self.processors[key] = processor
+            if bind.required:
+                if processor is not None:
+                    self.processors[key] = processor
+                continue
+            value = bind.effective_value
+            self.fixed[key] = value if processor is None else processor(value)
+            literal = bind.type.literal_processor(dialect)
+            if value is None or literal is not None:
+                literals[key] = "NULL" if value is None else literal(value)  # type: ignore[misc]
         self.error = dialect.loaded_dbapi.Error
         if name and dialect.name == "postgresql" and dialect.paramstyle == "pyformat":
             self.name = name
@@ -72,9 +80,14 @@ class Prepared:
             self.returns_rows = bool(getattr(statement, "is_select", False)) or bool(
                 compiled.effective_returning
             )
-            # Each parameter once, in order of first use: $1, $2 ... in the PREPARE.
-            self.order = list(dict.fromkeys(_PARAMETER.findall(self.sql)))
-            numbered = _PARAMETER.sub(lambda m: f"${self.order.index(m[1]) + 1}", self.sql)
+            # Each of our parameters once, in order of first use: $1, $2 ... in the PREPARE. A
+            # value written into the statement is written into the PREPARE as SQLAlchemy writes
+            # a literal: not sent with every execution, and known to the plan.
+            used = dict.fromkeys(_PARAMETER.findall(self.sql))
+            self.order = [key for key in used if key not in literals]
+            numbered = _PARAMETER.sub(
+                lambda m: literals.get(m[1]) or f"${self.order.index(m[1]) + 1}", self.sql
+            )
             # Sent with no values, so psycopg leaves a doubled % doubled: undo it here.
             self.prepare = f"PREPARE {name} AS {numbered.replace('%%', '%')}"
 
@@ -82,7 +95,7 @@ class Prepared:
         """Every parameter of the statement, processed as SQLAlchemy would."""
         values = {**self.fixed, **given}
         for name, processor in self.processors.items():
-            values[name] = processor(values[name])
+            values[name] = processor(given[name])
         return values
 
     def run(self, conn: Connection, given: Mapping[str, Any]) -> Any:
