@@ -177,12 +177,25 @@ def _qp_cut(line: str) -> str:
     return CRLF.join(pieces)
 
 
+class _PersonalLine:
+    """A line that holds personal values, as two %-format strings: its text escaped once (the
+    values go in escaped), and as it is (for the email package's encoder, when it must)."""
+
+    __slots__ = ("escaped", "fields", "raw")
+
+    def __init__(self, pieces: Sequence[str | int]) -> None:
+        self.fields = tuple(p for p in pieces if isinstance(p, int))
+        self.escaped = "".join(
+            "%s" if isinstance(p, int) else _qp_escaped(p).replace("%", "%%") for p in pieces
+        )
+        self.raw = "".join("%s" if isinstance(p, int) else p.replace("%", "%%") for p in pieces)
+
+
 class EncodedBody:
     """One part's body in quoted-printable, encoded once; personal lines encoded per recipient.
 
     ``chunks`` holds, in order, runs of ready-encoded lines (str) and lines that hold a
-    personal value (a pair: the line's pieces of text and field indexes as they are, and the
-    same with the text escaped); a line break goes between chunks.
+    personal value (``_PersonalLine``); a line break goes between chunks.
     """
 
     def __init__(self, template: Template) -> None:
@@ -194,7 +207,7 @@ class EncodedBody:
             first, *rest = _LINE_BREAK.split(part)
             lines[-1].append(first)
             lines.extend([piece] for piece in rest)
-        self.chunks: list[str | tuple[tuple[str | int, ...], tuple[str | int, ...]]] = []
+        self.chunks: list[str | _PersonalLine] = []
         static: list[str] = []
         for line in lines:
             if all(isinstance(piece, str) for piece in line):
@@ -203,33 +216,29 @@ class EncodedBody:
             if static:
                 self.chunks.append(CRLF.join(static))
                 static = []
-            pieces = tuple(piece for piece in line if piece != "")
-            escaped = tuple(p if isinstance(p, int) else _qp_escaped(p) for p in pieces)
-            self.chunks.append((pieces, escaped))
+            self.chunks.append(_PersonalLine(line))
         if static:
             self.chunks.append(CRLF.join(static))
         self.fields = frozenset(
-            p
-            for chunk in self.chunks
-            if not isinstance(chunk, str)
-            for p in chunk[0]
-            if isinstance(p, int)
+            i for chunk in self.chunks if isinstance(chunk, _PersonalLine) for i in chunk.fields
         )
 
     def encode(self, values: Sequence[str]) -> str:
         """The body with ``values`` (indexed as PERSONAL_FIELDS) in place."""
         escaped = {i: _qp_escaped(values[i]) for i in self.fields}
+        # A value with a line break in it (none from a name or an address): every line through
+        # the email package's encoder, which gives the same as below for the other lines.
+        broken = any("\r" in value or "\n" in value for value in escaped.values())
         lines = []
         for chunk in self.chunks:
             if isinstance(chunk, str):
                 lines.append(chunk)
                 continue
-            pieces, ready = chunk
-            line = "".join([escaped[p] if isinstance(p, int) else p for p in ready])
-            if line and (line[-1] in " \t" or "\r" in line or "\n" in line):
+            line = chunk.escaped % tuple([escaped[i] for i in chunk.fields])
+            if broken or (line and line[-1] in " \t"):
                 # Cut otherwise (see _qp_line): the email package's encoder, on the line as it is.
-                line = _qp_line("".join([values[p] if isinstance(p, int) else p for p in pieces]))
-            else:
+                line = _qp_line(chunk.raw % tuple([values[i] for i in chunk.fields]))
+            elif len(line) > _QP_WIDTH:
                 line = _qp_cut(line)
             lines.append(line)
         return CRLF.join(lines)
