@@ -127,8 +127,13 @@ def among(session: Session, column: Any, ids: Collection[int]) -> Any:
     so the statement compiles once and its SQL is the same for every batch (an IN list is
     written out at each execution, its SQL a new one for psycopg each time); elsewhere IN."""
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(ids), type_=ARRAY(Integer)))
+        return column == any_(bindparam(None, list(ids), type_=_IDS))
     return column.in_(ids)
+
+
+# One type for every array of ids: a new ARRAY per statement made SQLAlchemy work out its cache
+# key again each time (by inspecting the type's constructor), longer than the statement's own.
+_IDS = ARRAY(Integer)
 
 
 @contextmanager

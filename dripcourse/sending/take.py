@@ -168,7 +168,8 @@ def take(
             ),
         )
     # On the session's connection, not through the ORM: plain rows, with no ORM loading of
-    # each (a batch's rows are read as Core reads them; nothing here is an ORM object).
+    # each (a batch's rows are read as Core reads them, all at once; nothing here is an ORM
+    # object).
     conn = session.connection()
     taken = {
         row.id: row
@@ -191,7 +192,7 @@ def take(
                 Delivery.last_error,
             )
             .execution_options(synchronize_session=False)
-        )
+        ).all()
     }
     for delivery_id in wanted:
         if delivery_id not in taken:
@@ -223,7 +224,7 @@ def take(
             .join(Cohort, Enrollment.cohort_id == Cohort.id)
             .outerjoin(Suppression, Suppression.email == Subscriber.email)
             .where(among(session, Enrollment.id, {row.enrollment_id for row in taken.values()}))
-        )
+        ).all()
     }
     ready: list[Ready] = []
     relay_paused_until = None
