@@ -90,6 +90,11 @@ class Prepared:
             )
             # Sent with no values, so psycopg leaves a doubled % doubled: undo it here.
             self.prepare = f"PREPARE {name} AS {numbered.replace('%%', '%')}"
+            # Each value of an execution, in order: a constant SQLAlchemy would not write as a
+            # literal (processed already), or one of ours and its processor.
+            self.binders: list[tuple[str, Callable[[Any], Any] | None, bool]] = [
+                (key, self.processors.get(key), key in self.fixed) for key in self.order
+            ]
 
     def values(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Every parameter of the statement, processed as SQLAlchemy would."""
@@ -97,6 +102,13 @@ class Prepared:
         for name, processor in self.processors.items():
             values[name] = processor(given[name])
         return values
+
+    def ordered(self, given: Mapping[str, Any]) -> list[Any]:
+        """The values of an execution of the prepared statement, processed, in its order."""
+        return [
+            self.fixed[key] if fixed else given[key] if p is None else p(given[key])
+            for key, p, fixed in self.binders
+        ]
 
     def run(self, conn: Connection, given: Mapping[str, Any]) -> Any:
         """Execute in ``conn``'s transaction; the driver's cursor (rowcount, fetchone)."""
@@ -158,15 +170,17 @@ def run_script(
         *(["COMMIT"] if commit else []),
     ]
     values: list[Any] = []
-    told: list[tuple[str, dict[str, Any]]] = []
     for item in items:
         if not isinstance(item, str):
-            step, given = item
-            mine = step.values(given)
-            told.append((step.sql, mine))
-            values.extend([mine[name] for name in step.order])
+            values.extend(item[0].ordered(item[1]))
     events = conn.dispatch
-    for sql, mine in told:  # listeners see each statement as its own SQL
+    told: list[tuple[str, dict[str, Any]]] = []
+    if events.before_cursor_execute or events.after_cursor_execute:
+        # Listeners see each statement as its own SQL, with all its parameters.
+        told = [
+            (item[0].sql, item[0].values(item[1])) for item in items if not isinstance(item, str)
+        ]
+    for sql, mine in told:
         for listener in events.before_cursor_execute:
             listener(conn, cursor, sql, mine, None, False)
     script = _script(tuple(item if isinstance(item, str) else item[0] for item in items))
@@ -180,7 +194,7 @@ def run_script(
             cursor.nextset()
     except conn.dialect.loaded_dbapi.Error as exc:
         _raise_as_sqlalchemy(conn, exc, script, values)
-    for (sql, mine), _ in zip(told, done, strict=True):
+    for sql, mine in told:
         for listener in events.after_cursor_execute:
             listener(conn, cursor, sql, mine, None, False)
     return done
