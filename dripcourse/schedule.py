@@ -17,6 +17,7 @@ because the operator asked for exactly that. Every later lesson keeps to the win
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -80,8 +81,10 @@ def next_sending_day(on_or_after: dt.date, cadence: Cadence) -> dt.date:
     return day
 
 
+@functools.lru_cache(maxsize=4096)
 def _window(day: dt.date, cadence: Cadence, tz: ZoneInfo) -> tuple[dt.datetime, dt.datetime]:
-    """The UTC instants that open and close ``day``'s sending window in ``tz``."""
+    """The UTC instants that open and close ``day``'s sending window in ``tz``: the same for
+    every reader in a zone on a day, worked out once (a batch asks for each of its readers)."""
     return (
         at_local_time(day, cadence.send_time, tz),
         at_local_time(day, cadence.latest_send_time, tz),
