@@ -131,6 +131,14 @@ def among(session: Session, column: Any, ids: Collection[int]) -> Any:
     return column.in_(ids)
 
 
+def among_ids(column: Any, name: str, *, postgres: bool) -> Any:
+    """``column`` among the ids given as parameter ``name`` at each execution, as ``among``
+    writes it, for a statement built once."""
+    if postgres:
+        return column == any_(bindparam(name, type_=_IDS))
+    return column.in_(bindparam(name, expanding=True))
+
+
 # One type for every array of ids: a new ARRAY per statement made SQLAlchemy work out its cache
 # key again each time (by inspecting the type's constructor), longer than the statement's own.
 _IDS = ARRAY(Integer)

@@ -16,13 +16,14 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, and_, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, bindparam, or_, select, tuple_, update
 from sqlalchemy.orm import Session
 
 from dripcourse import schedule
@@ -30,7 +31,7 @@ from dripcourse.courses.course import Course
 from dripcourse.courses.message import delivery_headers, message_id, reply_addresses
 from dripcourse.courses.render import Personal, RenderedLesson
 from dripcourse.courses.wire import encoded, personalise
-from dripcourse.db import among, transaction
+from dripcourse.db import among, among_ids, transaction
 from dripcourse.errors import CourseError
 from dripcourse.links import LESSON
 from dripcourse.models import (
@@ -148,50 +149,15 @@ def take(
     (SKIPPED).
     """
     wanted = list(dict.fromkeys(delivery_ids))
-    free = (
-        among(session, Delivery.id, wanted),
-        # Never "waiting": a second task for a delivery waiting out its retry delay or
-        # the night must not send it early. The sweep turns it "pending" when its time
-        # has come.
-        or_(
-            Delivery.status == DeliveryStatus.PENDING,
-            and_(Delivery.status == DeliveryStatus.SENDING, Delivery.next_attempt_at <= now),
-        ),
-    )
-    if session.get_bind().dialect.name == "postgresql":
-        # A row locked now is being sent (its sender's last look holds it, lease run out or
-        # not) or changed by a person's request: skip it rather than wait, so no one else's
-        # lesson waits for it. The sweep finds it again if it is still free later.
-        free = (
-            Delivery.id.in_(
-                select(Delivery.id).where(*free).with_for_update(skip_locked=True).scalar_subquery()
-            ),
-        )
     # On the session's connection, not through the ORM: plain rows, with no ORM loading of
     # each (a batch's rows are read as Core reads them, all at once; nothing here is an ORM
-    # object).
+    # object). The statements are built once (``_take_statements``).
     conn = session.connection()
+    take_them, read_them = _take_statements(conn.dialect.name == "postgresql")
     taken = {
         row.id: row
         for row in conn.execute(
-            update(Delivery)
-            .where(*free)
-            .values(
-                status=DeliveryStatus.SENDING,
-                attempts=Delivery.attempts + 1,
-                updated_at=now,
-                next_attempt_at=lease_until,
-                queued_at=None,  # its task is taken: nothing of it is left in the broker
-            )
-            .returning(
-                Delivery.id,
-                Delivery.enrollment_id,
-                Delivery.day,
-                Delivery.attempts,
-                Delivery.created_at,
-                Delivery.last_error,
-            )
-            .execution_options(synchronize_session=False)
+            take_them, {"ids": wanted, "now": now, "lease_until": lease_until}
         ).all()
     }
     for delivery_id in wanted:
@@ -199,33 +165,8 @@ def take(
             outcomes[delivery_id] = Outcome.SKIPPED
     if not taken:
         return [], None
-    details = {
-        row.id: row
-        for row in conn.execute(
-            select(
-                Enrollment.id,
-                Enrollment.status,
-                Enrollment.paused_until,
-                Enrollment.link_key,
-                Enrollment.cohort_id,
-                Cohort.circle,
-                Subscriber.email,
-                Subscriber.name,
-                Subscriber.greeting,
-                Subscriber.derived_greeting,
-                Subscriber.derived_given_name,
-                Subscriber.timezone,
-                Cohort.course_slug,
-                Cohort.started_at,
-                Suppression.reason,
-                breaker.gate_column().label("relay_paused_until"),
-            )
-            .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
-            .join(Cohort, Enrollment.cohort_id == Cohort.id)
-            .outerjoin(Suppression, Suppression.email == Subscriber.email)
-            .where(among(session, Enrollment.id, {row.enrollment_id for row in taken.values()}))
-        ).all()
-    }
+    enrollment_ids = list({row.enrollment_id for row in taken.values()})
+    details = {row.id: row for row in conn.execute(read_them, {"ids": enrollment_ids}).all()}
     ready: list[Ready] = []
     relay_paused_until = None
     for delivery_id in wanted:
@@ -300,6 +241,70 @@ def take(
             rendered = rt.catalog.renderer.lesson(item.course, item.job.day, circle=True)
             ready[i] = dataclasses.replace(item, rendered=rendered, circle=count)
     return ready, relay_paused_until
+
+
+@functools.cache
+def _take_statements(postgres: bool):  # type: ignore[no-untyped-def]
+    """The take's two statements, built once with their values as parameters (``ids``,
+    ``now``, ``lease_until``): building them for each batch, and SQLAlchemy working out each
+    one's cache key again, was a fifth of the take's CPU.
+
+    The first takes the batch's deliveries that are free and returns what their attempt needs;
+    the second reads what their messages need of each enrollment."""
+    d = Delivery.__table__.c
+    now = bindparam("now", type_=d.updated_at.type)
+    free = (
+        among_ids(d.id, "ids", postgres=postgres),
+        # Never "waiting": a second task for a delivery waiting out its retry delay or
+        # the night must not send it early. The sweep turns it "pending" when its time
+        # has come.
+        or_(
+            d.status == DeliveryStatus.PENDING,
+            and_(d.status == DeliveryStatus.SENDING, d.next_attempt_at <= now),
+        ),
+    )
+    if postgres:
+        # A row locked now is being sent (its sender's last look holds it, lease run out or
+        # not) or changed by a person's request: skip it rather than wait, so no one else's
+        # lesson waits for it. The sweep finds it again if it is still free later.
+        free = (d.id.in_(select(d.id).where(*free).with_for_update(skip_locked=True)),)
+    take_them = (
+        update(Delivery.__table__)
+        .where(*free)
+        .values(
+            status=DeliveryStatus.SENDING,
+            attempts=d.attempts + 1,
+            updated_at=now,
+            next_attempt_at=bindparam("lease_until", type_=d.next_attempt_at.type),
+            queued_at=None,  # its task is taken: nothing of it is left in the broker
+        )
+        .returning(d.id, d.enrollment_id, d.day, d.attempts, d.created_at, d.last_error)
+    )
+    read_them = (
+        select(
+            Enrollment.id,
+            Enrollment.status,
+            Enrollment.paused_until,
+            Enrollment.link_key,
+            Enrollment.cohort_id,
+            Cohort.circle,
+            Subscriber.email,
+            Subscriber.name,
+            Subscriber.greeting,
+            Subscriber.derived_greeting,
+            Subscriber.derived_given_name,
+            Subscriber.timezone,
+            Cohort.course_slug,
+            Cohort.started_at,
+            Suppression.reason,
+            breaker.gate_column().label("relay_paused_until"),
+        )
+        .join(Subscriber, Enrollment.subscriber_id == Subscriber.id)
+        .join(Cohort, Enrollment.cohort_id == Cohort.id)
+        .outerjoin(Suppression, Suppression.email == Subscriber.email)
+        .where(among_ids(Enrollment.id, "ids", postgres=postgres))
+    )
+    return take_them, read_them
 
 
 # The next lesson mentions the cohort circle only when at least this many others shared.
