@@ -3,18 +3,41 @@ statements prepared on the server, and what keeps that safe (sending/prepared.py
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from psycopg.pq import TransactionStatus
-from sqlalchemy import Connection, event, select, text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Date,
+    DateTime,
+    Float,
+    Integer,
+    Interval,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    bindparam,
+    event,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.engine import make_url
 
 from dripcourse import schedule
 from dripcourse.db import transaction
 from dripcourse.models import Delivery, DeliveryStatus, Enrollment, Subscriber
+from dripcourse.models.base import UTCDateTime
 from dripcourse.people import enrollment, suppressions
 from dripcourse.people.pausing import pause
 from dripcourse.reader import privacy
@@ -427,3 +450,57 @@ def test_a_statements_own_constants_are_written_into_its_prepare_not_sent_each_t
     with_relay(rt)
     assert set(sending.send_batch(rt, ids, NOW).values()) == {Outcome.SENT}
     assert _recorded(rt, ids) == [(DeliveryStatus.SENT, 1), (DeliveryStatus.SENT, 1)]
+
+
+def test_constants_of_any_type_read_the_same_prepared_as_bound(rt: Runtime) -> None:
+    """A constant is written into the PREPARE only where its literal surely reads as the
+    parameter would (NULL once processed, a string, an integer); a JSON null, an interval,
+    bytes and the rest stay parameters. The row a script writes equals SQLAlchemy's."""
+    metadata = MetaData()
+    table = Table(
+        "constants_check",
+        metadata,
+        Column("id", Integer, primary_key=True),
+        Column("s", String),
+        Column("z", Integer),
+        Column("t", DateTime),
+        Column("b", Boolean),
+        Column("u", UTCDateTime()),
+        Column("f", Float),
+        Column("n", Numeric(10, 3)),
+        Column("j", JSON),
+        Column("i", Interval),
+        Column("d", Date),
+        Column("by", LargeBinary),
+    )
+    metadata.create_all(rt.engine)
+    constants = {
+        "s": "it's 100%% \\ %s ünï",
+        "z": 7,
+        "t": None,
+        "b": True,
+        "u": dt.datetime(2024, 3, 1, 12, 30, tzinfo=dt.timezone(dt.timedelta(hours=5))),
+        "f": 0.1,
+        "n": decimal.Decimal("1.235"),
+        "j": None,  # JSON's null, not SQL's
+        "i": dt.timedelta(days=1, seconds=3, microseconds=7),
+        "d": dt.date(2024, 2, 29),
+        "by": b"ab\x01'\\",
+    }
+    statement = insert(table).values(id=bindparam("p_id"), **constants)
+    step = prepared.Prepared(statement, rt.engine.dialect, "dripcourse_constants_check")
+    assert set(step.order) == {"p_id", "b", "u", "f", "n", "j", "i", "d", "by"}
+    assert "'it''s 100%% \\ %s ünï'" in step.prepare and "NULL" in step.prepare
+    try:
+        with rt.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(statement, {"p_id": 1})
+            prepared.run_script(conn, [(step, {"p_id": 2})])
+            rows = conn.execute(
+                text(
+                    "SELECT s, z, t, b, u, f, n, j::text, j IS NULL, i, d, by"
+                    " FROM constants_check ORDER BY id"
+                )
+            ).all()
+    finally:
+        metadata.drop_all(rt.engine)
+    assert len(rows) == 2 and rows[0] == rows[1], rows

@@ -29,7 +29,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, String
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
@@ -62,6 +62,7 @@ class Prepared:
         self.fixed: dict[str, Any] = {}
         self.processors: dict[str, Callable[[Any], Any]] = {}
         literals: dict[str, str] = {}
+        text_literal = String().literal_processor(dialect)
         for bind, key in compiled.bind_names.items():
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if bind.required:
@@ -69,10 +70,17 @@ class Prepared:
                     self.processors[key] = processor
                 continue
             value = bind.effective_value
-            self.fixed[key] = value if processor is None else processor(value)
-            literal = bind.type.literal_processor(dialect)
-            if value is None or literal is not None:
-                literals[key] = "NULL" if value is None else literal(value)  # type: ignore[misc]
+            self.fixed[key] = fixed = value if processor is None else processor(value)
+            # Written into the PREPARE only where the literal surely reads as the parameter
+            # would: NULL for a value that is NULL once processed, and a processed string or
+            # integer (a status) as SQLAlchemy writes a string or a number. Anything else (a
+            # JSON null, an interval, bytes) stays a parameter.
+            if fixed is None:
+                literals[key] = "NULL"
+            elif type(fixed) is str and text_literal is not None:
+                literals[key] = text_literal(fixed)
+            elif type(fixed) is int:
+                literals[key] = str(fixed)
         self.error = dialect.loaded_dbapi.Error
         if name and dialect.name == "postgresql" and dialect.paramstyle == "pyformat":
             self.name = name
