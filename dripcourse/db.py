@@ -122,11 +122,16 @@ def savepoint(session: Session) -> Iterator[None]:
         yield
 
 
+def postgres(session: Session) -> bool:
+    """Whether ``session`` talks to PostgreSQL (else SQLite)."""
+    return session.get_bind().dialect.name == "postgresql"
+
+
 def among(session: Session, column: Any, ids: Collection[int]) -> Any:
     """``column`` among ``ids``: on PostgreSQL one array parameter however many ids there are,
     so the statement compiles once and its SQL is the same for every batch (an IN list is
     written out at each execution, its SQL a new one for psycopg each time); elsewhere IN."""
-    if session.get_bind().dialect.name == "postgresql":
+    if postgres(session):
         return column == any_(bindparam(None, list(ids), type_=_IDS))
     return column.in_(ids)
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm import Session
 
 from dripcourse import schedule
 from dripcourse.courses.course import Course
-from dripcourse.db import among
+from dripcourse.db import among, postgres
 from dripcourse.models import (
     Cohort,
     Delivery,
@@ -50,10 +50,6 @@ from dripcourse.sending.take import course_or_none, seconds
 
 if TYPE_CHECKING:
     from dripcourse.runtime import Runtime  # passed in; the adapters build it
-
-
-def postgres(session: Session) -> bool:
-    return session.get_bind().dialect.name == "postgresql"
 
 
 def picked(column: ColumnElement[int], query: Select[tuple[int]], session: Session):  # type: ignore[no-untyped-def]

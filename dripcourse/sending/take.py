@@ -31,7 +31,7 @@ from dripcourse.courses.course import Course
 from dripcourse.courses.message import delivery_headers, message_id, reply_addresses
 from dripcourse.courses.render import Personal, RenderedLesson
 from dripcourse.courses.wire import encoded, personalise
-from dripcourse.db import among, among_ids, transaction
+from dripcourse.db import among, among_ids, postgres, transaction
 from dripcourse.errors import CourseError
 from dripcourse.links import LESSON
 from dripcourse.models import (
@@ -153,7 +153,7 @@ def take(
     # each (a batch's rows are read as Core reads them, all at once; nothing here is an ORM
     # object). The statements are built once (``_take_statements``).
     conn = session.connection()
-    take_them, read_them = _take_statements(conn.dialect.name == "postgresql")
+    take_them, read_them = _take_statements(postgres(session))
     taken = {
         row.id: row
         for row in conn.execute(
